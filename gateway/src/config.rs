@@ -1,0 +1,401 @@
+//! Typed configuration, loaded once at startup.
+//!
+//! Sources, first wins: environment variables, then an optional config file in
+//! `.env` format (`KEY=value` lines, `pgstack serve --config FILE`). Names are the
+//! contract's (JWT_SECRET, ANON_KEY, ...). Secrets never appear in `Debug` output.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::keys;
+use pgstack_shared::Role;
+
+/// Smallest JWT secret accepted, in bytes (HS256 wants at least its 256-bit output).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Secrets that are published in docs and templates: never accepted.
+const PUBLISHED_SECRETS: &[&str] = &[
+    "super-secret-jwt-token-with-at-least-32-characters-long",
+    "your-super-secret-jwt-token-with-at-least-32-characters-long",
+    "your-secret-key-change-in-production-please-32",
+];
+
+/// A string that must never be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for signing and comparing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything the gateway needs to run.
+#[derive(Clone)]
+pub struct Config {
+    /// DATABASE_URL: the gateway's login role (normally `authenticator`).
+    pub database_url: String,
+    /// LISTEN_ADDR (or HOST + PORT): where HTTP is served. Default 127.0.0.1:8080.
+    pub listen: SocketAddr,
+    /// JWT_SECRET: HS256 key for every token. Required, at least 32 bytes.
+    pub jwt_secret: Secret,
+    /// JWT_EXPIRY: access-token lifetime in seconds. Default 3600.
+    pub jwt_expiry_secs: u64,
+    /// ANON_KEY: optional; when set it must be a JWT with role anon signed with JWT_SECRET.
+    pub anon_key: Option<Secret>,
+    /// SERVICE_ROLE_KEY: optional; when set, a JWT with role service_role.
+    pub service_role_key: Option<Secret>,
+    /// SITE_URL: where auth emails and OAuth land. Default http://localhost:3000.
+    pub site_url: String,
+    /// ALLOWED_ORIGINS: comma-separated browser origins. Empty = strict default.
+    pub allowed_origins: Vec<String>,
+    /// ALLOW_PERMISSIVE_CORS: accept any origin (development only). Default false.
+    pub allow_permissive_cors: bool,
+    /// DB_POOL_SIZE: connections in the pool. Default: 2 × CPU cores, at least 4.
+    pub db_pool_size: usize,
+    /// LOG_FORMAT: `text` (default) or `json`.
+    pub log_format: LogFormat,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("listen", &self.listen)
+            .field("jwt_secret", &self.jwt_secret)
+            .field("jwt_expiry_secs", &self.jwt_expiry_secs)
+            .field("anon_key", &self.anon_key)
+            .field("service_role_key", &self.service_role_key)
+            .field("site_url", &self.site_url)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("allow_permissive_cors", &self.allow_permissive_cors)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// Why a configuration was refused. Each message tells the operator what to do.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required setting is absent.
+    #[error("{0} is required{1}")]
+    Missing(&'static str, &'static str),
+    /// A setting has a value that cannot be used.
+    #[error("{name} is invalid: {why}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+    /// The config file cannot be read.
+    #[error("cannot read config file {path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        why: String,
+    },
+}
+
+/// Where settings come from: the environment first, then the config file.
+pub struct Source {
+    file: HashMap<String, String>,
+    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+}
+
+impl Source {
+    /// The process environment plus an optional `.env`-format file.
+    pub fn from_env(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut map = HashMap::new();
+        if let Some(path) = file {
+            let iter = dotenvy::from_path_iter(path).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            })?;
+            for item in iter {
+                let (k, v) = item.map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    why: e.to_string(),
+                })?;
+                map.insert(k, v);
+            }
+        }
+        Ok(Source { file: map, env: Box::new(|k| std::env::var(k).ok()) })
+    }
+
+    /// Settings from a map only (tests, `pgstack dev`).
+    pub fn from_map(map: HashMap<String, String>) -> Self {
+        Source { file: map, env: Box::new(|_| None) }
+    }
+
+    /// Adds defaults underneath: used only where neither env nor file has the key.
+    pub fn with_defaults(mut self, defaults: HashMap<String, String>) -> Self {
+        for (k, v) in defaults {
+            self.file.entry(k).or_insert(v);
+        }
+        self
+    }
+
+    /// The value of `key`, if set and not blank.
+    pub fn get(&self, key: &str) -> Option<String> {
+        (self.env)(key)
+            .or_else(|| self.file.get(key).cloned())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Reads and validates every setting.
+    pub fn load(src: &Source) -> Result<Config, ConfigError> {
+        let database_url = src.get("DATABASE_URL").ok_or(ConfigError::Missing(
+            "DATABASE_URL",
+            " (e.g. postgres://authenticator:PASSWORD@127.0.0.1:5432/postgres)",
+        ))?;
+        database_url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|e| ConfigError::Invalid { name: "DATABASE_URL", why: e.to_string() })?;
+
+        let jwt_secret = src.get("JWT_SECRET").ok_or(ConfigError::Missing(
+            "JWT_SECRET",
+            " (at least 32 random characters; `pgstack keys generate` makes one)",
+        ))?;
+        check_secret_strength(&jwt_secret)?;
+        let jwt_secret = Secret::new(jwt_secret);
+
+        let anon_key = src.get("ANON_KEY").map(Secret::new);
+        let service_role_key = src.get("SERVICE_ROLE_KEY").map(Secret::new);
+        check_api_key("ANON_KEY", anon_key.as_ref(), &jwt_secret, Role::Anon)?;
+        check_api_key("SERVICE_ROLE_KEY", service_role_key.as_ref(), &jwt_secret, Role::ServiceRole)?;
+
+        let listen = listen_addr(src)?;
+        let jwt_expiry_secs = parse_num(src, "JWT_EXPIRY", 3600u64)?;
+        if jwt_expiry_secs == 0 {
+            return Err(ConfigError::Invalid { name: "JWT_EXPIRY", why: "must be at least 1 second".into() });
+        }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let db_pool_size = parse_num(src, "DB_POOL_SIZE", (2 * cores).max(4))?;
+        if db_pool_size == 0 {
+            return Err(ConfigError::Invalid { name: "DB_POOL_SIZE", why: "must be at least 1".into() });
+        }
+        let log_format = match src.get("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid { name: "LOG_FORMAT", why: format!("{other:?} is not text or json") })
+            }
+        };
+
+        Ok(Config {
+            database_url,
+            listen,
+            jwt_secret,
+            jwt_expiry_secs,
+            anon_key,
+            service_role_key,
+            site_url: src.get("SITE_URL").unwrap_or_else(|| "http://localhost:3000".into()),
+            allowed_origins: src
+                .get("ALLOWED_ORIGINS")
+                .map(|v| v.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect())
+                .unwrap_or_default(),
+            allow_permissive_cors: parse_bool(src, "ALLOW_PERMISSIVE_CORS", false)?,
+            db_pool_size,
+            log_format,
+        })
+    }
+}
+
+fn listen_addr(src: &Source) -> Result<SocketAddr, ConfigError> {
+    if let Some(v) = src.get("LISTEN_ADDR") {
+        return v.parse().map_err(|_| ConfigError::Invalid {
+            name: "LISTEN_ADDR",
+            why: format!("{v:?} is not an address like 127.0.0.1:8080"),
+        });
+    }
+    let host = src.get("HOST").unwrap_or_else(|| "127.0.0.1".into());
+    let port: u16 = parse_num(src, "PORT", 8080)?;
+    format!("{host}:{port}")
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .map_err(|_| ConfigError::Invalid { name: "HOST", why: format!("{host:?} is not an IP address") })
+}
+
+/// Refuses secrets that are short, published, or made of one repeated character.
+pub fn check_secret_strength(secret: &str) -> Result<(), ConfigError> {
+    let why = if secret.len() < MIN_SECRET_LEN {
+        Some(format!("it has {} characters; at least {MIN_SECRET_LEN} are required", secret.len()))
+    } else if PUBLISHED_SECRETS.contains(&secret) {
+        Some("it is a value published in documentation; generate your own".to_owned())
+    } else if secret.chars().collect::<std::collections::HashSet<_>>().len() < 8 {
+        Some("it has fewer than 8 distinct characters; use a random value".to_owned())
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(ConfigError::Invalid {
+            name: "JWT_SECRET",
+            why: format!("{why} (`pgstack keys generate` makes a strong one)"),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_api_key(
+    name: &'static str,
+    key: Option<&Secret>,
+    secret: &Secret,
+    role: Role,
+) -> Result<(), ConfigError> {
+    let Some(key) = key else { return Ok(()) };
+    match keys::verify(key.expose(), secret) {
+        Ok(claims) if claims.role == role => Ok(()),
+        Ok(claims) => Err(ConfigError::Invalid {
+            name,
+            why: format!("its role claim is {}, expected {role}", claims.role),
+        }),
+        Err(e) => Err(ConfigError::Invalid {
+            name,
+            why: format!("not a valid JWT signed with JWT_SECRET ({e}); `pgstack keys mint` makes one"),
+        }),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(src: &Source, name: &'static str, default: T) -> Result<T, ConfigError> {
+    match src.get(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| ConfigError::Invalid { name, why: format!("{v:?} is not a number") }),
+    }
+}
+
+fn parse_bool(src: &Source, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match src.get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(v) => Err(ConfigError::Invalid { name, why: format!("{v:?} is not true or false") }),
+    }
+}
+
+/// A database URL with its password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(cfg) if cfg.get_password().is_some() => {
+            match (url.find("://"), url.rfind('@')) {
+                (Some(s), Some(at)) if at > s => {
+                    let creds = &url[s + 3..at];
+                    let user = creds.split(':').next().unwrap_or("");
+                    format!("{}{}:<redacted>{}", &url[..s + 3], user, &url[at..])
+                }
+                _ => "<redacted>".to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCD";
+
+    fn src(pairs: &[(&str, &str)]) -> Source {
+        Source::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![("DATABASE_URL", "postgres://authenticator:pw@127.0.0.1:5432/postgres"), ("JWT_SECRET", SECRET)]
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = Config::load(&src(&base())).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.jwt_expiry_secs, 3600);
+        assert!(c.allowed_origins.is_empty());
+        assert!(!c.allow_permissive_cors);
+        assert!(c.db_pool_size >= 4);
+    }
+
+    #[test]
+    fn refuses_missing_or_weak_secrets() {
+        let e = Config::load(&src(&[("DATABASE_URL", "postgres://a@h/db")])).unwrap_err();
+        assert!(e.to_string().starts_with("JWT_SECRET is required"), "{e}");
+        for weak in ["short", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "your-super-secret-jwt-token-with-at-least-32-characters-long"] {
+            let mut p = base();
+            p[1] = ("JWT_SECRET", weak);
+            let e = Config::load(&src(&p)).unwrap_err();
+            assert!(e.to_string().starts_with("JWT_SECRET is invalid"), "{weak}: {e}");
+        }
+        let e = Config::load(&src(&[("JWT_SECRET", SECRET)])).unwrap_err();
+        assert!(e.to_string().starts_with("DATABASE_URL is required"), "{e}");
+    }
+
+    #[test]
+    fn api_keys_must_be_signed_for_their_role() {
+        let secret = Secret::new(SECRET);
+        let anon = keys::mint(Role::Anon, &secret).unwrap();
+        let service = keys::mint(Role::ServiceRole, &secret).unwrap();
+        let mut p = base();
+        p.push(("ANON_KEY", &anon));
+        p.push(("SERVICE_ROLE_KEY", &service));
+        assert!(Config::load(&src(&p)).is_ok());
+
+        let mut swapped = base();
+        swapped.push(("ANON_KEY", &service));
+        let e = Config::load(&src(&swapped)).unwrap_err();
+        assert!(e.to_string().contains("expected anon"), "{e}");
+
+        let other = keys::mint(Role::Anon, &Secret::new("another-secret-0123456789-abcdefghijk")).unwrap();
+        let mut foreign = base();
+        foreign.push(("ANON_KEY", &other));
+        assert!(Config::load(&src(&foreign)).unwrap_err().to_string().starts_with("ANON_KEY is invalid"));
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let c = Config::load(&src(&base())).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains(SECRET));
+        assert!(!dbg.contains(":pw@"));
+        assert!(dbg.contains("authenticator:<redacted>@127.0.0.1"));
+    }
+
+    #[test]
+    fn host_port_and_bad_values() {
+        let mut p = base();
+        p.push(("PORT", "9000"));
+        p.push(("HOST", "0.0.0.0"));
+        assert_eq!(Config::load(&src(&p)).unwrap().listen.to_string(), "0.0.0.0:9000");
+        let mut p = base();
+        p.push(("ALLOW_PERMISSIVE_CORS", "maybe"));
+        assert!(Config::load(&src(&p)).is_err());
+        let mut p = base();
+        p.push(("ALLOWED_ORIGINS", "https://a.example, https://b.example,"));
+        assert_eq!(Config::load(&src(&p)).unwrap().allowed_origins, vec!["https://a.example", "https://b.example"]);
+    }
+}

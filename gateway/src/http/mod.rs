@@ -1,0 +1,3 @@
+//! Cross-cutting HTTP layers: request ids and access logs.
+
+pub mod trace;

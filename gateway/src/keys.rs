@@ -1,0 +1,93 @@
+//! Project keys: the JWT secret and the ANON_KEY / SERVICE_ROLE_KEY JWTs signed with it.
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use pgstack_shared::{JwtClaims, Role};
+use rand::RngCore;
+
+use crate::config::Secret;
+
+/// Lifetime of a project key: ten years, as Supabase issues them.
+pub const API_KEY_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
+
+/// A fresh random secret: 48 bytes from the OS, base64url (64 characters).
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 48];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// An HS256 project key for `role`, signed with `secret`.
+pub fn mint(role: Role, secret: &Secret) -> Result<String, jsonwebtoken::errors::Error> {
+    sign(&JwtClaims::api_key(role, now(), API_KEY_LIFETIME_SECS), secret)
+}
+
+/// Signs any claims with HS256.
+pub fn sign(claims: &JwtClaims, secret: &Secret) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.expose().as_bytes()),
+    )
+}
+
+/// Verifies an HS256 token (signature, expiry) and returns its claims.
+pub fn verify(token: &str, secret: &Secret) -> Result<JwtClaims, jsonwebtoken::errors::Error> {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.validate_aud = false;
+    v.required_spec_claims = ["exp"].into_iter().map(String::from).collect();
+    jsonwebtoken::decode::<JwtClaims>(token, &DecodingKey::from_secret(secret.expose().as_bytes()), &v)
+        .map(|d| d.claims)
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secrets_are_strong_and_distinct() {
+        let a = generate_secret();
+        let b = generate_secret();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        crate::config::check_secret_strength(&a).unwrap();
+    }
+
+    #[test]
+    fn minted_keys_verify_with_their_secret_only() {
+        let s = Secret::new(generate_secret());
+        let k = mint(Role::ServiceRole, &s).unwrap();
+        let c = verify(&k, &s).unwrap();
+        assert_eq!(c.role, Role::ServiceRole);
+        assert!(c.exp - c.iat >= API_KEY_LIFETIME_SECS);
+        assert!(verify(&k, &Secret::new(generate_secret())).is_err());
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let s = Secret::new(generate_secret());
+        let t = sign(&JwtClaims::api_key(Role::Anon, now() - 7200, 60), &s).unwrap();
+        assert!(verify(&t, &s).is_err());
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_strings() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "abcd"));
+    }
+}

@@ -1,0 +1,21 @@
+//! The pgstack gateway: HTTP and WebSocket in front of PostgreSQL.
+//!
+//! Flow: `main.rs` (CLI) → [`config`] → [`serve`] builds [`state::AppState`] and
+//! [`router::app`] → handlers per product. The embedded cluster of `pgstack dev`
+//! lives in [`dev`]; creating/updating the extension in [`install`].
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod db;
+pub mod dev;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod install;
+pub mod keys;
+pub mod router;
+pub mod serve;
+pub mod state;
+
+pub use router::app;
+pub use state::AppState;

@@ -1,0 +1,15 @@
+//! Every route, in one table that reads top to bottom.
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::{error, health, http, AppState};
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/health", get(health::health))
+        .fallback(error::not_found)
+        .with_state(state);
+    http::trace::layer(routes)
+}

@@ -1,0 +1,102 @@
+//! `pgstack serve`: bind, serve, and drain in-flight requests on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::{Config, LogFormat};
+use crate::{app, db, AppState};
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Installs the tracing subscriber once. RUST_LOG overrides the default level.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish (at most
+/// [`DRAIN_TIMEOUT`]). Prints `listening on http://ADDR` on stdout once bound.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let pool = db::pool(&config)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    check_database(&pool).await;
+    let state = AppState::new(config, pool);
+
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, "pgstack gateway listening");
+
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let graceful = async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: draining in-flight requests");
+        let _ = drain_tx.send(());
+    };
+    let server = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(graceful);
+    let server = tokio::spawn(async move { server.await });
+    tokio::pin!(server);
+    tokio::select! {
+        res = &mut server => res??,
+        _ = async { let _ = drain_rx.await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+            tracing::warn!("drain timeout reached; closing remaining connections");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Logs whether the database answers and the extension is present. Never fails:
+/// the gateway runs degraded until Postgres is back.
+async fn check_database(pool: &deadpool_postgres::Pool) {
+    let client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "PostgreSQL is not reachable yet; /health reports degraded until it is");
+            return;
+        }
+    };
+    match client.query_opt("SELECT extversion FROM pg_extension WHERE extname = 'pgstack'", &[]).await {
+        Ok(Some(row)) => {
+            let v: String = row.get(0);
+            if v != env!("CARGO_PKG_VERSION") {
+                tracing::warn!(installed = %v, gateway = env!("CARGO_PKG_VERSION"),
+                    "extension version differs from the gateway: run `pgstack install` (ALTER EXTENSION pgstack UPDATE)");
+            }
+        }
+        Ok(None) => tracing::warn!("extension pgstack is not created in this database: run `pgstack install`"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the extension version"),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

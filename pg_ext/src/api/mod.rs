@@ -1,0 +1,3 @@
+//! Every `#[pg_extern]` of the extension, grouped by schema. Nothing else lives here.
+
+mod pgr;

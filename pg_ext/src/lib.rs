@@ -1,0 +1,103 @@
+//! pgstack's Postgres extension (`CREATE EXTENSION pgstack`).
+//!
+//! Owns everything that lives in the database: the roles and schemas, the RLS
+//! helpers (`auth.uid()`, ...), and later live queries, outboxes and catalogs.
+//! Hand-written SQL lives in the repository's `sql/` folder and is embedded here;
+//! Rust functions live in `api/`. Upgrade scripts are `sql/pgstack--<from>--<to>.sql`
+//! beside this crate's manifest (`cargo pgrx install` ships them).
+
+
+::pgrx::pg_module_magic!(name, version);
+
+mod api;
+
+// Roles, schemas and RLS helpers: everything else depends on them.
+pgrx::extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn set_claims(json: &str) {
+        Spi::run_with_args(
+            "SELECT set_config('request.jwt.claims', $1, true)",
+            &[json.into()],
+        )
+        .unwrap();
+    }
+
+    fn text(sql: &str) -> Option<String> {
+        Spi::get_one::<String>(sql).unwrap()
+    }
+
+    #[pg_test]
+    fn helpers_read_the_transaction_claims() {
+        set_claims(
+            r#"{"sub":"2b1c7a52-0f1e-4a8e-9d55-1f0e6a4b9c10","role":"authenticated","email":"jane@example.com","app_metadata":{"provider":"email"}}"#,
+        );
+        assert_eq!(
+            text("SELECT auth.uid()::text").as_deref(),
+            Some("2b1c7a52-0f1e-4a8e-9d55-1f0e6a4b9c10")
+        );
+        assert_eq!(text("SELECT auth.role()").as_deref(), Some("authenticated"));
+        assert_eq!(text("SELECT auth.email()").as_deref(), Some("jane@example.com"));
+        assert_eq!(
+            text("SELECT auth.jwt() -> 'app_metadata' ->> 'provider'").as_deref(),
+            Some("email")
+        );
+    }
+
+    #[pg_test]
+    fn helpers_are_null_without_claims() {
+        assert_eq!(text("SELECT auth.uid()::text"), None);
+        assert_eq!(text("SELECT auth.role()"), None);
+        assert_eq!(text("SELECT auth.email()"), None);
+        assert_eq!(text("SELECT auth.jwt()::text"), None);
+    }
+
+    #[pg_test]
+    fn a_subject_that_is_not_a_uuid_is_no_user() {
+        set_claims(r#"{"sub":"not-a-uuid","role":"anon"}"#);
+        assert_eq!(text("SELECT auth.uid()::text"), None);
+        assert_eq!(text("SELECT auth.role()").as_deref(), Some("anon"));
+    }
+
+    #[pg_test]
+    fn version_reports_the_installed_build() {
+        assert_eq!(
+            text("SELECT pgr.version()").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    #[pg_test]
+    fn roles_exist_as_the_gateway_expects() {
+        let ok = Spi::get_one::<bool>(
+            "SELECT count(*) = 3 FROM pg_roles
+              WHERE rolname IN ('anon','authenticated','service_role') AND NOT rolcanlogin",
+        )
+        .unwrap();
+        assert_eq!(ok, Some(true));
+        let ok = Spi::get_one::<bool>(
+            "SELECT rolcanlogin AND NOT rolinherit FROM pg_roles WHERE rolname = 'authenticator'",
+        )
+        .unwrap();
+        assert_eq!(ok, Some(true));
+        let bypass =
+            Spi::get_one::<bool>("SELECT rolbypassrls FROM pg_roles WHERE rolname = 'service_role'")
+                .unwrap();
+        assert_eq!(bypass, Some(true));
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

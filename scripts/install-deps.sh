@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything pgstack needs on Debian 12 (root, Rust toolchain present).
+# Idempotent: each step checks first, so a warm run takes seconds.
+set -euo pipefail
+
+PGRX_VERSION=0.18.1
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib sudo clang libclang-dev pkg-config)
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's package starts its own cluster on 5432; pgstack never uses it.
+  pg_ctlcluster 15 main stop 2>/dev/null || true
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+  log "cargo install cargo-pgrx $PGRX_VERSION"
+  cargo install --locked cargo-pgrx --version "$PGRX_VERSION"
+fi
+
+if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+  log "cargo pgrx init --pg15 $PG_CONFIG"
+  cargo pgrx init --pg15 "$PG_CONFIG"
+fi
+log "ok"

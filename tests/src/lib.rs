@@ -1,0 +1,229 @@
+//! Harness for the end-to-end tests: real clusters and the real `pgstack` binary.
+//!
+//! - [`TestCluster`]: a throw-away PostgreSQL 15 cluster (initdb in a temp folder,
+//!   a free port, stopped and removed on drop) with the extension created.
+//! - [`Gateway`]: the `pgstack` binary as a child process, its logs captured.
+//!
+//! The binary must be built first (`cargo build`); scripts/test.sh does it.
+#![forbid(unsafe_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use pgstack_gateway::dev::cluster::{self, Cluster};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_postgres::{Client, NoTls};
+
+/// Password of the test clusters' superuser and authenticator roles.
+pub const PASSWORD: &str = "pgstack-test-password";
+
+/// A JWT secret for tests (strong enough for the gateway's checks).
+pub const JWT_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+
+/// A private cluster, stopped and deleted on drop.
+pub struct TestCluster {
+    /// The cluster.
+    pub cluster: Cluster,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// initdb + start, on a free port, without the extension.
+    pub fn start_bare() -> anyhow::Result<TestCluster> {
+        let dir = tempfile::Builder::new().prefix("pgstack-test-").tempdir()?;
+        // The Postgres OS user must traverse the temp folder to reach its cluster.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let c = Cluster::new(
+            cluster::pg_bin_dir()?,
+            dir.path().join("cluster"),
+            cluster::free_port(None)?,
+            cluster::server_os_user()?,
+        )?;
+        c.init(PASSWORD)?;
+        c.start()?;
+        Ok(TestCluster { cluster: c, _dir: dir })
+    }
+
+    /// A started cluster with `CREATE EXTENSION pgstack` done and authenticator's
+    /// password set.
+    pub async fn start() -> anyhow::Result<TestCluster> {
+        let tc = Self::start_bare()?;
+        let su = tc.superuser().await?;
+        pgstack_gateway::install::ensure_extension(&su).await?;
+        pgstack_gateway::install::set_authenticator_password(&su, PASSWORD).await?;
+        Ok(tc)
+    }
+
+    /// URL of the superuser.
+    pub fn superuser_url(&self) -> String {
+        self.cluster.url(cluster::SUPERUSER, PASSWORD, "postgres")
+    }
+
+    /// URL of the gateway's login role.
+    pub fn authenticator_url(&self) -> String {
+        self.cluster.url("authenticator", PASSWORD, "postgres")
+    }
+
+    /// A superuser connection.
+    pub async fn superuser(&self) -> anyhow::Result<Client> {
+        connect(&self.superuser_url()).await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+    }
+}
+
+/// Connects and spawns the connection task.
+pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Path of the `pgstack` binary: $PGSTACK_BIN, else the workspace's debug build.
+pub fn pgstack_bin() -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os("PGSTACK_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            target.join("debug/pgstack")
+        }
+    };
+    if !path.exists() {
+        bail!("{} does not exist: run `cargo build -p pgstack-gateway` first", path.display());
+    }
+    Ok(path)
+}
+
+/// A running `pgstack` process with its output captured.
+pub struct Gateway {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    /// `pgstack serve` against `cluster`, on a free port, with `extra` env on top.
+    pub async fn serve(cluster: &TestCluster, extra: &[(&str, &str)]) -> anyhow::Result<Gateway> {
+        let mut env = vec![
+            ("DATABASE_URL", cluster.authenticator_url()),
+            ("JWT_SECRET", JWT_SECRET.to_owned()),
+            ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        Self::spawn(&["serve"], &env).await
+    }
+
+    /// Runs `pgstack ARGS` with `env` and waits for its `listening on` line.
+    pub async fn spawn(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Gateway> {
+        let mut cmd = Command::new(pgstack_bin()?);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        for k in ["DATABASE_URL", "JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY", "LISTEN_ADDR", "HOST", "PORT", "PGSTACK_DIR", "PGSTACK_CONFIG"] {
+            cmd.env_remove(k);
+        }
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("spawning pgstack")?;
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        collect(child.stdout.take().unwrap(), stdout.clone(), Some(tx));
+        collect(child.stderr.take().unwrap(), stderr.clone(), None);
+
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some(line)) => {
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        let base = addr.trim().to_owned();
+                        return Ok(Gateway { child, base, stdout, stderr });
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    let status = child.try_wait()?;
+                    bail!(
+                        "pgstack did not start (status {status:?})\nstdout:\n{}\nstderr:\n{}",
+                        stdout.lock().unwrap(),
+                        stderr.lock().unwrap()
+                    );
+                }
+            }
+        }
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Everything the process printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything the process logged on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??)
+    }
+}
+
+fn collect(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<String>>,
+    lines: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) {
+    tokio::spawn(async move {
+        let mut r = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = r.next_line().await {
+            {
+                let mut s = into.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+            if let Some(tx) = &lines {
+                let _ = tx.send(line);
+            }
+        }
+    });
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
