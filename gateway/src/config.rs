@@ -77,6 +77,12 @@ pub struct Config {
     pub db_pool_size: usize,
     /// LOG_FORMAT: `text` (default) or `json`.
     pub log_format: LogFormat,
+    /// ALLOW_ANONYMOUS_SIGNIN: anonymous accounts (/auth/v1/anonymous, signup without
+    /// email). Default false.
+    pub allow_anonymous_signin: bool,
+    /// REFRESH_TOKEN_REUSE_INTERVAL: seconds during which a used refresh token may be
+    /// presented again (concurrent tabs). Default 10.
+    pub refresh_reuse_interval_secs: i64,
 }
 
 impl fmt::Debug for Config {
@@ -93,6 +99,8 @@ impl fmt::Debug for Config {
             .field("allow_permissive_cors", &self.allow_permissive_cors)
             .field("db_pool_size", &self.db_pool_size)
             .field("log_format", &self.log_format)
+            .field("allow_anonymous_signin", &self.allow_anonymous_signin)
+            .field("refresh_reuse_interval_secs", &self.refresh_reuse_interval_secs)
             .finish()
     }
 }
@@ -225,6 +233,8 @@ impl Config {
             allow_permissive_cors: parse_bool(src, "ALLOW_PERMISSIVE_CORS", false)?,
             db_pool_size,
             log_format,
+            allow_anonymous_signin: parse_bool(src, "ALLOW_ANONYMOUS_SIGNIN", false)?,
+            refresh_reuse_interval_secs: parse_num(src, "REFRESH_TOKEN_REUSE_INTERVAL", 10i64)?.max(0),
         })
     }
 }

@@ -5,6 +5,7 @@
 //! lives in [`dev`]; creating/updating the extension in [`install`].
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod dev;

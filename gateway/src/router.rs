@@ -3,12 +3,13 @@
 use axum::routing::get;
 use axum::Router;
 
-use crate::{error, health, http, AppState};
+use crate::{auth, error, health, http, AppState};
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .route("/health", get(health::health))
+        .nest("/auth/v1", auth::routes())
         .fallback(error::not_found)
         .with_state(state);
     http::trace::layer(routes)

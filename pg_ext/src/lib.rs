@@ -13,6 +13,8 @@ mod api;
 
 // Roles, schemas and RLS helpers: everything else depends on them.
 pgrx::extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+// Accounts, sessions and tokens (the gateway's /auth/v1).
+pgrx::extension_sql_file!("../../sql/auth.sql", name = "auth", requires = ["bootstrap"]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

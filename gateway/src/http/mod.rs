@@ -1,3 +1,4 @@
-//! Cross-cutting HTTP layers: request ids and access logs.
+//! Cross-cutting HTTP layers and extractors: request ids, access logs, the caller.
 
+pub mod caller;
 pub mod trace;

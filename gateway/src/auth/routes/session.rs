@@ -1,0 +1,133 @@
+//! POST /token (grant_type=password | refresh_token) and POST /logout.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::json;
+use crate::auth::error::{parse_body, AuthError, AuthResult};
+use crate::auth::store::{self, Refreshed};
+use crate::auth::tokens::{self, Method};
+use crate::auth::{passwords, validate, ClientInfo};
+use crate::http::caller::Caller;
+use crate::AppState;
+
+#[derive(Deserialize)]
+pub struct GrantQuery {
+    grant_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PasswordGrant {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RefreshGrant {
+    refresh_token: Option<String>,
+}
+
+/// POST /auth/v1/token?grant_type=...
+pub async fn token(State(s): State<AppState>, Query(q): Query<GrantQuery>, client: ClientInfo, body: Bytes) -> AuthResult<Response> {
+    match q.grant_type.as_deref() {
+        Some("password") => password_grant(&s, &client, parse_body(&body)?).await,
+        Some("refresh_token") => refresh_grant(&s, parse_body(&body)?).await,
+        Some(other) => Err(AuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            format!("unsupported grant_type {other:?}"),
+        )),
+        None => Err(AuthError::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type is required")),
+    }
+}
+
+async fn password_grant(s: &AppState, client: &ClientInfo, p: PasswordGrant) -> AuthResult<Response> {
+    let (Some(email), Some(password)) = (p.email, p.password) else {
+        return Err(AuthError::invalid_body("email and password are required"));
+    };
+    // A malformed address cannot match an account: same answer as a wrong password.
+    let email = validate::email(&email).unwrap_or_default();
+    let mut conn = s.pool.get().await?;
+    let tx = store::begin(&mut conn).await?;
+    let found = if email.is_empty() { None } else { store::find_by_email(&tx, &email).await? };
+    let (id, hash, banned) = match found {
+        Some(f) => f,
+        None => {
+            passwords::verify(password, None).await;
+            return Err(AuthError::invalid_credentials());
+        }
+    };
+    if !passwords::verify(password, hash).await {
+        store::audit(&tx, "login_failed", Some(id), json!({"provider": "email"}), client.ip.as_deref()).await?;
+        tx.commit().await?;
+        return Err(AuthError::invalid_credentials());
+    }
+    if banned {
+        return Err(AuthError::new(StatusCode::FORBIDDEN, "user_banned", "user is banned"));
+    }
+    let (session, refresh) = store::start_session(&tx, id, client.user_agent.as_deref(), client.ip.as_deref()).await?;
+    let user = store::found(store::user_json(&tx, id).await?)?;
+    store::audit(&tx, "login", Some(id), json!({"provider": "email"}), client.ip.as_deref()).await?;
+    tx.commit().await?;
+    let body = tokens::session_body(&s.config, user, &session.to_string(), &refresh, Method::Password)?;
+    Ok(json(StatusCode::OK, body))
+}
+
+async fn refresh_grant(s: &AppState, p: RefreshGrant) -> AuthResult<Response> {
+    let token = p.refresh_token.filter(|t| !t.is_empty()).ok_or_else(AuthError::invalid_refresh)?;
+    let mut conn = s.pool.get().await?;
+    let tx = store::begin(&mut conn).await?;
+    match store::refresh(&tx, &token, s.config.refresh_reuse_interval_secs).await? {
+        Refreshed::Invalid => Err(AuthError::invalid_refresh()),
+        Refreshed::Reused => {
+            // The revocation must stick even though the request fails.
+            store::audit(&tx, "token_revoked", None, json!({"reason": "refresh token reuse"}), None).await?;
+            tx.commit().await?;
+            Err(AuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "refresh_token_already_used",
+                "invalid refresh token: already used",
+            ))
+        }
+        Refreshed::Rotated(user_id, session, next) => {
+            let user = store::found(store::user_json(&tx, user_id).await?)?;
+            tx.commit().await?;
+            let body = tokens::session_body(&s.config, user, &session.to_string(), &next, Method::Refresh)?;
+            Ok(json(StatusCode::OK, body))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LogoutQuery {
+    scope: Option<String>,
+}
+
+/// POST /auth/v1/logout?scope=local|global|others → 204.
+pub async fn logout(State(s): State<AppState>, Query(q): Query<LogoutQuery>, caller: Caller) -> AuthResult<Response> {
+    let scope = q.scope.as_deref().unwrap_or("local");
+    if !matches!(scope, "local" | "global" | "others") {
+        return Err(AuthError::invalid_body("scope must be local, global or others"));
+    }
+    let user = user_of(&caller)?;
+    let session = caller.session_id().and_then(|v| v.parse::<Uuid>().ok());
+    let mut conn = s.pool.get().await?;
+    let tx = store::begin(&mut conn).await?;
+    store::logout(&tx, user, session, scope).await?;
+    store::audit(&tx, "logout", Some(user), json!({"scope": scope}), None).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The user id of a user token; 401 for API keys.
+pub fn user_of(caller: &Caller) -> AuthResult<Uuid> {
+    caller
+        .user_id()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| AuthError::new(StatusCode::UNAUTHORIZED, "bad_jwt", "invalid JWT: missing sub claim"))
+}

@@ -1,0 +1,260 @@
+//! Every SQL statement of auth, on the extension's `auth` tables. Each call runs
+//! inside a transaction opened by [`begin`] as role `pgstack_auth_admin`.
+
+use deadpool_postgres::{Object, Transaction};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::{AuthError, AuthResult};
+use super::tokens;
+
+/// Opens a transaction with the auth tables' role.
+pub async fn begin(client: &mut Object) -> AuthResult<Transaction<'_>> {
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL ROLE pgstack_auth_admin").await?;
+    Ok(tx)
+}
+
+/// A new account.
+pub struct NewUser<'a> {
+    /// Lower-cased email, if any.
+    pub email: Option<&'a str>,
+    /// argon2id hash, if any.
+    pub password_hash: Option<&'a str>,
+    /// anon / authenticated / service_role.
+    pub role: &'a str,
+    /// user_metadata.
+    pub user_meta: &'a Value,
+    /// app_metadata.
+    pub app_meta: &'a Value,
+    /// Email confirmed now.
+    pub confirmed: bool,
+    /// Anonymous account.
+    pub is_anonymous: bool,
+}
+
+/// Inserts a user (and its email identity). `None` when the email is taken.
+pub async fn create_user(tx: &Transaction<'_>, u: &NewUser<'_>) -> AuthResult<Option<Uuid>> {
+    const SQL: &str = "
+        WITH u AS (
+            INSERT INTO auth.users (email, encrypted_password, role, raw_user_meta_data,
+                                    raw_app_meta_data, email_confirmed_at, is_anonymous)
+            VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END, $7)
+            ON CONFLICT DO NOTHING
+            RETURNING *),
+        i AS (
+            INSERT INTO auth.identities (user_id, provider, provider_id, identity_data)
+            SELECT u.id, 'email', u.id::text,
+                   jsonb_build_object('sub', u.id::text, 'email', u.email,
+                                      'email_verified', u.email_confirmed_at IS NOT NULL)
+              FROM u WHERE u.email IS NOT NULL)
+        SELECT id FROM u";
+    let row = tx
+        .query_opt(SQL, &[&u.email, &u.password_hash, &u.role, u.user_meta, u.app_meta, &u.confirmed, &u.is_anonymous])
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// The user object of a live account.
+pub async fn user_json(tx: &Transaction<'_>, id: Uuid) -> AuthResult<Option<Value>> {
+    let row = tx
+        .query_opt("SELECT auth.user_json(u) FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL", &[&id])
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// What a password sign-in needs: id, hash, banned now.
+pub async fn find_by_email(tx: &Transaction<'_>, email: &str) -> AuthResult<Option<(Uuid, Option<String>, bool)>> {
+    let row = tx
+        .query_opt(
+            "SELECT id, encrypted_password, coalesce(banned_until > now(), false)
+               FROM auth.users WHERE lower(email) = lower($1) AND deleted_at IS NULL",
+            &[&email],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
+
+/// Starts a session with its first refresh token; returns (session id, refresh token).
+pub async fn start_session(tx: &Transaction<'_>, user: Uuid, user_agent: Option<&str>, ip: Option<&str>) -> AuthResult<(Uuid, String)> {
+    let refresh = tokens::opaque();
+    const SQL: &str = "
+        WITH s AS (
+            INSERT INTO auth.sessions (user_id, user_agent, ip) VALUES ($1, $2, $3) RETURNING id),
+        r AS (
+            INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id)
+            SELECT $4, $1, s.id FROM s),
+        u AS (
+            UPDATE auth.users SET last_sign_in_at = now() WHERE id = $1)
+        SELECT id FROM s";
+    let row = tx.query_one(SQL, &[&user, &user_agent, &ip, &tokens::digest(&refresh)]).await?;
+    Ok((row.get(0), refresh))
+}
+
+/// What presenting a refresh token led to.
+pub enum Refreshed {
+    /// A new token in the same session: (user, session, new refresh token).
+    Rotated(Uuid, Uuid, String),
+    /// No such token, or its session / user is gone or banned.
+    Invalid,
+    /// A token used again after the grace window: the session was revoked.
+    Reused,
+}
+
+/// Rotates `token`. A token already rotated less than `grace_secs` ago (concurrent
+/// tabs, server-side rendering) yields a fresh sibling token in the same session, as
+/// the issued one cannot be returned again (only its digest is stored). Older reuse
+/// revokes the whole session.
+pub async fn refresh(tx: &Transaction<'_>, token: &str, grace_secs: i64) -> AuthResult<Refreshed> {
+    let row = tx
+        .query_opt(
+            "SELECT rt.id, rt.user_id, rt.session_id, rt.revoked,
+                    rt.revoked AND rt.updated_at > now() - make_interval(secs => $2),
+                    s.not_after IS NOT NULL AND s.not_after < now(),
+                    u.deleted_at IS NOT NULL OR coalesce(u.banned_until > now(), false)
+               FROM auth.refresh_tokens rt
+               JOIN auth.sessions s ON s.id = rt.session_id
+               JOIN auth.users u ON u.id = rt.user_id
+              WHERE rt.token_hash = $1
+              FOR UPDATE OF rt",
+            &[&tokens::digest(token), &(grace_secs as f64)],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(Refreshed::Invalid) };
+    let (id, user, session): (i64, Uuid, Uuid) = (row.get(0), row.get(1), row.get(2));
+    let (revoked, in_grace, expired, blocked): (bool, bool, bool, bool) = (row.get(3), row.get(4), row.get(5), row.get(6));
+    if expired || blocked {
+        return Ok(Refreshed::Invalid);
+    }
+    if revoked && !in_grace {
+        tx.execute("DELETE FROM auth.sessions WHERE id = $1", &[&session]).await?;
+        return Ok(Refreshed::Reused);
+    }
+    let next = tokens::opaque();
+    tx.execute(
+        "WITH old AS (UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE id = $1 AND NOT revoked),
+              s AS (UPDATE auth.sessions SET refreshed_at = now(), updated_at = now() WHERE id = $3)
+         INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id, parent_id) VALUES ($2, $4, $3, $1)",
+        &[&id, &tokens::digest(&next), &session, &user],
+    )
+    .await?;
+    Ok(Refreshed::Rotated(user, session, next))
+}
+
+/// Whether a session still exists.
+pub async fn session_exists(tx: &Transaction<'_>, session: Uuid) -> AuthResult<bool> {
+    Ok(tx.query_opt("SELECT 1 FROM auth.sessions WHERE id = $1", &[&session]).await?.is_some())
+}
+
+/// Ends sessions of `user`: `local` = this one, `global` = all, `others` = all but this.
+pub async fn logout(tx: &Transaction<'_>, user: Uuid, session: Option<Uuid>, scope: &str) -> AuthResult<u64> {
+    let n = match scope {
+        "global" => tx.execute("DELETE FROM auth.sessions WHERE user_id = $1", &[&user]).await?,
+        "others" => {
+            tx.execute("DELETE FROM auth.sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2", &[&user, &session])
+                .await?
+        }
+        _ => tx.execute("DELETE FROM auth.sessions WHERE user_id = $1 AND id = $2", &[&user, &session]).await?,
+    };
+    Ok(n)
+}
+
+/// Changes of `PUT /user` and admin updates; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct UserChanges<'a> {
+    /// New lower-cased email.
+    pub email: Option<&'a str>,
+    /// New password hash.
+    pub password_hash: Option<&'a str>,
+    /// Merged into user_metadata.
+    pub user_meta: Option<&'a Value>,
+    /// Merged into app_metadata.
+    pub app_meta: Option<&'a Value>,
+}
+
+/// Applies `c`; `Ok(false)` when the new email belongs to another account.
+pub async fn update_user(tx: &Transaction<'_>, id: Uuid, c: &UserChanges<'_>) -> AuthResult<bool> {
+    if let Some(email) = c.email {
+        let taken = tx
+            .query_opt(
+                "SELECT 1 FROM auth.users WHERE lower(email) = lower($1) AND id <> $2 AND deleted_at IS NULL",
+                &[&email, &id],
+            )
+            .await?;
+        if taken.is_some() {
+            return Ok(false);
+        }
+    }
+    tx.execute(
+        "UPDATE auth.users SET
+             email = coalesce($2, email),
+             encrypted_password = coalesce($3, encrypted_password),
+             raw_user_meta_data = raw_user_meta_data || coalesce($4, '{}'::jsonb),
+             raw_app_meta_data = raw_app_meta_data || coalesce($5, '{}'::jsonb),
+             is_anonymous = is_anonymous AND $2::text IS NULL,
+             updated_at = now()
+         WHERE id = $1",
+        &[&id, &c.email, &c.password_hash, &c.user_meta, &c.app_meta],
+    )
+    .await?;
+    if let Some(email) = c.email {
+        tx.execute(
+            "INSERT INTO auth.identities (user_id, provider, provider_id, identity_data)
+             VALUES ($1, 'email', $3::text, jsonb_build_object('sub', $3::text, 'email', $2::text, 'email_verified', true))
+             ON CONFLICT (provider, provider_id) DO UPDATE
+                SET identity_data = excluded.identity_data, updated_at = now()",
+            &[&id, &email, &id.to_string()],
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+/// Admin list: one page of users, newest first, and the total.
+pub async fn list_users(tx: &Transaction<'_>, page: i64, per_page: i64) -> AuthResult<(Vec<Value>, i64)> {
+    let rows = tx
+        .query(
+            "SELECT auth.user_json(u), count(*) OVER () FROM auth.users u WHERE u.deleted_at IS NULL
+              ORDER BY u.created_at DESC, u.id LIMIT $1 OFFSET $2",
+            &[&per_page, &((page - 1) * per_page)],
+        )
+        .await?;
+    let total = match rows.first() {
+        Some(r) => r.get(1),
+        None => tx.query_one("SELECT count(*) FROM auth.users WHERE deleted_at IS NULL", &[]).await?.get(0),
+    };
+    Ok((rows.iter().map(|r| r.get(0)).collect(), total))
+}
+
+/// Deletes an account (hard, or soft: keeps the row, frees the email, ends sessions).
+/// Returns the user object as it was, or `None` when there is no such user.
+pub async fn delete_user(tx: &Transaction<'_>, id: Uuid, soft: bool) -> AuthResult<Option<Value>> {
+    let Some(user) = user_json(tx, id).await? else { return Ok(None) };
+    if soft {
+        tx.execute(
+            "WITH s AS (DELETE FROM auth.sessions WHERE user_id = $1)
+             UPDATE auth.users SET deleted_at = now(), email = NULL, encrypted_password = NULL, updated_at = now()
+              WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    } else {
+        tx.execute("DELETE FROM auth.users WHERE id = $1", &[&id]).await?;
+    }
+    Ok(Some(user))
+}
+
+/// Appends to the audit log.
+pub async fn audit(tx: &Transaction<'_>, action: &str, actor: Option<Uuid>, payload: Value, ip: Option<&str>) -> AuthResult<()> {
+    tx.execute(
+        "INSERT INTO auth.audit_log_entries (action, actor_id, payload, ip_address) VALUES ($1, $2, $3, coalesce($4, ''))",
+        &[&action, &actor, &payload, &ip],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Maps "not found" to the contract's 404.
+pub fn found<T>(v: Option<T>) -> AuthResult<T> {
+    v.ok_or_else(AuthError::user_not_found)
+}

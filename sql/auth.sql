@@ -1,0 +1,143 @@
+-- pgstack auth storage: users, identities, sessions, refresh tokens, one-time
+-- tokens and an audit log, in schema auth (GoTrue-compatible column names so an
+-- existing Supabase auth.users table can be imported; see README "Importing users").
+--
+-- No token is stored in clear: refresh and one-time tokens are kept as SHA-256 hex
+-- digests; passwords as argon2id (or imported bcrypt) hashes.
+--
+-- The gateway works on these tables as role pgstack_auth_admin (granted to
+-- authenticator, taken per transaction with SET LOCAL ROLE); the request roles
+-- anon / authenticated see none of them.
+
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgstack_auth_admin') THEN
+        CREATE ROLE pgstack_auth_admin NOLOGIN NOINHERIT;
+    END IF;
+END
+$roles$;
+GRANT pgstack_auth_admin TO authenticator;
+GRANT USAGE ON SCHEMA auth TO pgstack_auth_admin;
+
+CREATE TABLE auth.users (
+    id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    aud                 text NOT NULL DEFAULT 'authenticated',
+    role                text NOT NULL DEFAULT 'authenticated'
+                        CHECK (role IN ('anon', 'authenticated', 'service_role')),
+    email               text CHECK (email IS NULL OR length(email) <= 320),
+    encrypted_password  text,
+    email_confirmed_at  timestamptz,
+    phone               text,
+    raw_app_meta_data   jsonb NOT NULL DEFAULT '{}',
+    raw_user_meta_data  jsonb NOT NULL DEFAULT '{}',
+    is_anonymous        boolean NOT NULL DEFAULT false,
+    last_sign_in_at     timestamptz,
+    banned_until        timestamptz,
+    deleted_at          timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+-- One live account per address, whatever its case.
+CREATE UNIQUE INDEX users_email_key ON auth.users (lower(email))
+    WHERE email IS NOT NULL AND deleted_at IS NULL;
+
+CREATE TABLE auth.identities (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id         uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+    provider        text NOT NULL,
+    provider_id     text NOT NULL,
+    identity_data   jsonb NOT NULL DEFAULT '{}',
+    email           text GENERATED ALWAYS AS (lower(identity_data ->> 'email')) STORED,
+    last_sign_in_at timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (provider, provider_id)
+);
+CREATE INDEX identities_user_id_idx ON auth.identities (user_id);
+
+CREATE TABLE auth.sessions (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id     uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+    aal         text NOT NULL DEFAULT 'aal1',
+    user_agent  text,
+    ip          text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    refreshed_at timestamptz,
+    not_after   timestamptz
+);
+CREATE INDEX sessions_user_id_idx ON auth.sessions (user_id);
+
+CREATE TABLE auth.refresh_tokens (
+    id          bigserial PRIMARY KEY,
+    token_hash  text NOT NULL UNIQUE,
+    user_id     uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+    session_id  uuid NOT NULL REFERENCES auth.sessions (id) ON DELETE CASCADE,
+    parent_id   bigint REFERENCES auth.refresh_tokens (id) ON DELETE SET NULL,
+    revoked     boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX refresh_tokens_session_id_idx ON auth.refresh_tokens (session_id, revoked);
+
+CREATE TABLE auth.one_time_tokens (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id     uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+    token_type  text NOT NULL CHECK (token_type IN
+                  ('confirmation', 'recovery', 'magiclink', 'email_change', 'reauthentication')),
+    token_hash  text NOT NULL UNIQUE,
+    relates_to  text NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    used_at     timestamptz
+);
+CREATE INDEX one_time_tokens_user_idx ON auth.one_time_tokens (user_id, token_type);
+
+CREATE TABLE auth.audit_log_entries (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    action      text NOT NULL,
+    actor_id    uuid,
+    payload     jsonb NOT NULL DEFAULT '{}',
+    ip_address  text NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX audit_log_entries_created_idx ON auth.audit_log_entries (created_at);
+
+-- The user object as auth-js and supabase-py read it (GoTrue's shape).
+CREATE FUNCTION auth.user_json(u auth.users) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT jsonb_build_object(
+        'id', u.id,
+        'aud', u.aud,
+        'role', u.role,
+        'email', coalesce(u.email, ''),
+        'email_confirmed_at', u.email_confirmed_at,
+        'confirmed_at', u.email_confirmed_at,
+        'phone', coalesce(u.phone, ''),
+        'last_sign_in_at', u.last_sign_in_at,
+        'app_metadata', u.raw_app_meta_data,
+        'user_metadata', u.raw_user_meta_data,
+        'identities', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                'id', i.provider_id,
+                'identity_id', i.id,
+                'user_id', i.user_id,
+                'identity_data', i.identity_data,
+                'provider', i.provider,
+                'email', i.email,
+                'last_sign_in_at', i.last_sign_in_at,
+                'created_at', i.created_at,
+                'updated_at', i.updated_at) ORDER BY i.created_at)
+            FROM auth.identities i WHERE i.user_id = u.id), '[]'::jsonb),
+        'is_anonymous', u.is_anonymous,
+        'banned_until', u.banned_until,
+        'created_at', u.created_at,
+        'updated_at', u.updated_at)
+$$;
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA auth TO pgstack_auth_admin;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA auth TO pgstack_auth_admin;
+GRANT EXECUTE ON FUNCTION auth.user_json(auth.users) TO pgstack_auth_admin, service_role;
+-- The service role may read accounts (as on Supabase); the request roles may not.
+GRANT SELECT ON auth.users, auth.identities TO service_role;
