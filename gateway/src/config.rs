@@ -83,6 +83,9 @@ pub struct Config {
     /// REFRESH_TOKEN_REUSE_INTERVAL: seconds during which a used refresh token may be
     /// presented again (concurrent tabs). Default 10.
     pub refresh_reuse_interval_secs: i64,
+    /// DB_SCHEMAS: schemas exposed over /rest/v1, comma-separated; the first is the
+    /// default (PostgREST's db-schemas). Default `public`.
+    pub db_schemas: Vec<String>,
 }
 
 impl fmt::Debug for Config {
@@ -101,6 +104,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("allow_anonymous_signin", &self.allow_anonymous_signin)
             .field("refresh_reuse_interval_secs", &self.refresh_reuse_interval_secs)
+            .field("db_schemas", &self.db_schemas)
             .finish()
     }
 }
@@ -235,6 +239,11 @@ impl Config {
             log_format,
             allow_anonymous_signin: parse_bool(src, "ALLOW_ANONYMOUS_SIGNIN", false)?,
             refresh_reuse_interval_secs: parse_num(src, "REFRESH_TOKEN_REUSE_INTERVAL", 10i64)?.max(0),
+            db_schemas: src
+                .get("DB_SCHEMAS")
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                .filter(|v: &Vec<String>| !v.is_empty())
+                .unwrap_or_else(|| vec!["public".to_owned()]),
         })
     }
 }

@@ -1,15 +1,17 @@
 //! Every route, in one table that reads top to bottom.
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
-use crate::{auth, error, health, http, AppState};
+use crate::{auth, error, health, http, rest, AppState};
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .route("/health", get(health::health))
         .nest("/auth/v1", auth::routes())
+        .nest("/rest/v1", rest::routes())
+        .route("/api/catalog/refresh", post(rest::catalog_refresh))
         .fallback(error::not_found)
         .with_state(state);
     http::trace::layer(routes)

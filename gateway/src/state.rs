@@ -1,8 +1,10 @@
 //! Shared state handed to every handler.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::rest::schema_cache::CacheHandle;
 
 /// Cheap to clone: everything inside is shared.
 #[derive(Clone)]
@@ -11,11 +13,20 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Connections as the gateway's login role.
     pub pool: deadpool_postgres::Pool,
+    /// Tables, views and functions of the exposed schemas.
+    pub schema_cache: CacheHandle,
+    /// Whether the schema cache was loaded at least once.
+    pub schema_cache_loaded: Arc<AtomicBool>,
 }
 
 impl AppState {
     /// Builds the state from a configuration and a pool.
     pub fn new(config: Config, pool: deadpool_postgres::Pool) -> Self {
-        AppState { config: Arc::new(config), pool }
+        AppState {
+            config: Arc::new(config),
+            pool,
+            schema_cache: CacheHandle::default(),
+            schema_cache_loaded: Arc::new(AtomicBool::new(false)),
+        }
     }
 }

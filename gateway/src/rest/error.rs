@@ -1,0 +1,126 @@
+//! REST errors: PostgREST's body `{code, message, details, hint}` plus the contract's
+//! `error`, and the one SQLSTATE → HTTP table.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::http::caller::CallerError;
+
+/// A REST failure.
+#[derive(Debug)]
+pub struct RestError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// PGRSTnnn or SQLSTATE.
+    pub code: String,
+    /// Message.
+    pub message: String,
+    /// Details (string or structured).
+    pub details: Value,
+    /// Hint.
+    pub hint: Value,
+    /// Cause, logged only.
+    pub cause: Option<anyhow::Error>,
+}
+
+impl RestError {
+    /// Any error.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>, details: Option<String>, hint: Option<&str>) -> Self {
+        RestError {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+            details: details.map(Value::String).unwrap_or(Value::Null),
+            hint: hint.map(|h| Value::String(h.to_owned())).unwrap_or(Value::Null),
+            cause: None,
+        }
+    }
+    /// PGRST100: the query string cannot be parsed.
+    pub fn parse(details: impl Into<String>, hint: impl Into<String>) -> Self {
+        let hint = hint.into();
+        RestError { hint: Value::String(hint), ..Self::new(StatusCode::BAD_REQUEST, "PGRST100", "Could not parse the request", Some(details.into()), None) }
+    }
+    /// PGRST205: unknown table or view.
+    pub fn no_relation(schema: &str, name: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "PGRST205", format!("Could not find the table '{schema}.{name}' in the schema cache"), None, None)
+    }
+    /// 42703: unknown column.
+    pub fn no_column(table: &str, column: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "42703", format!("column {table}.{column} does not exist"), None, None)
+    }
+    /// 400 with a code and message.
+    pub fn bad(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message, None, None)
+    }
+    /// 500, cause logged.
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        RestError { cause: Some(e.into()), ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "PGRSTX00", "internal error", None, None) }
+    }
+
+    /// Maps a database error. `anon` decides 401 vs 403 for permission errors.
+    pub fn from_db(e: tokio_postgres::Error, anon: bool) -> Self {
+        let Some(db) = e.as_db_error() else {
+            tracing::warn!(error = %e, "database connection failed during a REST request");
+            return Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database connection lost", None, None);
+        };
+        let code = db.code().code();
+        let status = match code {
+            "23505" | "23503" => StatusCode::CONFLICT,
+            "42501" if anon => StatusCode::UNAUTHORIZED,
+            "42501" => StatusCode::FORBIDDEN,
+            "42P01" | "42883" => StatusCode::NOT_FOUND,
+            "P0001" => StatusCode::BAD_REQUEST,
+            "57014" => StatusCode::GATEWAY_TIMEOUT,
+            c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") => StatusCode::SERVICE_UNAVAILABLE,
+            c if c.starts_with("22") || c.starts_with("23") || c.starts_with("42") || c.starts_with("2F") => StatusCode::BAD_REQUEST,
+            c if c.starts_with("25") || c.starts_with("40") => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let message = if code == "57014" { "canceling statement due to statement timeout".to_owned() } else { db.message().to_owned() };
+        RestError {
+            status,
+            code: code.to_owned(),
+            message,
+            details: db.detail().map(|d| Value::String(d.to_owned())).unwrap_or(Value::Null),
+            hint: db.hint().map(|h| Value::String(h.to_owned())).unwrap_or(Value::Null),
+            cause: None,
+        }
+    }
+}
+
+impl From<CallerError> for RestError {
+    fn from(e: CallerError) -> Self {
+        let code = match e {
+            CallerError::Expired => "PGRST303",
+            CallerError::Invalid(_) => "PGRST301",
+            CallerError::Missing => "PGRST302",
+        };
+        Self::new(StatusCode::UNAUTHORIZED, code, e.to_string(), None, None)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RestError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        tracing::warn!(error = %e, "no database connection for REST");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database client error. Retrying the connection.", None, None)
+    }
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        if let Some(c) = &self.cause {
+            tracing::error!(error = ?c, "REST internal error");
+        }
+        let body = json!({
+            "code": self.code, "message": self.message, "details": self.details, "hint": self.hint,
+            "error": self.message,
+        });
+        let mut res = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}

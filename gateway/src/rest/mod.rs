@@ -1,0 +1,52 @@
+//! /rest/v1: PostgREST-compatible tables, views and functions.
+//!
+//! Stages in request order: `request` (parse) → `plan` (schema cache → SQL, with
+//! `sql` binds) → `exec` (the only pool access) → `response`. `routes` wires them.
+
+pub mod error;
+pub mod exec;
+pub mod plan;
+pub mod prefer;
+pub mod request;
+pub mod response;
+pub mod routes;
+pub mod schema_cache;
+pub mod sql;
+
+use std::sync::Arc;
+
+use crate::AppState;
+use error::RestError;
+use schema_cache::SchemaCache;
+
+pub use routes::routes;
+
+/// POST /api/catalog/refresh (service key): re-reads the schema cache → `{"ok": true}`.
+pub async fn catalog_refresh(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    caller: crate::http::caller::Caller,
+) -> Result<axum::Json<serde_json::Value>, RestError> {
+    if caller.kind != crate::http::caller::KeyKind::Service {
+        return Err(RestError::new(axum::http::StatusCode::FORBIDDEN, "42501", "service_role key required", None, None));
+    }
+    reload_cache(&s).await?;
+    Ok(axum::Json(serde_json::json!({ "ok": true })))
+}
+
+/// Reloads the schema cache from the database.
+pub async fn reload_cache(s: &AppState) -> Result<(), RestError> {
+    let client = s.pool.get().await?;
+    let cache = SchemaCache::load(&client, &s.config.db_schemas).await.map_err(|e| RestError::from_db(e, false))?;
+    tracing::info!(tables = cache.tables.len(), functions = cache.functions.len(), "schema cache loaded");
+    s.schema_cache.set(cache);
+    s.schema_cache_loaded.store(true, std::sync::atomic::Ordering::Release);
+    Ok(())
+}
+
+/// The cache, loading it first if it never was (e.g. Postgres was down at start).
+pub async fn ensure_cache(s: &AppState) -> Result<Arc<SchemaCache>, RestError> {
+    if !s.schema_cache_loaded.load(std::sync::atomic::Ordering::Acquire) {
+        reload_cache(s).await?;
+    }
+    Ok(s.schema_cache.get())
+}

@@ -1,0 +1,531 @@
+//! Plan: parsed request + schema cache → one SQL statement. No IO.
+//!
+//! Every name is looked up in the cache (unknown → 4xx) before it is quoted; every
+//! value becomes a `$n::text` bind cast to the column's catalog type. Postgres builds
+//! the JSON (`json_agg`), so rows are never serialised in Rust.
+
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::error::RestError;
+use super::request::{parse_list, Condition, Field, Filter, Op, OrderTerm, Quantifier, QueryParams, SelectItem};
+use super::schema_cache::{Function, Table};
+use super::sql::{array_literal, ident, is_safe_type_name, qualified, Sql};
+
+/// Alias of the relation rows are read from.
+const R: &str = "_pgs_r";
+
+/// Columns a statement reads from: a table's (typed) or a function result's.
+pub struct Source<'a> {
+    /// Name for messages.
+    pub name: &'a str,
+    /// Known columns with types; `None` = any name is accepted (function results,
+    /// checked by Postgres itself).
+    pub columns: Option<&'a Table>,
+}
+
+impl Source<'_> {
+    fn column_type(&self, col: &str) -> Result<Option<&str>, RestError> {
+        match self.columns {
+            None => Ok(None),
+            Some(t) => t
+                .column(col)
+                .map(|c| Some(c.type_name.as_str()))
+                .ok_or_else(|| RestError::no_column(self.name, col)),
+        }
+    }
+}
+
+/// `_pgs_r."col"->'a'->>'b'` and the type of the expression (None = unknown/json).
+fn field_expr(sql: &mut Sql, src: &Source, f: &Field) -> Result<(String, Option<String>), RestError> {
+    let ty = src.column_type(&f.column)?.map(str::to_owned);
+    let mut expr = format!("{R}.{}", ident(&f.column));
+    if f.path.is_empty() {
+        return Ok((expr, ty));
+    }
+    for step in &f.path {
+        expr.push_str(if step.as_text { "->>" } else { "->" });
+        let is_index = step.key.strip_prefix('-').unwrap_or(&step.key).chars().all(|c| c.is_ascii_digit()) && step.key.len() < 10;
+        if is_index {
+            expr.push_str(&step.key);
+        } else {
+            expr.push_str(&sql.bind(step.key.clone()));
+        }
+    }
+    let last_text = f.path.last().is_some_and(|s| s.as_text);
+    Ok((format!("({expr})"), Some(if last_text { "text".into() } else { "jsonb".into() })))
+}
+
+fn cast(placeholder: &str, ty: &Option<String>) -> String {
+    match ty {
+        Some(t) => format!("{placeholder}::{t}"),
+        None => placeholder.to_owned(),
+    }
+}
+
+/// Columns of unknown type (scalar function results) are compared as text.
+fn typed_lhs(lhs: String, ty: &Option<String>) -> String {
+    if ty.is_none() { format!("{lhs}::text") } else { lhs }
+}
+
+fn array_type(ty: &Option<String>) -> Option<String> {
+    ty.as_ref().map(|t| format!("{t}[]"))
+}
+
+/// Renders one filter.
+fn filter_sql(sql: &mut Sql, src: &Source, f: &Filter) -> Result<String, RestError> {
+    let (lhs, ty) = field_expr(sql, src, &f.field)?;
+    let lhs = typed_lhs(lhs, &ty);
+    let cmp = |op: &str, sql: &mut Sql| -> String {
+        match f.quantifier {
+            None => {
+                let p = sql.bind(f.value.clone());
+                format!("{lhs} {op} {}", cast(&p, &ty))
+            }
+            Some(q) => {
+                let p = sql.bind(f.value.clone());
+                let which = if q == Quantifier::Any { "ANY" } else { "ALL" };
+                format!("{lhs} {op} {which}({})", cast(&p, &array_type(&ty)))
+            }
+        }
+    };
+    let text_cmp = |op: &str, sql: &mut Sql, wildcard: bool| -> String {
+        let v = if wildcard { f.value.replace('*', "%") } else { f.value.clone() };
+        match f.quantifier {
+            None => format!("{lhs}::text {op} {}", sql.bind(v)),
+            Some(q) => {
+                let which = if q == Quantifier::Any { "ANY" } else { "ALL" };
+                let items: Vec<String> = parse_brace_list(&v);
+                let lit = array_literal(items.iter().map(String::as_str));
+                format!("{lhs}::text {op} {which}({}::text[])", sql.bind(lit))
+            }
+        }
+    };
+    let body = match f.op {
+        Op::Eq => cmp("=", sql),
+        Op::Neq => cmp("<>", sql),
+        Op::Gt => cmp(">", sql),
+        Op::Gte => cmp(">=", sql),
+        Op::Lt => cmp("<", sql),
+        Op::Lte => cmp("<=", sql),
+        Op::Like => text_cmp("LIKE", sql, true),
+        Op::Ilike => text_cmp("ILIKE", sql, true),
+        Op::Match => text_cmp("~", sql, false),
+        Op::Imatch => text_cmp("~*", sql, false),
+        Op::Is => {
+            let kw = match f.value.to_ascii_lowercase().as_str() {
+                "null" => "NULL",
+                "not_null" => "NOT NULL",
+                "true" => "TRUE",
+                "false" => "FALSE",
+                "unknown" => "UNKNOWN",
+                other => {
+                    return Err(RestError::parse(
+                        format!("\"failed to parse filter (is.{other})\""),
+                        "is takes null, not_null, true, false or unknown",
+                    ))
+                }
+            };
+            format!("{lhs} IS {kw}")
+        }
+        Op::IsDistinct => {
+            let p = sql.bind(f.value.clone());
+            format!("{lhs} IS DISTINCT FROM {}", cast(&p, &ty))
+        }
+        Op::In => {
+            let items = parse_list(&f.value)?;
+            if items.is_empty() {
+                "false".to_owned()
+            } else {
+                let p = sql.bind(array_literal(items.iter().map(String::as_str)));
+                format!("{lhs} = ANY({})", cast(&p, &array_type(&ty)))
+            }
+        }
+        Op::Cs | Op::Cd | Op::Ov | Op::Sl | Op::Sr | Op::Nxl | Op::Nxr | Op::Adj => {
+            let op = match f.op {
+                Op::Cs => "@>",
+                Op::Cd => "<@",
+                Op::Ov => "&&",
+                Op::Sl => "<<",
+                Op::Sr => ">>",
+                Op::Nxl => "&<",
+                Op::Nxr => "&>",
+                _ => "-|-",
+            };
+            // Arrays also accept PostgREST's (a,b) list form for ov.
+            let v = if f.op == Op::Ov && f.value.starts_with('(') && ty.as_deref().is_some_and(|t| t.ends_with("[]")) {
+                array_literal(parse_list(&f.value)?.iter().map(String::as_str))
+            } else {
+                f.value.clone()
+            };
+            let p = sql.bind(v);
+            format!("{lhs} {op} {}", cast(&p, &ty))
+        }
+        Op::Fts | Op::Plfts | Op::Phfts | Op::Wfts => {
+            let func = match f.op {
+                Op::Fts => "to_tsquery",
+                Op::Plfts => "plainto_tsquery",
+                Op::Phfts => "phraseto_tsquery",
+                _ => "websearch_to_tsquery",
+            };
+            let lang = f.language.clone().map(|l| sql.bind(l) + "::regconfig");
+            let q = sql.bind(f.value.clone());
+            let query = match &lang {
+                Some(l) => format!("{func}({l}, {q})"),
+                None => format!("{func}({q})"),
+            };
+            let is_tsvector = ty.as_deref() == Some("tsvector");
+            let doc = match (is_tsvector, &lang) {
+                (true, _) => lhs.clone(),
+                (false, Some(l)) => format!("to_tsvector({l}, {lhs}::text)"),
+                (false, None) => format!("to_tsvector({lhs}::text)"),
+            };
+            format!("{doc} @@ {query}")
+        }
+    };
+    Ok(if f.negate { format!("NOT ({body})") } else { body })
+}
+
+/// `{a,b}` (PostgREST's list for any/all) → items.
+fn parse_brace_list(v: &str) -> Vec<String> {
+    let inner = v.strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or(v);
+    super::request::split_top(inner, ',').into_iter().map(|s| s.trim().trim_matches('"').to_owned()).collect()
+}
+
+fn condition_sql(sql: &mut Sql, src: &Source, c: &Condition) -> Result<String, RestError> {
+    match c {
+        Condition::Filter(f) => filter_sql(sql, src, f),
+        Condition::Tree { or, negate, children } => {
+            let mut parts = Vec::new();
+            for ch in children {
+                parts.push(condition_sql(sql, src, ch)?);
+            }
+            let joined = if parts.is_empty() {
+                "true".to_owned()
+            } else {
+                format!("({})", parts.join(if *or { " OR " } else { " AND " }))
+            };
+            Ok(if *negate { format!("NOT {joined}") } else { joined })
+        }
+    }
+}
+
+/// `WHERE ...` for all conditions ("" when there are none).
+pub fn where_sql(sql: &mut Sql, src: &Source, conditions: &[Condition]) -> Result<String, RestError> {
+    if conditions.is_empty() {
+        return Ok(String::new());
+    }
+    let mut parts = Vec::new();
+    for c in conditions {
+        parts.push(condition_sql(sql, src, c)?);
+    }
+    Ok(format!(" WHERE {}", parts.join(" AND ")))
+}
+
+fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem]) -> Result<String, RestError> {
+    if items.is_empty() {
+        return Ok(format!("{R}.*"));
+    }
+    let mut out = Vec::new();
+    for it in items {
+        match it {
+            SelectItem::Star => out.push(format!("{R}.*")),
+            SelectItem::Field { field, alias, cast } => {
+                let (expr, _) = field_expr(sql, src, field)?;
+                let expr = match cast {
+                    Some(t) if is_safe_type_name(t) => format!("({expr})::{t}"),
+                    Some(t) => return Err(RestError::bad("PGRST100", format!("invalid cast type {t:?}"))),
+                    None => expr,
+                };
+                let name = alias.clone().unwrap_or_else(|| field.path.last().map(|s| s.key.clone()).unwrap_or_else(|| field.column.clone()));
+                out.push(format!("{expr} AS {}", ident(&name)));
+            }
+        }
+    }
+    Ok(out.join(", "))
+}
+
+fn order_sql(sql: &mut Sql, src: &Source, order: &[OrderTerm]) -> Result<String, RestError> {
+    if order.is_empty() {
+        return Ok(String::new());
+    }
+    let mut parts = Vec::new();
+    for o in order {
+        let (expr, _) = field_expr(sql, src, &o.field)?;
+        let mut p = format!("{expr} {}", if o.desc { "DESC" } else { "ASC" });
+        match o.nulls_first {
+            Some(true) => p.push_str(" NULLS FIRST"),
+            Some(false) => p.push_str(" NULLS LAST"),
+            None => {}
+        }
+        parts.push(p);
+    }
+    Ok(format!(" ORDER BY {}", parts.join(", ")))
+}
+
+/// How many rows to count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountMode {
+    /// count(*) of the filtered relation.
+    Exact,
+}
+
+/// The outer SELECT over a row source `from` ("FROM ... _pgs_r"), producing
+/// (body json text, row count, object text, total).
+fn wrap_rows(sql: &mut Sql, src: &Source, q: &QueryParams, from: &str, count: Option<CountMode>, page: bool) -> Result<(), RestError> {
+    let select = select_sql(sql, src, &q.select)?;
+    let wh = where_sql(sql, src, &q.conditions)?;
+    let ord = order_sql(sql, src, &q.order)?;
+    let mut paging = String::new();
+    if page {
+        if let Some(l) = q.limit {
+            paging.push_str(&format!(" LIMIT {}::bigint", sql.bind(l.to_string())));
+        }
+        if let Some(o) = q.offset {
+            paging.push_str(&format!(" OFFSET {}::bigint", sql.bind(o.to_string())));
+        }
+    }
+    let total = match count {
+        Some(CountMode::Exact) => format!("(SELECT count(*) FROM {from}{wh})"),
+        None => "NULL::bigint".to_owned(),
+    };
+    sql.push(&format!(
+        "SELECT coalesce(json_agg(_pgs_t), '[]')::text, count(_pgs_t), \
+         CASE WHEN count(_pgs_t) = 1 THEN (json_agg(_pgs_t) -> 0)::text END, {total} \
+         FROM (SELECT {select} FROM {from}{wh}{ord}{paging}) _pgs_t"
+    ));
+    Ok(())
+}
+
+/// GET / HEAD on a table or view.
+pub fn read(table: &Table, q: &QueryParams, count: Option<CountMode>) -> Result<Sql, RestError> {
+    let mut sql = Sql::default();
+    let src = Source { name: &table.name, columns: Some(table) };
+    let from = format!("{} {R}", qualified(&table.schema, &table.name));
+    wrap_rows(&mut sql, &src, q, &from, count, true)?;
+    Ok(sql)
+}
+
+/// The payload of a write: rows as JSON, and the columns they set.
+pub struct Payload {
+    /// A JSON array of objects.
+    pub rows: Value,
+    /// Columns written (from `columns=` or the union of keys).
+    pub columns: Vec<String>,
+}
+
+impl Payload {
+    /// Checks the body shape and collects its columns.
+    pub fn from_body(body: Value, columns: Option<&[String]>) -> Result<Payload, RestError> {
+        let rows = match body {
+            Value::Object(_) => Value::Array(vec![body]),
+            Value::Array(a) if a.iter().all(Value::is_object) => Value::Array(a),
+            _ => return Err(RestError::bad("PGRST102", "All object keys must match")),
+        };
+        let columns = match columns {
+            Some(c) => c.to_vec(),
+            None => {
+                let mut seen = Vec::<String>::new();
+                for r in rows.as_array().into_iter().flatten() {
+                    for k in r.as_object().into_iter().flat_map(|o| o.keys()) {
+                        if !seen.contains(k) {
+                            seen.push(k.clone());
+                        }
+                    }
+                }
+                seen
+            }
+        };
+        Ok(Payload { rows, columns })
+    }
+
+    fn record_def(&self, table: &Table) -> Result<String, RestError> {
+        let mut defs = Vec::new();
+        for c in &self.columns {
+            let col = table.column(c).ok_or_else(|| {
+                RestError::new(StatusCode::BAD_REQUEST, "PGRST204", format!("Could not find the '{c}' column of '{}' in the schema cache", table.name), None, None)
+            })?;
+            defs.push(format!("{} {}", ident(c), col.type_name));
+        }
+        Ok(defs.join(", "))
+    }
+}
+
+/// Upsert behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Plain insert.
+    Error,
+    /// `resolution=merge-duplicates`.
+    Merge,
+    /// `resolution=ignore-duplicates`.
+    Ignore,
+}
+
+/// POST: insert (or upsert). `returning` = build the representation.
+/// `missing_default`: keys absent from some objects take the column default
+/// (`Prefer: missing=default`) instead of NULL.
+pub fn insert(table: &Table, q: &QueryParams, p: &Payload, conflict: OnConflict, returning: bool, missing_default: bool) -> Result<Sql, RestError> {
+    let mut sql = Sql::default();
+    let target = qualified(&table.schema, &table.name);
+    let cols: Vec<String> = p.columns.iter().map(|c| ident(c)).collect();
+    let mut stmt = if cols.is_empty() {
+        // `{}`: one row of defaults.
+        if p.rows.as_array().map_or(0, Vec::len) != 1 {
+            return Err(RestError::bad("PGRST102", "Empty objects can only be inserted one at a time"));
+        }
+        format!("INSERT INTO {target} DEFAULT VALUES")
+    } else {
+        let def = p.record_def(table)?;
+        let rows = sql.bind(p.rows.to_string());
+        let mut values = Vec::new();
+        for c in &p.columns {
+            let col = table.column(c).ok_or_else(|| RestError::no_column(&table.name, c))?;
+            match (&col.default_sql, missing_default) {
+                (Some(d), true) => {
+                    let key = sql.bind(c.clone());
+                    values.push(format!("CASE WHEN _j.r ? {key} THEN _x.{0} ELSE {d} END", ident(c)));
+                }
+                _ => values.push(format!("_x.{}", ident(c))),
+            }
+        }
+        format!(
+            "INSERT INTO {target} ({}) SELECT {} FROM jsonb_array_elements({rows}::jsonb) WITH ORDINALITY AS _j(r, n) \
+             CROSS JOIN LATERAL jsonb_to_record(_j.r) AS _x({def}) ORDER BY _j.n",
+            cols.join(", "),
+            values.join(", ")
+        )
+    };
+    if conflict != OnConflict::Error {
+        let keys = match &q.on_conflict {
+            Some(k) => k.clone(),
+            None => table.primary_key.clone(),
+        };
+        if keys.is_empty() {
+            return Err(RestError::bad("PGRST100", "on_conflict is required for a table without primary key"));
+        }
+        for k in &keys {
+            table.column(k).ok_or_else(|| RestError::no_column(&table.name, k))?;
+        }
+        let keys_sql: Vec<String> = keys.iter().map(|k| ident(k)).collect();
+        let updates: Vec<String> = p.columns.iter().filter(|c| !keys.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
+        if conflict == OnConflict::Ignore || updates.is_empty() {
+            stmt.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys_sql.join(", ")));
+        } else {
+            stmt.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys_sql.join(", "), updates.join(", ")));
+        }
+    }
+    finish_write(sql, table, q, stmt, returning)
+}
+
+/// PATCH: update the rows matching the filters.
+pub fn update(table: &Table, q: &QueryParams, p: &Payload, returning: bool) -> Result<Sql, RestError> {
+    let mut sql = Sql::default();
+    let src = Source { name: &table.name, columns: Some(table) };
+    if p.rows.as_array().map_or(0, Vec::len) != 1 {
+        return Err(RestError::bad("PGRST102", "PATCH takes a single JSON object"));
+    }
+    let row = sql.bind(p.rows[0].to_string());
+    let def = p.record_def(table)?;
+    let wh = where_sql(&mut sql, &src, &q.conditions)?;
+    let sets: Vec<String> = p.columns.iter().map(|c| format!("{0} = _x.{0}", ident(c))).collect();
+    if sets.is_empty() {
+        return Err(RestError::bad("PGRST102", "PATCH needs at least one column to change"));
+    }
+    let stmt = format!(
+        "UPDATE {} AS {R} SET {} FROM json_to_record({row}::json) AS _x({def}){wh}",
+        qualified(&table.schema, &table.name),
+        sets.join(", ")
+    );
+    finish_write(sql, table, q, stmt, returning)
+}
+
+/// DELETE the rows matching the filters.
+pub fn delete(table: &Table, q: &QueryParams, returning: bool) -> Result<Sql, RestError> {
+    let mut sql = Sql::default();
+    let src = Source { name: &table.name, columns: Some(table) };
+    let wh = where_sql(&mut sql, &src, &q.conditions)?;
+    let stmt = format!("DELETE FROM {} AS {R}{wh}", qualified(&table.schema, &table.name));
+    finish_write(sql, table, q, stmt, returning)
+}
+
+/// Without a representation the statement runs bare (no RETURNING, so RLS SELECT
+/// policies do not apply to writes); with one, rows come back through the select list.
+fn finish_write(mut sql: Sql, table: &Table, q: &QueryParams, stmt: String, returning: bool) -> Result<Sql, RestError> {
+    if !returning {
+        sql.push(&stmt);
+        return Ok(sql);
+    }
+    let src = Source { name: &table.name, columns: Some(table) };
+    let select = select_sql(&mut sql, &src, &q.select)?;
+    let ord = order_sql(&mut sql, &src, &q.order)?;
+    let returning_all = if stmt.starts_with("UPDATE") || stmt.starts_with("DELETE") { format!("{R}.*") } else { "*".to_owned() };
+    sql.push(&format!(
+        "WITH _pgs_m AS ({stmt} RETURNING {returning_all}) \
+         SELECT coalesce(json_agg(_pgs_t), '[]')::text, count(_pgs_t), \
+         CASE WHEN count(_pgs_t) = 1 THEN (json_agg(_pgs_t) -> 0)::text END, NULL::bigint \
+         FROM (SELECT {select} FROM _pgs_m {R}{ord}) _pgs_t"
+    ));
+    Ok(sql)
+}
+
+/// RPC: call `f` with named arguments (`args`: name → JSON value) or one unnamed
+/// json/jsonb argument (`whole_body`).
+pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, q: &QueryParams) -> Result<Sql, RestError> {
+    let mut sql = Sql::default();
+    let mut call_args = Vec::new();
+    if let Some(body) = whole_body {
+        let (_, ty) = &f.args[0];
+        let p = sql.bind(body.to_string());
+        call_args.push(format!("{p}::{ty}"));
+    } else {
+        for (name, value) in args {
+            let (_, ty) = f.args.iter().find(|(n, _)| n == name).ok_or_else(|| no_function(f, args))?;
+            let text = match value {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            };
+            let p = sql.bind(text);
+            call_args.push(format!("{} := {p}::{ty}", ident(name)));
+        }
+    }
+    let callee = format!("{}({})", qualified(&f.schema, &f.name), call_args.join(", "));
+    let src = Source { name: &f.name, columns: f.result.as_ref() };
+    if f.returns_scalar && !f.returns_set {
+        sql.push(&format!("SELECT to_json({callee})::text, 1::bigint, NULL::text, NULL::bigint"));
+    } else if f.returns_scalar {
+        let wh = where_sql(&mut sql, &src, &q.conditions)?;
+        let mut paging = String::new();
+        if let Some(l) = q.limit {
+            paging.push_str(&format!(" LIMIT {}::bigint", sql.bind(l.to_string())));
+        }
+        if let Some(o) = q.offset {
+            paging.push_str(&format!(" OFFSET {}::bigint", sql.bind(o.to_string())));
+        }
+        sql.push(&format!(
+            "SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), NULL::text, NULL::bigint \
+             FROM (SELECT {R} AS v FROM {callee} AS {R}{wh}{paging}) _pgs_t"
+        ));
+    } else if !f.returns_set {
+        sql.push(&format!(
+            "SELECT coalesce((SELECT row_to_json({R})::text FROM {callee} AS {R}), 'null'), 1::bigint, NULL::text, NULL::bigint"
+        ));
+    } else {
+        let from = format!("{callee} AS {R}");
+        wrap_rows(&mut sql, &src, q, &from, None, true)?;
+    }
+    Ok(sql)
+}
+
+/// PGRST202 for an unknown function or argument list.
+pub fn no_function(f: &Function, args: &[(String, Value)]) -> RestError {
+    let names: Vec<&str> = args.iter().map(|(n, _)| n.as_str()).collect();
+    RestError::new(
+        StatusCode::NOT_FOUND,
+        "PGRST202",
+        format!("Could not find the function {}.{}({}) in the schema cache", f.schema, f.name, names.join(", ")),
+        None,
+        None,
+    )
+}

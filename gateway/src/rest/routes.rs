@@ -1,0 +1,208 @@
+//! /rest/v1 handlers: request → auth (Caller) → plan → exec → response.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, Response, StatusCode};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::error::RestError;
+use super::exec::{self, RequestInfo};
+use super::plan::{self, CountMode, OnConflict, Payload};
+use super::prefer::{self, Accept, Return};
+use super::request::{self, QueryParams};
+use super::response::{self, JSON};
+use super::schema_cache::SchemaCache;
+use crate::http::caller::{Caller, CallerError};
+use crate::AppState;
+
+/// Every /rest/v1 route.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/rls-debug", get(rls_debug))
+        .route("/rpc/{function}", any(rpc))
+        .route("/{relation}", any(relation))
+}
+
+/// GET /rest/v1/rls-debug: the role and claims a request runs with.
+async fn rls_debug(caller: Caller) -> Json<Value> {
+    Json(json!({ "role": caller.role.as_str(), "claims": caller.claims }))
+}
+
+async fn cache(s: &AppState) -> Result<Arc<SchemaCache>, RestError> {
+    super::ensure_cache(s).await
+}
+
+fn info<'a>(method: &'a Method, path: &'a str, headers: &HeaderMap) -> RequestInfo<'a> {
+    let mut h = serde_json::Map::new();
+    for (k, v) in headers {
+        if let Ok(v) = v.to_str() {
+            h.insert(k.as_str().to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    RequestInfo { method: method.as_str(), path, headers: Value::Object(h).to_string() }
+}
+
+fn parse_json(body: &Bytes) -> Result<Value, RestError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| RestError::bad("PGRST102", format!("Empty or invalid json: {e}")))
+}
+
+/// Any method on /rest/v1/{relation}.
+async fn relation(
+    State(s): State<AppState>,
+    method: Method,
+    Path(name): Path<String>,
+    caller: Result<Caller, CallerError>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response<Body>, RestError> {
+    let caller = caller?;
+    let cache = cache(&s).await?;
+    let schema = prefer::schema(&headers, &method, &cache.schemas)?;
+    let table = cache.table(schema, &name).ok_or_else(|| RestError::no_relation(schema, &name))?;
+    let q = request::parse_query(raw.as_deref().unwrap_or(""), false)?;
+    let pref = prefer::prefer(&headers);
+    let accept = prefer::accept(&headers)?;
+    let path = format!("/{name}");
+    let info = info(&method, &path, &headers);
+
+    match method {
+        Method::GET | Method::HEAD => {
+            let count = pref.count.as_ref().map(|_| CountMode::Exact);
+            let sql = plan::read(table, &q, count)?;
+            let out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
+            let offset = q.offset.unwrap_or(0);
+            let range = response::content_range(offset, out.count, out.total);
+            let status = match out.total {
+                Some(t) if t > 0 && offset >= t => {
+                    return Err(RestError::new(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "PGRST103",
+                        "Requested range not satisfiable",
+                        Some(format!("An offset of {offset} was requested, but there are only {t} rows.")),
+                        None,
+                    ))
+                }
+                Some(t) if out.count < t => StatusCode::PARTIAL_CONTENT,
+                _ => StatusCode::OK,
+            };
+            let (body, ct) = response::rows(&out, accept)?;
+            let body = (method == Method::GET).then_some(body);
+            let mut res = response::build(status, body, ct, Some(range));
+            if method == Method::HEAD {
+                res.headers_mut().insert("content-type", response::header_value(ct));
+            }
+            Ok(res)
+        }
+        Method::POST => {
+            let payload = Payload::from_body(parse_json(&body)?, q.columns.as_deref())?;
+            let conflict = match pref.resolution.as_deref() {
+                Some("merge-duplicates") => OnConflict::Merge,
+                Some("ignore-duplicates") => OnConflict::Ignore,
+                _ => OnConflict::Error,
+            };
+            write(&s, &caller, &info, &pref, accept, plan::insert(table, &q, &payload, conflict, pref.ret == Return::Representation, pref.missing_default)?, StatusCode::CREATED).await
+        }
+        Method::PATCH | Method::DELETE => {
+            if q.conditions.is_empty() {
+                // pg-safeupdate's code and wording, as PostgREST setups report it.
+                let verb = if method == Method::PATCH { "UPDATE" } else { "DELETE" };
+                return Err(RestError::new(
+                    StatusCode::BAD_REQUEST,
+                    "21000",
+                    format!("{verb} requires a WHERE clause"),
+                    None,
+                    Some("add a filter, e.g. ?id=eq.1"),
+                ));
+            }
+            let returning = pref.ret == Return::Representation;
+            let sql = if method == Method::PATCH {
+                let payload = Payload::from_body(parse_json(&body)?, None)?;
+                plan::update(table, &q, &payload, returning)?
+            } else {
+                plan::delete(table, &q, returning)?
+            };
+            let ok = if returning { StatusCode::OK } else { StatusCode::NO_CONTENT };
+            write(&s, &caller, &info, &pref, accept, sql, ok).await
+        }
+        _ => Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST117", format!("Unsupported HTTP method: {method}"), None, None)),
+    }
+}
+
+async fn write(
+    s: &AppState,
+    caller: &Caller,
+    info: &RequestInfo<'_>,
+    pref: &prefer::Prefer,
+    accept: Accept,
+    sql: super::sql::Sql,
+    status: StatusCode,
+) -> Result<Response<Body>, RestError> {
+    let returning = pref.ret == Return::Representation;
+    let out = exec::run(&s.pool, caller, info, &sql, returning, pref.rollback).await?;
+    let total = pref.count.as_ref().map(|_| out.count);
+    let range = response::content_range(0, 0, total);
+    if !returning {
+        return Ok(response::build(status, None, JSON, Some(range)));
+    }
+    let (body, ct) = response::rows(&out, accept)?;
+    Ok(response::build(status, Some(body), ct, Some(range)))
+}
+
+/// GET / HEAD / POST /rest/v1/rpc/{function}.
+async fn rpc(
+    State(s): State<AppState>,
+    method: Method,
+    Path(name): Path<String>,
+    caller: Result<Caller, CallerError>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Response<Body>, RestError> {
+    let caller = caller?;
+    let cache = cache(&s).await?;
+    let schema = prefer::schema(&headers, &method, &cache.schemas)?;
+    let f = cache.function(schema, &name).ok_or_else(|| {
+        RestError::new(StatusCode::NOT_FOUND, "PGRST202", format!("Could not find the function {schema}.{name} in the schema cache"), None, None)
+    })?;
+    let is_get = matches!(method, Method::GET | Method::HEAD);
+    if !is_get && method != Method::POST {
+        return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST101", "Only GET and POST are allowed for RPC", None, None));
+    }
+    if is_get && f.volatility == 'v' {
+        return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST101", "Cannot use the GET method on volatile functions; use POST", None, None));
+    }
+    let q: QueryParams = request::parse_query(raw.as_deref().unwrap_or(""), is_get)?;
+    let single_json = f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
+    let (args, whole): (Vec<(String, Value)>, Option<Value>) = if is_get {
+        (q.rest.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(), None)
+    } else if single_json {
+        (Vec::new(), Some(parse_json(&body)?))
+    } else {
+        match parse_json(&body)? {
+            Value::Object(m) => (m.into_iter().collect(), None),
+            _ => return Err(RestError::bad("PGRST102", "RPC arguments must be a JSON object")),
+        }
+    };
+    // Every required argument must be given, and every given one must exist.
+    let required = f.args.len() - f.n_defaults.min(f.args.len());
+    let given: Vec<&str> = args.iter().map(|(n, _)| n.as_str()).collect();
+    if whole.is_none() && (f.args[..required].iter().any(|(n, _)| !given.contains(&n.as_str())) || given.iter().any(|g| !f.args.iter().any(|(n, _)| n == g))) {
+        return Err(plan::no_function(f, &args));
+    }
+    let sql = plan::call(f, &args, whole.as_ref(), &q)?;
+    let pref = prefer::prefer(&headers);
+    let path = format!("/rpc/{name}");
+    let info = info(&method, &path, &headers);
+    let out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
+    let body = out.body.clone().unwrap_or_else(|| "null".into());
+    let range = response::content_range(q.offset.unwrap_or(0), out.count, None);
+    Ok(response::build(StatusCode::OK, (method != Method::HEAD).then_some(body), JSON, Some(range)))
+}

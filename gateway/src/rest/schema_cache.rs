@@ -1,0 +1,179 @@
+//! Schema cache: the tables, views, columns and keys of the exposed schemas, read
+//! once from pg_catalog and swapped atomically on reload. Identifiers in requests are
+//! looked up here before they reach SQL; nothing unknown is ever quoted into a query.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+
+/// One column.
+#[derive(Debug, Clone)]
+pub struct Column {
+    /// Name.
+    pub name: String,
+    /// Type as `format_type` prints it (used for casts).
+    pub type_name: String,
+    /// Accepts NULL.
+    pub nullable: bool,
+    /// Has a default (or is identity / serial).
+    pub has_default: bool,
+    /// Generated column (never written).
+    pub generated: bool,
+    /// The default as SQL, from the catalog (`nextval(...)`, `now()`), if any.
+    pub default_sql: Option<String>,
+}
+
+/// A table or view.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// Schema.
+    pub schema: String,
+    /// Name.
+    pub name: String,
+    /// True for views and materialized views.
+    pub is_view: bool,
+    /// Columns in order.
+    pub columns: Vec<Column>,
+    /// Primary-key columns (empty for views and tables without one).
+    pub primary_key: Vec<String>,
+}
+
+impl Table {
+    /// A column by name.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// A function callable over RPC.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// Schema.
+    pub schema: String,
+    /// Name.
+    pub name: String,
+    /// Named input arguments (name, type).
+    pub args: Vec<(String, String)>,
+    /// Arguments with defaults (the last `n` of `args`).
+    pub n_defaults: usize,
+    /// Returns a set.
+    pub returns_set: bool,
+    /// Returns a scalar (not a composite / table type).
+    pub returns_scalar: bool,
+    /// Volatility: 'i', 's' or 'v'.
+    pub volatility: char,
+    /// Result columns (composite / RETURNS TABLE), as a table for filtering.
+    pub result: Option<Table>,
+}
+
+/// Everything cached, keyed by (schema, name).
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    /// Exposed schemas, the first being the default.
+    pub schemas: Vec<String>,
+    /// Tables and views.
+    pub tables: HashMap<(String, String), Table>,
+    /// Functions (overloads are not supported: the first one wins).
+    pub functions: HashMap<(String, String), Function>,
+}
+
+impl SchemaCache {
+    /// A table or view of `schema`.
+    pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
+        self.tables.get(&(schema.to_owned(), name.to_owned()))
+    }
+    /// A function of `schema`.
+    pub fn function(&self, schema: &str, name: &str) -> Option<&Function> {
+        self.functions.get(&(schema.to_owned(), name.to_owned()))
+    }
+
+    /// Reads the catalog for `schemas`.
+    pub async fn load(client: &Client, schemas: &[String]) -> Result<SchemaCache, tokio_postgres::Error> {
+        let mut cache = SchemaCache { schemas: schemas.to_vec(), ..Default::default() };
+        let rows = client.query(include_str!("sql/tables.sql"), &[&schemas]).await?;
+        for r in rows {
+            let (schema, name): (String, String) = (r.get(0), r.get(1));
+            let cols: serde_json::Value = r.get(3);
+            let columns = cols
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|c| Column {
+                            name: c["name"].as_str().unwrap_or_default().to_owned(),
+                            type_name: c["type"].as_str().unwrap_or("text").to_owned(),
+                            nullable: c["nullable"].as_bool().unwrap_or(true),
+                            has_default: c["has_default"].as_bool().unwrap_or(false),
+                            generated: c["generated"].as_bool().unwrap_or(false),
+                            default_sql: c["default"].as_str().map(str::to_owned),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let pk: Vec<String> = r.get(4);
+            cache.tables.insert(
+                (schema.clone(), name.clone()),
+                Table { schema, name, is_view: r.get(2), columns, primary_key: pk },
+            );
+        }
+        let rows = client.query(include_str!("sql/functions.sql"), &[&schemas]).await?;
+        for r in rows {
+            let (schema, name): (String, String) = (r.get(0), r.get(1));
+            let names: Vec<String> = r.get(2);
+            let types: Vec<String> = r.get(3);
+            let f = Function {
+                schema: schema.clone(),
+                name: name.clone(),
+                args: names.into_iter().zip(types).collect(),
+                n_defaults: r.get::<_, i16>(4) as usize,
+                returns_set: r.get(5),
+                returns_scalar: r.get(6),
+                volatility: r.get::<_, i8>(7) as u8 as char,
+                result: result_table(&schema, &name, r.get(8)),
+            };
+            cache.functions.entry((schema, name)).or_insert(f);
+        }
+        Ok(cache)
+    }
+}
+
+fn result_table(schema: &str, name: &str, cols: serde_json::Value) -> Option<Table> {
+    let cols = cols.as_array()?;
+    if cols.is_empty() {
+        return None;
+    }
+    Some(Table {
+        schema: schema.to_owned(),
+        name: name.to_owned(),
+        is_view: true,
+        columns: cols
+            .iter()
+            .map(|c| Column {
+                name: c["name"].as_str().unwrap_or_default().to_owned(),
+                type_name: c["type"].as_str().unwrap_or("text").to_owned(),
+                nullable: true,
+                has_default: false,
+                generated: false,
+                default_sql: None,
+            })
+            .collect(),
+        primary_key: Vec::new(),
+    })
+}
+
+/// The shared, swappable cache.
+#[derive(Clone, Default)]
+pub struct CacheHandle(Arc<std::sync::RwLock<Arc<SchemaCache>>>);
+
+impl CacheHandle {
+    /// The current snapshot.
+    pub fn get(&self) -> Arc<SchemaCache> {
+        self.0.read().map(|g| g.clone()).unwrap_or_default()
+    }
+    /// Replaces the snapshot.
+    pub fn set(&self, cache: SchemaCache) {
+        if let Ok(mut g) = self.0.write() {
+            *g = Arc::new(cache);
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! SQL text with positional binds. Values only ever enter as `$n::text` parameters;
+//! identifiers only through [`ident`] after the schema cache has vouched for them.
+
+/// A statement under construction.
+#[derive(Debug, Default, Clone)]
+pub struct Sql {
+    /// The text.
+    pub text: String,
+    /// Parameters, all sent as text (NULL = None).
+    pub params: Vec<Option<String>>,
+}
+
+impl Sql {
+    /// Appends raw SQL (never user input).
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+    /// Adds a text parameter and returns its placeholder `$n::text`.
+    pub fn bind(&mut self, v: impl Into<Option<String>>) -> String {
+        self.params.push(v.into());
+        format!("${}::text", self.params.len())
+    }
+    /// Binds and appends.
+    pub fn push_bind(&mut self, v: impl Into<Option<String>>) -> &mut Self {
+        let p = self.bind(v);
+        self.push(&p)
+    }
+}
+
+/// A quoted identifier: `"a""b"`.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."name"`.
+pub fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", ident(schema), ident(name))
+}
+
+/// A Postgres array literal of text values: `{"a","b\"c"}`.
+pub fn array_literal<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let mut s = String::from("{");
+    for (i, v) in items.into_iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('"');
+        for c in v.chars() {
+            if c == '"' || c == '\\' {
+                s.push('\\');
+            }
+            s.push(c);
+        }
+        s.push('"');
+    }
+    s.push('}');
+    s
+}
+
+/// True for a type name that is safe to write after `::` (letters, digits, `_`,
+/// single spaces, an optional `(n[,m])` and `[]`), e.g. `text`, `double precision`,
+/// `varchar(20)`, `int[]`.
+pub fn is_safe_type_name(t: &str) -> bool {
+    let t = t.trim();
+    let (base, rest) = match t.find(['(', '[']) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, ""),
+    };
+    let base_ok = !base.is_empty()
+        && base.len() <= 64
+        && base.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && base.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ')
+        && !base.contains("  ");
+    let rest_ok = rest.chars().all(|c| c.is_ascii_digit() || matches!(c, '(' | ')' | ',' | '[' | ']'));
+    base_ok && rest_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_are_numbered_text_parameters() {
+        let mut s = Sql::default();
+        s.push("a = ").push_bind("x".to_owned()).push(" AND b = ").push_bind(None);
+        assert_eq!(s.text, "a = $1::text AND b = $2::text");
+        assert_eq!(s.params, vec![Some("x".into()), None]);
+    }
+
+    #[test]
+    fn identifiers_and_literals_are_escaped() {
+        assert_eq!(ident(r#"we"ird"#), r#""we""ird""#);
+        assert_eq!(array_literal(["a", r#"b"c"#, r"d\"]), r#"{"a","b\"c","d\\"}"#);
+    }
+
+    #[test]
+    fn type_names() {
+        for ok in ["text", "double precision", "varchar(20)", "numeric(10,2)", "int[]", "_int4"] {
+            assert!(is_safe_type_name(ok), "{ok}");
+        }
+        for bad in ["text; drop table x", "text)--", "a'b", "", "t\"x", "int  4"] {
+            assert!(!is_safe_type_name(bad), "{bad}");
+        }
+    }
+}

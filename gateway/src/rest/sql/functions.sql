@@ -1,0 +1,29 @@
+-- Functions of the exposed schemas ($1 text[]) callable over RPC: named input
+-- arguments, how many have defaults, the return shape, and the result columns
+-- (of a composite return type or of RETURNS TABLE / OUT parameters).
+SELECT n.nspname AS schema,
+       p.proname AS name,
+       coalesce((
+           SELECT array_agg(coalesce(p.proargnames[k], '') ORDER BY k)
+             FROM generate_series(1, coalesce(array_length(p.proargtypes::oid[], 1), 0)) k), '{}') AS arg_names,
+       coalesce((
+           SELECT array_agg(format_type(t, NULL) ORDER BY o)
+             FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS u(t, o)), '{}') AS arg_types,
+       p.pronargdefaults AS n_defaults,
+       p.proretset AS returns_set,
+       NOT EXISTS (SELECT 1 FROM pg_type rt WHERE rt.oid = p.prorettype AND rt.typtype = 'c')
+           AND p.prorettype <> 'record'::regtype AS returns_scalar,
+       p.provolatile::"char" AS volatility,
+       coalesce(
+           (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
+              FROM pg_type rt JOIN pg_attribute a ON a.attrelid = rt.typrelid
+             WHERE rt.oid = p.prorettype AND rt.typrelid <> 0 AND a.attnum > 0 AND NOT a.attisdropped),
+           (SELECT json_agg(json_build_object('name', m.name, 'type', format_type(m.t, NULL)) ORDER BY m.o)
+              FROM unnest(p.proallargtypes, p.proargmodes::text[], p.proargnames) WITH ORDINALITY AS m(t, mode, name, o)
+             WHERE m.mode IN ('t', 'o', 'b')),
+           '[]') AS result_columns
+  FROM pg_proc p
+  JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = ANY ($1)
+   AND p.prokind = 'f'
+ ORDER BY n.nspname, p.proname, p.oid

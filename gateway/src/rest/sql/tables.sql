@@ -1,0 +1,31 @@
+-- Tables, views and materialized views of the exposed schemas ($1 text[]), with
+-- columns (as JSON) and primary keys. Only relations some role can see are useful,
+-- but privileges are left to Postgres at request time.
+SELECT n.nspname AS schema,
+       c.relname AS name,
+       c.relkind IN ('v', 'm') AS is_view,
+       coalesce((
+           SELECT json_agg(json_build_object(
+                      'name', a.attname,
+                      'type', format_type(a.atttypid, a.atttypmod),
+                      'nullable', NOT a.attnotnull,
+                      'has_default', a.atthasdef OR a.attidentity <> '',
+                      'generated', a.attgenerated <> '',
+                      'default', CASE
+                          WHEN a.attidentity <> '' THEN format('nextval(%L::regclass)',
+                              pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname))
+                          WHEN a.atthasdef AND a.attgenerated = '' THEN
+                              (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                                WHERE d.adrelid = c.oid AND d.adnum = a.attnum)
+                      END) ORDER BY a.attnum)
+             FROM pg_attribute a
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS columns,
+       coalesce((
+           SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+             FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+            WHERE i.indrelid = c.oid AND i.indisprimary), '{}') AS primary_key
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = ANY ($1)
+   AND c.relkind IN ('r', 'p', 'v', 'm', 'f')

@@ -1,0 +1,373 @@
+//! Issue 7 (first slice): /rest/v1 over tables and functions, with the request's role
+//! and claims deciding access through GRANTs and RLS. Real cluster, real binary.
+
+use pgstack_gateway::config::Secret;
+use pgstack_gateway::keys;
+use pgstack_shared::{JwtClaims, Role};
+use pgstack_tests::{Gateway, TestCluster, JWT_SECRET};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+const USER_A: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
+const USER_B: &str = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
+
+const FIXTURE: &str = r#"
+CREATE TABLE public.todos (
+    id bigserial PRIMARY KEY,
+    title text NOT NULL,
+    done boolean NOT NULL DEFAULT false,
+    owner uuid DEFAULT auth.uid(),
+    priority int,
+    tags text[] NOT NULL DEFAULT '{}',
+    meta jsonb,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE public.todos ENABLE ROW LEVEL SECURITY;
+CREATE POLICY read_public_or_own ON public.todos FOR SELECT TO anon, authenticated
+    USING (owner IS NULL OR owner = auth.uid());
+CREATE POLICY insert_own ON public.todos FOR INSERT TO authenticated WITH CHECK (owner = auth.uid());
+CREATE POLICY change_own ON public.todos FOR UPDATE TO authenticated USING (owner = auth.uid());
+CREATE POLICY delete_own ON public.todos FOR DELETE TO authenticated USING (owner = auth.uid());
+GRANT SELECT ON public.todos TO anon;
+GRANT ALL ON public.todos TO authenticated, service_role;
+GRANT USAGE ON SEQUENCE public.todos_id_seq TO authenticated, service_role;
+INSERT INTO public.todos (title, done, owner, priority, tags, meta) VALUES
+    ('public one', false, NULL, 1, '{home}', '{"size": "s", "n": 1}'),
+    ('public two', true, NULL, NULL, '{work,home}', '{"size": "l", "n": 2}'),
+    ('a private', false, 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 3, '{work}', NULL),
+    ('b private', false, 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb', 2, '{}', NULL);
+
+CREATE TABLE public.items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2), body text);
+GRANT ALL ON public.items TO anon, authenticated, service_role;
+INSERT INTO public.items VALUES
+    (1, 'Laptop', 999.00, 'a fast laptop for work'),
+    (2, 'Mouse', 19.99, 'a small wireless mouse'),
+    (3, 'Desk', 250.00, 'a standing desk');
+
+CREATE FUNCTION public.add(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT a + b';
+CREATE FUNCTION public.search_items(term text) RETURNS SETOF public.items LANGUAGE sql STABLE
+    AS $$ SELECT * FROM public.items WHERE name ILIKE '%' || term || '%' OR body ILIKE '%' || term || '%' $$;
+CREATE FUNCTION public.item_names() RETURNS SETOF text LANGUAGE sql STABLE AS $$ SELECT name FROM public.items ORDER BY id $$;
+CREATE FUNCTION public.bump(n int DEFAULT 1) RETURNS int LANGUAGE sql VOLATILE AS 'SELECT n + 1';
+CREATE FUNCTION public.whoami() RETURNS text LANGUAGE sql STABLE AS $$ SELECT coalesce(auth.uid()::text, auth.role()) $$;
+CREATE FUNCTION public.fail() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'nope: %', 42; END $$;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO anon, authenticated, service_role;
+"#;
+
+struct Rest {
+    http: Client,
+    gw: Gateway,
+    anon: String,
+    service: String,
+    a: String,
+    b: String,
+    _tc: TestCluster,
+}
+
+fn user_token(sub: &str) -> String {
+    let mut c = JwtClaims::api_key(Role::Authenticated, keys::now(), 600);
+    c.sub = Some(sub.into());
+    c.aud = Some("authenticated".into());
+    keys::sign(&c, &Secret::new(JWT_SECRET)).unwrap()
+}
+
+impl Rest {
+    async fn start() -> Rest {
+        let tc = TestCluster::start().await.unwrap();
+        tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+        let secret = Secret::new(JWT_SECRET);
+        let anon = keys::mint(Role::Anon, &secret).unwrap();
+        let service = keys::mint(Role::ServiceRole, &secret).unwrap();
+        let gw = Gateway::serve(&tc, &[("ANON_KEY", &anon), ("SERVICE_ROLE_KEY", &service)]).await.unwrap();
+        Rest { http: Client::new(), gw, anon, service, a: user_token(USER_A), b: user_token(USER_B), _tc: tc }
+    }
+
+    async fn req(&self, method: Method, path: &str, token: &str, headers: &[(&str, &str)], body: Option<Value>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut r = self.http.request(method, self.gw.url(&format!("/rest/v1{path}"))).header("apikey", &self.anon).bearer_auth(token);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let res = r.send().await.unwrap();
+        let (st, h) = (res.status(), res.headers().clone());
+        let text = res.text().await.unwrap();
+        (st, h, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Value {
+        let (st, _, body) = self.req(Method::GET, path, token, &[], None).await;
+        assert_eq!(st, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+}
+
+fn titles(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|r| r["title"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn rls_decides_what_each_caller_sees() {
+    let r = Rest::start().await;
+    assert_eq!(titles(&r.get("/todos?order=id", &r.anon).await), vec!["public one", "public two"]);
+    assert_eq!(titles(&r.get("/todos?order=id", &r.a).await), vec!["public one", "public two", "a private"]);
+    assert_eq!(titles(&r.get("/todos?order=id", &r.b).await), vec!["public one", "public two", "b private"]);
+    assert_eq!(r.get("/todos", &r.service).await.as_array().unwrap().len(), 4);
+
+    // anon cannot write at all (no grant): 401; a user cannot write rows of another.
+    let (st, _, e) = r.req(Method::POST, "/todos", &r.anon, &[], Some(json!({"title": "x"}))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{e}");
+    assert_eq!(e["code"], "42501");
+    let (st, _, e) = r.req(Method::POST, "/todos", &r.a, &[], Some(json!({"title": "x", "owner": USER_B}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{e}");
+    assert_eq!(e["code"], "42501");
+    assert!(e["message"].as_str().unwrap().contains("row-level security"), "{e}");
+    let (st, _, body) = r.req(Method::PATCH, "/todos?title=eq.b%20private", &r.a, &[("prefer", "return=representation")], Some(json!({"done": true}))).await;
+    assert_eq!((st, body), (StatusCode::OK, json!([])));
+    let (st, _, _) = r.req(Method::DELETE, "/todos?title=eq.b%20private", &r.a, &[], None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(titles(&r.get("/todos?title=eq.b%20private", &r.b).await), vec!["b private"]);
+
+    // The request's claims reach Postgres.
+    let (st, _, who) = r.req(Method::POST, "/rpc/whoami", &r.a, &[], Some(json!({}))).await;
+    assert_eq!((st, who), (StatusCode::OK, json!(USER_A)));
+    let (_, _, who) = r.req(Method::POST, "/rpc/whoami", &r.anon, &[], Some(json!({}))).await;
+    assert_eq!(who, json!("anon"));
+    let dbg = r.get("/rls-debug", &r.a).await;
+    assert_eq!((dbg["role"].as_str(), dbg["claims"]["sub"].as_str()), (Some("authenticated"), Some(USER_A)));
+}
+
+#[tokio::test]
+async fn filters_cover_every_operator() {
+    let r = Rest::start().await;
+    let t = &r.service;
+    let cases: &[(&str, &[&str])] = &[
+        ("title=eq.public%20one", &["public one"]),
+        ("title=neq.public%20one&owner=is.null", &["public two"]),
+        ("priority=gt.1", &["a private", "b private"]),
+        ("priority=gte.2", &["a private", "b private"]),
+        ("priority=lt.2", &["public one"]),
+        ("priority=lte.2", &["public one", "b private"]),
+        ("title=like.*private", &["a private", "b private"]),
+        ("title=ilike.PUBLIC*", &["public one", "public two"]),
+        ("title=match.%5Ea%20", &["a private"]),
+        ("title=imatch.%5EB", &["b private"]),
+        ("priority=is.null", &["public two"]),
+        ("priority=not.is.null&owner=not.is.null", &["a private", "b private"]),
+        ("done=is.true", &["public two"]),
+        ("priority=isdistinct.1", &["public two", "a private", "b private"]),
+        ("priority=in.(1,3)", &["public one", "a private"]),
+        ("priority=not.in.(1,3)", &["b private"]),
+        ("id=in.()", &[]),
+        ("tags=cs.%7Bwork%7D", &["public two", "a private"]),
+        ("tags=cd.%7Bhome,work%7D&tags=neq.%7B%7D", &["public one", "public two", "a private"]),
+        ("tags=ov.%7Bhome%7D", &["public one", "public two"]),
+        ("tags=ov.(work)", &["public two", "a private"]),
+        ("title=fts.private", &["a private", "b private"]),
+        ("title=fts(english).privates", &["a private", "b private"]),
+        ("title=plfts.public%20two", &["public two"]),
+        ("title=phfts(english).public%20one", &["public one"]),
+        ("title=wfts.public%20-two", &["public one"]),
+        ("meta->>size=eq.l", &["public two"]),
+        ("meta->n=eq.1", &["public one"]),
+        ("priority=eq(any).%7B1,2%7D", &["public one", "b private"]),
+        ("title=like(all).%7B*private,b*%7D", &["b private"]),
+        ("title=like(any).%7Ba*,b*%7D", &["a private", "b private"]),
+        ("or=(priority.eq.1,title.eq.b%20private)", &["public one", "b private"]),
+        ("or=(done.is.true,and(priority.gt.1,title.like.a*))", &["public two", "a private"]),
+        ("not.or=(priority.is.null,priority.gte.2)", &["public one"]),
+        ("and=(owner.not.is.null,or(priority.eq.3,priority.eq.9))", &["a private"]),
+        ("priority=gt.0&priority=lt.3", &["public one", "b private"]),
+    ];
+    for (q, want) in cases {
+        let got = r.get(&format!("/todos?select=title&order=id&{q}"), t).await;
+        assert_eq!(titles(&got), want.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{q}");
+    }
+}
+
+#[tokio::test]
+async fn ranges_are_compared_as_ranges() {
+    let r = Rest::start().await;
+    r._tc.superuser().await.unwrap().batch_execute(
+        "CREATE TABLE public.slots (id int PRIMARY KEY, during int4range);
+         GRANT SELECT ON public.slots TO service_role;
+         INSERT INTO public.slots VALUES (1, '[1,5)'), (2, '[5,10)'), (3, '[20,30)');",
+    ).await.unwrap();
+    let (st, _, ok) = r.req(Method::POST, "/../api/catalog/refresh", &r.service, &[], None).await;
+    let _ = (st, ok);
+    let res = r.http.post(r.gw.url("/api/catalog/refresh")).bearer_auth(&r.service).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"ok": true}));
+    let ids = |v: Value| v.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>();
+    let t = &r.service;
+    assert_eq!(ids(r.get("/slots?select=id&during=sl.[10,15)&order=id", t).await), vec![1, 2]);
+    assert_eq!(ids(r.get("/slots?select=id&during=sr.[6,7)&order=id", t).await), vec![3]);
+    assert_eq!(ids(r.get("/slots?select=id&during=adj.[10,20)&order=id", t).await), vec![2, 3]);
+    assert_eq!(ids(r.get("/slots?select=id&during=nxl.[6,8)&order=id", t).await), vec![1]);
+    assert_eq!(ids(r.get("/slots?select=id&during=nxr.[4,8)&order=id", t).await), vec![2, 3]);
+    assert_eq!(ids(r.get("/slots?select=id&during=ov.[4,6)&order=id", t).await), vec![1, 2]);
+    assert_eq!(ids(r.get("/slots?select=id&during=cs.[2,3)&order=id", t).await), vec![1]);
+    assert_eq!(ids(r.get("/slots?select=id&during=cd.[0,12)&order=id", t).await), vec![1, 2]);
+    // Only the service key may refresh the catalog.
+    let res = r.http.post(r.gw.url("/api/catalog/refresh")).bearer_auth(&r.anon).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn select_order_paging_count_and_single_object() {
+    let r = Rest::start().await;
+    let t = &r.service;
+    let rows = r.get("/todos?select=id,label:title,priority::text,size:meta->>size&order=priority.desc.nullslast,id&limit=2", t).await;
+    assert_eq!(rows, json!([{"id": 3, "label": "a private", "priority": "3", "size": null}, {"id": 4, "label": "b private", "priority": "2", "size": null}]));
+    let rows = r.get("/todos?select=title&order=priority.asc.nullsfirst&limit=1", t).await;
+    assert_eq!(titles(&rows), vec!["public two"]);
+
+    let (st, h, body) = r.req(Method::GET, "/todos?select=id&order=id&limit=2&offset=1", t, &[("prefer", "count=exact")], None).await;
+    assert_eq!(st, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(h["content-range"], "1-2/4");
+    assert_eq!(h["content-type"], "application/json; charset=utf-8");
+    assert_eq!(body, json!([{"id": 2}, {"id": 3}]));
+    let (st, h, _) = r.req(Method::GET, "/todos?select=id", t, &[("prefer", "count=exact")], None).await;
+    assert_eq!((st, h["content-range"].to_str().unwrap()), (StatusCode::OK, "0-3/4"));
+    let (st, h, _) = r.req(Method::GET, "/todos?select=id&id=gt.100", t, &[("prefer", "count=exact")], None).await;
+    assert_eq!((st, h["content-range"].to_str().unwrap()), (StatusCode::OK, "*/0"));
+    let (st, _, e) = r.req(Method::GET, "/todos?offset=10", t, &[("prefer", "count=exact")], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::RANGE_NOT_SATISFIABLE, Some("PGRST103")));
+    let (st, h, body) = r.req(Method::HEAD, "/todos", &r.anon, &[("prefer", "count=exact")], None).await;
+    assert_eq!((st, h["content-range"].to_str().unwrap(), body), (StatusCode::OK, "0-1/2", Value::Null));
+
+    let obj = [("accept", "application/vnd.pgrst.object+json")];
+    let (st, _, one) = r.req(Method::GET, "/todos?select=title&id=eq.1", t, &obj, None).await;
+    assert_eq!((st, one), (StatusCode::OK, json!({"title": "public one"})));
+    let (st, _, e) = r.req(Method::GET, "/todos?select=title", t, &obj, None).await;
+    assert_eq!((st, e["code"].as_str(), e["details"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST116"), Some("The result contains 4 rows")));
+    let (st, _, e) = r.req(Method::GET, "/todos?id=eq.99", t, &obj, None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST116")));
+}
+
+#[tokio::test]
+async fn inserts_upserts_updates_and_deletes() {
+    let r = Rest::start().await;
+    let a = &r.a;
+    // Default: return=minimal → 201, empty body.
+    let (st, h, body) = r.req(Method::POST, "/todos", a, &[], Some(json!({"title": "mine"}))).await;
+    assert_eq!((st, body), (StatusCode::CREATED, Value::Null));
+    assert!(h.get("content-type").is_none());
+    // With missing=default, keys absent from some objects take the column default
+    // (owner comes from auth.uid()); without it they are NULL, as in PostgREST.
+    let (st, _, e) = r.req(Method::POST, "/todos", a, &[], Some(json!([{"title": "n1", "owner": USER_A}, {"title": "n2", "done": true, "owner": USER_A}]))).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("23502")));
+    let (st, _, rows) = r.req(Method::POST, "/todos?select=title,done,owner", a, &[("prefer", "return=representation,missing=default")], Some(json!([{"title": "x1"}, {"title": "x2", "done": true}]))).await;
+    assert_eq!(st, StatusCode::CREATED, "{rows}");
+    assert_eq!(rows, json!([{"title": "x1", "done": false, "owner": USER_A}, {"title": "x2", "done": true, "owner": USER_A}]));
+    // columns= limits what is taken from the objects.
+    let (st, _, rows) = r.req(Method::POST, "/todos?columns=title&select=title,done", a, &[("prefer", "return=representation")], Some(json!([{"title": "c1", "done": true}]))).await;
+    assert_eq!((st, rows), (StatusCode::CREATED, json!([{"title": "c1", "done": false}])));
+
+    // Conflicts and upserts on items (primary key id).
+    let s = &r.service;
+    let (st, _, e) = r.req(Method::POST, "/items", s, &[], Some(json!({"id": 1, "name": "dup"}))).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::CONFLICT, Some("23505")));
+    assert!(e["error"].as_str().unwrap().contains("duplicate key"), "{e}");
+    let (st, _, rows) = r.req(Method::POST, "/items?select=id,name", s, &[("prefer", "resolution=merge-duplicates, return=representation")], Some(json!([{"id": 1, "name": "Laptop Pro"}, {"id": 9, "name": "New"}]))).await;
+    assert_eq!((st, rows), (StatusCode::CREATED, json!([{"id": 1, "name": "Laptop Pro"}, {"id": 9, "name": "New"}])));
+    let (st, _, rows) = r.req(Method::POST, "/items?select=id,name", s, &[("prefer", "resolution=ignore-duplicates,return=representation")], Some(json!([{"id": 2, "name": "ignored"}, {"id": 10, "name": "Ten"}]))).await;
+    assert_eq!((st, rows), (StatusCode::CREATED, json!([{"id": 10, "name": "Ten"}])));
+    let (st, _, rows) = r.req(Method::POST, "/items?on_conflict=id&select=name", s, &[("prefer", "resolution=merge-duplicates,return=representation")], Some(json!({"id": 10, "name": "Ten!"}))).await;
+    assert_eq!((st, rows), (StatusCode::CREATED, json!([{"name": "Ten!"}])));
+
+    // PATCH / DELETE need a filter.
+    let (st, _, e) = r.req(Method::PATCH, "/items", s, &[], Some(json!({"name": "all"}))).await;
+    assert_eq!((st, e["code"].as_str(), e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("21000"), Some("UPDATE requires a WHERE clause")));
+    assert_eq!(r.req(Method::DELETE, "/items", s, &[], None).await.0, StatusCode::BAD_REQUEST);
+    let (st, _, body) = r.req(Method::PATCH, "/items?id=eq.2", s, &[], Some(json!({"price": 21.5}))).await;
+    assert_eq!((st, body), (StatusCode::NO_CONTENT, Value::Null));
+    let (st, _, rows) = r.req(Method::PATCH, "/items?id=eq.2&select=id,price", s, &[("prefer", "return=representation")], Some(json!({"name": "Mouse 2"}))).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 2, "price": 21.50}])));
+    let (st, _, rows) = r.req(Method::DELETE, "/items?id=in.(9,10)&select=id&order=id", s, &[("prefer", "return=representation")], None).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 9}, {"id": 10}])));
+    let (st, h, _) = r.req(Method::DELETE, "/items?id=eq.3", s, &[("prefer", "count=exact")], None).await;
+    assert_eq!((st, h["content-range"].to_str().unwrap()), (StatusCode::NO_CONTENT, "*/1"));
+    assert_eq!(r.get("/items?select=id&order=id", s).await, json!([{"id": 1}, {"id": 2}]));
+
+    // Bad payloads are 400s, never 500s.
+    let (st, _, e) = r.req(Method::POST, "/items", s, &[], Some(json!({"nope": 1}))).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST204")));
+    let (st, _, e) = r.req(Method::POST, "/items", s, &[], Some(json!({"id": "not a number", "name": "x"}))).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("22P02")));
+    let (st, _, e) = r.req(Method::POST, "/items", s, &[], Some(json!({"id": 50}))).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("23502")));
+    let raw = r.http.post(r.gw.url("/rest/v1/items")).header("apikey", &r.service).bearer_auth(s).body("{oops").send().await.unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
+    let (st, _, e) = r.req(Method::POST, "/items", s, &[], Some(json!(42))).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST102")));
+}
+
+#[tokio::test]
+async fn rpc_calls_functions() {
+    let r = Rest::start().await;
+    let t = &r.anon;
+    let (st, _, v) = r.req(Method::POST, "/rpc/add", t, &[], Some(json!({"a": 1, "b": 2}))).await;
+    assert_eq!((st, v), (StatusCode::OK, json!(3)));
+    assert_eq!(r.get("/rpc/add?a=20&b=22", t).await, json!(42));
+    let v = r.get("/rpc/search_items?term=laptop", t).await;
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["name"], "Laptop");
+    let v = r.get("/rpc/search_items?term=a&select=name&order=name.desc&limit=2", t).await;
+    assert_eq!(v, json!([{"name": "Mouse"}, {"name": "Laptop"}]));
+    let v = r.get("/rpc/search_items?term=a&id=gt.1&select=id&order=id", t).await;
+    assert_eq!(v, json!([{"id": 2}, {"id": 3}]));
+    assert_eq!(r.get("/rpc/item_names", t).await, json!(["Laptop", "Mouse", "Desk"]));
+    let (st, _, v) = r.req(Method::POST, "/rpc/bump", t, &[], None).await;
+    assert_eq!((st, v), (StatusCode::OK, json!(2)));
+
+    let (st, _, e) = r.req(Method::GET, "/rpc/bump", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("PGRST101")));
+    let (st, _, e) = r.req(Method::POST, "/rpc/nope", t, &[], Some(json!({}))).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("PGRST202")));
+    let (st, _, e) = r.req(Method::POST, "/rpc/add", t, &[], Some(json!({"a": 1}))).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("PGRST202")));
+    let (st, _, e) = r.req(Method::POST, "/rpc/add", t, &[], Some(json!({"a": 1, "b": 2, "c": 3}))).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("PGRST202")));
+    let (st, _, e) = r.req(Method::POST, "/rpc/fail", t, &[], Some(json!({}))).await;
+    assert_eq!((st, e["code"].as_str(), e["message"].as_str()), (StatusCode::BAD_REQUEST, Some("P0001"), Some("nope: 42")));
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_4xx_errors() {
+    let r = Rest::start().await;
+    let t = &r.anon;
+    let (st, _, e) = r.req(Method::GET, "/nope", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("PGRST205")));
+    assert!(e["error"].is_string() && e["message"] == e["error"]);
+    let (st, _, e) = r.req(Method::GET, "/todos?select=nope", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("42703")));
+    let (st, _, e) = r.req(Method::GET, "/todos?nope=eq.1", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("42703")));
+    let (st, _, e) = r.req(Method::GET, "/todos?id=zz.1", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST100")));
+    let (st, _, e) = r.req(Method::GET, "/todos?id=eq.abc", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("22P02")));
+    let (st, _, e) = r.req(Method::GET, "/todos?select=id::text;drop", t, &[], None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+    let (st, _, e) = r.req(Method::GET, "/todos?or=(id.eq.1", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST100")));
+    let (st, _, e) = r.req(Method::GET, "/todos", t, &[("accept-profile", "secret")], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST106")));
+    let (st, _, e) = r.req(Method::GET, "/todos", t, &[("accept", "text/html")], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST107")));
+    // Quotes and injection attempts stay values.
+    let v = r.get("/todos?title=eq.x%27%3B%20drop%20table%20todos%3B--", &r.service).await;
+    assert_eq!(v, json!([]));
+    assert_eq!(r.get("/todos?select=id", &r.service).await.as_array().unwrap().len(), 4);
+
+    // No key → 401; a bad or expired JWT → 401 with PostgREST's codes.
+    let res = r.http.get(r.gw.url("/rest/v1/todos")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let (st, _, e) = r.req(Method::GET, "/todos", "bad.token.here", &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("PGRST301")));
+    let old = keys::sign(&JwtClaims::api_key(Role::Anon, keys::now() - 7200, 60), &Secret::new(JWT_SECRET)).unwrap();
+    let (st, _, e) = r.req(Method::GET, "/todos", &old, &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("PGRST303")));
+}
