@@ -31,4 +31,10 @@ if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
   log "cargo pgrx init --pg15 $PG_CONFIG"
   cargo pgrx init --pg15 "$PG_CONFIG"
 fi
+# The real Supabase clients for the end-to-end tests (Node is on the machine).
+JS_DIR="$(cd "$(dirname "$0")/.." && pwd)/tests/js"
+if [ -f "$JS_DIR/package-lock.json" ] && { [ ! -d "$JS_DIR/node_modules" ] || [ "$JS_DIR/package-lock.json" -nt "$JS_DIR/node_modules/.package-lock.json" ]; }; then
+  log "npm ci in tests/js"
+  (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 log "ok"

@@ -14,6 +14,7 @@ pub mod health;
 pub mod http;
 pub mod install;
 pub mod keys;
+pub mod listener;
 pub mod rest;
 pub mod router;
 pub mod serve;

@@ -7,6 +7,7 @@ use crate::{auth, error, health, http, rest, AppState};
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
+    let cors = http::cors::layer(&state.config);
     let routes = Router::new()
         .route("/health", get(health::health))
         .nest("/auth/v1", auth::routes())
@@ -14,5 +15,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/catalog/refresh", post(rest::catalog_refresh))
         .fallback(error::not_found)
         .with_state(state);
+    let routes = match cors {
+        Some(c) => routes.layer(c),
+        None => routes,
+    };
     http::trace::layer(routes)
 }

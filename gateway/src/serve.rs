@@ -37,7 +37,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     check_database(&pool).await;
+    let database_url = config.database_url.clone();
     let state = AppState::new(config, pool);
+    let events = crate::listener::spawn(database_url, vec![crate::listener::SCHEMA_CHANNEL.to_owned()]);
+    crate::listener::spawn_schema_reloader(state.clone(), events);
 
     println!("listening on http://{addr}");
     tracing::info!(%addr, "pgstack gateway listening");

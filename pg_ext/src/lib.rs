@@ -15,6 +15,8 @@ mod api;
 pgrx::extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 // Accounts, sessions and tokens (the gateway's /auth/v1).
 pgrx::extension_sql_file!("../../sql/auth.sql", name = "auth", requires = ["bootstrap"]);
+// DDL → NOTIFY pgrst 'reload schema' (the gateway's schema cache).
+pgrx::extension_sql_file!("../../sql/rest.sql", name = "rest", requires = ["bootstrap"]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

@@ -371,3 +371,26 @@ async fn bad_requests_get_clear_4xx_errors() {
     let (st, _, e) = r.req(Method::GET, "/todos", &old, &[], None).await;
     assert_eq!((st, e["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("PGRST303")));
 }
+
+#[tokio::test]
+async fn schema_cache_follows_ddl_without_a_restart() {
+    let r = Rest::start().await;
+    let (st, _, _) = r.req(Method::GET, "/later", &r.service, &[], None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    r._tc.superuser().await.unwrap().batch_execute(
+        "CREATE TABLE public.later (id int PRIMARY KEY, v text); GRANT ALL ON public.later TO service_role;
+         INSERT INTO public.later VALUES (1, 'appeared');",
+    ).await.unwrap();
+    let appeared = pgstack_tests::eventually(std::time::Duration::from_secs(10), || async {
+        r.req(Method::GET, "/later?select=v", &r.service, &[], None).await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(appeared, "the new table never became visible");
+    assert_eq!(r.get("/later?select=v", &r.service).await, json!([{"v": "appeared"}]));
+    r._tc.superuser().await.unwrap().batch_execute("ALTER TABLE public.later ADD COLUMN w int DEFAULT 7").await.unwrap();
+    let added = pgstack_tests::eventually(std::time::Duration::from_secs(10), || async {
+        r.req(Method::GET, "/later?select=w", &r.service, &[], None).await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(added, "the new column never became visible");
+}

@@ -1,4 +1,5 @@
 //! Cross-cutting HTTP layers and extractors: request ids, access logs, the caller.
 
 pub mod caller;
+pub mod cors;
 pub mod trace;

@@ -1,0 +1,109 @@
+//! The LISTEN connection: one dedicated connection (never from the pool) that
+//! listens on the gateway's channels and forwards notifications to subscribers.
+//! It reconnects with backoff; every (re)connect is announced as
+//! [`Event::Connected`] so consumers can resync what they may have missed.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// Channel PostgREST users already notify: `NOTIFY pgrst, 'reload schema'`; the
+/// extension's event trigger sends it after every DDL command.
+pub const SCHEMA_CHANNEL: &str = "pgrst";
+
+/// What the listener reports.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The connection is (again) up and listening; notifications may have been missed.
+    Connected,
+    /// A notification.
+    Notify {
+        /// Channel.
+        channel: String,
+        /// Payload.
+        payload: String,
+    },
+}
+
+/// Starts the listener task for `channels`; returns the sender to subscribe from.
+pub fn spawn(database_url: String, channels: Vec<String>) -> broadcast::Sender<Event> {
+    let (tx, _) = broadcast::channel(1024);
+    let out = tx.clone();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match run_once(&database_url, &channels, &out).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "LISTEN connection lost"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
+    tx
+}
+
+async fn run_once(url: &str, channels: &[String], out: &broadcast::Sender<Event>) -> anyhow::Result<()> {
+    let mut cfg: tokio_postgres::Config = url.parse()?;
+    cfg.application_name("pgstack-listener");
+    cfg.connect_timeout(Duration::from_secs(3));
+    let (client, mut conn) = cfg.connect(NoTls).await?;
+    let (msg_tx, mut msg_rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = stream.next().await {
+            match m {
+                Ok(AsyncMessage::Notification(n)) => {
+                    let _ = msg_tx.send((n.channel().to_owned(), n.payload().to_owned()));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    for ch in channels {
+        client.batch_execute(&format!("LISTEN {}", crate::rest::sql::ident(ch))).await?;
+    }
+    tracing::info!(channels = ?channels, "listening for notifications");
+    let _ = out.send(Event::Connected);
+    while let Some((channel, payload)) = msg_rx.recv().await {
+        let _ = out.send(Event::Notify { channel, payload });
+    }
+    drop(client);
+    match driver.await {
+        Ok(Ok(())) => anyhow::bail!("connection closed"),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reloads the schema cache on `reload schema` notifications and after reconnects,
+/// coalescing bursts (a migration fires many DDL events) into one reload.
+pub fn spawn_schema_reloader(state: crate::AppState, events: broadcast::Sender<Event>) {
+    let mut rx = events.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let ev = match rx.recv().await {
+                Ok(ev) => ev,
+                Err(broadcast::error::RecvError::Lagged(_)) => Event::Connected,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let wanted = match &ev {
+                Event::Connected => true,
+                Event::Notify { channel, payload } => channel == SCHEMA_CHANNEL && (payload.is_empty() || payload == "reload schema"),
+            };
+            if !wanted {
+                continue;
+            }
+            // Let the burst settle, then drain what queued meanwhile.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            while rx.try_recv().is_ok() {}
+            if let Err(e) = crate::rest::reload_cache(&state).await {
+                tracing::warn!(error = ?e.message, "schema cache reload failed");
+            }
+        }
+    });
+}

@@ -1,0 +1,176 @@
+// Drives pgstack with the real, unpatched @supabase/supabase-js (auth + REST).
+// Run by tests/tests/supabase_js.rs, which starts a cluster, loads the fixture and
+// the gateway, and passes PGSTACK_URL, ANON_KEY and SERVICE_ROLE_KEY.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import ws from 'ws';
+import { createClient } from '@supabase/supabase-js';
+
+const URL = process.env.PGSTACK_URL;
+const ANON = process.env.ANON_KEY;
+const SERVICE = process.env.SERVICE_ROLE_KEY;
+const options = { auth: { persistSession: false, autoRefreshToken: false }, realtime: { transport: ws } };
+const client = (key = ANON) => createClient(URL, key, options);
+
+test('auth: sign up, sign in, user, update, refresh, sign out', async () => {
+  const sb = client();
+  const email = `jane.${Date.now()}@example.com`;
+  const up = await sb.auth.signUp({ email, password: 'strongpassword123', options: { data: { full_name: 'Jane' } } });
+  assert.equal(up.error, null);
+  assert.ok(up.data.session?.access_token);
+  assert.equal(up.data.user.email, email);
+  assert.equal(up.data.user.user_metadata.full_name, 'Jane');
+
+  const dup = await client().auth.signUp({ email, password: 'strongpassword123' });
+  assert.ok(dup.error, 'duplicate signup must fail');
+  assert.equal(dup.error.status, 409);
+
+  const bad = await client().auth.signInWithPassword({ email, password: 'wrong-password' });
+  assert.ok(bad.error);
+  assert.equal(bad.error.message, 'invalid email or password');
+  assert.equal(bad.error.code, 'invalid_credentials');
+
+  const sb2 = client();
+  const signed = await sb2.auth.signInWithPassword({ email, password: 'strongpassword123' });
+  assert.equal(signed.error, null);
+  assert.equal(signed.data.user.email, email);
+
+  const me = await sb2.auth.getUser();
+  assert.equal(me.error, null);
+  assert.equal(me.data.user.id, signed.data.user.id);
+
+  const upd = await sb2.auth.updateUser({ data: { full_name: 'Jane Smith' }, password: 'newpassword456' });
+  assert.equal(upd.error, null);
+  assert.equal(upd.data.user.user_metadata.full_name, 'Jane Smith');
+
+  const before = (await sb2.auth.getSession()).data.session;
+  const ref = await sb2.auth.refreshSession();
+  assert.equal(ref.error, null);
+  assert.notEqual(ref.data.session.refresh_token, before.refresh_token);
+
+  const out = await sb2.auth.signOut();
+  assert.equal(out.error, null);
+  assert.equal((await sb2.auth.getSession()).data.session, null);
+
+  const again = await client().auth.signInWithPassword({ email, password: 'newpassword456' });
+  assert.equal(again.error, null);
+});
+
+test('auth: anonymous sign-in', async () => {
+  const sb = client();
+  const { data, error } = await sb.auth.signInAnonymously();
+  assert.equal(error, null);
+  assert.equal(data.user.is_anonymous, true);
+  assert.ok(data.session.access_token);
+});
+
+test('auth: admin create, list, delete', async () => {
+  const admin = client(SERVICE).auth.admin;
+  const email = `made.${Date.now()}@example.com`;
+  const created = await admin.createUser({ email, password: 'initialpassword', email_confirm: true, user_metadata: { k: 'v' } });
+  assert.equal(created.error, null);
+  assert.equal(created.data.user.email, email);
+  const list = await admin.listUsers({ page: 1, perPage: 100 });
+  assert.equal(list.error, null);
+  assert.ok(list.data.users.some((u) => u.email === email));
+  const del = await admin.deleteUser(created.data.user.id);
+  assert.equal(del.error, null);
+  const list2 = await admin.listUsers();
+  assert.ok(!list2.data.users.some((u) => u.email === email));
+});
+
+test('rest: select with filters, order, range, count, single', async () => {
+  const sb = client();
+  const all = await sb.from('items').select('id, name, price').order('id');
+  assert.equal(all.error, null);
+  assert.deepEqual(all.data.map((r) => r.id), [1, 2, 3]);
+
+  const filtered = await sb.from('items').select('name').gte('price', 20).lt('price', 1000).ilike('name', '%a%').order('name', { ascending: false });
+  assert.equal(filtered.error, null);
+  assert.deepEqual(filtered.data, [{ name: 'Laptop' }]);
+  const words = await sb.from('items').select('name').ilike('name', '%S%').order('name');
+  assert.deepEqual(words.data, [{ name: 'Desk' }, { name: 'Mouse' }]);
+
+  const ranged = await sb.from('items').select('id', { count: 'exact' }).order('id').range(1, 2);
+  assert.equal(ranged.error, null);
+  assert.equal(ranged.count, 3);
+  assert.deepEqual(ranged.data, [{ id: 2 }, { id: 3 }]);
+
+  const head = await sb.from('items').select('*', { count: 'exact', head: true }).in('id', [1, 2]);
+  assert.equal(head.error, null);
+  assert.equal(head.count, 2);
+  assert.equal(head.data, null);
+
+  const single = await sb.from('items').select('name').eq('id', 2).single();
+  assert.equal(single.error, null);
+  assert.deepEqual(single.data, { name: 'Mouse' });
+  const notSingle = await sb.from('items').select('name').single();
+  assert.equal(notSingle.error.code, 'PGRST116');
+  const maybe = await sb.from('items').select('name').eq('id', 99).maybeSingle();
+  assert.equal(maybe.error, null);
+  assert.equal(maybe.data, null);
+
+  const or = await sb.from('items').select('id').or('id.eq.1,name.eq.Desk').order('id');
+  assert.deepEqual(or.data, [{ id: 1 }, { id: 3 }]);
+  const missing = await sb.from('nope').select();
+  assert.equal(missing.error.code, 'PGRST205');
+  assert.ok(missing.error.message.length > 0);
+});
+
+test('rest: insert, update, upsert, delete with and without select', async () => {
+  const sb = client(SERVICE);
+  const ins = await sb.from('items').insert({ id: 100, name: 'Lamp', price: 30 });
+  assert.equal(ins.error, null);
+  assert.equal(ins.status, 201);
+  const insSel = await sb.from('items').insert([{ id: 101, name: 'Chair' }, { id: 102, name: 'Rug', price: 80 }]).select('id, name, price');
+  assert.equal(insSel.error, null);
+  assert.deepEqual(insSel.data, [{ id: 101, name: 'Chair', price: null }, { id: 102, name: 'Rug', price: 80 }]);
+  const dup = await sb.from('items').insert({ id: 100, name: 'again' });
+  assert.equal(dup.error.code, '23505');
+
+  const upd = await sb.from('items').update({ price: 35 }).eq('id', 100);
+  assert.equal(upd.error, null);
+  assert.equal(upd.status, 204);
+  const updSel = await sb.from('items').update({ name: 'Lamp XL' }).eq('id', 100).select();
+  assert.equal(updSel.data[0].name, 'Lamp XL');
+  assert.equal(updSel.data[0].price, 35);
+
+  const ups = await sb.from('items').upsert([{ id: 100, name: 'Lamp 2' }, { id: 103, name: 'Vase' }]).select('id, name');
+  assert.equal(ups.error, null);
+  assert.deepEqual(ups.data, [{ id: 100, name: 'Lamp 2' }, { id: 103, name: 'Vase' }]);
+  const ign = await sb.from('items').upsert({ id: 103, name: 'ignored' }, { ignoreDuplicates: true }).select();
+  assert.deepEqual(ign.data, []);
+
+  const del = await sb.from('items').delete().in('id', [101, 102]);
+  assert.equal(del.error, null);
+  const delSel = await sb.from('items').delete().gte('id', 100).select('id');
+  assert.deepEqual(delSel.data.map((r) => r.id).sort(), [100, 103]);
+  const left = await sb.from('items').select('id').order('id');
+  assert.deepEqual(left.data, [{ id: 1 }, { id: 2 }, { id: 3 }]);
+});
+
+test('rest: rpc', async () => {
+  const sb = client();
+  const sum = await sb.rpc('add', { a: 2, b: 40 });
+  assert.equal(sum.error, null);
+  assert.equal(sum.data, 42);
+  const viaGet = await sb.rpc('add', { a: 1, b: 1 }, { get: true });
+  assert.equal(viaGet.data, 2);
+  const set = await sb.rpc('search_items', { term: 's' }).select('name').order('name', { ascending: false });
+  assert.deepEqual(set.data, [{ name: 'Mouse' }, { name: 'Desk' }]);
+  const missing = await sb.rpc('nope');
+  assert.equal(missing.error.code, 'PGRST202');
+});
+
+test('rest: RLS through a signed-in user', async () => {
+  const sb = client();
+  const email = `rls.${Date.now()}@example.com`;
+  const { data } = await sb.auth.signUp({ email, password: 'strongpassword123' });
+  const ins = await sb.from('notes').insert({ body: 'mine' }).select('body, owner');
+  assert.equal(ins.error, null);
+  assert.deepEqual(ins.data, [{ body: 'mine', owner: data.user.id }]);
+  const anon = await client().from('notes').select('body');
+  assert.deepEqual(anon.data, []);
+  const own = await sb.from('notes').select('body');
+  assert.deepEqual(own.data, [{ body: 'mine' }]);
+});
