@@ -149,6 +149,22 @@ test('rest: insert, update, upsert, delete with and without select', async () =>
   assert.deepEqual(left.data, [{ id: 1 }, { id: 2 }, { id: 3 }]);
 });
 
+test('rest: embedding in both directions', async () => {
+  const sb = client();
+  const many = await sb.from('items').select('name, reviews(stars)').order('id').order('stars', { referencedTable: 'reviews', ascending: false });
+  assert.equal(many.error, null);
+  assert.deepEqual(many.data, [
+    { name: 'Laptop', reviews: [{ stars: 5 }, { stars: 3 }] },
+    { name: 'Mouse', reviews: [{ stars: 4 }] },
+    { name: 'Desk', reviews: [] },
+  ]);
+  const one = await sb.from('reviews').select('stars, item:items(name)').eq('id', 3).single();
+  assert.equal(one.error, null);
+  assert.deepEqual(one.data, { stars: 4, item: { name: 'Mouse' } });
+  const inner = await sb.from('items').select('name, reviews!inner(stars)').gte('reviews.stars', 4).order('id');
+  assert.deepEqual(inner.data.map((r) => r.name), ['Laptop', 'Mouse']);
+});
+
 test('rest: rpc', async () => {
   const sb = client();
   const sum = await sb.rpc('add', { a: 2, b: 40 });

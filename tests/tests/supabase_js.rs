@@ -15,6 +15,9 @@ INSERT INTO public.items VALUES (1, 'Laptop', 999.00), (2, 'Mouse', 19.99), (3, 
 CREATE FUNCTION public.add(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT a + b';
 CREATE FUNCTION public.search_items(term text) RETURNS SETOF public.items LANGUAGE sql STABLE
     AS $$ SELECT * FROM public.items WHERE name ILIKE '%' || term || '%' $$;
+CREATE TABLE public.reviews (id int PRIMARY KEY, item_id int NOT NULL REFERENCES public.items (id) ON DELETE CASCADE, stars int NOT NULL);
+GRANT ALL ON public.reviews TO anon, authenticated, service_role;
+INSERT INTO public.reviews VALUES (1, 1, 5), (2, 1, 3), (3, 2, 4);
 CREATE TABLE public.notes (id bigserial PRIMARY KEY, body text, owner uuid NOT NULL DEFAULT auth.uid());
 ALTER TABLE public.notes ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own ON public.notes FOR ALL TO authenticated USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());

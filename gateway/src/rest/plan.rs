@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::error::RestError;
 use super::request::{parse_list, Condition, Field, Filter, Op, OrderTerm, Quantifier, QueryParams, SelectItem};
-use super::schema_cache::{Function, Table};
+use super::embed;
+use super::schema_cache::{Function, SchemaCache, Table};
 use super::sql::{array_literal, ident, is_safe_type_name, qualified, Sql};
 
 /// Alias of the relation rows are read from.
@@ -22,6 +23,19 @@ pub struct Source<'a> {
     /// Known columns with types; `None` = any name is accepted (function results,
     /// checked by Postgres itself).
     pub columns: Option<&'a Table>,
+    /// The SQL alias rows are read under.
+    pub alias: String,
+    /// For embedding: the cache and the request (embedded parameters).
+    pub ctx: Option<(&'a SchemaCache, &'a QueryParams)>,
+    /// Path of embed keys from the top (empty at the top).
+    pub path: Vec<String>,
+}
+
+impl<'a> Source<'a> {
+    /// The top-level source of a table.
+    pub fn top(table: &'a Table, cache: &'a SchemaCache, q: &'a QueryParams) -> Self {
+        Source { name: &table.name, columns: Some(table), alias: R.to_owned(), ctx: Some((cache, q)), path: Vec::new() }
+    }
 }
 
 impl Source<'_> {
@@ -39,7 +53,7 @@ impl Source<'_> {
 /// `_pgs_r."col"->'a'->>'b'` and the type of the expression (None = unknown/json).
 fn field_expr(sql: &mut Sql, src: &Source, f: &Field) -> Result<(String, Option<String>), RestError> {
     let ty = src.column_type(&f.column)?.map(str::to_owned);
-    let mut expr = format!("{R}.{}", ident(&f.column));
+    let mut expr = format!("{}.{}", src.alias, ident(&f.column));
     if f.path.is_empty() {
         return Ok((expr, ty));
     }
@@ -222,14 +236,16 @@ pub fn where_sql(sql: &mut Sql, src: &Source, conditions: &[Condition]) -> Resul
     Ok(format!(" WHERE {}", parts.join(" AND ")))
 }
 
-fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem]) -> Result<String, RestError> {
+/// The select list; `inner` collects conditions that `!inner` embeds add to the
+/// WHERE clause of this level.
+fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut Vec<String>) -> Result<String, RestError> {
     if items.is_empty() {
-        return Ok(format!("{R}.*"));
+        return Ok(format!("{}.*", src.alias));
     }
     let mut out = Vec::new();
     for it in items {
         match it {
-            SelectItem::Star => out.push(format!("{R}.*")),
+            SelectItem::Star => out.push(format!("{}.*", src.alias)),
             SelectItem::Field { field, alias, cast } => {
                 let (expr, _) = field_expr(sql, src, field)?;
                 let expr = match cast {
@@ -240,9 +256,53 @@ fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem]) -> Result<Strin
                 let name = alias.clone().unwrap_or_else(|| field.path.last().map(|s| s.key.clone()).unwrap_or_else(|| field.column.clone()));
                 out.push(format!("{expr} AS {}", ident(&name)));
             }
+            SelectItem::Embed(e) => {
+                let (sub, is_object) = embed_sql(sql, src, e)?;
+                if e.inner {
+                    inner.push(if is_object { format!("({sub}) IS NOT NULL") } else { format!("({sub})::jsonb <> '[]'::jsonb") });
+                }
+                out.push(format!("({sub}) AS {}", ident(e.key())));
+            }
         }
     }
     Ok(out.join(", "))
+}
+
+/// The correlated subquery of one embed, and whether it yields an object (many-to-one)
+/// rather than an array.
+fn embed_sql(sql: &mut Sql, parent: &Source, e: &super::request::Embed) -> Result<(String, bool), RestError> {
+    let (cache, q) = parent.ctx.ok_or_else(|| RestError::bad("PGRST100", "embedding is only possible on tables and views"))?;
+    let parent_table = parent.columns.ok_or_else(|| RestError::bad("PGRST100", "embedding is only possible on tables and views"))?;
+    let (child, rel) = embed::resolve(cache, parent_table, e)?;
+    let mut path = parent.path.clone();
+    path.push(e.key().to_owned());
+    let alias = format!("_pgs_e{}", path.len());
+    let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path: path.clone() };
+    let scope = q.embeds.get(&path).cloned().unwrap_or_default();
+
+    let mut inner = Vec::new();
+    let select = select_sql(sql, &src, &e.select, &mut inner)?;
+    let mut conds = vec![embed::join_condition(&rel, &parent.alias, &alias)];
+    for c in &scope.conditions {
+        conds.push(condition_sql(sql, &src, c)?);
+    }
+    conds.extend(inner);
+    let ord = order_sql(sql, &src, &scope.order)?;
+    let mut paging = String::new();
+    if let Some(l) = scope.limit {
+        paging.push_str(&format!(" LIMIT {}::bigint", sql.bind(l.to_string())));
+    }
+    if let Some(o) = scope.offset {
+        paging.push_str(&format!(" OFFSET {}::bigint", sql.bind(o.to_string())));
+    }
+    let from = format!("{} {alias}", qualified(&child.schema, &child.name));
+    let j = format!("_pgs_j{}", path.len());
+    let body = format!("SELECT {select} FROM {from} WHERE {}{ord}{paging}", conds.join(" AND "));
+    Ok(if rel.is_to_one() {
+        (format!("SELECT row_to_json({j}) FROM ({body} LIMIT 1) {j}"), true)
+    } else {
+        (format!("SELECT coalesce(json_agg({j}), '[]') FROM ({body}) {j}"), false)
+    })
 }
 
 fn order_sql(sql: &mut Sql, src: &Source, order: &[OrderTerm]) -> Result<String, RestError> {
@@ -273,8 +333,14 @@ pub enum CountMode {
 /// The outer SELECT over a row source `from` ("FROM ... _pgs_r"), producing
 /// (body json text, row count, object text, total).
 fn wrap_rows(sql: &mut Sql, src: &Source, q: &QueryParams, from: &str, count: Option<CountMode>, page: bool) -> Result<(), RestError> {
-    let select = select_sql(sql, src, &q.select)?;
-    let wh = where_sql(sql, src, &q.conditions)?;
+    let mut inner = Vec::new();
+    let select = select_sql(sql, src, &q.select, &mut inner)?;
+    let mut conds = Vec::new();
+    for c in &q.conditions {
+        conds.push(condition_sql(sql, src, c)?);
+    }
+    conds.extend(inner);
+    let wh = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
     let ord = order_sql(sql, src, &q.order)?;
     let mut paging = String::new();
     if page {
@@ -298,9 +364,9 @@ fn wrap_rows(sql: &mut Sql, src: &Source, q: &QueryParams, from: &str, count: Op
 }
 
 /// GET / HEAD on a table or view.
-pub fn read(table: &Table, q: &QueryParams, count: Option<CountMode>) -> Result<Sql, RestError> {
+pub fn read(cache: &SchemaCache, table: &Table, q: &QueryParams, count: Option<CountMode>) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
-    let src = Source { name: &table.name, columns: Some(table) };
+    let src = Source::top(table, cache, q);
     let from = format!("{} {R}", qualified(&table.schema, &table.name));
     wrap_rows(&mut sql, &src, q, &from, count, true)?;
     Ok(sql)
@@ -365,7 +431,7 @@ pub enum OnConflict {
 /// POST: insert (or upsert). `returning` = build the representation.
 /// `missing_default`: keys absent from some objects take the column default
 /// (`Prefer: missing=default`) instead of NULL.
-pub fn insert(table: &Table, q: &QueryParams, p: &Payload, conflict: OnConflict, returning: bool, missing_default: bool) -> Result<Sql, RestError> {
+pub fn insert(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, conflict: OnConflict, returning: bool, missing_default: bool) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
     let target = qualified(&table.schema, &table.name);
     let cols: Vec<String> = p.columns.iter().map(|c| ident(c)).collect();
@@ -415,13 +481,13 @@ pub fn insert(table: &Table, q: &QueryParams, p: &Payload, conflict: OnConflict,
             stmt.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys_sql.join(", "), updates.join(", ")));
         }
     }
-    finish_write(sql, table, q, stmt, returning)
+    finish_write(sql, cache, table, q, stmt, returning)
 }
 
 /// PATCH: update the rows matching the filters.
-pub fn update(table: &Table, q: &QueryParams, p: &Payload, returning: bool) -> Result<Sql, RestError> {
+pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, returning: bool) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
-    let src = Source { name: &table.name, columns: Some(table) };
+    let src = Source::top(table, cache, q);
     if p.rows.as_array().map_or(0, Vec::len) != 1 {
         return Err(RestError::bad("PGRST102", "PATCH takes a single JSON object"));
     }
@@ -437,34 +503,36 @@ pub fn update(table: &Table, q: &QueryParams, p: &Payload, returning: bool) -> R
         qualified(&table.schema, &table.name),
         sets.join(", ")
     );
-    finish_write(sql, table, q, stmt, returning)
+    finish_write(sql, cache, table, q, stmt, returning)
 }
 
 /// DELETE the rows matching the filters.
-pub fn delete(table: &Table, q: &QueryParams, returning: bool) -> Result<Sql, RestError> {
+pub fn delete(cache: &SchemaCache, table: &Table, q: &QueryParams, returning: bool) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
-    let src = Source { name: &table.name, columns: Some(table) };
+    let src = Source::top(table, cache, q);
     let wh = where_sql(&mut sql, &src, &q.conditions)?;
     let stmt = format!("DELETE FROM {} AS {R}{wh}", qualified(&table.schema, &table.name));
-    finish_write(sql, table, q, stmt, returning)
+    finish_write(sql, cache, table, q, stmt, returning)
 }
 
 /// Without a representation the statement runs bare (no RETURNING, so RLS SELECT
 /// policies do not apply to writes); with one, rows come back through the select list.
-fn finish_write(mut sql: Sql, table: &Table, q: &QueryParams, stmt: String, returning: bool) -> Result<Sql, RestError> {
+fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParams, stmt: String, returning: bool) -> Result<Sql, RestError> {
     if !returning {
         sql.push(&stmt);
         return Ok(sql);
     }
-    let src = Source { name: &table.name, columns: Some(table) };
-    let select = select_sql(&mut sql, &src, &q.select)?;
+    let src = Source::top(table, cache, q);
+    let mut inner = Vec::new();
+    let select = select_sql(&mut sql, &src, &q.select, &mut inner)?;
+    let wh = if inner.is_empty() { String::new() } else { format!(" WHERE {}", inner.join(" AND ")) };
     let ord = order_sql(&mut sql, &src, &q.order)?;
     let returning_all = if stmt.starts_with("UPDATE") || stmt.starts_with("DELETE") { format!("{R}.*") } else { "*".to_owned() };
     sql.push(&format!(
         "WITH _pgs_m AS ({stmt} RETURNING {returning_all}) \
          SELECT coalesce(json_agg(_pgs_t), '[]')::text, count(_pgs_t), \
          CASE WHEN count(_pgs_t) = 1 THEN (json_agg(_pgs_t) -> 0)::text END, NULL::bigint \
-         FROM (SELECT {select} FROM _pgs_m {R}{ord}) _pgs_t"
+         FROM (SELECT {select} FROM _pgs_m {R}{wh}{ord}) _pgs_t"
     ));
     Ok(sql)
 }
@@ -491,7 +559,7 @@ pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, 
         }
     }
     let callee = format!("{}({})", qualified(&f.schema, &f.name), call_args.join(", "));
-    let src = Source { name: &f.name, columns: f.result.as_ref() };
+    let src = Source { name: &f.name, columns: f.result.as_ref(), alias: R.to_owned(), ctx: None, path: Vec::new() };
     if f.returns_scalar && !f.returns_set {
         sql.push(&format!("SELECT to_json({callee})::text, 1::bigint, NULL::text, NULL::bigint"));
     } else if f.returns_scalar {

@@ -104,6 +104,44 @@ pub enum SelectItem {
         /// `::type`.
         cast: Option<String>,
     },
+    /// An embedded resource: `alias:name!hint!inner(select...)`.
+    Embed(Embed),
+}
+
+/// A resource embedded through a foreign key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Embed {
+    /// Table (or view) name.
+    pub name: String,
+    /// `alias:`; the JSON key (default: the name).
+    pub alias: Option<String>,
+    /// `!hint`: a constraint name, a column, or a junction table.
+    pub hint: Option<String>,
+    /// `!inner`: keep only parents that have a match.
+    pub inner: bool,
+    /// The embedded select list.
+    pub select: Vec<SelectItem>,
+}
+
+impl Embed {
+    /// The key this embed has in JSON and in `alias.col=...` parameters.
+    pub fn key(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Filters, order and paging of one embedded resource (`items.qty=gt.1`,
+/// `items.order=id.desc`, `items.limit=2`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Filters and trees, ANDed.
+    pub conditions: Vec<Condition>,
+    /// Order.
+    pub order: Vec<OrderTerm>,
+    /// limit.
+    pub limit: Option<i64>,
+    /// offset.
+    pub offset: Option<i64>,
 }
 
 /// One term of `order=`.
@@ -136,6 +174,8 @@ pub struct QueryParams {
     pub on_conflict: Option<Vec<String>>,
     /// Other parameters (RPC arguments on GET).
     pub rest: Vec<(String, String)>,
+    /// Parameters of embedded resources, by path of embed keys.
+    pub embeds: std::collections::BTreeMap<Vec<String>, Scope>,
 }
 
 /// Parses a raw query string. `rpc_args` keeps unknown `name=value` pairs as
@@ -144,26 +184,68 @@ pub fn parse_query(raw: &str, rpc_args: bool) -> Result<QueryParams, RestError> 
     let mut q = QueryParams::default();
     for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
         let (k, v) = (k.into_owned(), v.into_owned());
+        // `items.order=...`, `items.qty=gt.1`: parameters of an embedded resource.
+        if let Some((path, last)) = embed_key(&k) {
+            let scope = q.embeds.entry(path).or_default();
+            apply_scope(scope, &last, &v)?;
+            continue;
+        }
         match k.as_str() {
             "select" => q.select = parse_select(&v)?,
-            "order" => q.order = parse_order(&v)?,
-            "limit" => q.limit = Some(parse_nonneg("limit", &v)?),
-            "offset" => q.offset = Some(parse_nonneg("offset", &v)?),
             "columns" => q.columns = Some(split_names(&v)),
             "on_conflict" => q.on_conflict = Some(split_names(&v)),
-            "or" | "and" | "not.or" | "not.and" => {
-                let negate = k.starts_with("not.");
-                let inner = v
-                    .strip_prefix('(')
-                    .and_then(|s| s.strip_suffix(')'))
-                    .ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({v})\""), "logic trees look like or=(a.eq.1,b.eq.2)"))?;
-                q.conditions.push(Condition::Tree { or: k.ends_with("or"), negate, children: parse_tree_items(inner)? });
+            "order" | "limit" | "offset" | "or" | "and" | "not.or" | "not.and" => {
+                let mut scope = Scope::default();
+                apply_scope(&mut scope, &k, &v)?;
+                q.conditions.extend(scope.conditions);
+                if !scope.order.is_empty() {
+                    q.order = scope.order;
+                }
+                q.limit = scope.limit.or(q.limit);
+                q.offset = scope.offset.or(q.offset);
             }
             _ if rpc_args && !looks_like_filter(&v) => q.rest.push((k, v)),
             _ => q.conditions.push(Condition::Filter(parse_filter(&k, &v)?)),
         }
     }
     Ok(q)
+}
+
+/// `a.b.col` → (["a", "b"], "col"); `not.or` and plain keys → None.
+fn embed_key(k: &str) -> Option<(Vec<String>, String)> {
+    if k.starts_with("not.") || k.contains("->") {
+        return None;
+    }
+    let parts: Vec<&str> = split_top(k, '.');
+    if parts.len() < 2 {
+        return None;
+    }
+    // `items.not.or` keeps its `not.` with the last part.
+    let (path, last) = if parts.len() >= 3 && parts[parts.len() - 2] == "not" {
+        (&parts[..parts.len() - 2], format!("not.{}", parts[parts.len() - 1]))
+    } else {
+        (&parts[..parts.len() - 1], parts[parts.len() - 1].to_owned())
+    };
+    Some((path.iter().map(|s| unquote(s)).collect(), last))
+}
+
+/// Applies one parameter to a scope (top level or embedded).
+fn apply_scope(scope: &mut Scope, k: &str, v: &str) -> Result<(), RestError> {
+    match k {
+        "order" => scope.order = parse_order(v)?,
+        "limit" => scope.limit = Some(parse_nonneg("limit", v)?),
+        "offset" => scope.offset = Some(parse_nonneg("offset", v)?),
+        "or" | "and" | "not.or" | "not.and" => {
+            let negate = k.starts_with("not.");
+            let inner = v
+                .strip_prefix('(')
+                .and_then(|s| s.strip_suffix(')'))
+                .ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({v})\""), "logic trees look like or=(a.eq.1,b.eq.2)"))?;
+            scope.conditions.push(Condition::Tree { or: k.ends_with("or"), negate, children: parse_tree_items(inner)? });
+        }
+        _ => scope.conditions.push(Condition::Filter(parse_filter(k, v)?)),
+    }
+    Ok(())
 }
 
 fn looks_like_filter(v: &str) -> bool {
@@ -262,14 +344,9 @@ fn parse_select(v: &str) -> Result<Vec<SelectItem>, RestError> {
             items.push(SelectItem::Star);
             continue;
         }
-        if raw.contains('(') {
-            return Err(RestError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "PGRST100",
-                format!("resource embedding is not supported yet ({raw})"),
-                None,
-                Some("embedding arrives with issue 7"),
-            ));
+        if raw.ends_with(')') && raw.contains('(') {
+            items.push(SelectItem::Embed(parse_embed(raw)?));
+            continue;
         }
         let (alias, rest) = match split_alias(raw) {
             Some((a, r)) => (Some(unquote(a)), r),
@@ -282,6 +359,32 @@ fn parse_select(v: &str) -> Result<Vec<SelectItem>, RestError> {
         items.push(SelectItem::Field { field: parse_field(field_part)?, alias, cast });
     }
     Ok(items)
+}
+
+/// `alias:name!hint!inner(items)`.
+fn parse_embed(raw: &str) -> Result<Embed, RestError> {
+    let open = raw.find('(').unwrap_or(raw.len());
+    let head = &raw[..open];
+    let inner = &raw[open + 1..raw.len() - 1];
+    let (alias, head) = match split_alias(head) {
+        Some((a, r)) => (Some(unquote(a.trim())), r.trim()),
+        None => (None, head.trim()),
+    };
+    let mut parts = head.split('!');
+    let name = unquote(parts.next().unwrap_or("").trim());
+    if name.is_empty() || name.starts_with("...") {
+        return Err(RestError::parse(format!("\"failed to parse select ({raw})\""), "embeds look like alias:table!hint(col1,col2)"));
+    }
+    let (mut hint, mut inner_join) = (None, false);
+    for h in parts {
+        match h.trim() {
+            "inner" => inner_join = true,
+            "left" => inner_join = false,
+            other if !other.is_empty() => hint = Some(unquote(other)),
+            _ => {}
+        }
+    }
+    Ok(Embed { name, alias, hint, inner: inner_join, select: parse_select(inner)? })
 }
 
 /// `alias:rest`, ignoring the `::` of casts.
@@ -451,7 +554,13 @@ mod tests {
         assert_eq!(q.order[0], OrderTerm { field: Field { column: "a".into(), path: vec![] }, desc: true, nulls_first: Some(false) });
         assert_eq!((q.limit, q.offset), (Some(10), Some(5)));
         assert!(parse_query("limit=-1", false).is_err());
-        assert!(parse_query("select=a,b(c)", false).is_err());
+        let q = parse_query("select=id,buyer:customers!orders_customer_id_fkey(name),items!inner(*)&items.qty=gt.1&items.order=id.desc&items.limit=2", false).unwrap();
+        let SelectItem::Embed(e) = &q.select[1] else { panic!() };
+        assert_eq!((e.name.as_str(), e.key(), e.hint.as_deref(), e.inner), ("customers", "buyer", Some("orders_customer_id_fkey"), false));
+        let SelectItem::Embed(e) = &q.select[2] else { panic!() };
+        assert!(e.inner && e.select == vec![SelectItem::Star]);
+        let scope = &q.embeds[&vec!["items".to_owned()]];
+        assert_eq!((scope.conditions.len(), scope.order.len(), scope.limit), (1, 1, Some(2)));
     }
 
     #[test]

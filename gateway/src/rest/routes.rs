@@ -76,7 +76,7 @@ async fn relation(
     match method {
         Method::GET | Method::HEAD => {
             let count = pref.count.as_ref().map(|_| CountMode::Exact);
-            let sql = plan::read(table, &q, count)?;
+            let sql = plan::read(&cache, table, &q, count)?;
             let out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
             let offset = q.offset.unwrap_or(0);
             let range = response::content_range(offset, out.count, out.total);
@@ -108,7 +108,7 @@ async fn relation(
                 Some("ignore-duplicates") => OnConflict::Ignore,
                 _ => OnConflict::Error,
             };
-            write(&s, &caller, &info, &pref, accept, plan::insert(table, &q, &payload, conflict, pref.ret == Return::Representation, pref.missing_default)?, StatusCode::CREATED).await
+            write(&s, &caller, &info, &pref, accept, plan::insert(&cache, table, &q, &payload, conflict, pref.ret == Return::Representation, pref.missing_default)?, StatusCode::CREATED).await
         }
         Method::PATCH | Method::DELETE => {
             if q.conditions.is_empty() {
@@ -125,9 +125,9 @@ async fn relation(
             let returning = pref.ret == Return::Representation;
             let sql = if method == Method::PATCH {
                 let payload = Payload::from_body(parse_json(&body)?, None)?;
-                plan::update(table, &q, &payload, returning)?
+                plan::update(&cache, table, &q, &payload, returning)?
             } else {
-                plan::delete(table, &q, returning)?
+                plan::delete(&cache, table, &q, returning)?
             };
             let ok = if returning { StatusCode::OK } else { StatusCode::NO_CONTENT };
             write(&s, &caller, &info, &pref, accept, sql, ok).await

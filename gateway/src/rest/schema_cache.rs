@@ -67,6 +67,21 @@ pub struct Function {
     pub result: Option<Table>,
 }
 
+/// A foreign key: `table(columns)` references `ref_table(ref_columns)`.
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    /// Constraint name (usable as an embedding hint).
+    pub name: String,
+    /// Referencing (schema, table).
+    pub table: (String, String),
+    /// Referencing columns.
+    pub columns: Vec<String>,
+    /// Referenced (schema, table).
+    pub ref_table: (String, String),
+    /// Referenced columns.
+    pub ref_columns: Vec<String>,
+}
+
 /// Everything cached, keyed by (schema, name).
 #[derive(Debug, Default)]
 pub struct SchemaCache {
@@ -76,6 +91,8 @@ pub struct SchemaCache {
     pub tables: HashMap<(String, String), Table>,
     /// Functions (overloads are not supported: the first one wins).
     pub functions: HashMap<(String, String), Function>,
+    /// Foreign keys, for embedding.
+    pub foreign_keys: Vec<ForeignKey>,
 }
 
 impl SchemaCache {
@@ -115,6 +132,15 @@ impl SchemaCache {
                 (schema.clone(), name.clone()),
                 Table { schema, name, is_view: r.get(2), columns, primary_key: pk },
             );
+        }
+        for r in client.query(include_str!("sql/foreign_keys.sql"), &[&schemas]).await? {
+            cache.foreign_keys.push(ForeignKey {
+                name: r.get(0),
+                table: (r.get(1), r.get(2)),
+                columns: r.get(3),
+                ref_table: (r.get(4), r.get(5)),
+                ref_columns: r.get(6),
+            });
         }
         let rows = client.query(include_str!("sql/functions.sql"), &[&schemas]).await?;
         for r in rows {

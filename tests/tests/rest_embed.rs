@@ -1,0 +1,133 @@
+//! Issue 7: resource embedding — many-to-one (object), one-to-many (array),
+//! many-to-many through a junction, hints, !inner, filters / order / limit on
+//! embedded resources, nesting — and RLS applying inside embeds.
+
+use pgstack_gateway::config::Secret;
+use pgstack_gateway::keys;
+use pgstack_shared::Role;
+use pgstack_tests::{Gateway, TestCluster, JWT_SECRET};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const FIXTURE: &str = r#"
+CREATE TABLE public.customers (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE public.orders (
+    id int PRIMARY KEY,
+    customer_id int REFERENCES public.customers (id),
+    total numeric(10,2)
+);
+CREATE TABLE public.products (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE public.order_items (
+    id int PRIMARY KEY,
+    order_id int NOT NULL REFERENCES public.orders (id),
+    product_id int NOT NULL REFERENCES public.products (id),
+    qty int NOT NULL
+);
+CREATE TABLE public.posts (id int PRIMARY KEY, title text);
+CREATE TABLE public.tags (id int PRIMARY KEY, label text);
+CREATE TABLE public.post_tags (post_id int REFERENCES public.posts, tag_id int REFERENCES public.tags, PRIMARY KEY (post_id, tag_id));
+CREATE TABLE public.messages (
+    id int PRIMARY KEY,
+    sender_id int CONSTRAINT messages_sender_fkey REFERENCES public.customers (id),
+    receiver_id int CONSTRAINT messages_receiver_fkey REFERENCES public.customers (id),
+    body text
+);
+CREATE TABLE public.secrets (id int PRIMARY KEY, customer_id int REFERENCES public.customers (id), note text);
+ALTER TABLE public.secrets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY only_service ON public.secrets FOR SELECT USING (auth.role() = 'service_role');
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO anon, service_role;
+
+INSERT INTO public.customers VALUES (1, 'Ada'), (2, 'Bob'), (3, 'Cy');
+INSERT INTO public.orders VALUES (10, 1, 100), (11, 1, 50), (12, 2, 75), (13, NULL, 5);
+INSERT INTO public.products VALUES (100, 'Pen'), (101, 'Ink'), (102, 'Pad');
+INSERT INTO public.order_items VALUES (1, 10, 100, 2), (2, 10, 101, 1), (3, 11, 102, 5), (4, 12, 100, 1);
+INSERT INTO public.posts VALUES (1, 'Hello'), (2, 'Bye');
+INSERT INTO public.tags VALUES (1, 'news'), (2, 'fun'), (3, 'misc');
+INSERT INTO public.post_tags VALUES (1, 1), (1, 2), (2, 2);
+INSERT INTO public.messages VALUES (1, 1, 2, 'hi Bob');
+INSERT INTO public.secrets VALUES (1, 1, 'ada secret');
+"#;
+
+async fn setup() -> (TestCluster, Gateway, String, String) {
+    let tc = TestCluster::start().await.unwrap();
+    tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+    let s = Secret::new(JWT_SECRET);
+    let (anon, service) = (keys::mint(Role::Anon, &s).unwrap(), keys::mint(Role::ServiceRole, &s).unwrap());
+    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    (tc, gw, anon, service)
+}
+
+async fn get(gw: &Gateway, key: &str, path: &str) -> (StatusCode, Value) {
+    let r = reqwest::Client::new().get(gw.url(&format!("/rest/v1{path}"))).header("apikey", key).send().await.unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn embeds_in_every_direction() {
+    let (_tc, gw, anon, service) = setup().await;
+    let ok = |v: (StatusCode, Value)| {
+        assert_eq!(v.0, StatusCode::OK, "{}", v.1);
+        v.1
+    };
+
+    // many-to-one → object (or null)
+    let v = ok(get(&gw, &anon, "/orders?select=id,customers(name)&order=id").await);
+    assert_eq!(v, json!([
+        {"id": 10, "customers": {"name": "Ada"}}, {"id": 11, "customers": {"name": "Ada"}},
+        {"id": 12, "customers": {"name": "Bob"}}, {"id": 13, "customers": null}
+    ]));
+    // one-to-many → array, with alias, embedded filter, order and limit
+    let v = ok(get(&gw, &anon, "/customers?select=name,purchases:orders(id,total)&purchases.order=id.desc&purchases.limit=1&order=id").await);
+    assert_eq!(v, json!([
+        {"name": "Ada", "purchases": [{"id": 11, "total": 50.00}]},
+        {"name": "Bob", "purchases": [{"id": 12, "total": 75.00}]},
+        {"name": "Cy", "purchases": []}
+    ]));
+    let v = ok(get(&gw, &anon, "/customers?select=name,orders(id)&orders.total=gt.60&order=id").await);
+    assert_eq!(v[0], json!({"name": "Ada", "orders": [{"id": 10}]}));
+    assert_eq!(v[2], json!({"name": "Cy", "orders": []}));
+    // !inner keeps only parents with a match
+    let v = ok(get(&gw, &anon, "/customers?select=name,orders!inner(id)&orders.total=gt.60&order=id").await);
+    assert_eq!(v, json!([{"name": "Ada", "orders": [{"id": 10}]}, {"name": "Bob", "orders": [{"id": 12}]}]));
+    // many-to-many through post_tags
+    let v = ok(get(&gw, &anon, "/posts?select=title,tags(label)&tags.order=label&order=id").await);
+    assert_eq!(v, json!([
+        {"title": "Hello", "tags": [{"label": "fun"}, {"label": "news"}]},
+        {"title": "Bye", "tags": [{"label": "fun"}]}
+    ]));
+    let v = ok(get(&gw, &anon, "/tags?select=label,posts(title)&order=id").await);
+    assert_eq!(v[2], json!({"label": "misc", "posts": []}));
+    // nesting two levels: order → items → product
+    let v = ok(get(&gw, &anon, "/orders?select=id,customers(name),order_items(qty,products(name))&order_items.order=id&id=eq.10").await);
+    assert_eq!(v, json!([{"id": 10, "customers": {"name": "Ada"},
+        "order_items": [{"qty": 2, "products": {"name": "Pen"}}, {"qty": 1, "products": {"name": "Ink"}}]}]));
+    // filters on the parent still work beside embeds; * inside an embed
+    let v = ok(get(&gw, &anon, "/orders?select=*,customers(*)&customer_id=eq.2").await);
+    assert_eq!(v, json!([{"id": 12, "customer_id": 2, "total": 75.00, "customers": {"id": 2, "name": "Bob"}}]));
+}
+
+#[tokio::test]
+async fn hints_resolve_ambiguity_and_errors_are_clear() {
+    let (_tc, gw, anon, _) = setup().await;
+    let (st, e) = get(&gw, &anon, "/messages?select=body,customers(name)").await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::MULTIPLE_CHOICES, Some("PGRST201")));
+    assert_eq!(e["details"].as_array().unwrap().len(), 2);
+    let (st, v) = get(&gw, &anon, "/messages?select=body,from:customers!messages_sender_fkey(name),to:customers!receiver_id(name)").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v, json!([{"body": "hi Bob", "from": {"name": "Ada"}, "to": {"name": "Bob"}}]));
+    let (st, e) = get(&gw, &anon, "/products?select=name,posts(title)").await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST200")));
+    let (st, e) = get(&gw, &anon, "/orders?select=id,nope(id)").await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST200")));
+    let (st, e) = get(&gw, &anon, "/orders?select=id,customers(nope)").await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("42703")));
+}
+
+#[tokio::test]
+async fn rls_applies_inside_embeds() {
+    let (_tc, gw, anon, service) = setup().await;
+    let (_, v) = get(&gw, &anon, "/customers?select=name,secrets(note)&id=eq.1").await;
+    assert_eq!(v, json!([{"name": "Ada", "secrets": []}]));
+    let (_, v) = get(&gw, &service, "/customers?select=name,secrets(note)&id=eq.1").await;
+    assert_eq!(v, json!([{"name": "Ada", "secrets": [{"note": "ada secret"}]}]));
+}
