@@ -5,7 +5,7 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.1
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib sudo clang libclang-dev pkg-config)
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib sudo clang libclang-dev pkg-config libssl-dev)
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
@@ -36,5 +36,10 @@ JS_DIR="$(cd "$(dirname "$0")/.." && pwd)/tests/js"
 if [ -f "$JS_DIR/package-lock.json" ] && { [ ! -d "$JS_DIR/node_modules" ] || [ "$JS_DIR/package-lock.json" -nt "$JS_DIR/node_modules/.package-lock.json" ]; }; then
   log "npm ci in tests/js"
   (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# A real SMTP server for the e-mail tests (aiosmtpd on loopback).
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  log "pip install aiosmtpd"
+  python3 -m pip install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6'
 fi
 log "ok"

@@ -86,6 +86,59 @@ pub struct Config {
     /// DB_SCHEMAS: schemas exposed over /rest/v1, comma-separated; the first is the
     /// default (PostgREST's db-schemas). Default `public`.
     pub db_schemas: Vec<String>,
+    /// SMTP_HOST / SMTP_PORT / SMTP_USER / SMTP_PASS / SMTP_SENDER / SMTP_TLS: outgoing
+    /// e-mail. None = no SMTP (e-mail flows are logged by `pgstack dev`, refused otherwise).
+    pub smtp: Option<SmtpConfig>,
+    /// REQUIRE_EMAIL_VERIFICATION: sign-up sends a confirmation e-mail and issues no
+    /// session until it is followed. Default false.
+    pub require_email_verification: bool,
+    /// API_EXTERNAL_URL: the gateway's public URL, for links in e-mails. Default
+    /// `http://` + LISTEN_ADDR.
+    pub api_external_url: String,
+    /// ADDITIONAL_REDIRECT_URLS: comma-separated URLs (a trailing `*` matches any
+    /// suffix) allowed as `redirect_to` besides SITE_URL.
+    pub additional_redirect_urls: Vec<String>,
+    /// MAILER_OTP_EXP: lifetime of e-mailed links and codes, seconds. Default 3600.
+    pub mailer_otp_exp_secs: i64,
+    /// EMAIL_MIN_INTERVAL: minimum seconds between two e-mails of one kind to one
+    /// account. Default 60.
+    pub email_min_interval_secs: i64,
+    /// MAILER_TEMPLATES_DIR: folder with confirmation / recovery / magic_link /
+    /// email_change `.html` templates overriding the built-in ones.
+    pub mailer_templates_dir: Option<String>,
+    /// Log e-mails (links included) instead of sending them: set by `pgstack dev` when
+    /// no SMTP is configured. Never on in `serve`.
+    pub mailer_log_only: bool,
+}
+
+/// How to reach the SMTP server.
+#[derive(Clone)]
+pub struct SmtpConfig {
+    /// Host.
+    pub host: String,
+    /// Port (default 587).
+    pub port: u16,
+    /// Login, if any.
+    pub user: Option<String>,
+    /// Password.
+    pub pass: Option<Secret>,
+    /// From address (default `pgstack <noreply@localhost>`).
+    pub sender: String,
+    /// `none`, `starttls` (default for port 587) or `tls` (default for port 465).
+    pub tls: String,
+}
+
+impl fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("pass", &self.pass)
+            .field("sender", &self.sender)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl fmt::Debug for Config {
@@ -105,6 +158,9 @@ impl fmt::Debug for Config {
             .field("allow_anonymous_signin", &self.allow_anonymous_signin)
             .field("refresh_reuse_interval_secs", &self.refresh_reuse_interval_secs)
             .field("db_schemas", &self.db_schemas)
+            .field("smtp", &self.smtp)
+            .field("require_email_verification", &self.require_email_verification)
+            .field("api_external_url", &self.api_external_url)
             .finish()
     }
 }
@@ -244,8 +300,44 @@ impl Config {
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
                 .filter(|v: &Vec<String>| !v.is_empty())
                 .unwrap_or_else(|| vec!["public".to_owned()]),
+            smtp: smtp_config(src)?,
+            require_email_verification: parse_bool(src, "REQUIRE_EMAIL_VERIFICATION", false)?,
+            // Empty = derived from the bound address when the server starts.
+            api_external_url: src.get("API_EXTERNAL_URL").map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_default(),
+            additional_redirect_urls: src
+                .get("ADDITIONAL_REDIRECT_URLS")
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default(),
+            mailer_otp_exp_secs: parse_num(src, "MAILER_OTP_EXP", 3600i64)?.max(60),
+            email_min_interval_secs: parse_num(src, "EMAIL_MIN_INTERVAL", 60i64)?.max(0),
+            mailer_templates_dir: src.get("MAILER_TEMPLATES_DIR"),
+            mailer_log_only: false,
         })
     }
+}
+
+fn smtp_config(src: &Source) -> Result<Option<SmtpConfig>, ConfigError> {
+    let Some(host) = src.get("SMTP_HOST") else { return Ok(None) };
+    let port: u16 = parse_num(src, "SMTP_PORT", 587)?;
+    let tls = src.get("SMTP_TLS").map(|t| t.to_ascii_lowercase()).unwrap_or_else(|| {
+        match port {
+            465 => "tls",
+            587 => "starttls",
+            _ => "none",
+        }
+        .to_owned()
+    });
+    if !matches!(tls.as_str(), "none" | "starttls" | "tls") {
+        return Err(ConfigError::Invalid { name: "SMTP_TLS", why: format!("{tls:?} is not none, starttls or tls") });
+    }
+    Ok(Some(SmtpConfig {
+        host,
+        port,
+        user: src.get("SMTP_USER"),
+        pass: src.get("SMTP_PASS").map(Secret::new),
+        sender: src.get("SMTP_SENDER").unwrap_or_else(|| "pgstack <noreply@localhost>".to_owned()),
+        tls,
+    }))
 }
 
 fn listen_addr(src: &Source) -> Result<SocketAddr, ConfigError> {

@@ -30,15 +30,22 @@ pub fn init_logging(format: LogFormat) {
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish (at most
 /// [`DRAIN_TIMEOUT`]). Prints `listening on http://ADDR` on stdout once bound.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let mailer = crate::auth::mailer::Mailer::from_config(&config)?;
+    if config.require_email_verification && !mailer.enabled() {
+        anyhow::bail!("REQUIRE_EMAIL_VERIFICATION=true needs an SMTP server: set SMTP_HOST (and SMTP_PORT, SMTP_USER, SMTP_PASS, SMTP_SENDER)");
+    }
     let pool = db::pool(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
+    if config.api_external_url.is_empty() {
+        config.api_external_url = format!("http://{addr}");
+    }
     check_database(&pool).await;
     let database_url = config.database_url.clone();
-    let state = AppState::new(config, pool);
+    let state = AppState::new(config, pool, mailer);
     let events = crate::listener::spawn(database_url, vec![crate::listener::SCHEMA_CHANNEL.to_owned()]);
     crate::listener::spawn_schema_reloader(state.clone(), events);
 

@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::auth::mailer::Mailer;
 use crate::config::Config;
 use crate::rest::schema_cache::CacheHandle;
 
@@ -17,16 +18,19 @@ pub struct AppState {
     pub schema_cache: CacheHandle,
     /// Whether the schema cache was loaded at least once.
     pub schema_cache_loaded: Arc<AtomicBool>,
+    /// Outgoing e-mail.
+    pub mailer: Mailer,
 }
 
 impl AppState {
     /// Builds the state from a configuration and a pool.
-    pub fn new(config: Config, pool: deadpool_postgres::Pool) -> Self {
+    pub fn new(config: Config, pool: deadpool_postgres::Pool, mailer: Mailer) -> Self {
         AppState {
             config: Arc::new(config),
             pool,
             schema_cache: CacheHandle::default(),
             schema_cache_loaded: Arc::new(AtomicBool::new(false)),
+            mailer,
         }
     }
 }

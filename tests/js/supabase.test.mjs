@@ -4,6 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import ws from 'ws';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createClient } from '@supabase/supabase-js';
 
 const URL = process.env.PGSTACK_URL;
@@ -11,6 +13,30 @@ const ANON = process.env.ANON_KEY;
 const SERVICE = process.env.SERVICE_ROLE_KEY;
 const options = { auth: { persistSession: false, autoRefreshToken: false }, realtime: { transport: ws } };
 const client = (key = ANON) => createClient(URL, key, options);
+
+// The n-th e-mail received by `to` on the test SMTP server (tests/smtp/sink.py).
+async function mail(to, n = 1) {
+  const dir = process.env.SMTP_SINK_DIR;
+  for (let i = 0; i < 150; i++) {
+    const found = readdirSync(dir)
+      .filter((f) => /^\d+\.json$/.test(f))
+      .sort((a, b) => parseInt(a) - parseInt(b))
+      .map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')))
+      .filter((m) => m.to.includes(to));
+    if (found.length >= n) return found[n - 1];
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no e-mail #${n} for ${to}`);
+}
+
+// Follows the link of an e-mail like a browser and returns the session in the fragment.
+async function landing(message) {
+  const link = message.text.match(/https?:\/\/\S+/)[0];
+  const res = await fetch(link, { redirect: 'manual' });
+  assert.equal(res.status, 302);
+  const location = res.headers.get('location');
+  return Object.fromEntries(new URLSearchParams(location.split('#')[1]));
+}
 
 test('auth: sign up, sign in, user, update, refresh, sign out', async () => {
   const sb = client();
@@ -54,6 +80,41 @@ test('auth: sign up, sign in, user, update, refresh, sign out', async () => {
 
   const again = await client().auth.signInWithPassword({ email, password: 'newpassword456' });
   assert.equal(again.error, null);
+});
+
+test('auth: password reset by e-mail link, then updateUser', async () => {
+  const email = `reset.${Date.now()}@example.com`;
+  await client().auth.signUp({ email, password: 'firstpassword1' });
+  const sb = client();
+  const { error } = await sb.auth.resetPasswordForEmail(email, { redirectTo: 'http://app.test/reset' });
+  assert.equal(error, null);
+  const fragment = await landing(await mail(email));
+  assert.equal(fragment.type, 'recovery');
+  const set = await sb.auth.setSession({ access_token: fragment.access_token, refresh_token: fragment.refresh_token });
+  assert.equal(set.error, null);
+  const upd = await sb.auth.updateUser({ password: 'secondpassword2' });
+  assert.equal(upd.error, null);
+  const signed = await client().auth.signInWithPassword({ email, password: 'secondpassword2' });
+  assert.equal(signed.error, null);
+});
+
+test('auth: signInWithOtp by e-mail link and by code', async () => {
+  const email = `otp.${Date.now()}@example.com`;
+  const sb = client();
+  const sent = await sb.auth.signInWithOtp({ email, options: { emailRedirectTo: 'http://app.test/home' } });
+  assert.equal(sent.error, null);
+  const fragment = await landing(await mail(email));
+  const set = await sb.auth.setSession({ access_token: fragment.access_token, refresh_token: fragment.refresh_token });
+  assert.equal(set.error, null);
+  assert.equal((await sb.auth.getUser()).data.user.email, email);
+
+  await client().auth.signInWithOtp({ email });
+  const code = (await mail(email, 2)).html.match(/code: (\d{6})/)[1];
+  const sb2 = client();
+  const verified = await sb2.auth.verifyOtp({ email, token: code, type: 'email' });
+  assert.equal(verified.error, null);
+  assert.equal(verified.data.user.email, email);
+  assert.ok(verified.data.session.access_token);
 });
 
 test('auth: anonymous sign-in', async () => {

@@ -227,3 +227,92 @@ where
     }
     false
 }
+
+/// A real SMTP server on loopback (aiosmtpd, tests/smtp/sink.py) that keeps every
+/// message as JSON, stopped on drop.
+pub struct SmtpSink {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl SmtpSink {
+    /// Starts the server and waits until it accepts connections.
+    pub async fn start() -> anyhow::Result<SmtpSink> {
+        let dir = tempfile::tempdir()?;
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("smtp/sink.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the SMTP sink (python3 with aiosmtpd)")?;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await??.unwrap_or_default();
+        let port = line.strip_prefix("ready ").and_then(|p| p.trim().parse().ok()).with_context(|| format!("SMTP sink said {line:?}"))?;
+        Ok(SmtpSink { child, dir, port })
+    }
+
+    /// Gateway settings that point at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SMTP_HOST", "127.0.0.1".to_owned()),
+            ("SMTP_PORT", self.port.to_string()),
+            ("SMTP_TLS", "none".to_owned()),
+            ("SMTP_SENDER", "pgstack <auth@pgstack.test>".to_owned()),
+        ]
+    }
+
+    /// The folder holding the received messages (`<n>.json`).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Every message received so far for `to`, oldest first.
+    pub fn messages_to(&self, to: &str) -> Vec<serde_json::Value> {
+        let mut found: Vec<(u64, serde_json::Value)> = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n: u64 = name.strip_suffix(".json")?.parse().ok()?;
+                let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
+                v["to"].as_array()?.iter().any(|t| t.as_str() == Some(to)).then_some((n, v))
+            })
+            .collect();
+        found.sort_by_key(|(n, _)| *n);
+        found.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Waits until `to` has received `count` messages and returns the last one.
+    pub async fn wait_for(&self, to: &str, count: usize) -> anyhow::Result<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let m = self.messages_to(to);
+            if m.len() >= count {
+                return Ok(m[count - 1].clone());
+            }
+            if Instant::now() > deadline {
+                bail!("{to} received {} messages, expected {count}", m.len());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The first http(s) link in an e-mail's text part.
+pub fn first_link(message: &serde_json::Value) -> String {
+    let text = message["text"].as_str().unwrap_or_default();
+    let start = text.find("http").expect("a link in the e-mail");
+    text[start..].split_whitespace().next().unwrap_or_default().to_owned()
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use pgstack_gateway::config::Secret;
 use pgstack_gateway::keys;
 use pgstack_shared::Role;
-use pgstack_tests::{Gateway, TestCluster, JWT_SECRET};
+use pgstack_tests::{Gateway, SmtpSink, TestCluster, JWT_SECRET};
 
 const FIXTURE: &str = r#"
 CREATE TABLE public.items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2));
@@ -32,9 +32,17 @@ async fn supabase_js_auth_and_rest() {
     let secret = Secret::new(JWT_SECRET);
     let anon = keys::mint(Role::Anon, &secret).unwrap();
     let service = keys::mint(Role::ServiceRole, &secret).unwrap();
-    let gw = Gateway::serve(&tc, &[("ANON_KEY", &anon), ("SERVICE_ROLE_KEY", &service), ("ALLOW_ANONYMOUS_SIGNIN", "true")])
-        .await
-        .unwrap();
+    let smtp = SmtpSink::start().await.unwrap();
+    let mut env: Vec<(&str, String)> = smtp.env();
+    env.extend([
+        ("ANON_KEY", anon.clone()),
+        ("SERVICE_ROLE_KEY", service.clone()),
+        ("ALLOW_ANONYMOUS_SIGNIN", "true".to_owned()),
+        ("SITE_URL", "http://app.test".to_owned()),
+        ("EMAIL_MIN_INTERVAL", "0".to_owned()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let gw = Gateway::serve(&tc, &env).await.unwrap();
 
     let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
     assert!(js.join("node_modules/@supabase/supabase-js").exists(), "run scripts/install-deps.sh (npm ci in tests/js)");
@@ -44,6 +52,7 @@ async fn supabase_js_auth_and_rest() {
         .env("PGSTACK_URL", &gw.base)
         .env("ANON_KEY", &anon)
         .env("SERVICE_ROLE_KEY", &service)
+        .env("SMTP_SINK_DIR", smtp.dir())
         .output()
         .await
         .unwrap();

@@ -4,6 +4,8 @@
 //! transaction as pgstack_auth_admin) → `tokens` (JWT, refresh) → JSON.
 
 pub mod error;
+pub mod mailer;
+pub mod one_time;
 pub mod passwords;
 pub mod routes;
 pub mod store;
@@ -24,12 +26,18 @@ use error::{AuthError, API_VERSION, API_VERSION_HEADER};
 
 /// Every /auth/v1 route.
 pub fn routes() -> Router<AppState> {
-    use routes::{admin, meta, session, signup, user};
+    use routes::{admin, email, meta, session, signup, user};
     Router::new()
         .route("/signup", post(signup::signup))
         .route("/anonymous", post(signup::anonymous))
         .route("/token", post(session::token))
         .route("/logout", post(session::logout))
+        .route("/recover", post(email::recover))
+        .route("/recover/confirm", post(email::recover_confirm))
+        .route("/magiclink", post(email::magiclink))
+        .route("/otp", post(email::magiclink))
+        .route("/magiclink/verify", get(email::magiclink_verify))
+        .route("/verify", get(email::verify_get).post(email::verify_post))
         .route("/user", get(user::get_user).put(user::update_user).patch(user::update_user))
         .route("/admin/users", get(admin::list).post(admin::create))
         .route("/admin/users/{id}", get(admin::get).put(admin::update).delete(admin::delete))

@@ -65,14 +65,19 @@ pub async fn user_json(tx: &Transaction<'_>, id: Uuid) -> AuthResult<Option<Valu
 
 /// What a password sign-in needs: id, hash, banned now.
 pub async fn find_by_email(tx: &Transaction<'_>, email: &str) -> AuthResult<Option<(Uuid, Option<String>, bool)>> {
+    Ok(find_account(tx, email).await?.map(|a| (a.0, a.1, a.2)))
+}
+
+/// id, hash, banned now, e-mail confirmed.
+pub async fn find_account(tx: &Transaction<'_>, email: &str) -> AuthResult<Option<(Uuid, Option<String>, bool, bool)>> {
     let row = tx
         .query_opt(
-            "SELECT id, encrypted_password, coalesce(banned_until > now(), false)
+            "SELECT id, encrypted_password, coalesce(banned_until > now(), false), email_confirmed_at IS NOT NULL
                FROM auth.users WHERE lower(email) = lower($1) AND deleted_at IS NULL",
             &[&email],
         )
         .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
 }
 
 /// Starts a session with its first refresh token; returns (session id, refresh token).

@@ -32,6 +32,8 @@ pub enum Method {
     Anonymous,
     /// Refresh keeps the original method; recorded as token refresh.
     Refresh,
+    /// An e-mailed link or code.
+    Otp,
 }
 
 impl Method {
@@ -40,6 +42,7 @@ impl Method {
             Method::Password => "password",
             Method::Anonymous => "anonymous",
             Method::Refresh => "token_refresh",
+            Method::Otp => "otp",
         }
     }
 }

@@ -129,6 +129,8 @@ fn dev_config(opts: &DevOptions, s: &DevSecrets, database_url: &str) -> anyhow::
     config.jwt_secret = s.jwt_secret.clone();
     config.anon_key = Some(s.anon_key.clone());
     config.service_role_key = Some(s.service_role_key.clone());
+    // Without SMTP, e-mails (with their links) go to the log instead of failing.
+    config.mailer_log_only = config.smtp.is_none();
     Ok(config)
 }
 

@@ -1,6 +1,7 @@
 //! One file per group of /auth/v1 endpoints.
 
 pub mod admin;
+pub mod email;
 pub mod meta;
 pub mod session;
 pub mod signup;

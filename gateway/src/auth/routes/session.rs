@@ -54,8 +54,8 @@ async fn password_grant(s: &AppState, client: &ClientInfo, p: PasswordGrant) -> 
     let email = validate::email(&email).unwrap_or_default();
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
-    let found = if email.is_empty() { None } else { store::find_by_email(&tx, &email).await? };
-    let (id, hash, banned) = match found {
+    let found = if email.is_empty() { None } else { store::find_account(&tx, &email).await? };
+    let (id, hash, banned, confirmed) = match found {
         Some(f) => f,
         None => {
             passwords::verify(password, None).await;
@@ -69,6 +69,9 @@ async fn password_grant(s: &AppState, client: &ClientInfo, p: PasswordGrant) -> 
     }
     if banned {
         return Err(AuthError::new(StatusCode::FORBIDDEN, "user_banned", "user is banned"));
+    }
+    if !confirmed && s.config.require_email_verification {
+        return Err(AuthError::new(StatusCode::BAD_REQUEST, "email_not_confirmed", "email not confirmed"));
     }
     let (session, refresh) = store::start_session(&tx, id, client.user_agent.as_deref(), client.ip.as_deref()).await?;
     let user = store::found(store::user_json(&tx, id).await?)?;

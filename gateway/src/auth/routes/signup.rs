@@ -2,7 +2,7 @@
 //! supabase-js's signInAnonymously does) and POST /anonymous (the contract's route).
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -24,7 +24,12 @@ struct SignupParams {
 }
 
 /// POST /auth/v1/signup: 201 with a session; an anonymous session without email.
-pub async fn signup(State(s): State<AppState>, client: ClientInfo, body: Bytes) -> AuthResult<Response> {
+pub async fn signup(
+    State(s): State<AppState>,
+    Query(q): Query<super::email::RedirectQuery>,
+    client: ClientInfo,
+    body: Bytes,
+) -> AuthResult<Response> {
     let p: SignupParams = parse_body(&body)?;
     let meta = validate::metadata(p.data.as_ref())?.cloned().unwrap_or_else(|| json!({}));
     let Some(raw_email) = p.email.as_deref().filter(|e| !e.trim().is_empty()) else {
@@ -50,12 +55,21 @@ pub async fn signup(State(s): State<AppState>, client: ClientInfo, body: Bytes) 
         role: "authenticated",
         user_meta: &meta,
         app_meta: &app_meta,
-        confirmed: true,
+        confirmed: !s.config.require_email_verification,
         is_anonymous: false,
     };
     let Some(id) = store::create_user(&tx, &new).await? else {
         return Err(AuthError::new(StatusCode::CONFLICT, "user_already_exists", "email already registered"));
     };
+    if s.config.require_email_verification {
+        // No session until the address is confirmed (contract): 200 with the user.
+        store::audit(&tx, "user_confirmation_requested", Some(id), json!({"provider": "email"}), client.ip.as_deref()).await?;
+        let mut user = store::found(store::user_json(&tx, id).await?)?;
+        tx.commit().await?;
+        super::email::send_confirmation(&s, id, &email, q.redirect_to()).await?;
+        user["message"] = json!("Check your email to confirm your account");
+        return Ok(json(StatusCode::OK, user));
+    }
     let (session, refresh) = store::start_session(&tx, id, client.user_agent.as_deref(), client.ip.as_deref()).await?;
     let user = store::found(store::user_json(&tx, id).await?)?;
     store::audit(&tx, "user_signedup", Some(id), json!({"provider": "email"}), client.ip.as_deref()).await?;

@@ -52,7 +52,17 @@ pub async fn update_user(State(s): State<AppState>, caller: Caller, body: Bytes)
     let tx = store::begin(&mut conn).await?;
     check_session(&tx, &caller).await?;
     store::found(store::user_json(&tx, id).await?)?;
-    let changes = UserChanges { email: email.as_deref(), password_hash: hash.as_deref(), user_meta: meta, app_meta: None };
+    // With verification on, a new address only takes effect once confirmed from it.
+    let (apply_email, confirm_email) = match email.as_deref() {
+        Some(e) if s.config.require_email_verification => (None, Some(e.to_owned())),
+        other => (other, None),
+    };
+    if let Some(e) = &confirm_email {
+        if store::find_by_email(&tx, e).await?.is_some_and(|(other, _, _)| other != id) {
+            return Err(AuthError::new(StatusCode::CONFLICT, "email_exists", "email already registered"));
+        }
+    }
+    let changes = UserChanges { email: apply_email, password_hash: hash.as_deref(), user_meta: meta, app_meta: None };
     if !store::update_user(&tx, id, &changes).await? {
         return Err(AuthError::new(StatusCode::CONFLICT, "email_exists", "email already registered"));
     }
@@ -61,8 +71,12 @@ pub async fn update_user(State(s): State<AppState>, caller: Caller, body: Bytes)
         .filter_map(|(k, on)| on.then_some(k))
         .collect();
     store::audit(&tx, "user_modified", Some(id), json!({"fields": what}), None).await?;
-    let user = store::found(store::user_json(&tx, id).await?)?;
+    let mut user = store::found(store::user_json(&tx, id).await?)?;
     tx.commit().await?;
+    if let Some(new_email) = confirm_email {
+        crate::auth::routes::email::send_email_change(&s, id, &new_email).await?;
+        user["new_email"] = json!(new_email);
+    }
     Ok(json(StatusCode::OK, user))
 }
 

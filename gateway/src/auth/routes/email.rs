@@ -1,0 +1,317 @@
+//! E-mail flows: POST /recover, POST /recover/confirm, POST /magiclink (and /otp),
+//! GET /magiclink/verify, GET and POST /verify.
+//!
+//! Links land on SITE_URL or an allow-listed `redirect_to` with the session in the
+//! URL fragment (`#access_token=...`), errors as `#error=...&error_code=...`.
+//! Recover and magic link answer the same whether or not the address is known.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::json;
+use crate::auth::error::{parse_body, AuthError, AuthResult};
+use crate::auth::mailer::{Fields, Kind};
+use crate::auth::one_time::{self, TokenType};
+use crate::auth::store::{self, NewUser};
+use crate::auth::tokens::{self, Method};
+use crate::auth::{passwords, validate, ClientInfo};
+use crate::config::Config;
+use crate::AppState;
+
+/// `redirect_to` if it is SITE_URL or allow-listed (ADDITIONAL_REDIRECT_URLS, `*`
+/// suffix = prefix match), else SITE_URL.
+pub fn redirect_target(cfg: &Config, requested: Option<&str>) -> String {
+    let Some(r) = requested.map(str::trim).filter(|r| !r.is_empty()) else { return cfg.site_url.clone() };
+    let site = cfg.site_url.trim_end_matches('/');
+    let same_site = r == site || r.starts_with(&format!("{site}/")) || r.starts_with(&format!("{site}?")) || r.starts_with(&format!("{site}#"));
+    let listed = cfg.additional_redirect_urls.iter().any(|u| match u.strip_suffix('*') {
+        Some(prefix) => r.starts_with(prefix),
+        None => r == u,
+    });
+    if same_site || listed {
+        r.to_owned()
+    } else {
+        cfg.site_url.clone()
+    }
+}
+
+fn with_fragment(target: &str, pairs: &[(&str, String)]) -> String {
+    let base = target.split('#').next().unwrap_or(target);
+    let frag: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))
+        .collect();
+    format!("{base}#{}", frag.join("&"))
+}
+
+fn found(location: String) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+}
+
+fn url_with(base: &str, path: &str, params: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        q.append_pair(k, v);
+    }
+    format!("{base}/auth/v1{path}?{}", q.finish())
+}
+
+/// Sends one e-mail; failures are logged (the answer to the client does not change,
+/// so nothing about the account leaks).
+async fn send(s: &AppState, kind: Kind, to: &str, url: &str, token: &str, code: Option<&str>) -> bool {
+    match s.mailer.send(&s.config, kind, to, &Fields { url, token, code, email: to }).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, kind = ?kind, "e-mail could not be sent");
+            false
+        }
+    }
+}
+
+/// `?redirect_to=` of the e-mail routes.
+#[derive(Deserialize)]
+pub struct RedirectQuery {
+    redirect_to: Option<String>,
+}
+
+impl RedirectQuery {
+    /// The requested redirect, if any.
+    pub fn redirect_to(&self) -> Option<&str> {
+        self.redirect_to.as_deref()
+    }
+}
+
+#[derive(Deserialize)]
+struct EmailParams {
+    email: Option<String>,
+    create_user: Option<bool>,
+    data: Option<Value>,
+}
+
+/// Issues a token of `kind` to the account with `email` unless one went out less than
+/// EMAIL_MIN_INTERVAL ago; returns (address, token) to mail.
+async fn issue_for(s: &AppState, user: Uuid, kind: TokenType, relates_to: &str) -> AuthResult<Option<one_time::Issued>> {
+    let mut conn = s.pool.get().await?;
+    let tx = store::begin(&mut conn).await?;
+    if let Some(since) = one_time::seconds_since_last(&tx, user, kind).await? {
+        if since < s.config.email_min_interval_secs as f64 {
+            return Ok(None);
+        }
+    }
+    let issued = one_time::issue(&tx, user, kind, relates_to, s.config.mailer_otp_exp_secs).await?;
+    tx.commit().await?;
+    Ok(Some(issued))
+}
+
+async fn user_by_email(s: &AppState, email: &str) -> AuthResult<Option<Uuid>> {
+    let mut conn = s.pool.get().await?;
+    let tx = store::begin(&mut conn).await?;
+    let found = store::find_by_email(&tx, email).await?.map(|(id, _, _)| id);
+    tx.commit().await?;
+    Ok(found)
+}
+
+/// POST /auth/v1/recover → always 200 with the same message.
+pub async fn recover(State(s): State<AppState>, Query(q): Query<RedirectQuery>, body: Bytes) -> AuthResult<Response> {
+    let p: EmailParams = parse_body(&body)?;
+    let email = validate::email(p.email.as_deref().unwrap_or(""))?;
+    if let Some(user) = user_by_email(&s, &email).await? {
+        if let Some(t) = issue_for(&s, user, TokenType::Recovery, "").await? {
+            let target = redirect_target(&s.config, q.redirect_to.as_deref());
+            let url = url_with(&s.config.api_external_url, "/verify", &[("token", &t.token), ("type", "recovery"), ("redirect_to", &target)]);
+            send(&s, Kind::Recovery, &email, &url, &t.token, None).await;
+        }
+    }
+    Ok(json(StatusCode::OK, json!({"message": "If this email exists, a reset link has been sent"})))
+}
+
+#[derive(Deserialize)]
+struct ConfirmParams {
+    token: Option<String>,
+    password: Option<String>,
+}
+
+/// POST /auth/v1/recover/confirm {token, password} → 200; every session ends.
+pub async fn recover_confirm(State(s): State<AppState>, body: Bytes) -> AuthResult<Response> {
+    let p: ConfirmParams = parse_body(&body)?;
+    let password = p.password.unwrap_or_default();
+    passwords::check(&password)?;
+    let token = p.token.unwrap_or_default();
+    let hash = passwords::hash(password).await?;
+    let mut conn = s.pool.get().await?;
+    let tx = store::begin(&mut conn).await?;
+    let Some(c) = one_time::consume(&tx, &token, None, &[TokenType::Recovery]).await? else {
+        return Err(AuthError::new(StatusCode::BAD_REQUEST, "otp_expired", "invalid or expired token"));
+    };
+    let changes = store::UserChanges { password_hash: Some(&hash), ..Default::default() };
+    store::update_user(&tx, c.user, &changes).await?;
+    store::logout(&tx, c.user, None, "global").await?;
+    store::audit(&tx, "user_recovery_password_set", Some(c.user), json!({}), None).await?;
+    tx.commit().await?;
+    Ok(json(StatusCode::OK, json!({"message": "Password updated"})))
+}
+
+/// POST /auth/v1/magiclink (contract) and POST /auth/v1/otp (supabase-js): e-mails a
+/// sign-in link and code. Unknown addresses get an account unless `create_user` is false.
+pub async fn magiclink(State(s): State<AppState>, Query(q): Query<RedirectQuery>, uri: axum::http::Uri, body: Bytes) -> AuthResult<Response> {
+    let p: EmailParams = parse_body(&body)?;
+    let email = validate::email(p.email.as_deref().unwrap_or(""))?;
+    let meta = validate::metadata(p.data.as_ref())?.cloned().unwrap_or_else(|| json!({}));
+    let user = match user_by_email(&s, &email).await? {
+        Some(u) => Some(u),
+        None if p.create_user.unwrap_or(true) => {
+            let mut conn = s.pool.get().await?;
+            let tx = store::begin(&mut conn).await?;
+            let app_meta = json!({"provider": "email", "providers": ["email"]});
+            let new = NewUser { email: Some(&email), password_hash: None, role: "authenticated", user_meta: &meta, app_meta: &app_meta, confirmed: false, is_anonymous: false };
+            let id = store::create_user(&tx, &new).await?;
+            tx.commit().await?;
+            id
+        }
+        None => None,
+    };
+    if let Some(user) = user {
+        if let Some(t) = issue_for(&s, user, TokenType::MagicLink, "").await? {
+            let target = redirect_target(&s.config, q.redirect_to.as_deref());
+            let url = url_with(&s.config.api_external_url, "/magiclink/verify", &[("token", &t.token), ("redirect_to", &target)]);
+            send(&s, Kind::MagicLink, &email, &url, &t.token, Some(&t.code)).await;
+        }
+    }
+    let body = if uri.path().ends_with("/otp") { json!({}) } else { json!({"message": "Magic link sent"}) };
+    Ok(json(StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+pub struct VerifyQuery {
+    token: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    redirect_to: Option<String>,
+}
+
+/// Consumes a token and opens a session: (session body, type name for the fragment).
+async fn verify_and_sign_in(s: &AppState, client: &ClientInfo, token: &str, code_user: Option<Uuid>, kinds: &[TokenType]) -> AuthResult<(Value, &'static str)> {
+    let mut conn = s.pool.get().await?;
+    let tx = store::begin(&mut conn).await?;
+    let Some(c) = one_time::consume(&tx, token, code_user, kinds).await? else {
+        return Err(AuthError::new(StatusCode::BAD_REQUEST, "otp_expired", "invalid or expired token"));
+    };
+    one_time::apply(&tx, &c).await?;
+    let (session, refresh) = store::start_session(&tx, c.user, client.user_agent.as_deref(), client.ip.as_deref()).await?;
+    let user = store::found(store::user_json(&tx, c.user).await?)?;
+    store::audit(&tx, "user_verified", Some(c.user), json!({"type": c.kind.as_str()}), client.ip.as_deref()).await?;
+    tx.commit().await?;
+    let kind = match c.kind {
+        TokenType::Confirmation => "signup",
+        TokenType::Recovery => "recovery",
+        TokenType::MagicLink => "magiclink",
+        TokenType::EmailChange => "email_change",
+    };
+    Ok((tokens::session_body(&s.config, user, &session.to_string(), &refresh, Method::Otp)?, kind))
+}
+
+fn fragment_redirect(target: &str, result: AuthResult<(Value, &'static str)>) -> Response {
+    match result {
+        Ok((session, kind)) => {
+            let get = |k: &str| session[k].as_str().map(str::to_owned).unwrap_or_else(|| session[k].to_string());
+            found(with_fragment(
+                target,
+                &[
+                    ("access_token", get("access_token")),
+                    ("expires_at", get("expires_at")),
+                    ("expires_in", get("expires_in")),
+                    ("refresh_token", get("refresh_token")),
+                    ("token_type", "bearer".to_owned()),
+                    ("type", kind.to_owned()),
+                ],
+            ))
+        }
+        Err(e) if e.status.is_client_error() => found(with_fragment(
+            target,
+            &[("error", "access_denied".to_owned()), ("error_code", e.code.to_owned()), ("error_description", e.message.clone())],
+        )),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// GET /auth/v1/verify?token=...: without `type`, the contract's confirmation (200
+/// JSON); with `type` (the links auth-js flows use) a 302 to redirect_to / SITE_URL
+/// with the session in the fragment.
+pub async fn verify_get(State(s): State<AppState>, client: ClientInfo, Query(q): Query<VerifyQuery>) -> AuthResult<Response> {
+    let token = q.token.clone().unwrap_or_default();
+    match q.kind.as_deref() {
+        None => {
+            let (session, _) = verify_and_sign_in(&s, &client, &token, None, &[TokenType::Confirmation, TokenType::EmailChange]).await?;
+            Ok(json(StatusCode::OK, json!({"message": "Email confirmed", "user": session["user"]})))
+        }
+        Some(t) => {
+            let kinds = TokenType::from_verify_type(t).ok_or_else(|| AuthError::invalid_body(format!("unknown verification type {t:?}")))?;
+            let target = redirect_target(&s.config, q.redirect_to.as_deref());
+            Ok(fragment_redirect(&target, verify_and_sign_in(&s, &client, &token, None, kinds).await))
+        }
+    }
+}
+
+/// GET /auth/v1/magiclink/verify?token=... → 302 to SITE_URL#access_token=...
+pub async fn magiclink_verify(State(s): State<AppState>, client: ClientInfo, Query(q): Query<VerifyQuery>) -> AuthResult<Response> {
+    let token = q.token.clone().unwrap_or_default();
+    let target = redirect_target(&s.config, q.redirect_to.as_deref());
+    Ok(fragment_redirect(&target, verify_and_sign_in(&s, &client, &token, None, &[TokenType::MagicLink]).await))
+}
+
+#[derive(Deserialize)]
+struct VerifyBody {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    token: Option<String>,
+    token_hash: Option<String>,
+    email: Option<String>,
+}
+
+/// POST /auth/v1/verify {type, token_hash} or {type, email, token} → 200 session.
+pub async fn verify_post(State(s): State<AppState>, client: ClientInfo, body: Bytes) -> AuthResult<Response> {
+    let p: VerifyBody = parse_body(&body)?;
+    let t = p.kind.as_deref().unwrap_or("");
+    let kinds = TokenType::from_verify_type(t).ok_or_else(|| AuthError::invalid_body(format!("unknown verification type {t:?}")))?;
+    let (token, code_user) = match (p.token_hash, p.email, p.token) {
+        (Some(h), _, _) => (h, None),
+        (None, Some(email), Some(code)) => {
+            let email = validate::email(&email)?;
+            let Some(user) = user_by_email(&s, &email).await? else {
+                return Err(AuthError::new(StatusCode::BAD_REQUEST, "otp_expired", "invalid or expired token"));
+            };
+            (code, Some(user))
+        }
+        _ => return Err(AuthError::invalid_body("token_hash, or email and token, are required")),
+    };
+    let (session, _) = verify_and_sign_in(&s, &client, &token, code_user, kinds).await?;
+    Ok(json(StatusCode::OK, session))
+}
+
+/// Sends the sign-up confirmation for a new account (REQUIRE_EMAIL_VERIFICATION).
+pub async fn send_confirmation(s: &AppState, user: Uuid, email: &str, redirect_to: Option<&str>) -> AuthResult<()> {
+    if let Some(t) = issue_for(s, user, TokenType::Confirmation, "").await? {
+        let url = match redirect_to {
+            // With a redirect the link lands in the app, signed in (auth-js flow).
+            Some(r) => url_with(&s.config.api_external_url, "/verify", &[("token", &t.token), ("type", "signup"), ("redirect_to", &redirect_target(&s.config, Some(r)))]),
+            None => url_with(&s.config.api_external_url, "/verify", &[("token", &t.token)]),
+        };
+        send(s, Kind::Confirmation, email, &url, &t.token, None).await;
+    }
+    Ok(())
+}
+
+/// Sends the confirmation of a new address to that address (email change).
+pub async fn send_email_change(s: &AppState, user: Uuid, new_email: &str) -> AuthResult<()> {
+    if let Some(t) = issue_for(s, user, TokenType::EmailChange, new_email).await? {
+        let target = redirect_target(&s.config, None);
+        let url = url_with(&s.config.api_external_url, "/verify", &[("token", &t.token), ("type", "email_change"), ("redirect_to", &target)]);
+        send(s, Kind::EmailChange, new_email, &url, &t.token, None).await;
+    }
+    Ok(())
+}
