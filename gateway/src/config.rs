@@ -109,6 +109,13 @@ pub struct Config {
     /// Log e-mails (links included) instead of sending them: set by `pgstack dev` when
     /// no SMTP is configured. Never on in `serve`.
     pub mailer_log_only: bool,
+    /// AUTH_RATE_LIMIT: requests per client IP to the rate-limited auth routes
+    /// (signup, token, recover, magic link / otp, verify), as `N/s`, `N/m` or `N/h`
+    /// (a bare N means per minute). Default `60/m`.
+    pub auth_rate_limit: crate::http::rate_limit::Rate,
+    /// ANONYMOUS_RATE_LIMIT: the same for anonymous sign-ins (its own bucket).
+    /// Default `30/h`.
+    pub anonymous_rate_limit: crate::http::rate_limit::Rate,
 }
 
 /// How to reach the SMTP server.
@@ -312,8 +319,15 @@ impl Config {
             email_min_interval_secs: parse_num(src, "EMAIL_MIN_INTERVAL", 60i64)?.max(0),
             mailer_templates_dir: src.get("MAILER_TEMPLATES_DIR"),
             mailer_log_only: false,
+            auth_rate_limit: parse_rate(src, "AUTH_RATE_LIMIT", "60/m")?,
+            anonymous_rate_limit: parse_rate(src, "ANONYMOUS_RATE_LIMIT", "30/h")?,
         })
     }
+}
+
+fn parse_rate(src: &Source, name: &'static str, default: &str) -> Result<crate::http::rate_limit::Rate, ConfigError> {
+    let v = src.get(name).unwrap_or_else(|| default.to_owned());
+    v.parse().map_err(|why| ConfigError::Invalid { name, why })
 }
 
 fn smtp_config(src: &Source) -> Result<Option<SmtpConfig>, ConfigError> {

@@ -10,7 +10,7 @@ pub fn app(state: AppState) -> Router {
     let cors = http::cors::layer(&state.config);
     let routes = Router::new()
         .route("/health", get(health::health))
-        .nest("/auth/v1", auth::routes())
+        .nest("/auth/v1", auth::routes(&state.config))
         .nest("/rest/v1", rest::routes())
         .route("/api/catalog/refresh", post(rest::catalog_refresh))
         .fallback(error::not_found)

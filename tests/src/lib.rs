@@ -123,6 +123,9 @@ impl Gateway {
             ("DATABASE_URL", cluster.authenticator_url()),
             ("JWT_SECRET", JWT_SECRET.to_owned()),
             ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            // Every test client shares 127.0.0.1; rate limits have their own test.
+            ("AUTH_RATE_LIMIT", "100000/m".to_owned()),
+            ("ANONYMOUS_RATE_LIMIT", "100000/m".to_owned()),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         Self::spawn(&["serve"], &env).await

@@ -299,3 +299,22 @@ async fn secrets_are_hashed_at_rest_and_bcrypt_imports_sign_in() {
 fn bcrypt_hash(pw: &str) -> String {
     bcrypt::hash(pw, 4).unwrap()
 }
+
+#[tokio::test]
+async fn auth_routes_are_rate_limited_per_ip() {
+    let api = Api::start(&[("AUTH_RATE_LIMIT", "3/h"), ("ANONYMOUS_RATE_LIMIT", "1/h"), ("ALLOW_ANONYMOUS_SIGNIN", "true")]).await;
+    for _ in 0..3 {
+        assert_eq!(api.sign_in("x@example.com", "whatever-password").await.0, StatusCode::UNAUTHORIZED);
+    }
+    let res = api.http.post(api.gw.url("/auth/v1/token?grant_type=password")).json(&json!({"email": "x@example.com", "password": "whatever-password"})).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "over_request_rate_limit");
+    // The same bucket covers signup; anonymous sign-in has its own.
+    assert_eq!(api.call("POST", "/auth/v1/signup", None, Some(json!({"email": "y@example.com", "password": "strongpassword123"}))).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(api.call("POST", "/auth/v1/anonymous", None, Some(json!({}))).await.0, StatusCode::OK);
+    assert_eq!(api.call("POST", "/auth/v1/anonymous", None, Some(json!({}))).await.0, StatusCode::TOO_MANY_REQUESTS);
+    // Routes outside the limit keep working.
+    assert_eq!(api.call("GET", "/auth/v1/settings", None, None).await.0, StatusCode::OK);
+}

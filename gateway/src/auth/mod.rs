@@ -24,20 +24,28 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::AppState;
 use error::{AuthError, API_VERSION, API_VERSION_HEADER};
 
-/// Every /auth/v1 route.
-pub fn routes() -> Router<AppState> {
+/// Every /auth/v1 route; the contract's rate-limited ones behind per-IP buckets.
+pub fn routes(cfg: &crate::config::Config) -> Router<AppState> {
+    use crate::http::rate_limit::{enforce, Limiter};
+    use axum::middleware::from_fn_with_state;
     use routes::{admin, email, meta, session, signup, user};
-    Router::new()
+    let limited = Router::new()
         .route("/signup", post(signup::signup))
-        .route("/anonymous", post(signup::anonymous))
         .route("/token", post(session::token))
-        .route("/logout", post(session::logout))
         .route("/recover", post(email::recover))
-        .route("/recover/confirm", post(email::recover_confirm))
         .route("/magiclink", post(email::magiclink))
         .route("/otp", post(email::magiclink))
-        .route("/magiclink/verify", get(email::magiclink_verify))
         .route("/verify", get(email::verify_get).post(email::verify_post))
+        .route_layer(from_fn_with_state(Limiter::new(cfg.auth_rate_limit), enforce));
+    let anonymous = Router::new()
+        .route("/anonymous", post(signup::anonymous))
+        .route_layer(from_fn_with_state(Limiter::new(cfg.anonymous_rate_limit), enforce));
+    Router::new()
+        .merge(limited)
+        .merge(anonymous)
+        .route("/logout", post(session::logout))
+        .route("/recover/confirm", post(email::recover_confirm))
+        .route("/magiclink/verify", get(email::magiclink_verify))
         .route("/user", get(user::get_user).put(user::update_user).patch(user::update_user))
         .route("/admin/users", get(admin::list).post(admin::create))
         .route("/admin/users/{id}", get(admin::get).put(admin::update).delete(admin::delete))

@@ -2,4 +2,5 @@
 
 pub mod caller;
 pub mod cors;
+pub mod rate_limit;
 pub mod trace;

@@ -1,0 +1,110 @@
+//! Per-client-IP token buckets (governor) for the routes the contract rate-limits.
+//! Over the limit: 429 with `Retry-After` and the auth error body
+//! (`over_request_rate_limit`), before the handler runs.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// `N` requests per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests.
+    pub n: u32,
+    /// Period in seconds.
+    pub per_secs: u64,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (n, unit) = s.trim().split_once('/').unwrap_or((s.trim(), "m"));
+        let n: u32 = n.trim().parse().map_err(|_| format!("{s:?} is not N/s, N/m or N/h"))?;
+        let per_secs = match unit.trim() {
+            "s" | "sec" | "second" => 1,
+            "m" | "min" | "minute" => 60,
+            "h" | "hour" => 3600,
+            other => return Err(format!("unknown period {other:?} (use s, m or h)")),
+        };
+        if n == 0 {
+            return Err("the limit must be at least 1".into());
+        }
+        Ok(Rate { n, per_secs })
+    }
+}
+
+/// A keyed limiter; cheap to clone.
+#[derive(Clone)]
+pub struct Limiter(Arc<DefaultKeyedRateLimiter<IpAddr>>);
+
+impl Limiter {
+    /// A bucket of `rate.n` that refills over `rate.per_secs`.
+    pub fn new(rate: Rate) -> Limiter {
+        let n = NonZeroU32::new(rate.n).unwrap_or(NonZeroU32::MIN);
+        let period = std::time::Duration::from_secs(rate.per_secs) / rate.n;
+        let quota = Quota::with_period(period.max(std::time::Duration::from_nanos(1))).unwrap_or(Quota::per_second(n)).allow_burst(n);
+        Limiter(Arc::new(RateLimiter::keyed(quota)))
+    }
+
+    /// `Ok` or the seconds to wait.
+    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        self.0.check_key(&ip).map_err(|nu| nu.wait_time_from(DefaultClock::default().now()).as_secs().max(1))
+    }
+}
+
+/// Middleware: refuses a client over its limit.
+pub async fn enforce(State(limiter): State<Limiter>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    match limiter.check(ip) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            let mut res = crate::auth::error::AuthError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "over_request_rate_limit",
+                "too many requests, try again later",
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                res.headers_mut().insert("retry-after", v);
+            }
+            res
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rates() {
+        assert_eq!("10/s".parse::<Rate>().unwrap(), Rate { n: 10, per_secs: 1 });
+        assert_eq!("30".parse::<Rate>().unwrap(), Rate { n: 30, per_secs: 60 });
+        assert_eq!("5/h".parse::<Rate>().unwrap(), Rate { n: 5, per_secs: 3600 });
+        assert!("0/m".parse::<Rate>().is_err());
+        assert!("x/m".parse::<Rate>().is_err());
+        assert!("3/d".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn buckets_are_per_ip() {
+        let l = Limiter::new(Rate { n: 2, per_secs: 3600 });
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        assert!(l.check(a).is_ok() && l.check(a).is_ok());
+        let wait = l.check(a).unwrap_err();
+        assert!(wait >= 1 && wait <= 1800, "{wait}");
+        assert!(l.check(b).is_ok());
+    }
+}
