@@ -36,6 +36,31 @@ pub struct RequestInfo<'a> {
     pub headers: String,
 }
 
+/// Opens a transaction on `client` running as `caller` (role and claims set
+/// transaction-locally), for requests of several statements (batch).
+pub async fn begin<'a>(client: &'a mut deadpool_postgres::Object, caller: &Caller, info: &RequestInfo<'_>) -> Result<deadpool_postgres::Transaction<'a>, RestError> {
+    let anon = caller.role == pgstack_shared::Role::Anon;
+    let db = |e| RestError::from_db(e, anon);
+    let tx = client.transaction().await.map_err(db)?;
+    let claims = caller.claims.to_string();
+    let role = caller.role.as_str();
+    let stmt = tx.prepare_cached(SETUP).await.map_err(db)?;
+    tx.query(&stmt, &[&role, &claims, &info.method, &info.path, &info.headers]).await.map_err(db)?;
+    Ok(tx)
+}
+
+/// Runs one statement inside a transaction from [`begin`].
+pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows: bool, anon: bool) -> Result<Outcome, RestError> {
+    let db = |e| RestError::from_db(e, anon);
+    let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    if rows {
+        let row = tx.query_one(sql.text.as_str(), &params).await.map_err(db)?;
+        Ok(Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3) })
+    } else {
+        Ok(Outcome { count: tx.execute(sql.text.as_str(), &params).await.map_err(db)? as i64, ..Default::default() })
+    }
+}
+
 /// Runs `sql` as `caller`. `rows` = the statement returns the 4-column row shape;
 /// otherwise it is a bare write and the affected count is returned.
 pub async fn run(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {

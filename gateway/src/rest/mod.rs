@@ -3,6 +3,7 @@
 //! Stages in request order: `request` (parse) → `plan` (schema cache → SQL, with
 //! `sql` binds) → `exec` (the only pool access) → `response`. `routes` wires them.
 
+pub mod batch;
 pub mod embed;
 pub mod error;
 pub mod exec;

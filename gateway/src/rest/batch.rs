@@ -1,0 +1,250 @@
+//! POST /rest/v1/batch: several REST operations in one transaction.
+//!
+//! `atomic: true` (default): all or nothing — 200 with every result, or 422 with the
+//! error and `failed_operation`, everything rolled back. `atomic: false`: a savepoint
+//! per operation — 200 when all succeed, 207 with per-operation statuses otherwise.
+//! String values `"{{id.field}}"` in a body are replaced by that field of an earlier
+//! operation's result (keeping its JSON type); inside longer strings they are
+//! interpolated as text.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::RestError;
+use super::exec::{self, RequestInfo};
+use super::plan::{self, OnConflict, Payload};
+use super::request;
+use super::schema_cache::SchemaCache;
+use crate::http::caller::{Caller, CallerError};
+use crate::AppState;
+
+/// Most operations one batch may hold.
+pub const MAX_OPERATIONS: usize = 100;
+
+#[derive(Deserialize)]
+struct BatchBody {
+    #[serde(default = "yes")]
+    atomic: bool,
+    operations: Vec<Operation>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct Operation {
+    id: Option<String>,
+    method: String,
+    path: String,
+    body: Option<Value>,
+}
+
+/// The handler.
+pub async fn batch(
+    State(s): State<AppState>,
+    caller: Result<Caller, CallerError>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), RestError> {
+    let caller = caller?;
+    let b: BatchBody = serde_json::from_slice(&body).map_err(|e| RestError::bad("PGRST102", format!("invalid batch body: {e}")))?;
+    if b.operations.is_empty() || b.operations.len() > MAX_OPERATIONS {
+        return Err(RestError::bad("PGRST102", format!("a batch holds 1 to {MAX_OPERATIONS} operations")));
+    }
+    let ids: Vec<String> = b.operations.iter().enumerate().map(|(i, o)| o.id.clone().unwrap_or_else(|| i.to_string())).collect();
+    if (1..ids.len()).any(|i| ids[..i].contains(&ids[i])) {
+        return Err(RestError::bad("PGRST102", "operation ids must be unique"));
+    }
+    let cache = super::ensure_cache(&s).await?;
+    let anon = caller.role == pgstack_shared::Role::Anon;
+    let mut h = serde_json::Map::new();
+    for (k, v) in &headers {
+        if let Ok(v) = v.to_str() {
+            h.insert(k.as_str().to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    let info = RequestInfo { method: "POST", path: "/batch", headers: Value::Object(h).to_string() };
+    let mut client = s.pool.get().await?;
+    let tx = exec::begin(&mut client, &caller, &info).await?;
+    let db = |e| RestError::from_db(e, anon);
+
+    let mut results = Vec::new();
+    let mut done: HashMap<String, Value> = HashMap::new();
+    let mut failures = 0;
+    for (op, id) in b.operations.iter().zip(&ids) {
+        if !b.atomic {
+            tx.batch_execute("SAVEPOINT pgstack_batch_op").await.map_err(db)?;
+        }
+        let prepared = op.body.clone().map(|v| substitute(v, &done)).transpose().and_then(|b| Ok((b, interpolate(&op.path, &done, true)?)));
+        let outcome = match prepared {
+            Ok((body, path)) => run_op(&tx, &cache, &headers, op, &path, body, anon).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok((status, data)) => {
+                if !b.atomic {
+                    tx.batch_execute("RELEASE SAVEPOINT pgstack_batch_op").await.map_err(db)?;
+                }
+                done.insert(id.clone(), data.clone());
+                results.push(json!({"id": id, "status": status.as_u16(), "data": data}));
+            }
+            Err(e) if b.atomic => {
+                let _ = tx.rollback().await;
+                return Ok((
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(json!({
+                        "error": e.message, "message": e.message, "code": e.code, "details": e.details, "hint": e.hint,
+                        "failed_operation": id, "status": e.status.as_u16(),
+                    })),
+                ));
+            }
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT pgstack_batch_op").await.map_err(db)?;
+                failures += 1;
+                results.push(json!({"id": id, "status": e.status.as_u16(), "error": e.message, "code": e.code, "details": e.details}));
+            }
+        }
+    }
+    tx.commit().await.map_err(db)?;
+    let status = if failures > 0 { StatusCode::MULTI_STATUS } else { StatusCode::OK };
+    Ok((status, Json(json!({ "results": results }))))
+}
+
+/// One operation: (status, data).
+async fn run_op(
+    tx: &deadpool_postgres::Transaction<'_>,
+    cache: &SchemaCache,
+    headers: &HeaderMap,
+    op: &Operation,
+    path: &str,
+    body: Option<Value>,
+    anon: bool,
+) -> Result<(StatusCode, Value), RestError> {
+    let path = path.strip_prefix("/rest/v1").unwrap_or(path);
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let name = path.trim_start_matches('/');
+    let method: Method = op.method.to_ascii_uppercase().parse().map_err(|_| RestError::bad("PGRST117", format!("unknown method {:?}", op.method)))?;
+    let schema = super::prefer::schema(headers, &method, &cache.schemas)?;
+    let q = request::parse_query(query, false)?;
+
+    if let Some(fname) = name.strip_prefix("rpc/") {
+        let f = cache.function(schema, fname).ok_or_else(|| RestError::new(StatusCode::NOT_FOUND, "PGRST202", format!("Could not find the function {schema}.{fname} in the schema cache"), None, None))?;
+        let args: Vec<(String, Value)> = match body {
+            Some(Value::Object(m)) => m.into_iter().collect(),
+            None => Vec::new(),
+            _ => return Err(RestError::bad("PGRST102", "RPC arguments must be a JSON object")),
+        };
+        let sql = plan::call(f, &args, None, &q)?;
+        let out = exec::statement(tx, &sql, true, anon).await?;
+        let data = serde_json::from_str(out.body.as_deref().unwrap_or("null")).unwrap_or(Value::Null);
+        return Ok((StatusCode::OK, data));
+    }
+
+    let table = cache.table(schema, name).ok_or_else(|| RestError::no_relation(schema, name))?;
+    let single = matches!(body, Some(Value::Object(_))) && method == Method::POST;
+    let (sql, status) = match method {
+        Method::GET => (plan::read(cache, table, &q, None)?, StatusCode::OK),
+        Method::POST => {
+            let payload = Payload::from_body(body.unwrap_or(Value::Null), q.columns.as_deref())?;
+            (plan::insert(cache, table, &q, &payload, OnConflict::Error, true, false)?, StatusCode::CREATED)
+        }
+        Method::PATCH | Method::DELETE if q.conditions.is_empty() => {
+            return Err(RestError::bad("21000", format!("{} requires a WHERE clause", if method == Method::PATCH { "UPDATE" } else { "DELETE" })))
+        }
+        Method::PATCH => {
+            let payload = Payload::from_body(body.unwrap_or(Value::Null), None)?;
+            (plan::update(cache, table, &q, &payload, true)?, StatusCode::OK)
+        }
+        Method::DELETE => (plan::delete(cache, table, &q, true)?, StatusCode::OK),
+        other => return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST117", format!("Unsupported HTTP method: {other}"), None, None)),
+    };
+    let out = exec::statement(tx, &sql, true, anon).await?;
+    let rows: Value = serde_json::from_str(out.body.as_deref().unwrap_or("[]")).unwrap_or(Value::Array(vec![]));
+    let data = match (&rows, single) {
+        (Value::Array(a), true) if a.len() == 1 => a[0].clone(),
+        _ => rows,
+    };
+    Ok((status, data))
+}
+
+/// Replaces `{{id.field}}` references with values from earlier results.
+fn substitute(v: Value, done: &HashMap<String, Value>) -> Result<Value, RestError> {
+    Ok(match v {
+        Value::String(s) => {
+            let t = s.trim();
+            if t.starts_with("{{") && t.ends_with("}}") && t.matches("{{").count() == 1 {
+                lookup(&t[2..t.len() - 2], done)?
+            } else if s.contains("{{") {
+                Value::String(interpolate(&s, done, false)?)
+            } else {
+                Value::String(s)
+            }
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| substitute(x, done)).collect::<Result<_, _>>()?),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, x)| Ok((k, substitute(x, done)?))).collect::<Result<_, RestError>>()?),
+        other => other,
+    })
+}
+
+/// Replaces every `{{id.field}}` inside `s` by the value as text (percent-encoded
+/// for paths).
+fn interpolate(s: &str, done: &HashMap<String, Value>, url: bool) -> Result<String, RestError> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("{{") {
+        let end = rest[start..].find("}}").ok_or_else(|| RestError::bad("PGRST102", format!("unclosed reference in {s:?}")))? + start;
+        out.push_str(&rest[..start]);
+        let text = match lookup(&rest[start + 2..end], done)? {
+            Value::String(x) => x,
+            other => other.to_string(),
+        };
+        if url {
+            out.extend(form_urlencoded::byte_serialize(text.as_bytes()));
+        } else {
+            out.push_str(&text);
+        }
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn lookup(reference: &str, done: &HashMap<String, Value>) -> Result<Value, RestError> {
+    let unknown = || RestError::bad("PGRST102", format!("unknown reference {{{{{reference}}}}}"));
+    let (id, path) = reference.trim().split_once('.').ok_or_else(unknown)?;
+    let mut cur = done.get(id).ok_or_else(unknown)?;
+    if let Value::Array(a) = cur {
+        cur = a.first().ok_or_else(unknown)?;
+    }
+    for part in path.split('.') {
+        cur = match cur {
+            Value::Object(m) => m.get(part).ok_or_else(unknown)?,
+            Value::Array(a) => part.parse::<usize>().ok().and_then(|i| a.get(i)).ok_or_else(unknown)?,
+            _ => return Err(unknown()),
+        };
+    }
+    Ok(cur.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_keep_types_and_interpolate() {
+        let mut done = HashMap::new();
+        done.insert("create".to_owned(), json!({"id": 42, "name": "x", "tags": ["a"]}));
+        done.insert("many".to_owned(), json!([{"id": 7}]));
+        let got = substitute(json!({"order_id": "{{create.id}}", "label": "order {{create.id}} of {{create.name}}", "first": "{{many.id}}", "t": "{{create.tags.0}}"}), &done).unwrap();
+        assert_eq!(got, json!({"order_id": 42, "label": "order 42 of x", "first": 7, "t": "a"}));
+        assert!(substitute(json!("{{nope.id}}"), &done).is_err());
+        assert!(substitute(json!("{{create.missing}}"), &done).is_err());
+    }
+}
