@@ -11,6 +11,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .route("/health", get(health::health))
         .nest("/auth/v1", auth::routes(&state.config))
+        .route("/rest/v1/", get(rest::openapi::openapi))
         .nest("/rest/v1", rest::routes())
         .route("/api/catalog/refresh", post(rest::catalog_refresh))
         .fallback(error::not_found)

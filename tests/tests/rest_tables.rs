@@ -394,3 +394,28 @@ async fn schema_cache_follows_ddl_without_a_restart() {
     .await;
     assert!(added, "the new column never became visible");
 }
+
+#[tokio::test]
+async fn openapi_describes_what_the_role_can_see() {
+    let r = Rest::start().await;
+    r._tc.superuser().await.unwrap().batch_execute(
+        "CREATE TABLE public.hidden (id int PRIMARY KEY); GRANT SELECT ON public.hidden TO service_role;
+         CREATE FUNCTION public.internal() RETURNS int LANGUAGE sql AS 'SELECT 1';
+         REVOKE EXECUTE ON FUNCTION public.internal() FROM PUBLIC;",
+    ).await.unwrap();
+    let res = r.http.post(r.gw.url("/api/catalog/refresh")).bearer_auth(&r.service).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let anon = r.get("/", &r.anon).await;
+    assert_eq!(anon["swagger"], "2.0");
+    let paths = anon["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/todos") && paths.contains_key("/items"), "{:?}", paths.keys());
+    assert!(!paths.contains_key("/hidden"), "anon must not see tables it cannot select");
+    assert!(paths.contains_key("/rpc/add") && !paths.contains_key("/rpc/internal"));
+    assert!(paths["/rpc/bump"].get("get").is_none(), "volatile functions are POST only");
+    let todo = &anon["definitions"]["todos"];
+    assert_eq!(todo["properties"]["id"]["format"], "int64");
+    assert_eq!(todo["required"], json!(["title"]));
+    let service = r.get("/", &r.service).await;
+    assert!(service["paths"].as_object().unwrap().contains_key("/hidden"));
+    assert!(!service["paths"].as_object().unwrap().contains_key("/rpc/internal"), "EXECUTE was revoked from everyone");
+}

@@ -22,6 +22,7 @@ use crate::AppState;
 /// Every /rest/v1 route.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/", get(super::openapi::openapi))
         .route("/rls-debug", get(rls_debug))
         .route("/batch", post(super::batch::batch))
         .route("/rpc/{function}", any(rpc))
