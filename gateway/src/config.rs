@@ -116,6 +116,14 @@ pub struct Config {
     /// ANONYMOUS_RATE_LIMIT: the same for anonymous sign-ins (its own bucket).
     /// Default `30/h`.
     pub anonymous_rate_limit: crate::http::rate_limit::Rate,
+    /// REQUIRE_AUTHENTICATED_WS: refuse the anon key on WebSockets. Default false.
+    pub require_authenticated_ws: bool,
+    /// WS_MAX_CONNECTIONS: WebSockets per gateway (then 503). Default 10000.
+    pub ws_max_connections: usize,
+    /// WS_MAX_CONNECTIONS_PER_IP: WebSockets per client IP (then 429). Default 100.
+    pub ws_max_connections_per_ip: usize,
+    /// WS_CLIENT_QUEUE: frames queued per client before it gets an overflow. Default 256.
+    pub ws_client_queue: usize,
 }
 
 /// How to reach the SMTP server.
@@ -321,6 +329,10 @@ impl Config {
             mailer_log_only: false,
             auth_rate_limit: parse_rate(src, "AUTH_RATE_LIMIT", "60/m")?,
             anonymous_rate_limit: parse_rate(src, "ANONYMOUS_RATE_LIMIT", "30/h")?,
+            require_authenticated_ws: parse_bool(src, "REQUIRE_AUTHENTICATED_WS", false)?,
+            ws_max_connections: parse_num(src, "WS_MAX_CONNECTIONS", 10_000usize)?,
+            ws_max_connections_per_ip: parse_num(src, "WS_MAX_CONNECTIONS_PER_IP", 100usize)?,
+            ws_client_queue: parse_num(src, "WS_CLIENT_QUEUE", 256usize)?,
         })
     }
 }

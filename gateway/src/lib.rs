@@ -15,6 +15,7 @@ pub mod http;
 pub mod install;
 pub mod keys;
 pub mod listener;
+pub mod realtime;
 pub mod rest;
 pub mod router;
 pub mod serve;

@@ -3,7 +3,7 @@
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::{auth, error, health, http, rest, AppState};
+use crate::{auth, error, health, http, realtime, rest, AppState};
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -14,6 +14,7 @@ pub fn app(state: AppState) -> Router {
         .route("/rest/v1/", get(rest::openapi::openapi))
         .nest("/rest/v1", rest::routes())
         .route("/api/catalog/refresh", post(rest::catalog_refresh))
+        .nest("/ws", realtime::routes())
         .fallback(error::not_found)
         .with_state(state);
     let routes = match cors {

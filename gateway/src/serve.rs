@@ -46,7 +46,11 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     check_database(&pool).await;
     let database_url = config.database_url.clone();
     let state = AppState::new(config, pool, mailer);
-    let events = crate::listener::spawn(database_url, vec![crate::listener::SCHEMA_CHANNEL.to_owned()]);
+    let events = crate::listener::spawn(
+        database_url,
+        vec![crate::listener::SCHEMA_CHANNEL.to_owned(), crate::realtime::CHANNEL.to_owned()],
+    );
+    crate::realtime::spawn_relay(&state, &events);
     crate::listener::spawn_schema_reloader(state.clone(), events);
 
     println!("listening on http://{addr}");

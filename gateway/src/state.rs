@@ -20,16 +20,20 @@ pub struct AppState {
     pub schema_cache_loaded: Arc<AtomicBool>,
     /// Outgoing e-mail.
     pub mailer: Mailer,
+    /// WebSocket fan-out.
+    pub hub: Arc<crate::realtime::hub::Hub>,
 }
 
 impl AppState {
     /// Builds the state from a configuration and a pool.
     pub fn new(config: Config, pool: deadpool_postgres::Pool, mailer: Mailer) -> Self {
+        let config_queue = config.ws_client_queue;
         AppState {
             config: Arc::new(config),
             pool,
             schema_cache: CacheHandle::default(),
             schema_cache_loaded: Arc::new(AtomicBool::new(false)),
+            hub: crate::realtime::hub::Hub::new(config_queue),
             mailer,
         }
     }

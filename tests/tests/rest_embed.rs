@@ -64,7 +64,7 @@ async fn get(gw: &Gateway, key: &str, path: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn embeds_in_every_direction() {
-    let (_tc, gw, anon, service) = setup().await;
+    let (_tc, gw, anon, _service) = setup().await;
     let ok = |v: (StatusCode, Value)| {
         assert_eq!(v.0, StatusCode::OK, "{}", v.1);
         v.1

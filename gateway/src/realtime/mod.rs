@@ -1,0 +1,106 @@
+//! WebSocket fan-out of live-query deltas, broadcast and presence (contract:
+//! WebSocket API and Presence).
+//!
+//! Flow: `gate::admit` (before the upgrade) → `socket` (one task per client) ←
+//! `hub` ← the LISTEN connection (`spawn_relay`, channel `pgr`).
+
+pub mod gate;
+pub mod hub;
+pub mod socket;
+
+use std::collections::HashMap;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::listener::Event;
+use crate::AppState;
+use gate::Refusal;
+
+/// NOTIFY channel of live-query messages.
+pub const CHANNEL: &str = pgstack_shared::notify::LIVE_QUERY_CHANNEL;
+
+/// `/ws/{query_id}` and `/ws/_presence/{channel}`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/_presence/{channel}", get(presence)).route("/{query_id}", get(connect))
+}
+
+fn query_token(q: &HashMap<String, String>) -> Option<&str> {
+    q.get("token").or_else(|| q.get("apikey")).map(String::as_str)
+}
+
+/// GET /ws/{query_id}: the checks, then the upgrade.
+async fn connect(
+    State(s): State<AppState>,
+    Path(query_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    peer: crate::auth::ClientInfo,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let admitted = match gate::admit(&s, &headers, query_token(&q), &query_id).await {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    let ip = peer.ip.and_then(|i| i.parse().ok()).unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let slot = match s.hub.reserve(ip, s.config.ws_max_connections, s.config.ws_max_connections_per_ip) {
+        Ok(slot) => slot,
+        Err(hub::CapError::PerIp) => return Refusal(StatusCode::TOO_MANY_REQUESTS, "too many WebSocket connections from this address".into()).into_response(),
+        Err(hub::CapError::Global) => return Refusal(StatusCode::SERVICE_UNAVAILABLE, "WebSocket connection limit reached".into()).into_response(),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => return Refusal(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request".into()).into_response(),
+    };
+    let hub = s.hub.clone();
+    let ad_hoc = admitted.ad_hoc;
+    ws.on_upgrade(move |socket| socket::run(socket, hub, query_id, ad_hoc, slot))
+}
+
+/// GET /ws/_presence/{channel}: client id → last state, behind the same gate.
+async fn presence(
+    State(s): State<AppState>,
+    Path(channel): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = gate::admit(&s, &headers, query_token(&q), &channel).await {
+        return r.into_response();
+    }
+    let state: serde_json::Map<String, Value> = s
+        .hub
+        .existing(&channel)
+        .and_then(|c| c.presence.lock().ok().map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
+        .unwrap_or_default();
+    Json(Value::Object(state)).into_response()
+}
+
+/// Feeds the hub from the LISTEN connection: deltas to their query's sockets, and an
+/// overflow to everyone after a reconnect (changes may have been missed meanwhile).
+pub fn spawn_relay(s: &AppState, events: &broadcast::Sender<Event>) {
+    let hub = s.hub.clone();
+    let mut rx = events.subscribe();
+    tokio::spawn(async move {
+        let mut connected_once = false;
+        loop {
+            match rx.recv().await {
+                Ok(Event::Notify { channel, payload }) if channel == CHANNEL => hub.relay(&payload),
+                Ok(Event::Notify { .. }) => {}
+                Ok(Event::Connected) => {
+                    if connected_once {
+                        hub.resync_all();
+                    }
+                    connected_once = true;
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => hub.resync_all(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}

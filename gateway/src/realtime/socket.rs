@@ -1,0 +1,96 @@
+//! One connected client: frames out from its channel's queue, broadcast and presence
+//! in, ping every 30 s. A client that falls behind its bounded queue gets an
+//! overflow (re-fetch) instead of unbounded memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::hub::{Hub, Slot};
+
+/// Runs the socket until either side closes.
+pub async fn run(socket: WebSocket, hub: Arc<Hub>, name: String, ad_hoc: bool, _slot: Slot) {
+    let me = hub.client_number();
+    let client_id = format!("{:016x}{:016x}", me, rand::random::<u64>());
+    let channel = hub.channel(&name);
+    let mut rx = channel.tx.subscribe();
+    let (mut sink, mut stream) = socket.split();
+
+    let mut hello = vec![json!({"type": "subscribed", "query_id": name, "client_id": client_id}).to_string()];
+    if let Ok(p) = channel.presence.lock() {
+        for (id, state) in p.iter() {
+            hello.push(json!({"type": "presence_state", "channel": name, "client_id": id, "state": state}).to_string());
+        }
+    }
+    for text in hello {
+        if sink.send(Message::Text(text.into())).await.is_err() {
+            return;
+        }
+    }
+
+    let mut ping = tokio::time::interval(Duration::from_secs(30));
+    ping.tick().await;
+    let mut joined = false;
+    loop {
+        tokio::select! {
+            frame = rx.recv() => match frame {
+                Ok(f) if f.origin == me => {}
+                Ok(f) => {
+                    if sink.send(Message::Text(f.text)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    // Too slow: skip what was missed and tell the client to resync.
+                    if ad_hoc || sink.send(Message::Text(channel.overflow_frame().into())).await.is_err() {
+                        if !ad_hoc { break; }
+                    }
+                }
+                Err(RecvError::Closed) => break,
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(t))) => handle(&channel, me, &client_id, &name, t.as_str(), &mut joined),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    if joined {
+        if let Ok(mut p) = channel.presence.lock() {
+            p.remove(&client_id);
+        }
+        channel.publish(me, json!({"type": "presence_leave", "channel": name, "client_id": client_id}).to_string());
+    }
+    drop(rx);
+    hub.release(&name);
+}
+
+/// A frame from the client: broadcast or presence; anything else is ignored.
+fn handle(channel: &super::hub::Channel, me: u64, client_id: &str, name: &str, text: &str, joined: &mut bool) {
+    let Ok(v) = serde_json::from_str::<Value>(text) else { return };
+    match v.get("type").and_then(Value::as_str) {
+        Some("broadcast") => {
+            let payload = v.get("payload").cloned().unwrap_or(Value::Null);
+            channel.publish(me, json!({"type": "broadcast", "from": client_id, "payload": payload}).to_string());
+        }
+        Some("presence") => {
+            let state = v.get("state").cloned().unwrap_or_else(|| json!({}));
+            if let Ok(mut p) = channel.presence.lock() {
+                p.insert(client_id.to_owned(), state.clone());
+            }
+            let kind = if *joined { "presence_state" } else { "presence_join" };
+            *joined = true;
+            channel.publish(me, json!({"type": kind, "channel": name, "client_id": client_id, "state": state}).to_string());
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,266 @@
+-- Live queries: pgr.subscribe() registers a read-only SELECT; statement triggers on
+-- every table it reads recompute its result inside the writing transaction, diff it
+-- against the stored snapshot (row hashes) and NOTIFY channel 'pgr' with
+--   {"query_id", "seq", "inserted": [...], "deleted": [...]}
+-- ({"type": "invalidated"} in mode 'notify'; {"type": "overflow", "fetch": true} when
+-- the payload exceeds 7897 bytes or the query cannot be evaluated). NOTIFY is
+-- transactional, so a rolled-back write sends nothing.
+--
+-- Locking: the refresh takes the subscription's row lock (FOR UPDATE) until the
+-- writer commits, so concurrent writers to one subscription serialise: each diff
+-- starts from the snapshot the previous committed writer left, and seq grows by
+-- exactly one per message in commit order. Subscriptions are locked in query_id
+-- order to avoid deadlocks.
+--
+-- Row identity: the result's key columns (default: a column named id) must be unique.
+-- Results are global: the query runs with the extension owner's rights, so queries
+-- that depend on the viewer (auth.uid(), current_setting, current_user) are refused;
+-- register one subscription per viewer instead, with the user id written in.
+
+CREATE TABLE pgr.live_queries (
+    query_id    text PRIMARY KEY CHECK (query_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'),
+    query       text NOT NULL,
+    mode        text NOT NULL DEFAULT 'delta' CHECK (mode IN ('delta', 'notify')),
+    key_columns text[] NOT NULL,
+    audience    jsonb CHECK (audience IS NULL OR jsonb_typeof(audience) = 'object'),
+    view_name   name NOT NULL,
+    tables      oid[] NOT NULL,
+    seq         bigint NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE pgr.live_rows (
+    query_id text NOT NULL REFERENCES pgr.live_queries ON DELETE CASCADE,
+    row_key  text NOT NULL,
+    row_hash text NOT NULL,
+    row_data jsonb NOT NULL,
+    PRIMARY KEY (query_id, row_key)
+);
+
+CREATE VIEW pgr.subscriptions AS
+    SELECT query_id, query, mode, key_columns, audience,
+           (SELECT array_agg(t::regclass ORDER BY t) FROM unnest(tables) t) AS tables,
+           seq, created_at
+      FROM pgr.live_queries;
+COMMENT ON VIEW pgr.subscriptions IS 'Registered live queries (pgr.subscribe)';
+
+-- The gateway reads registrations (mode, audience) before upgrading a WebSocket.
+GRANT USAGE ON SCHEMA pgr TO authenticator;
+GRANT SELECT ON pgr.subscriptions TO authenticator;
+
+-- The current result as (key, hash, row).
+CREATE FUNCTION pgr._result(q pgr.live_queries) RETURNS TABLE (row_key text, row_hash text, row_data jsonb)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    key_expr text := (SELECT 'jsonb_build_array(' || string_agg(format('d -> %L', k), ', ') || ')::text'
+                        FROM unnest(q.key_columns) k);
+BEGIN
+    RETURN QUERY EXECUTE format(
+        'SELECT %s, md5(d::text), d FROM (SELECT to_jsonb(_r) AS d FROM pgr.%I _r) _s',
+        key_expr, q.view_name);
+END
+$$;
+
+-- Base tables a relation reads, through views.
+CREATE FUNCTION pgr._base_tables(rel oid) RETURNS SETOF oid
+LANGUAGE sql STABLE
+AS $$
+    WITH RECURSIVE deps(oid, kind) AS (
+        SELECT DISTINCT d.refobjid, c.relkind
+          FROM pg_rewrite r
+          JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                          AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> rel
+          JOIN pg_class c ON c.oid = d.refobjid
+         WHERE r.ev_class = rel
+        UNION
+        SELECT DISTINCT d.refobjid, c.relkind
+          FROM deps
+          JOIN pg_rewrite r ON r.ev_class = deps.oid AND deps.kind = 'v'
+          JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                          AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> deps.oid
+          JOIN pg_class c ON c.oid = d.refobjid
+    )
+    SELECT oid FROM deps WHERE kind IN ('r', 'p', 'm', 'f')
+$$;
+
+-- Recomputes one subscription and notifies its change. Never fails the writer: an
+-- error (the query no longer runs, duplicate keys) becomes an overflow message.
+CREATE FUNCTION pgr._refresh(qid text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    q      pgr.live_queries;
+    came   jsonb;
+    gone   jsonb;
+    dups   boolean;
+    s      bigint;
+    msg    text;
+BEGIN
+    SELECT * INTO q FROM pgr.live_queries WHERE query_id = qid FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    BEGIN
+        WITH cur AS MATERIALIZED (SELECT * FROM pgr._result(q)),
+             old AS (SELECT r.row_key, r.row_hash, r.row_data FROM pgr.live_rows r WHERE r.query_id = qid),
+             c AS (SELECT cur.* FROM cur LEFT JOIN old USING (row_key)
+                    WHERE old.row_key IS NULL OR old.row_hash <> cur.row_hash),
+             g AS (SELECT old.* FROM old LEFT JOIN cur USING (row_key)
+                    WHERE cur.row_key IS NULL OR old.row_hash <> cur.row_hash)
+        SELECT (SELECT coalesce(jsonb_agg(jsonb_build_array(row_key, row_hash, row_data) ORDER BY row_key), '[]') FROM c),
+               (SELECT coalesce(jsonb_agg(jsonb_build_array(row_key, row_hash, row_data) ORDER BY row_key), '[]') FROM g),
+               (SELECT count(*) <> count(DISTINCT row_key) FROM cur)
+          INTO came, gone, dups;
+        IF dups THEN
+            RAISE EXCEPTION 'live query % returns duplicate keys %', qid, q.key_columns;
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pgstack: live query % cannot be refreshed: %', qid, SQLERRM;
+        UPDATE pgr.live_queries SET seq = seq + 1 WHERE query_id = qid RETURNING seq INTO s;
+        PERFORM pg_notify('pgr', json_build_object('type', 'overflow', 'query_id', qid, 'seq', s, 'fetch', true)::text);
+        RETURN;
+    END;
+    IF came = '[]' AND gone = '[]' THEN
+        RETURN;
+    END IF;
+    DELETE FROM pgr.live_rows r
+     WHERE r.query_id = qid AND r.row_key IN (SELECT x ->> 0 FROM jsonb_array_elements(gone) x);
+    INSERT INTO pgr.live_rows (query_id, row_key, row_hash, row_data)
+    SELECT qid, x ->> 0, x ->> 1, x -> 2 FROM jsonb_array_elements(came) x;
+    UPDATE pgr.live_queries SET seq = seq + 1 WHERE query_id = qid RETURNING seq INTO s;
+    IF q.mode = 'notify' THEN
+        msg := json_build_object('type', 'invalidated', 'query_id', qid, 'seq', s)::text;
+    ELSE
+        msg := json_build_object('query_id', qid, 'seq', s,
+                   'inserted', (SELECT coalesce(json_agg(x -> 2), '[]') FROM jsonb_array_elements(came) x),
+                   'deleted', (SELECT coalesce(json_agg(x -> 2), '[]') FROM jsonb_array_elements(gone) x))::text;
+        IF octet_length(msg) > 8000 - length('pgr') - 100 THEN
+            msg := json_build_object('type', 'overflow', 'query_id', qid, 'seq', s, 'fetch', true)::text;
+        END IF;
+    END IF;
+    PERFORM pg_notify('pgr', msg);
+END
+$$;
+
+-- Statement trigger shared by every subscription reading the table.
+CREATE FUNCTION pgr._on_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    qid text;
+BEGIN
+    FOR qid IN SELECT query_id FROM pgr.live_queries WHERE TG_RELID = ANY (tables) ORDER BY query_id LOOP
+        PERFORM pgr._refresh(qid);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION pgr._sync_triggers() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t oid;
+BEGIN
+    -- Install on every table some subscription reads ...
+    FOR t IN SELECT DISTINCT unnest(tables) FROM pgr.live_queries LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t AND tgname = 'pgr_live_change') THEN
+            EXECUTE format('CREATE TRIGGER pgr_live_change AFTER INSERT OR UPDATE OR DELETE ON %s
+                            FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_change()', t::regclass);
+            EXECUTE format('CREATE TRIGGER pgr_live_truncate AFTER TRUNCATE ON %s
+                            FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_change()', t::regclass);
+        END IF;
+    END LOOP;
+    -- ... and remove them where none does any more.
+    FOR t IN SELECT tgrelid FROM pg_trigger WHERE tgname = 'pgr_live_change'
+              AND NOT EXISTS (SELECT 1 FROM pgr.live_queries WHERE tgrelid = ANY (tables)) LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS pgr_live_change ON %s', t::regclass);
+        EXECUTE format('DROP TRIGGER IF EXISTS pgr_live_truncate ON %s', t::regclass);
+    END LOOP;
+END
+$$;
+
+-- Registers (or replaces) a live query.
+CREATE FUNCTION pgr.subscribe(
+    query_id text,
+    query text,
+    mode text DEFAULT 'delta',
+    audience jsonb DEFAULT NULL,
+    key_columns text[] DEFAULT ARRAY['id']
+) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    vname name := 'live_' || md5(subscribe.query_id);
+    rel   oid;
+    deps  oid[];
+    bad   text;
+    q     pgr.live_queries;
+BEGIN
+    IF subscribe.query_id IS NULL OR subscribe.query_id !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' THEN
+        RAISE EXCEPTION 'invalid query_id %', subscribe.query_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'letters, digits, _ . : - ; at most 128; not starting with _ (reserved for ad-hoc channels)';
+    END IF;
+    IF subscribe.mode NOT IN ('delta', 'notify') THEN
+        RAISE EXCEPTION 'mode must be delta or notify' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pgr.check_live_query(subscribe.query);
+    IF subscribe.query ~* '(\mauth\s*\.\s*(uid|jwt|role|email)\M|\mcurrent_setting\M|\mcurrent_user\M|\msession_user\M)' THEN
+        RAISE EXCEPTION 'live query % depends on the viewer', subscribe.query_id
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'results are shared by every subscriber; register one subscription per viewer with the user id written into the query';
+    END IF;
+    PERFORM pgr.unsubscribe(subscribe.query_id);
+    EXECUTE format('CREATE VIEW pgr.%I AS %s', vname, subscribe.query);
+    rel := format('pgr.%I', vname)::regclass;
+    SELECT string_agg(k, ', ') INTO bad FROM unnest(subscribe.key_columns) k
+     WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = rel AND attname = k AND NOT attisdropped);
+    IF bad IS NOT NULL OR cardinality(subscribe.key_columns) = 0 THEN
+        RAISE EXCEPTION 'live query % has no key column %', subscribe.query_id, coalesce(bad, '')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'the result needs a unique row identity: a column named id, or pass key_columns';
+    END IF;
+    SELECT array_agg(DISTINCT b) INTO deps FROM pgr._base_tables(rel) b;
+    IF deps IS NULL THEN
+        RAISE EXCEPTION 'live query % reads no table', subscribe.query_id USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(c.oid::regclass::text, ', ') INTO bad FROM pg_class c WHERE c.oid = ANY (deps) AND c.relkind NOT IN ('r', 'p');
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'live query % reads % (only tables can be watched)', subscribe.query_id, bad
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    INSERT INTO pgr.live_queries (query_id, query, mode, key_columns, audience, view_name, tables)
+    VALUES (subscribe.query_id, subscribe.query, subscribe.mode, subscribe.key_columns, subscribe.audience, vname, deps)
+    RETURNING * INTO q;
+    INSERT INTO pgr.live_rows (query_id, row_key, row_hash, row_data)
+    SELECT q.query_id, r.row_key, r.row_hash, r.row_data FROM pgr._result(q) r;
+    PERFORM pgr._sync_triggers();
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'live query % returns duplicate keys %', subscribe.query_id, subscribe.key_columns
+        USING ERRCODE = 'invalid_parameter_value', HINT = 'key_columns must identify each row of the result';
+END
+$$;
+
+-- Removes a live query (and the triggers no other one needs). True if it existed.
+CREATE FUNCTION pgr.unsubscribe(query_id text) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    q pgr.live_queries;
+BEGIN
+    DELETE FROM pgr.live_queries l WHERE l.query_id = unsubscribe.query_id RETURNING * INTO q;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('DROP VIEW IF EXISTS pgr.%I', q.view_name);
+    PERFORM pgr._sync_triggers();
+    RETURN true;
+END
+$$;
+
+-- Registering reads any table with the owner's rights: not for everyone.
+REVOKE EXECUTE ON FUNCTION pgr.subscribe(text, text, text, jsonb, text[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pgr.unsubscribe(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pgr._refresh(text), pgr._sync_triggers() FROM PUBLIC;

@@ -1,0 +1,148 @@
+//! Issue 4, extension side: pgr.subscribe registration checks, and the deltas the
+//! statement triggers send on NOTIFY 'pgr' from inside the writing transaction.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use pgstack_tests::TestCluster;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+const FIXTURE: &str = r#"
+CREATE TABLE public.orders (id int PRIMARY KEY, status text NOT NULL, amount numeric(10,2), customer_id int);
+CREATE TABLE public.customers (id int PRIMARY KEY, name text);
+INSERT INTO public.customers VALUES (1, 'Ada'), (2, 'Bob');
+INSERT INTO public.orders VALUES (1, 'pending', 10, 1), (2, 'shipped', 20, 2);
+"#;
+
+/// A LISTEN connection collecting payloads of channel 'pgr'.
+async fn listen(tc: &TestCluster) -> (Client, mpsc::UnboundedReceiver<Value>) {
+    let (client, mut conn) = tokio_postgres::connect(&tc.superuser_url(), NoTls).await.unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(m)) = stream.next().await {
+            if let AsyncMessage::Notification(n) = m {
+                let _ = tx.send(serde_json::from_str(n.payload()).unwrap());
+            }
+        }
+    });
+    client.batch_execute("LISTEN pgr").await.unwrap();
+    (client, rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a notification").unwrap()
+}
+
+async fn none(rx: &mut mpsc::UnboundedReceiver<Value>) {
+    if let Ok(Some(v)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        panic!("unexpected notification {v}");
+    }
+}
+
+async fn setup() -> (TestCluster, Client) {
+    let tc = TestCluster::start().await.unwrap();
+    let db = tc.superuser().await.unwrap();
+    db.batch_execute(FIXTURE).await.unwrap();
+    (tc, db)
+}
+
+#[tokio::test]
+async fn deltas_for_inserts_updates_deletes_with_gapless_seq() {
+    let (tc, db) = setup().await;
+    db.batch_execute("SELECT pgr.subscribe('active_orders', 'SELECT id, status, amount FROM orders WHERE status = ''pending''')").await.unwrap();
+    let (_l, mut rx) = listen(&tc).await;
+
+    db.batch_execute("INSERT INTO orders VALUES (3, 'pending', 30, 1)").await.unwrap();
+    assert_eq!(next(&mut rx).await, json!({"query_id": "active_orders", "seq": 1, "inserted": [{"id": 3, "status": "pending", "amount": 30.00}], "deleted": []}));
+    db.batch_execute("UPDATE orders SET amount = 31 WHERE id = 3").await.unwrap();
+    assert_eq!(next(&mut rx).await, json!({"query_id": "active_orders", "seq": 2,
+        "inserted": [{"id": 3, "status": "pending", "amount": 31.00}], "deleted": [{"id": 3, "status": "pending", "amount": 30.00}]}));
+    // Leaving the filter is a delete; a change outside the result sends nothing.
+    db.batch_execute("UPDATE orders SET status = 'shipped' WHERE id = 1").await.unwrap();
+    assert_eq!(next(&mut rx).await, json!({"query_id": "active_orders", "seq": 3, "inserted": [], "deleted": [{"id": 1, "status": "pending", "amount": 10.00}]}));
+    db.batch_execute("UPDATE orders SET amount = 99 WHERE id = 2").await.unwrap();
+    none(&mut rx).await;
+    // Entering the filter is an insert.
+    db.batch_execute("UPDATE orders SET status = 'pending' WHERE id = 2").await.unwrap();
+    assert_eq!(next(&mut rx).await["inserted"], json!([{"id": 2, "status": "pending", "amount": 99.00}]));
+    db.batch_execute("DELETE FROM orders WHERE id = 3").await.unwrap();
+    let m = next(&mut rx).await;
+    assert_eq!((m["seq"].as_i64(), m["deleted"][0]["id"].as_i64()), (Some(5), Some(3)));
+    // A rolled-back write sends nothing and leaves the snapshot alone.
+    db.batch_execute("BEGIN; INSERT INTO orders VALUES (9, 'pending', 1, 1); ROLLBACK;").await.unwrap();
+    none(&mut rx).await;
+    db.batch_execute("TRUNCATE orders").await.unwrap();
+    let m = next(&mut rx).await;
+    assert_eq!((m["seq"].as_i64(), m["deleted"].as_array().unwrap().len()), (Some(6), 1));
+    let seq: i64 = db.query_one("SELECT seq FROM pgr.subscriptions WHERE query_id = 'active_orders'", &[]).await.unwrap().get(0);
+    assert_eq!(seq, 6);
+}
+
+#[tokio::test]
+async fn joins_notify_mode_and_overflow() {
+    let (tc, db) = setup().await;
+    db.batch_execute(
+        "SELECT pgr.subscribe('orders_with_names', 'SELECT o.id, o.status, c.name FROM orders o JOIN customers c ON c.id = o.customer_id');
+         SELECT pgr.subscribe('order_ping', 'SELECT id FROM orders', 'notify');",
+    ).await.unwrap();
+    let tables: Vec<String> = db.query_one("SELECT tables::text[] FROM pgr.subscriptions WHERE query_id = 'orders_with_names'", &[]).await.unwrap().get(0);
+    assert_eq!(tables.len(), 2, "{tables:?}");
+    let (_l, mut rx) = listen(&tc).await;
+
+    // A change on the joined table changes the join's rows.
+    db.batch_execute("UPDATE customers SET name = 'Ada L.' WHERE id = 1").await.unwrap();
+    let m = next(&mut rx).await;
+    assert_eq!(m["query_id"], "orders_with_names");
+    assert_eq!(m["inserted"], json!([{"id": 1, "status": "pending", "name": "Ada L."}]));
+
+    db.batch_execute("INSERT INTO orders VALUES (5, 'new', 1, 2)").await.unwrap();
+    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    got.sort_by_key(|m| m["query_id"].as_str().unwrap().to_owned());
+    assert_eq!(got[0], json!({"type": "invalidated", "query_id": "order_ping", "seq": 1}));
+    assert_eq!(got[1]["inserted"], json!([{"id": 5, "status": "new", "name": "Bob"}]));
+
+    // A change too large for one NOTIFY becomes an overflow.
+    db.batch_execute("INSERT INTO orders SELECT g, repeat('x', 100), 1, 1 FROM generate_series(100, 300) g").await.unwrap();
+    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    got.sort_by_key(|m| m["query_id"].as_str().unwrap().to_owned());
+    assert_eq!(got[1], json!({"type": "overflow", "query_id": "orders_with_names", "seq": 3, "fetch": true}));
+}
+
+#[tokio::test]
+async fn registration_refuses_what_it_cannot_serve() {
+    let (_tc, db) = setup().await;
+    let err = |sql: &'static str| {
+        let db = &db;
+        async move { db.batch_execute(sql).await.expect_err(sql).as_db_error().map(|e| e.message().to_owned()).unwrap_or_default() }
+    };
+    assert!(err("SELECT pgr.subscribe('a', 'DELETE FROM orders RETURNING id')").await.contains("only SELECT"));
+    assert!(err("SELECT pgr.subscribe('a', 'SELECT id FROM orders; DROP TABLE orders')").await.contains("one statement"));
+    assert!(err("SELECT pgr.subscribe('a', 'WITH d AS (DELETE FROM orders RETURNING id) SELECT id FROM d')").await.contains("data-modifying"));
+    assert!(err("SELECT pgr.subscribe('a', 'SELECT id INTO x FROM orders')").await.contains("SELECT INTO"));
+    assert!(err("SELECT pgr.subscribe('a', 'SELECT id FROM orders FOR UPDATE')").await.contains("FOR UPDATE"));
+    assert!(err("SELECT pgr.subscribe('a', 'SELECT status FROM orders')").await.contains("key column"));
+    assert!(err("SELECT pgr.subscribe('a', 'SELECT 1 AS id, status FROM orders')").await.contains("duplicate keys"));
+    assert!(err("SELECT pgr.subscribe('a', 'SELECT id FROM orders WHERE customer_id::text = auth.uid()::text')").await.contains("depends on the viewer"));
+    assert!(err("SELECT pgr.subscribe('_channel_x', 'SELECT id FROM orders')").await.contains("invalid query_id"));
+    assert!(err("SELECT pgr.subscribe('a', 'SELECT 1 AS id')").await.contains("reads no table"));
+    assert!(err("SELECT pgr.subscribe('a', 'SELECT id FROM orders', 'sometimes')").await.contains("mode"));
+    let n: i64 = db.query_one("SELECT count(*) FROM pgr.subscriptions", &[]).await.unwrap().get(0);
+    assert_eq!(n, 0);
+    let triggers: i64 = db.query_one("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgr_live_%'", &[]).await.unwrap().get(0);
+    assert_eq!(triggers, 0, "failed registrations leave no trigger behind");
+
+    // Triggers are shared and removed with the last subscription of a table.
+    db.batch_execute("SELECT pgr.subscribe('x', 'SELECT id FROM orders'); SELECT pgr.subscribe('y', 'SELECT id, status FROM orders')").await.unwrap();
+    let count = || async { db.query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND tgname LIKE 'pgr_live_%'", &[]).await.unwrap().get::<_, i64>(0) };
+    assert_eq!(count().await, 2);
+    db.batch_execute("SELECT pgr.unsubscribe('x')").await.unwrap();
+    assert_eq!(count().await, 2);
+    let gone: bool = db.query_one("SELECT pgr.unsubscribe('y')", &[]).await.unwrap().get(0);
+    assert!(gone);
+    assert_eq!(count().await, 0);
+    let again: bool = db.query_one("SELECT pgr.unsubscribe('y')", &[]).await.unwrap().get(0);
+    assert!(!again);
+}
