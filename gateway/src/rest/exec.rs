@@ -61,34 +61,74 @@ pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows:
     }
 }
 
+/// Prepared statements kept per connection before the cache is emptied.
+const MAX_CACHED_STATEMENTS: usize = 1000;
+
 /// Runs `sql` as `caller`. `rows` = the statement returns the 4-column row shape;
 /// otherwise it is a bare write and the affected count is returned.
+///
+/// Once the statement is prepared on the connection, BEGIN, the role/claims setup,
+/// the statement and COMMIT go out together: one network round trip. (If the
+/// statement fails, the COMMIT that follows it ends the aborted transaction as a
+/// rollback.) A statement the login role cannot even parse (a schema without USAGE
+/// for it) runs the slow way: prepared inside the transaction, after the role switch.
 pub async fn run(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
     let anon = caller.role == pgstack_shared::Role::Anon;
     let db = |e| RestError::from_db(e, anon);
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await.map_err(db)?;
+    let client = pool.get().await?;
+    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+        client.statement_cache.clear();
+    }
+    let main = match client.prepare_cached(&sql.text).await {
+        Ok(stmt) => stmt,
+        Err(e) if matches!(e.code().map(|c| c.code()), Some("42501" | "3F000")) => {
+            drop(client);
+            return run_in_transaction(pool, caller, info, sql, rows, rollback).await;
+        }
+        Err(e) => return Err(db(e)),
+    };
+    let begin = client.prepare_cached("BEGIN").await.map_err(db)?;
+    let setup = client.prepare_cached(SETUP).await.map_err(db)?;
+    let end = client.prepare_cached(if rollback { "ROLLBACK" } else { "COMMIT" }).await.map_err(db)?;
     let claims = caller.claims.to_string();
-    // Prepared once per connection: afterwards only Bind/Execute go out, ahead of the
-    // main statement's Parse, so the main statement is parsed under the new role.
-    let setup_stmt = tx.prepare_cached(SETUP).await.map_err(db)?;
     let role = caller.role.as_str();
     let setup_params: [&(dyn ToSql + Sync); 5] = [&role, &claims, &info.method, &info.path, &info.headers];
-    let setup = tx.query(&setup_stmt, &setup_params);
     let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    let out = if rows {
-        // Polled together, the two statements share one round trip.
-        let main = tx.query_one(sql.text.as_str(), &params);
-        let (s, m) = tokio::join!(setup, main);
-        s.map_err(db)?;
-        let row = m.map_err(db)?;
-        Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3) }
-    } else {
-        let main = tx.execute(sql.text.as_str(), &params);
-        let (s, m) = tokio::join!(setup, main);
-        s.map_err(db)?;
-        Outcome { count: m.map_err(db)? as i64, ..Default::default() }
+
+    // Futures polled together are written to the connection in order: one round trip.
+    let (b, s, m, e) = tokio::join!(
+        client.execute(&begin, &[]),
+        client.query(&setup, &setup_params),
+        async {
+            if rows {
+                client.query(&main, &params).await.map(Ok)
+            } else {
+                client.execute(&main, &params).await.map(Err)
+            }
+        },
+        client.execute(&end, &[]),
+    );
+    b.map_err(db)?;
+    s.map_err(db)?;
+    let out = match m.map_err(db)? {
+        Ok(rows) => {
+            let row = rows.first().ok_or_else(|| RestError::internal(anyhow::anyhow!("statement returned no row")))?;
+            Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3) }
+        }
+        Err(n) => Outcome { count: n as i64, ..Default::default() },
     };
+    e.map_err(db)?;
+    Ok(out)
+}
+
+/// The sequential path: BEGIN, setup, then prepare and run the statement as the
+/// request's role.
+async fn run_in_transaction(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
+    let anon = caller.role == pgstack_shared::Role::Anon;
+    let mut client = pool.get().await?;
+    let tx = begin(&mut client, caller, info).await?;
+    let out = statement(&tx, sql, rows, anon).await?;
+    let db = |e| RestError::from_db(e, anon);
     if rollback {
         tx.rollback().await.map_err(db)?;
     } else {

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# REST benchmark: pgstack (wrk over HTTP) beside pgbench on the equivalent SQL, in one
+# run, on one private cluster. Prints a markdown table; numbers are this machine's.
+#
+#   bash bench/rest.sh [seconds per run, default 10] [connections, default 10]
+#
+# Workloads: GET by primary key, a filtered list of 20 rows, a two-level embed, a single
+# insert, a bulk insert of 100 rows. Load generator, gateway and Postgres share the
+# machine, as in shared/docs/performance-baselines.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONN=${2:-10}
+PGBIN=/usr/lib/postgresql/15/bin
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
+
+cargo build --release --bin pgstack -j2 >/dev/null 2>&1
+work=$(mktemp -d /tmp/pgstack-bench-XXXX)
+chmod 755 "$work"
+export PGSTACK_DIR="$work/state" LISTEN_ADDR=127.0.0.1:0 RUST_LOG=warn DB_POOL_SIZE=${DB_POOL_SIZE:-8}
+target/release/pgstack dev > "$work/dev.out" 2> "$work/dev.err" &
+DEV=$!
+trap 'kill -TERM $DEV 2>/dev/null; wait $DEV 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 120); do grep -q '^listening on' "$work/dev.out" && break; sleep 0.5; done
+API=$(sed -n 's/^listening on //p' "$work/dev.out")
+ANON=$(sed -n 's/^ *anon key: *//p' "$work/dev.out")
+SERVICE=$(sed -n 's/^ *service_role key: *//p' "$work/dev.out")
+SU=$(sed -n 's/^ *Superuser URL: *//p' "$work/dev.out")
+
+"$PGBIN/psql" -q "$SU" <<'SQL'
+CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2), created_at timestamptz DEFAULT now());
+INSERT INTO items SELECT g, 'item ' || g, (g % 1000) / 10.0, now() FROM generate_series(1, 100000) g;
+CREATE TABLE customers (id int PRIMARY KEY, name text);
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers, total numeric(10,2));
+CREATE TABLE order_items (id int PRIMARY KEY, order_id int REFERENCES orders, item_id int REFERENCES items, qty int);
+CREATE INDEX ON orders (customer_id); CREATE INDEX ON order_items (order_id);
+INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 1000) g;
+INSERT INTO orders SELECT g, 1 + g % 1000, g % 100 FROM generate_series(1, 10000) g;
+INSERT INTO order_items SELECT g, 1 + g % 10000, 1 + g % 100000, 1 + g % 5 FROM generate_series(1, 30000) g;
+CREATE TABLE events (id bigserial PRIMARY KEY, kind text, payload jsonb);
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO anon;
+GRANT ALL ON events TO service_role; GRANT USAGE ON SEQUENCE events_id_seq TO service_role;
+ANALYZE;
+SQL
+sleep 1  # schema cache reload after DDL
+
+lua() { # $1 method, $2 path (may use %d for a random id), $3 key, $4 body file or ""
+  cat <<LUA
+math.randomseed(os.time())
+wrk.method = "$1"
+wrk.headers["apikey"] = "$3"
+wrk.headers["Content-Type"] = "application/json"
+local body = "$( [ -n "$4" ] && sed 's/"/\\"/g' "$4" | tr -d '\n' )"
+if body ~= "" then wrk.body = body end
+request = function()
+  return wrk.format(nil, string.format("$2", math.random(1, 100000)))
+end
+LUA
+}
+
+run_wrk() { # method path key body -> "req/s p50 p99 non2xx"
+  lua "$1" "$2" "$3" "$4" > "$work/s.lua"
+  wrk -t2 -c"$CONN" -d"${DURATION}s" --latency -s "$work/s.lua" "$API" > "$work/wrk.out" 2>&1
+  local rps p50 p99 non2xx
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
+  p50=$(awk '$1=="50%" {print $2}' "$work/wrk.out")
+  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' "$work/wrk.out")
+  echo "$rps $p50 $p99 ${non2xx:-0}"
+}
+
+run_pgbench() { # sql-file -> tps
+  "$PGBIN/pgbench" -n -M "${PGBENCH_MODE:-simple}" -c "$CONN" -j 2 -T "$DURATION" -f "$1" "$SU" 2>/dev/null | awk '/^tps/ {print $3; exit}'
+}
+
+printf '\\set id random(1, 100000)\nSELECT id, name, price, created_at FROM items WHERE id = :id;\n' > "$work/pk.sql"
+printf '\\set id random(1, 99000)\nSELECT id, name, price FROM items WHERE id >= :id AND price > 5 ORDER BY id LIMIT 20;\n' > "$work/list.sql"
+printf '\\set id random(1, 1000)\nSELECT c.id, c.name, (SELECT json_agg(o) FROM (SELECT o.id, o.total, (SELECT json_agg(i) FROM (SELECT oi.qty, oi.item_id FROM order_items oi WHERE oi.order_id = o.id) i) AS items FROM orders o WHERE o.customer_id = c.id) o) FROM customers c WHERE c.id = :id;\n' > "$work/embed.sql"
+printf "INSERT INTO events (kind, payload) VALUES ('click', '{\"x\": 1}');\n" > "$work/insert.sql"
+printf "INSERT INTO events (kind, payload) SELECT 'click', '{\"x\": 1}' FROM generate_series(1, 100);\n" > "$work/bulk.sql"
+echo '{"kind": "click", "payload": {"x": 1}}' > "$work/one.json"
+python3 -c 'import json; print(json.dumps([{"kind": "click", "payload": {"x": 1}} for _ in range(100)]))' > "$work/hundred.json"
+
+echo "## REST benchmark ($(nproc) cores, ${DURATION}s per run, $CONN connections, $(date -u +%F))"
+echo
+echo "| workload | pgstack req/s | p50 | p99 | non-2xx | pgbench tps (same SQL, $CONN clients, ${PGBENCH_MODE:-simple}) | ratio |"
+echo "|---|---|---|---|---|---|---|"
+row() { # label wrk-args... pgbench-file
+  local label=$1 file=$6
+  read -r rps p50 p99 bad < <(run_wrk "$2" "$3" "$4" "$5")
+  [ -n "$rps" ] || { echo "wrk failed:"; cat "$work/wrk.out"; exit 1; }
+  local tps; tps=$(run_pgbench "$file")
+  local ratio; ratio=$(python3 -c "print(f'{100*float(\"$rps\")/float(\"$tps\"):.0f}%')" 2>/dev/null || echo "?")
+  echo "| $label | $rps | $p50 | $p99 | $bad | $tps | $ratio |"
+}
+row "GET by primary key" GET "/rest/v1/items?id=eq.%d&select=id,name,price,created_at" "$ANON" "" "$work/pk.sql"
+row "filtered list, 20 rows" GET "/rest/v1/items?id=gte.%d&price=gt.5&select=id,name,price&order=id&limit=20" "$ANON" "" "$work/list.sql"
+row "two-level embed" GET "/rest/v1/customers?id=eq.%d&select=id,name,orders(id,total,order_items(qty,item_id))" "$ANON" "" "$work/embed.sql"
+row "single insert" POST "/rest/v1/events" "$SERVICE" "$work/one.json" "$work/insert.sql"
+row "bulk insert, 100 rows" POST "/rest/v1/events" "$SERVICE" "$work/hundred.json" "$work/bulk.sql"
