@@ -124,6 +124,14 @@ pub struct Config {
     pub ws_max_connections_per_ip: usize,
     /// WS_CLIENT_QUEUE: frames queued per client before it gets an overflow. Default 256.
     pub ws_client_queue: usize,
+    /// WEBHOOK_TIMEOUT: seconds per delivery attempt. Default 10.
+    pub webhook_timeout_secs: u64,
+    /// WEBHOOK_ALLOW_PRIVATE: let webhooks reach loopback / private / link-local
+    /// addresses. Default false.
+    pub webhook_allow_private: bool,
+    /// WEBHOOK_ALLOWED_HOSTS: comma-separated `host` or `host:port` exempt from the
+    /// internal-address check.
+    pub webhook_allowed_hosts: Vec<String>,
 }
 
 /// How to reach the SMTP server.
@@ -333,6 +341,12 @@ impl Config {
             ws_max_connections: parse_num(src, "WS_MAX_CONNECTIONS", 10_000usize)?,
             ws_max_connections_per_ip: parse_num(src, "WS_MAX_CONNECTIONS_PER_IP", 100usize)?,
             ws_client_queue: parse_num(src, "WS_CLIENT_QUEUE", 256usize)?,
+            webhook_timeout_secs: parse_num(src, "WEBHOOK_TIMEOUT", 10u64)?.clamp(1, 300),
+            webhook_allow_private: parse_bool(src, "WEBHOOK_ALLOW_PRIVATE", false)?,
+            webhook_allowed_hosts: src
+                .get("WEBHOOK_ALLOWED_HOSTS")
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default(),
         })
     }
 }

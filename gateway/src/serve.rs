@@ -48,8 +48,13 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     let state = AppState::new(config, pool, mailer);
     let events = crate::listener::spawn(
         database_url,
-        vec![crate::listener::SCHEMA_CHANNEL.to_owned(), crate::realtime::CHANNEL.to_owned()],
+        vec![
+            crate::listener::SCHEMA_CHANNEL.to_owned(),
+            crate::realtime::CHANNEL.to_owned(),
+            crate::webhooks::deliver::CHANNEL.to_owned(),
+        ],
     );
+    crate::webhooks::deliver::spawn(state.clone(), &events);
     crate::realtime::spawn_relay(&state, &events);
     crate::listener::spawn_schema_reloader(state.clone(), events);
 

@@ -22,18 +22,25 @@ pub struct AppState {
     pub mailer: Mailer,
     /// WebSocket fan-out.
     pub hub: Arc<crate::realtime::hub::Hub>,
+    /// Where webhooks may go.
+    pub webhook_policy: Arc<crate::webhooks::ssrf::Policy>,
 }
 
 impl AppState {
     /// Builds the state from a configuration and a pool.
     pub fn new(config: Config, pool: deadpool_postgres::Pool, mailer: Mailer) -> Self {
         let config_queue = config.ws_client_queue;
+        let webhook_policy = Arc::new(crate::webhooks::ssrf::Policy {
+            allow_private: config.webhook_allow_private,
+            allowed_hosts: config.webhook_allowed_hosts.clone(),
+        });
         AppState {
             config: Arc::new(config),
             pool,
             schema_cache: CacheHandle::default(),
             schema_cache_loaded: Arc::new(AtomicBool::new(false)),
             hub: crate::realtime::hub::Hub::new(config_queue),
+            webhook_policy,
             mailer,
         }
     }

@@ -22,6 +22,7 @@ use crate::AppState;
 /// Every /rest/v1 route.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .merge(crate::webhooks::routes())
         .route("/", get(super::openapi::openapi))
         .route("/rls-debug", get(rls_debug))
         .route("/batch", post(super::batch::batch))

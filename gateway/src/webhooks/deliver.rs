@@ -1,0 +1,135 @@
+//! Delivery worker: claims due outbox events (SKIP LOCKED, under a lease), POSTs
+//! them, records the outcome. Wakes on NOTIFY 'pgr_webhooks' and every second (for
+//! retries and leases that ran out); on start it resumes whatever is due.
+//! 3 attempts: immediately, after 1 s, after 4 s; then the event is kept as dead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::broadcast;
+
+use super::ssrf::{Policy, Resolver};
+use crate::listener::Event;
+use crate::AppState;
+
+/// NOTIFY channel the outbox trigger uses.
+pub const CHANNEL: &str = "pgr_webhooks";
+/// Attempts before an event is dead (contract).
+pub const MAX_ATTEMPTS: i32 = 3;
+/// Wait after attempt n fails (n = 1, 2).
+const RETRY_SECS: [i32; 2] = [1, 4];
+const BATCH: i32 = 16;
+
+/// `sha256=<hex HMAC-SHA256 of body>`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The HTTP client for deliveries: policy-checking resolver, no redirects, timeout.
+pub fn client(policy: Arc<Policy>, timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(Resolver(policy)))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .user_agent("pgstack-webhooks/1.0")
+        .build()
+        .expect("webhook HTTP client")
+}
+
+/// Starts the worker.
+pub fn spawn(s: AppState, events: &broadcast::Sender<Event>) {
+    let mut rx = events.subscribe();
+    tokio::spawn(async move {
+        let timeout = Duration::from_secs(s.config.webhook_timeout_secs);
+        let http = client(s.webhook_policy.clone(), timeout);
+        let lease = (s.config.webhook_timeout_secs as i32) * 2 + 5;
+        loop {
+            loop {
+                match drain_once(&s, &http, lease).await {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "webhook outbox not reachable");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = rx.recv() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    });
+}
+
+/// Claims and delivers one batch; returns how many were claimed.
+async fn drain_once(s: &AppState, http: &reqwest::Client, lease: i32) -> anyhow::Result<usize> {
+    let client = s.pool.get().await?;
+    let rows = client.query("SELECT id, url, secret, body, attempts, extract(epoch FROM created_at)::bigint FROM pgr.webhook_claim($1, $2)", &[&BATCH, &lease]).await?;
+    drop(client);
+    let n = rows.len();
+    let deliveries = rows.into_iter().map(|r| {
+        let (id, url, secret, body, attempts, ts): (i64, String, String, String, i32, i64) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        async move {
+            let result = send(s, http, id, &url, &secret, body, ts).await;
+            let (ok, error) = match result {
+                Ok(()) => (true, None),
+                Err(e) => (false, Some(e)),
+            };
+            let retry = RETRY_SECS.get((attempts - 1).max(0) as usize).copied().unwrap_or(0);
+            if let Some(e) = &error {
+                tracing::warn!(event = id, attempt = attempts, error = %e, "webhook delivery failed");
+            }
+            if let Ok(c) = s.pool.get().await {
+                let _ = c.execute("SELECT pgr.webhook_done($1, $2, $3, $4, $5)", &[&id, &ok, &error, &retry, &MAX_ATTEMPTS]).await;
+            }
+        }
+    });
+    futures_util::future::join_all(deliveries).await;
+    Ok(n)
+}
+
+async fn send(s: &AppState, http: &reqwest::Client, id: i64, url: &str, secret: &str, body: String, ts: i64) -> Result<(), String> {
+    let url = s.webhook_policy.check_url(url)?;
+    let mut req = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-webhook-id", id.to_string())
+        .header("x-webhook-timestamp", ts.to_string());
+    if !secret.is_empty() {
+        req = req.header("x-webhook-signature", signature(secret, body.as_bytes()));
+    }
+    let res = req.body(body).send().await.map_err(|e| {
+        if e.is_timeout() {
+            "timed out".to_owned()
+        } else {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg = format!("{msg}: {s}");
+                src = s.source();
+            }
+            msg
+        }
+    })?;
+    if res.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {}", res.status().as_u16()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(signature("Jefe", b"what do ya want for nothing?"), "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+}

@@ -1,0 +1,111 @@
+//! Webhooks (contract: Webhooks): registration under /rest/v1/webhooks (service key
+//! only) and delivery from the extension's durable outbox (`deliver`).
+
+pub mod deliver;
+pub mod ssrf;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::http::caller::{Caller, CallerError, KeyKind};
+use crate::rest::error::RestError;
+use crate::rest::exec::{self, RequestInfo};
+use crate::AppState;
+
+/// /rest/v1/webhooks routes (mounted before the table routes).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/webhooks", get(list).post(create))
+        .route("/webhooks/events", get(events))
+        .route("/webhooks/{id}", delete(remove))
+}
+
+fn service(caller: Result<Caller, CallerError>) -> Result<Caller, RestError> {
+    let caller = caller?;
+    if caller.kind != KeyKind::Service {
+        return Err(RestError::new(StatusCode::FORBIDDEN, "42501", "service_role key required", None, None));
+    }
+    Ok(caller)
+}
+
+/// Runs `sql` (returning one jsonb / bool) as the service role.
+async fn call(s: &AppState, caller: &Caller, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<tokio_postgres::Row, RestError> {
+    let info = RequestInfo { method: "POST", path: "/webhooks", headers: "{}".into() };
+    let mut client = s.pool.get().await?;
+    let tx = exec::begin(&mut client, caller, &info).await?;
+    let row = tx.query_one(sql, params).await.map_err(|e| RestError::from_db(e, false))?;
+    tx.commit().await.map_err(|e| RestError::from_db(e, false))?;
+    Ok(row)
+}
+
+#[derive(Deserialize)]
+struct CreateParams {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+    table_name: Option<String>,
+    secret: Option<String>,
+}
+
+/// POST /rest/v1/webhooks → 201 webhook (the secret is never returned).
+async fn create(State(s): State<AppState>, caller: Result<Caller, CallerError>, body: Bytes) -> Result<(StatusCode, Json<Value>), RestError> {
+    let caller = service(caller)?;
+    let p: CreateParams = serde_json::from_slice(&body).map_err(|e| RestError::bad("PGRST102", format!("invalid body: {e}")))?;
+    let url = p.url.ok_or_else(|| RestError::bad("PGRST102", "url is required"))?;
+    s.webhook_policy.check_url(&url).map_err(|e| RestError::bad("PGRST102", e))?;
+    let events: Vec<String> = p.events.unwrap_or_else(|| vec!["*".into()]).into_iter().map(|e| e.to_ascii_uppercase()).collect();
+    if events.is_empty() || events.iter().any(|e| !matches!(e.as_str(), "*" | "INSERT" | "UPDATE" | "DELETE")) {
+        return Err(RestError::bad("PGRST102", "events must be a non-empty list of INSERT, UPDATE, DELETE or *"));
+    }
+    let table = p.table_name.unwrap_or_else(|| "*".into());
+    let secret = p.secret.unwrap_or_default();
+    let schema = s.config.db_schemas.first().cloned().unwrap_or_else(|| "public".into());
+    let row = call(&s, &caller, "SELECT pgr.webhook_create($1, $2, $3, $4, $5)", &[&url, &events, &table, &secret, &schema]).await.map_err(|e| {
+        if e.code == "42P01" {
+            RestError::new(StatusCode::BAD_REQUEST, "42P01", e.message, None, Some("table_name must be an existing table, or * for every table"))
+        } else {
+            e
+        }
+    })?;
+    Ok((StatusCode::CREATED, Json(row.get(0))))
+}
+
+/// GET /rest/v1/webhooks.
+async fn list(State(s): State<AppState>, caller: Result<Caller, CallerError>) -> Result<Json<Value>, RestError> {
+    let caller = service(caller)?;
+    Ok(Json(call(&s, &caller, "SELECT pgr.webhook_list()", &[]).await?.get(0)))
+}
+
+/// DELETE /rest/v1/webhooks/{id} → 200 `{"message": "webhook deleted"}`.
+async fn remove(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(id): Path<String>) -> Result<Json<Value>, RestError> {
+    let caller = service(caller)?;
+    let id: Uuid = id.parse().map_err(|_| RestError::bad("22P02", "invalid webhook id: must be a UUID"))?;
+    let found: bool = call(&s, &caller, "SELECT pgr.webhook_delete($1)", &[&id]).await?.get(0);
+    if !found {
+        return Err(RestError::new(StatusCode::NOT_FOUND, "PGRST116", "webhook not found", None, None));
+    }
+    Ok(Json(json!({"message": "webhook deleted"})))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    status: Option<String>,
+    limit: Option<i32>,
+}
+
+/// GET /rest/v1/webhooks/events?status=dead|pending|delivering|delivered: the outbox,
+/// so nothing that failed is lost from sight.
+async fn events(State(s): State<AppState>, caller: Result<Caller, CallerError>, Query(q): Query<EventsQuery>, _h: HeaderMap) -> Result<Json<Value>, RestError> {
+    let caller = service(caller)?;
+    let status = q.status.unwrap_or_else(|| "dead".into());
+    if !matches!(status.as_str(), "dead" | "pending" | "delivering" | "delivered") {
+        return Err(RestError::bad("PGRST100", "status must be dead, pending, delivering or delivered"));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(Json(call(&s, &caller, "SELECT pgr.webhook_events($1, $2)", &[&status, &limit]).await?.get(0)))
+}

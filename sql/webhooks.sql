@@ -1,0 +1,180 @@
+-- Webhooks with a durable outbox. A row trigger (installed per table by
+-- pgr.webhook_create) writes one outbox row per matching webhook in the writing
+-- transaction — an event exists if and only if its transaction committed — and
+-- NOTIFYs 'pgr_webhooks'. Gateways claim due rows with FOR UPDATE SKIP LOCKED under a
+-- lease (a gateway that dies mid-delivery releases them when the lease ends), deliver,
+-- and record the outcome: delivered, retried (after 1 s, then 4 s), or dead after 3
+-- attempts with the last error. Nothing is deleted silently.
+
+CREATE TABLE pgr.webhooks (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    url         text NOT NULL CHECK (url ~* '^https?://'),
+    events      text[] NOT NULL DEFAULT '{*}'
+                CHECK (events <@ ARRAY['*', 'INSERT', 'UPDATE', 'DELETE'] AND cardinality(events) > 0),
+    table_name  text NOT NULL DEFAULT '*',
+    relid       oid,
+    secret      text NOT NULL DEFAULT '',
+    active      boolean NOT NULL DEFAULT true,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE pgr.webhook_outbox (
+    id              bigserial PRIMARY KEY,
+    webhook_id      uuid NOT NULL REFERENCES pgr.webhooks ON DELETE CASCADE,
+    event           text NOT NULL,
+    table_name      text NOT NULL,
+    body            text NOT NULL,
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivering', 'delivered', 'dead')),
+    attempts        int NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz
+);
+CREATE INDEX webhook_outbox_due_idx ON pgr.webhook_outbox (next_attempt_at) WHERE status IN ('pending', 'delivering');
+
+CREATE FUNCTION pgr._webhook_fire() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    body text;
+BEGIN
+    -- record / old_record are left out when they do not apply (contract).
+    body := json_build_object('event', TG_OP, 'table', TG_TABLE_NAME)::jsonb
+            || CASE WHEN TG_OP <> 'DELETE' THEN jsonb_build_object('record', to_jsonb(NEW)) ELSE '{}' END
+            || CASE WHEN TG_OP <> 'INSERT' THEN jsonb_build_object('old_record', to_jsonb(OLD)) ELSE '{}' END;
+    INSERT INTO pgr.webhook_outbox (webhook_id, event, table_name, body)
+    SELECT w.id, TG_OP, TG_TABLE_NAME, body
+      FROM pgr.webhooks w
+     WHERE w.active
+       AND (w.table_name = '*' OR w.relid = TG_RELID)
+       AND (w.events && ARRAY['*', TG_OP]);
+    IF FOUND THEN
+        PERFORM pg_notify('pgr_webhooks', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Installs the row trigger where a table-specific webhook needs it, removes it where
+-- none does (`*` webhooks are matchers only: Postgres has no all-tables row trigger).
+CREATE FUNCTION pgr._webhook_sync() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t oid;
+BEGIN
+    FOR t IN SELECT DISTINCT relid FROM pgr.webhooks WHERE relid IS NOT NULL LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t AND tgname = 'pgr_webhook') THEN
+            EXECUTE format('CREATE TRIGGER pgr_webhook AFTER INSERT OR UPDATE OR DELETE ON %s
+                            FOR EACH ROW EXECUTE FUNCTION pgr._webhook_fire()', t::regclass);
+        END IF;
+    END LOOP;
+    FOR t IN SELECT tgrelid FROM pg_trigger WHERE tgname = 'pgr_webhook'
+              AND NOT EXISTS (SELECT 1 FROM pgr.webhooks WHERE relid = tgrelid) LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS pgr_webhook ON %s', t::regclass);
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION pgr._webhook_json(w pgr.webhooks) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT jsonb_build_object('id', w.id, 'url', w.url, 'events', w.events, 'table_name', w.table_name,
+                              'active', w.active, 'created_at', w.created_at)
+$$;
+
+-- Registers a webhook; `schema` resolves a table name that is not qualified.
+CREATE FUNCTION pgr.webhook_create(url text, events text[] DEFAULT '{*}', table_name text DEFAULT '*',
+                                   secret text DEFAULT '', schema text DEFAULT 'public')
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel oid;
+    w   pgr.webhooks;
+BEGIN
+    IF webhook_create.table_name <> '*' THEN
+        rel := coalesce(to_regclass(format('%I.%I', webhook_create.schema, webhook_create.table_name)),
+                        CASE WHEN position('.' IN webhook_create.table_name) > 0 THEN to_regclass(webhook_create.table_name) END);
+        IF rel IS NULL OR (SELECT relkind FROM pg_class WHERE oid = rel) NOT IN ('r', 'p') THEN
+            RAISE EXCEPTION 'table % does not exist', webhook_create.table_name USING ERRCODE = 'undefined_table';
+        END IF;
+    END IF;
+    INSERT INTO pgr.webhooks (url, events, table_name, relid, secret)
+    VALUES (webhook_create.url, coalesce(webhook_create.events, '{*}'), webhook_create.table_name, rel,
+            coalesce(webhook_create.secret, ''))
+    RETURNING * INTO w;
+    PERFORM pgr._webhook_sync();
+    RETURN pgr._webhook_json(w);
+END
+$$;
+
+CREATE FUNCTION pgr.webhook_list() RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_agg(pgr._webhook_json(w) ORDER BY w.created_at, w.id), '[]') FROM pgr.webhooks w
+$$;
+
+CREATE FUNCTION pgr.webhook_delete(id uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM pgr.webhooks w WHERE w.id = webhook_delete.id;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM pgr._webhook_sync();
+    RETURN true;
+END
+$$;
+
+-- Outbox events of one status (e.g. 'dead'), newest first.
+CREATE FUNCTION pgr.webhook_events(status text DEFAULT 'dead', lim int DEFAULT 100) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'id', o.id, 'webhook_id', o.webhook_id, 'event', o.event, 'table', o.table_name,
+               'status', o.status, 'attempts', o.attempts, 'last_error', o.last_error,
+               'created_at', o.created_at, 'delivered_at', o.delivered_at, 'body', o.body::jsonb)
+               ORDER BY o.id DESC), '[]')
+      FROM (SELECT * FROM pgr.webhook_outbox WHERE webhook_outbox.status = webhook_events.status
+             ORDER BY id DESC LIMIT greatest(lim, 1)) o
+$$;
+
+-- Claims up to n due events for `lease_secs` (SKIP LOCKED: gateways never share one).
+CREATE FUNCTION pgr.webhook_claim(n int, lease_secs int)
+RETURNS TABLE (id bigint, url text, secret text, body text, attempts int, created_at timestamptz)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE pgr.webhook_outbox o
+       SET status = 'delivering', attempts = o.attempts + 1,
+           next_attempt_at = now() + make_interval(secs => lease_secs)
+      FROM pgr.webhooks w
+     WHERE w.id = o.webhook_id
+       AND o.id IN (SELECT d.id FROM pgr.webhook_outbox d
+                     WHERE d.status IN ('pending', 'delivering') AND d.next_attempt_at <= now()
+                     ORDER BY d.id LIMIT n FOR UPDATE SKIP LOCKED)
+    RETURNING o.id, w.url, w.secret, o.body, o.attempts, o.created_at
+$$;
+
+-- Records a delivery attempt: delivered, retry after retry_secs, or dead at max_attempts.
+CREATE FUNCTION pgr.webhook_done(event_id bigint, ok boolean, error text, retry_secs int, max_attempts int)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE pgr.webhook_outbox
+       SET status = CASE WHEN ok THEN 'delivered' WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+           delivered_at = CASE WHEN ok THEN now() END,
+           last_error = CASE WHEN ok THEN NULL ELSE error END,
+           next_attempt_at = now() + make_interval(secs => retry_secs)
+     WHERE id = event_id
+$$;
+
+REVOKE EXECUTE ON FUNCTION pgr.webhook_create(text, text[], text, text, text), pgr.webhook_list(),
+    pgr.webhook_delete(uuid), pgr.webhook_events(text, int), pgr.webhook_claim(int, int),
+    pgr.webhook_done(bigint, boolean, text, int, int), pgr._webhook_sync() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgr.webhook_create(text, text[], text, text, text), pgr.webhook_list(),
+    pgr.webhook_delete(uuid), pgr.webhook_events(text, int) TO service_role;
+-- The gateway's delivery worker runs as its login role.
+GRANT EXECUTE ON FUNCTION pgr.webhook_claim(int, int), pgr.webhook_done(bigint, boolean, text, int, int) TO authenticator;
