@@ -132,6 +132,10 @@ pub struct Config {
     /// WEBHOOK_ALLOWED_HOSTS: comma-separated `host` or `host:port` exempt from the
     /// internal-address check.
     pub webhook_allowed_hosts: Vec<String>,
+    /// STORAGE_BACKEND: `database` (default) or `disk`.
+    pub storage_backend: String,
+    /// STORAGE_ROOT: folder of the disk backend. Default `./storage`.
+    pub storage_root: String,
 }
 
 /// How to reach the SMTP server.
@@ -347,6 +351,11 @@ impl Config {
                 .get("WEBHOOK_ALLOWED_HOSTS")
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
+            storage_backend: match src.get("STORAGE_BACKEND").unwrap_or_else(|| "database".into()).as_str() {
+                b @ ("database" | "disk") => b.to_owned(),
+                other => return Err(ConfigError::Invalid { name: "STORAGE_BACKEND", why: format!("{other:?} is not database or disk") }),
+            },
+            storage_root: src.get("STORAGE_ROOT").unwrap_or_else(|| "./storage".into()),
         })
     }
 }

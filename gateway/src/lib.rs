@@ -20,6 +20,7 @@ pub mod rest;
 pub mod router;
 pub mod serve;
 pub mod state;
+pub mod storage;
 pub mod webhooks;
 
 pub use router::app;

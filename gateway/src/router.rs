@@ -3,7 +3,7 @@
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::{auth, error, health, http, realtime, rest, AppState};
+use crate::{auth, error, health, http, realtime, rest, storage, AppState};
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -15,6 +15,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/rest/v1", rest::routes())
         .route("/api/catalog/refresh", post(rest::catalog_refresh))
         .nest("/ws", realtime::routes())
+        .nest("/storage/v1", storage::routes())
         .fallback(error::not_found)
         .with_state(state);
     let routes = match cors {

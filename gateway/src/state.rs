@@ -24,12 +24,16 @@ pub struct AppState {
     pub hub: Arc<crate::realtime::hub::Hub>,
     /// Where webhooks may go.
     pub webhook_policy: Arc<crate::webhooks::ssrf::Policy>,
+    /// Where object content lives.
+    pub storage_backend: crate::storage::backend::Backend,
 }
 
 impl AppState {
     /// Builds the state from a configuration and a pool.
     pub fn new(config: Config, pool: deadpool_postgres::Pool, mailer: Mailer) -> Self {
         let config_queue = config.ws_client_queue;
+        let config_backend_disk = config.storage_backend == "disk";
+        let config_root = config.storage_root.clone();
         let webhook_policy = Arc::new(crate::webhooks::ssrf::Policy {
             allow_private: config.webhook_allow_private,
             allowed_hosts: config.webhook_allowed_hosts.clone(),
@@ -41,6 +45,11 @@ impl AppState {
             schema_cache_loaded: Arc::new(AtomicBool::new(false)),
             hub: crate::realtime::hub::Hub::new(config_queue),
             webhook_policy,
+            storage_backend: if config_backend_disk {
+                crate::storage::backend::Backend::Disk(std::path::PathBuf::from(&config_root))
+            } else {
+                crate::storage::backend::Backend::Database
+            },
             mailer,
         }
     }

@@ -1,0 +1,81 @@
+//! /storage/v1: buckets and objects (contract: Storage; storage-js shapes beside it).
+//!
+//! Flow: caller (key / JWT) → path check (`paths`, before any IO) → the object row as
+//! the caller's role (RLS decides) → content through `backend`.
+
+pub mod backend;
+pub mod buckets;
+pub mod objects;
+pub mod paths;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::AppState;
+
+/// Every /storage/v1 route.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/bucket", post(buckets::create).get(buckets::list))
+        .route("/bucket/{id}", get(buckets::get).delete(buckets::delete))
+        .route("/object/list/{bucket}", get(objects::list_get).post(objects::list_post))
+        .route("/object/public/{bucket}/{*path}", get(objects::download_public))
+        .route("/object/{bucket}/{*path}", post(objects::upload).put(objects::update).get(objects::download).delete(objects::delete))
+}
+
+/// A storage error: the contract's `{"error"}` plus storage-js's `statusCode` and
+/// `message`.
+#[derive(Debug)]
+pub struct StorageError(pub StatusCode, pub String);
+
+impl StorageError {
+    /// 400.
+    pub fn bad(m: impl Into<String>) -> Self {
+        StorageError(StatusCode::BAD_REQUEST, m.into())
+    }
+    /// 404.
+    pub fn not_found(m: impl Into<String>) -> Self {
+        StorageError(StatusCode::NOT_FOUND, m.into())
+    }
+}
+
+impl IntoResponse for StorageError {
+    fn into_response(self) -> Response {
+        let code = self.0.as_u16().to_string();
+        (self.0, Json(json!({"error": self.1, "message": self.1, "statusCode": code}))).into_response()
+    }
+}
+
+impl From<crate::rest::error::RestError> for StorageError {
+    fn from(e: crate::rest::error::RestError) -> Self {
+        if e.status.is_server_error() {
+            tracing::error!(code = %e.code, message = %e.message, "storage database error");
+        }
+        StorageError(e.status, e.message)
+    }
+}
+
+impl From<tokio_postgres::Error> for StorageError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        crate::rest::error::RestError::from_db(e, false).into()
+    }
+}
+
+impl From<crate::http::caller::CallerError> for StorageError {
+    fn from(e: crate::http::caller::CallerError) -> Self {
+        StorageError(StatusCode::UNAUTHORIZED, e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        tracing::error!(error = %e, "storage IO error");
+        StorageError(StatusCode::INTERNAL_SERVER_ERROR, "storage error".into())
+    }
+}
+
+/// Handler result.
+pub type StorageResult<T> = Result<T, StorageError>;

@@ -1,0 +1,84 @@
+-- Storage catalog: buckets and objects, with RLS deciding who reads and writes objects
+-- (Supabase's helpers storage.foldername / filename / extension, so its policy recipes
+-- work unchanged). Content lives either in storage.object_chunks (STORAGE_BACKEND =
+-- database, written in the same transaction as the object row) or on disk
+-- (STORAGE_BACKEND = disk, one file per object id).
+
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgstack_storage_admin') THEN
+        CREATE ROLE pgstack_storage_admin NOLOGIN NOINHERIT;
+    END IF;
+END
+$roles$;
+GRANT pgstack_storage_admin TO authenticator;
+
+CREATE TABLE storage.buckets (
+    id                 text PRIMARY KEY
+                       CHECK (id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'
+                              AND id NOT IN ('public', 'sign', 'list', 'info', 'authenticated', 'upload',
+                                             'render', 'move', 'copy', 'object', 'bucket')),
+    name               text NOT NULL UNIQUE,
+    owner              uuid,
+    public             boolean NOT NULL DEFAULT false,
+    file_size_limit    bigint CHECK (file_size_limit IS NULL OR file_size_limit > 0),
+    allowed_mime_types text[],
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE storage.objects (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    bucket_id        text NOT NULL REFERENCES storage.buckets (id),
+    name             text NOT NULL CHECK (length(name) BETWEEN 1 AND 1024),
+    owner            uuid DEFAULT auth.uid(),
+    metadata         jsonb NOT NULL DEFAULT '{}',
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    last_accessed_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (bucket_id, name)
+);
+CREATE INDEX objects_bucket_name_idx ON storage.objects (bucket_id, name text_pattern_ops);
+
+CREATE TABLE storage.object_chunks (
+    object_id uuid NOT NULL REFERENCES storage.objects (id) ON DELETE CASCADE,
+    n         int NOT NULL,
+    data      bytea NOT NULL,
+    PRIMARY KEY (object_id, n)
+);
+
+CREATE FUNCTION storage.foldername(name text) RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$ SELECT (string_to_array(name, '/'))[1:array_length(string_to_array(name, '/'), 1) - 1] $$;
+CREATE FUNCTION storage.filename(name text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT (string_to_array(name, '/'))[array_length(string_to_array(name, '/'), 1)] $$;
+CREATE FUNCTION storage.extension(name text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN storage.filename(name) LIKE '%.%'
+                                         THEN reverse(split_part(reverse(storage.filename(name)), '.', 1)) ELSE '' END $$;
+
+-- Default policies: public buckets are readable by all; otherwise owners read, write
+-- and delete their own objects. service_role bypasses RLS. Replace or add policies as
+-- on Supabase.
+ALTER TABLE storage.objects ENABLE ROW LEVEL SECURITY;
+CREATE POLICY objects_read ON storage.objects FOR SELECT TO anon, authenticated
+    USING (owner = auth.uid() OR EXISTS (SELECT 1 FROM storage.buckets b WHERE b.id = bucket_id AND b.public));
+CREATE POLICY objects_insert ON storage.objects FOR INSERT TO authenticated WITH CHECK (owner = auth.uid());
+CREATE POLICY objects_update ON storage.objects FOR UPDATE TO authenticated USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
+CREATE POLICY objects_delete ON storage.objects FOR DELETE TO authenticated USING (owner = auth.uid());
+
+GRANT SELECT ON storage.buckets TO anon, authenticated, service_role;
+GRANT INSERT, UPDATE, DELETE ON storage.buckets TO service_role;
+GRANT SELECT, INSERT, UPDATE, DELETE ON storage.objects TO anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION storage.foldername(text), storage.filename(text), storage.extension(text)
+    TO anon, authenticated, service_role;
+-- Content is reached only after the object row passed RLS as the caller.
+GRANT USAGE ON SCHEMA storage TO pgstack_storage_admin;
+GRANT SELECT, INSERT, DELETE ON storage.object_chunks TO pgstack_storage_admin;
+
+-- Reads one chunk of content for the gateway, which has already read the object row
+-- as the caller (so RLS allowed it).
+CREATE FUNCTION storage.read_chunk(object_id uuid, n int) RETURNS bytea
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT data FROM storage.object_chunks WHERE object_chunks.object_id = read_chunk.object_id AND object_chunks.n = read_chunk.n $$;
+REVOKE EXECUTE ON FUNCTION storage.read_chunk(uuid, int) FROM PUBLIC;
+GRANT USAGE ON SCHEMA storage TO authenticator;
+GRANT EXECUTE ON FUNCTION storage.read_chunk(uuid, int) TO authenticator;
