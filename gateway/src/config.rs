@@ -136,6 +136,12 @@ pub struct Config {
     pub storage_backend: String,
     /// STORAGE_ROOT: folder of the disk backend. Default `./storage`.
     pub storage_root: String,
+    /// DENO_PATH: the Deno binary for edge functions (else `deno` on PATH; none = 503).
+    pub deno_path: Option<String>,
+    /// FUNCTION_TIMEOUT_MS: per invocation. Default 10000.
+    pub function_timeout_ms: u64,
+    /// FUNCTION_MEMORY_MB: V8 heap cap of the Deno worker. Default 256.
+    pub function_memory_mb: u64,
 }
 
 /// How to reach the SMTP server.
@@ -356,6 +362,9 @@ impl Config {
                 other => return Err(ConfigError::Invalid { name: "STORAGE_BACKEND", why: format!("{other:?} is not database or disk") }),
             },
             storage_root: src.get("STORAGE_ROOT").unwrap_or_else(|| "./storage".into()),
+            deno_path: src.get("DENO_PATH"),
+            function_timeout_ms: parse_num(src, "FUNCTION_TIMEOUT_MS", 10_000u64)?.max(100),
+            function_memory_mb: parse_num(src, "FUNCTION_MEMORY_MB", 256u64)?.max(32),
         })
     }
 }

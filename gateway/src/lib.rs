@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod dev;
 pub mod error;
+pub mod functions;
 pub mod health;
 pub mod http;
 pub mod install;

@@ -3,7 +3,7 @@
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::{auth, error, health, http, realtime, rest, storage, AppState};
+use crate::{auth, error, functions, health, http, realtime, rest, storage, AppState};
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -16,6 +16,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/catalog/refresh", post(rest::catalog_refresh))
         .nest("/ws", realtime::routes())
         .nest("/storage/v1", storage::routes())
+        .route("/functions/v1/", get(functions::list))
+        .nest("/functions/v1", functions::routes())
         .fallback(error::not_found)
         .with_state(state);
     let routes = match cors {

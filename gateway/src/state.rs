@@ -26,6 +26,12 @@ pub struct AppState {
     pub webhook_policy: Arc<crate::webhooks::ssrf::Policy>,
     /// Where object content lives.
     pub storage_backend: crate::storage::backend::Backend,
+    /// Edge functions catalog.
+    pub functions: Arc<crate::functions::Catalog>,
+    /// The Deno worker.
+    pub deno: Arc<crate::functions::deno::DenoWorker>,
+    /// HTTP client to the Deno worker (loopback).
+    pub functions_http: reqwest::Client,
 }
 
 impl AppState {
@@ -34,6 +40,10 @@ impl AppState {
         let config_queue = config.ws_client_queue;
         let config_backend_disk = config.storage_backend == "disk";
         let config_root = config.storage_root.clone();
+        let deno = Arc::new(
+            crate::functions::deno::DenoWorker::new(config.deno_path.clone(), config.function_memory_mb)
+                .expect("a temporary folder for function modules"),
+        );
         let webhook_policy = Arc::new(crate::webhooks::ssrf::Policy {
             allow_private: config.webhook_allow_private,
             allowed_hosts: config.webhook_allowed_hosts.clone(),
@@ -45,6 +55,9 @@ impl AppState {
             schema_cache_loaded: Arc::new(AtomicBool::new(false)),
             hub: crate::realtime::hub::Hub::new(config_queue),
             webhook_policy,
+            functions: Arc::new(crate::functions::Catalog::default()),
+            deno,
+            functions_http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("HTTP client"),
             storage_backend: if config_backend_disk {
                 crate::storage::backend::Backend::Disk(std::path::PathBuf::from(&config_root))
             } else {

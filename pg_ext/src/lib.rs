@@ -19,6 +19,8 @@ pgrx::extension_sql_file!("../../sql/auth.sql", name = "auth", requires = ["boot
 pgrx::extension_sql_file!("../../sql/rest.sql", name = "rest", requires = ["bootstrap"]);
 // Storage: buckets, objects (RLS), chunks for the database backend.
 pgrx::extension_sql_file!("../../sql/storage.sql", name = "storage", requires = ["bootstrap"]);
+// Edge functions catalog.
+pgrx::extension_sql_file!("../../sql/functions.sql", name = "functions", requires = ["bootstrap"]);
 // Webhooks: registrations, row triggers, the durable outbox.
 pgrx::extension_sql_file!("../../sql/webhooks.sql", name = "webhooks", requires = ["bootstrap"]);
 // Live queries: registration, statement triggers, diffs, NOTIFY 'pgr'.

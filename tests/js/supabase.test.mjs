@@ -239,6 +239,24 @@ test('rest: rpc', async () => {
   assert.equal(missing.error.code, 'PGRST202');
 });
 
+test('functions: invoke with JSON, text, binary and an error', async () => {
+  const sb = client();
+  const json = await sb.functions.invoke('echo', { body: { a: 1 } });
+  assert.equal(json.error, null);
+  assert.deepEqual(json.data, { method: 'POST', body: { a: 1 } });
+  const text = await sb.functions.invoke('plain', { method: 'GET' });
+  assert.equal(text.error, null);
+  assert.equal(text.data, 'hello world');
+  const bin = await sb.functions.invoke('bytes', { body: new Blob([new Uint8Array([1, 2, 3])]) });
+  assert.equal(bin.error, null);
+  assert.deepEqual(new Uint8Array(await bin.data.arrayBuffer()), new Uint8Array([3, 2, 1]));
+  const bad = await sb.functions.invoke('boom');
+  assert.ok(bad.error);
+  assert.equal(bad.error.name, 'FunctionsHttpError');
+  assert.equal(bad.error.context.status, 500);
+  assert.equal((await bad.error.context.json()).error, 'boom');
+});
+
 test('rest: RLS through a signed-in user', async () => {
   const sb = client();
   const email = `rls.${Date.now()}@example.com`;

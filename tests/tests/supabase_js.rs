@@ -18,6 +18,11 @@ CREATE FUNCTION public.search_items(term text) RETURNS SETOF public.items LANGUA
 CREATE TABLE public.reviews (id int PRIMARY KEY, item_id int NOT NULL REFERENCES public.items (id) ON DELETE CASCADE, stars int NOT NULL);
 GRANT ALL ON public.reviews TO anon, authenticated, service_role;
 INSERT INTO public.reviews VALUES (1, 1, 5), (2, 1, 3), (3, 2, 4);
+INSERT INTO pgr.functions (name, source) VALUES
+ ('echo', 'Deno.serve(async (req) => Response.json({ method: req.method, body: await req.json() }));'),
+ ('plain', 'Deno.serve(() => new Response("hello world", { headers: { "content-type": "text/plain" } }));'),
+ ('bytes', 'Deno.serve(async (req) => new Response(new Uint8Array(await req.arrayBuffer()).reverse(), { headers: { "content-type": "application/octet-stream" } }));'),
+ ('boom', 'Deno.serve(() => { throw new Error("boom"); });');
 CREATE TABLE public.notes (id bigserial PRIMARY KEY, body text, owner uuid NOT NULL DEFAULT auth.uid());
 ALTER TABLE public.notes ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own ON public.notes FOR ALL TO authenticated USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
@@ -40,6 +45,7 @@ async fn supabase_js_auth_and_rest() {
         ("ALLOW_ANONYMOUS_SIGNIN", "true".to_owned()),
         ("SITE_URL", "http://app.test".to_owned()),
         ("EMAIL_MIN_INTERVAL", "0".to_owned()),
+        ("DENO_PATH", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/node_modules/@deno/linux-x64-glibc/deno").display().to_string()),
     ]);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let gw = Gateway::serve(&tc, &env).await.unwrap();

@@ -1,0 +1,74 @@
+// pgstack's Deno worker. The gateway starts one long-lived process with this script
+// and forwards invocations to it on loopback. Function modules are files in the folder
+// given as the first argument, named <name>-<version>.ts; each is imported once per
+// version. Modules written for Supabase call Deno.serve(handler): that call is captured
+// here instead of listening. `export default handler` and `export default { fetch }`
+// work too.
+const FN_DIR = Deno.args[0];
+const originalServe = Deno.serve.bind(Deno);
+type Handler = (req: Request) => Response | Promise<Response>;
+let capture: ((h: Handler) => void) | null = null;
+
+// deno-lint-ignore no-explicit-any
+(Deno as any).serve = (a: any, b?: any) => {
+  const handler: Handler = typeof a === "function" ? a : (b ?? a?.handler);
+  if (capture) {
+    capture(handler);
+    return { finished: Promise.resolve(), shutdown: () => Promise.resolve(), ref() {}, unref() {}, addr: null };
+  }
+  return originalServe(a, b);
+};
+
+const handlers = new Map<string, Handler>();
+let loading: Promise<unknown> = Promise.resolve();
+
+function load(name: string, version: string): Promise<Handler> {
+  const key = `${name}@${version}`;
+  const known = handlers.get(key);
+  if (known) return Promise.resolve(known);
+  // Imports run one at a time so each Deno.serve call is attributed to its module.
+  const next = loading.then(async () => {
+    const again = handlers.get(key);
+    if (again) return again;
+    let captured: Handler | null = null;
+    capture = (h) => { captured = h; };
+    try {
+      const mod = await import(`file://${FN_DIR}/${name}-${version}.ts`);
+      const d = mod.default;
+      const handler = captured ?? (typeof d === "function" ? d : d && typeof d.fetch === "function" ? d.fetch.bind(d) : null);
+      if (!handler) throw new Error(`function ${name} has no handler: call Deno.serve(handler) or export default`);
+      handlers.set(key, handler);
+      return handler;
+    } finally {
+      capture = null;
+    }
+  });
+  loading = next.catch(() => undefined);
+  return next as Promise<Handler>;
+}
+
+originalServe({ hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.log(`ready ${port}`) }, async (req) => {
+  const name = req.headers.get("x-pgstack-function") ?? "";
+  const version = req.headers.get("x-pgstack-version") ?? "";
+  const path = req.headers.get("x-pgstack-path") ?? "/";
+  try {
+    const handler = await load(name, version);
+    const headers = new Headers(req.headers);
+    for (const h of ["x-pgstack-function", "x-pgstack-version", "x-pgstack-path"]) headers.delete(h);
+    const hasBody = req.method !== "GET" && req.method !== "HEAD";
+    const inner = new Request(new URL(path, "http://localhost"), {
+      method: req.method,
+      headers,
+      body: hasBody ? req.body : undefined,
+      // deno-lint-ignore no-explicit-any
+      duplex: "half" as any,
+    } as RequestInit);
+    return await handler(inner);
+  } catch (e) {
+    const message = e instanceof Error ? e.message : String(e);
+    return new Response(JSON.stringify({ error: message }), {
+      status: 500,
+      headers: { "content-type": "application/json", "x-pgstack-function-error": "true" },
+    });
+  }
+});
