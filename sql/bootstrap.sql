@@ -86,3 +86,14 @@ COMMENT ON FUNCTION auth.email() IS 'The current user''s email claim, NULL when 
 
 GRANT EXECUTE ON FUNCTION auth.jwt(), auth.uid(), auth.role(), auth.email()
     TO anon, authenticated, service_role;
+
+-- The demo table of POST /api/demo (dev-only endpoint), kept out of public.
+CREATE TABLE pgr.demo (
+    id         serial PRIMARY KEY,
+    label      text NOT NULL,
+    value      bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+GRANT SELECT ON pgr.demo TO anon, authenticated;
+GRANT ALL ON pgr.demo TO service_role;
+GRANT USAGE ON SEQUENCE pgr.demo_id_seq TO service_role;

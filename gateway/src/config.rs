@@ -142,6 +142,10 @@ pub struct Config {
     pub function_timeout_ms: u64,
     /// FUNCTION_MEMORY_MB: V8 heap cap of the Deno worker. Default 256.
     pub function_memory_mb: u64,
+    /// ENABLE_SQL_ENDPOINT: mount POST /api/sql (service role). Default false.
+    pub enable_sql_endpoint: bool,
+    /// ENABLE_DEMO_ENDPOINT: mount POST /api/demo even without a SERVICE_ROLE_KEY.
+    pub enable_demo_endpoint: bool,
 }
 
 /// How to reach the SMTP server.
@@ -365,6 +369,8 @@ impl Config {
             deno_path: src.get("DENO_PATH"),
             function_timeout_ms: parse_num(src, "FUNCTION_TIMEOUT_MS", 10_000u64)?.max(100),
             function_memory_mb: parse_num(src, "FUNCTION_MEMORY_MB", 256u64)?.max(32),
+            enable_sql_endpoint: parse_bool(src, "ENABLE_SQL_ENDPOINT", false)?,
+            enable_demo_endpoint: parse_bool(src, "ENABLE_DEMO_ENDPOINT", false)?,
         })
     }
 }

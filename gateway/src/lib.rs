@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod dev;
+pub mod devtools;
 pub mod error;
 pub mod functions;
 pub mod health;

@@ -3,7 +3,7 @@
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::{auth, error, functions, health, http, realtime, rest, storage, AppState};
+use crate::{auth, devtools, error, functions, health, http, realtime, rest, storage, AppState};
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -14,6 +14,7 @@ pub fn app(state: AppState) -> Router {
         .route("/rest/v1/", get(rest::openapi::openapi))
         .nest("/rest/v1", rest::routes())
         .route("/api/catalog/refresh", post(rest::catalog_refresh))
+        .merge(devtools::routes(&state.config))
         .nest("/ws", realtime::routes())
         .nest("/storage/v1", storage::routes())
         .route("/functions/v1/", get(functions::list))
