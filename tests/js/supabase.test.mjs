@@ -257,6 +257,56 @@ test('functions: invoke with JSON, text, binary and an error', async () => {
   assert.equal((await bad.error.context.json()).error, 'boom');
 });
 
+test('storage: buckets and objects through storage-js', async () => {
+  const admin = client(SERVICE);
+  const made = await admin.storage.createBucket('js-files', { public: false, fileSizeLimit: 1024 * 1024 });
+  assert.equal(made.error, null);
+  assert.equal(made.data.name, 'js-files');
+  assert.equal((await admin.storage.getBucket('js-files')).data.public, false);
+  assert.ok((await admin.storage.listBuckets()).data.some((b) => b.id === 'js-files'));
+  assert.equal((await admin.storage.updateBucket('js-files', { public: false, allowedMimeTypes: ['text/*'] })).error, null);
+
+  const sb = client();
+  await sb.auth.signUp({ email: `files.${Date.now()}@example.com`, password: 'strongpassword123' });
+  const files = sb.storage.from('js-files');
+  const up = await files.upload('me/hello.txt', new Blob(['hello storage'], { type: 'text/plain' }));
+  assert.equal(up.error, null);
+  assert.equal(up.data.path, 'me/hello.txt');
+  const dup = await files.upload('me/hello.txt', new Blob(['again'], { type: 'text/plain' }));
+  assert.ok(dup.error, 'a second upload without upsert fails');
+  const upd = await files.update('me/hello.txt', Buffer.from('hello again'), { contentType: 'text/plain' });
+  assert.equal(upd.error, null);
+  const refused = await files.upload('me/pic.png', new Blob([new Uint8Array([1, 2])], { type: 'image/png' }));
+  assert.ok(refused.error, 'image/png is not in allowedMimeTypes');
+
+  const dl = await files.download('me/hello.txt');
+  assert.equal(dl.error, null);
+  assert.equal(await dl.data.text(), 'hello again');
+  const listed = await files.list('me');
+  assert.equal(listed.error, null);
+  assert.deepEqual(listed.data.map((f) => f.name), ['hello.txt']);
+  const signed = await files.createSignedUrl('me/hello.txt', 60);
+  assert.equal(signed.error, null);
+  const viaUrl = await fetch(signed.data.signedUrl);
+  assert.equal(viaUrl.status, 200);
+  assert.equal(await viaUrl.text(), 'hello again');
+  const anon = await client().storage.from('js-files').download('me/hello.txt');
+  assert.ok(anon.error, 'anon cannot read a private object');
+
+  const rm = await files.remove(['me/hello.txt']);
+  assert.equal(rm.error, null);
+  assert.equal(rm.data.length, 1);
+  assert.ok((await files.download('me/hello.txt')).error);
+
+  const pub = await admin.storage.createBucket('js-public', { public: true });
+  assert.equal(pub.error, null);
+  await admin.storage.from('js-public').upload('logo.txt', Buffer.from('public bytes'), { contentType: 'text/plain' });
+  const { data: { publicUrl } } = sb.storage.from('js-public').getPublicUrl('logo.txt');
+  assert.equal(await (await fetch(publicUrl)).text(), 'public bytes');
+  assert.equal((await admin.storage.emptyBucket('js-public')).error, null);
+  assert.equal((await admin.storage.deleteBucket('js-public')).error, null);
+});
+
 test('rest: RLS through a signed-in user', async () => {
   const sb = client();
   const email = `rls.${Date.now()}@example.com`;

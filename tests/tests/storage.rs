@@ -203,3 +203,38 @@ async fn storage_on_the_database_backend() {
 async fn storage_on_the_disk_backend() {
     suite("disk").await;
 }
+
+#[tokio::test]
+async fn signed_urls_expire_and_bind_to_one_object() {
+    let s = S::start("database").await;
+    s.json("POST", "/bucket", &s.service, Some(json!({"id": "docs"}))).await;
+    s.put_object("docs", "a.txt", &s.a, "text/plain", b"secret a", false).await;
+    s.put_object("docs", "b.txt", &s.a, "text/plain", b"secret b", false).await;
+    // Only what the caller can read can be signed.
+    assert_eq!(s.json("POST", "/object/sign/docs/a.txt", &s.b, Some(json!({"expiresIn": 60}))).await.0, StatusCode::NOT_FOUND);
+    let (st, v) = s.json("POST", "/object/sign/docs/a.txt", &s.a, Some(json!({"expiresIn": "1"}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let url = v["signedURL"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("/object/sign/docs/a.txt?token="), "{url}");
+    let res = s.http.get(s.gw.url(&format!("/storage/v1{url}"))).send().await.unwrap();
+    assert_eq!((res.status(), res.text().await.unwrap()), (StatusCode::OK, "secret a".to_owned()));
+    let token = url.split("token=").nth(1).unwrap();
+    let other = s.http.get(s.gw.url(&format!("/storage/v1/object/sign/docs/b.txt?token={token}"))).send().await.unwrap();
+    assert_eq!(other.status(), StatusCode::BAD_REQUEST, "a token opens only its own object");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let late = s.http.get(s.gw.url(&format!("/storage/v1{url}"))).send().await.unwrap();
+    assert_eq!(late.status(), StatusCode::BAD_REQUEST);
+    assert!(late.text().await.unwrap().contains("expired"));
+    assert_eq!(s.json("POST", "/object/sign/docs/a.txt", &s.a, Some(json!({"expiresIn": -5}))).await.0, StatusCode::BAD_REQUEST);
+
+    // Bulk remove returns what went; emptying and updating buckets.
+    let (st, removed) = s.json("DELETE", "/object/docs", &s.a, Some(json!({"prefixes": ["a.txt", "missing.txt"]}))).await;
+    assert_eq!((st, removed.as_array().unwrap().len()), (StatusCode::OK, 1));
+    assert_eq!(s.json("DELETE", "/object/docs", &s.a, Some(json!({"prefixes": ["../x"]}))).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(s.json("POST", "/bucket/docs/empty", &s.a, None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(s.json("POST", "/bucket/docs/empty", &s.service, None).await, (StatusCode::OK, json!({"message": "Successfully emptied"})));
+    assert_eq!(s.json("GET", "/object/list/docs", &s.service, None).await.1, json!([]));
+    assert_eq!(s.json("PUT", "/bucket/docs", &s.service, Some(json!({"public": true, "file_size_limit": "1KB"}))).await.0, StatusCode::OK);
+    let b = s.json("GET", "/bucket/docs", &s.service, None).await.1;
+    assert_eq!((b["public"].as_bool(), b["file_size_limit"].as_i64()), (Some(true), Some(1024)));
+}

@@ -99,6 +99,44 @@ pub async fn get(State(s): State<AppState>, caller: Result<Caller, CallerError>,
     one(&s, &caller, &sql, &[&id]).await?.map(Json).ok_or_else(|| StorageError::not_found("bucket not found"))
 }
 
+#[derive(Deserialize)]
+struct UpdateParams {
+    public: Option<bool>,
+    file_size_limit: Option<Value>,
+    allowed_mime_types: Option<Vec<String>>,
+}
+
+/// PUT /storage/v1/bucket/{id} (service key) → `{"message": "Successfully updated"}`.
+pub async fn update(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(id): Path<String>, body: Bytes) -> StorageResult<Json<Value>> {
+    let caller = caller?;
+    service(&caller)?;
+    let p: UpdateParams = serde_json::from_slice(&body).map_err(|_| StorageError::bad("invalid request body"))?;
+    let limit: Option<i64> = match p.file_size_limit {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_i64().filter(|n| *n > 0).ok_or_else(|| StorageError::bad("file_size_limit must be a positive integer"))?),
+        Some(Value::String(t)) => Some(parse_size(&t).ok_or_else(|| StorageError::bad("file_size_limit must be bytes or like 10MB"))?),
+        Some(_) => return Err(StorageError::bad("file_size_limit must be a number")),
+    };
+    let sql = "UPDATE storage.buckets SET public = coalesce($2, public), file_size_limit = coalesce($3, file_size_limit),
+               allowed_mime_types = CASE WHEN $4::text[] IS NULL THEN allowed_mime_types ELSE $4 END, updated_at = now()
+               WHERE id = $1 RETURNING to_jsonb(id)";
+    one(&s, &caller, sql, &[&id, &p.public, &limit, &p.allowed_mime_types]).await?.ok_or_else(|| StorageError::not_found("bucket not found"))?;
+    Ok(Json(json!({"message": "Successfully updated"})))
+}
+
+/// POST /storage/v1/bucket/{id}/empty (service key): deletes every object.
+pub async fn empty(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(id): Path<String>) -> StorageResult<Json<Value>> {
+    let caller = caller?;
+    service(&caller)?;
+    let ids = one(&s, &caller, "WITH d AS (DELETE FROM storage.objects WHERE bucket_id = $1 RETURNING id) SELECT coalesce(jsonb_agg(id), '[]') FROM d", &[&id]).await?.unwrap_or_default();
+    if let super::backend::Backend::Disk(root) = &s.storage_backend {
+        for oid in ids.as_array().into_iter().flatten().filter_map(|v| v.as_str()?.parse().ok()) {
+            let _ = tokio::fs::remove_file(super::backend::object_path(root, &id, oid)).await;
+        }
+    }
+    Ok(Json(json!({"message": "Successfully emptied"})))
+}
+
 /// DELETE /storage/v1/bucket/{id} → 200 `{"message": "bucket deleted"}`; 409 when
 /// it still holds objects.
 pub async fn delete(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(id): Path<String>) -> StorageResult<Json<Value>> {

@@ -7,10 +7,12 @@ pub mod backend;
 pub mod buckets;
 pub mod objects;
 pub mod paths;
+pub mod signed;
+pub mod upload;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -20,10 +22,13 @@ use crate::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/bucket", post(buckets::create).get(buckets::list))
-        .route("/bucket/{id}", get(buckets::get).delete(buckets::delete))
+        .route("/bucket/{id}", get(buckets::get).put(buckets::update).delete(buckets::delete))
+        .route("/bucket/{id}/empty", post(buckets::empty))
         .route("/object/list/{bucket}", get(objects::list_get).post(objects::list_post))
         .route("/object/public/{bucket}/{*path}", get(objects::download_public))
-        .route("/object/{bucket}/{*path}", post(objects::upload).put(objects::update).get(objects::download).delete(objects::delete))
+        .route("/object/sign/{bucket}/{*path}", post(signed::sign).get(signed::get_signed))
+        .route("/object/{bucket}", delete(objects::remove_many))
+        .route("/object/{bucket}/{*path}", post(upload::upload).put(upload::update).get(objects::download).delete(objects::delete))
 }
 
 /// A storage error: the contract's `{"error"}` plus storage-js's `statusCode` and
