@@ -171,6 +171,18 @@ AS $$
      WHERE id = event_id
 $$;
 
+-- Sends dead events again (all, or the given ids): back to pending with fresh attempts.
+CREATE FUNCTION pgr.webhook_retry(ids bigint[] DEFAULT NULL) RETURNS int
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH r AS (
+        UPDATE pgr.webhook_outbox SET status = 'pending', attempts = 0, next_attempt_at = now()
+         WHERE status = 'dead' AND (ids IS NULL OR id = ANY (ids)) RETURNING 1)
+    SELECT count(*)::int FROM r
+$$;
+REVOKE EXECUTE ON FUNCTION pgr.webhook_retry(bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgr.webhook_retry(bigint[]) TO service_role;
+
 REVOKE EXECUTE ON FUNCTION pgr.webhook_create(text, text[], text, text, text), pgr.webhook_list(),
     pgr.webhook_delete(uuid), pgr.webhook_events(text, int), pgr.webhook_claim(int, int),
     pgr.webhook_done(bigint, boolean, text, int, int), pgr._webhook_sync() FROM PUBLIC;

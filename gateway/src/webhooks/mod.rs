@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/webhooks", get(list).post(create))
         .route("/webhooks/events", get(events))
+        .route("/webhooks/events/retry", axum::routing::post(retry))
         .route("/webhooks/{id}", delete(remove))
 }
 
@@ -90,6 +91,20 @@ async fn remove(State(s): State<AppState>, caller: Result<Caller, CallerError>, 
         return Err(RestError::new(StatusCode::NOT_FOUND, "PGRST116", "webhook not found", None, None));
     }
     Ok(Json(json!({"message": "webhook deleted"})))
+}
+
+#[derive(Deserialize)]
+struct RetryBody {
+    ids: Option<Vec<i64>>,
+}
+
+/// POST /rest/v1/webhooks/events/retry `{"ids": [...]}` (all dead events without ids):
+/// dead events are delivered again, with fresh attempts → `{"retried": n}`.
+async fn retry(State(s): State<AppState>, caller: Result<Caller, CallerError>, body: Bytes) -> Result<Json<Value>, RestError> {
+    let caller = service(caller)?;
+    let b: RetryBody = serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| RestError::bad("PGRST102", "body must be {\"ids\": [...]} or empty"))?;
+    let n: i32 = call(&s, &caller, "SELECT pgr.webhook_retry($1)", &[&b.ids]).await?.get(0);
+    Ok(Json(json!({"retried": n})))
 }
 
 #[derive(Deserialize)]
