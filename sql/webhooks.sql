@@ -171,6 +171,22 @@ AS $$
      WHERE id = event_id
 $$;
 
+-- Records a batch of outcomes in one statement (same rules as webhook_done).
+CREATE FUNCTION pgr.webhook_done_many(event_ids bigint[], oks boolean[], errors text[], retry_secs int[], max_attempts int)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    UPDATE pgr.webhook_outbox o
+       SET status = CASE WHEN r.ok THEN 'delivered' WHEN o.attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+           delivered_at = CASE WHEN r.ok THEN now() END,
+           last_error = CASE WHEN r.ok THEN NULL ELSE r.error END,
+           next_attempt_at = now() + make_interval(secs => r.retry)
+      FROM unnest(event_ids, oks, errors, retry_secs) AS r(id, ok, error, retry)
+     WHERE o.id = r.id
+$$;
+REVOKE EXECUTE ON FUNCTION pgr.webhook_done_many(bigint[], boolean[], text[], int[], int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgr.webhook_done_many(bigint[], boolean[], text[], int[], int) TO authenticator;
+
 -- Sends dead events again (all, or the given ids): back to pending with fresh attempts.
 CREATE FUNCTION pgr.webhook_retry(ids bigint[] DEFAULT NULL) RETURNS int
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp

@@ -20,7 +20,7 @@ pub const CHANNEL: &str = "pgr_webhooks";
 pub const MAX_ATTEMPTS: i32 = 3;
 /// Wait after attempt n fails (n = 1, 2).
 const RETRY_SECS: [i32; 2] = [1, 4];
-const BATCH: i32 = 16;
+const BATCH: i32 = 64;
 
 /// `sha256=<hex HMAC-SHA256 of body>`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
@@ -75,21 +75,24 @@ async fn drain_once(s: &AppState, http: &reqwest::Client, lease: i32) -> anyhow:
     let deliveries = rows.into_iter().map(|r| {
         let (id, url, secret, body, attempts, ts): (i64, String, String, String, i32, i64) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
         async move {
-            let result = send(s, http, id, &url, &secret, body, ts).await;
-            let (ok, error) = match result {
-                Ok(()) => (true, None),
-                Err(e) => (false, Some(e)),
-            };
-            let retry = RETRY_SECS.get((attempts - 1).max(0) as usize).copied().unwrap_or(0);
+            let error = send(s, http, id, &url, &secret, body, ts).await.err();
             if let Some(e) = &error {
                 tracing::warn!(event = id, attempt = attempts, error = %e, "webhook delivery failed");
             }
-            if let Ok(c) = s.pool.get().await {
-                let _ = c.execute("SELECT pgr.webhook_done($1, $2, $3, $4, $5)", &[&id, &ok, &error, &retry, &MAX_ATTEMPTS]).await;
-            }
+            let retry = RETRY_SECS.get((attempts - 1).max(0) as usize).copied().unwrap_or(0);
+            (id, error, retry)
         }
     });
-    futures_util::future::join_all(deliveries).await;
+    let outcomes = futures_util::future::join_all(deliveries).await;
+    // One statement records the whole batch's outcomes.
+    let ids: Vec<i64> = outcomes.iter().map(|o| o.0).collect();
+    let oks: Vec<bool> = outcomes.iter().map(|o| o.1.is_none()).collect();
+    let errors: Vec<Option<String>> = outcomes.iter().map(|o| o.1.clone()).collect();
+    let retries: Vec<i32> = outcomes.iter().map(|o| o.2).collect();
+    let client = s.pool.get().await?;
+    client
+        .execute("SELECT pgr.webhook_done_many($1, $2, $3, $4, $5)", &[&ids, &oks, &errors, &retries, &MAX_ATTEMPTS])
+        .await?;
     Ok(n)
 }
 
