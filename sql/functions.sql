@@ -12,7 +12,7 @@ CREATE TABLE pgr.functions (
     entrypoint  regprocedure,
     verify_jwt  boolean NOT NULL DEFAULT true,
     status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
-    env         jsonb NOT NULL DEFAULT '{}',
+    env         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(env) = 'object'),
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
     CHECK ((runtime = 'deno' AND source IS NOT NULL) OR (runtime <> 'deno' AND entrypoint IS NOT NULL))

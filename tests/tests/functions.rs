@@ -32,6 +32,7 @@ INSERT INTO pgr.functions (name, source, verify_jwt) VALUES
  ('slow', 'Deno.serve(async () => { await new Promise((r) => setTimeout(r, 5000)); return new Response("late"); });', true),
  ('spin', 'Deno.serve(() => { while (true) {} });', true),
  ('open', 'export default { fetch: () => new Response("no key needed", { status: 202 }) };', false),
+ ('envy', 'Deno.serve(() => Response.json({ greeting: Deno.env.get("GREETING") ?? null, home: Deno.env.get("HOME") !== undefined }));', true),
  ('teapot', 'export default () => new Response("short and stout", { status: 418, headers: { "x-kind": "teapot" } });', true);
 CREATE FUNCTION public.order_total(req jsonb) RETURNS jsonb LANGUAGE sql AS $$
     SELECT jsonb_build_object('status', 201, 'headers', jsonb_build_object('x-from', 'postgres'),
@@ -82,6 +83,13 @@ async fn deno_functions_answer_and_fail_cleanly() {
     assert_eq!(call(&gw, "POST", "/functions/v1/hello", Some("bad.jwt.value"), None).await.0, StatusCode::UNAUTHORIZED);
     let (st, _, body) = call(&gw, "GET", "/functions/v1/open", None, None).await;
     assert_eq!((st, body.as_str()), (StatusCode::ACCEPTED, "no key needed"));
+    // Per-function env vars from the catalog, beside the worker's own environment.
+    _tc.superuser().await.unwrap().batch_execute("UPDATE pgr.functions SET env = '{\"GREETING\": \"hi from the catalog\"}' WHERE name = 'envy'").await.unwrap();
+    call(&gw, "POST", "/functions/v1/_refresh", Some(&service), None).await;
+    let (_, _, body) = call(&gw, "POST", "/functions/v1/envy", Some(&anon), None).await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"greeting": "hi from the catalog", "home": true}));
+    let (_, _, body) = call(&gw, "POST", "/functions/v1/hello", Some(&anon), None).await;
+    assert_eq!(body, "hello world");
     let (st, h, body) = call(&gw, "POST", "/functions/v1/teapot", Some(&anon), None).await;
     assert_eq!((st.as_u16(), h["x-kind"].to_str().unwrap(), body.as_str()), (418, "teapot", "short and stout"));
     assert_eq!(call(&gw, "POST", "/functions/v1/nope", Some(&anon), None).await.0, StatusCode::NOT_FOUND);

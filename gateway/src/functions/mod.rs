@@ -36,6 +36,8 @@ pub struct FunctionDef {
     pub status: String,
     /// Hash of the source (module versions).
     pub version: String,
+    /// Env vars the function sees through Deno.env.get, as JSON text.
+    pub env: String,
 }
 
 /// The catalog snapshot.
@@ -75,7 +77,8 @@ pub async fn reload(s: &AppState) -> anyhow::Result<Arc<HashMap<String, Function
     let client = s.pool.get().await?;
     let rows = client
         .query(
-            "SELECT name, runtime, source, entrypoint::oid::regproc::text, verify_jwt, status, md5(coalesce(source, '') || coalesce(entrypoint::text, ''))
+            "SELECT name, runtime, source, entrypoint::oid::regproc::text, verify_jwt, status,
+                    md5(coalesce(source, '') || coalesce(entrypoint::text, '')), env::text
                FROM pgr.functions",
             &[],
         )
@@ -83,7 +86,16 @@ pub async fn reload(s: &AppState) -> anyhow::Result<Arc<HashMap<String, Function
     let map: HashMap<String, FunctionDef> = rows
         .into_iter()
         .map(|r| {
-            let f = FunctionDef { name: r.get(0), runtime: r.get(1), source: r.get(2), entrypoint: r.get(3), verify_jwt: r.get(4), status: r.get(5), version: r.get(6) };
+            let f = FunctionDef {
+                name: r.get(0),
+                runtime: r.get(1),
+                source: r.get(2),
+                entrypoint: r.get(3),
+                verify_jwt: r.get(4),
+                status: r.get(5),
+                version: r.get(6),
+                env: r.get(7),
+            };
             (f.name.clone(), f)
         })
         .collect();
@@ -199,7 +211,11 @@ async fn invoke_deno(s: &AppState, f: &FunctionDef, path: &str, method: Method, 
             req = req.header(k, v);
         }
     }
-    req = req.header("x-pgstack-function", &f.name).header("x-pgstack-version", &f.version).header("x-pgstack-path", path);
+    req = req
+        .header("x-pgstack-function", &f.name)
+        .header("x-pgstack-version", &f.version)
+        .header("x-pgstack-path", path)
+        .header("x-pgstack-env", &f.env);
     let timeout = Duration::from_millis(s.config.function_timeout_ms);
     match tokio::time::timeout(timeout, req.send()).await {
         Err(_) => {

@@ -4,7 +4,17 @@
 // version. Modules written for Supabase call Deno.serve(handler): that call is captured
 // here instead of listening. `export default handler` and `export default { fetch }`
 // work too.
+import { AsyncLocalStorage } from "node:async_hooks";
+
 const FN_DIR = Deno.args[0];
+// Per-function env vars (pgr.functions.env): Deno.env.get sees the current
+// function's values first, then the worker's environment.
+const fnEnv = new AsyncLocalStorage<Record<string, string>>();
+const realGet = Deno.env.get.bind(Deno.env);
+Deno.env.get = (key: string) => {
+  const env = fnEnv.getStore();
+  return env && Object.hasOwn(env, key) ? env[key] : realGet(key);
+};
 const originalServe = Deno.serve.bind(Deno);
 type Handler = (req: Request) => Response | Promise<Response>;
 let capture: ((h: Handler) => void) | null = null;
@@ -51,10 +61,18 @@ originalServe({ hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.
   const name = req.headers.get("x-pgstack-function") ?? "";
   const version = req.headers.get("x-pgstack-version") ?? "";
   const path = req.headers.get("x-pgstack-path") ?? "/";
+  let env: Record<string, string> = {};
+  try {
+    env = JSON.parse(req.headers.get("x-pgstack-env") ?? "{}");
+  } catch { /* keep empty */ }
+  return await fnEnv.run(env, () => invoke(req, name, version, path));
+});
+
+async function invoke(req: Request, name: string, version: string, path: string): Promise<Response> {
   try {
     const handler = await load(name, version);
     const headers = new Headers(req.headers);
-    for (const h of ["x-pgstack-function", "x-pgstack-version", "x-pgstack-path"]) headers.delete(h);
+    for (const h of ["x-pgstack-function", "x-pgstack-version", "x-pgstack-path", "x-pgstack-env"]) headers.delete(h);
     const hasBody = req.method !== "GET" && req.method !== "HEAD";
     const inner = new Request(new URL(path, "http://localhost"), {
       method: req.method,
@@ -71,4 +89,4 @@ originalServe({ hostname: "127.0.0.1", port: 0, onListen: ({ port }) => console.
       headers: { "content-type": "application/json", "x-pgstack-function-error": "true" },
     });
   }
-});
+}
