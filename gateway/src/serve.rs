@@ -51,6 +51,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         vec![
             crate::listener::SCHEMA_CHANNEL.to_owned(),
             crate::realtime::CHANNEL.to_owned(),
+            crate::realtime::relay::CHANNEL.to_owned(),
             crate::webhooks::deliver::CHANNEL.to_owned(),
         ],
     );

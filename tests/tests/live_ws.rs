@@ -193,3 +193,44 @@ async fn a_lost_listen_connection_means_overflow_for_everyone() {
     let m = recv(&mut a).await;
     assert_eq!(m["inserted"][0]["id"], 7);
 }
+
+#[tokio::test]
+async fn broadcast_and_presence_cross_gateways_and_a_dead_gateway_leaves() {
+    let e = start(&[]).await;
+    let mut second = Gateway::serve(&e.tc, &[("ANON_KEY", &e.anon), ("SERVICE_ROLE_KEY", &e.service)]).await.unwrap();
+    let path = format!("/ws/_channel_room?apikey={}", e.anon);
+    let mut a = open(&e.gw, &path).await;
+    let a_id = recv(&mut a).await["client_id"].as_str().unwrap().to_owned();
+    let mut b = open(&second, &path).await;
+    recv(&mut b).await;
+    // Let both LISTEN connections settle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    a.send(Message::Text(json!({"type": "broadcast", "payload": {"n": 1}}).to_string().into())).await.unwrap();
+    assert_eq!(recv(&mut b).await, json!({"type": "broadcast", "from": a_id, "payload": {"n": 1}}));
+    b.send(Message::Text(json!({"type": "presence", "state": {"user": "bob"}}).to_string().into())).await.unwrap();
+    let joined = recv(&mut a).await;
+    assert_eq!((joined["type"].as_str(), joined["state"]["user"].as_str()), (Some("presence_join"), Some("bob")));
+    let b_id = joined["client_id"].as_str().unwrap().to_owned();
+    // The first gateway's presence endpoint lists the client of the second one.
+    let state: Value = reqwest::get(e.gw.url(&format!("/ws/_presence/_channel_room?apikey={}", e.anon))).await.unwrap().json().await.unwrap();
+    assert_eq!(state, json!({ b_id.clone(): {"user": "bob"} }));
+
+    // The second gateway dies without a goodbye: its clients leave within ~15 s.
+    std::process::Command::new("kill").args(["-9", &second.pid().unwrap().to_string()]).status().unwrap();
+    let _ = second.terminate().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), a.next()).await.expect("presence_leave").unwrap().unwrap();
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "presence_leave" {
+                assert_eq!(v["client_id"], b_id.as_str());
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline);
+    }
+    let state: Value = reqwest::get(e.gw.url(&format!("/ws/_presence/_channel_room?apikey={}", e.anon))).await.unwrap().json().await.unwrap();
+    assert_eq!(state, json!({}));
+}

@@ -52,6 +52,8 @@ pub struct Hub {
     next_client: AtomicU64,
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Broadcast / presence relay to other gateways, once started.
+    pub relay: std::sync::OnceLock<Arc<super::relay::Relay>>,
 }
 
 /// Why a connection slot was refused.
@@ -91,6 +93,7 @@ impl Hub {
             next_client: AtomicU64::new(1),
             total: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
+            relay: std::sync::OnceLock::new(),
         })
     }
 

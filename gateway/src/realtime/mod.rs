@@ -6,6 +6,7 @@
 
 pub mod gate;
 pub mod hub;
+pub mod relay;
 pub mod socket;
 
 use std::collections::HashMap;
@@ -85,12 +86,15 @@ async fn presence(
 /// overflow to everyone after a reconnect (changes may have been missed meanwhile).
 pub fn spawn_relay(s: &AppState, events: &broadcast::Sender<Event>) {
     let hub = s.hub.clone();
+    let relay = relay::start(s.pool.clone(), hub.clone());
+    let _ = hub.relay.set(relay.clone());
     let mut rx = events.subscribe();
     tokio::spawn(async move {
         let mut connected_once = false;
         loop {
             match rx.recv().await {
                 Ok(Event::Notify { channel, payload }) if channel == CHANNEL => hub.relay(&payload),
+                Ok(Event::Notify { channel, payload }) if channel == relay::CHANNEL => relay.receive(&hub, &payload),
                 Ok(Event::Notify { .. }) => {}
                 Ok(Event::Connected) => {
                     if connected_once {

@@ -53,7 +53,7 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, name: String, ad_hoc: bool, _
                 Err(RecvError::Closed) => break,
             },
             incoming = stream.next() => match incoming {
-                Some(Ok(Message::Text(t))) => handle(&channel, me, &client_id, &name, t.as_str(), &mut joined),
+                Some(Ok(Message::Text(t))) => handle(&hub, &channel, me, &client_id, &name, t.as_str(), &mut joined),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
@@ -68,19 +68,28 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, name: String, ad_hoc: bool, _
         if let Ok(mut p) = channel.presence.lock() {
             p.remove(&client_id);
         }
-        channel.publish(me, json!({"type": "presence_leave", "channel": name, "client_id": client_id}).to_string());
+        let frame = json!({"type": "presence_leave", "channel": name, "client_id": client_id}).to_string();
+        if let Some(r) = hub.relay.get() {
+            r.send("leave", &name, &client_id, &frame);
+        }
+        channel.publish(me, frame);
     }
     drop(rx);
     hub.release(&name);
 }
 
 /// A frame from the client: broadcast or presence; anything else is ignored.
-fn handle(channel: &super::hub::Channel, me: u64, client_id: &str, name: &str, text: &str, joined: &mut bool) {
+fn handle(hub: &Hub, channel: &super::hub::Channel, me: u64, client_id: &str, name: &str, text: &str, joined: &mut bool) {
     let Ok(v) = serde_json::from_str::<Value>(text) else { return };
+    let relay = hub.relay.get();
     match v.get("type").and_then(Value::as_str) {
         Some("broadcast") => {
             let payload = v.get("payload").cloned().unwrap_or(Value::Null);
-            channel.publish(me, json!({"type": "broadcast", "from": client_id, "payload": payload}).to_string());
+            let frame = json!({"type": "broadcast", "from": client_id, "payload": payload}).to_string();
+            if let Some(r) = relay {
+                r.send("broadcast", name, client_id, &frame);
+            }
+            channel.publish(me, frame);
         }
         Some("presence") => {
             let state = v.get("state").cloned().unwrap_or_else(|| json!({}));
@@ -89,7 +98,11 @@ fn handle(channel: &super::hub::Channel, me: u64, client_id: &str, name: &str, t
             }
             let kind = if *joined { "presence_state" } else { "presence_join" };
             *joined = true;
-            channel.publish(me, json!({"type": kind, "channel": name, "client_id": client_id, "state": state}).to_string());
+            let frame = json!({"type": kind, "channel": name, "client_id": client_id, "state": state}).to_string();
+            if let Some(r) = relay {
+                r.send(if kind == "presence_join" { "join" } else { "state" }, name, client_id, &frame);
+            }
+            channel.publish(me, frame);
         }
         _ => {}
     }
