@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Live-query benchmark: commit-to-frame latency and frames per second for 1, 100 and
+# 1000 WebSocket subscribers of one query, and the writer's TPS with and without the
+# subscription, in one run on a private cluster.
+#   bash bench/live.sh [seconds per run, default 10] [writer rate tps, default 200]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+RATE=${2:-200}
+PGBIN=/usr/lib/postgresql/15/bin
+cargo build --release --bin pgstack -j2 >/dev/null 2>&1
+work=$(mktemp -d /tmp/pgstack-bench-XXXX); chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+PGSTACK_DIR="$work/state" LISTEN_ADDR=127.0.0.1:0 RUST_LOG=warn WS_MAX_CONNECTIONS_PER_IP=5000 WS_CLIENT_QUEUE=1024 \
+  target/release/pgstack dev > "$work/dev.out" 2> "$work/dev.err" &
+pids+=($!)
+for _ in $(seq 1 120); do grep -q '^listening on' "$work/dev.out" && break; sleep 0.5; done
+API=$(sed -n 's/^listening on //p' "$work/dev.out")
+ANON=$(sed -n 's/^ *anon key: *//p' "$work/dev.out")
+SU=$(sed -n 's/^ *Superuser URL: *//p' "$work/dev.out")
+cat > "$work/setup.sql" <<'SQL'
+CREATE TABLE items (id bigserial PRIMARY KEY, qty int NOT NULL, kind text NOT NULL, sent_at timestamptz NOT NULL DEFAULT clock_timestamp());
+INSERT INTO items (qty, kind) SELECT g % 50, 'other' FROM generate_series(1, 100000) g;
+CREATE INDEX ON items (kind);
+ANALYZE items;
+SQL
+cat > "$work/subscribe.sql" <<'SQL'
+SELECT pgr.subscribe('watched', 'SELECT id, qty, sent_at FROM items WHERE kind = ''watched''');
+SQL
+"$PGBIN/psql" -q "$SU" -f "$work/setup.sql"
+printf '\\set id random(1, 100000)\nUPDATE items SET qty = (qty + 1) %% 50 WHERE id = :id;\n' > "$work/upd.sql"
+printf "INSERT INTO items (qty, kind) VALUES (1, 'watched');\n" > "$work/ins.sql"
+tps() { "$PGBIN/pgbench" -n -M prepared -c 4 -j 2 -T "$DURATION" "$@" "$SU" 2>/dev/null | awk '/^tps/ {print $3; exit}'; }
+
+echo "## Live queries ($(nproc) cores, ${DURATION}s per run, $(date -u +%F))"
+echo
+BASE=$(tps -f "$work/upd.sql")
+"$PGBIN/psql" -qAt "$SU" -f "$work/subscribe.sql" >/dev/null
+WITH=$(tps -f "$work/upd.sql")
+echo "| writer (pgbench UPDATE by key, 4 clients, prepared) | tps |"
+echo "|---|---|"
+echo "| no subscription | $BASE |"
+echo "| one subscription on the table (indexed single-table filter; general path: query re-run per statement) | $WITH |"
+echo
+echo "| subscribers | messages | frames/s | p50 | p99 | last-arrival p50 | last-arrival p99 |"
+echo "|---|---|---|---|---|---|---|"
+for n in 1 100 1000; do
+  node tests/js/live_clients.mjs "ws://${API#http://}/ws/watched?apikey=$ANON" "$n" > "$work/c.out" 2>"$work/c.err" &
+  C=$!
+  for _ in $(seq 1 300); do grep -q '^ready' "$work/c.out" && break; sleep 0.1; done
+  "$PGBIN/pgbench" -n -M prepared -c 2 -j 2 -T "$DURATION" -R "$RATE" -f "$work/ins.sql" "$SU" >/dev/null 2>&1
+  sleep 2
+  kill -TERM $C 2>/dev/null || true; wait $C 2>/dev/null || true
+  tail -1 "$work/c.out" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print("| %s | %s | %s | %s ms | %s ms | %s ms | %s ms |" % (d["subscribers"], d["messages"], d["frames_per_sec"], d["p50_ms"], d["p99_ms"], d["last_arrival_p50_ms"], d["last_arrival_p99_ms"]))'
+done
