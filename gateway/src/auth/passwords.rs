@@ -48,6 +48,17 @@ pub async fn hash(password: String) -> AuthResult<String> {
     .map_err(|e| AuthError::internal(anyhow::anyhow!("argon2: {e}")))
 }
 
+/// The hash of a new password when one is given, after the length rule.
+pub async fn checked_hash(password: Option<String>) -> AuthResult<Option<String>> {
+    match password {
+        Some(pw) => {
+            check(&pw)?;
+            Ok(Some(hash(pw).await?))
+        }
+        None => Ok(None),
+    }
+}
+
 /// True when `password` matches `stored` (argon2 PHC or bcrypt). With no stored
 /// hash a dummy verification still runs, so unknown accounts take as long as known ones.
 pub async fn verify(password: String, stored: Option<String>) -> bool {

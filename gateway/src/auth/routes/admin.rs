@@ -82,13 +82,7 @@ pub async fn create(State(s): State<AppState>, caller: Caller, body: Bytes) -> A
     if !matches!(role, "anon" | "authenticated" | "service_role") {
         return Err(AuthError::invalid_body("role must be one of anon, authenticated, service_role"));
     }
-    let hash = match p.password {
-        Some(pw) => {
-            passwords::check(&pw)?;
-            Some(passwords::hash(pw).await?)
-        }
-        None => None,
-    };
+    let hash = passwords::checked_hash(p.password).await?;
     let user_meta = validate::metadata(p.user_metadata.as_ref())?.cloned().unwrap_or_else(|| json!({}));
     let mut app_meta = json!({"provider": "email", "providers": ["email"]});
     if let Some(Value::Object(extra)) = validate::metadata(p.app_metadata.as_ref())? {
@@ -139,13 +133,7 @@ pub async fn update(State(s): State<AppState>, caller: Caller, Path(id): Path<St
     let id = user_id(&id)?;
     let p: UpdateParams = parse_body(&body)?;
     let email = p.email.as_deref().filter(|e| !e.is_empty()).map(validate::email).transpose()?;
-    let hash = match p.password {
-        Some(pw) => {
-            passwords::check(&pw)?;
-            Some(passwords::hash(pw).await?)
-        }
-        None => None,
-    };
+    let hash = passwords::checked_hash(p.password).await?;
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
     store::found(store::user_json(&tx, id).await?)?;

@@ -41,13 +41,7 @@ pub async fn update_user(State(s): State<AppState>, caller: Caller, body: Bytes)
     let p: UpdateParams = parse_body(&body)?;
     let email = p.email.as_deref().filter(|e| !e.is_empty()).map(validate::email).transpose()?;
     let meta = validate::metadata(p.data.as_ref())?;
-    let hash = match p.password {
-        Some(pw) => {
-            passwords::check(&pw)?;
-            Some(passwords::hash(pw).await?)
-        }
-        None => None,
-    };
+    let hash = passwords::checked_hash(p.password).await?;
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
     check_session(&tx, &caller).await?;
