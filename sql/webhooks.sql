@@ -158,20 +158,8 @@ AS $$
     RETURNING o.id, w.url, w.secret, o.body, o.attempts, o.created_at
 $$;
 
--- Records a delivery attempt: delivered, retry after retry_secs, or dead at max_attempts.
-CREATE FUNCTION pgr.webhook_done(event_id bigint, ok boolean, error text, retry_secs int, max_attempts int)
-RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    UPDATE pgr.webhook_outbox
-       SET status = CASE WHEN ok THEN 'delivered' WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
-           delivered_at = CASE WHEN ok THEN now() END,
-           last_error = CASE WHEN ok THEN NULL ELSE error END,
-           next_attempt_at = now() + make_interval(secs => retry_secs)
-     WHERE id = event_id
-$$;
-
--- Records a batch of outcomes in one statement (same rules as webhook_done).
+-- Records the outcomes of a claimed batch in one statement: delivered, retry after
+-- retry_secs, or dead at max_attempts.
 CREATE FUNCTION pgr.webhook_done_many(event_ids bigint[], oks boolean[], errors text[], retry_secs int[], max_attempts int)
 RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -201,8 +189,8 @@ GRANT EXECUTE ON FUNCTION pgr.webhook_retry(bigint[]) TO service_role;
 
 REVOKE EXECUTE ON FUNCTION pgr.webhook_create(text, text[], text, text, text), pgr.webhook_list(),
     pgr.webhook_delete(uuid), pgr.webhook_events(text, int), pgr.webhook_claim(int, int),
-    pgr.webhook_done(bigint, boolean, text, int, int), pgr._webhook_sync() FROM PUBLIC;
+    pgr._webhook_sync() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgr.webhook_create(text, text[], text, text, text), pgr.webhook_list(),
     pgr.webhook_delete(uuid), pgr.webhook_events(text, int) TO service_role;
 -- The gateway's delivery worker runs as its login role.
-GRANT EXECUTE ON FUNCTION pgr.webhook_claim(int, int), pgr.webhook_done(bigint, boolean, text, int, int) TO authenticator;
+GRANT EXECUTE ON FUNCTION pgr.webhook_claim(int, int) TO authenticator;

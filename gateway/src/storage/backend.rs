@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use md5::{Digest, Md5};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
@@ -70,13 +69,4 @@ pub async fn publish(root: &Path, bucket: &str, id: Uuid, tmp: &Path) -> std::io
         let _ = d.sync_all().await;
     }
     Ok(())
-}
-
-/// MD5 of one buffer (database backend etags are computed while chunking).
-pub fn md5_hex(parts: &[Bytes]) -> String {
-    let mut m = Md5::new();
-    for p in parts {
-        m.update(p);
-    }
-    hex::encode(m.finalize())
 }

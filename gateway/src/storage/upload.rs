@@ -10,6 +10,8 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use md5::{Digest, Md5};
+
 use super::backend::{self, Backend, Incoming, CHUNK};
 use super::{paths, StorageError, StorageResult};
 use crate::http::caller::{Caller, CallerError};
@@ -131,8 +133,8 @@ where
     let (size, etag, disk_tmp) = match &s.storage_backend {
         Backend::Database => {
             tx.query_one("SELECT set_config('role', 'pgstack_storage_admin', true)", &[]).await?;
-            let (mut buf, mut n, mut size, mut parts) = (Vec::with_capacity(CHUNK), 0i32, 0u64, Vec::new());
-            let mut md5 = Vec::new();
+            let (mut buf, mut n, mut size) = (Vec::with_capacity(CHUNK), 0i32, 0u64);
+            let mut md5 = Md5::new();
             loop {
                 let next = stream.next().await;
                 if let Some(chunk) = &next {
@@ -141,26 +143,20 @@ where
                     if size > limit {
                         return Err(too_large());
                     }
+                    md5.update(chunk);
                     buf.extend_from_slice(chunk);
                 }
                 if buf.len() >= CHUNK || (next.is_none() && !buf.is_empty()) {
                     let data = std::mem::take(&mut buf);
                     tx.execute("INSERT INTO storage.object_chunks (object_id, n, data) VALUES ($1, $2, $3)", &[&id, &n, &data]).await?;
-                    md5.push(Bytes::from(data));
                     n += 1;
-                    if md5.len() > 8 {
-                        // Keep memory bounded: fold finished chunks into one digest input.
-                        let folded = backend::md5_hex(&md5);
-                        md5 = vec![Bytes::from(folded)];
-                    }
-                    parts.push(n);
                 }
                 if next.is_none() {
                     break;
                 }
             }
             tx.query_one("SELECT set_config('role', $1, true)", &[&caller.role.as_str()]).await?;
-            (size, backend::md5_hex(&md5), None)
+            (size, hex::encode(md5.finalize()), None)
         }
         Backend::Disk(root) => {
             let mut inc = Incoming::create(root).await?;
