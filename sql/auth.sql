@@ -80,6 +80,24 @@ CREATE TABLE auth.refresh_tokens (
 );
 CREATE INDEX refresh_tokens_session_id_idx ON auth.refresh_tokens (session_id, revoked);
 
+-- Redirect-based sign-ins in progress: an OAuth round trip to a provider (keyed by
+-- the digest of the `state` sent there) and, under PKCE, the authorization code
+-- handed to the app (digest) until it is exchanged with the code_verifier at
+-- POST /token?grant_type=pkce. Rows are short-lived and single use.
+CREATE TABLE auth.flow_state (
+    id                    uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    provider              text NOT NULL,
+    state_hash            text UNIQUE,
+    redirect_to           text NOT NULL,
+    code_challenge        text,
+    code_challenge_method text CHECK (code_challenge_method IN ('s256', 'plain')),
+    auth_code_hash        text UNIQUE,
+    user_id               uuid REFERENCES auth.users (id) ON DELETE CASCADE,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    expires_at            timestamptz NOT NULL
+);
+CREATE INDEX flow_state_expires_idx ON auth.flow_state (expires_at);
+
 CREATE TABLE auth.one_time_tokens (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     user_id     uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
@@ -87,6 +105,7 @@ CREATE TABLE auth.one_time_tokens (
                   ('confirmation', 'recovery', 'magiclink', 'email_change', 'reauthentication')),
     token_hash  text NOT NULL UNIQUE,
     relates_to  text NOT NULL DEFAULT '',
+    flow_id     uuid REFERENCES auth.flow_state (id) ON DELETE SET NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz NOT NULL,
     used_at     timestamptz

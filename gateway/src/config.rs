@@ -146,6 +146,8 @@ pub struct Config {
     pub enable_sql_endpoint: bool,
     /// ENABLE_DEMO_ENDPOINT: mount POST /api/demo even without a SERVICE_ROLE_KEY.
     pub enable_demo_endpoint: bool,
+    /// EXTERNAL_*: the enabled OAuth / OpenID providers (see `auth::oauth::providers`).
+    pub oauth_providers: Vec<crate::auth::oauth::providers::ProviderConfig>,
 }
 
 /// How to reach the SMTP server.
@@ -371,6 +373,7 @@ impl Config {
             function_memory_mb: parse_num(src, "FUNCTION_MEMORY_MB", 256u64)?.max(32),
             enable_sql_endpoint: parse_bool(src, "ENABLE_SQL_ENDPOINT", false)?,
             enable_demo_endpoint: parse_bool(src, "ENABLE_DEMO_ENDPOINT", false)?,
+            oauth_providers: crate::auth::oauth::providers::from_source(src)?,
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct AppState {
     pub deno: Arc<crate::functions::deno::DenoWorker>,
     /// HTTP client to the Deno worker (loopback).
     pub functions_http: reqwest::Client,
+    /// OAuth providers' HTTP client and discovery cache.
+    pub oauth: Arc<crate::auth::oauth::client::OAuthRuntime>,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
                 crate::storage::backend::Backend::Database
             },
             mailer,
+            oauth: Arc::new(crate::auth::oauth::client::OAuthRuntime::new()),
         }
     }
 }

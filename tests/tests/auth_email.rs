@@ -236,3 +236,66 @@ async fn serve_refuses_required_verification_without_smtp() {
     let err = Gateway::serve(&tc, &[("REQUIRE_EMAIL_VERIFICATION", "true")]).await.err().expect("must refuse to start");
     assert!(err.to_string().contains("SMTP_HOST"), "{err}");
 }
+
+#[tokio::test]
+async fn pkce_email_links_end_with_a_code_for_the_verifier() {
+    use base64::Engine;
+    use sha2::Digest;
+    let e = start(&[("REQUIRE_EMAIL_VERIFICATION", "true")]).await;
+    let verifier = "pkce-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let ch = |extra: Value| {
+        let mut v = json!({"code_challenge": challenge, "code_challenge_method": "s256"});
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v
+    };
+    let location = |r: &reqwest::Response| r.headers()["location"].to_str().unwrap().to_owned();
+    let exchange = |code: String| {
+        let e = &e;
+        async move { e.post("/auth/v1/token?grant_type=pkce", json!({"auth_code": code, "code_verifier": verifier})).await }
+    };
+
+    // Sign-up confirmation under PKCE (supabase-py's default): ?code= on SITE_URL.
+    let (st, user) = e.post("/auth/v1/signup", ch(json!({"email": "pk@example.com", "password": "pkce-password-1"}))).await;
+    assert_eq!(st, StatusCode::OK, "{user}");
+    let res = e.follow(&first_link(&e.smtp.wait_for("pk@example.com", 1).await.unwrap())).await;
+    let to = location(&res);
+    assert!(to.starts_with("http://app.test?code="), "{to}");
+    assert!(!to.contains("access_token"));
+    let (st, session) = exchange(query_param(&to, "code")).await;
+    assert_eq!(st, StatusCode::OK, "{session}");
+    assert_eq!(session["user"]["email"], "pk@example.com");
+    assert!(session["user"]["email_confirmed_at"].is_string());
+
+    // Magic link with redirect_to: ?code= there; the code is single use.
+    e.post("/auth/v1/otp?redirect_to=myapp://callback", ch(json!({"email": "pk@example.com"}))).await;
+    let res = e.follow(&first_link(&e.smtp.wait_for("pk@example.com", 2).await.unwrap())).await;
+    let to = location(&res);
+    assert!(to.starts_with("myapp://callback?code="), "{to}");
+    let code = query_param(&to, "code");
+    assert_eq!(exchange(code.clone()).await.0, StatusCode::OK);
+    let (st, err) = exchange(code).await;
+    assert_eq!((st, err["error_code"].as_str()), (StatusCode::NOT_FOUND, Some("flow_state_not_found")));
+
+    // Recovery under PKCE, then the new password through the session.
+    e.post("/auth/v1/recover", ch(json!({"email": "pk@example.com"}))).await;
+    let res = e.follow(&first_link(&e.smtp.wait_for("pk@example.com", 3).await.unwrap())).await;
+    let (st, session) = exchange(query_param(&location(&res), "code")).await;
+    assert_eq!(st, StatusCode::OK);
+    let upd = e.http.put(e.gw.url("/auth/v1/user")).bearer_auth(session["access_token"].as_str().unwrap()).json(&json!({"password": "pkce-password-2"})).send().await.unwrap();
+    assert_eq!(upd.status(), StatusCode::OK);
+    assert_eq!(e.post("/auth/v1/token?grant_type=password", json!({"email": "pk@example.com", "password": "pkce-password-2"})).await.0, StatusCode::OK);
+
+    // The e-mailed code (POST /verify) still answers with a session directly.
+    e.post("/auth/v1/otp", ch(json!({"email": "pk@example.com"}))).await;
+    let mail = e.smtp.wait_for("pk@example.com", 4).await.unwrap();
+    let text = mail["text"].as_str().unwrap().to_owned() + mail["html"].as_str().unwrap();
+    let code: String = text.split("code: ").nth(1).unwrap().chars().take(6).collect();
+    let (st, session) = e.post("/auth/v1/verify", json!({"email": "pk@example.com", "token": code, "type": "email"})).await;
+    assert_eq!(st, StatusCode::OK, "{session}");
+    assert!(session["access_token"].is_string());
+
+    // A bad challenge method is refused up front.
+    let (st, err) = e.post("/auth/v1/otp", json!({"email": "pk@example.com", "code_challenge": challenge, "code_challenge_method": "sha1"})).await;
+    assert_eq!((st, err["error_code"].as_str()), (StatusCode::BAD_REQUEST, Some("validation_failed")));
+}

@@ -5,8 +5,11 @@
 
 pub mod error;
 pub mod mailer;
+pub mod oauth;
 pub mod one_time;
 pub mod passwords;
+pub mod pkce;
+pub mod redirect;
 pub mod routes;
 pub mod store;
 pub mod tokens;
@@ -49,6 +52,8 @@ pub fn routes(cfg: &crate::config::Config) -> Router<AppState> {
         .route("/user", get(user::get_user).put(user::update_user).patch(user::update_user))
         .route("/admin/users", get(admin::list).post(admin::create))
         .route("/admin/users/{id}", get(admin::get).put(admin::update).delete(admin::delete))
+        .route("/authorize", get(oauth::authorize))
+        .route("/callback", get(oauth::callback_get).post(oauth::callback_post))
         .route("/settings", get(meta::settings))
         .route("/health", get(meta::health))
         .fallback(|| async { AuthError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such auth route") })

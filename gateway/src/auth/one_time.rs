@@ -78,8 +78,9 @@ pub async fn seconds_since_last(tx: &Transaction<'_>, user: Uuid, t: TokenType) 
     Ok(row.get(0))
 }
 
-/// Issues a token of kind `t` for `user`, replacing unused older ones.
-pub async fn issue(tx: &Transaction<'_>, user: Uuid, t: TokenType, relates_to: &str, ttl_secs: i64) -> AuthResult<Issued> {
+/// Issues a token of kind `t` for `user`, replacing unused older ones; `flow` ties
+/// it to a PKCE flow (the link then ends with `?code=`).
+pub async fn issue(tx: &Transaction<'_>, user: Uuid, t: TokenType, relates_to: &str, ttl_secs: i64, flow: Option<Uuid>) -> AuthResult<Issued> {
     let token = tokens::opaque();
     let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
     tx.execute(
@@ -88,9 +89,9 @@ pub async fn issue(tx: &Transaction<'_>, user: Uuid, t: TokenType, relates_to: &
     )
     .await?;
     tx.execute(
-        "INSERT INTO auth.one_time_tokens (user_id, token_type, token_hash, relates_to, expires_at)
-         SELECT $1, $2, h, $4, now() + make_interval(secs => $5) FROM unnest($3::text[]) AS h",
-        &[&user, &t.as_str(), &vec![tokens::digest(&token), code_digest(user, &code)], &relates_to, &(ttl_secs as f64)],
+        "INSERT INTO auth.one_time_tokens (user_id, token_type, token_hash, relates_to, expires_at, flow_id)
+         SELECT $1, $2, h, $4, now() + make_interval(secs => $5), $6 FROM unnest($3::text[]) AS h",
+        &[&user, &t.as_str(), &vec![tokens::digest(&token), code_digest(user, &code)], &relates_to, &(ttl_secs as f64), &flow],
     )
     .await?;
     Ok(Issued { token, code })
@@ -104,6 +105,8 @@ pub struct Consumed {
     pub kind: TokenType,
     /// Extra data (the new e-mail of an email change).
     pub relates_to: String,
+    /// The PKCE flow it belongs to, if any.
+    pub flow: Option<Uuid>,
 }
 
 /// Consumes a link token (or, with `user`, a 6-digit code) of one of `kinds`.
@@ -118,7 +121,7 @@ pub async fn consume(tx: &Transaction<'_>, token: &str, code_user: Option<Uuid>,
         .query_opt(
             "UPDATE auth.one_time_tokens SET used_at = now()
               WHERE token_hash = $1 AND token_type = ANY ($2) AND used_at IS NULL AND expires_at > now()
-              RETURNING user_id, token_type, relates_to",
+              RETURNING user_id, token_type, relates_to, flow_id",
             &[&hash, &names],
         )
         .await?;
@@ -127,6 +130,7 @@ pub async fn consume(tx: &Transaction<'_>, token: &str, code_user: Option<Uuid>,
         user: row.get(0),
         kind: TokenType::parse(row.get::<_, &str>(1)).unwrap_or(TokenType::Confirmation),
         relates_to: row.get(2),
+        flow: row.get(3),
     };
     tx.execute(
         "UPDATE auth.one_time_tokens SET used_at = now() WHERE user_id = $1 AND token_type = $2 AND used_at IS NULL",

@@ -34,6 +34,8 @@ pub enum Method {
     Refresh,
     /// An e-mailed link or code.
     Otp,
+    /// An OAuth / OpenID provider.
+    OAuth,
 }
 
 impl Method {
@@ -43,6 +45,7 @@ impl Method {
             Method::Anonymous => "anonymous",
             Method::Refresh => "token_refresh",
             Method::Otp => "otp",
+            Method::OAuth => "oauth",
         }
     }
 }

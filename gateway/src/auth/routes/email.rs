@@ -7,7 +7,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -19,38 +19,14 @@ use crate::auth::mailer::{Fields, Kind};
 use crate::auth::one_time::{self, TokenType};
 use crate::auth::store::{self, NewUser};
 use crate::auth::tokens::{self, Method};
-use crate::auth::{passwords, validate, ClientInfo};
+use crate::auth::redirect::{self, found, with_fragment, with_query};
+use crate::auth::{passwords, pkce, validate, ClientInfo};
 use crate::config::Config;
 use crate::AppState;
 
-/// `redirect_to` if it is SITE_URL or allow-listed (ADDITIONAL_REDIRECT_URLS, `*`
-/// suffix = prefix match), else SITE_URL.
+/// `redirect_to` if allowed, else SITE_URL (see [`redirect::target`]).
 pub fn redirect_target(cfg: &Config, requested: Option<&str>) -> String {
-    let Some(r) = requested.map(str::trim).filter(|r| !r.is_empty()) else { return cfg.site_url.clone() };
-    let site = cfg.site_url.trim_end_matches('/');
-    let same_site = r == site || r.starts_with(&format!("{site}/")) || r.starts_with(&format!("{site}?")) || r.starts_with(&format!("{site}#"));
-    let listed = cfg.additional_redirect_urls.iter().any(|u| match u.strip_suffix('*') {
-        Some(prefix) => r.starts_with(prefix),
-        None => r == u,
-    });
-    if same_site || listed {
-        r.to_owned()
-    } else {
-        cfg.site_url.clone()
-    }
-}
-
-fn with_fragment(target: &str, pairs: &[(&str, String)]) -> String {
-    let base = target.split('#').next().unwrap_or(target);
-    let frag: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))
-        .collect();
-    format!("{base}#{}", frag.join("&"))
-}
-
-fn found(location: String) -> Response {
-    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+    redirect::target(cfg, requested)
 }
 
 fn url_with(base: &str, path: &str, params: &[(&str, &str)]) -> String {
@@ -91,11 +67,16 @@ struct EmailParams {
     email: Option<String>,
     create_user: Option<bool>,
     data: Option<Value>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
 }
 
-/// Issues a token of `kind` to the account with `email` unless one went out less than
-/// EMAIL_MIN_INTERVAL ago; returns (address, token) to mail.
-async fn issue_for(s: &AppState, user: Uuid, kind: TokenType, relates_to: &str) -> AuthResult<Option<one_time::Issued>> {
+/// Under PKCE, where the flow lands and the app's challenge.
+pub type PkceStart<'a> = Option<(&'a pkce::Challenge, &'a str)>;
+
+/// Issues a token of `kind` to `user` unless one went out less than
+/// EMAIL_MIN_INTERVAL ago; under PKCE the token belongs to a new flow.
+async fn issue_for(s: &AppState, user: Uuid, kind: TokenType, relates_to: &str, flow: PkceStart<'_>) -> AuthResult<Option<one_time::Issued>> {
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
     if let Some(since) = one_time::seconds_since_last(&tx, user, kind).await? {
@@ -103,7 +84,11 @@ async fn issue_for(s: &AppState, user: Uuid, kind: TokenType, relates_to: &str) 
             return Ok(None);
         }
     }
-    let issued = one_time::issue(&tx, user, kind, relates_to, s.config.mailer_otp_exp_secs).await?;
+    let flow_id = match flow {
+        Some((challenge, target)) => Some(pkce::create(&tx, "email", None, target, Some(challenge), s.config.mailer_otp_exp_secs).await?),
+        None => None,
+    };
+    let issued = one_time::issue(&tx, user, kind, relates_to, s.config.mailer_otp_exp_secs, flow_id).await?;
     tx.commit().await?;
     Ok(Some(issued))
 }
@@ -120,9 +105,10 @@ async fn user_by_email(s: &AppState, email: &str) -> AuthResult<Option<Uuid>> {
 pub async fn recover(State(s): State<AppState>, Query(q): Query<RedirectQuery>, body: Bytes) -> AuthResult<Response> {
     let p: EmailParams = parse_body(&body)?;
     let email = validate::email(p.email.as_deref().unwrap_or(""))?;
+    let challenge = pkce::parse(p.code_challenge.as_deref(), p.code_challenge_method.as_deref())?;
     if let Some(user) = user_by_email(&s, &email).await? {
-        if let Some(t) = issue_for(&s, user, TokenType::Recovery, "").await? {
-            let target = redirect_target(&s.config, q.redirect_to.as_deref());
+        let target = redirect_target(&s.config, q.redirect_to.as_deref());
+        if let Some(t) = issue_for(&s, user, TokenType::Recovery, "", challenge.as_ref().map(|c| (c, target.as_str()))).await? {
             let url = url_with(&s.config.api_external_url, "/verify", &[("token", &t.token), ("type", "recovery"), ("redirect_to", &target)]);
             send(&s, Kind::Recovery, &email, &url, &t.token, None).await;
         }
@@ -162,6 +148,7 @@ pub async fn magiclink(State(s): State<AppState>, Query(q): Query<RedirectQuery>
     let p: EmailParams = parse_body(&body)?;
     let email = validate::email(p.email.as_deref().unwrap_or(""))?;
     let meta = validate::metadata(p.data.as_ref())?.cloned().unwrap_or_else(|| json!({}));
+    let challenge = pkce::parse(p.code_challenge.as_deref(), p.code_challenge_method.as_deref())?;
     let user = match user_by_email(&s, &email).await? {
         Some(u) => Some(u),
         None if p.create_user.unwrap_or(true) => {
@@ -176,8 +163,8 @@ pub async fn magiclink(State(s): State<AppState>, Query(q): Query<RedirectQuery>
         None => None,
     };
     if let Some(user) = user {
-        if let Some(t) = issue_for(&s, user, TokenType::MagicLink, "").await? {
-            let target = redirect_target(&s.config, q.redirect_to.as_deref());
+        let target = redirect_target(&s.config, q.redirect_to.as_deref());
+        if let Some(t) = issue_for(&s, user, TokenType::MagicLink, "", challenge.as_ref().map(|c| (c, target.as_str()))).await? {
             let url = url_with(&s.config.api_external_url, "/magiclink/verify", &[("token", &t.token), ("redirect_to", &target)]);
             send(&s, Kind::MagicLink, &email, &url, &t.token, Some(&t.code)).await;
         }
@@ -194,17 +181,36 @@ pub struct VerifyQuery {
     redirect_to: Option<String>,
 }
 
-/// Consumes a token and opens a session: (session body, type name for the fragment).
-async fn verify_and_sign_in(s: &AppState, client: &ClientInfo, token: &str, code_user: Option<Uuid>, kinds: &[TokenType]) -> AuthResult<(Value, &'static str)> {
+/// How a followed link or code ends.
+enum Verified {
+    /// Signed in: the session body and the type name for the fragment.
+    Session(Value, &'static str),
+    /// A PKCE flow: the browser goes to `.0?code=.1`.
+    Code(String, String),
+}
+
+/// Consumes a token and opens a session; a link (`link`) of a PKCE flow ends with an
+/// authorization code instead.
+async fn verify_and_sign_in(s: &AppState, client: &ClientInfo, token: &str, code_user: Option<Uuid>, kinds: &[TokenType], link: bool) -> AuthResult<Verified> {
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
     let Some(c) = one_time::consume(&tx, token, code_user, kinds).await? else {
         return Err(AuthError::new(StatusCode::BAD_REQUEST, "otp_expired", "invalid or expired token"));
     };
     one_time::apply(&tx, &c).await?;
+    store::audit(&tx, "user_verified", Some(c.user), json!({"type": c.kind.as_str()}), client.ip.as_deref()).await?;
+    if let Some(flow_id) = c.flow {
+        match pkce::get(&tx, flow_id).await? {
+            Some(flow) if link && flow.pkce => {
+                let code = pkce::issue_code(&tx, flow.id, c.user).await?;
+                tx.commit().await?;
+                return Ok(Verified::Code(flow.redirect_to, code));
+            }
+            _ => pkce::finish(&tx, flow_id).await?,
+        }
+    }
     let (session, refresh) = store::start_session(&tx, c.user, client.user_agent.as_deref(), client.ip.as_deref()).await?;
     let user = store::found(store::user_json(&tx, c.user).await?)?;
-    store::audit(&tx, "user_verified", Some(c.user), json!({"type": c.kind.as_str()}), client.ip.as_deref()).await?;
     tx.commit().await?;
     let kind = match c.kind {
         TokenType::Confirmation => "signup",
@@ -212,30 +218,50 @@ async fn verify_and_sign_in(s: &AppState, client: &ClientInfo, token: &str, code
         TokenType::MagicLink => "magiclink",
         TokenType::EmailChange => "email_change",
     };
-    Ok((tokens::session_body(&s.config, user, &session.to_string(), &refresh, Method::Otp)?, kind))
+    Ok(Verified::Session(tokens::session_body(&s.config, user, &session.to_string(), &refresh, Method::Otp)?, kind))
 }
 
-fn fragment_redirect(target: &str, result: AuthResult<(Value, &'static str)>) -> Response {
+/// The session as URL fragment pairs (GoTrue's implicit-flow landing).
+pub fn session_fragment(session: &Value, extra: &[(&str, String)]) -> Vec<(&'static str, String)> {
+    let get = |k: &str| session[k].as_str().map(str::to_owned).unwrap_or_else(|| session[k].to_string());
+    let mut pairs = vec![
+        ("access_token", get("access_token")),
+        ("expires_at", get("expires_at")),
+        ("expires_in", get("expires_in")),
+        ("refresh_token", get("refresh_token")),
+        ("token_type", "bearer".to_owned()),
+    ];
+    for (k, v) in extra {
+        let k: &'static str = match *k {
+            "type" => "type",
+            "provider_token" => "provider_token",
+            "provider_refresh_token" => "provider_refresh_token",
+            _ => continue,
+        };
+        pairs.push((k, v.clone()));
+    }
+    pairs
+}
+
+/// An error at the end of a browser flow: in the fragment (implicit) or the query (PKCE).
+pub fn error_redirect(target: &str, e: &AuthError, pkce: bool) -> Response {
+    let pairs = [("error", "access_denied".to_owned()), ("error_code", e.code.to_owned()), ("error_description", e.message.clone())];
+    found(if pkce { with_query(target, &pairs) } else { with_fragment(target, &pairs) })
+}
+
+fn land(target: &str, result: AuthResult<Verified>) -> Response {
     match result {
-        Ok((session, kind)) => {
-            let get = |k: &str| session[k].as_str().map(str::to_owned).unwrap_or_else(|| session[k].to_string());
-            found(with_fragment(
-                target,
-                &[
-                    ("access_token", get("access_token")),
-                    ("expires_at", get("expires_at")),
-                    ("expires_in", get("expires_in")),
-                    ("refresh_token", get("refresh_token")),
-                    ("token_type", "bearer".to_owned()),
-                    ("type", kind.to_owned()),
-                ],
-            ))
-        }
-        Err(e) if e.status.is_client_error() => found(with_fragment(
-            target,
-            &[("error", "access_denied".to_owned()), ("error_code", e.code.to_owned()), ("error_description", e.message.clone())],
-        )),
+        Ok(Verified::Session(session, kind)) => found(with_fragment(target, &session_fragment(&session, &[("type", kind.to_owned())]))),
+        Ok(Verified::Code(to, code)) => found(with_query(&to, &[("code", code)])),
+        Err(e) if e.status.is_client_error() => error_redirect(target, &e, false),
         Err(e) => e.into_response(),
+    }
+}
+
+fn session_of(v: Verified) -> Value {
+    match v {
+        Verified::Session(session, _) => session,
+        Verified::Code(..) => unreachable!("codes are only issued for links"),
     }
 }
 
@@ -246,13 +272,13 @@ pub async fn verify_get(State(s): State<AppState>, client: ClientInfo, Query(q):
     let token = q.token.clone().unwrap_or_default();
     match q.kind.as_deref() {
         None => {
-            let (session, _) = verify_and_sign_in(&s, &client, &token, None, &[TokenType::Confirmation, TokenType::EmailChange]).await?;
+            let session = session_of(verify_and_sign_in(&s, &client, &token, None, &[TokenType::Confirmation, TokenType::EmailChange], false).await?);
             Ok(json(StatusCode::OK, json!({"message": "Email confirmed", "user": session["user"]})))
         }
         Some(t) => {
             let kinds = TokenType::from_verify_type(t).ok_or_else(|| AuthError::invalid_body(format!("unknown verification type {t:?}")))?;
             let target = redirect_target(&s.config, q.redirect_to.as_deref());
-            Ok(fragment_redirect(&target, verify_and_sign_in(&s, &client, &token, None, kinds).await))
+            Ok(land(&target, verify_and_sign_in(&s, &client, &token, None, kinds, true).await))
         }
     }
 }
@@ -261,7 +287,7 @@ pub async fn verify_get(State(s): State<AppState>, client: ClientInfo, Query(q):
 pub async fn magiclink_verify(State(s): State<AppState>, client: ClientInfo, Query(q): Query<VerifyQuery>) -> AuthResult<Response> {
     let token = q.token.clone().unwrap_or_default();
     let target = redirect_target(&s.config, q.redirect_to.as_deref());
-    Ok(fragment_redirect(&target, verify_and_sign_in(&s, &client, &token, None, &[TokenType::MagicLink]).await))
+    Ok(land(&target, verify_and_sign_in(&s, &client, &token, None, &[TokenType::MagicLink], true).await))
 }
 
 #[derive(Deserialize)]
@@ -289,16 +315,22 @@ pub async fn verify_post(State(s): State<AppState>, client: ClientInfo, body: By
         }
         _ => return Err(AuthError::invalid_body("token_hash, or email and token, are required")),
     };
-    let (session, _) = verify_and_sign_in(&s, &client, &token, code_user, kinds).await?;
+    let session = session_of(verify_and_sign_in(&s, &client, &token, code_user, kinds, false).await?);
     Ok(json(StatusCode::OK, session))
 }
 
 /// Sends the sign-up confirmation for a new account (REQUIRE_EMAIL_VERIFICATION).
-pub async fn send_confirmation(s: &AppState, user: Uuid, email: &str, redirect_to: Option<&str>) -> AuthResult<()> {
-    if let Some(t) = issue_for(s, user, TokenType::Confirmation, "").await? {
-        let url = match redirect_to {
+pub async fn send_confirmation(s: &AppState, user: Uuid, email: &str, redirect_to: Option<&str>, challenge: Option<&pkce::Challenge>) -> AuthResult<()> {
+    // Under PKCE the link always lands in the app (SITE_URL by default) with ?code=.
+    let target = redirect_to.map(|r| redirect_target(&s.config, Some(r))).or_else(|| challenge.map(|_| s.config.site_url.clone()));
+    let flow = match (challenge, &target) {
+        (Some(c), Some(t)) => Some((c, t.as_str())),
+        _ => None,
+    };
+    if let Some(t) = issue_for(s, user, TokenType::Confirmation, "", flow).await? {
+        let url = match &target {
             // With a redirect the link lands in the app, signed in (auth-js flow).
-            Some(r) => url_with(&s.config.api_external_url, "/verify", &[("token", &t.token), ("type", "signup"), ("redirect_to", &redirect_target(&s.config, Some(r)))]),
+            Some(r) => url_with(&s.config.api_external_url, "/verify", &[("token", &t.token), ("type", "signup"), ("redirect_to", r)]),
             None => url_with(&s.config.api_external_url, "/verify", &[("token", &t.token)]),
         };
         send(s, Kind::Confirmation, email, &url, &t.token, None).await;
@@ -308,7 +340,7 @@ pub async fn send_confirmation(s: &AppState, user: Uuid, email: &str, redirect_t
 
 /// Sends the confirmation of a new address to that address (email change).
 pub async fn send_email_change(s: &AppState, user: Uuid, new_email: &str) -> AuthResult<()> {
-    if let Some(t) = issue_for(s, user, TokenType::EmailChange, new_email).await? {
+    if let Some(t) = issue_for(s, user, TokenType::EmailChange, new_email, None).await? {
         let target = redirect_target(&s.config, None);
         let url = url_with(&s.config.api_external_url, "/verify", &[("token", &t.token), ("type", "email_change"), ("redirect_to", &target)]);
         send(s, Kind::EmailChange, new_email, &url, &t.token, None).await;

@@ -8,15 +8,19 @@ use crate::AppState;
 
 /// GET /auth/v1/settings: which sign-in methods are on.
 pub async fn settings(State(s): State<AppState>) -> Json<Value> {
+    let mut external = json!({
+        "email": true,
+        "phone": false,
+        "anonymous_users": s.config.allow_anonymous_signin,
+        "google": false, "github": false, "apple": false, "azure": false, "oidc": false,
+    });
+    for p in &s.config.oauth_providers {
+        external[p.name.as_str()] = json!(true);
+    }
     Json(json!({
-        "external": {
-            "email": true,
-            "phone": false,
-            "anonymous_users": s.config.allow_anonymous_signin,
-            "google": false, "github": false, "apple": false, "azure": false,
-        },
+        "external": external,
         "disable_signup": false,
-        "mailer_autoconfirm": true,
+        "mailer_autoconfirm": !s.config.require_email_verification,
         "phone_autoconfirm": false,
         "sms_provider": "",
         "saml_enabled": false,

@@ -1,4 +1,4 @@
-//! POST /token (grant_type=password | refresh_token) and POST /logout.
+//! POST /token (grant_type=password | refresh_token | pkce) and POST /logout.
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -12,7 +12,7 @@ use super::json;
 use crate::auth::error::{parse_body, AuthError, AuthResult};
 use crate::auth::store::{self, Refreshed};
 use crate::auth::tokens::{self, Method};
-use crate::auth::{passwords, validate, ClientInfo};
+use crate::auth::{passwords, pkce, validate, ClientInfo};
 use crate::http::caller::Caller;
 use crate::AppState;
 
@@ -28,6 +28,12 @@ struct PasswordGrant {
 }
 
 #[derive(Deserialize)]
+struct PkceGrant {
+    auth_code: Option<String>,
+    code_verifier: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct RefreshGrant {
     refresh_token: Option<String>,
 }
@@ -37,6 +43,7 @@ pub async fn token(State(s): State<AppState>, Query(q): Query<GrantQuery>, clien
     match q.grant_type.as_deref() {
         Some("password") => password_grant(&s, &client, parse_body(&body)?).await,
         Some("refresh_token") => refresh_grant(&s, parse_body(&body)?).await,
+        Some("pkce") => pkce_grant(&s, &client, parse_body(&body)?).await,
         Some(other) => Err(AuthError::new(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -79,6 +86,30 @@ async fn password_grant(s: &AppState, client: &ClientInfo, p: PasswordGrant) -> 
     tx.commit().await?;
     let body = tokens::session_body(&s.config, user, &session.to_string(), &refresh, Method::Password)?;
     Ok(json(StatusCode::OK, body))
+}
+
+/// grant_type=pkce: the code from `?code=` plus the app's verifier → a session.
+async fn pkce_grant(s: &AppState, client: &ClientInfo, p: PkceGrant) -> AuthResult<Response> {
+    let (Some(code), Some(verifier)) = (p.auth_code.filter(|c| !c.is_empty()), p.code_verifier.filter(|c| !c.is_empty())) else {
+        return Err(AuthError::invalid_body("invalid request: both auth code and code verifier should be non-empty"));
+    };
+    pkce::check_verifier(&verifier)?;
+    let mut conn = s.pool.get().await?;
+    let tx = store::begin(&mut conn).await?;
+    let (user, provider) = match pkce::redeem(&tx, &code, &verifier).await {
+        Ok(v) => v,
+        Err(e) => {
+            // The code is spent even when the verifier is wrong.
+            tx.commit().await?;
+            return Err(e);
+        }
+    };
+    let (session, refresh) = store::start_session(&tx, user, client.user_agent.as_deref(), client.ip.as_deref()).await?;
+    let user_json = store::found(store::user_json(&tx, user).await?)?;
+    store::audit(&tx, "login", Some(user), json!({"provider": provider, "grant": "pkce"}), client.ip.as_deref()).await?;
+    tx.commit().await?;
+    let method = if provider == "email" { Method::Otp } else { Method::OAuth };
+    Ok(json(StatusCode::OK, tokens::session_body(&s.config, user_json, &session.to_string(), &refresh, method)?))
 }
 
 async fn refresh_grant(s: &AppState, p: RefreshGrant) -> AuthResult<Response> {

@@ -12,7 +12,7 @@ use super::json;
 use crate::auth::error::{parse_body, AuthError, AuthResult};
 use crate::auth::store::{self, NewUser};
 use crate::auth::tokens::{self, Method};
-use crate::auth::{passwords, validate, ClientInfo};
+use crate::auth::{passwords, pkce, validate, ClientInfo};
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -21,6 +21,8 @@ struct SignupParams {
     phone: Option<String>,
     password: Option<String>,
     data: Option<Value>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
 }
 
 /// POST /auth/v1/signup: 201 with a session; an anonymous session without email.
@@ -42,6 +44,7 @@ pub async fn signup(
         return anonymous_session(&s, &client, "authenticated", meta).await;
     };
     let email = validate::email(raw_email)?;
+    let challenge = pkce::parse(p.code_challenge.as_deref(), p.code_challenge_method.as_deref())?;
     let password = p.password.unwrap_or_default();
     passwords::check(&password)?;
     let hash = passwords::hash(password).await?;
@@ -66,7 +69,7 @@ pub async fn signup(
         store::audit(&tx, "user_confirmation_requested", Some(id), json!({"provider": "email"}), client.ip.as_deref()).await?;
         let mut user = store::found(store::user_json(&tx, id).await?)?;
         tx.commit().await?;
-        super::email::send_confirmation(&s, id, &email, q.redirect_to()).await?;
+        super::email::send_confirmation(&s, id, &email, q.redirect_to(), challenge.as_ref()).await?;
         user["message"] = json!("Check your email to confirm your account");
         return Ok(json(StatusCode::OK, user));
     }
