@@ -146,8 +146,41 @@ pub struct Config {
     pub enable_sql_endpoint: bool,
     /// ENABLE_DEMO_ENDPOINT: mount POST /api/demo even without a SERVICE_ROLE_KEY.
     pub enable_demo_endpoint: bool,
+    /// DB_ANON_ROLE: run requests that carry no credential as this role (PostgREST's
+    /// db-anon-role). Unset (default) = such requests get 401, as on Supabase.
+    pub db_anon_role: Option<String>,
+    /// DB_TX_END: how REST transactions end (PostgREST's db-tx-end): `commit`,
+    /// `commit-allow-override` (default; `Prefer: tx=rollback` honoured), `rollback`,
+    /// `rollback-allow-override`.
+    pub db_tx_end: TxEnd,
+    /// DB_PRE_REQUEST: a function (`schema.name`) called in every REST transaction
+    /// after the role and claims are set (PostgREST's db-pre-request).
+    pub db_pre_request: Option<String>,
+    /// REST_ERROR_FORMAT: `contract` (default: PostgREST's fields plus `error`) or
+    /// `postgrest` (exactly `{code, message, details, hint}`, for PostgREST clients).
+    pub rest_error_format_postgrest: bool,
     /// EXTERNAL_*: the enabled OAuth / OpenID providers (see `auth::oauth::providers`).
     pub oauth_providers: Vec<crate::auth::oauth::providers::ProviderConfig>,
+}
+
+/// How REST transactions end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TxEnd {
+    /// Roll back instead of committing.
+    pub rollback: bool,
+    /// Whether `Prefer: tx=commit|rollback` may change that.
+    pub overridable: bool,
+}
+
+impl TxEnd {
+    /// Whether a request with `Prefer: tx=<asked>` rolls back.
+    pub fn rollback(self, asked: Option<&str>) -> bool {
+        match (self.overridable, asked) {
+            (true, Some("rollback")) => true,
+            (true, Some("commit")) => false,
+            _ => self.rollback,
+        }
+    }
 }
 
 /// How to reach the SMTP server.
@@ -374,6 +407,35 @@ impl Config {
             enable_sql_endpoint: parse_bool(src, "ENABLE_SQL_ENDPOINT", false)?,
             enable_demo_endpoint: parse_bool(src, "ENABLE_DEMO_ENDPOINT", false)?,
             oauth_providers: crate::auth::oauth::providers::from_source(src)?,
+            db_anon_role: match src.get("DB_ANON_ROLE").map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()) {
+                Some(r) if r.starts_with("pgstack_") || r.starts_with("pg_") || r.len() > 63 => {
+                    return Err(ConfigError::Invalid { name: "DB_ANON_ROLE", why: format!("{r:?} is reserved or too long") })
+                }
+                r => r,
+            },
+            db_tx_end: match src.get("DB_TX_END").as_deref().map(str::trim) {
+                None | Some("") | Some("commit-allow-override") => TxEnd { rollback: false, overridable: true },
+                Some("commit") => TxEnd { rollback: false, overridable: false },
+                Some("rollback") => TxEnd { rollback: true, overridable: false },
+                Some("rollback-allow-override") => TxEnd { rollback: true, overridable: true },
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "DB_TX_END",
+                        why: format!("{other:?} is not commit, commit-allow-override, rollback or rollback-allow-override"),
+                    })
+                }
+            },
+            db_pre_request: match src.get("DB_PRE_REQUEST").map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()) {
+                Some(f) if !f.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) || f.split('.').count() > 2 => {
+                    return Err(ConfigError::Invalid { name: "DB_PRE_REQUEST", why: format!("{f:?} is not a function name like schema.name") })
+                }
+                f => f,
+            },
+            rest_error_format_postgrest: match src.get("REST_ERROR_FORMAT").as_deref().map(str::trim) {
+                None | Some("") | Some("contract") => false,
+                Some("postgrest") => true,
+                Some(other) => return Err(ConfigError::Invalid { name: "REST_ERROR_FORMAT", why: format!("{other:?} is not contract or postgrest") }),
+            },
         })
     }
 }

@@ -44,6 +44,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         config.api_external_url = format!("http://{addr}");
     }
     check_database(&pool).await;
+    crate::rest::init_settings(&config);
     let database_url = config.database_url.clone();
     let state = AppState::new(config, pool, mailer);
     let events = crate::listener::spawn(

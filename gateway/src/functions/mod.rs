@@ -243,7 +243,7 @@ async fn invoke_deno(s: &AppState, f: &FunctionDef, path: &str, method: Method, 
 /// In-database runtime: `entrypoint(request jsonb) → jsonb {status, headers, body}`,
 /// called under the caller's role (anon without a key).
 async fn invoke_in_db(s: &AppState, f: &FunctionDef, caller: Option<Caller>, path: &str, method: Method, headers: &HeaderMap, body: Bytes) -> Response<Body> {
-    let caller = caller.unwrap_or_else(|| Caller { role: pgstack_shared::Role::Anon, claims: json!({"role": "anon"}), kind: KeyKind::Anon, token: String::new() });
+    let caller = caller.unwrap_or_else(|| Caller::builtin(pgstack_shared::Role::Anon));
     let Some(entry) = f.entrypoint.clone() else { return error(StatusCode::NOT_FOUND, "function not found", false) };
     let mut h = serde_json::Map::new();
     for (k, v) in headers {

@@ -10,7 +10,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use pgstack_shared::{JwtClaims, Role};
+use pgstack_shared::Role;
 use serde_json::Value;
 
 use crate::config::Config;
@@ -31,8 +31,13 @@ pub enum KeyKind {
 /// The resolved caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The Postgres role the request runs as.
+    /// The class of the role (anon, authenticated, service): decides 401 vs 403 and
+    /// which routes it may use.
     pub role: Role,
+    /// The Postgres role the request runs as: the three built-in roles, DB_ANON_ROLE,
+    /// or any other role a token's `role` claim names (PostgREST-style), which
+    /// Postgres itself refuses unless the login role is a member of it.
+    pub pg_role: String,
     /// The verified claims, handed to Postgres as `request.jwt.claims`.
     pub claims: Value,
     /// Which kind of credential it was.
@@ -53,6 +58,9 @@ pub enum CallerError {
     /// A valid JWT past its expiry.
     #[error("JWT expired")]
     Expired,
+    /// A signed token whose claims cannot be used (`exp` not a number, a reserved role).
+    #[error("{0}")]
+    BadClaims(String),
 }
 
 impl CallerError {
@@ -61,7 +69,7 @@ impl CallerError {
         match self {
             CallerError::Missing => "no_authorization",
             CallerError::Invalid(_) => "bad_jwt",
-            CallerError::Expired => "bad_jwt",
+            CallerError::Expired | CallerError::BadClaims(_) => "bad_jwt",
         }
     }
 }
@@ -85,28 +93,65 @@ impl Caller {
         Self::from_token(token, cfg).map(Some)
     }
 
-    /// Resolves one token.
+    /// A caller with a built-in role and no token (internal requests).
+    pub fn builtin(role: Role) -> Caller {
+        let kind = match role {
+            Role::Anon => KeyKind::Anon,
+            Role::ServiceRole => KeyKind::Service,
+            Role::Authenticated => KeyKind::User,
+        };
+        Caller { role, pg_role: role.as_str().to_owned(), claims: serde_json::json!({"role": role.as_str()}), kind, token: String::new() }
+    }
+
+    /// The caller of a request without any credential when DB_ANON_ROLE is set
+    /// (PostgREST's db-anon-role): that role, with claims `{"role": <it>}`.
+    pub fn anonymous(cfg: &Config) -> Option<Caller> {
+        let r = cfg.db_anon_role.as_ref()?;
+        Some(Caller { role: Role::Anon, pg_role: r.clone(), claims: serde_json::json!({"role": r}), kind: KeyKind::Anon, token: String::new() })
+    }
+
+    /// Resolves one token: an HS256 JWT signed with JWT_SECRET. `exp` (when present)
+    /// must be a number in the future; the role claim may be missing (then the
+    /// anonymous role), a built-in role, or another role name.
     pub fn from_token(token: &str, cfg: &Config) -> Result<Caller, CallerError> {
-        let claims = match keys::verify(token, &cfg.jwt_secret) {
-            Ok(c) => c,
-            Err(e) => {
-                return Err(match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => CallerError::Expired,
-                    _ => CallerError::Invalid(e.to_string()),
-                })
+        let claims = keys::verify_any(token, &cfg.jwt_secret).map_err(|e| CallerError::Invalid(e.to_string()))?;
+        let Value::Object(map) = &claims else { return Err(CallerError::Invalid("the claims are not a JSON object".into())) };
+        match map.get("exp") {
+            None | Some(Value::Null) => {}
+            Some(Value::Number(n)) => {
+                if n.as_f64().is_some_and(|exp| exp <= keys::now() as f64) {
+                    return Err(CallerError::Expired);
+                }
+            }
+            Some(_) => return Err(CallerError::BadClaims("The JWT 'exp' claim must be a number".into())),
+        }
+        let anon_name = cfg.db_anon_role.as_deref().unwrap_or("anon");
+        let pg_role = match map.get("role") {
+            None | Some(Value::Null) => anon_name.to_owned(),
+            Some(Value::String(r)) => r.clone(),
+            Some(_) => return Err(CallerError::BadClaims("The JWT 'role' claim must be a string".into())),
+        };
+        let role = match pg_role.as_str() {
+            "service_role" => Role::ServiceRole,
+            r if r == anon_name || r == "anon" => Role::Anon,
+            "authenticated" => Role::Authenticated,
+            other => {
+                check_role_name(other, cfg)?;
+                Role::Authenticated
             }
         };
+        let has_sub = map.get("sub").is_some_and(|s| !s.is_null());
         // Project keys are recognised by value as well (constant time), so a key
         // configured explicitly keeps its meaning even if its claims are unusual.
         let is = |k: &Option<crate::config::Secret>| k.as_ref().is_some_and(|k| keys::constant_time_eq(k.expose(), token));
-        let kind = if is(&cfg.service_role_key) || (claims.role == Role::ServiceRole && claims.sub.is_none()) {
+        let kind = if is(&cfg.service_role_key) || (role == Role::ServiceRole && !has_sub) {
             KeyKind::Service
-        } else if is(&cfg.anon_key) || (claims.role == Role::Anon && claims.sub.is_none()) {
+        } else if is(&cfg.anon_key) || (role == Role::Anon && !has_sub) {
             KeyKind::Anon
         } else {
             KeyKind::User
         };
-        Ok(Caller { role: claims.role, claims: claims_json(&claims), kind, token: token.to_owned() })
+        Ok(Caller { role, pg_role, claims, kind, token: token.to_owned() })
     }
 
     /// The user id (claim `sub`), for user tokens.
@@ -120,15 +165,26 @@ impl Caller {
     }
 }
 
-fn claims_json(c: &JwtClaims) -> Value {
-    serde_json::to_value(c).unwrap_or(Value::Null)
+/// Roles a token may never name, whatever the login role is a member of: the
+/// gateway's internal roles, Postgres's predefined roles, the login role itself.
+fn check_role_name(role: &str, cfg: &Config) -> Result<(), CallerError> {
+    let login = cfg.database_url.parse::<tokio_postgres::Config>().ok().and_then(|c| c.get_user().map(str::to_owned));
+    let reserved = role.starts_with("pgstack_") || role.starts_with("pg_") || role == "postgres" || Some(role) == login.as_deref();
+    if reserved || role.is_empty() || role.len() > 63 {
+        return Err(CallerError::BadClaims(format!("role {role:?} cannot be used by a request")));
+    }
+    Ok(())
 }
 
-/// Extractor: a caller is required (401 otherwise).
+/// Extractor: a caller is required (401 otherwise), unless DB_ANON_ROLE makes
+/// requests without a credential run as that role.
 impl FromRequestParts<AppState> for Caller {
     type Rejection = CallerError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Caller::resolve(&parts.headers, None, &state.config)?.ok_or(CallerError::Missing)
+        match Caller::resolve(&parts.headers, None, &state.config)? {
+            Some(c) => Ok(c),
+            None => Caller::anonymous(&state.config).ok_or(CallerError::Missing),
+        }
     }
 }
 
@@ -163,6 +219,7 @@ impl axum::response::IntoResponse for CallerError {
 mod tests {
     use super::*;
     use crate::config::{Secret, Source};
+    use pgstack_shared::JwtClaims;
     use axum::http::HeaderValue;
 
     fn cfg() -> Config {
@@ -222,5 +279,24 @@ mod tests {
         assert_eq!(Caller::resolve(&headers(&[("apikey", &old)]), None, &c).unwrap_err(), CallerError::Expired);
         let other = keys::mint(Role::ServiceRole, &Secret::new("some-other-secret-0123456789-abcdefghij")).unwrap();
         assert!(Caller::resolve(&headers(&[("apikey", &other)]), None, &c).is_err());
+    }
+
+    #[test]
+    fn postgrest_style_tokens_name_any_role_but_reserved_ones() {
+        let c = cfg();
+        let sign = |v: Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &v, &jsonwebtoken::EncodingKey::from_secret(c.jwt_secret.expose().as_bytes())).unwrap();
+        let got = Caller::from_token(&sign(serde_json::json!({"role": "postgrest_test_author", "id": "jdoe"})), &c).unwrap();
+        assert_eq!((got.pg_role.as_str(), got.role, got.kind), ("postgrest_test_author", Role::Authenticated, KeyKind::User));
+        let got = Caller::from_token(&sign(serde_json::json!({"id": 1})), &c).unwrap();
+        assert_eq!((got.pg_role.as_str(), got.role), ("anon", Role::Anon), "no role claim = the anonymous role");
+        for reserved in ["pgstack_auth_admin", "pg_read_all_data", "postgres", "a"] {
+            let e = Caller::from_token(&sign(serde_json::json!({"role": reserved})), &c).unwrap_err();
+            assert!(matches!(e, CallerError::BadClaims(_)), "{reserved}: {e:?}");
+        }
+        let e = Caller::from_token(&sign(serde_json::json!({"role": "anon", "exp": "soon"})), &c).unwrap_err();
+        assert_eq!(e, CallerError::BadClaims("The JWT 'exp' claim must be a number".into()));
+        let e = Caller::from_token(&sign(serde_json::json!({"role": "anon", "exp": 1446678149})), &c).unwrap_err();
+        assert_eq!(e, CallerError::Expired);
+        assert!(Caller::anonymous(&c).is_none(), "without DB_ANON_ROLE a request needs a key");
     }
 }

@@ -141,7 +141,7 @@ async fn run_op(
             None => Vec::new(),
             _ => return Err(RestError::bad("PGRST102", "RPC arguments must be a JSON object")),
         };
-        let sql = plan::call(f, &args, None, &q)?;
+        let sql = plan::call(f, &args, None, &q, None)?;
         let out = exec::statement(tx, &sql, true, anon).await?;
         let data = serde_json::from_str(out.body.as_deref().unwrap_or("null")).unwrap_or(Value::Null);
         return Ok((StatusCode::OK, data));

@@ -93,7 +93,7 @@ impl RestError {
 impl From<CallerError> for RestError {
     fn from(e: CallerError) -> Self {
         let code = match e {
-            CallerError::Expired => "PGRST303",
+            CallerError::Expired | CallerError::BadClaims(_) => "PGRST303",
             CallerError::Invalid(_) => "PGRST301",
             CallerError::Missing => "PGRST302",
         };
@@ -113,13 +113,21 @@ impl IntoResponse for RestError {
         if let Some(c) = &self.cause {
             tracing::error!(error = ?c, "REST internal error");
         }
-        let body = json!({
+        let mut body = json!({
             "code": self.code, "message": self.message, "details": self.details, "hint": self.hint,
-            "error": self.message,
         });
+        if !super::settings().postgrest_errors {
+            body["error"] = Value::String(self.message.clone());
+        }
         let mut res = (self.status, Json(body)).into_response();
+        let h = res.headers_mut();
+        h.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
         if self.status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            let www = match self.code.as_str() {
+                "PGRST301" | "PGRST303" => format!("Bearer error=\"invalid_token\", error_description=\"{}\"", self.message.replace(['"', '\\'], "")),
+                _ => "Bearer".to_owned(),
+            };
+            h.insert("www-authenticate", HeaderValue::from_str(&www).unwrap_or(HeaderValue::from_static("Bearer")));
         }
         res
     }

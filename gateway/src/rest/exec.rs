@@ -43,9 +43,12 @@ pub async fn begin<'a>(client: &'a mut deadpool_postgres::Object, caller: &Calle
     let db = |e| RestError::from_db(e, anon);
     let tx = client.transaction().await.map_err(db)?;
     let claims = caller.claims.to_string();
-    let role = caller.role.as_str();
+    let role = caller.pg_role.as_str();
     let stmt = tx.prepare_cached(SETUP).await.map_err(db)?;
     tx.query(&stmt, &[&role, &claims, &info.method, &info.path, &info.headers]).await.map_err(db)?;
+    if let Some(pre) = &super::settings().pre_request_sql {
+        tx.query(pre.as_str(), &[]).await.map_err(db)?;
+    }
     Ok(tx)
 }
 
@@ -90,15 +93,25 @@ pub async fn run(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql
     let begin = client.prepare_cached("BEGIN").await.map_err(db)?;
     let setup = client.prepare_cached(SETUP).await.map_err(db)?;
     let end = client.prepare_cached(if rollback { "ROLLBACK" } else { "COMMIT" }).await.map_err(db)?;
+    let pre = match &super::settings().pre_request_sql {
+        Some(text) => Some(client.prepare_cached(text).await.map_err(db)?),
+        None => None,
+    };
     let claims = caller.claims.to_string();
-    let role = caller.role.as_str();
+    let role = caller.pg_role.as_str();
     let setup_params: [&(dyn ToSql + Sync); 5] = [&role, &claims, &info.method, &info.path, &info.headers];
     let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
 
     // Futures polled together are written to the connection in order: one round trip.
-    let (b, s, m, e) = tokio::join!(
+    let (b, s, p, m, e) = tokio::join!(
         client.execute(&begin, &[]),
         client.query(&setup, &setup_params),
+        async {
+            match &pre {
+                Some(stmt) => client.query(stmt, &[]).await.map(|_| ()),
+                None => Ok(()),
+            }
+        },
         async {
             if rows {
                 client.query(&main, &params).await.map(Ok)
@@ -110,6 +123,7 @@ pub async fn run(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql
     );
     b.map_err(db)?;
     s.map_err(db)?;
+    p.map_err(db)?;
     let out = match m.map_err(db)? {
         Ok(rows) => {
             let row = rows.first().ok_or_else(|| RestError::internal(anyhow::anyhow!("statement returned no row")))?;

@@ -53,3 +53,29 @@ pub async fn ensure_cache(s: &AppState) -> Result<Arc<SchemaCache>, RestError> {
     }
     Ok(s.schema_cache.get())
 }
+
+/// Process-wide REST settings fixed at start-up (read where no state is at hand:
+/// error rendering, the transaction set-up).
+#[derive(Debug, Default, Clone)]
+pub struct RestSettings {
+    /// REST_ERROR_FORMAT=postgrest: error bodies without the contract's `error` key.
+    pub postgrest_errors: bool,
+    /// DB_PRE_REQUEST as a ready statement (`SELECT "schema"."fn"()`).
+    pub pre_request_sql: Option<String>,
+}
+
+static SETTINGS: std::sync::OnceLock<RestSettings> = std::sync::OnceLock::new();
+
+/// Fixes the settings from the configuration (first call wins).
+pub fn init_settings(cfg: &crate::config::Config) {
+    let pre_request_sql = cfg.db_pre_request.as_ref().map(|f| {
+        let quoted: Vec<String> = f.split('.').map(|p| format!("\"{p}\"")).collect();
+        format!("SELECT {}()", quoted.join("."))
+    });
+    let _ = SETTINGS.set(RestSettings { postgrest_errors: cfg.rest_error_format_postgrest, pre_request_sql });
+}
+
+/// The settings (defaults before [`init_settings`]).
+pub fn settings() -> &'static RestSettings {
+    SETTINGS.get_or_init(RestSettings::default)
+}

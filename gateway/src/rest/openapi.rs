@@ -110,7 +110,7 @@ pub async fn openapi(State(s): State<AppState>, caller: Result<Caller, CallerErr
     }
     Ok(Json(json!({
         "swagger": "2.0",
-        "info": {"title": "pgstack REST API", "description": format!("Tables, views and functions of schema {schema} visible to role {}", caller.role), "version": env!("CARGO_PKG_VERSION")},
+        "info": {"title": "pgstack REST API", "description": format!("Tables, views and functions of schema {schema} visible to role {}", caller.pg_role), "version": env!("CARGO_PKG_VERSION")},
         "basePath": "/rest/v1",
         "schemes": ["http", "https"],
         "consumes": ["application/json", "application/vnd.pgrst.object+json"],

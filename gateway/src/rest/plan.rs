@@ -162,8 +162,8 @@ fn filter_sql(sql: &mut Sql, src: &Source, f: &Filter) -> Result<String, RestErr
                 Op::Ov => "&&",
                 Op::Sl => "<<",
                 Op::Sr => ">>",
-                Op::Nxl => "&<",
-                Op::Nxr => "&>",
+                Op::Nxl => "&>",
+                Op::Nxr => "&<",
                 _ => "-|-",
             };
             // Arrays also accept PostgREST's (a,b) list form for ov.
@@ -539,7 +539,7 @@ fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParam
 
 /// RPC: call `f` with named arguments (`args`: name → JSON value) or one unnamed
 /// json/jsonb argument (`whole_body`).
-pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, q: &QueryParams) -> Result<Sql, RestError> {
+pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, q: &QueryParams, count: Option<CountMode>) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
     let mut call_args = Vec::new();
     if let Some(body) = whole_body {
@@ -581,7 +581,7 @@ pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, 
         ));
     } else {
         let from = format!("{callee} AS {R}");
-        wrap_rows(&mut sql, &src, q, &from, None, true)?;
+        wrap_rows(&mut sql, &src, q, &from, count, true)?;
     }
     Ok(sql)
 }

@@ -25,10 +25,26 @@ pub struct Prefer {
     pub count: Option<String>,
     /// resolution=merge-duplicates / ignore-duplicates.
     pub resolution: Option<String>,
-    /// tx=rollback.
+    /// tx=commit / tx=rollback as asked.
+    pub tx: Option<String>,
+    /// Whether the transaction rolls back (DB_TX_END and tx=, set by the route).
     pub rollback: bool,
     /// missing=default.
     pub missing_default: bool,
+    /// The recognised preferences as given, with PostgREST's echo order, for
+    /// `Preference-Applied`.
+    given: Vec<(u8, String)>,
+}
+
+impl Prefer {
+    /// `Preference-Applied`: the honoured preferences, in PostgREST's order
+    /// (resolution, missing, return, count, tx); `tx` only when it may override.
+    pub fn applied(&self, tx_overridable: bool) -> Option<String> {
+        let mut items: Vec<&(u8, String)> = self.given.iter().filter(|(rank, _)| *rank != 4 || tx_overridable).collect();
+        items.sort_by_key(|(rank, _)| *rank);
+        items.dedup_by_key(|(rank, _)| *rank);
+        (!items.is_empty()).then(|| items.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", "))
+    }
 }
 
 /// Reads every `Prefer` header (values may be joined by `,` or `, `).
@@ -36,15 +52,26 @@ pub fn prefer(headers: &HeaderMap) -> Prefer {
     let mut p = Prefer::default();
     for v in headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()) {
         for item in v.split(',').map(str::trim) {
+            let rank = match item.split_once('=').map(|(k, _)| k) {
+                Some("resolution") => Some(0),
+                Some("missing") => Some(1),
+                Some("return") => Some(2),
+                Some("count") => Some(3),
+                Some("tx") => Some(4),
+                _ => None,
+            };
             match item.split_once('=') {
                 Some(("return", "representation")) => p.ret = Return::Representation,
                 Some(("return", "headers-only")) => p.ret = Return::HeadersOnly,
                 Some(("return", "minimal")) => p.ret = Return::Minimal,
                 Some(("count", c @ ("exact" | "planned" | "estimated"))) => p.count = Some(c.to_owned()),
                 Some(("resolution", r @ ("merge-duplicates" | "ignore-duplicates"))) => p.resolution = Some(r.to_owned()),
-                Some(("tx", "rollback")) => p.rollback = true,
+                Some(("tx", t @ ("commit" | "rollback"))) => p.tx = Some(t.to_owned()),
                 Some(("missing", "default")) => p.missing_default = true,
-                _ => {}
+                _ => continue,
+            }
+            if let Some(rank) = rank {
+                p.given.push((rank, item.to_owned()));
             }
         }
     }
@@ -94,4 +121,40 @@ pub fn schema<'a>(headers: &HeaderMap, method: &Method, exposed: &'a [String]) -
             )
         }),
     }
+}
+
+/// Applies a `Range: first-last` (or `first-`) request header to a read, as PostgREST
+/// does: it narrows the page the query string asks for (the stricter limit wins).
+/// A last row before the first → 416 PGRST103.
+pub fn apply_range(headers: &HeaderMap, offset: &mut Option<i64>, limit: &mut Option<i64>) -> Result<(), RestError> {
+    let Some(v) = headers.get("range").and_then(|v| v.to_str().ok()) else { return Ok(()) };
+    let v = v.trim();
+    let spec = v.split_once('=').map(|(_, s)| s).unwrap_or(v);
+    let Some((a, b)) = spec.split_once('-') else { return Ok(()) };
+    let Ok(first) = a.trim().parse::<i64>() else { return Ok(()) };
+    let last = b.trim().parse::<i64>().ok();
+    if let Some(last) = last {
+        if last < first {
+            return Err(RestError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "PGRST103",
+                "Requested range not satisfiable",
+                Some("The lower boundary must be lower than or equal to the upper boundary in the Range header.".to_owned()),
+                None,
+            ));
+        }
+    }
+    let q_off = offset.unwrap_or(0);
+    let new_off = q_off.max(first);
+    *offset = Some(new_off);
+    if let Some(last) = last {
+        let header_limit = last - new_off + 1;
+        *limit = Some(match *limit {
+            Some(l) => l.min(header_limit).min(q_off + l - new_off).max(0),
+            None => header_limit.max(0),
+        });
+    } else if let Some(l) = *limit {
+        *limit = Some((q_off + l - new_off).max(0));
+    }
+    Ok(())
 }

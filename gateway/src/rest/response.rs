@@ -41,7 +41,7 @@ pub fn rows(out: &Outcome, accept: Accept) -> Result<(String, &'static str), Res
             _ => Err(RestError::new(
                 StatusCode::NOT_ACCEPTABLE,
                 "PGRST116",
-                "JSON object requested, multiple (or no) rows returned",
+                "Cannot coerce the result to a single JSON object",
                 Some(format!("The result contains {} rows", out.count)),
                 None,
             )),

@@ -32,7 +32,7 @@ pub fn routes() -> Router<AppState> {
 
 /// GET /rest/v1/rls-debug: the role and claims a request runs with.
 async fn rls_debug(caller: Caller) -> Json<Value> {
-    Json(json!({ "role": caller.role.as_str(), "claims": caller.claims }))
+    Json(json!({ "role": caller.pg_role, "claims": caller.claims }))
 }
 
 async fn cache(s: &AppState) -> Result<Arc<SchemaCache>, RestError> {
@@ -70,13 +70,17 @@ async fn relation(
     let cache = cache(&s).await?;
     let schema = prefer::schema(&headers, &method, &cache.schemas)?;
     let table = cache.table(schema, &name).ok_or_else(|| RestError::no_relation(schema, &name))?;
-    let q = request::parse_query(raw.as_deref().unwrap_or(""), false)?;
-    let pref = prefer::prefer(&headers);
+    let mut q = request::parse_query(raw.as_deref().unwrap_or(""), false)?;
+    if matches!(method, Method::GET | Method::HEAD) {
+        prefer::apply_range(&headers, &mut q.offset, &mut q.limit)?;
+    }
+    let mut pref = prefer::prefer(&headers);
+    pref.rollback = s.config.db_tx_end.rollback(pref.tx.as_deref());
     let accept = prefer::accept(&headers)?;
     let path = format!("/{name}");
     let info = info(&method, &path, &headers);
 
-    match method {
+    let res = match method {
         Method::GET | Method::HEAD => {
             let count = pref.count.as_ref().map(|_| CountMode::Exact);
             let sql = plan::read(&cache, table, &q, count)?;
@@ -111,9 +115,13 @@ async fn relation(
                 Some("ignore-duplicates") => OnConflict::Ignore,
                 _ => OnConflict::Error,
             };
-            write(&s, &caller, &info, &pref, accept, plan::insert(&cache, table, &q, &payload, conflict, pref.ret == Return::Representation, pref.missing_default)?, StatusCode::CREATED).await
+            write(&s, &caller, &info, &pref, accept, plan::insert(&cache, table, &q, &payload, conflict, pref.ret == Return::Representation, pref.missing_default)?, StatusCode::CREATED, false).await
         }
         Method::PATCH | Method::DELETE => {
+            // An update with nothing to set changes nothing (PostgREST: 204).
+            if method == Method::PATCH && matches!(parse_json(&body)?, Value::Object(ref m) if m.is_empty()) {
+                return Ok(decorate(response::build(StatusCode::NO_CONTENT, None, JSON, Some("*/*".into())), &s, &pref, schema, &cache.schemas));
+            }
             if q.conditions.is_empty() {
                 // pg-safeupdate's code and wording, as PostgREST setups report it.
                 let verb = if method == Method::PATCH { "UPDATE" } else { "DELETE" };
@@ -133,10 +141,29 @@ async fn relation(
                 plan::delete(&cache, table, &q, returning)?
             };
             let ok = if returning { StatusCode::OK } else { StatusCode::NO_CONTENT };
-            write(&s, &caller, &info, &pref, accept, sql, ok).await
+            // PostgREST: an update reports its rows as a range, a delete only the count.
+            write(&s, &caller, &info, &pref, accept, sql, ok, method == Method::PATCH).await
         }
         _ => Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST117", format!("Unsupported HTTP method: {method}"), None, None)),
+    }?;
+    Ok(decorate(res, &s, &pref, schema, &cache.schemas))
+}
+
+/// Headers every successful answer carries: `Preference-Applied` and, when several
+/// schemas are exposed, `Content-Profile`.
+fn decorate(mut res: Response<Body>, s: &AppState, pref: &prefer::Prefer, schema: &str, exposed: &[String]) -> Response<Body> {
+    let h = res.headers_mut();
+    if let Some(applied) = pref.applied(s.config.db_tx_end.overridable) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&applied) {
+            h.insert("preference-applied", v);
+        }
     }
+    if exposed.len() > 1 {
+        if let Ok(v) = axum::http::HeaderValue::from_str(schema) {
+            h.insert("content-profile", v);
+        }
+    }
+    res
 }
 
 async fn write(
@@ -147,11 +174,12 @@ async fn write(
     accept: Accept,
     sql: super::sql::Sql,
     status: StatusCode,
+    ranged: bool,
 ) -> Result<Response<Body>, RestError> {
     let returning = pref.ret == Return::Representation;
     let out = exec::run(&s.pool, caller, info, &sql, returning, pref.rollback).await?;
     let total = pref.count.as_ref().map(|_| out.count);
-    let range = response::content_range(0, 0, total);
+    let range = response::content_range(0, if ranged { out.count } else { 0 }, total);
     if !returning {
         return Ok(response::build(status, None, JSON, Some(range)));
     }
@@ -182,7 +210,8 @@ async fn rpc(
     if is_get && f.volatility == 'v' {
         return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST101", "Cannot use the GET method on volatile functions; use POST", None, None));
     }
-    let q: QueryParams = request::parse_query(raw.as_deref().unwrap_or(""), is_get)?;
+    let mut q: QueryParams = request::parse_query(raw.as_deref().unwrap_or(""), is_get)?;
+    prefer::apply_range(&headers, &mut q.offset, &mut q.limit)?;
     let single_json = f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
     let (args, whole): (Vec<(String, Value)>, Option<Value>) = if is_get {
         (q.rest.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(), None)
@@ -200,12 +229,18 @@ async fn rpc(
     if whole.is_none() && (f.args[..required].iter().any(|(n, _)| !given.contains(&n.as_str())) || given.iter().any(|g| !f.args.iter().any(|(n, _)| n == g))) {
         return Err(plan::no_function(f, &args));
     }
-    let sql = plan::call(f, &args, whole.as_ref(), &q)?;
-    let pref = prefer::prefer(&headers);
+    let mut pref = prefer::prefer(&headers);
+    pref.rollback = s.config.db_tx_end.rollback(pref.tx.as_deref());
+    let sql = plan::call(f, &args, whole.as_ref(), &q, pref.count.as_ref().map(|_| CountMode::Exact))?;
     let path = format!("/rpc/{name}");
     let info = info(&method, &path, &headers);
     let out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
     let body = out.body.clone().unwrap_or_else(|| "null".into());
-    let range = response::content_range(q.offset.unwrap_or(0), out.count, None);
-    Ok(response::build(StatusCode::OK, (method != Method::HEAD).then_some(body), JSON, Some(range)))
+    let range = response::content_range(q.offset.unwrap_or(0), out.count, out.total);
+    let status = match out.total {
+        Some(t) if out.count < t => StatusCode::PARTIAL_CONTENT,
+        _ => StatusCode::OK,
+    };
+    let res = response::build(status, (method != Method::HEAD).then_some(body), JSON, Some(range));
+    Ok(decorate(res, &s, &pref, schema, &cache.schemas))
 }

@@ -40,7 +40,7 @@ pub async fn download(State(s): State<AppState>, caller: Result<Caller, CallerEr
 /// GET /storage/v1/object/public/{bucket}/{path}: public buckets, no key needed.
 pub async fn download_public(State(s): State<AppState>, Path((bucket, raw)): Path<(String, String)>) -> StorageResult<Response<Body>> {
     let name = paths::check(&raw).map_err(StorageError::bad)?;
-    let anon = Caller { role: pgstack_shared::Role::Anon, claims: json!({"role": "anon"}), kind: crate::http::caller::KeyKind::Anon, token: String::new() };
+    let anon = Caller::builtin(pgstack_shared::Role::Anon);
     let public = one(&s, &anon, "SELECT to_jsonb(public) FROM storage.buckets WHERE id = $1", &[&bucket]).await?;
     if public != Some(json!(true)) {
         return Err(StorageError::not_found("object not found"));

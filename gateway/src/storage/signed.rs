@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::objects::serve;
 use super::{paths, StorageError, StorageResult};
-use crate::http::caller::{Caller, CallerError, KeyKind};
+use crate::http::caller::{Caller, CallerError};
 use crate::AppState;
 
 #[derive(Serialize, Deserialize)]
@@ -77,6 +77,6 @@ pub async fn get_signed(State(s): State<AppState>, Path((bucket, raw)): Path<(St
     if claims.url != format!("{bucket}/{name}") {
         return Err(StorageError::bad("the token was signed for another object"));
     }
-    let service = Caller { role: pgstack_shared::Role::ServiceRole, claims: json!({"role": "service_role"}), kind: KeyKind::Service, token: String::new() };
+    let service = Caller::builtin(pgstack_shared::Role::ServiceRole);
     serve(&s, &service, &bucket, &name, false).await
 }

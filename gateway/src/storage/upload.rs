@@ -155,7 +155,7 @@ where
                     break;
                 }
             }
-            tx.query_one("SELECT set_config('role', $1, true)", &[&caller.role.as_str()]).await?;
+            tx.query_one("SELECT set_config('role', $1, true)", &[&caller.pg_role.as_str()]).await?;
             (size, hex::encode(md5.finalize()), None)
         }
         Backend::Disk(root) => {
