@@ -47,7 +47,7 @@ struct SqlBody {
 /// Runs statements as service_role (30 s statement timeout); the rows of the last
 /// statement that returned rows, as objects of text values.
 async fn run(s: &AppState, caller: &Caller, query: &str) -> Result<Vec<Value>, RestError> {
-    let info = RequestInfo { method: "POST", path: "/api/sql", headers: "{}".into() };
+    let info = RequestInfo { method: "POST", path: "/api/sql", headers: "{}".into(), ..Default::default() };
     let mut client = s.pool.get().await?;
     let tx = exec::begin(&mut client, caller, &info).await?;
     tx.batch_execute("SET LOCAL statement_timeout = '30s'").await.map_err(|e| RestError::from_db(e, false))?;
@@ -96,7 +96,7 @@ async fn demo(State(s): State<AppState>, caller: Result<Caller, CallerError>, bo
     let caller = service(caller)?;
     let b: DemoBody = serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| RestError::bad("PGRST102", "invalid body"))?;
     let action = b.action.unwrap_or_else(|| "insert".into());
-    let info = RequestInfo { method: "POST", path: "/api/demo", headers: "{}".into() };
+    let info = RequestInfo { method: "POST", path: "/api/demo", headers: "{}".into(), ..Default::default() };
     let mut client = s.pool.get().await?;
     let tx = exec::begin(&mut client, &caller, &info).await?;
     let db = |e| RestError::from_db(e, false);

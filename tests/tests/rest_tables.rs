@@ -49,6 +49,16 @@ CREATE FUNCTION public.search_items(term text) RETURNS SETOF public.items LANGUA
     AS $$ SELECT * FROM public.items WHERE name ILIKE '%' || term || '%' OR body ILIKE '%' || term || '%' $$;
 CREATE FUNCTION public.item_names() RETURNS SETOF text LANGUAGE sql STABLE AS $$ SELECT name FROM public.items ORDER BY id $$;
 CREATE FUNCTION public.bump(n int DEFAULT 1) RETURNS int LANGUAGE sql VOLATILE AS 'SELECT n + 1';
+CREATE FUNCTION public.rename_item(i int, n text) RETURNS text LANGUAGE sql VOLATILE
+    AS 'UPDATE public.items SET name = n WHERE id = i RETURNING name';
+CREATE FUNCTION public.ping() RETURNS void LANGUAGE sql AS '';
+CREATE FUNCTION public.plus_one(n int, OUT plus int) LANGUAGE sql AS 'SELECT n + 1';
+CREATE FUNCTION public.pt402() RETURNS int LANGUAGE plpgsql
+    AS $$ BEGIN RAISE SQLSTATE 'PT402' USING MESSAGE = 'Payment Required', DETAIL = 'Quota exceeded'; END $$;
+CREATE FUNCTION public.with_headers() RETURNS int LANGUAGE plpgsql AS $$ BEGIN
+    PERFORM set_config('response.headers', '[{"X-Ratelimit": "5"}, {"Set-Cookie": "a=1"}, {"Set-Cookie": "b=2"}]', true);
+    PERFORM set_config('response.status', '202', true);
+    RETURN 1; END $$;
 CREATE FUNCTION public.whoami() RETURNS text LANGUAGE sql STABLE AS $$ SELECT coalesce(auth.uid()::text, auth.role()) $$;
 CREATE FUNCTION public.fail() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'nope: %', 42; END $$;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO anon, authenticated, service_role;
@@ -323,8 +333,29 @@ async fn rpc_calls_functions() {
     let (st, _, v) = r.req(Method::POST, "/rpc/bump", t, &[], None).await;
     assert_eq!((st, v), (StatusCode::OK, json!(2)));
 
-    let (st, _, e) = r.req(Method::GET, "/rpc/bump", t, &[], None).await;
-    assert_eq!((st, e["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("PGRST101")));
+    // GET runs functions in a READ ONLY transaction: one that writes is refused (and
+    // wrote nothing); other methods than GET / HEAD / POST are refused up front.
+    assert_eq!(r.get("/rpc/bump?n=5", t).await, json!(6), "a volatile function that only reads works on GET");
+    let (st, _, e) = r.req(Method::GET, "/rpc/rename_item?i=1&n=Hacked", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("25006")), "{e}");
+    assert_eq!(r.get("/items?id=eq.1&select=name", t).await, json!([{"name": "Laptop"}]), "the refused GET changed nothing");
+    let (st, _, v) = r.req(Method::POST, "/rpc/rename_item", t, &[], Some(json!({"i": 1, "n": "Notebook"}))).await;
+    assert_eq!((st, v), (StatusCode::OK, json!("Notebook")));
+    // void → 204; a single OUT parameter → an object; an array body binds its first object.
+    let (st, _, v) = r.req(Method::POST, "/rpc/ping", t, &[], Some(json!({}))).await;
+    assert_eq!((st, v), (StatusCode::NO_CONTENT, Value::Null));
+    assert_eq!(r.get("/rpc/plus_one?n=5", t).await, json!({"plus": 6}));
+    let (st, _, v) = r.req(Method::POST, "/rpc/add", t, &[], Some(json!([{"a": 1, "b": 2}, {"a": 5, "b": 5}]))).await;
+    assert_eq!((st, v), (StatusCode::OK, json!(3)));
+    // RAISE SQLSTATE 'PTnnn' picks the status; response.headers / response.status GUCs apply.
+    let (st, _, e) = r.req(Method::POST, "/rpc/pt402", t, &[], Some(json!({}))).await;
+    assert_eq!((st, e["code"].as_str(), e["details"].as_str()), (StatusCode::PAYMENT_REQUIRED, Some("PT402"), Some("Quota exceeded")));
+    let (st, h, v) = r.req(Method::POST, "/rpc/with_headers", t, &[], Some(json!({}))).await;
+    assert_eq!((st, v), (StatusCode::ACCEPTED, json!(1)));
+    assert_eq!(h["x-ratelimit"], "5");
+    assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+    let (st, _, e) = r.req(Method::DELETE, "/rpc/bump", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str(), e["message"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("PGRST101"), Some("Cannot use the DELETE method on RPC")));
     let (st, _, e) = r.req(Method::POST, "/rpc/nope", t, &[], Some(json!({}))).await;
     assert_eq!((st, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("PGRST202")));
     let (st, _, e) = r.req(Method::POST, "/rpc/add", t, &[], Some(json!({"a": 1}))).await;

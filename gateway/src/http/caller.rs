@@ -55,6 +55,9 @@ pub enum CallerError {
     /// A token that is not a valid JWT for this project.
     #[error("invalid JWT: {0}")]
     Invalid(String),
+    /// `Authorization: Bearer` with nothing after it.
+    #[error("Empty JWT is sent in Authorization header")]
+    Empty,
     /// A valid JWT past its expiry.
     #[error("JWT expired")]
     Expired,
@@ -68,7 +71,7 @@ impl CallerError {
     pub fn code(&self) -> &'static str {
         match self {
             CallerError::Missing => "no_authorization",
-            CallerError::Invalid(_) => "bad_jwt",
+            CallerError::Invalid(_) | CallerError::Empty => "bad_jwt",
             CallerError::Expired | CallerError::BadClaims(_) => "bad_jwt",
         }
     }
@@ -78,6 +81,10 @@ impl Caller {
     /// Resolves the caller from headers (and an optional query token). `Ok(None)`
     /// when the request carries no credential at all.
     pub fn resolve(headers: &HeaderMap, query_token: Option<&str>, cfg: &Config) -> Result<Option<Caller>, CallerError> {
+        let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::trim);
+        if auth.is_some_and(|a| a.eq_ignore_ascii_case("bearer")) {
+            return Err(CallerError::Empty);
+        }
         let bearer = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

@@ -70,7 +70,7 @@ pub async fn batch(
             h.insert(k.as_str().to_owned(), Value::String(v.to_owned()));
         }
     }
-    let info = RequestInfo { method: "POST", path: "/batch", headers: Value::Object(h).to_string() };
+    let info = RequestInfo { method: "POST", path: "/batch", headers: Value::Object(h).to_string(), ..Default::default() };
     let mut client = s.pool.get().await?;
     let tx = exec::begin(&mut client, &caller, &info).await?;
     let db = |e| RestError::from_db(e, anon);

@@ -23,6 +23,8 @@ pub struct RestError {
     pub hint: Value,
     /// Cause, logged only.
     pub cause: Option<anyhow::Error>,
+    /// Extra response headers (`RAISE SQLSTATE 'PGRST'` may set them).
+    pub headers: Vec<(String, String)>,
 }
 
 impl RestError {
@@ -35,6 +37,7 @@ impl RestError {
             details: details.map(Value::String).unwrap_or(Value::Null),
             hint: hint.map(|h| Value::String(h.to_owned())).unwrap_or(Value::Null),
             cause: None,
+            headers: Vec::new(),
         }
     }
     /// PGRST100: the query string cannot be parsed.
@@ -66,12 +69,27 @@ impl RestError {
             return Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database connection lost", None, None);
         };
         let code = db.code().code();
+        if code == "PGRST" {
+            return Self::raised(db.message(), db.detail());
+        }
+        // RAISE SQLSTATE 'PTnnn': the function picks the HTTP status.
+        if let Some(st) = code.strip_prefix("PT").and_then(|n| n.parse::<u16>().ok()).and_then(|n| StatusCode::from_u16(n).ok()) {
+            let mut e = Self::new(st, code, db.message(), db.detail().map(str::to_owned), db.hint());
+            e.status = st;
+            return e;
+        }
         let status = match code {
             "23505" | "23503" => StatusCode::CONFLICT,
             "42501" if anon => StatusCode::UNAUTHORIZED,
             "42501" => StatusCode::FORBIDDEN,
             "42P01" | "42883" => StatusCode::NOT_FOUND,
             "P0001" => StatusCode::BAD_REQUEST,
+            // A write inside a READ ONLY transaction: a GET that calls a writing function.
+            "25006" => StatusCode::METHOD_NOT_ALLOWED,
+            // A failed ASSERT or a subquery with several rows: the function is at
+            // fault, not the request (PostgREST answers 500 too).
+            "P0004" | "21000" => StatusCode::INTERNAL_SERVER_ERROR,
+            c if c.starts_with("PT") => StatusCode::INTERNAL_SERVER_ERROR,
             "57014" => StatusCode::GATEWAY_TIMEOUT,
             c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") => StatusCode::SERVICE_UNAVAILABLE,
             c if c.starts_with("22") || c.starts_with("23") || c.starts_with("42") || c.starts_with("2F") => StatusCode::BAD_REQUEST,
@@ -86,6 +104,30 @@ impl RestError {
             details: db.detail().map(|d| Value::String(d.to_owned())).unwrap_or(Value::Null),
             hint: db.hint().map(|h| Value::String(h.to_owned())).unwrap_or(Value::Null),
             cause: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// `RAISE SQLSTATE 'PGRST' USING MESSAGE = '{code, message, details, hint}',
+    /// DETAIL = '{status, headers}'`: the function writes the whole error response.
+    fn raised(message: &str, detail: Option<&str>) -> Self {
+        let bad = |what: &str| Self::new(StatusCode::INTERNAL_SERVER_ERROR, "PGRST121", format!("Could not parse JSON in the RAISE SQLSTATE 'PGRST' {what}"), None, None);
+        let Ok(Value::Object(m)) = serde_json::from_str::<Value>(message) else { return bad("MESSAGE") };
+        let Some(Ok(Value::Object(d))) = detail.map(serde_json::from_str::<Value>) else { return bad("DETAIL") };
+        let status = d.get("status").and_then(Value::as_u64).and_then(|s| StatusCode::from_u16(s as u16).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+        let text = |k: &str| m.get(k).cloned().unwrap_or(Value::Null);
+        RestError {
+            status,
+            code: m.get("code").and_then(Value::as_str).unwrap_or("PGRST").to_owned(),
+            message: m.get("message").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            details: text("details"),
+            hint: text("hint"),
+            cause: None,
+            headers: d
+                .get("headers")
+                .and_then(Value::as_object)
+                .map(|h| h.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -94,7 +136,7 @@ impl From<CallerError> for RestError {
     fn from(e: CallerError) -> Self {
         let code = match e {
             CallerError::Expired | CallerError::BadClaims(_) => "PGRST303",
-            CallerError::Invalid(_) => "PGRST301",
+            CallerError::Invalid(_) | CallerError::Empty => "PGRST301",
             CallerError::Missing => "PGRST302",
         };
         Self::new(StatusCode::UNAUTHORIZED, code, e.to_string(), None, None)
@@ -122,6 +164,14 @@ impl IntoResponse for RestError {
         let mut res = (self.status, Json(body)).into_response();
         let h = res.headers_mut();
         h.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
+        if let Ok(v) = HeaderValue::from_str(&format!("PostgREST; error={}", self.code)) {
+            h.insert("proxy-status", v);
+        }
+        for (k, v) in &self.headers {
+            if let (Ok(k), Ok(v)) = (axum::http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                h.insert(k, v);
+            }
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             let www = match self.code.as_str() {
                 "PGRST301" | "PGRST303" => format!("Bearer error=\"invalid_token\", error_description=\"{}\"", self.message.replace(['"', '\\'], "")),

@@ -11,7 +11,11 @@ use crate::http::caller::Caller;
 
 const SETUP: &str = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
                             set_config('request.method', $3, true), set_config('request.path', $4, true), \
-                            set_config('request.headers', $5, true)";
+                            set_config('request.headers', $5, true), \
+                            set_config('transaction_read_only', CASE WHEN $6 THEN 'on' ELSE 'off' END, true)";
+
+/// Reads what the statement asked of the response (PostgREST's GUC protocol).
+const RESPONSE_GUCS: &str = "SELECT current_setting('response.headers', true), current_setting('response.status', true)";
 
 /// What a statement returned.
 #[derive(Debug, Default)]
@@ -24,6 +28,10 @@ pub struct Outcome {
     pub object: Option<String>,
     /// Total for Prefer: count.
     pub total: Option<i64>,
+    /// `response.headers` as set by the statement (a JSON array of objects).
+    pub response_headers: Option<String>,
+    /// `response.status` as set by the statement.
+    pub response_status: Option<String>,
 }
 
 /// Request facts handed to Postgres as `request.*` settings.
@@ -34,6 +42,16 @@ pub struct RequestInfo<'a> {
     pub path: &'a str,
     /// Lower-cased headers as a JSON object.
     pub headers: String,
+    /// Run the transaction READ ONLY (GET on functions).
+    pub read_only: bool,
+    /// Read `response.headers` / `response.status` after the statement (RPC).
+    pub response_gucs: bool,
+}
+
+impl Default for RequestInfo<'_> {
+    fn default() -> Self {
+        RequestInfo { method: "", path: "", headers: "{}".into(), read_only: false, response_gucs: false }
+    }
 }
 
 /// Opens a transaction on `client` running as `caller` (role and claims set
@@ -45,7 +63,7 @@ pub async fn begin<'a>(client: &'a mut deadpool_postgres::Object, caller: &Calle
     let claims = caller.claims.to_string();
     let role = caller.pg_role.as_str();
     let stmt = tx.prepare_cached(SETUP).await.map_err(db)?;
-    tx.query(&stmt, &[&role, &claims, &info.method, &info.path, &info.headers]).await.map_err(db)?;
+    tx.query(&stmt, &[&role, &claims, &info.method, &info.path, &info.headers, &info.read_only]).await.map_err(db)?;
     if let Some(pre) = &super::settings().pre_request_sql {
         tx.query(pre.as_str(), &[]).await.map_err(db)?;
     }
@@ -58,7 +76,7 @@ pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows:
     let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
     if rows {
         let row = tx.query_one(sql.text.as_str(), &params).await.map_err(db)?;
-        Ok(Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3) })
+        Ok(Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3), ..Default::default() })
     } else {
         Ok(Outcome { count: tx.execute(sql.text.as_str(), &params).await.map_err(db)? as i64, ..Default::default() })
     }
@@ -99,11 +117,15 @@ pub async fn run(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql
     };
     let claims = caller.claims.to_string();
     let role = caller.pg_role.as_str();
-    let setup_params: [&(dyn ToSql + Sync); 5] = [&role, &claims, &info.method, &info.path, &info.headers];
+    let setup_params: [&(dyn ToSql + Sync); 6] = [&role, &claims, &info.method, &info.path, &info.headers, &info.read_only];
+    let gucs = match info.response_gucs {
+        true => Some(client.prepare_cached(RESPONSE_GUCS).await.map_err(db)?),
+        false => None,
+    };
     let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
 
     // Futures polled together are written to the connection in order: one round trip.
-    let (b, s, p, m, e) = tokio::join!(
+    let (b, s, p, m, g, e) = tokio::join!(
         client.execute(&begin, &[]),
         client.query(&setup, &setup_params),
         async {
@@ -119,18 +141,27 @@ pub async fn run(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql
                 client.execute(&main, &params).await.map(Err)
             }
         },
+        async {
+            match &gucs {
+                Some(stmt) => client.query_one(stmt, &[]).await.map(Some),
+                None => Ok(None),
+            }
+        },
         client.execute(&end, &[]),
     );
     b.map_err(db)?;
     s.map_err(db)?;
     p.map_err(db)?;
-    let out = match m.map_err(db)? {
+    let mut out = match m.map_err(db)? {
         Ok(rows) => {
             let row = rows.first().ok_or_else(|| RestError::internal(anyhow::anyhow!("statement returned no row")))?;
-            Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3) }
+            Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3), ..Default::default() }
         }
         Err(n) => Outcome { count: n as i64, ..Default::default() },
     };
+    if let Some(row) = g.map_err(db)? {
+        (out.response_headers, out.response_status) = (row.get(0), row.get(1));
+    }
     e.map_err(db)?;
     Ok(out)
 }
@@ -141,8 +172,12 @@ async fn run_in_transaction(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>
     let anon = caller.role == pgstack_shared::Role::Anon;
     let mut client = pool.get().await?;
     let tx = begin(&mut client, caller, info).await?;
-    let out = statement(&tx, sql, rows, anon).await?;
+    let mut out = statement(&tx, sql, rows, anon).await?;
     let db = |e| RestError::from_db(e, anon);
+    if info.response_gucs {
+        let row = tx.query_one(RESPONSE_GUCS, &[]).await.map_err(db)?;
+        (out.response_headers, out.response_status) = (row.get(0), row.get(1));
+    }
     if rollback {
         tx.rollback().await.map_err(db)?;
     } else {

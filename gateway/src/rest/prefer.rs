@@ -115,9 +115,9 @@ pub fn schema<'a>(headers: &HeaderMap, method: &Method, exposed: &'a [String]) -
             RestError::new(
                 StatusCode::NOT_ACCEPTABLE,
                 "PGRST106",
-                format!("The schema must be one of the following: {}", exposed.join(", ")),
+                format!("Invalid schema: {w}"),
                 None,
-                None,
+                Some(&format!("Only the following schemas are exposed: {}", exposed.join(", "))),
             )
         }),
     }

@@ -53,3 +53,31 @@ pub fn rows(out: &Outcome, accept: Accept) -> Result<(String, &'static str), Res
 pub fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("*/*"))
 }
+
+/// Applies what the statement set in `response.headers` (a JSON array of one-key
+/// objects; headers may repeat, e.g. two Set-Cookie) and `response.status`.
+pub fn apply_gucs(res: &mut Response<Body>, out: &Outcome) -> Result<(), RestError> {
+    if let Some(h) = out.response_headers.as_deref().filter(|h| !h.is_empty()) {
+        let bad = || {
+            RestError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "PGRST111",
+                "response.headers guc must be a JSON array composed of objects with a single key and a string value",
+                None,
+                None,
+            )
+        };
+        let list: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(h).map_err(|_| bad())?;
+        for item in list {
+            let (Some((k, v)), 1) = (item.iter().next(), item.len()) else { return Err(bad()) };
+            let (Ok(name), Some(Ok(value))) = (header::HeaderName::from_bytes(k.as_bytes()), v.as_str().map(HeaderValue::from_str)) else { return Err(bad()) };
+            res.headers_mut().append(name, value);
+        }
+    }
+    if let Some(st) = out.response_status.as_deref().filter(|s| !s.is_empty()) {
+        *res.status_mut() = st.trim().parse::<u16>().ok().and_then(|n| StatusCode::from_u16(n).ok()).ok_or_else(|| {
+            RestError::new(StatusCode::INTERNAL_SERVER_ERROR, "PGRST112", "response.status guc must be a valid status code", None, None)
+        })?;
+    }
+    Ok(())
+}

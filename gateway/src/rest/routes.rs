@@ -28,6 +28,12 @@ pub fn routes() -> Router<AppState> {
         .route("/batch", post(super::batch::batch))
         .route("/rpc/{function}", any(rpc))
         .route("/{relation}", any(relation))
+        .route("/{relation}/{*rest}", any(invalid_path))
+}
+
+/// Nested paths name no resource (PostgREST's PGRST125).
+async fn invalid_path() -> RestError {
+    RestError::new(StatusCode::NOT_FOUND, "PGRST125", "Invalid path specified in request URL", None, None)
 }
 
 /// GET /rest/v1/rls-debug: the role and claims a request runs with.
@@ -46,7 +52,7 @@ fn info<'a>(method: &'a Method, path: &'a str, headers: &HeaderMap) -> RequestIn
             h.insert(k.as_str().to_owned(), Value::String(v.to_owned()));
         }
     }
-    RequestInfo { method: method.as_str(), path, headers: Value::Object(h).to_string() }
+    RequestInfo { method: method.as_str(), path, headers: Value::Object(h).to_string(), ..Default::default() }
 }
 
 fn parse_json(body: &Bytes) -> Result<Value, RestError> {
@@ -115,6 +121,9 @@ async fn relation(
                 Some("ignore-duplicates") => OnConflict::Ignore,
                 _ => OnConflict::Error,
             };
+            if pref.ret == Return::HeadersOnly && !table.primary_key.is_empty() {
+                return Ok(decorate(insert_headers_only(&s, &caller, &info, &pref, &cache, table, q, &payload, conflict).await?, &s, &pref, schema, &cache.schemas));
+            }
             write(&s, &caller, &info, &pref, accept, plan::insert(&cache, table, &q, &payload, conflict, pref.ret == Return::Representation, pref.missing_default)?, StatusCode::CREATED, false).await
         }
         Method::PATCH | Method::DELETE => {
@@ -147,6 +156,46 @@ async fn relation(
         _ => Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST117", format!("Unsupported HTTP method: {method}"), None, None)),
     }?;
     Ok(decorate(res, &s, &pref, schema, &cache.schemas))
+}
+
+/// POST with `Prefer: return=headers-only`: 201 with `Location: /table?pk=eq.value`
+/// of the (first) inserted row, no body.
+#[allow(clippy::too_many_arguments)]
+async fn insert_headers_only(
+    s: &AppState,
+    caller: &Caller,
+    info: &RequestInfo<'_>,
+    pref: &prefer::Prefer,
+    cache: &SchemaCache,
+    table: &super::schema_cache::Table,
+    mut q: QueryParams,
+    payload: &Payload,
+    conflict: OnConflict,
+) -> Result<Response<Body>, RestError> {
+    q.select = table
+        .primary_key
+        .iter()
+        .map(|c| request::SelectItem::Field { field: request::Field { column: c.clone(), path: Vec::new() }, alias: None, cast: None })
+        .collect();
+    let sql = plan::insert(cache, table, &q, payload, conflict, true, pref.missing_default)?;
+    let out = exec::run(&s.pool, caller, info, &sql, true, pref.rollback).await?;
+    let rows: Value = serde_json::from_str(out.body.as_deref().unwrap_or("[]")).unwrap_or(Value::Null);
+    let total = pref.count.as_ref().map(|_| out.count);
+    let mut res = response::build(StatusCode::CREATED, None, JSON, Some(response::content_range(0, 0, total)));
+    if let Some(row) = rows.as_array().and_then(|a| a.first()) {
+        let mut loc = form_urlencoded::Serializer::new(String::new());
+        for c in &table.primary_key {
+            let v = match &row[c.as_str()] {
+                Value::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            loc.append_pair(c, &format!("eq.{v}"));
+        }
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("/{}?{}", table.name, loc.finish())) {
+            res.headers_mut().insert("location", v);
+        }
+    }
+    Ok(res)
 }
 
 /// Headers every successful answer carries: `Preference-Applied` and, when several
@@ -200,47 +249,66 @@ async fn rpc(
     let caller = caller?;
     let cache = cache(&s).await?;
     let schema = prefer::schema(&headers, &method, &cache.schemas)?;
-    let f = cache.function(schema, &name).ok_or_else(|| {
-        RestError::new(StatusCode::NOT_FOUND, "PGRST202", format!("Could not find the function {schema}.{name} in the schema cache"), None, None)
-    })?;
+    let overloads = cache.overloads(schema, &name);
+    if overloads.is_empty() {
+        return Err(RestError::new(StatusCode::NOT_FOUND, "PGRST202", format!("Could not find the function {schema}.{name} in the schema cache"), None, None));
+    }
     let is_get = matches!(method, Method::GET | Method::HEAD);
     if !is_get && method != Method::POST {
-        return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST101", "Only GET and POST are allowed for RPC", None, None));
-    }
-    if is_get && f.volatility == 'v' {
-        return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST101", "Cannot use the GET method on volatile functions; use POST", None, None));
+        return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST101", format!("Cannot use the {method} method on RPC"), None, None));
     }
     let mut q: QueryParams = request::parse_query(raw.as_deref().unwrap_or(""), is_get)?;
     prefer::apply_range(&headers, &mut q.offset, &mut q.limit)?;
-    let single_json = f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
-    let (args, whole): (Vec<(String, Value)>, Option<Value>) = if is_get {
-        (q.rest.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(), None)
-    } else if single_json {
-        (Vec::new(), Some(parse_json(&body)?))
-    } else {
-        match parse_json(&body)? {
-            Value::Object(m) => (m.into_iter().collect(), None),
-            _ => return Err(RestError::bad("PGRST102", "RPC arguments must be a JSON object")),
-        }
+    let accept = prefer::accept(&headers)?;
+    let body_json = if is_get { None } else { Some(parse_json(&body)?) };
+    // Arguments: the query string on GET; the body's object (or an array's first
+    // object, as PostgREST binds it) on POST.
+    let named: Vec<(String, Value)> = match &body_json {
+        None => q.rest.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+        Some(Value::Object(m)) => m.clone().into_iter().collect(),
+        Some(Value::Array(a)) => match a.first() {
+            Some(Value::Object(m)) => m.clone().into_iter().collect(),
+            _ => Vec::new(),
+        },
+        Some(_) => Vec::new(),
     };
-    // Every required argument must be given, and every given one must exist.
-    let required = f.args.len() - f.n_defaults.min(f.args.len());
-    let given: Vec<&str> = args.iter().map(|(n, _)| n.as_str()).collect();
-    if whole.is_none() && (f.args[..required].iter().any(|(n, _)| !given.contains(&n.as_str())) || given.iter().any(|g| !f.args.iter().any(|(n, _)| n == g))) {
-        return Err(plan::no_function(f, &args));
-    }
+    let given: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    let single_json = |f: &super::schema_cache::Function| f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
+    let (f, args, whole) = if let Some(f) = overloads.iter().find(|f| f.accepts(&given)) {
+        (f, named, None)
+    } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), &body_json) {
+        (f, Vec::new(), Some(b.clone()))
+    } else {
+        return Err(plan::no_function(&overloads[0], &named));
+    };
     let mut pref = prefer::prefer(&headers);
     pref.rollback = s.config.db_tx_end.rollback(pref.tx.as_deref());
     let sql = plan::call(f, &args, whole.as_ref(), &q, pref.count.as_ref().map(|_| CountMode::Exact))?;
     let path = format!("/rpc/{name}");
-    let info = info(&method, &path, &headers);
+    let mut info = info(&method, &path, &headers);
+    // GET may call any function, but never lets it write (PostgREST: READ ONLY).
+    info.read_only = is_get;
+    info.response_gucs = true;
     let out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
-    let body = out.body.clone().unwrap_or_else(|| "null".into());
     let range = response::content_range(q.offset.unwrap_or(0), out.count, out.total);
-    let status = match out.total {
+    let mut status = match out.total {
         Some(t) if out.count < t => StatusCode::PARTIAL_CONTENT,
         _ => StatusCode::OK,
     };
-    let res = response::build(status, (method != Method::HEAD).then_some(body), JSON, Some(range));
+    let (body, ct) = if f.returns_void {
+        status = StatusCode::NO_CONTENT;
+        (None, JSON)
+    } else if f.returns_set {
+        let (b, ct) = response::rows(&out, accept)?;
+        (Some(b), ct)
+    } else {
+        let v = out.body.clone().unwrap_or_else(|| "null".into());
+        match &f.single_out {
+            Some(n) => (Some(format!("{{{}:{v}}}", Value::String(n.clone()))), JSON),
+            None => (Some(v), JSON),
+        }
+    };
+    let mut res = response::build(status, body.filter(|_| method != Method::HEAD), ct, Some(range));
+    response::apply_gucs(&mut res, &out)?;
     Ok(decorate(res, &s, &pref, schema, &cache.schemas))
 }

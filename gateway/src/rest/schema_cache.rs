@@ -65,6 +65,19 @@ pub struct Function {
     pub volatility: char,
     /// Result columns (composite / RETURNS TABLE), as a table for filtering.
     pub result: Option<Table>,
+    /// RETURNS void (answered 204).
+    pub returns_void: bool,
+    /// The name of the only OUT parameter, if exactly one (answered as an object).
+    pub single_out: Option<String>,
+}
+
+impl Function {
+    /// Whether a call naming `given` arguments fits this signature: every
+    /// argument without a default is given and every given one exists.
+    pub fn accepts(&self, given: &[&str]) -> bool {
+        let required = self.args.len() - self.n_defaults.min(self.args.len());
+        self.args[..required].iter().all(|(n, _)| given.contains(&n.as_str())) && given.iter().all(|g| self.args.iter().any(|(n, _)| n == g))
+    }
 }
 
 /// A foreign key: `table(columns)` references `ref_table(ref_columns)`.
@@ -89,8 +102,8 @@ pub struct SchemaCache {
     pub schemas: Vec<String>,
     /// Tables and views.
     pub tables: HashMap<(String, String), Table>,
-    /// Functions (overloads are not supported: the first one wins).
-    pub functions: HashMap<(String, String), Function>,
+    /// Functions with every overload, in catalog order.
+    pub functions: HashMap<(String, String), Vec<Function>>,
     /// Foreign keys, for embedding.
     pub foreign_keys: Vec<ForeignKey>,
 }
@@ -100,9 +113,13 @@ impl SchemaCache {
     pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
         self.tables.get(&(schema.to_owned(), name.to_owned()))
     }
-    /// A function of `schema`.
+    /// A function of `schema` (its first overload).
     pub fn function(&self, schema: &str, name: &str) -> Option<&Function> {
-        self.functions.get(&(schema.to_owned(), name.to_owned()))
+        self.functions.get(&(schema.to_owned(), name.to_owned())).and_then(|v| v.first())
+    }
+    /// Every overload of a function of `schema`.
+    pub fn overloads(&self, schema: &str, name: &str) -> &[Function] {
+        self.functions.get(&(schema.to_owned(), name.to_owned())).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// Reads the catalog for `schemas`.
@@ -155,9 +172,11 @@ impl SchemaCache {
                 returns_set: r.get(5),
                 returns_scalar: r.get(6),
                 volatility: r.get::<_, i8>(7) as u8 as char,
-                result: result_table(&schema, &name, r.get(8)),
+                returns_void: r.get(8),
+                single_out: r.get(9),
+                result: result_table(&schema, &name, r.get(10)),
             };
-            cache.functions.entry((schema, name)).or_insert(f);
+            cache.functions.entry((schema, name)).or_default().push(f);
         }
         Ok(cache)
     }

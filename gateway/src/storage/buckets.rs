@@ -29,7 +29,7 @@ fn service(caller: &Caller) -> StorageResult<()> {
 
 /// Runs one statement as the caller and returns its first column.
 pub async fn one(s: &AppState, caller: &Caller, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> StorageResult<Option<Value>> {
-    let info = RequestInfo { method: "GET", path: "/storage", headers: "{}".into() };
+    let info = RequestInfo { method: "GET", path: "/storage", headers: "{}".into(), ..Default::default() };
     let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
     let tx = exec::begin(&mut client, caller, &info).await?;
     let row = tx.query_opt(sql, params).await?;

@@ -19,7 +19,7 @@ use crate::rest::exec::{self, RequestInfo};
 use crate::AppState;
 
 fn info() -> RequestInfo<'static> {
-    RequestInfo { method: "POST", path: "/storage", headers: "{}".into() }
+    RequestInfo { method: "POST", path: "/storage", headers: "{}".into(), ..Default::default() }
 }
 
 /// POST /storage/v1/object/{bucket}/{path}: create (or replace with `x-upsert: true`).

@@ -37,7 +37,7 @@ fn service(caller: Result<Caller, CallerError>) -> Result<Caller, RestError> {
 
 /// Runs `sql` (returning one jsonb / bool) as the service role.
 async fn call(s: &AppState, caller: &Caller, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<tokio_postgres::Row, RestError> {
-    let info = RequestInfo { method: "POST", path: "/webhooks", headers: "{}".into() };
+    let info = RequestInfo { method: "POST", path: "/webhooks", headers: "{}".into(), ..Default::default() };
     let mut client = s.pool.get().await?;
     let tx = exec::begin(&mut client, caller, &info).await?;
     let row = tx.query_one(sql, params).await.map_err(|e| RestError::from_db(e, false))?;

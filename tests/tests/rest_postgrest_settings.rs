@@ -1,0 +1,176 @@
+//! Issue 7: PostgREST's settings and wire details for users moving from PostgREST —
+//! DB_ANON_ROLE (key-less requests), any role in the token's `role` claim (reserved
+//! ones refused), optional `exp`, DB_PRE_REQUEST, DB_TX_END, REST_ERROR_FORMAT,
+//! Preference-Applied, the Range request header, Location on headers-only inserts.
+
+use pgstack_tests::{Gateway, TestCluster, JWT_SECRET};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+const FIXTURE: &str = r#"
+CREATE ROLE web_anon NOLOGIN;
+CREATE ROLE editor NOLOGIN;
+CREATE ROLE outsider NOLOGIN;  -- not granted to the login role
+GRANT web_anon, editor TO authenticator;
+CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);
+CREATE TABLE public.pairs (a int, b int, note text, PRIMARY KEY (a, b));
+INSERT INTO public.notes (body) SELECT 'note ' || g FROM generate_series(1, 10) g;
+GRANT SELECT ON public.notes TO web_anon;
+GRANT ALL ON public.notes, public.pairs TO editor;
+GRANT USAGE ON SEQUENCE public.notes_id_seq TO editor;
+CREATE FUNCTION public.gate() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('request.headers', true)::json ->> 'x-blocked' = 'yes' THEN
+        RAISE SQLSTATE 'PT403' USING MESSAGE = 'blocked by pre-request';
+    END IF;
+END $$;
+GRANT EXECUTE ON FUNCTION public.gate() TO web_anon, editor;
+"#;
+
+struct Env {
+    http: Client,
+    gw: Gateway,
+    _tc: TestCluster,
+}
+
+fn token(claims: Value) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap()
+}
+
+async fn start() -> Env {
+    let tc = TestCluster::start().await.unwrap();
+    tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+    let gw = Gateway::serve(
+        &tc,
+        &[
+            ("DB_ANON_ROLE", "web_anon"),
+            ("DB_PRE_REQUEST", "public.gate"),
+            ("DB_TX_END", "commit-allow-override"),
+            ("REST_ERROR_FORMAT", "postgrest"),
+        ],
+    )
+    .await
+    .unwrap();
+    Env { http: Client::new(), gw, _tc: tc }
+}
+
+impl Env {
+    async fn req(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut r = self.http.request(method, self.gw.url(&format!("/rest/v1{path}")));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let res = r.send().await.unwrap();
+        let (st, h) = (res.status(), res.headers().clone());
+        let text = res.text().await.unwrap();
+        (st, h, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    }
+}
+
+#[tokio::test]
+async fn roles_tokens_and_the_anonymous_role() {
+    let e = start().await;
+    // No credential at all: DB_ANON_ROLE.
+    let (st, _, who) = e.req(Method::GET, "/rls-debug", &[], None).await;
+    assert_eq!((st, &who["role"]), (StatusCode::OK, &json!("web_anon")));
+    let (st, _, rows) = e.req(Method::GET, "/notes?select=id&id=lt.3&order=id", &[], None).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 1}, {"id": 2}])));
+    // The anonymous role may not write: 401 (anonymous), PostgREST's exact body.
+    let (st, h, err) = e.req(Method::POST, "/notes", &[], Some(json!({"body": "x"}))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(err, json!({"code": "42501", "message": "permission denied for table notes", "details": null, "hint": null}));
+    assert_eq!(h["content-type"], "application/json; charset=utf-8");
+    assert_eq!(h["proxy-status"], "PostgREST; error=42501");
+
+    // A token naming another role, without exp or iat (PostgREST-style).
+    let editor = format!("Bearer {}", token(json!({"role": "editor", "name": "ed"})));
+    let (st, _, who) = e.req(Method::GET, "/rls-debug", &[("authorization", &editor)], None).await;
+    assert_eq!((st, &who["role"], &who["claims"]["name"]), (StatusCode::OK, &json!("editor"), &json!("ed")));
+    let (st, _, _) = e.req(Method::POST, "/notes", &[("authorization", &editor)], Some(json!({"body": "by editor"}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    // A role the login role is not a member of is refused by Postgres; reserved roles
+    // never reach it.
+    let outsider = format!("Bearer {}", token(json!({"role": "outsider"})));
+    let (st, _, err) = e.req(Method::GET, "/notes", &[("authorization", &outsider)], None).await;
+    assert!(st == StatusCode::FORBIDDEN || st == StatusCode::UNAUTHORIZED, "{st} {err}");
+    assert_eq!(err["code"], "42501", "{err}");
+    for reserved in ["pgstack_auth_admin", "authenticator", "postgres", "pg_read_all_data"] {
+        let t = format!("Bearer {}", token(json!({"role": reserved})));
+        let (st, h, err) = e.req(Method::GET, "/notes", &[("authorization", &t)], None).await;
+        assert_eq!((st, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("PGRST303")), "{reserved}: {err}");
+        assert!(h["www-authenticate"].to_str().unwrap().starts_with("Bearer error=\"invalid_token\""));
+    }
+    // exp: a number in the future.
+    let (st, _, err) = e.req(Method::GET, "/notes", &[("authorization", &format!("Bearer {}", token(json!({"role": "editor", "exp": "never"}))))], None).await;
+    assert_eq!((st, err["message"].as_str()), (StatusCode::UNAUTHORIZED, Some("The JWT 'exp' claim must be a number")));
+    let (st, _, err) = e.req(Method::GET, "/notes", &[("authorization", &format!("Bearer {}", token(json!({"role": "editor", "exp": 1000}))))], None).await;
+    assert_eq!((st, err["message"].as_str()), (StatusCode::UNAUTHORIZED, Some("JWT expired")));
+    // An empty bearer is an error, not an anonymous request.
+    let (st, _, err) = e.req(Method::GET, "/notes", &[("authorization", "Bearer ")], None).await;
+    assert_eq!((st, err["code"].as_str(), err["message"].as_str()), (StatusCode::UNAUTHORIZED, Some("PGRST301"), Some("Empty JWT is sent in Authorization header")));
+    // A token signed with another secret.
+    let forged = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({"role": "editor"}), &jsonwebtoken::EncodingKey::from_secret(b"another-secret-another-secret-xx")).unwrap();
+    let (st, _, err) = e.req(Method::GET, "/notes", &[("authorization", &format!("Bearer {forged}"))], None).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("PGRST301")));
+
+    // DB_PRE_REQUEST runs in every request's transaction.
+    let (st, _, err) = e.req(Method::GET, "/notes", &[("x-blocked", "yes")], None).await;
+    assert_eq!((st, err["message"].as_str()), (StatusCode::FORBIDDEN, Some("blocked by pre-request")));
+}
+
+#[tokio::test]
+async fn preferences_ranges_and_locations() {
+    let e = start().await;
+    let editor = format!("Bearer {}", token(json!({"role": "editor"})));
+    let auth = [("authorization", editor.as_str())];
+
+    // Range request header narrows the page.
+    let (st, h, rows) = e.req(Method::GET, "/notes?select=id&order=id", &[("range", "2-4")], None).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 3}, {"id": 4}, {"id": 5}])));
+    assert_eq!(h["content-range"], "2-4/*");
+    let (st, _, rows) = e.req(Method::GET, "/notes?select=id&order=id&limit=2", &[("range", "1-8")], None).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 2}])), "rows 0-1 of the query ∩ rows 1-8 of the header");
+    let (st, _, err) = e.req(Method::GET, "/notes?select=id", &[("range", "3-1")], None).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::RANGE_NOT_SATISFIABLE, Some("PGRST103")));
+
+    // Preference-Applied lists what was honoured, in PostgREST's order.
+    let h = [auth[0], ("prefer", "count=exact, return=representation")];
+    let (st, hd, rows) = e.req(Method::POST, "/notes?select=body", &h, Some(json!({"body": "pref"}))).await;
+    assert_eq!((st, rows), (StatusCode::CREATED, json!([{"body": "pref"}])));
+    assert_eq!(hd["preference-applied"], "return=representation, count=exact");
+    assert_eq!(hd["content-range"], "*/1");
+
+    // tx=rollback (allowed to override): the answer shows the row, nothing is kept.
+    let h = [auth[0], ("prefer", "return=representation, tx=rollback")];
+    let (st, hd, rows) = e.req(Method::POST, "/notes?select=body", &h, Some(json!({"body": "ghost"}))).await;
+    assert_eq!((st, rows), (StatusCode::CREATED, json!([{"body": "ghost"}])));
+    assert_eq!(hd["preference-applied"], "return=representation, tx=rollback");
+    let (_, _, rows) = e.req(Method::GET, "/notes?body=eq.ghost", &[], None).await;
+    assert_eq!(rows, json!([]));
+
+    // return=headers-only: Location from the primary key (also composite), no body.
+    let h = [auth[0], ("prefer", "return=headers-only")];
+    let (st, hd, body) = e.req(Method::POST, "/notes", &h, Some(json!({"body": "located"}))).await;
+    assert_eq!((st, body), (StatusCode::CREATED, Value::Null));
+    let loc = hd["location"].to_str().unwrap().to_owned();
+    assert!(loc.starts_with("/notes?id=eq."), "{loc}");
+    let (_, _, rows) = e.req(Method::GET, &format!("{loc}&select=body"), &[], None).await;
+    assert_eq!(rows, json!([{"body": "located"}]));
+    let (st, hd, _) = e.req(Method::POST, "/pairs", &h, Some(json!({"a": 1, "b": 2, "note": "x y"}))).await;
+    assert_eq!((st, hd["location"].to_str().unwrap()), (StatusCode::CREATED, "/pairs?a=eq.1&b=eq.2"));
+
+    // An update reports its rows as a range; an empty PATCH is a no-op.
+    let (st, hd, _) = e.req(Method::PATCH, "/notes?id=lt.4", &auth, Some(json!({"body": "edited"}))).await;
+    assert_eq!((st, hd["content-range"].to_str().unwrap()), (StatusCode::NO_CONTENT, "0-2/*"));
+    let (st, _, _) = e.req(Method::PATCH, "/notes", &auth, Some(json!({}))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, err) = e.req(Method::PATCH, "/notes", &auth, Some(json!({"body": "all"}))).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("21000")), "a real update still needs a filter");
+
+    // Nested paths name nothing.
+    let (st, _, err) = e.req(Method::GET, "/notes/1/more", &[], None).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("PGRST125")));
+}
