@@ -286,7 +286,30 @@ async fn inserts_upserts_updates_and_deletes() {
     let (st, _, rows) = r.req(Method::POST, "/items?select=id,name", s, &[("prefer", "resolution=ignore-duplicates,return=representation")], Some(json!([{"id": 2, "name": "ignored"}, {"id": 10, "name": "Ten"}]))).await;
     assert_eq!((st, rows), (StatusCode::CREATED, json!([{"id": 10, "name": "Ten"}])));
     let (st, _, rows) = r.req(Method::POST, "/items?on_conflict=id&select=name", s, &[("prefer", "resolution=merge-duplicates,return=representation")], Some(json!({"id": 10, "name": "Ten!"}))).await;
-    assert_eq!((st, rows), (StatusCode::CREATED, json!([{"name": "Ten!"}])));
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"name": "Ten!"}])), "an upsert that only updated answers 200 (PostgREST)");
+    let (st, _, rows) = r.req(Method::POST, "/items", s, &[("prefer", "resolution=merge-duplicates,return=representation")], Some(json!([]))).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([])), "an upsert of nothing");
+
+    // PUT: create or replace the one row its primary-key filter names.
+    let rep = [("prefer", "return=representation")];
+    let (st, _, rows) = r.req(Method::PUT, "/items?id=eq.20&select=id,name", s, &rep, Some(json!({"id": 20, "name": "Lamp"}))).await;
+    assert_eq!((st, rows), (StatusCode::CREATED, json!([{"id": 20, "name": "Lamp"}])));
+    let (st, _, rows) = r.req(Method::PUT, "/items?id=eq.20&select=id,name", s, &rep, Some(json!([{"id": 20, "name": "Lamp 2"}]))).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 20, "name": "Lamp 2"}])));
+    let (st, _, body) = r.req(Method::PUT, "/items?id=eq.20", s, &[], Some(json!({"id": 20, "name": "Lamp 3"}))).await;
+    assert_eq!((st, body), (StatusCode::NO_CONTENT, Value::Null));
+    for (path, payload, code) in [
+        ("/items?name=eq.Lamp", json!({"id": 20, "name": "Lamp"}), "PGRST105"),
+        ("/items?id=gt.20", json!({"id": 21, "name": "x"}), "PGRST105"),
+        ("/items?id=eq.20", json!({"id": 21, "name": "x"}), "PGRST115"),
+        ("/items?id=eq.20&limit=1", json!({"id": 20, "name": "x"}), "PGRST114"),
+        ("/items?id=eq.20", json!([{"id": 20, "name": "a"}, {"id": 20, "name": "b"}]), "PGRST102"),
+    ] {
+        let (st, _, e) = r.req(Method::PUT, path, s, &[], Some(payload)).await;
+        assert!(st.is_client_error(), "{path}: {st}");
+        assert_eq!(e["code"], code, "{path}: {e}");
+    }
+    assert_eq!(r.req(Method::DELETE, "/items?id=eq.20", s, &[], None).await.0, StatusCode::NO_CONTENT);
 
     // PATCH / DELETE need a filter.
     let (st, _, e) = r.req(Method::PATCH, "/items", s, &[], Some(json!({"name": "all"}))).await;

@@ -65,6 +65,10 @@ impl RestError {
     /// Maps a database error. `anon` decides 401 vs 403 for permission errors.
     pub fn from_db(e: tokio_postgres::Error, anon: bool) -> Self {
         let Some(db) = e.as_db_error() else {
+            if !e.is_closed() && e.to_string().contains("parameter") {
+                // A statement / parameter mismatch is our bug, not an outage.
+                return Self::internal(e);
+            }
             tracing::warn!(error = %e, "database connection failed during a REST request");
             return Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database connection lost", None, None);
         };

@@ -12,7 +12,8 @@ use crate::http::caller::Caller;
 const SETUP: &str = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
                             set_config('request.method', $3, true), set_config('request.path', $4, true), \
                             set_config('request.headers', $5, true), \
-                            set_config('transaction_read_only', CASE WHEN $6 THEN 'on' ELSE 'off' END, true)";
+                            set_config('transaction_read_only', CASE WHEN $6 THEN 'on' ELSE 'off' END, true), \
+                            CASE WHEN $7::text IS NOT NULL THEN set_config('timezone', $7, true) END";
 
 /// Reads what the statement asked of the response (PostgREST's GUC protocol).
 const RESPONSE_GUCS: &str = "SELECT current_setting('response.headers', true), current_setting('response.status', true)";
@@ -46,11 +47,16 @@ pub struct RequestInfo<'a> {
     pub read_only: bool,
     /// Read `response.headers` / `response.status` after the statement (RPC).
     pub response_gucs: bool,
+    /// `Prefer: timezone=`: the session time zone of this transaction.
+    pub timezone: Option<String>,
+    /// `Prefer: handling=strict, max-affected=n`: roll back (400 PGRST124) when the
+    /// statement touches more rows.
+    pub max_affected: Option<i64>,
 }
 
 impl Default for RequestInfo<'_> {
     fn default() -> Self {
-        RequestInfo { method: "", path: "", headers: "{}".into(), read_only: false, response_gucs: false }
+        RequestInfo { method: "", path: "", headers: "{}".into(), read_only: false, response_gucs: false, timezone: None, max_affected: None }
     }
 }
 
@@ -63,7 +69,7 @@ pub async fn begin<'a>(client: &'a mut deadpool_postgres::Object, caller: &Calle
     let claims = caller.claims.to_string();
     let role = caller.pg_role.as_str();
     let stmt = tx.prepare_cached(SETUP).await.map_err(db)?;
-    tx.query(&stmt, &[&role, &claims, &info.method, &info.path, &info.headers, &info.read_only]).await.map_err(db)?;
+    tx.query(&stmt, &[&role, &claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone]).await.map_err(db)?;
     if let Some(pre) = &super::settings().pre_request_sql {
         tx.query(pre.as_str(), &[]).await.map_err(db)?;
     }
@@ -96,6 +102,10 @@ const MAX_CACHED_STATEMENTS: usize = 1000;
 pub async fn run(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
     let anon = caller.role == pgstack_shared::Role::Anon;
     let db = |e| RestError::from_db(e, anon);
+    if info.max_affected.is_some() {
+        // The count decides between COMMIT and ROLLBACK: no pipelining.
+        return run_in_transaction(pool, caller, info, sql, rows, rollback).await;
+    }
     let client = pool.get().await?;
     if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
         client.statement_cache.clear();
@@ -117,7 +127,7 @@ pub async fn run(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql
     };
     let claims = caller.claims.to_string();
     let role = caller.pg_role.as_str();
-    let setup_params: [&(dyn ToSql + Sync); 6] = [&role, &claims, &info.method, &info.path, &info.headers, &info.read_only];
+    let setup_params: [&(dyn ToSql + Sync); 7] = [&role, &claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone];
     let gucs = match info.response_gucs {
         true => Some(client.prepare_cached(RESPONSE_GUCS).await.map_err(db)?),
         false => None,
@@ -174,6 +184,18 @@ async fn run_in_transaction(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>
     let tx = begin(&mut client, caller, info).await?;
     let mut out = statement(&tx, sql, rows, anon).await?;
     let db = |e| RestError::from_db(e, anon);
+    if let Some(max) = info.max_affected {
+        if out.count > max {
+            tx.rollback().await.map_err(db)?;
+            return Err(RestError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "PGRST124",
+                "Query result exceeds max-affected preference constraint",
+                Some(format!("The query affects {} rows", out.count)),
+                None,
+            ));
+        }
+    }
     if info.response_gucs {
         let row = tx.query_one(RESPONSE_GUCS, &[]).await.map_err(db)?;
         (out.response_headers, out.response_status) = (row.get(0), row.get(1));

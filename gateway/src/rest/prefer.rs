@@ -31,6 +31,14 @@ pub struct Prefer {
     pub rollback: bool,
     /// missing=default.
     pub missing_default: bool,
+    /// handling=strict.
+    pub strict: bool,
+    /// timezone=.
+    pub timezone: Option<String>,
+    /// max-affected= (only under handling=strict).
+    pub max_affected: Option<i64>,
+    /// Items that are not preferences PostgREST knows.
+    pub invalid: Vec<String>,
     /// The recognised preferences as given, with PostgREST's echo order, for
     /// `Preference-Applied`.
     given: Vec<(u8, String)>,
@@ -40,11 +48,28 @@ impl Prefer {
     /// `Preference-Applied`: the honoured preferences, in PostgREST's order
     /// (resolution, missing, return, count, tx); `tx` only when it may override.
     pub fn applied(&self, tx_overridable: bool) -> Option<String> {
-        let mut items: Vec<&(u8, String)> = self.given.iter().filter(|(rank, _)| *rank != 4 || tx_overridable).collect();
+        let mut items: Vec<&(u8, String)> =
+            self.given.iter().filter(|(rank, _)| (*rank != 4 || tx_overridable) && (*rank != 7 || self.strict)).collect();
         items.sort_by_key(|(rank, _)| *rank);
         items.dedup_by_key(|(rank, _)| *rank);
         (!items.is_empty()).then(|| items.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", "))
     }
+}
+
+/// Reads every `Prefer` header (values may be joined by `,` or `, `). Under
+/// `handling=strict`, anything it does not know is refused (400 PGRST122).
+pub fn prefer_checked(headers: &HeaderMap) -> Result<Prefer, RestError> {
+    let p = prefer(headers);
+    if p.strict && !p.invalid.is_empty() {
+        return Err(RestError::new(
+            StatusCode::BAD_REQUEST,
+            "PGRST122",
+            "Invalid preferences given with handling=strict",
+            Some(format!("Invalid preferences: {}", p.invalid.join(", "))),
+            None,
+        ));
+    }
+    Ok(p)
 }
 
 /// Reads every `Prefer` header (values may be joined by `,` or `, `).
@@ -58,6 +83,9 @@ pub fn prefer(headers: &HeaderMap) -> Prefer {
                 Some("return") => Some(2),
                 Some("count") => Some(3),
                 Some("tx") => Some(4),
+                Some("handling") => Some(5),
+                Some("timezone") => Some(6),
+                Some("max-affected") => Some(7),
                 _ => None,
             };
             match item.split_once('=') {
@@ -68,7 +96,16 @@ pub fn prefer(headers: &HeaderMap) -> Prefer {
                 Some(("resolution", r @ ("merge-duplicates" | "ignore-duplicates"))) => p.resolution = Some(r.to_owned()),
                 Some(("tx", t @ ("commit" | "rollback"))) => p.tx = Some(t.to_owned()),
                 Some(("missing", "default")) => p.missing_default = true,
-                _ => continue,
+                Some(("handling", "strict")) => p.strict = true,
+                Some(("handling", "lenient")) => {}
+                Some(("timezone", tz)) if !tz.is_empty() => p.timezone = Some(tz.to_owned()),
+                Some(("max-affected", n)) if n.parse::<i64>().is_ok() => p.max_affected = n.parse().ok(),
+                _ => {
+                    if !item.is_empty() {
+                        p.invalid.push(item.to_owned());
+                    }
+                    continue;
+                }
             }
             if let Some(rank) = rank {
                 p.given.push((rank, item.to_owned()));

@@ -80,11 +80,15 @@ async fn relation(
     if matches!(method, Method::GET | Method::HEAD) {
         prefer::apply_range(&headers, &mut q.offset, &mut q.limit)?;
     }
-    let mut pref = prefer::prefer(&headers);
+    let mut pref = prefer::prefer_checked(&headers)?;
     pref.rollback = s.config.db_tx_end.rollback(pref.tx.as_deref());
     let accept = prefer::accept(&headers)?;
     let path = format!("/{name}");
-    let info = info(&method, &path, &headers);
+    let mut info = info(&method, &path, &headers);
+    info.timezone = pref.timezone.clone();
+    if pref.strict && matches!(method, Method::PATCH | Method::DELETE) {
+        info.max_affected = pref.max_affected;
+    }
 
     let res = match method {
         Method::GET | Method::HEAD => {
@@ -121,10 +125,17 @@ async fn relation(
                 Some("ignore-duplicates") => OnConflict::Ignore,
                 _ => OnConflict::Error,
             };
+            let returning = pref.ret == Return::Representation;
+            if payload.rows.as_array().is_some_and(Vec::is_empty) {
+                // Nothing to insert: no statement (an upsert of nothing is a 200).
+                let status = if conflict == OnConflict::Error { StatusCode::CREATED } else { StatusCode::OK };
+                let body = returning.then(|| "[]".to_owned());
+                return Ok(decorate(response::build(status, body, JSON, Some("*/*".into())), &s, &pref, schema, &cache.schemas));
+            }
             if pref.ret == Return::HeadersOnly && !table.primary_key.is_empty() {
                 return Ok(decorate(insert_headers_only(&s, &caller, &info, &pref, &cache, table, q, &payload, conflict).await?, &s, &pref, schema, &cache.schemas));
             }
-            write(&s, &caller, &info, &pref, accept, plan::insert(&cache, table, &q, &payload, conflict, pref.ret == Return::Representation, pref.missing_default)?, StatusCode::CREATED, false).await
+            write(&s, &caller, &info, &pref, accept, plan::insert(&cache, table, &q, &payload, conflict, returning, pref.missing_default)?, StatusCode::CREATED, false).await
         }
         Method::PATCH | Method::DELETE => {
             // An update with nothing to set changes nothing (PostgREST: 204).
@@ -152,6 +163,18 @@ async fn relation(
             let ok = if returning { StatusCode::OK } else { StatusCode::NO_CONTENT };
             // PostgREST: an update reports its rows as a range, a delete only the count.
             write(&s, &caller, &info, &pref, accept, sql, ok, method == Method::PATCH).await
+        }
+        Method::PUT => {
+            let payload = Payload::from_body(parse_json(&body)?, None)?;
+            let returning = pref.ret == Return::Representation;
+            let sql = plan::put(&cache, table, &q, &payload, returning)?;
+            let out = exec::run(&s.pool, &caller, &info, &sql, returning, pref.rollback).await?;
+            if !returning {
+                return Ok(decorate(response::build(StatusCode::NO_CONTENT, None, JSON, None), &s, &pref, schema, &cache.schemas));
+            }
+            let status = if out.total == Some(1) { StatusCode::CREATED } else { StatusCode::OK };
+            let (body, ct) = response::rows(&out, accept)?;
+            Ok(response::build(status, Some(body), ct, None))
         }
         _ => Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST117", format!("Unsupported HTTP method: {method}"), None, None)),
     }?;
@@ -229,6 +252,8 @@ async fn write(
     let out = exec::run(&s.pool, caller, info, &sql, returning, pref.rollback).await?;
     let total = pref.count.as_ref().map(|_| out.count);
     let range = response::content_range(0, if ranged { out.count } else { 0 }, total);
+    // An upsert that only updated existing rows created nothing: 200, not 201.
+    let status = if status == StatusCode::CREATED && pref.resolution.is_some() && out.total == Some(0) && out.count > 0 { StatusCode::OK } else { status };
     if !returning {
         return Ok(response::build(status, None, JSON, Some(range)));
     }
@@ -281,7 +306,7 @@ async fn rpc(
     } else {
         return Err(plan::no_function(&overloads[0], &named));
     };
-    let mut pref = prefer::prefer(&headers);
+    let mut pref = prefer::prefer_checked(&headers)?;
     pref.rollback = s.config.db_tx_end.rollback(pref.tx.as_deref());
     let sql = plan::call(f, &args, whole.as_ref(), &q, pref.count.as_ref().map(|_| CountMode::Exact))?;
     let path = format!("/rpc/{name}");
@@ -289,6 +314,10 @@ async fn rpc(
     // GET may call any function, but never lets it write (PostgREST: READ ONLY).
     info.read_only = is_get;
     info.response_gucs = true;
+    info.timezone = pref.timezone.clone();
+    if pref.strict {
+        info.max_affected = pref.max_affected;
+    }
     let out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
     let range = response::content_range(q.offset.unwrap_or(0), out.count, out.total);
     let mut status = match out.total {

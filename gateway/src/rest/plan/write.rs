@@ -1,0 +1,243 @@
+//! Plans for writes: INSERT (with ON CONFLICT for upserts), PUT, UPDATE, DELETE, each
+//! wrapped so that it answers the same 4-column row shape as reads when the client
+//! asks for a representation.
+
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::{order_sql, select_sql, where_sql, Source, R};
+use crate::rest::error::RestError;
+use crate::rest::request::{Condition, Op, QueryParams};
+use crate::rest::schema_cache::{SchemaCache, Table};
+use crate::rest::sql::{ident, qualified, Sql};
+
+/// The payload of a write: rows as JSON, and the columns they set.
+pub struct Payload {
+    /// A JSON array of objects.
+    pub rows: Value,
+    /// Columns written (from `columns=` or the union of keys).
+    pub columns: Vec<String>,
+}
+
+impl Payload {
+    /// Checks the body shape and collects its columns.
+    pub fn from_body(body: Value, columns: Option<&[String]>) -> Result<Payload, RestError> {
+        let rows = match body {
+            Value::Object(_) => Value::Array(vec![body]),
+            Value::Array(a) if a.iter().all(Value::is_object) => Value::Array(a),
+            _ => return Err(RestError::bad("PGRST102", "All object keys must match")),
+        };
+        let columns = match columns {
+            Some(c) => c.to_vec(),
+            None => {
+                let mut seen = Vec::<String>::new();
+                for r in rows.as_array().into_iter().flatten() {
+                    for k in r.as_object().into_iter().flat_map(|o| o.keys()) {
+                        if !seen.contains(k) {
+                            seen.push(k.clone());
+                        }
+                    }
+                }
+                seen
+            }
+        };
+        Ok(Payload { rows, columns })
+    }
+
+    fn record_def(&self, table: &Table) -> Result<String, RestError> {
+        let mut defs = Vec::new();
+        for c in &self.columns {
+            let col = table.column(c).ok_or_else(|| {
+                RestError::new(StatusCode::BAD_REQUEST, "PGRST204", format!("Could not find the '{c}' column of '{}' in the schema cache", table.name), None, None)
+            })?;
+            defs.push(format!("{} {}", ident(c), col.type_name));
+        }
+        Ok(defs.join(", "))
+    }
+}
+
+/// Upsert behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Plain insert.
+    Error,
+    /// `resolution=merge-duplicates`.
+    Merge,
+    /// `resolution=ignore-duplicates`.
+    Ignore,
+}
+
+/// POST: insert (or upsert). `returning` = build the representation.
+/// `missing_default`: keys absent from some objects take the column default
+/// (`Prefer: missing=default`) instead of NULL.
+pub fn insert(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, conflict: OnConflict, returning: bool, missing_default: bool) -> Result<Sql, RestError> {
+    let mut sql = Sql::default();
+    let mut stmt = insert_stmt(&mut sql, table, p, missing_default)?;
+    if conflict != OnConflict::Error {
+        let keys = match &q.on_conflict {
+            Some(k) => k.clone(),
+            None => table.primary_key.clone(),
+        };
+        if keys.is_empty() {
+            return Err(RestError::bad("PGRST100", "on_conflict is required for a table without primary key"));
+        }
+        for k in &keys {
+            table.column(k).ok_or_else(|| RestError::no_column(&table.name, k))?;
+        }
+        let keys_sql: Vec<String> = keys.iter().map(|k| ident(k)).collect();
+        let updates: Vec<String> = p.columns.iter().filter(|c| !keys.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
+        if conflict == OnConflict::Ignore || updates.is_empty() {
+            stmt.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys_sql.join(", ")));
+        } else {
+            stmt.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys_sql.join(", "), updates.join(", ")));
+        }
+    }
+    finish_write(sql, cache, table, q, stmt, returning)
+}
+
+/// PUT: creates or replaces the one row its primary-key filters name (PostgREST's
+/// single-row upsert); with a representation, the 4th result column says whether it
+/// was created (1) or replaced (0).
+pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, returning: bool) -> Result<Sql, RestError> {
+    if q.limit.is_some() || q.offset.is_some() {
+        return Err(RestError::bad("PGRST114", "limit/offset querystring parameters are not allowed for PUT"));
+    }
+    let not_pk = || {
+        RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST105", "Filters must include all and only primary key columns with 'eq' operators", None, None)
+    };
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for c in &q.conditions {
+        match c {
+            Condition::Filter(f) if !f.negate && f.op == Op::Eq && f.quantifier.is_none() && f.field.path.is_empty() && table.primary_key.contains(&f.field.column) => {
+                if keys.iter().any(|(k, _)| *k == f.field.column) {
+                    return Err(not_pk());
+                }
+                keys.push((&f.field.column, &f.value));
+            }
+            _ => return Err(not_pk()),
+        }
+    }
+    if table.primary_key.is_empty() || keys.len() != table.primary_key.len() {
+        return Err(not_pk());
+    }
+    let rows = p.rows.as_array().map(Vec::as_slice).unwrap_or_default();
+    let [row] = rows else { return Err(RestError::bad("PGRST102", "PUT takes exactly one row")) };
+    for (k, v) in &keys {
+        let same = match &row[*k] {
+            Value::String(s) => s == v,
+            Value::Number(n) => n.to_string() == *v,
+            Value::Bool(b) => b.to_string() == *v,
+            _ => false,
+        };
+        if !same {
+            return Err(RestError::bad("PGRST115", "Payload values do not match URL in primary key column(s)"));
+        }
+    }
+    let mut sql = Sql::default();
+    let mut stmt = insert_stmt(&mut sql, table, p, false)?;
+    let pk_sql: Vec<String> = table.primary_key.iter().map(|k| ident(k)).collect();
+    let sets: Vec<String> = p.columns.iter().map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
+    stmt.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", pk_sql.join(", "), sets.join(", ")));
+    finish_write(sql, cache, table, q, stmt, returning)
+}
+
+/// The alias of an INSERT's target (its whole-row value and xmax are returned).
+const INS: &str = "_pgs_i";
+
+/// `INSERT INTO table (cols) SELECT ... FROM the JSON rows` (or DEFAULT VALUES).
+fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool) -> Result<String, RestError> {
+    let target = format!("{} AS {INS}", qualified(&table.schema, &table.name));
+    let cols: Vec<String> = p.columns.iter().map(|c| ident(c)).collect();
+    let stmt = if cols.is_empty() {
+        // `{}`: one row of defaults.
+        if p.rows.as_array().map_or(0, Vec::len) != 1 {
+            return Err(RestError::bad("PGRST102", "Empty objects can only be inserted one at a time"));
+        }
+        format!("INSERT INTO {target} DEFAULT VALUES")
+    } else {
+        let def = p.record_def(table)?;
+        let rows = sql.bind(p.rows.to_string());
+        let mut values = Vec::new();
+        for c in &p.columns {
+            let col = table.column(c).ok_or_else(|| RestError::no_column(&table.name, c))?;
+            match (&col.default_sql, missing_default) {
+                (Some(d), true) => {
+                    let key = sql.bind(c.clone());
+                    values.push(format!("CASE WHEN _j.r ? {key} THEN _x.{0} ELSE {d} END", ident(c)));
+                }
+                _ => values.push(format!("_x.{}", ident(c))),
+            }
+        }
+        format!(
+            "INSERT INTO {target} ({}) SELECT {} FROM jsonb_array_elements({rows}::jsonb) WITH ORDINALITY AS _j(r, n) \
+             CROSS JOIN LATERAL jsonb_to_record(_j.r) AS _x({def}) ORDER BY _j.n",
+            cols.join(", "),
+            values.join(", ")
+        )
+    };
+    Ok(stmt)
+}
+
+/// PATCH: update the rows matching the filters.
+pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, returning: bool) -> Result<Sql, RestError> {
+    let mut sql = Sql::default();
+    let src = Source::top(table, cache, q);
+    if p.rows.as_array().map_or(0, Vec::len) != 1 {
+        return Err(RestError::bad("PGRST102", "PATCH takes a single JSON object"));
+    }
+    let row = sql.bind(p.rows[0].to_string());
+    let def = p.record_def(table)?;
+    let wh = where_sql(&mut sql, &src, &q.conditions)?;
+    let sets: Vec<String> = p.columns.iter().map(|c| format!("{0} = _x.{0}", ident(c))).collect();
+    if sets.is_empty() {
+        return Err(RestError::bad("PGRST102", "PATCH needs at least one column to change"));
+    }
+    let stmt = format!(
+        "UPDATE {} AS {R} SET {} FROM json_to_record({row}::json) AS _x({def}){wh}",
+        qualified(&table.schema, &table.name),
+        sets.join(", ")
+    );
+    finish_write(sql, cache, table, q, stmt, returning)
+}
+
+/// DELETE the rows matching the filters.
+pub fn delete(cache: &SchemaCache, table: &Table, q: &QueryParams, returning: bool) -> Result<Sql, RestError> {
+    let mut sql = Sql::default();
+    let src = Source::top(table, cache, q);
+    let wh = where_sql(&mut sql, &src, &q.conditions)?;
+    let stmt = format!("DELETE FROM {} AS {R}{wh}", qualified(&table.schema, &table.name));
+    finish_write(sql, cache, table, q, stmt, returning)
+}
+
+/// Without a representation the statement runs bare (no RETURNING, so RLS SELECT
+/// policies do not apply to writes); with one, rows come back through the select list.
+/// Wraps a write so that it answers the 4-column row shape: the rows (through the
+/// request's select), their count, the single row, and — for inserts — how many rows
+/// were newly inserted (not updated by ON CONFLICT), from `xmax = 0`.
+fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParams, stmt: String, returning: bool) -> Result<Sql, RestError> {
+    if !returning {
+        sql.push(&stmt);
+        return Ok(sql);
+    }
+    let src = Source::top(table, cache, q);
+    let mut inner = Vec::new();
+    let select = select_sql(&mut sql, &src, &q.select, &mut inner)?;
+    let wh = if inner.is_empty() { String::new() } else { format!(" WHERE {}", inner.join(" AND ")) };
+    let ord = order_sql(&mut sql, &src, &q.order)?;
+    let (returning_list, from, inserted) = if stmt.starts_with("INSERT") {
+        (
+            format!("{INS} AS _pgs_row, ({INS}.xmax = 0) AS _pgs_ins"),
+            format!("(SELECT (_m._pgs_row).* FROM _pgs_m _m) {R}"),
+            "(SELECT count(*) FROM _pgs_m WHERE _pgs_ins)",
+        )
+    } else {
+        (format!("{R}.*"), format!("_pgs_m {R}"), "NULL::bigint")
+    };
+    sql.push(&format!(
+        "WITH _pgs_m AS ({stmt} RETURNING {returning_list}) \
+         SELECT coalesce(json_agg(_pgs_t), '[]')::text, count(_pgs_t), \
+         CASE WHEN count(_pgs_t) = 1 THEN (json_agg(_pgs_t) -> 0)::text END, {inserted} \
+         FROM (SELECT {select} FROM {from}{wh}{ord}) _pgs_t"
+    ));
+    Ok(sql)
+}
