@@ -174,3 +174,46 @@ async fn preferences_ranges_and_locations() {
     let (st, _, err) = e.req(Method::GET, "/notes/1/more", &[], None).await;
     assert_eq!((st, err["code"].as_str()), (StatusCode::NOT_FOUND, Some("PGRST125")));
 }
+
+#[tokio::test]
+async fn csv_stripped_nulls_and_unsatisfiable_ranges() {
+    let e = start().await;
+    let editor = format!("Bearer {}", token(json!({"role": "editor"})));
+    let raw = |method: Method, path: &str, headers: Vec<(&'static str, String)>, body: &'static str| {
+        let mut r = e.http.request(method, e.gw.url(&format!("/rest/v1{path}"))).header("authorization", &editor).body(body);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r.send()
+    };
+    // CSV out: a header from the selected columns, quoting where needed.
+    let res = raw(Method::GET, "/notes?select=id,body&id=lt.3&order=id", vec![("accept", "text/csv".into())], "").await.unwrap();
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(res.text().await.unwrap(), "id,body\n1,note 1\n2,note 2");
+    // CSV in (NULL is null), CSV representation back, quoting of commas and quotes.
+    let res = raw(
+        Method::POST,
+        "/pairs?select=a,b,note",
+        vec![("content-type", "text/csv".into()), ("accept", "text/csv".into()), ("prefer", "return=representation".into())],
+        "a,b,note\n7,8,\"x, \"\"y\"\"\"\n9,10,NULL",
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.text().await.unwrap(), "a,b,note\n7,8,\"x, \"\"y\"\"\"\n9,10,");
+    let res = raw(Method::POST, "/pairs", vec![("content-type", "text/csv".into())], "a,b\n1").await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.json::<Value>().await.unwrap()["message"], "All lines must have same number of fields");
+
+    // nulls=stripped leaves out null values.
+    let (st, h, rows) = e.req(Method::GET, "/pairs?select=a,note&a=eq.9", &[("accept", "application/vnd.pgrst.array+json;nulls=stripped"), ("authorization", &editor)], None).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"a": 9}])));
+    assert_eq!(h["content-type"], "application/vnd.pgrst.array+json;nulls=stripped; charset=utf-8");
+
+    // Unsatisfiable ranges: 416 with the total in Content-Range.
+    let (st, h, err) = e.req(Method::GET, "/notes?offset=100", &[("prefer", "count=exact")], None).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::RANGE_NOT_SATISFIABLE, Some("PGRST103")));
+    assert_eq!(h["content-range"], "*/10");
+    let (st, _, err) = e.req(Method::GET, "/notes?limit=-1", &[], None).await;
+    assert_eq!((st, err["details"].as_str()), (StatusCode::RANGE_NOT_SATISFIABLE, Some("Limit should be greater than or equal to zero.")));
+}

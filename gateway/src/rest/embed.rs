@@ -30,9 +30,14 @@ pub enum Rel<'a> {
 }
 
 impl Rel<'_> {
-    /// Many-to-one embeds are objects; the others arrays.
+    /// Many-to-one and one-to-one (the child's key columns are unique) embeds are
+    /// objects; the others arrays.
     pub fn is_to_one(&self) -> bool {
-        matches!(self, Rel::ManyToOne(_))
+        match self {
+            Rel::ManyToOne(_) => true,
+            Rel::OneToMany(fk) => fk.unique,
+            Rel::ManyToMany { .. } => false,
+        }
     }
 
     fn matches_hint(&self, hint: &str) -> bool {

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod embed;
 pub mod error;
 pub mod exec;
+pub mod format;
 pub mod openapi;
 pub mod plan;
 pub mod prefer;

@@ -122,15 +122,28 @@ pub enum Accept {
     Json,
     /// `application/vnd.pgrst.object+json`: exactly one row as an object.
     Object,
+    /// `application/vnd.pgrst.array+json;nulls=stripped`: keys with null values left out.
+    JsonStripped,
+    /// `application/vnd.pgrst.object+json;nulls=stripped`.
+    ObjectStripped,
+    /// `text/csv`: a header line, then one line per row.
+    Csv,
 }
 
 /// Reads `Accept`; unknown media types → 406 PGRST107.
 pub fn accept(headers: &HeaderMap) -> Result<Accept, RestError> {
     let Some(v) = headers.get("accept").and_then(|v| v.to_str().ok()) else { return Ok(Accept::Json) };
-    for media in v.split(',').map(|m| m.split(';').next().unwrap_or("").trim()) {
-        match media {
-            "application/vnd.pgrst.object+json" | "application/vnd.pgrst.object" => return Ok(Accept::Object),
-            "application/json" | "*/*" | "application/*" | "" => return Ok(Accept::Json),
+    for item in v.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        let stripped = parts.any(|p| p.replace(' ', "") == "nulls=stripped");
+        match (media, stripped) {
+            ("application/vnd.pgrst.object+json" | "application/vnd.pgrst.object", false) => return Ok(Accept::Object),
+            ("application/vnd.pgrst.object+json" | "application/vnd.pgrst.object", true) => return Ok(Accept::ObjectStripped),
+            ("application/vnd.pgrst.array+json", true) => return Ok(Accept::JsonStripped),
+            ("application/vnd.pgrst.array+json", false) => return Ok(Accept::Json),
+            ("text/csv", _) => return Ok(Accept::Csv),
+            ("application/json" | "*/*" | "application/*" | "", _) => return Ok(Accept::Json),
             _ => {}
         }
     }

@@ -256,11 +256,18 @@ fn looks_like_filter(v: &str) -> bool {
 }
 
 fn parse_nonneg(name: &str, v: &str) -> Result<i64, RestError> {
-    v.trim()
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| RestError::parse(format!("\"failed to parse {name} parameter ({v})\""), "expected a non-negative integer"))
+    match v.trim().parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n),
+        // PostgREST: a negative limit is an unsatisfiable range, not a parse error.
+        Ok(_) if name.ends_with("limit") => Err(RestError::new(
+            axum::http::StatusCode::RANGE_NOT_SATISFIABLE,
+            "PGRST103",
+            "Requested range not satisfiable",
+            Some("Limit should be greater than or equal to zero.".to_owned()),
+            None,
+        )),
+        _ => Err(RestError::parse(format!("\"failed to parse {name} parameter ({v})\""), "expected a non-negative integer")),
+    }
 }
 
 fn split_names(v: &str) -> Vec<String> {

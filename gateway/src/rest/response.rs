@@ -32,12 +32,18 @@ pub fn build(status: StatusCode, body: Option<String>, content_type: &str, range
     b.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap_or_default()
 }
 
-/// The rows of a read or a representation, as array or single object.
+/// The rows of a read or a representation, as array, single object or CSV (the
+/// stripped and CSV forms are made by [`super::format::convert`] beforehand).
 pub fn rows(out: &Outcome, accept: Accept) -> Result<(String, &'static str), RestError> {
     match accept {
         Accept::Json => Ok((out.body.clone().unwrap_or_else(|| "[]".into()), JSON)),
-        Accept::Object => match &out.object {
-            Some(o) if out.count == 1 => Ok((o.clone(), "application/vnd.pgrst.object+json; charset=utf-8")),
+        Accept::JsonStripped => Ok((out.body.clone().unwrap_or_else(|| "[]".into()), "application/vnd.pgrst.array+json;nulls=stripped; charset=utf-8")),
+        Accept::Csv => Ok((out.body.clone().unwrap_or_default(), "text/csv; charset=utf-8")),
+        Accept::Object | Accept::ObjectStripped => match &out.object {
+            Some(o) if out.count == 1 => Ok((
+                o.clone(),
+                if accept == Accept::Object { "application/vnd.pgrst.object+json; charset=utf-8" } else { "application/vnd.pgrst.object+json;nulls=stripped; charset=utf-8" },
+            )),
             _ => Err(RestError::new(
                 StatusCode::NOT_ACCEPTABLE,
                 "PGRST116",

@@ -55,6 +55,16 @@ fn info<'a>(method: &'a Method, path: &'a str, headers: &HeaderMap) -> RequestIn
     RequestInfo { method: method.as_str(), path, headers: Value::Object(h).to_string(), ..Default::default() }
 }
 
+/// A write's payload: JSON, or CSV with `Content-Type: text/csv`.
+fn parse_payload(headers: &HeaderMap, body: &Bytes) -> Result<Value, RestError> {
+    let csv = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().starts_with("text/csv"));
+    if csv {
+        super::format::parse_csv(body)
+    } else {
+        parse_json(body)
+    }
+}
+
 fn parse_json(body: &Bytes) -> Result<Value, RestError> {
     if body.is_empty() {
         return Ok(json!({}));
@@ -94,18 +104,21 @@ async fn relation(
         Method::GET | Method::HEAD => {
             let count = pref.count.as_ref().map(|_| CountMode::Exact);
             let sql = plan::read(&cache, table, &q, count)?;
-            let out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
+            let mut out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
+            super::format::convert(&s.pool, &mut out, accept).await?;
             let offset = q.offset.unwrap_or(0);
             let range = response::content_range(offset, out.count, out.total);
             let status = match out.total {
-                Some(t) if t > 0 && offset >= t => {
-                    return Err(RestError::new(
+                Some(t) if offset > 0 && offset >= t => {
+                    let mut e = RestError::new(
                         StatusCode::RANGE_NOT_SATISFIABLE,
                         "PGRST103",
                         "Requested range not satisfiable",
                         Some(format!("An offset of {offset} was requested, but there are only {t} rows.")),
                         None,
-                    ))
+                    );
+                    e.headers.push(("content-range".into(), format!("*/{t}")));
+                    return Err(e);
                 }
                 Some(t) if out.count < t => StatusCode::PARTIAL_CONTENT,
                 _ => StatusCode::OK,
@@ -119,7 +132,7 @@ async fn relation(
             Ok(res)
         }
         Method::POST => {
-            let payload = Payload::from_body(parse_json(&body)?, q.columns.as_deref())?;
+            let payload = Payload::from_body(parse_payload(&headers, &body)?, q.columns.as_deref())?;
             let conflict = match pref.resolution.as_deref() {
                 Some("merge-duplicates") => OnConflict::Merge,
                 Some("ignore-duplicates") => OnConflict::Ignore,
@@ -155,7 +168,7 @@ async fn relation(
             }
             let returning = pref.ret == Return::Representation;
             let sql = if method == Method::PATCH {
-                let payload = Payload::from_body(parse_json(&body)?, None)?;
+                let payload = Payload::from_body(parse_payload(&headers, &body)?, q.columns.as_deref())?;
                 plan::update(&cache, table, &q, &payload, returning)?
             } else {
                 plan::delete(&cache, table, &q, returning)?
@@ -165,10 +178,11 @@ async fn relation(
             write(&s, &caller, &info, &pref, accept, sql, ok, method == Method::PATCH).await
         }
         Method::PUT => {
-            let payload = Payload::from_body(parse_json(&body)?, None)?;
+            let payload = Payload::from_body(parse_payload(&headers, &body)?, None)?;
             let returning = pref.ret == Return::Representation;
             let sql = plan::put(&cache, table, &q, &payload, returning)?;
-            let out = exec::run(&s.pool, &caller, &info, &sql, returning, pref.rollback).await?;
+            let mut out = exec::run(&s.pool, &caller, &info, &sql, returning, pref.rollback).await?;
+            super::format::convert(&s.pool, &mut out, accept).await?;
             if !returning {
                 return Ok(decorate(response::build(StatusCode::NO_CONTENT, None, JSON, None), &s, &pref, schema, &cache.schemas));
             }
@@ -249,7 +263,10 @@ async fn write(
     ranged: bool,
 ) -> Result<Response<Body>, RestError> {
     let returning = pref.ret == Return::Representation;
-    let out = exec::run(&s.pool, caller, info, &sql, returning, pref.rollback).await?;
+    let mut out = exec::run(&s.pool, caller, info, &sql, returning, pref.rollback).await?;
+    if returning {
+        super::format::convert(&s.pool, &mut out, accept).await?;
+    }
     let total = pref.count.as_ref().map(|_| out.count);
     let range = response::content_range(0, if ranged { out.count } else { 0 }, total);
     // An upsert that only updated existing rows created nothing: 200, not 201.
@@ -318,8 +335,13 @@ async fn rpc(
     if pref.strict {
         info.max_affected = pref.max_affected;
     }
-    let out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
-    let range = response::content_range(q.offset.unwrap_or(0), out.count, out.total);
+    let mut out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
+    if f.returns_set {
+        super::format::convert(&s.pool, &mut out, accept).await?;
+    }
+    // A single value counts as one row.
+    let total = out.total.or_else(|| (pref.count.is_some() && !f.returns_set).then_some(out.count));
+    let range = response::content_range(q.offset.unwrap_or(0), out.count, total);
     let mut status = match out.total {
         Some(t) if out.count < t => StatusCode::PARTIAL_CONTENT,
         _ => StatusCode::OK,

@@ -93,6 +93,8 @@ pub struct ForeignKey {
     pub ref_table: (String, String),
     /// Referenced columns.
     pub ref_columns: Vec<String>,
+    /// The referencing columns are unique: the child side is one-to-one.
+    pub unique: bool,
 }
 
 /// Everything cached, keyed by (schema, name).
@@ -150,15 +152,30 @@ impl SchemaCache {
                 Table { schema, name, is_view: r.get(2), columns, primary_key: pk },
             );
         }
+        let mut keys = Vec::new();
         for r in client.query(include_str!("sql/foreign_keys.sql"), &[&schemas]).await? {
-            cache.foreign_keys.push(ForeignKey {
+            keys.push(ForeignKey {
                 name: r.get(0),
                 table: (r.get(1), r.get(2)),
                 columns: r.get(3),
                 ref_table: (r.get(4), r.get(5)),
                 ref_columns: r.get(6),
+                unique: r.get(7),
             });
         }
+        let mut views = ViewMap::default();
+        for r in client.query(include_str!("sql/view_columns.sql"), &[&schemas]).await? {
+            let (view, base): ((String, String), (String, String)) = ((r.get(0), r.get(1)), (r.get(3), r.get(4)));
+            let (view_col, base_col): (String, String) = (r.get(2), r.get(5));
+            let entry = views.entry(base).or_default();
+            match entry.iter_mut().find(|(v, _)| *v == view) {
+                Some((_, cols)) => {
+                    cols.entry(base_col).or_insert(view_col);
+                }
+                None => entry.push((view, HashMap::from([(base_col, view_col)]))),
+            }
+        }
+        cache.foreign_keys = through_views(keys, &views);
         let rows = client.query(include_str!("sql/functions.sql"), &[&schemas]).await?;
         for r in rows {
             let (schema, name): (String, String) = (r.get(0), r.get(1));
@@ -180,6 +197,39 @@ impl SchemaCache {
         }
         Ok(cache)
     }
+}
+
+/// Base table → the views over it, each with its base column → view column map.
+type ViewMap = HashMap<(String, String), Vec<((String, String), HashMap<String, String>)>>;
+
+/// Every key between tables also relates the views over them (PostgREST's view
+/// relationships): when a view shows all of a key's columns, the key is repeated
+/// between every pair of {table, its views} on both sides, under the same name.
+fn through_views(keys: Vec<ForeignKey>, views: &ViewMap) -> Vec<ForeignKey> {
+    let sources = |table: &(String, String), cols: &[String]| -> Vec<((String, String), Vec<String>)> {
+        let mut out = vec![(table.clone(), cols.to_vec())];
+        for (view, map) in views.get(table).into_iter().flatten() {
+            if let Some(mapped) = cols.iter().map(|c| map.get(c).cloned()).collect::<Option<Vec<String>>>() {
+                out.push((view.clone(), mapped));
+            }
+        }
+        out
+    };
+    let mut out = Vec::new();
+    for fk in keys {
+        let left = sources(&fk.table, &fk.columns);
+        let right = sources(&fk.ref_table, &fk.ref_columns);
+        for (lt, lc) in &left {
+            for (rt, rc) in &right {
+                if *lt == fk.table && *rt == fk.ref_table {
+                    continue;
+                }
+                out.push(ForeignKey { name: fk.name.clone(), table: lt.clone(), columns: lc.clone(), ref_table: rt.clone(), ref_columns: rc.clone(), unique: fk.unique });
+            }
+        }
+        out.push(fk);
+    }
+    out
 }
 
 fn result_table(schema: &str, name: &str, cols: serde_json::Value) -> Option<Table> {
