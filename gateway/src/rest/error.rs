@@ -115,9 +115,21 @@ impl RestError {
     /// `RAISE SQLSTATE 'PGRST' USING MESSAGE = '{code, message, details, hint}',
     /// DETAIL = '{status, headers}'`: the function writes the whole error response.
     fn raised(message: &str, detail: Option<&str>) -> Self {
-        let bad = |what: &str| Self::new(StatusCode::INTERNAL_SERVER_ERROR, "PGRST121", format!("Could not parse JSON in the RAISE SQLSTATE 'PGRST' {what}"), None, None);
-        let Ok(Value::Object(m)) = serde_json::from_str::<Value>(message) else { return bad("MESSAGE") };
-        let Some(Ok(Value::Object(d))) = detail.map(serde_json::from_str::<Value>) else { return bad("DETAIL") };
+        let bad = |what: &str, value: &str, hint: &str| {
+            Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "PGRST121",
+                "Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error",
+                Some(format!("Invalid JSON value for {what}: '{value}'")),
+                Some(hint),
+            )
+        };
+        let Ok(Value::Object(m)) = serde_json::from_str::<Value>(message) else {
+            return bad("MESSAGE", message, "MESSAGE must be a JSON object with obligatory keys: 'code', 'message' and optional keys: 'details', 'hint'.");
+        };
+        let Some(Ok(Value::Object(d))) = detail.map(serde_json::from_str::<Value>) else {
+            return bad("DETAIL", detail.unwrap_or(""), "DETAIL must be a JSON object with obligatory keys: 'status', 'headers' and optional key: 'status_text'.");
+        };
         let status = d.get("status").and_then(Value::as_u64).and_then(|s| StatusCode::from_u16(s as u16).ok()).unwrap_or(StatusCode::BAD_REQUEST);
         let text = |k: &str| m.get(k).cloned().unwrap_or(Value::Null);
         RestError {

@@ -5,6 +5,8 @@
 //! `col=[not.]op[(any|all)].value`, logic trees `or=(a.eq.1,and(b.gt.2,c.is.null))`,
 //! `order=a.desc.nullslast,b`, `limit`, `offset`, `columns`, `on_conflict`.
 
+use axum::http::StatusCode;
+
 use super::error::RestError;
 
 /// A comparison operator.
@@ -411,8 +413,8 @@ fn split_alias(s: &str) -> Option<(&str, &str)> {
 
 fn parse_order(v: &str) -> Result<Vec<OrderTerm>, RestError> {
     let mut out = Vec::new();
-    for term in split_top(v, ',') {
-        let term = term.trim();
+    for raw in split_top(v, ',') {
+        let term = raw.trim();
         if term.is_empty() {
             continue;
         }
@@ -432,9 +434,38 @@ fn parse_order(v: &str) -> Result<Vec<OrderTerm>, RestError> {
                 break;
             }
         }
+        if pieces.len() > 1 && !term.contains(['(', '"']) && !term.contains("->") {
+            let at = v.find(raw).unwrap_or(0) + raw.len() - raw.trim_start().len();
+            return Err(order_syntax_error(v, at, term));
+        }
         out.push(OrderTerm { field: parse_field(&pieces.join("."))?, desc, nulls_first });
     }
     Ok(out)
+}
+
+/// PostgREST's parse error for a bad `order` term, pointing at the first character
+/// its grammar (`field[.asc|.desc][.nullsfirst|.nullslast]`) cannot take.
+fn order_syntax_error(v: &str, term_at: usize, term: &str) -> RestError {
+    let mut segs = term.split('.');
+    let mut pos = segs.next().map_or(0, str::len);
+    let mut bad = '.';
+    for s in segs {
+        if ["asc", "desc", "nullsfirst", "nullslast"].contains(&s) {
+            pos += 1 + s.len();
+            continue;
+        }
+        let kw = ["nullsfirst", "nullslast", "desc", "asc"].into_iter().find(|k| s.starts_with(k));
+        pos += 1 + kw.map_or(0, str::len);
+        bad = s[kw.map_or(0, str::len)..].chars().next().unwrap_or('.');
+        break;
+    }
+    RestError::new(
+        StatusCode::BAD_REQUEST,
+        "PGRST100",
+        format!("\"failed to parse order ({v})\" (line 1, column {})", term_at + pos + 1),
+        Some(format!("unexpected '{bad}' expecting \",\" or end of input")),
+        None,
+    )
 }
 
 /// `key=value` of the query string as a filter.

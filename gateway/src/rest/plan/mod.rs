@@ -55,8 +55,13 @@ impl Source<'_> {
 
 /// `_pgs_r."col"->'a'->>'b'` and the type of the expression (None = unknown/json).
 fn field_expr(sql: &mut Sql, src: &Source, f: &Field) -> Result<(String, Option<String>), RestError> {
-    let ty = src.column_type(&f.column)?.map(str::to_owned);
-    let mut expr = format!("{}.{}", src.alias, ident(&f.column));
+    let (mut expr, ty) = match src.column_type(&f.column) {
+        Ok(ty) => (format!("{}.{}", src.alias, ident(&f.column)), ty.map(str::to_owned)),
+        Err(e) => match computed_column(src, &f.column) {
+            Some(call) => (call, None),
+            None => return Err(e),
+        },
+    };
     if f.path.is_empty() {
         return Ok((expr, ty));
     }
@@ -71,6 +76,15 @@ fn field_expr(sql: &mut Sql, src: &Source, f: &Field) -> Result<(String, Option<
     }
     let last_text = f.path.last().is_some_and(|s| s.as_text);
     Ok((format!("({expr})"), Some(if last_text { "text".into() } else { "jsonb".into() })))
+}
+
+/// A computed column (PostgREST): a function of the table's row type named like
+/// the field, called on the row — `always_true(items)` read as `select=always_true`.
+fn computed_column(src: &Source, name: &str) -> Option<String> {
+    let (table, (cache, _)) = (src.columns?, src.ctx?);
+    let row_type = [table.name.clone(), format!("{}.{}", table.schema, table.name), format!("{}.{}", ident(&table.schema), ident(&table.name))];
+    let f = cache.overloads(&table.schema, name).iter().find(|f| f.args.len() == 1 && row_type.contains(&f.args[0].1) && !f.returns_set)?;
+    Some(format!("{}({})", qualified(&f.schema, &f.name), src.alias))
 }
 
 fn cast(placeholder: &str, ty: &Option<String>) -> String {
@@ -256,7 +270,10 @@ fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut Vec
                     Some(t) => return Err(RestError::bad("PGRST100", format!("invalid cast type {t:?}"))),
                     None => expr,
                 };
-                let name = alias.clone().unwrap_or_else(|| field.path.last().map(|s| s.key.clone()).unwrap_or_else(|| field.column.clone()));
+                // The key of a JSON path names the value; an array index does not.
+                let name = alias.clone().unwrap_or_else(|| {
+                    field.path.last().map(|s| s.key.clone()).filter(|k| k.parse::<i64>().is_err()).unwrap_or_else(|| field.column.clone())
+                });
                 out.push(format!("{expr} AS {}", ident(&name)));
             }
             SelectItem::Embed(e) => {
@@ -427,11 +444,18 @@ pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, 
 /// PGRST202 for an unknown function or argument list.
 pub fn no_function(f: &Function, args: &[(String, Value)]) -> RestError {
     let names: Vec<&str> = args.iter().map(|(n, _)| n.as_str()).collect();
+    let func = format!("{}.{}", f.schema, f.name);
+    let details = if names.is_empty() {
+        format!("Searched for the function {func} without parameters, but no matches were found in the schema cache.")
+    } else {
+        format!("Searched for the function {func} with parameters {}, but no matches were found in the schema cache.", names.join(", "))
+    };
+    let signature: Vec<&str> = f.args.iter().map(|(n, _)| n.as_str()).collect();
     RestError::new(
         StatusCode::NOT_FOUND,
         "PGRST202",
-        format!("Could not find the function {}.{}({}) in the schema cache", f.schema, f.name, names.join(", ")),
-        None,
-        None,
+        format!("Could not find the function {func}({}) in the schema cache", names.join(", ")),
+        Some(details),
+        Some(&format!("Perhaps you meant to call the function {func}({})", signature.join(", "))),
     )
 }
