@@ -52,6 +52,8 @@ CREATE FUNCTION public.bump(n int DEFAULT 1) RETURNS int LANGUAGE sql VOLATILE A
 CREATE FUNCTION public.rename_item(i int, n text) RETURNS text LANGUAGE sql VOLATILE
     AS 'UPDATE public.items SET name = n WHERE id = i RETURNING name';
 CREATE FUNCTION public.ping() RETURNS void LANGUAGE sql AS '';
+CREATE FUNCTION public.price_band(public.items) RETURNS text LANGUAGE sql STABLE
+    AS $$ SELECT CASE WHEN $1.price > 100 THEN 'high' ELSE 'low' END $$;
 CREATE FUNCTION public.plus_one(n int, OUT plus int) LANGUAGE sql AS 'SELECT n + 1';
 CREATE FUNCTION public.pt402() RETURNS int LANGUAGE plpgsql
     AS $$ BEGIN RAISE SQLSTATE 'PT402' USING MESSAGE = 'Payment Required', DETAIL = 'Quota exceeded'; END $$;
@@ -368,6 +370,12 @@ async fn rpc_calls_functions() {
     let (st, _, v) = r.req(Method::POST, "/rpc/ping", t, &[], Some(json!({}))).await;
     assert_eq!((st, v), (StatusCode::NO_CONTENT, Value::Null));
     assert_eq!(r.get("/rpc/plus_one?n=5", t).await, json!({"plus": 6}));
+    // Computed columns: a function of the row type reads like a column.
+    assert_eq!(r.get("/items?select=id,price_band&order=price_band,id", t).await, json!([{"id": 1, "price_band": "high"}, {"id": 3, "price_band": "high"}, {"id": 2, "price_band": "low"}]));
+    let (st, _, e) = r.req(Method::GET, "/items?order=id.asc.nullslasttt", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str(), e["message"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST100"), Some("\"failed to parse order (id.asc.nullslasttt)\" (line 1, column 17)")));
+    let (st, _, e) = r.req(Method::GET, "/rpc/add?a=1&z=2", t, &[], None).await;
+    assert_eq!((st, e["hint"].as_str()), (StatusCode::NOT_FOUND, Some("Perhaps you meant to call the function public.add(a, b)")));
     let (st, _, v) = r.req(Method::POST, "/rpc/add", t, &[], Some(json!([{"a": 1, "b": 2}, {"a": 5, "b": 5}]))).await;
     assert_eq!((st, v), (StatusCode::OK, json!(3)));
     // RAISE SQLSTATE 'PTnnn' picks the status; response.headers / response.status GUCs apply.
