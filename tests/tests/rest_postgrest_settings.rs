@@ -25,6 +25,10 @@ BEGIN
     END IF;
 END $$;
 GRANT EXECUTE ON FUNCTION public.gate() TO web_anon, editor;
+CREATE FUNCTION public.slow() RETURNS int LANGUAGE sql AS 'SELECT 1 FROM pg_sleep(0.6)';
+GRANT EXECUTE ON FUNCTION public.slow() TO web_anon, editor;
+-- A statement timeout per role, set the Postgres way.
+ALTER ROLE web_anon SET statement_timeout = '200ms';
 "#;
 
 struct Env {
@@ -115,6 +119,12 @@ async fn roles_tokens_and_the_anonymous_role() {
     let forged = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({"role": "editor"}), &jsonwebtoken::EncodingKey::from_secret(b"another-secret-another-secret-xx")).unwrap();
     let (st, _, err) = e.req(Method::GET, "/notes", &[("authorization", &format!("Bearer {forged}"))], None).await;
     assert_eq!((st, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("PGRST301")));
+
+    // ALTER ROLE ... SET statement_timeout applies to requests running as that role.
+    let (st, _, err) = e.req(Method::POST, "/rpc/slow", &[], Some(json!({}))).await;
+    assert_eq!((st, err["code"].as_str(), err["message"].as_str()), (StatusCode::GATEWAY_TIMEOUT, Some("57014"), Some("canceling statement due to statement timeout")));
+    let (st, _, v) = e.req(Method::POST, "/rpc/slow", &[("authorization", &editor)], Some(json!({}))).await;
+    assert_eq!((st, v), (StatusCode::OK, json!(1)), "another role has no such timeout");
 
     // DB_PRE_REQUEST runs in every request's transaction.
     let (st, _, err) = e.req(Method::GET, "/notes", &[("x-blocked", "yes")], None).await;

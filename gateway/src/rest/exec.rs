@@ -13,7 +13,8 @@ const SETUP: &str = "SELECT set_config('role', $1, true), set_config('request.jw
                             set_config('request.method', $3, true), set_config('request.path', $4, true), \
                             set_config('request.headers', $5, true), \
                             set_config('transaction_read_only', CASE WHEN $6 THEN 'on' ELSE 'off' END, true), \
-                            CASE WHEN $7::text IS NOT NULL THEN set_config('timezone', $7, true) END";
+                            CASE WHEN $7::text IS NOT NULL THEN set_config('timezone', $7, true) END, \
+                            CASE WHEN $8::text IS NOT NULL THEN set_config('statement_timeout', $8, true) END";
 
 /// Reads what the statement asked of the response (PostgREST's GUC protocol).
 const RESPONSE_GUCS: &str = "SELECT current_setting('response.headers', true), current_setting('response.status', true)";
@@ -49,6 +50,8 @@ pub struct RequestInfo<'a> {
     pub response_gucs: bool,
     /// `Prefer: timezone=`: the session time zone of this transaction.
     pub timezone: Option<String>,
+    /// The request role's `statement_timeout` (from `ALTER ROLE ... SET`).
+    pub statement_timeout: Option<String>,
     /// `Prefer: handling=strict, max-affected=n`: roll back (400 PGRST124) when the
     /// statement touches more rows.
     pub max_affected: Option<i64>,
@@ -56,7 +59,7 @@ pub struct RequestInfo<'a> {
 
 impl Default for RequestInfo<'_> {
     fn default() -> Self {
-        RequestInfo { method: "", path: "", headers: "{}".into(), read_only: false, response_gucs: false, timezone: None, max_affected: None }
+        RequestInfo { method: "", path: "", headers: "{}".into(), read_only: false, response_gucs: false, timezone: None, statement_timeout: None, max_affected: None }
     }
 }
 
@@ -69,7 +72,7 @@ pub async fn begin<'a>(client: &'a mut deadpool_postgres::Object, caller: &Calle
     let claims = caller.claims.to_string();
     let role = caller.pg_role.as_str();
     let stmt = tx.prepare_cached(SETUP).await.map_err(db)?;
-    tx.query(&stmt, &[&role, &claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone]).await.map_err(db)?;
+    tx.query(&stmt, &[&role, &claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone, &info.statement_timeout]).await.map_err(db)?;
     if let Some(pre) = &super::settings().pre_request_sql {
         tx.query(pre.as_str(), &[]).await.map_err(db)?;
     }
@@ -127,7 +130,8 @@ pub async fn run(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql
     };
     let claims = caller.claims.to_string();
     let role = caller.pg_role.as_str();
-    let setup_params: [&(dyn ToSql + Sync); 7] = [&role, &claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone];
+    let setup_params: [&(dyn ToSql + Sync); 8] =
+        [&role, &claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone, &info.statement_timeout];
     let gucs = match info.response_gucs {
         true => Some(client.prepare_cached(RESPONSE_GUCS).await.map_err(db)?),
         false => None,

@@ -96,6 +96,7 @@ async fn relation(
     let path = format!("/{name}");
     let mut info = info(&method, &path, &headers);
     info.timezone = pref.timezone.clone();
+    info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
     if pref.strict && matches!(method, Method::PATCH | Method::DELETE) {
         info.max_affected = pref.max_affected;
     }
@@ -332,6 +333,7 @@ async fn rpc(
     info.read_only = is_get;
     info.response_gucs = true;
     info.timezone = pref.timezone.clone();
+    info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
     if pref.strict {
         info.max_affected = pref.max_affected;
     }

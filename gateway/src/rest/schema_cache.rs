@@ -108,6 +108,10 @@ pub struct SchemaCache {
     pub functions: HashMap<(String, String), Vec<Function>>,
     /// Foreign keys, for embedding.
     pub foreign_keys: Vec<ForeignKey>,
+    /// `ALTER ROLE r SET statement_timeout = ...` per role (this database's setting
+    /// wins over the role-wide one). Role settings apply at login only, so the
+    /// gateway applies them itself when a request switches to the role.
+    pub role_timeouts: HashMap<String, String>,
 }
 
 impl SchemaCache {
@@ -176,6 +180,21 @@ impl SchemaCache {
             }
         }
         cache.foreign_keys = through_views(keys, &views);
+        let timeouts = client
+            .query(
+                "SELECT r.rolname::text, split_part(c, '=', 2)
+                   FROM pg_db_role_setting s
+                   JOIN pg_roles r ON r.oid = s.setrole
+                   CROSS JOIN LATERAL unnest(s.setconfig) AS c
+                  WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+                    AND c LIKE 'statement\\_timeout=%'
+                  ORDER BY s.setdatabase",
+                &[],
+            )
+            .await?;
+        for r in timeouts {
+            cache.role_timeouts.insert(r.get(0), r.get(1));
+        }
         let rows = client.query(include_str!("sql/functions.sql"), &[&schemas]).await?;
         for r in rows {
             let (schema, name): (String, String) = (r.get(0), r.get(1));
