@@ -293,6 +293,20 @@ test('storage: buckets and objects through storage-js', async () => {
   const anon = await client().storage.from('js-files').download('me/hello.txt');
   assert.ok(anon.error, 'anon cannot read a private object');
 
+  // move / copy (storage-js), then the byte range a media player would ask for.
+  const mv = await files.move('me/hello.txt', 'me/renamed.txt');
+  assert.equal(mv.error, null);
+  assert.ok((await files.download('me/hello.txt')).error, 'the old name is gone');
+  const cp = await files.copy('me/renamed.txt', 'me/hello.txt');
+  assert.equal(cp.error, null);
+  assert.equal(cp.data.path, 'js-files/me/hello.txt');
+  assert.equal(await (await files.download('me/renamed.txt')).data.text(), 'hello again');
+  const rangeUrl = (await files.createSignedUrl('me/hello.txt', 60)).data.signedUrl;
+  const part = await fetch(rangeUrl, { headers: { Range: 'bytes=6-10' } });
+  assert.equal(part.status, 206);
+  assert.equal(await part.text(), 'again');
+  assert.equal((await files.remove(['me/renamed.txt'])).error, null);
+
   const rm = await files.remove(['me/hello.txt']);
   assert.equal(rm.error, null);
   assert.equal(rm.data.length, 1);

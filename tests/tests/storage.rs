@@ -133,6 +133,56 @@ async fn suite(backend: &str) {
     assert_eq!((st, back.len()), (StatusCode::OK, big.len()));
     assert!(back == big, "content differs");
     assert_eq!(h["content-length"], big.len().to_string().as_str());
+    assert_eq!(h["accept-ranges"], "bytes");
+
+    // Range requests (206), across a chunk boundary too; 416 past the end.
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    let mb = 1024 * 1024;
+    for (range, first, last) in [("bytes=0-9", 0, 9), (&*format!("bytes={}-{}", mb - 5, mb + 4), mb - 5, mb + 4), ("bytes=-7", big.len() - 7, big.len() - 1), (&*format!("bytes={}-", 3 * mb), 3 * mb, big.len() - 1)] {
+        let (st, h, part) = s.send("GET", "/object/avatars/big.bin", &s.service, &[("range", range)], None).await;
+        assert_eq!(st, StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(h["content-range"].to_str().unwrap(), format!("bytes {first}-{last}/{}", big.len()), "{range}");
+        assert_eq!(part.as_slice(), &big[first..=last], "{range}");
+        assert_eq!(h["content-length"], (last - first + 1).to_string().as_str());
+    }
+    let (st, h, _) = s.send("GET", "/object/avatars/big.bin", &s.service, &[("range", "bytes=99999999-")], None).await;
+    assert_eq!((st, h["content-range"].to_str().unwrap()), (StatusCode::RANGE_NOT_SATISFIABLE, &*format!("bytes */{}", big.len())));
+    // If-None-Match: 304 without a body when the client's copy is current.
+    let (st, h, body) = s.send("GET", "/object/avatars/big.bin", &s.service, &[("if-none-match", &etag)], None).await;
+    assert_eq!((st, body.len()), (StatusCode::NOT_MODIFIED, 0));
+    assert_eq!(h["etag"].to_str().unwrap(), etag);
+    assert_eq!(s.send("GET", "/object/avatars/big.bin", &s.service, &[("if-none-match", "\"stale\"")], None).await.0, StatusCode::OK);
+    let res = s.http.get(s.gw.url("/storage/v1/object/public/pub/docs/hello.txt")).header("range", "bytes=6-").send().await.unwrap();
+    assert_eq!((res.status(), res.text().await.unwrap()), (StatusCode::PARTIAL_CONTENT, "world".to_owned()));
+
+    // Move and copy, within a bucket and across buckets, as the caller (RLS).
+    let mv = |from: &str, to: &str, dest: Option<&str>| json!({"bucketId": "avatars", "sourceKey": from, "destinationKey": to, "destinationBucket": dest});
+    assert_eq!(s.put_object("avatars", "users/a/move-me.txt", &s.a, "text/plain", b"moving", false).await.0, StatusCode::OK);
+    assert_eq!(s.json("POST", "/object/move", &s.b, Some(mv("users/a/move-me.txt", "users/b/stolen.txt", None))).await.0, StatusCode::NOT_FOUND, "B cannot move A's object");
+    let (st, v) = s.json("POST", "/object/move", &s.a, Some(mv("users/a/move-me.txt", "users/a/moved.txt", None))).await;
+    assert_eq!((st, v), (StatusCode::OK, json!({"message": "Successfully moved"})));
+    assert_eq!(s.send("GET", "/object/avatars/users/a/move-me.txt", &s.a, &[], None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.send("GET", "/object/avatars/users/a/moved.txt", &s.a, &[], None).await.2, b"moving");
+    let (st, v) = s.json("POST", "/object/copy", &s.a, Some(mv("users/a/moved.txt", "users/a/copy.txt", None))).await;
+    assert_eq!((st, v["Key"].as_str()), (StatusCode::OK, Some("avatars/users/a/copy.txt")));
+    assert_eq!(s.send("GET", "/object/avatars/users/a/copy.txt", &s.a, &[], None).await.2, b"moving");
+    assert_eq!(s.json("POST", "/object/copy", &s.a, Some(mv("users/a/moved.txt", "users/a/copy.txt", None))).await.0, StatusCode::CONFLICT);
+    let (st, _) = s.json("POST", "/object/copy", &s.service, Some(mv("big.bin", "big-copy.bin", Some("pub")))).await;
+    assert_eq!(st, StatusCode::OK);
+    let res = s.http.get(s.gw.url("/storage/v1/object/public/pub/big-copy.bin")).send().await.unwrap();
+    assert!(res.bytes().await.unwrap().as_ref() == big.as_slice(), "a copied multi-chunk object is intact");
+    let (st, _) = s.json("POST", "/object/move", &s.service, Some(mv("users/a/copy.txt", "moved-here.txt", Some("pub")))).await;
+    assert_eq!(st, StatusCode::OK);
+    let res = s.http.get(s.gw.url("/storage/v1/object/public/pub/moved-here.txt")).send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "moving", "a move across buckets keeps the content");
+    assert_eq!(s.json("POST", "/object/move", &s.a, Some(mv("../x", "y", None))).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(s.json("POST", "/object/copy", &s.a, Some(json!({"nope": 1}))).await.0, StatusCode::BAD_REQUEST);
+    for o in ["users/a/moved.txt"] {
+        s.json("DELETE", &format!("/object/avatars/{o}"), &s.service, None).await;
+    }
+    for o in ["big-copy.bin", "moved-here.txt"] {
+        s.json("DELETE", &format!("/object/pub/{o}"), &s.service, None).await;
+    }
 
     // Delete: only the owner (or the service key).
     assert_eq!(s.json("DELETE", "/object/avatars/users/a/photo.png", &s.b, None).await.0, StatusCode::NOT_FOUND);

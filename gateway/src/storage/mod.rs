@@ -8,6 +8,7 @@ pub mod buckets;
 pub mod objects;
 pub mod paths;
 pub mod signed;
+pub mod transfer;
 pub mod upload;
 
 use axum::http::StatusCode;
@@ -25,6 +26,8 @@ pub fn routes() -> Router<AppState> {
         .route("/bucket/{id}", get(buckets::get).put(buckets::update).delete(buckets::delete))
         .route("/bucket/{id}/empty", post(buckets::empty))
         .route("/object/list/{bucket}", get(objects::list_get).post(objects::list_post))
+        .route("/object/move", post(transfer::move_object))
+        .route("/object/copy", post(transfer::copy_object))
         .route("/object/public/{bucket}/{*path}", get(objects::download_public))
         .route("/object/sign/{bucket}/{*path}", post(signed::sign).get(signed::get_signed))
         .route("/object/{bucket}", delete(objects::remove_many))

@@ -4,7 +4,8 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, Method, Response, StatusCode};
+use axum::http::{header, HeaderMap, Method, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -30,74 +31,165 @@ async fn visible(s: &AppState, caller: &Caller, bucket: &str, name: &str) -> Sto
     Ok((id, v["metadata"].clone()))
 }
 
-/// GET /storage/v1/object/{bucket}/{path}.
-pub async fn download(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path((bucket, raw)): Path<(String, String)>, method: Method) -> StorageResult<Response<Body>> {
+/// What a download request asks beyond the object: a byte range and a cached copy.
+#[derive(Debug, Default, Clone)]
+pub struct Conditions {
+    /// `Range: bytes=...`.
+    pub range: Option<String>,
+    /// `If-None-Match`.
+    pub if_none_match: Option<String>,
+    /// HEAD: headers only.
+    pub head: bool,
+}
+
+impl Conditions {
+    /// From the request's headers.
+    pub fn from_headers(h: &HeaderMap, head: bool) -> Self {
+        let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Conditions { range: get(header::RANGE), if_none_match: get(header::IF_NONE_MATCH), head }
+    }
+}
+
+/// GET / HEAD /storage/v1/object/{bucket}/{path}.
+pub async fn download(
+    State(s): State<AppState>,
+    caller: Result<Caller, CallerError>,
+    Path((bucket, raw)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> StorageResult<Response<Body>> {
     let caller = caller?;
     let name = paths::check(&raw).map_err(StorageError::bad)?;
-    serve(&s, &caller, &bucket, &name, method == Method::HEAD).await
+    serve(&s, &caller, &bucket, &name, &Conditions::from_headers(&headers, method == Method::HEAD)).await
 }
 
 /// GET /storage/v1/object/public/{bucket}/{path}: public buckets, no key needed.
-pub async fn download_public(State(s): State<AppState>, Path((bucket, raw)): Path<(String, String)>) -> StorageResult<Response<Body>> {
+pub async fn download_public(State(s): State<AppState>, Path((bucket, raw)): Path<(String, String)>, method: Method, headers: HeaderMap) -> StorageResult<Response<Body>> {
     let name = paths::check(&raw).map_err(StorageError::bad)?;
     let anon = Caller::builtin(pgstack_shared::Role::Anon);
     let public = one(&s, &anon, "SELECT to_jsonb(public) FROM storage.buckets WHERE id = $1", &[&bucket]).await?;
     if public != Some(json!(true)) {
         return Err(StorageError::not_found("object not found"));
     }
-    serve(&s, &anon, &bucket, &name, false).await
+    serve(&s, &anon, &bucket, &name, &Conditions::from_headers(&headers, method == Method::HEAD)).await
 }
 
-/// Streams an object the caller may read (as headers + body).
-pub(super) async fn serve(s: &AppState, caller: &Caller, bucket: &str, name: &str, head: bool) -> StorageResult<Response<Body>> {
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` against `size` → Ok(Some((first, last))),
+/// Ok(None) when the header is absent or not a single byte range (then the whole
+/// object is sent), Err(()) when it cannot be satisfied.
+pub fn byte_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return Ok(None) };
+    let (a, b) = (a.trim(), b.trim());
+    let (first, last) = match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(first), Ok(last)) if last >= first => (first, last.min(size.saturating_sub(1))),
+        (Ok(first), Err(_)) if b.is_empty() => (first, size.saturating_sub(1)),
+        (Err(_), Ok(n)) if a.is_empty() && n > 0 => (size.saturating_sub(n), size.saturating_sub(1)),
+        _ => return Ok(None),
+    };
+    if size == 0 || first >= size {
+        return Err(());
+    }
+    Ok(Some((first, last)))
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`); weak tags compare by value.
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_owned();
+    if_none_match.split(',').any(|t| t.trim() == "*" || bare(t) == bare(etag))
+}
+
+/// Streams an object the caller may read: 200, 206 for a byte range, 304 when the
+/// client's copy is current, 416 for a range past the end.
+pub(super) async fn serve(s: &AppState, caller: &Caller, bucket: &str, name: &str, c: &Conditions) -> StorageResult<Response<Body>> {
     let (id, meta) = visible(s, caller, bucket, name).await?;
     let mime = meta["mimetype"].as_str().unwrap_or("application/octet-stream").to_owned();
+    let size = meta["size"].as_u64().unwrap_or(0);
+    let etag = meta["eTag"].as_str().map(str::to_owned);
     let mut res = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, mime)
-        .header(header::CACHE_CONTROL, meta["cacheControl"].as_str().unwrap_or("max-age=3600"));
-    if let Some(e) = meta["eTag"].as_str() {
+        .header(header::CACHE_CONTROL, meta["cacheControl"].as_str().unwrap_or("max-age=3600"))
+        .header(header::ACCEPT_RANGES, "bytes");
+    if let Some(e) = &etag {
         res = res.header(header::ETAG, e);
     }
-    if let Some(size) = meta["size"].as_u64() {
-        res = res.header(header::CONTENT_LENGTH, size);
+    if let (Some(inm), Some(e)) = (&c.if_none_match, &etag) {
+        if etag_matches(inm, e) {
+            return Ok(res.status(StatusCode::NOT_MODIFIED).body(Body::empty()).unwrap_or_default());
+        }
     }
-    if head {
+    res = res.header(header::CONTENT_TYPE, mime);
+    let range = match byte_range(c.range.as_deref(), size) {
+        Ok(r) => r,
+        Err(()) => {
+            return Ok(res
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+                .body(Body::empty())
+                .unwrap_or_default())
+        }
+    };
+    let (first, len) = match range {
+        Some((a, b)) => {
+            res = res.status(StatusCode::PARTIAL_CONTENT).header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{size}"));
+            (a, b - a + 1)
+        }
+        None => {
+            res = res.status(StatusCode::OK);
+            (0, size)
+        }
+    };
+    res = res.header(header::CONTENT_LENGTH, len);
+    if c.head {
         return Ok(res.body(Body::empty()).unwrap_or_default());
     }
     let body = match &s.storage_backend {
         Backend::Disk(root) => {
-            let f = tokio::fs::File::open(backend::object_path(root, bucket, id)).await.map_err(|_| StorageError::not_found("object content missing"))?;
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024))
+            let mut f = tokio::fs::File::open(backend::object_path(root, bucket, id)).await.map_err(|_| StorageError::not_found("object content missing"))?;
+            f.seek(std::io::SeekFrom::Start(first)).await?;
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f.take(len), 64 * 1024))
         }
-        Backend::Database => {
-            let pool = s.pool.clone();
-            let stream = futures_util::stream::unfold(0i32, move |n| {
-                let pool = pool.clone();
-                async move {
-                    if n < 0 {
-                        return None;
-                    }
-                    let read = async {
-                        let client = pool.get().await.map_err(std::io::Error::other)?;
-                        let row = client.query_one("SELECT storage.read_chunk($1, $2)", &[&id, &n]).await.map_err(std::io::Error::other)?;
-                        Ok::<_, std::io::Error>(row.get::<_, Option<Vec<u8>>>(0))
-                    };
-                    match read.await {
-                        Ok(Some(d)) => Some((Ok(Bytes::from(d)), n + 1)),
-                        Ok(None) => None,
-                        // Abort the response rather than end it short.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "object content could not be read");
-                            Some((Err(e), -1))
-                        }
-                    }
-                }
-            });
-            Body::from_stream(stream)
-        }
+        Backend::Database => Body::from_stream(db_chunks(s.pool.clone(), id, first, len)),
     };
     Ok(res.body(body).unwrap_or_default())
+}
+
+/// The bytes `first .. first+len` of an object stored in chunks, read one chunk per
+/// step (nothing holds the whole object).
+fn db_chunks(pool: deadpool_postgres::Pool, id: Uuid, first: u64, len: u64) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    let chunk = backend::CHUNK as u64;
+    let start = ((first / chunk) as i32, (first % chunk) as usize, len);
+    futures_util::stream::unfold(Some(start), move |state| {
+        let pool = pool.clone();
+        async move {
+            let (n, skip, left) = state?;
+            if left == 0 {
+                return None;
+            }
+            let read = async {
+                let client = pool.get().await.map_err(std::io::Error::other)?;
+                let row = client.query_one("SELECT storage.read_chunk($1, $2)", &[&id, &n]).await.map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(row.get::<_, Option<Vec<u8>>>(0))
+            };
+            match read.await {
+                Ok(Some(d)) => {
+                    let mut b = Bytes::from(d);
+                    let b = if skip < b.len() { b.split_off(skip) } else { Bytes::new() };
+                    let b = b.slice(..(left.min(b.len() as u64) as usize));
+                    let left = left - b.len() as u64;
+                    Some((Ok(b), Some((n + 1, 0, left))))
+                }
+                Ok(None) => None,
+                // Abort the response rather than end it short.
+                Err(e) => {
+                    tracing::warn!(error = %e, "object content could not be read");
+                    Some((Err(e), None))
+                }
+            }
+        }
+    })
 }
 
 /// DELETE /storage/v1/object/{bucket}/{path} → 200 `{"message": "object deleted"}`.
@@ -221,4 +313,25 @@ pub async fn list_post(State(s): State<AppState>, caller: Result<Caller, CallerE
     let offset = p.offset.unwrap_or(0).max(0);
     let v = one(&s, &caller, &sql, &[&bucket, &prefix, &search, &limit, &offset]).await?;
     Ok(Json(v.unwrap_or_else(|| json!([]))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_ranges() {
+        assert_eq!(byte_range(None, 10), Ok(None));
+        assert_eq!(byte_range(Some("bytes=0-3"), 10), Ok(Some((0, 3))));
+        assert_eq!(byte_range(Some("bytes=4-"), 10), Ok(Some((4, 9))));
+        assert_eq!(byte_range(Some("bytes=-3"), 10), Ok(Some((7, 9))));
+        assert_eq!(byte_range(Some("bytes=5-100"), 10), Ok(Some((5, 9))));
+        assert_eq!(byte_range(Some("bytes=10-"), 10), Err(()));
+        assert_eq!(byte_range(Some("bytes=0-1,4-5"), 10), Ok(None));
+        assert_eq!(byte_range(Some("items=0-1"), 10), Ok(None));
+        assert!(etag_matches("\"abc\"", "\"abc\""));
+        assert!(etag_matches("W/\"abc\", \"x\"", "\"abc\""));
+        assert!(etag_matches("*", "\"abc\""));
+        assert!(!etag_matches("\"abd\"", "\"abc\""));
+    }
 }

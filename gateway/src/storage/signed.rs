@@ -62,7 +62,12 @@ pub struct TokenQuery {
 }
 
 /// GET /storage/v1/object/sign/{bucket}/{path}?token=...
-pub async fn get_signed(State(s): State<AppState>, Path((bucket, raw)): Path<(String, String)>, Query(q): Query<TokenQuery>) -> StorageResult<Response<Body>> {
+pub async fn get_signed(
+    State(s): State<AppState>,
+    Path((bucket, raw)): Path<(String, String)>,
+    Query(q): Query<TokenQuery>,
+    headers: axum::http::HeaderMap,
+) -> StorageResult<Response<Body>> {
     let name = paths::check(&raw).map_err(StorageError::bad)?;
     let token = q.token.ok_or_else(|| StorageError::bad("token is required"))?;
     let mut v = Validation::new(Algorithm::HS256);
@@ -78,5 +83,5 @@ pub async fn get_signed(State(s): State<AppState>, Path((bucket, raw)): Path<(St
         return Err(StorageError::bad("the token was signed for another object"));
     }
     let service = Caller::builtin(pgstack_shared::Role::ServiceRole);
-    serve(&s, &service, &bucket, &name, false).await
+    serve(&s, &service, &bucket, &name, &super::objects::Conditions::from_headers(&headers, false)).await
 }

@@ -146,8 +146,11 @@ where
                     md5.update(chunk);
                     buf.extend_from_slice(chunk);
                 }
-                if buf.len() >= CHUNK || (next.is_none() && !buf.is_empty()) {
-                    let data = std::mem::take(&mut buf);
+                // Chunks are exactly CHUNK bytes (the last one shorter), so a byte
+                // offset maps to a chunk number (Range requests).
+                while buf.len() >= CHUNK || (next.is_none() && !buf.is_empty()) {
+                    let rest = if buf.len() > CHUNK { buf.split_off(CHUNK) } else { Vec::new() };
+                    let data = std::mem::replace(&mut buf, rest);
                     tx.execute("INSERT INTO storage.object_chunks (object_id, n, data) VALUES ($1, $2, $3)", &[&id, &n, &data]).await?;
                     n += 1;
                 }
