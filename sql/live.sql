@@ -12,6 +12,14 @@
 -- exactly one per message in commit order. Subscriptions are locked in query_id
 -- order to avoid deadlocks.
 --
+-- Fast path: a single-table filter (pgr.live_query_shape(query) = 'row': one table,
+-- plain columns, a predicate over the row itself) is not recomputed. Statement
+-- triggers with transition tables collect the keys of the rows a statement touched;
+-- only those keys are re-read through the subscription's view (by index) and
+-- compared with their stored snapshot rows. A write that touches no row of the
+-- result — before or after — returns without taking the subscription's lock, so
+-- writers outside the filter never serialise on it. TRUNCATE recomputes.
+--
 -- Row identity: the result's key columns (default: a column named id) must be unique.
 -- Results are global: the query runs with the extension owner's rights, so queries
 -- that depend on the viewer (auth.uid(), current_setting, current_user) are refused;
@@ -25,6 +33,7 @@ CREATE TABLE pgr.live_queries (
     audience    jsonb CHECK (audience IS NULL OR jsonb_typeof(audience) = 'object'),
     view_name   name NOT NULL,
     tables      oid[] NOT NULL,
+    fast        boolean NOT NULL DEFAULT false,
     seq         bigint NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
@@ -40,7 +49,7 @@ CREATE TABLE pgr.live_rows (
 CREATE VIEW pgr.subscriptions AS
     SELECT query_id, query, mode, key_columns, audience,
            (SELECT array_agg(t::regclass ORDER BY t) FROM unnest(tables) t) AS tables,
-           seq, created_at
+           fast AS fast_path, seq, created_at
       FROM pgr.live_queries;
 COMMENT ON VIEW pgr.subscriptions IS 'Registered live queries (pgr.subscribe)';
 
@@ -84,6 +93,48 @@ AS $$
     SELECT oid FROM deps WHERE kind IN ('r', 'p', 'm', 'f')
 $$;
 
+-- Stores a diff in the snapshot, advances seq and notifies: the delta, an
+-- 'invalidated' frame (mode notify) or an overflow when the payload is too large.
+-- The caller holds the subscription's row lock.
+CREATE FUNCTION pgr._publish(q pgr.live_queries, came jsonb, gone jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s   bigint;
+    msg text;
+BEGIN
+    DELETE FROM pgr.live_rows r
+     WHERE r.query_id = q.query_id AND r.row_key IN (SELECT x ->> 0 FROM jsonb_array_elements(gone) x);
+    INSERT INTO pgr.live_rows (query_id, row_key, row_hash, row_data)
+    SELECT q.query_id, x ->> 0, x ->> 1, x -> 2 FROM jsonb_array_elements(came) x;
+    UPDATE pgr.live_queries SET seq = seq + 1 WHERE query_id = q.query_id RETURNING seq INTO s;
+    IF q.mode = 'notify' THEN
+        msg := json_build_object('type', 'invalidated', 'query_id', q.query_id, 'seq', s)::text;
+    ELSE
+        msg := json_build_object('query_id', q.query_id, 'seq', s,
+                   'inserted', (SELECT coalesce(json_agg(x -> 2), '[]') FROM jsonb_array_elements(came) x),
+                   'deleted', (SELECT coalesce(json_agg(x -> 2), '[]') FROM jsonb_array_elements(gone) x))::text;
+        IF octet_length(msg) > 8000 - length('pgr') - 100 THEN
+            msg := json_build_object('type', 'overflow', 'query_id', q.query_id, 'seq', s, 'fetch', true)::text;
+        END IF;
+    END IF;
+    PERFORM pg_notify('pgr', msg);
+END
+$$;
+
+-- A failed refresh: a warning, and an overflow so clients re-fetch.
+CREATE FUNCTION pgr._overflow(qid text, why text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s bigint;
+BEGIN
+    RAISE WARNING 'pgstack: live query % cannot be refreshed: %', qid, why;
+    UPDATE pgr.live_queries SET seq = seq + 1 WHERE query_id = qid RETURNING seq INTO s;
+    PERFORM pg_notify('pgr', json_build_object('type', 'overflow', 'query_id', qid, 'seq', s, 'fetch', true)::text);
+END
+$$;
+
 -- Recomputes one subscription and notifies its change. Never fails the writer: an
 -- error (the query no longer runs, duplicate keys) becomes an overflow message.
 CREATE FUNCTION pgr._refresh(qid text) RETURNS void
@@ -94,8 +145,6 @@ DECLARE
     came   jsonb;
     gone   jsonb;
     dups   boolean;
-    s      bigint;
-    msg    text;
 BEGIN
     SELECT * INTO q FROM pgr.live_queries WHERE query_id = qid FOR UPDATE;
     IF NOT FOUND THEN
@@ -116,30 +165,99 @@ BEGIN
             RAISE EXCEPTION 'live query % returns duplicate keys %', qid, q.key_columns;
         END IF;
     EXCEPTION WHEN OTHERS THEN
-        RAISE WARNING 'pgstack: live query % cannot be refreshed: %', qid, SQLERRM;
-        UPDATE pgr.live_queries SET seq = seq + 1 WHERE query_id = qid RETURNING seq INTO s;
-        PERFORM pg_notify('pgr', json_build_object('type', 'overflow', 'query_id', qid, 'seq', s, 'fetch', true)::text);
+        PERFORM pgr._overflow(qid, SQLERRM);
         RETURN;
     END;
     IF came = '[]' AND gone = '[]' THEN
         RETURN;
     END IF;
-    DELETE FROM pgr.live_rows r
-     WHERE r.query_id = qid AND r.row_key IN (SELECT x ->> 0 FROM jsonb_array_elements(gone) x);
-    INSERT INTO pgr.live_rows (query_id, row_key, row_hash, row_data)
-    SELECT qid, x ->> 0, x ->> 1, x -> 2 FROM jsonb_array_elements(came) x;
-    UPDATE pgr.live_queries SET seq = seq + 1 WHERE query_id = qid RETURNING seq INTO s;
-    IF q.mode = 'notify' THEN
-        msg := json_build_object('type', 'invalidated', 'query_id', qid, 'seq', s)::text;
-    ELSE
-        msg := json_build_object('query_id', qid, 'seq', s,
-                   'inserted', (SELECT coalesce(json_agg(x -> 2), '[]') FROM jsonb_array_elements(came) x),
-                   'deleted', (SELECT coalesce(json_agg(x -> 2), '[]') FROM jsonb_array_elements(gone) x))::text;
-        IF octet_length(msg) > 8000 - length('pgr') - 100 THEN
-            msg := json_build_object('type', 'overflow', 'query_id', qid, 'seq', s, 'fetch', true)::text;
-        END IF;
+    PERFORM pgr._publish(q, came, gone);
+END
+$$;
+
+-- The fast path for one subscription: `keys` are the row keys (as stored in
+-- live_rows) of the rows a statement touched. Only those rows are re-read through
+-- the view, by key, and compared with their snapshot rows; nothing is locked when
+-- none of them is, or was, in the result.
+CREATE FUNCTION pgr._refresh_keys(qid text, keys text[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    q        pgr.live_queries;
+    key_expr text;
+    key_cond text;
+    cur      jsonb;
+    came     jsonb;
+    gone     jsonb;
+BEGIN
+    SELECT * INTO q FROM pgr.live_queries WHERE query_id = qid;
+    IF NOT FOUND OR keys IS NULL OR cardinality(keys) = 0 THEN
+        RETURN;
     END IF;
-    PERFORM pg_notify('pgr', msg);
+    BEGIN
+        -- The view's key columns compared with the touched keys in their own types,
+        -- so the base table's index is used.
+        SELECT 'jsonb_build_array(' || string_agg(format('d -> %L', k), ', ' ORDER BY o) || ')::text',
+               '(' || string_agg(format('_r.%I', k), ', ' ORDER BY o) || ') IN (SELECT '
+                   || string_agg(format('(_k::jsonb ->> %s)::%s', o - 1, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY o)
+                   || ' FROM unnest($1) _k)'
+          INTO key_expr, key_cond
+          FROM unnest(q.key_columns) WITH ORDINALITY AS u(k, o)
+          JOIN pg_attribute a ON a.attrelid = format('pgr.%I', q.view_name)::regclass AND a.attname = u.k;
+        EXECUTE format(
+            'SELECT coalesce(jsonb_agg(jsonb_build_array(%s, md5(d::text), d)), ''[]'')
+               FROM (SELECT to_jsonb(_r) AS d FROM pgr.%I _r WHERE %s) _s',
+            key_expr, q.view_name, key_cond)
+          INTO cur USING keys;
+        IF cur = '[]' AND NOT EXISTS (SELECT 1 FROM pgr.live_rows r WHERE r.query_id = qid AND r.row_key = ANY (keys)) THEN
+            RETURN;
+        END IF;
+        -- Something changes: serialise with other writers of this subscription and
+        -- diff against the snapshot as the previous one committed it.
+        PERFORM 1 FROM pgr.live_queries WHERE query_id = qid FOR UPDATE;
+        WITH c0 AS (SELECT x ->> 0 AS row_key, x ->> 1 AS row_hash, x -> 2 AS row_data FROM jsonb_array_elements(cur) x),
+             old AS (SELECT r.row_key, r.row_hash, r.row_data FROM pgr.live_rows r WHERE r.query_id = qid AND r.row_key = ANY (keys)),
+             c AS (SELECT c0.* FROM c0 LEFT JOIN old USING (row_key) WHERE old.row_key IS NULL OR old.row_hash <> c0.row_hash),
+             g AS (SELECT old.* FROM old LEFT JOIN c0 USING (row_key) WHERE c0.row_key IS NULL OR old.row_hash <> c0.row_hash)
+        SELECT (SELECT coalesce(jsonb_agg(jsonb_build_array(row_key, row_hash, row_data) ORDER BY row_key), '[]') FROM c),
+               (SELECT coalesce(jsonb_agg(jsonb_build_array(row_key, row_hash, row_data) ORDER BY row_key), '[]') FROM g)
+          INTO came, gone;
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM pgr._overflow(qid, SQLERRM);
+        RETURN;
+    END;
+    IF came = '[]' AND gone = '[]' THEN
+        RETURN;
+    END IF;
+    PERFORM pgr._publish(q, came, gone);
+END
+$$;
+
+-- Transition-table trigger of the fast path: the keys of the touched rows (old and
+-- new), per key shape, handed to every fast subscription of the table.
+CREATE FUNCTION pgr._on_rows() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    q    record;
+    expr text;
+    k1   text[];
+    k2   text[];
+BEGIN
+    FOR q IN SELECT query_id, key_columns FROM pgr.live_queries WHERE fast AND tables[1] = TG_RELID ORDER BY query_id LOOP
+        SELECT 'jsonb_build_array(' || string_agg(format('to_jsonb(_t) -> %L', k), ', ' ORDER BY o) || ')::text'
+          INTO expr FROM unnest(q.key_columns) WITH ORDINALITY AS u(k, o);
+        k1 := NULL;
+        k2 := NULL;
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            EXECUTE format('SELECT array_agg(DISTINCT %s) FROM pgr_new _t', expr) INTO k1;
+        END IF;
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            EXECUTE format('SELECT array_agg(DISTINCT %s) FROM pgr_old _t', expr) INTO k2;
+        END IF;
+        PERFORM pgr._refresh_keys(q.query_id, ARRAY(SELECT DISTINCT x FROM unnest(coalesce(k1, '{}') || coalesce(k2, '{}')) x));
+    END LOOP;
+    RETURN NULL;
 END
 $$;
 
@@ -150,7 +268,9 @@ AS $$
 DECLARE
     qid text;
 BEGIN
-    FOR qid IN SELECT query_id FROM pgr.live_queries WHERE TG_RELID = ANY (tables) ORDER BY query_id LOOP
+    -- Fast-path subscriptions get their rows from pgr._on_rows, except on TRUNCATE.
+    FOR qid IN SELECT query_id FROM pgr.live_queries
+                WHERE TG_RELID = ANY (tables) AND (NOT fast OR TG_OP = 'TRUNCATE') ORDER BY query_id LOOP
         PERFORM pgr._refresh(qid);
     END LOOP;
     RETURN NULL;
@@ -171,6 +291,23 @@ BEGIN
             EXECUTE format('CREATE TRIGGER pgr_live_truncate AFTER TRUNCATE ON %s
                             FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_change()', t::regclass);
         END IF;
+    END LOOP;
+    -- Transition-table triggers where a fast-path subscription reads the table.
+    FOR t IN SELECT DISTINCT tables[1] FROM pgr.live_queries WHERE fast LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t AND tgname = 'pgr_live_rows_ins') THEN
+            EXECUTE format('CREATE TRIGGER pgr_live_rows_ins AFTER INSERT ON %s REFERENCING NEW TABLE AS pgr_new
+                            FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_rows()', t::regclass);
+            EXECUTE format('CREATE TRIGGER pgr_live_rows_upd AFTER UPDATE ON %s REFERENCING OLD TABLE AS pgr_old NEW TABLE AS pgr_new
+                            FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_rows()', t::regclass);
+            EXECUTE format('CREATE TRIGGER pgr_live_rows_del AFTER DELETE ON %s REFERENCING OLD TABLE AS pgr_old
+                            FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_rows()', t::regclass);
+        END IF;
+    END LOOP;
+    FOR t IN SELECT tgrelid FROM pg_trigger WHERE tgname = 'pgr_live_rows_ins'
+              AND NOT EXISTS (SELECT 1 FROM pgr.live_queries WHERE fast AND tables[1] = tgrelid) LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS pgr_live_rows_ins ON %s', t::regclass);
+        EXECUTE format('DROP TRIGGER IF EXISTS pgr_live_rows_upd ON %s', t::regclass);
+        EXECUTE format('DROP TRIGGER IF EXISTS pgr_live_rows_del ON %s', t::regclass);
     END LOOP;
     -- ... and remove them where none does any more.
     FOR t IN SELECT tgrelid FROM pg_trigger WHERE tgname = 'pgr_live_change'
@@ -231,8 +368,13 @@ BEGIN
         RAISE EXCEPTION 'live query % reads % (only tables can be watched)', subscribe.query_id, bad
             USING ERRCODE = 'feature_not_supported';
     END IF;
-    INSERT INTO pgr.live_queries (query_id, query, mode, key_columns, audience, view_name, tables)
-    VALUES (subscribe.query_id, subscribe.query, subscribe.mode, subscribe.key_columns, subscribe.audience, vname, deps)
+    INSERT INTO pgr.live_queries (query_id, query, mode, key_columns, audience, view_name, tables, fast)
+    VALUES (subscribe.query_id, subscribe.query, subscribe.mode, subscribe.key_columns, subscribe.audience, vname, deps,
+            -- The fast path needs the view's key columns to be the table's own columns.
+            pgr.live_query_shape(subscribe.query) = 'row' AND cardinality(deps) = 1
+            AND NOT EXISTS (SELECT 1 FROM unnest(subscribe.key_columns) k
+                             WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                                WHERE a.attrelid = deps[1] AND a.attname = k AND NOT a.attisdropped)))
     RETURNING * INTO q;
     INSERT INTO pgr.live_rows (query_id, row_key, row_hash, row_data)
     SELECT q.query_id, r.row_key, r.row_hash, r.row_data FROM pgr._result(q) r;
@@ -263,4 +405,5 @@ $$;
 -- Registering reads any table with the owner's rights: not for everyone.
 REVOKE EXECUTE ON FUNCTION pgr.subscribe(text, text, text, jsonb, text[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgr.unsubscribe(text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION pgr._refresh(text), pgr._sync_triggers() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pgr._refresh(text), pgr._sync_triggers(), pgr._refresh_keys(text, text[]),
+    pgr._publish(pgr.live_queries, jsonb, jsonb), pgr._overflow(text, text) FROM PUBLIC;

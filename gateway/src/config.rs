@@ -136,6 +136,9 @@ pub struct Config {
     pub storage_backend: String,
     /// STORAGE_ROOT: folder of the disk backend. Default `./storage`.
     pub storage_root: String,
+    /// STORAGE_TMP_MAX_AGE: seconds after which a temp file of an unfinished upload is
+    /// removed (swept at start and hourly). Default 86400.
+    pub storage_tmp_max_age_secs: u64,
     /// DENO_PATH: the Deno binary for edge functions (else `deno` on PATH; none = 503).
     pub deno_path: Option<String>,
     /// FUNCTION_TIMEOUT_MS: per invocation. Default 10000.
@@ -401,6 +404,7 @@ impl Config {
                 other => return Err(ConfigError::Invalid { name: "STORAGE_BACKEND", why: format!("{other:?} is not database or disk") }),
             },
             storage_root: src.get("STORAGE_ROOT").unwrap_or_else(|| "./storage".into()),
+            storage_tmp_max_age_secs: parse_num(src, "STORAGE_TMP_MAX_AGE", 86_400u64)?.max(1),
             deno_path: src.get("DENO_PATH"),
             function_timeout_ms: parse_num(src, "FUNCTION_TIMEOUT_MS", 10_000u64)?.max(100),
             function_memory_mb: parse_num(src, "FUNCTION_MEMORY_MB", 256u64)?.max(32),

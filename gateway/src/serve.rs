@@ -57,6 +57,10 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         ],
     );
     crate::webhooks::deliver::spawn(state.clone(), &events);
+    if let crate::storage::backend::Backend::Disk(root) = &state.storage_backend {
+        let max_age = std::time::Duration::from_secs(state.config.storage_tmp_max_age_secs);
+        crate::storage::backend::spawn_sweeper(root.clone(), max_age);
+    }
     crate::realtime::spawn_relay(&state, &events);
     crate::listener::spawn_schema_reloader(state.clone(), events);
 

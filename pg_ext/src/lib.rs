@@ -24,7 +24,7 @@ pgrx::extension_sql_file!("../../sql/functions.sql", name = "functions", require
 // Webhooks: registrations, row triggers, the durable outbox.
 pgrx::extension_sql_file!("../../sql/webhooks.sql", name = "webhooks", requires = ["bootstrap"]);
 // Live queries: registration, statement triggers, diffs, NOTIFY 'pgr'.
-pgrx::extension_sql_file!("../../sql/live.sql", name = "live", requires = ["bootstrap", check_live_query]);
+pgrx::extension_sql_file!("../../sql/live.sql", name = "live", requires = ["bootstrap", check_live_query, live_query_shape]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
@@ -81,6 +81,34 @@ mod tests {
             text("SELECT pgr.version()").as_deref(),
             Some(env!("CARGO_PKG_VERSION"))
         );
+    }
+
+    #[pg_test]
+    fn live_query_shapes() {
+        let shape = |q: &str| {
+            Spi::get_one_with_args::<String>("SELECT pgr.live_query_shape($1)", &[q.into()]).unwrap().unwrap()
+        };
+        for q in [
+            "SELECT * FROM todos WHERE done = false",
+            "SELECT id, title FROM public.todos WHERE owner = 'x' AND (priority > 2 OR tags @> '{a}') AND lower(title) LIKE 'a%'",
+            "SELECT id FROM todos",
+        ] {
+            assert_eq!(shape(q), "row", "{q}");
+        }
+        for q in [
+            "SELECT id, count(*) FROM todos GROUP BY id",
+            "SELECT t.id FROM todos t JOIN users u ON u.id = t.owner",
+            "SELECT id FROM todos WHERE id IN (SELECT todo_id FROM tags)",
+            "SELECT id FROM todos ORDER BY id LIMIT 10",
+            "SELECT DISTINCT id FROM todos",
+            "SELECT owner AS id FROM todos",
+            "SELECT id, row_number() OVER () FROM todos",
+            "SELECT id FROM todos UNION SELECT id FROM done",
+            "WITH x AS (SELECT 1 AS id) SELECT id FROM x",
+            "SELECT id FROM generate_series(1, 3) id",
+        ] {
+            assert_eq!(shape(q), "general", "{q}");
+        }
     }
 
     #[pg_test]

@@ -34,12 +34,24 @@ async fn start_provider(redirect_uri: &str) -> Provider {
         .args(["--port", &port.to_string(), "--client-id", "pgstack-test", "--client-secret", "provider-secret-1"])
         .args(["--redirect-uri", redirect_uri, "--email", EMAIL])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("node and tests/js/node_modules (npm ci in tests/js)");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap_or_default();
+    let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = match tokio::time::timeout(Duration::from_secs(90), lines.next_line()).await {
+        Ok(Ok(Some(l))) => l,
+        other => {
+            let mut err = String::new();
+            while let Ok(Ok(Some(l))) = tokio::time::timeout(Duration::from_millis(200), errors.next_line()).await {
+                err.push_str(&l);
+                err.push('\n');
+            }
+            panic!("the OpenID provider did not start ({other:?}); its stderr:\n{err}");
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
     let issuer = line.strip_prefix("READY ").expect("provider READY line").trim().to_owned();
     // Keep reading: a closed pipe would kill the provider at its next write.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -47,7 +59,7 @@ async fn start_provider(redirect_uri: &str) -> Provider {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    pgstack_gateway::dev::cluster::free_port(None).unwrap()
 }
 
 struct Env {

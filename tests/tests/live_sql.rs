@@ -82,6 +82,72 @@ async fn deltas_for_inserts_updates_deletes_with_gapless_seq() {
 }
 
 #[tokio::test]
+async fn single_table_filters_take_the_fast_path_and_do_not_block_other_writers() {
+    let (tc, db) = setup().await;
+    db.batch_execute(
+        "SELECT pgr.subscribe('pending', 'SELECT id, status, amount FROM orders WHERE status = ''pending'' AND amount > 5');
+         SELECT pgr.subscribe('joined', 'SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id');",
+    )
+    .await
+    .unwrap();
+    let fast: Vec<(String, bool)> = db
+        .query("SELECT query_id, fast_path FROM pgr.subscriptions ORDER BY query_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(fast, vec![("joined".to_owned(), false), ("pending".to_owned(), true)]);
+    db.batch_execute("SELECT pgr.unsubscribe('joined')").await.unwrap();
+    let (_l, mut rx) = listen(&tc).await;
+
+    // Writer 1 changes the result and holds its transaction open ...
+    let w1 = tc.superuser().await.unwrap();
+    w1.batch_execute("BEGIN; INSERT INTO orders VALUES (10, 'pending', 50, 1)").await.unwrap();
+    // ... writer 2 touches only rows outside the filter (before and after): it does
+    // not wait for writer 1 (no subscription lock on the fast path).
+    let w2 = tc.superuser().await.unwrap();
+    w2.batch_execute("SET statement_timeout = '2s'").await.unwrap();
+    w2.batch_execute("UPDATE orders SET amount = 3 WHERE id = 2; INSERT INTO orders VALUES (11, 'pending', 1, 1)").await.unwrap();
+    none(&mut rx).await;
+    w1.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(next(&mut rx).await, json!({"query_id": "pending", "seq": 1, "inserted": [{"id": 10, "status": "pending", "amount": 50.00}], "deleted": []}));
+
+    // Multi-row statements: several rows enter and leave at once; keys of old and new rows both count.
+    db.batch_execute("UPDATE orders SET amount = amount + 10 WHERE id IN (1, 11)").await.unwrap();
+    let m = next(&mut rx).await;
+    assert_eq!(m["seq"], 2);
+    let mut ins: Vec<i64> = m["inserted"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    ins.sort();
+    assert_eq!(ins, vec![1, 11], "{m}");
+    assert_eq!(m["deleted"], json!([{"id": 1, "status": "pending", "amount": 10.00}]));
+    db.batch_execute("UPDATE orders SET id = 12 WHERE id = 11").await.unwrap();
+    let m = next(&mut rx).await;
+    assert_eq!((m["inserted"][0]["id"].as_i64(), m["deleted"][0]["id"].as_i64()), (Some(12), Some(11)), "a key change is a delete plus an insert");
+    db.batch_execute("DELETE FROM orders WHERE status = 'pending'").await.unwrap();
+    let m = next(&mut rx).await;
+    assert_eq!(m["deleted"].as_array().unwrap().len(), 3, "{m}");
+    // The snapshot matches a full recomputation.
+    db.batch_execute("INSERT INTO orders VALUES (20, 'pending', 9, 1), (21, 'pending', 2, 1)").await.unwrap();
+    let m = next(&mut rx).await;
+    assert_eq!(m["inserted"], json!([{"id": 20, "status": "pending", "amount": 9.00}]));
+    let same: bool = db
+        .query_one(
+            "SELECT (SELECT array_agg(row_key ORDER BY row_key) FROM pgr.live_rows WHERE query_id = 'pending')
+                  = (SELECT array_agg(jsonb_build_array(id)::text ORDER BY jsonb_build_array(id)::text) FROM orders WHERE status = 'pending' AND amount > 5)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(same);
+    // Unsubscribing removes the transition-table triggers with the last fast subscription.
+    db.batch_execute("SELECT pgr.unsubscribe('pending')").await.unwrap();
+    let left: i64 = db.query_one("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgr_live_%'", &[]).await.unwrap().get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
 async fn joins_notify_mode_and_overflow() {
     let (tc, db) = setup().await;
     db.batch_execute(
@@ -137,9 +203,10 @@ async fn registration_refuses_what_it_cannot_serve() {
     // Triggers are shared and removed with the last subscription of a table.
     db.batch_execute("SELECT pgr.subscribe('x', 'SELECT id FROM orders'); SELECT pgr.subscribe('y', 'SELECT id, status FROM orders')").await.unwrap();
     let count = || async { db.query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND tgname LIKE 'pgr_live_%'", &[]).await.unwrap().get::<_, i64>(0) };
-    assert_eq!(count().await, 2);
+    // change + truncate, and the three transition-table triggers of the fast path.
+    assert_eq!(count().await, 5);
     db.batch_execute("SELECT pgr.unsubscribe('x')").await.unwrap();
-    assert_eq!(count().await, 2);
+    assert_eq!(count().await, 5);
     let gone: bool = db.query_one("SELECT pgr.unsubscribe('y')", &[]).await.unwrap().get(0);
     assert!(gone);
     assert_eq!(count().await, 0);

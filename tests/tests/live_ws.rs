@@ -234,3 +234,59 @@ async fn broadcast_and_presence_cross_gateways_and_a_dead_gateway_leaves() {
     let state: Value = reqwest::get(e.gw.url(&format!("/ws/_presence/_channel_room?apikey={}", e.anon))).await.unwrap().json().await.unwrap();
     assert_eq!(state, json!({}));
 }
+
+#[tokio::test]
+async fn a_slow_consumer_gets_an_overflow_while_a_fast_one_gets_everything() {
+    let e = start(&[("WS_CLIENT_QUEUE", "64")]).await;
+    let db = e.tc.superuser().await.unwrap();
+    db.batch_execute(
+        "CREATE TABLE public.blobs (id int PRIMARY KEY, body text);
+         INSERT INTO public.blobs VALUES (1, repeat('a', 3400));
+         SELECT pgr.subscribe('blobs', 'SELECT id, body FROM blobs');",
+    )
+    .await
+    .unwrap();
+    const N: i64 = 3000;
+    let mut fast = open(&e.gw, &format!("/ws/blobs?apikey={}", e.anon)).await;
+    let mut slow = open(&e.gw, &format!("/ws/blobs?apikey={}", e.anon)).await;
+    assert_eq!(recv(&mut fast).await["type"], "subscribed");
+    assert_eq!(recv(&mut slow).await["type"], "subscribed");
+    // The fast client reads as frames come: every seq, in order.
+    let reader = tokio::spawn(async move {
+        let mut expected = 1;
+        while expected <= N {
+            // All frames arrive at the writer's commit, which takes a while.
+            let f = match tokio::time::timeout(Duration::from_secs(60), fast.next()).await.expect("a frame").unwrap().unwrap() {
+                Message::Text(t) => serde_json::from_str::<Value>(t.as_str()).unwrap(),
+                _ => continue,
+            };
+            assert_eq!(f["seq"].as_i64(), Some(expected), "fast client: {}", f["type"]);
+            assert!(f["type"].is_null(), "the fast client never overflows");
+            expected += 1;
+        }
+    });
+    // ~7 KB per frame, ~20 MB in all: more than the socket buffers of a client that
+    // does not read. One transaction per frame, as writers would send them.
+    let upd = db.prepare("UPDATE blobs SET body = repeat(chr(65 + $1 % 26), 3400) WHERE id = 1").await.unwrap();
+    for i in 1..=N as i32 {
+        db.execute(&upd, &[&i]).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(60), reader).await.expect("the fast client got every frame").unwrap();
+    // The slow client now reads what is left: some deltas, an overflow (re-fetch), and
+    // never all of them — the gateway did not buffer without bound.
+    let (mut deltas, mut overflow) = (0, false);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), slow.next()).await {
+        if let Message::Text(t) = m {
+            let f: Value = serde_json::from_str(t.as_str()).unwrap();
+            match f["type"].as_str() {
+                Some("overflow") => {
+                    assert_eq!((f["query_id"].as_str(), f["fetch"].as_bool()), (Some("blobs"), Some(true)));
+                    overflow = true;
+                }
+                _ => deltas += 1,
+            }
+        }
+    }
+    assert!(overflow, "the slow client was told to re-fetch");
+    assert!(deltas < N, "the slow client got {deltas} of {N} frames, not all of them");
+}

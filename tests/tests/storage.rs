@@ -310,7 +310,16 @@ async fn crash_mid_upload(backend: &str) {
     drop(tx);
     assert!(upload.await.unwrap().is_err(), "the upload cannot have succeeded");
     let root = s._dir.path().join("objects");
-    s.gw = Gateway::serve(&s._tc, &[("STORAGE_BACKEND", backend), ("STORAGE_ROOT", root.to_str().unwrap())]).await.unwrap();
+    let temps = || std::fs::read_dir(root.join(".tmp")).map(|d| d.count()).unwrap_or(0);
+    if backend == "disk" {
+        assert_eq!(temps(), 1, "the interrupted upload left its temp file");
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    }
+    // Restarted with a short temp-file age: the sweeper removes the leftover at start.
+    s.gw = Gateway::serve(&s._tc, &[("STORAGE_BACKEND", backend), ("STORAGE_ROOT", root.to_str().unwrap()), ("STORAGE_TMP_MAX_AGE", "1")]).await.unwrap();
+    if backend == "disk" {
+        assert!(pgstack_tests::eventually(std::time::Duration::from_secs(5), || async { temps() == 0 }).await, "the sweeper removed the temp file");
+    }
     assert_eq!(s.json("GET", "/object/list/crash", &s.service, None).await.1, json!([]));
     assert_eq!(s.send("GET", "/object/crash/half.bin", &s.service, &[], None).await.0, StatusCode::NOT_FOUND);
     let rows: i64 = s._tc.superuser().await.unwrap().query_one("SELECT count(*) FROM storage.objects", &[]).await.unwrap().get(0);

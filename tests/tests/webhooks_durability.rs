@@ -115,7 +115,7 @@ async fn the_contract_node_snippet_verifies_signatures_and_retries_keep_their_rh
 #[tokio::test]
 async fn a_receiver_down_longer_than_the_retries_loses_nothing() {
     let (tc, service) = cluster().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = pgstack_gateway::dev::cluster::free_port(None).unwrap();
     let gw = gateway(&tc, port, "2").await;
     register(&gw, &service, port, "").await;
     tc.superuser().await.unwrap().batch_execute("INSERT INTO orders SELECT g, 'while down' FROM generate_series(1, 3) g").await.unwrap();

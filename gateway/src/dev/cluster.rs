@@ -90,9 +90,20 @@ fn uid_gid(user: &str) -> anyhow::Result<(u32, u32)> {
     Ok((id("-u")?, id("-g")?))
 }
 
-/// A free TCP port on 127.0.0.1, preferring `wanted`.
+/// A free TCP port on 127.0.0.1, preferring `wanted`. Picked below the kernel's
+/// ephemeral range (32768+): a port taken from that range can be handed to some
+/// outgoing connection as its local port before the server binds it (or while it is
+/// restarted), and the server then fails with "address already in use".
 pub fn free_port(wanted: Option<u16>) -> anyhow::Result<u16> {
+    use rand::Rng;
     if let Some(p) = wanted {
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return Ok(p);
+        }
+    }
+    let mut rng = rand::thread_rng();
+    for _ in 0..100 {
+        let p = rng.gen_range(15_000..32_000);
         if TcpListener::bind(("127.0.0.1", p)).is_ok() {
             return Ok(p);
         }

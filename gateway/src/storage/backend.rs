@@ -70,3 +70,33 @@ pub async fn publish(root: &Path, bucket: &str, id: Uuid, tmp: &Path) -> std::io
     }
     Ok(())
 }
+
+/// Removes temp files under `root/.tmp` older than `max_age`: what uploads that were
+/// interrupted by a crash left behind (a live upload keeps writing, so its file stays
+/// young). Returns how many were removed.
+pub async fn sweep_temp(root: &Path, max_age: std::time::Duration) -> usize {
+    let Ok(mut dir) = tokio::fs::read_dir(root.join(".tmp")).await else { return 0 };
+    let mut removed = 0;
+    while let Ok(Some(e)) = dir.next_entry().await {
+        let Ok(meta) = e.metadata().await else { continue };
+        let old = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > max_age);
+        if meta.is_file() && old && tokio::fs::remove_file(e.path()).await.is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Sweeps at start and then every hour (disk backend).
+pub fn spawn_sweeper(root: PathBuf, max_age: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let n = sweep_temp(&root, max_age).await;
+            if n > 0 {
+                tracing::info!(removed = n, "storage: removed temp files of interrupted uploads");
+            }
+        }
+    });
+}

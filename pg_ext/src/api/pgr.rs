@@ -85,4 +85,78 @@ mod pgr {
             check_select((*raw).stmt);
         }
     }
+
+    /// # Safety
+    /// `node` is a valid raw expression node or null.
+    unsafe fn row_local(node: *mut pg_sys::Node) -> bool {
+        use pg_sys::NodeTag::*;
+        if node.is_null() {
+            return true;
+        }
+        match (*node).type_ {
+            T_ColumnRef | T_A_Const | T_ParamRef => true,
+            T_A_Expr => {
+                let e = node as *mut pg_sys::A_Expr;
+                row_local((*e).lexpr) && row_local((*e).rexpr)
+            }
+            T_BoolExpr => nodes((*(node as *mut pg_sys::BoolExpr)).args).into_iter().all(|n| row_local(n)),
+            T_NullTest => row_local((*(node as *mut pg_sys::NullTest)).arg as *mut pg_sys::Node),
+            T_BooleanTest => row_local((*(node as *mut pg_sys::BooleanTest)).arg as *mut pg_sys::Node),
+            T_TypeCast => row_local((*(node as *mut pg_sys::TypeCast)).arg),
+            T_List => nodes(node as *mut pg_sys::List).into_iter().all(|n| row_local(n)),
+            T_FuncCall => {
+                let f = node as *mut pg_sys::FuncCall;
+                (*f).over.is_null() && !(*f).agg_star && !(*f).agg_distinct && (*f).agg_filter.is_null() && (*f).agg_order.is_null()
+                    && nodes((*f).args).into_iter().all(|n| row_local(n))
+            }
+            // Sub-selects (rows of other tables or of other rows), and anything this
+            // walker does not know, are not row-local.
+            _ => false,
+        }
+    }
+
+    /// `"row"` when `query` is a single-table filter — `SELECT columns FROM table
+    /// WHERE <row-local predicate>`, no joins, sub-selects, aggregates, DISTINCT,
+    /// GROUP BY, LIMIT, set operations or column aliases — so each result row depends
+    /// only on its own table row and a write's delta can be computed from the rows it
+    /// touched. `"general"` otherwise (the result is recomputed).
+    #[pg_extern(immutable, parallel_safe)]
+    fn live_query_shape(query: &str) -> &'static str {
+        let Ok(c) = CString::new(query) else { return "general" };
+        // SAFETY: as in check_live_query; only node tags and fields of the raw tree are read.
+        unsafe {
+            let stmts = nodes(pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT));
+            if stmts.len() != 1 {
+                return "general";
+            }
+            let node = (*(stmts[0] as *mut pg_sys::RawStmt)).stmt;
+            if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_SelectStmt {
+                return "general";
+            }
+            let s = node as *mut pg_sys::SelectStmt;
+            let simple = (*s).op == pg_sys::SetOperation::SETOP_NONE
+                && (*s).withClause.is_null()
+                && (*s).distinctClause.is_null()
+                && (*s).groupClause.is_null()
+                && (*s).havingClause.is_null()
+                && (*s).windowClause.is_null()
+                && (*s).limitCount.is_null()
+                && (*s).limitOffset.is_null()
+                && (*s).valuesLists.is_null()
+                && (*s).lockingClause.is_null()
+                && (*s).intoClause.is_null();
+            let from = nodes((*s).fromClause);
+            let one_table = from.len() == 1 && (*from[0]).type_ == pg_sys::NodeTag::T_RangeVar;
+            let plain_columns = nodes((*s).targetList).into_iter().all(|t| {
+                let rt = t as *mut pg_sys::ResTarget;
+                (*rt).name.is_null() && !(*rt).val.is_null() && (*(*rt).val).type_ == pg_sys::NodeTag::T_ColumnRef
+            });
+            if simple && one_table && plain_columns && row_local((*s).whereClause) {
+                "row"
+            } else {
+                "general"
+            }
+        }
+    }
 }
+
