@@ -42,7 +42,7 @@ WITH=$(tps -f "$work/upd.sql")
 echo "| writer (pgbench UPDATE by key, 4 clients, prepared) | tps |"
 echo "|---|---|"
 echo "| no subscription | $BASE |"
-echo "| one subscription on the table (indexed single-table filter; general path: query re-run per statement) | $WITH |"
+echo "| one subscription on the table (single-table filter, fast path; the updated rows are outside the result) | $WITH |"
 echo
 echo "| subscribers | messages | frames/s | p50 | p99 | last-arrival p50 | last-arrival p99 |"
 echo "|---|---|---|---|---|---|---|"

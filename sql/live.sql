@@ -13,10 +13,11 @@
 -- order to avoid deadlocks.
 --
 -- Fast path: a single-table filter (pgr.live_query_shape(query) = 'row': one table,
--- plain columns, a predicate over the row itself) is not recomputed. Statement
--- triggers with transition tables collect the keys of the rows a statement touched;
--- only those keys are re-read through the subscription's view (by index) and
--- compared with their stored snapshot rows. A write that touches no row of the
+-- plain columns, a predicate over the row itself) is not recomputed. Its own
+-- statement triggers with transition tables (a generated function, static SQL)
+-- keep the keys of the touched rows that are in the result or in the snapshot; only
+-- those are re-read through the view (by index) and compared with their snapshot
+-- rows. A write that touches no row of the
 -- result — before or after — returns without taking the subscription's lock, so
 -- writers outside the filter never serialise on it. TRUNCATE recomputes.
 --
@@ -233,33 +234,57 @@ BEGIN
 END
 $$;
 
--- Transition-table trigger of the fast path: the keys of the touched rows (old and
--- new), per key shape, handed to every fast subscription of the table.
-CREATE FUNCTION pgr._on_rows() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
+-- The fast path's trigger function of one subscription, generated at registration
+-- with static SQL (plans are cached: a write outside the result costs two index
+-- probes per touched row). It keeps the touched keys — old and new rows — that are in
+-- the result now or in the snapshot, and hands them to pgr._refresh_keys.
+CREATE FUNCTION pgr._fast_trigger(q pgr.live_queries) RETURNS void
+LANGUAGE plpgsql
+AS $fast$
 DECLARE
-    q    record;
-    expr text;
-    k1   text[];
-    k2   text[];
+    fname   text := q.view_name || '_rows';
+    key_t   text := (SELECT 'jsonb_build_array(' || string_agg(format('t.%I', k), ', ') || ')::text' FROM unnest(q.key_columns) k);
+    same    text := (SELECT '(' || string_agg(format('v.%I', k), ', ') || ') = (' || string_agg(format('t.%I', k), ', ') || ')'
+                       FROM unnest(q.key_columns) k);
+    matters text;
+    base    regclass := q.tables[1]::regclass;
+    trig    text := 'pgr_live_rows_' || md5(q.query_id);
 BEGIN
-    FOR q IN SELECT query_id, key_columns FROM pgr.live_queries WHERE fast AND tables[1] = TG_RELID ORDER BY query_id LOOP
-        SELECT 'jsonb_build_array(' || string_agg(format('to_jsonb(_t) -> %L', k), ', ' ORDER BY o) || ')::text'
-          INTO expr FROM unnest(q.key_columns) WITH ORDINALITY AS u(k, o);
-        k1 := NULL;
-        k2 := NULL;
-        IF TG_OP IN ('INSERT', 'UPDATE') THEN
-            EXECUTE format('SELECT array_agg(DISTINCT %s) FROM pgr_new _t', expr) INTO k1;
-        END IF;
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN
-            EXECUTE format('SELECT array_agg(DISTINCT %s) FROM pgr_old _t', expr) INTO k2;
-        END IF;
-        PERFORM pgr._refresh_keys(q.query_id, ARRAY(SELECT DISTINCT x FROM unnest(coalesce(k1, '{}') || coalesce(k2, '{}')) x));
-    END LOOP;
-    RETURN NULL;
+    matters := format('(EXISTS (SELECT 1 FROM pgr.%I v WHERE %s) OR EXISTS (SELECT 1 FROM pgr.live_rows r WHERE r.query_id = %L AND r.row_key = %s))',
+                      q.view_name, same, q.query_id, key_t);
+    EXECUTE format($f$
+        CREATE FUNCTION pgr.%I() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        AS $body$
+        DECLARE
+            keys text[];
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                SELECT array_agg(DISTINCT %s) INTO keys FROM pgr_new t WHERE %s;
+            ELSIF TG_OP = 'UPDATE' THEN
+                SELECT array_agg(DISTINCT k) INTO keys FROM (
+                    SELECT %s AS k FROM pgr_new t WHERE %s
+                    UNION ALL
+                    SELECT %s FROM pgr_old t WHERE %s) s;
+            ELSE
+                SELECT array_agg(DISTINCT %s) INTO keys FROM pgr_old t WHERE %s;
+            END IF;
+            IF keys IS NOT NULL THEN
+                PERFORM pgr._refresh_keys(%L, keys);
+            END IF;
+            RETURN NULL;
+        END
+        $body$$f$,
+        fname, key_t, matters, key_t, matters, key_t, matters, key_t, matters, q.query_id);
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION pgr.%I() FROM PUBLIC', fname);
+    EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS pgr_new
+                    FOR EACH STATEMENT EXECUTE FUNCTION pgr.%I()', trig || '_ins', base, fname);
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS pgr_old NEW TABLE AS pgr_new
+                    FOR EACH STATEMENT EXECUTE FUNCTION pgr.%I()', trig || '_upd', base, fname);
+    EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS pgr_old
+                    FOR EACH STATEMENT EXECUTE FUNCTION pgr.%I()', trig || '_del', base, fname);
 END
-$$;
+$fast$;
 
 -- Statement trigger shared by every subscription reading the table.
 CREATE FUNCTION pgr._on_change() RETURNS trigger
@@ -268,7 +293,7 @@ AS $$
 DECLARE
     qid text;
 BEGIN
-    -- Fast-path subscriptions get their rows from pgr._on_rows, except on TRUNCATE.
+    -- Fast-path subscriptions have their own triggers, except for TRUNCATE.
     FOR qid IN SELECT query_id FROM pgr.live_queries
                 WHERE TG_RELID = ANY (tables) AND (NOT fast OR TG_OP = 'TRUNCATE') ORDER BY query_id LOOP
         PERFORM pgr._refresh(qid);
@@ -283,36 +308,27 @@ AS $$
 DECLARE
     t oid;
 BEGIN
-    -- Install on every table some subscription reads ...
+    -- TRUNCATE recomputes every subscription of the table; other writes recompute the
+    -- subscriptions without a fast path (those have their own transition triggers).
     FOR t IN SELECT DISTINCT unnest(tables) FROM pgr.live_queries LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t AND tgname = 'pgr_live_change') THEN
-            EXECUTE format('CREATE TRIGGER pgr_live_change AFTER INSERT OR UPDATE OR DELETE ON %s
-                            FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_change()', t::regclass);
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t AND tgname = 'pgr_live_truncate') THEN
             EXECUTE format('CREATE TRIGGER pgr_live_truncate AFTER TRUNCATE ON %s
                             FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_change()', t::regclass);
         END IF;
     END LOOP;
-    -- Transition-table triggers where a fast-path subscription reads the table.
-    FOR t IN SELECT DISTINCT tables[1] FROM pgr.live_queries WHERE fast LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t AND tgname = 'pgr_live_rows_ins') THEN
-            EXECUTE format('CREATE TRIGGER pgr_live_rows_ins AFTER INSERT ON %s REFERENCING NEW TABLE AS pgr_new
-                            FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_rows()', t::regclass);
-            EXECUTE format('CREATE TRIGGER pgr_live_rows_upd AFTER UPDATE ON %s REFERENCING OLD TABLE AS pgr_old NEW TABLE AS pgr_new
-                            FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_rows()', t::regclass);
-            EXECUTE format('CREATE TRIGGER pgr_live_rows_del AFTER DELETE ON %s REFERENCING OLD TABLE AS pgr_old
-                            FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_rows()', t::regclass);
+    FOR t IN SELECT DISTINCT unnest(tables) FROM pgr.live_queries WHERE NOT fast LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = t AND tgname = 'pgr_live_change') THEN
+            EXECUTE format('CREATE TRIGGER pgr_live_change AFTER INSERT OR UPDATE OR DELETE ON %s
+                            FOR EACH STATEMENT EXECUTE FUNCTION pgr._on_change()', t::regclass);
         END IF;
     END LOOP;
-    FOR t IN SELECT tgrelid FROM pg_trigger WHERE tgname = 'pgr_live_rows_ins'
-              AND NOT EXISTS (SELECT 1 FROM pgr.live_queries WHERE fast AND tables[1] = tgrelid) LOOP
-        EXECUTE format('DROP TRIGGER IF EXISTS pgr_live_rows_ins ON %s', t::regclass);
-        EXECUTE format('DROP TRIGGER IF EXISTS pgr_live_rows_upd ON %s', t::regclass);
-        EXECUTE format('DROP TRIGGER IF EXISTS pgr_live_rows_del ON %s', t::regclass);
-    END LOOP;
-    -- ... and remove them where none does any more.
+    -- ... and remove them where none needs them any more.
     FOR t IN SELECT tgrelid FROM pg_trigger WHERE tgname = 'pgr_live_change'
-              AND NOT EXISTS (SELECT 1 FROM pgr.live_queries WHERE tgrelid = ANY (tables)) LOOP
+              AND NOT EXISTS (SELECT 1 FROM pgr.live_queries WHERE NOT fast AND tgrelid = ANY (tables)) LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS pgr_live_change ON %s', t::regclass);
+    END LOOP;
+    FOR t IN SELECT tgrelid FROM pg_trigger WHERE tgname = 'pgr_live_truncate'
+              AND NOT EXISTS (SELECT 1 FROM pgr.live_queries WHERE tgrelid = ANY (tables)) LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS pgr_live_truncate ON %s', t::regclass);
     END LOOP;
 END
@@ -378,6 +394,9 @@ BEGIN
     RETURNING * INTO q;
     INSERT INTO pgr.live_rows (query_id, row_key, row_hash, row_data)
     SELECT q.query_id, r.row_key, r.row_hash, r.row_data FROM pgr._result(q) r;
+    IF q.fast THEN
+        PERFORM pgr._fast_trigger(q);
+    END IF;
     PERFORM pgr._sync_triggers();
 EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION 'live query % returns duplicate keys %', subscribe.query_id, subscribe.key_columns
@@ -396,6 +415,8 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
+    -- The fast path's function goes with its triggers.
+    EXECUTE format('DROP FUNCTION IF EXISTS pgr.%I() CASCADE', q.view_name || '_rows');
     EXECUTE format('DROP VIEW IF EXISTS pgr.%I', q.view_name);
     PERFORM pgr._sync_triggers();
     RETURN true;
@@ -405,5 +426,5 @@ $$;
 -- Registering reads any table with the owner's rights: not for everyone.
 REVOKE EXECUTE ON FUNCTION pgr.subscribe(text, text, text, jsonb, text[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgr.unsubscribe(text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION pgr._refresh(text), pgr._sync_triggers(), pgr._refresh_keys(text, text[]),
+REVOKE EXECUTE ON FUNCTION pgr._refresh(text), pgr._sync_triggers(), pgr._refresh_keys(text, text[]), pgr._fast_trigger(pgr.live_queries),
     pgr._publish(pgr.live_queries, jsonb, jsonb), pgr._overflow(text, text) FROM PUBLIC;

@@ -203,10 +203,10 @@ async fn registration_refuses_what_it_cannot_serve() {
     // Triggers are shared and removed with the last subscription of a table.
     db.batch_execute("SELECT pgr.subscribe('x', 'SELECT id FROM orders'); SELECT pgr.subscribe('y', 'SELECT id, status FROM orders')").await.unwrap();
     let count = || async { db.query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND tgname LIKE 'pgr_live_%'", &[]).await.unwrap().get::<_, i64>(0) };
-    // change + truncate, and the three transition-table triggers of the fast path.
-    assert_eq!(count().await, 5);
+    // truncate (shared) and three transition-table triggers per fast-path subscription.
+    assert_eq!(count().await, 7);
     db.batch_execute("SELECT pgr.unsubscribe('x')").await.unwrap();
-    assert_eq!(count().await, 5);
+    assert_eq!(count().await, 4);
     let gone: bool = db.query_one("SELECT pgr.unsubscribe('y')", &[]).await.unwrap().get(0);
     assert!(gone);
     assert_eq!(count().await, 0);
