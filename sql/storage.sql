@@ -82,3 +82,38 @@ AS $$ SELECT data FROM storage.object_chunks WHERE object_chunks.object_id = rea
 REVOKE EXECUTE ON FUNCTION storage.read_chunk(uuid, int) FROM PUBLIC;
 GRANT USAGE ON SCHEMA storage TO authenticator;
 GRANT EXECUTE ON FUNCTION storage.read_chunk(uuid, int) TO authenticator;
+
+-- Resumable uploads (TUS) in progress: one per path at a time; the received bytes are
+-- staged in storage.upload_chunks (database backend) or STORAGE_ROOT/.tmp/tus-<id>
+-- (disk). When the last byte arrives the object is created as the uploader's role
+-- (RLS, bucket rules) exactly like a direct upload, and the staging goes away.
+CREATE TABLE storage.uploads (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    bucket_id     text NOT NULL REFERENCES storage.buckets (id) ON DELETE CASCADE,
+    name          text NOT NULL,
+    owner         text NOT NULL,            -- the creator's `sub`, or its role for keys
+    upload_length bigint NOT NULL CHECK (upload_length >= 0),
+    upload_offset bigint NOT NULL DEFAULT 0,
+    mimetype      text NOT NULL,
+    cache_control text NOT NULL,
+    upsert        boolean NOT NULL DEFAULT false,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (bucket_id, name)
+);
+CREATE TABLE storage.upload_chunks (
+    upload_id uuid NOT NULL REFERENCES storage.uploads (id) ON DELETE CASCADE,
+    n         int NOT NULL,
+    data      bytea NOT NULL,
+    PRIMARY KEY (upload_id, n)
+);
+GRANT SELECT, INSERT, UPDATE, DELETE ON storage.uploads, storage.upload_chunks TO pgstack_storage_admin;
+GRANT REFERENCES ON storage.buckets TO pgstack_storage_admin;
+GRANT SELECT ON storage.buckets TO pgstack_storage_admin;
+
+-- Reads one staged chunk of a resumable upload for the gateway (which checked the
+-- upload's owner first).
+CREATE FUNCTION storage.read_upload_chunk(upload_id uuid, n int) RETURNS bytea
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT data FROM storage.upload_chunks c WHERE c.upload_id = read_upload_chunk.upload_id AND c.n = read_upload_chunk.n $$;
+REVOKE EXECUTE ON FUNCTION storage.read_upload_chunk(uuid, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION storage.read_upload_chunk(uuid, int) TO authenticator;

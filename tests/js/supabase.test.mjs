@@ -7,6 +7,7 @@ import ws from 'ws';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createClient } from '@supabase/supabase-js';
+import * as tus from 'tus-js-client';
 
 const URL = process.env.PGSTACK_URL;
 const ANON = process.env.ANON_KEY;
@@ -332,4 +333,62 @@ test('rest: RLS through a signed-in user', async () => {
   assert.deepEqual(anon.data, []);
   const own = await sb.from('notes').select('body');
   assert.deepEqual(own.data, [{ body: 'mine' }]);
+});
+
+test('storage: resumable uploads through tus-js-client, with a resume', async () => {
+  const admin = client(SERVICE);
+  assert.equal((await admin.storage.createBucket('js-tus', { public: false })).error, null);
+  const data = Buffer.alloc(3 * 1024 * 1024 + 123);
+  for (let i = 0; i < data.length; i++) data[i] = i % 251;
+  const endpoint = `${URL}/storage/v1/upload/resumable`;
+  const headers = { authorization: `Bearer ${SERVICE}`, apikey: SERVICE };
+  const metadata = { bucketName: 'js-tus', objectName: 'big/resume.bin', contentType: 'application/octet-stream', cacheControl: '3600' };
+  const chunkSize = 1024 * 1024;
+
+  // First attempt: stopped after the first chunk (as a dropped connection would).
+  let uploadUrl;
+  await new Promise((resolve, reject) => {
+    const up = new tus.Upload(data, {
+      endpoint, headers, metadata, chunkSize, retryDelays: [],
+      onChunkComplete: (_size, accepted) => {
+        if (accepted >= chunkSize && !uploadUrl) {
+          uploadUrl = up.url;
+          up.abort().then(resolve, reject);
+        }
+      },
+      onError: reject,
+      onSuccess: () => reject(new Error('the first attempt should have been stopped')),
+    });
+    up.start();
+  });
+  assert.ok(uploadUrl.startsWith(`${endpoint}/`), uploadUrl);
+  const head = await fetch(uploadUrl, { method: 'HEAD', headers: { ...headers, 'tus-resumable': '1.0.0' } });
+  assert.equal(head.status, 200);
+  assert.equal(head.headers.get('upload-offset'), String(chunkSize));
+  assert.equal(head.headers.get('upload-length'), String(data.length));
+  assert.ok((await admin.storage.from('js-tus').download('big/resume.bin')).error, 'nothing visible before the last byte');
+
+  // A second upload to the same path is refused while this one is in progress.
+  const clash = await fetch(endpoint, { method: 'POST', headers: { ...headers, 'tus-resumable': '1.0.0', 'upload-length': '10',
+    'upload-metadata': `bucketName ${Buffer.from('js-tus').toString('base64')},objectName ${Buffer.from('big/resume.bin').toString('base64')}` } });
+  assert.equal(clash.status, 409);
+
+  // Resume from the stored offset with a new client on the same URL.
+  let resumedFrom;
+  await new Promise((resolve, reject) => {
+    const up = new tus.Upload(data, {
+      endpoint, uploadUrl, headers, metadata, chunkSize, retryDelays: [],
+      onProgress: (sent) => { if (resumedFrom === undefined) resumedFrom = sent; },
+      onError: reject, onSuccess: resolve,
+    });
+    up.start();
+  });
+  assert.ok(resumedFrom >= chunkSize, `resumed at ${resumedFrom}, not from 0`);
+  const dl = await admin.storage.from('js-tus').download('big/resume.bin');
+  assert.equal(dl.error, null);
+  assert.ok(Buffer.from(await dl.data.arrayBuffer()).equals(data), 'the object is the bytes sent');
+  const gone = await fetch(uploadUrl, { method: 'HEAD', headers: { ...headers, 'tus-resumable': '1.0.0' } });
+  assert.equal(gone.status, 404, 'a finished upload is gone');
+  assert.equal((await admin.storage.emptyBucket('js-tus')).error, null);
+  assert.equal((await admin.storage.deleteBucket('js-tus')).error, null);
 });

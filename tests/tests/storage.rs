@@ -345,3 +345,78 @@ async fn a_crash_mid_upload_leaves_no_half_object_database() {
 async fn a_crash_mid_upload_leaves_no_half_object_disk() {
     crash_mid_upload("disk").await;
 }
+
+/// TUS resumable uploads on one backend: create, PATCH in pieces, HEAD, a retried
+/// PATCH at a stale offset, termination, and every refusal.
+async fn tus_suite(backend: &str) {
+    use base64::Engine;
+    let s = S::start(backend).await;
+    s.json("POST", "/bucket", &s.service, Some(json!({"id": "tus", "file_size_limit": 10_000_000}))).await;
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    let meta = |name: &str| format!("bucketName {},objectName {},contentType {}", b64("tus"), b64(name), b64("text/plain"));
+    let create = |key: String, name: String, len: usize| {
+        let m = meta(&name);
+        let s = &s;
+        async move {
+            let (st, h, _) = s.send("POST", "/upload/resumable", &key, &[("tus-resumable", "1.0.0"), ("upload-length", &len.to_string()), ("upload-metadata", &m)], None).await;
+            (st, h.get("location").map(|l| l.to_str().unwrap().to_owned()))
+        }
+    };
+    let (st, loc) = create(s.a.clone(), "users/a/story.txt".into(), 11).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let loc = loc.unwrap();
+    let path = loc.split("/storage/v1").nth(1).unwrap().to_owned();
+    let patch = |key: &str, offset: &str, body: &[u8], ct: &str| {
+        let (key, offset, body, ct, path) = (key.to_owned(), offset.to_owned(), body.to_vec(), ct.to_owned(), path.clone());
+        let s = &s;
+        async move { s.send("PATCH", &path, &key, &[("tus-resumable", "1.0.0"), ("upload-offset", &offset), ("content-type", &ct)], Some(body)).await }
+    };
+    let oct = "application/offset+octet-stream";
+    let (st, h, _) = patch(&s.a, "0", b"hello", oct).await;
+    assert_eq!((st, h["upload-offset"].to_str().unwrap()), (StatusCode::NO_CONTENT, "5"));
+    // A client retrying with a stale offset, a wrong type, another user: refused.
+    assert_eq!(patch(&s.a, "0", b"hello", oct).await.0, StatusCode::CONFLICT);
+    assert_eq!(patch(&s.a, "5", b" world", "text/plain").await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(patch(&s.b, "5", b" world", oct).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.send("HEAD", &path, &s.b, &[("tus-resumable", "1.0.0")], None).await.0, StatusCode::NOT_FOUND);
+    let (st, h, _) = s.send("HEAD", &path, &s.a, &[("tus-resumable", "1.0.0")], None).await;
+    assert_eq!((st, h["upload-offset"].to_str().unwrap(), h["upload-length"].to_str().unwrap()), (StatusCode::OK, "5", "11"));
+    assert_eq!(patch(&s.a, "5", b" world and more", oct).await.0, StatusCode::PAYLOAD_TOO_LARGE, "past Upload-Length");
+    let (st, h, _) = patch(&s.a, "5", b" world", oct).await;
+    assert_eq!((st, h["upload-offset"].to_str().unwrap()), (StatusCode::NO_CONTENT, "11"));
+    // The last byte made the object, owned by A (RLS: B does not see it).
+    let (st, _, body) = s.send("GET", "/object/tus/users/a/story.txt", &s.a, &[], None).await;
+    assert_eq!((st, body.as_slice()), (StatusCode::OK, b"hello world".as_slice()));
+    assert_eq!(s.send("GET", "/object/tus/users/a/story.txt", &s.b, &[], None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.send("HEAD", &path, &s.a, &[("tus-resumable", "1.0.0")], None).await.0, StatusCode::NOT_FOUND);
+
+    // Refused at creation: an existing object, over the bucket limit, anon (RLS),
+    // hostile paths, no Tus-Resumable.
+    assert_eq!(create(s.a.clone(), "users/a/story.txt".into(), 3).await.0, StatusCode::CONFLICT);
+    assert_eq!(create(s.a.clone(), "users/a/huge.txt".into(), 20_000_000).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(create(s.anon.clone(), "anon.txt".into(), 3).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(create(s.a.clone(), "../escape".into(), 3).await.0, StatusCode::BAD_REQUEST);
+    let (st, _, _) = s.send("POST", "/upload/resumable", &s.a, &[("upload-length", "3"), ("upload-metadata", &meta("x.txt"))], None).await;
+    assert_eq!(st, StatusCode::PRECONDITION_FAILED);
+    // Termination: the upload and its staged bytes go; the path is free again.
+    let (_, loc) = create(s.a.clone(), "users/a/draft.txt".into(), 100).await;
+    let draft = loc.unwrap().split("/storage/v1").nth(1).unwrap().to_owned();
+    s.send("PATCH", &draft, &s.a, &[("tus-resumable", "1.0.0"), ("upload-offset", "0"), ("content-type", oct)], Some(b"partial".to_vec())).await;
+    assert_eq!(s.send("DELETE", &draft, &s.a, &[("tus-resumable", "1.0.0")], None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(s.send("HEAD", &draft, &s.a, &[("tus-resumable", "1.0.0")], None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(create(s.a.clone(), "users/a/draft.txt".into(), 100).await.0, StatusCode::CREATED);
+    let staged: i64 = s._tc.superuser().await.unwrap().query_one("SELECT count(*) FROM storage.upload_chunks", &[]).await.unwrap().get(0);
+    assert_eq!(staged, 0, "no staged bytes of finished or terminated uploads remain");
+    let (st, h, _) = s.send("OPTIONS", "/upload/resumable", &s.a, &[], None).await;
+    assert_eq!((st, h["tus-version"].to_str().unwrap()), (StatusCode::NO_CONTENT, "1.0.0"));
+}
+
+#[tokio::test]
+async fn tus_resumable_uploads_database() {
+    tus_suite("database").await;
+}
+
+#[tokio::test]
+async fn tus_resumable_uploads_disk() {
+    tus_suite("disk").await;
+}

@@ -13,11 +13,13 @@ use crate::config::Config;
 const ALLOW_HEADERS: &[&str] = &[
     "apikey", "authorization", "x-client-info", "content-type", "prefer", "accept", "accept-profile",
     "content-profile", "x-upsert", "x-supabase-api-version", "cache-control", "x-retry-count", "range",
-    "range-unit", "x-request-id",
+    "range-unit", "x-request-id", "tus-resumable", "upload-length", "upload-metadata", "upload-offset",
+    "upload-defer-length",
 ];
 const EXPOSE_HEADERS: &[&str] = &[
     "content-range", "x-total-count", "link", "x-supabase-api-version", "x-request-id", "location",
-    "preference-applied", "content-profile",
+    "preference-applied", "content-profile", "upload-offset", "upload-length", "tus-resumable", "tus-version",
+    "tus-extension",
 ];
 
 /// The CORS layer for `cfg`, or `None` when no origin is allowed.

@@ -9,6 +9,7 @@ pub mod objects;
 pub mod paths;
 pub mod signed;
 pub mod transfer;
+pub mod tus;
 pub mod upload;
 
 use axum::http::StatusCode;
@@ -32,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/object/sign/{bucket}/{*path}", post(signed::sign).get(signed::get_signed))
         .route("/object/{bucket}", delete(objects::remove_many))
         .route("/object/{bucket}/{*path}", post(upload::upload).put(upload::update).get(objects::download).delete(objects::delete))
+        .merge(tus::routes())
 }
 
 /// A storage error: the contract's `{"error"}` plus storage-js's `statusCode` and

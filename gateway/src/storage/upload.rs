@@ -70,7 +70,7 @@ async fn receive(
 }
 
 /// Bucket rules: (file_size_limit, allowed_mime_types).
-async fn bucket_rules(tx: &deadpool_postgres::Transaction<'_>, bucket: &str) -> StorageResult<(Option<i64>, Option<Vec<String>>)> {
+pub(super) async fn bucket_rules(tx: &deadpool_postgres::Transaction<'_>, bucket: &str) -> StorageResult<(Option<i64>, Option<Vec<String>>)> {
     let row = tx
         .query_opt("SELECT file_size_limit, allowed_mime_types FROM storage.buckets WHERE id = $1", &[&bucket])
         .await?
@@ -78,14 +78,14 @@ async fn bucket_rules(tx: &deadpool_postgres::Transaction<'_>, bucket: &str) -> 
     Ok((row.get(0), row.get(1)))
 }
 
-fn mime_allowed(allowed: &Option<Vec<String>>, mime: &str) -> bool {
+pub(super) fn mime_allowed(allowed: &Option<Vec<String>>, mime: &str) -> bool {
     let Some(list) = allowed else { return true };
     list.is_empty()
         || list.iter().any(|a| a == mime || a.strip_suffix("/*").is_some_and(|p| mime.split('/').next() == Some(p)) || a == "*/*")
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn store<S, E>(
+pub(super) async fn store<S, E>(
     s: &AppState,
     caller: &Caller,
     bucket: &str,

@@ -1,0 +1,378 @@
+//! Resumable uploads: the TUS 1.0.0 protocol under /storage/v1/upload/resumable, as
+//! Supabase offers it (tus-js-client, Uppy): extensions `creation` and `termination`.
+//!
+//! POST creates an upload (Upload-Length, Upload-Metadata with bucketName /
+//! objectName / contentType / cacheControl, x-upsert) after the same checks as a direct
+//! upload — path, bucket rules, and the caller's right to insert the object (tried as
+//! its role, then rolled back); HEAD tells the offset; PATCH appends at exactly that
+//! offset (409 otherwise; 423 while another PATCH of the upload runs); DELETE
+//! abandons it. Received bytes are staged durably per PATCH (database: rows in
+//! storage.upload_chunks; disk: an fsynced file), so a dropped connection loses only
+//! the PATCH in flight and the client resumes from HEAD's offset. The last byte
+//! creates the object through the direct-upload path (`upload::store`).
+//! Only the creator (same `sub`, or the same key role) may touch an upload.
+
+use std::path::PathBuf;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures_util::StreamExt;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use uuid::Uuid;
+
+use super::backend::{Backend, CHUNK};
+use super::upload::{bucket_rules, mime_allowed, store};
+use super::{paths, StorageError, StorageResult};
+use crate::http::caller::{Caller, CallerError};
+use crate::rest::exec::{self, RequestInfo};
+use crate::AppState;
+
+const TUS_VERSION: &str = "1.0.0";
+
+fn tus_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn status(code: StatusCode) -> Response {
+    tus_headers(code.into_response())
+}
+
+fn check_version(h: &HeaderMap) -> StorageResult<()> {
+    match h.get("tus-resumable").and_then(|v| v.to_str().ok()) {
+        Some(TUS_VERSION) => Ok(()),
+        _ => Err(StorageError(StatusCode::PRECONDITION_FAILED, format!("Tus-Resumable: {TUS_VERSION} is required"))),
+    }
+}
+
+/// Who may continue an upload: the user's `sub`, or the key's role.
+fn owner_of(c: &Caller) -> String {
+    c.user_id().map(str::to_owned).unwrap_or_else(|| c.pg_role.clone())
+}
+
+fn info() -> RequestInfo<'static> {
+    RequestInfo { method: "POST", path: "/storage", headers: "{}".into(), ..Default::default() }
+}
+
+/// `key base64,key base64` → value of `key`.
+fn metadata(h: &HeaderMap, key: &str) -> Option<String> {
+    let raw = h.get("upload-metadata")?.to_str().ok()?;
+    raw.split(',').find_map(|pair| {
+        let mut it = pair.trim().splitn(2, ' ');
+        (it.next()? == key).then(|| ())?;
+        let v = base64::engine::general_purpose::STANDARD.decode(it.next().unwrap_or("").trim()).ok()?;
+        String::from_utf8(v).ok()
+    })
+}
+
+fn staging(root: &std::path::Path, id: Uuid) -> PathBuf {
+    root.join(".tmp").join(format!("tus-{id}"))
+}
+
+/// OPTIONS /upload/resumable: what this server speaks.
+pub async fn options() -> Response {
+    let mut res = status(StatusCode::NO_CONTENT);
+    let h = res.headers_mut();
+    h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+    h.insert("tus-extension", HeaderValue::from_static("creation,termination"));
+    res
+}
+
+/// POST /upload/resumable → 201 with Location.
+pub async fn create(State(s): State<AppState>, caller: Result<Caller, CallerError>, headers: HeaderMap) -> StorageResult<Response> {
+    let caller = caller?;
+    check_version(&headers)?;
+    if headers.contains_key("upload-defer-length") {
+        return Err(StorageError::bad("Upload-Defer-Length is not supported: send Upload-Length"));
+    }
+    let length: i64 = headers
+        .get("upload-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| StorageError::bad("Upload-Length must be a non-negative integer"))?;
+    let bucket = metadata(&headers, "bucketName").ok_or_else(|| StorageError::bad("Upload-Metadata must name bucketName"))?;
+    let name = paths::check(&metadata(&headers, "objectName").ok_or_else(|| StorageError::bad("Upload-Metadata must name objectName"))?)
+        .map_err(StorageError::bad)?;
+    let mime = metadata(&headers, "contentType").filter(|m| !m.is_empty()).unwrap_or_else(|| "application/octet-stream".into());
+    let cache_control = match metadata(&headers, "cacheControl") {
+        Some(v) if v.chars().all(|c| c.is_ascii_digit()) && !v.is_empty() => format!("max-age={v}"),
+        Some(v) if !v.is_empty() => v,
+        _ => "max-age=3600".into(),
+    };
+    let upsert = headers.get("x-upsert").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+
+    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+    let tx = exec::begin(&mut client, &caller, &info()).await?;
+    let (limit, allowed) = bucket_rules(&tx, &bucket).await?;
+    if limit.is_some_and(|l| length > l) {
+        return Err(StorageError(StatusCode::PAYLOAD_TOO_LARGE, "object exceeds the bucket's file_size_limit".into()));
+    }
+    if !mime_allowed(&allowed, &mime) {
+        return Err(StorageError(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("mime type {mime} is not allowed in this bucket")));
+    }
+    // May this caller create the object at all? Tried as its role, then undone.
+    tx.batch_execute("SAVEPOINT probe").await?;
+    if upsert {
+        tx.execute("DELETE FROM storage.objects WHERE bucket_id = $1 AND name = $2", &[&bucket, &name]).await?;
+    }
+    match tx.execute("INSERT INTO storage.objects (bucket_id, name) VALUES ($1, $2)", &[&bucket, &name]).await {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            return Err(StorageError(StatusCode::CONFLICT, "the resource already exists".into()))
+        }
+        Err(e) => return Err(crate::rest::error::RestError::from_db(e, caller.role == pgstack_shared::Role::Anon).into()),
+    }
+    tx.batch_execute("ROLLBACK TO SAVEPOINT probe").await?;
+    tx.query_one("SELECT set_config('role', 'pgstack_storage_admin', true)", &[]).await?;
+    let id: Uuid = match tx
+        .query_one(
+            "INSERT INTO storage.uploads (bucket_id, name, owner, upload_length, mimetype, cache_control, upsert)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            &[&bucket, &name, &owner_of(&caller), &length, &mime, &cache_control, &upsert],
+        )
+        .await
+    {
+        Ok(r) => r.get(0),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            return Err(StorageError(StatusCode::CONFLICT, "an upload to this path is already in progress".into()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tx.commit().await?;
+    if let Backend::Disk(root) = &s.storage_backend {
+        tokio::fs::create_dir_all(root.join(".tmp")).await?;
+        tokio::fs::File::create(staging(root, id)).await?;
+    }
+    let mut res = status(StatusCode::CREATED);
+    let location = format!("{}/storage/v1/upload/resumable/{id}", s.config.api_external_url);
+    res.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|_| StorageError::bad("bad location"))?);
+    res.headers_mut().insert("upload-offset", HeaderValue::from_static("0"));
+    Ok(res)
+}
+
+struct Upload {
+    bucket: String,
+    name: String,
+    length: i64,
+    offset: i64,
+    mime: String,
+    cache_control: String,
+    upsert: bool,
+}
+
+/// The upload, if it exists and belongs to the caller; locked (NOWAIT) when `lock`.
+async fn load(tx: &deadpool_postgres::Transaction<'_>, id: Uuid, caller: &Caller, lock: bool) -> StorageResult<Upload> {
+    let sql = format!(
+        "SELECT bucket_id, name, upload_length, upload_offset, mimetype, cache_control, upsert, owner
+           FROM storage.uploads WHERE id = $1{}",
+        if lock { " FOR UPDATE NOWAIT" } else { "" }
+    );
+    let row = match tx.query_opt(sql.as_str(), &[&id]).await {
+        Ok(r) => r,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            return Err(StorageError(StatusCode::LOCKED, "another request is writing to this upload".into()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let row = row.ok_or_else(|| StorageError::not_found("upload not found"))?;
+    if row.get::<_, String>(7) != owner_of(caller) {
+        return Err(StorageError::not_found("upload not found"));
+    }
+    Ok(Upload {
+        bucket: row.get(0),
+        name: row.get(1),
+        length: row.get(2),
+        offset: row.get(3),
+        mime: row.get(4),
+        cache_control: row.get(5),
+        upsert: row.get(6),
+    })
+}
+
+async fn admin_tx(client: &mut deadpool_postgres::Object) -> StorageResult<deadpool_postgres::Transaction<'_>> {
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL ROLE pgstack_storage_admin").await?;
+    Ok(tx)
+}
+
+fn id_of(raw: &str) -> StorageResult<Uuid> {
+    raw.parse().map_err(|_| StorageError::not_found("upload not found"))
+}
+
+/// HEAD /upload/resumable/{id} → Upload-Offset and Upload-Length.
+pub async fn head(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(raw): Path<String>) -> StorageResult<Response> {
+    let caller = caller?;
+    let id = id_of(&raw)?;
+    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+    let tx = admin_tx(&mut client).await?;
+    let u = load(&tx, id, &caller, false).await?;
+    tx.commit().await?;
+    let mut res = status(StatusCode::OK);
+    res.headers_mut().insert("upload-offset", HeaderValue::from(u.offset));
+    res.headers_mut().insert("upload-length", HeaderValue::from(u.length));
+    Ok(res)
+}
+
+/// DELETE /upload/resumable/{id} → 204; the staged bytes go.
+pub async fn terminate(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(raw): Path<String>, headers: HeaderMap) -> StorageResult<Response> {
+    let caller = caller?;
+    check_version(&headers)?;
+    let id = id_of(&raw)?;
+    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+    let tx = admin_tx(&mut client).await?;
+    load(&tx, id, &caller, true).await?;
+    tx.execute("DELETE FROM storage.uploads WHERE id = $1", &[&id]).await?;
+    tx.commit().await?;
+    if let Backend::Disk(root) = &s.storage_backend {
+        let _ = tokio::fs::remove_file(staging(root, id)).await;
+    }
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+/// PATCH /upload/resumable/{id}: appends at Upload-Offset → 204 with the new offset;
+/// the last byte creates the object.
+pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(raw): Path<String>, headers: HeaderMap, body: Body) -> StorageResult<Response> {
+    let caller = caller?;
+    check_version(&headers)?;
+    let id = id_of(&raw)?;
+    if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) != Some("application/offset+octet-stream") {
+        return Err(StorageError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/offset+octet-stream".into()));
+    }
+    let claimed: i64 = headers
+        .get("upload-offset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| StorageError::bad("Upload-Offset is required"))?;
+    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+    let tx = admin_tx(&mut client).await?;
+    let u = load(&tx, id, &caller, true).await?;
+    if claimed != u.offset {
+        return Err(StorageError(StatusCode::CONFLICT, format!("Upload-Offset is {}, not {claimed}", u.offset)));
+    }
+    let too_long = || StorageError(StatusCode::PAYLOAD_TOO_LARGE, "more bytes than Upload-Length".into());
+    let mut stream = body.into_data_stream();
+    let mut offset = u.offset;
+    match &s.storage_backend {
+        Backend::Database => {
+            let mut n: i32 = tx.query_one("SELECT coalesce(max(n) + 1, 0) FROM storage.upload_chunks WHERE upload_id = $1", &[&id]).await?.get(0);
+            let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+            loop {
+                let next = stream.next().await;
+                match &next {
+                    // A dropped connection: keep what arrived whole (the chunks so far).
+                    Some(Err(_)) => break,
+                    Some(Ok(b)) => {
+                        offset += b.len() as i64;
+                        if offset > u.length {
+                            return Err(too_long());
+                        }
+                        buf.extend_from_slice(b);
+                    }
+                    None => {}
+                }
+                if buf.len() >= CHUNK || (next.is_none() && !buf.is_empty()) {
+                    let data = std::mem::take(&mut buf);
+                    tx.execute("INSERT INTO storage.upload_chunks (upload_id, n, data) VALUES ($1, $2, $3)", &[&id, &n, &data]).await?;
+                    n += 1;
+                }
+                if next.is_none() {
+                    break;
+                }
+            }
+            // Bytes of an interrupted body that never reached a chunk are not counted.
+            offset -= buf.len() as i64;
+        }
+        Backend::Disk(root) => {
+            let path = staging(root, id);
+            let mut f = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(|_| StorageError::not_found("upload staging missing"))?;
+            // Whatever a failed PATCH left past the committed offset is dropped.
+            f.set_len(u.offset as u64).await?;
+            f.seek(std::io::SeekFrom::Start(u.offset as u64)).await?;
+            while let Some(b) = stream.next().await {
+                let Ok(b) = b else { break };
+                offset += b.len() as i64;
+                if offset > u.length {
+                    return Err(too_long());
+                }
+                f.write_all(&b).await?;
+            }
+            f.flush().await?;
+            f.sync_all().await?;
+        }
+    }
+    tx.execute("UPDATE storage.uploads SET upload_offset = $2 WHERE id = $1", &[&id, &offset]).await?;
+    tx.commit().await?;
+    if offset == u.length {
+        finish(&s, &caller, id, &u).await?;
+    }
+    let mut res = status(StatusCode::NO_CONTENT);
+    res.headers_mut().insert("upload-offset", HeaderValue::from(offset));
+    Ok(res)
+}
+
+/// The last byte arrived: the object is created from the staged bytes exactly as a
+/// direct upload would be (as the caller, bucket rules, crash-safe publishing), then
+/// the upload and its staging are removed.
+async fn finish(s: &AppState, caller: &Caller, id: Uuid, u: &Upload) -> StorageResult<()> {
+    let result = match &s.storage_backend {
+        Backend::Database => {
+            let pool = s.pool.clone();
+            let chunks = futures_util::stream::unfold(0i32, move |n| {
+                let pool = pool.clone();
+                async move {
+                    let read = async {
+                        let client = pool.get().await.map_err(std::io::Error::other)?;
+                        let row = client.query_one("SELECT storage.read_upload_chunk($1, $2)", &[&id, &n]).await.map_err(std::io::Error::other)?;
+                        Ok::<_, std::io::Error>(row.get::<_, Option<Vec<u8>>>(0))
+                    };
+                    match read.await {
+                        Ok(Some(d)) => Some((Ok(Bytes::from(d)), n + 1)),
+                        Ok(None) => None,
+                        Err(e) => Some((Err(e), i32::MAX)),
+                    }
+                }
+            });
+            store(s, caller, &u.bucket, &u.name, &u.mime, &u.cache_control, Box::pin(chunks), u.upsert, false).await
+        }
+        Backend::Disk(root) => {
+            let f = tokio::fs::File::open(staging(root, id)).await?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024);
+            store(s, caller, &u.bucket, &u.name, &u.mime, &u.cache_control, stream, u.upsert, false).await
+        }
+    };
+    // Whatever the outcome, the upload is over (a refusal is the object's, not the bytes').
+    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+    let tx = admin_tx(&mut client).await?;
+    tx.execute("DELETE FROM storage.uploads WHERE id = $1", &[&id]).await?;
+    tx.commit().await?;
+    if let Backend::Disk(root) = &s.storage_backend {
+        let _ = tokio::fs::remove_file(staging(root, id)).await;
+    }
+    result.map(|_| ())
+}
+
+/// Routes under /upload/resumable.
+pub fn routes() -> axum::Router<AppState> {
+    use axum::routing::{any, post};
+    axum::Router::new()
+        .route("/upload/resumable", post(create).options(options))
+        .route("/upload/resumable/", post(create).options(options))
+        .route(
+            "/upload/resumable/{id}",
+            any(|m: Method, st: State<AppState>, c: Result<Caller, CallerError>, p: Path<String>, h: HeaderMap, b: Body| async move {
+                match m {
+                    Method::HEAD => head(st, c, p).await.into_response(),
+                    Method::PATCH => patch(st, c, p, h, b).await.into_response(),
+                    Method::DELETE => terminate(st, c, p, h).await.into_response(),
+                    Method::OPTIONS => options().await,
+                    _ => StorageError(StatusCode::METHOD_NOT_ALLOWED, "use HEAD, PATCH or DELETE".into()).into_response(),
+                }
+            }),
+        )
+}
