@@ -136,6 +136,21 @@ BEGIN
 END
 $$;
 
+-- The change between `cur` (a jsonb array of [row_key, row_hash, row_data], the
+-- result now — all of it, or only the rows of `keys`) and the stored snapshot (all of
+-- it, or the rows of `keys`): rows that came (new or changed) and rows that went.
+CREATE FUNCTION pgr._diff(qid text, cur jsonb, keys text[], OUT came jsonb, OUT gone jsonb)
+LANGUAGE sql STABLE
+AS $$
+    WITH c0 AS (SELECT x ->> 0 AS row_key, x ->> 1 AS row_hash, x -> 2 AS row_data FROM jsonb_array_elements(cur) x),
+         old AS (SELECT r.row_key, r.row_hash, r.row_data FROM pgr.live_rows r
+                  WHERE r.query_id = qid AND (keys IS NULL OR r.row_key = ANY (keys))),
+         c AS (SELECT c0.* FROM c0 LEFT JOIN old USING (row_key) WHERE old.row_key IS NULL OR old.row_hash <> c0.row_hash),
+         g AS (SELECT old.* FROM old LEFT JOIN c0 USING (row_key) WHERE c0.row_key IS NULL OR old.row_hash <> c0.row_hash)
+    SELECT (SELECT coalesce(jsonb_agg(jsonb_build_array(row_key, row_hash, row_data) ORDER BY row_key), '[]') FROM c),
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(row_key, row_hash, row_data) ORDER BY row_key), '[]') FROM g)
+$$;
+
 -- Recomputes one subscription and notifies its change. Never fails the writer: an
 -- error (the query no longer runs, duplicate keys) becomes an overflow message.
 CREATE FUNCTION pgr._refresh(qid text) RETURNS void
@@ -143,28 +158,20 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     q      pgr.live_queries;
+    cur    jsonb;
     came   jsonb;
     gone   jsonb;
-    dups   boolean;
 BEGIN
     SELECT * INTO q FROM pgr.live_queries WHERE query_id = qid FOR UPDATE;
     IF NOT FOUND THEN
         RETURN;
     END IF;
     BEGIN
-        WITH cur AS MATERIALIZED (SELECT * FROM pgr._result(q)),
-             old AS (SELECT r.row_key, r.row_hash, r.row_data FROM pgr.live_rows r WHERE r.query_id = qid),
-             c AS (SELECT cur.* FROM cur LEFT JOIN old USING (row_key)
-                    WHERE old.row_key IS NULL OR old.row_hash <> cur.row_hash),
-             g AS (SELECT old.* FROM old LEFT JOIN cur USING (row_key)
-                    WHERE cur.row_key IS NULL OR old.row_hash <> cur.row_hash)
-        SELECT (SELECT coalesce(jsonb_agg(jsonb_build_array(row_key, row_hash, row_data) ORDER BY row_key), '[]') FROM c),
-               (SELECT coalesce(jsonb_agg(jsonb_build_array(row_key, row_hash, row_data) ORDER BY row_key), '[]') FROM g),
-               (SELECT count(*) <> count(DISTINCT row_key) FROM cur)
-          INTO came, gone, dups;
-        IF dups THEN
+        SELECT coalesce(jsonb_agg(jsonb_build_array(r.row_key, r.row_hash, r.row_data)), '[]') INTO cur FROM pgr._result(q) r;
+        IF (SELECT count(*) <> count(DISTINCT x ->> 0) FROM jsonb_array_elements(cur) x) THEN
             RAISE EXCEPTION 'live query % returns duplicate keys %', qid, q.key_columns;
         END IF;
+        SELECT d.came, d.gone INTO came, gone FROM pgr._diff(qid, cur, NULL) d;
     EXCEPTION WHEN OTHERS THEN
         PERFORM pgr._overflow(qid, SQLERRM);
         RETURN;
@@ -213,16 +220,16 @@ BEGIN
         IF cur = '[]' AND NOT EXISTS (SELECT 1 FROM pgr.live_rows r WHERE r.query_id = qid AND r.row_key = ANY (keys)) THEN
             RETURN;
         END IF;
-        -- Something changes: serialise with other writers of this subscription and
-        -- diff against the snapshot as the previous one committed it.
+        -- Something changes: serialise with other writers of this subscription, then
+        -- read the rows again (a writer that waited sees what the previous one
+        -- committed) and diff against the snapshot as that one left it.
         PERFORM 1 FROM pgr.live_queries WHERE query_id = qid FOR UPDATE;
-        WITH c0 AS (SELECT x ->> 0 AS row_key, x ->> 1 AS row_hash, x -> 2 AS row_data FROM jsonb_array_elements(cur) x),
-             old AS (SELECT r.row_key, r.row_hash, r.row_data FROM pgr.live_rows r WHERE r.query_id = qid AND r.row_key = ANY (keys)),
-             c AS (SELECT c0.* FROM c0 LEFT JOIN old USING (row_key) WHERE old.row_key IS NULL OR old.row_hash <> c0.row_hash),
-             g AS (SELECT old.* FROM old LEFT JOIN c0 USING (row_key) WHERE c0.row_key IS NULL OR old.row_hash <> c0.row_hash)
-        SELECT (SELECT coalesce(jsonb_agg(jsonb_build_array(row_key, row_hash, row_data) ORDER BY row_key), '[]') FROM c),
-               (SELECT coalesce(jsonb_agg(jsonb_build_array(row_key, row_hash, row_data) ORDER BY row_key), '[]') FROM g)
-          INTO came, gone;
+        EXECUTE format(
+            'SELECT coalesce(jsonb_agg(jsonb_build_array(%s, md5(d::text), d)), ''[]'')
+               FROM (SELECT to_jsonb(_r) AS d FROM pgr.%I _r WHERE %s) _s',
+            key_expr, q.view_name, key_cond)
+          INTO cur USING keys;
+        SELECT d.came, d.gone INTO came, gone FROM pgr._diff(qid, cur, keys) d;
     EXCEPTION WHEN OTHERS THEN
         PERFORM pgr._overflow(qid, SQLERRM);
         RETURN;
@@ -427,4 +434,4 @@ $$;
 REVOKE EXECUTE ON FUNCTION pgr.subscribe(text, text, text, jsonb, text[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgr.unsubscribe(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgr._refresh(text), pgr._sync_triggers(), pgr._refresh_keys(text, text[]), pgr._fast_trigger(pgr.live_queries),
-    pgr._publish(pgr.live_queries, jsonb, jsonb), pgr._overflow(text, text) FROM PUBLIC;
+    pgr._publish(pgr.live_queries, jsonb, jsonb), pgr._overflow(text, text), pgr._diff(text, jsonb, text[]) FROM PUBLIC;

@@ -57,6 +57,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         ],
     );
     crate::webhooks::deliver::spawn(state.clone(), &events);
+    crate::storage::tus::spawn_expiry(state.clone());
     if let crate::storage::backend::Backend::Disk(root) = &state.storage_backend {
         let max_age = std::time::Duration::from_secs(state.config.storage_tmp_max_age_secs);
         crate::storage::backend::spawn_sweeper(root.clone(), max_age);

@@ -16,7 +16,8 @@ CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);
 CREATE TABLE public.pairs (a int, b int, note text, PRIMARY KEY (a, b));
 INSERT INTO public.notes (body) SELECT 'note ' || g FROM generate_series(1, 10) g;
 GRANT SELECT ON public.notes TO web_anon;
-GRANT ALL ON public.notes, public.pairs TO editor;
+CREATE VIEW public.notes_view AS SELECT id, body FROM public.notes;
+GRANT ALL ON public.notes, public.pairs, public.notes_view TO editor;
 GRANT USAGE ON SEQUENCE public.notes_id_seq TO editor;
 CREATE FUNCTION public.gate() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
@@ -171,6 +172,11 @@ async fn preferences_ranges_and_locations() {
     assert_eq!(rows, json!([{"body": "located"}]));
     let (st, hd, _) = e.req(Method::POST, "/pairs", &h, Some(json!({"a": 1, "b": 2, "note": "x y"}))).await;
     assert_eq!((st, hd["location"].to_str().unwrap()), (StatusCode::CREATED, "/pairs?a=eq.1&b=eq.2"));
+
+    // Inserting through an (auto-updatable) view with a representation.
+    let h = [auth[0], ("prefer", "return=representation")];
+    let (st, _, rows) = e.req(Method::POST, "/notes_view?select=body", &h, Some(json!({"body": "via view"}))).await;
+    assert_eq!((st, rows), (StatusCode::CREATED, json!([{"body": "via view"}])));
 
     // An update reports its rows as a range; an empty PATCH is a no-op.
     let (st, hd, _) = e.req(Method::PATCH, "/notes?id=lt.4", &auth, Some(json!({"body": "edited"}))).await;

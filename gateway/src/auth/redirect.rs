@@ -7,14 +7,37 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::Config;
 
-/// `redirect_to` if it is SITE_URL or allow-listed (ADDITIONAL_REDIRECT_URLS, `*`
-/// suffix = prefix match), else SITE_URL.
+/// Whether `r` is under `base`: same scheme, host and port (compared parsed, so
+/// `https://app.test@evil.test` or `https://app.test.evil.test` are not), and a path
+/// that starts with the base's path. URLs that do not parse (custom schemes such as
+/// `myapp://callback`) must match textually, up to a `/`, `?` or `#` boundary.
+fn under(r: &str, base: &str) -> bool {
+    match (reqwest::Url::parse(r), reqwest::Url::parse(base)) {
+        (Ok(u), Ok(b)) if u.has_host() && b.has_host() => {
+            u.scheme() == b.scheme()
+                && u.host_str() == b.host_str()
+                && u.port_or_known_default() == b.port_or_known_default()
+                && u.username().is_empty()
+                && {
+                    let (p, bp) = (u.path(), b.path().trim_end_matches('/'));
+                    bp.is_empty() || p == bp || p.starts_with(&format!("{bp}/"))
+                }
+        }
+        _ => {
+            r == base
+                || base.ends_with(['/', '?', '#'])  && r.starts_with(base)
+                || r.strip_prefix(base).is_some_and(|rest| rest.starts_with(['/', '?', '#']))
+        }
+    }
+}
+
+/// `redirect_to` if it is at SITE_URL or allow-listed (ADDITIONAL_REDIRECT_URLS: exact,
+/// or with a trailing `*` any URL under that one), else SITE_URL.
 pub fn target(cfg: &Config, requested: Option<&str>) -> String {
     let Some(r) = requested.map(str::trim).filter(|r| !r.is_empty()) else { return cfg.site_url.clone() };
-    let site = cfg.site_url.trim_end_matches('/');
-    let same_site = r == site || r.starts_with(&format!("{site}/")) || r.starts_with(&format!("{site}?")) || r.starts_with(&format!("{site}#"));
+    let same_site = under(r, cfg.site_url.trim_end_matches('/'));
     let listed = cfg.additional_redirect_urls.iter().any(|u| match u.strip_suffix('*') {
-        Some(prefix) => r.starts_with(prefix),
+        Some(prefix) => under(r, prefix),
         None => r == u,
     });
     if same_site || listed {
@@ -61,6 +84,22 @@ pub fn found(location: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_urls_under_the_allowed_ones_pass() {
+        assert!(under("http://app.test/welcome", "http://app.test"));
+        assert!(under("http://app.test", "http://app.test"));
+        assert!(under("http://app.test/*x", "http://app.test/"));
+        assert!(!under("http://app.test@evil.test/", "http://app.test"));
+        assert!(!under("http://app.test.evil.test/", "http://app.test"));
+        assert!(!under("https://app.test/", "http://app.test"));
+        assert!(!under("http://app.test:8080/", "http://app.test"));
+        assert!(under("http://localhost:3000/cb?x=1", "http://localhost:3000"));
+        assert!(!under("http://localhost:3000@evil.com/", "http://localhost:3000"));
+        assert!(under("myapp://callback", "myapp://callback"));
+        assert!(under("myapp://callback/deep", "myapp://callback"));
+        assert!(!under("myapp://callbackevil", "myapp://callback"));
+    }
 
     #[test]
     fn query_and_fragment_placement() {

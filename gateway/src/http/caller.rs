@@ -123,6 +123,10 @@ impl Caller {
     pub fn from_token(token: &str, cfg: &Config) -> Result<Caller, CallerError> {
         let claims = keys::verify_any(token, &cfg.jwt_secret).map_err(|e| CallerError::Invalid(e.to_string()))?;
         let Value::Object(map) = &claims else { return Err(CallerError::Invalid("the claims are not a JSON object".into())) };
+        // A storage signed-URL token (same secret) grants one object, nothing else.
+        if map.contains_key("url") {
+            return Err(CallerError::BadClaims("a signed-URL token is not an API credential".into()));
+        }
         match map.get("exp") {
             None | Some(Value::Null) => {}
             Some(Value::Number(n)) => {

@@ -197,14 +197,15 @@ pub fn apply_range(headers: &HeaderMap, offset: &mut Option<i64>, limit: &mut Op
     let q_off = offset.unwrap_or(0);
     let new_off = q_off.max(first);
     *offset = Some(new_off);
+    let rest_of_query = |l: i64| q_off.saturating_add(l).saturating_sub(new_off);
     if let Some(last) = last {
-        let header_limit = last - new_off + 1;
+        let header_limit = last.saturating_sub(new_off).saturating_add(1);
         *limit = Some(match *limit {
-            Some(l) => l.min(header_limit).min(q_off + l - new_off).max(0),
+            Some(l) => l.min(header_limit).min(rest_of_query(l)).max(0),
             None => header_limit.max(0),
         });
     } else if let Some(l) = *limit {
-        *limit = Some((q_off + l - new_off).max(0));
+        *limit = Some(rest_of_query(l).max(0));
     }
     Ok(())
 }

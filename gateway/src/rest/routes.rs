@@ -97,6 +97,8 @@ async fn relation(
     let mut info = info(&method, &path, &headers);
     info.timezone = pref.timezone.clone();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
+    // Reads never write, whatever functions the select calls (PostgREST: READ ONLY).
+    info.read_only = matches!(method, Method::GET | Method::HEAD);
     if pref.strict && matches!(method, Method::PATCH | Method::DELETE) {
         info.max_affected = pref.max_affected;
     }
@@ -153,7 +155,7 @@ async fn relation(
         }
         Method::PATCH | Method::DELETE => {
             // An update with nothing to set changes nothing (PostgREST: 204).
-            if method == Method::PATCH && matches!(parse_json(&body)?, Value::Object(ref m) if m.is_empty()) {
+            if method == Method::PATCH && matches!(parse_payload(&headers, &body)?, Value::Object(ref m) if m.is_empty()) {
                 return Ok(decorate(response::build(StatusCode::NO_CONTENT, None, JSON, Some("*/*".into())), &s, &pref, schema, &cache.schemas));
             }
             if q.conditions.is_empty() {

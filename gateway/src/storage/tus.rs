@@ -130,6 +130,12 @@ pub async fn create(State(s): State<AppState>, caller: Result<Caller, CallerErro
     }
     tx.batch_execute("ROLLBACK TO SAVEPOINT probe").await?;
     tx.query_one("SELECT set_config('role', 'pgstack_storage_admin', true)", &[]).await?;
+    // An abandoned upload to this path past its lifetime no longer holds the path.
+    tx.execute(
+        "DELETE FROM storage.uploads WHERE bucket_id = $1 AND name = $2 AND created_at < now() - make_interval(secs => $3)",
+        &[&bucket, &name, &(s.config.storage_tmp_max_age_secs as f64)],
+    )
+    .await?;
     let id: Uuid = match tx
         .query_one(
             "INSERT INTO storage.uploads (bucket_id, name, owner, upload_length, mimetype, cache_control, upsert)
@@ -171,11 +177,15 @@ async fn load(tx: &deadpool_postgres::Transaction<'_>, id: Uuid, caller: &Caller
     let sql = format!(
         "SELECT bucket_id, name, upload_length, upload_offset, mimetype, cache_control, upsert, owner
            FROM storage.uploads WHERE id = $1{}",
-        if lock { " FOR UPDATE NOWAIT" } else { "" }
+        if lock { " FOR UPDATE" } else { "" }
     );
+    if lock {
+        // Another PATCH of this upload still running: wait a little, then 423.
+        tx.batch_execute("SET LOCAL lock_timeout = '2s'").await?;
+    }
     let row = match tx.query_opt(sql.as_str(), &[&id]).await {
         Ok(r) => r,
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) || e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
             return Err(StorageError(StatusCode::LOCKED, "another request is writing to this upload".into()))
         }
         Err(e) => return Err(e.into()),
@@ -253,7 +263,18 @@ pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError
     let tx = admin_tx(&mut client).await?;
     let u = load(&tx, id, &caller, true).await?;
     if claimed != u.offset {
+        // Release the upload's lock now, not when the pooled connection gets to it.
+        tx.rollback().await?;
         return Err(StorageError(StatusCode::CONFLICT, format!("Upload-Offset is {}, not {claimed}", u.offset)));
+    }
+    if u.offset == u.length {
+        // Every byte is here (a zero-length upload, or a finish that failed on the
+        // server's side): an empty PATCH at the end (re)creates the object.
+        tx.commit().await?;
+        finish(&s, &caller, id, &u).await?;
+        let mut res = status(StatusCode::NO_CONTENT);
+        res.headers_mut().insert("upload-offset", HeaderValue::from(u.offset));
+        return Ok(res);
     }
     let too_long = || StorageError(StatusCode::PAYLOAD_TOO_LARGE, "more bytes than Upload-Length".into());
     let mut stream = body.into_data_stream();
@@ -270,6 +291,7 @@ pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError
                     Some(Ok(b)) => {
                         offset += b.len() as i64;
                         if offset > u.length {
+                            tx.rollback().await?;
                             return Err(too_long());
                         }
                         buf.extend_from_slice(b);
@@ -298,6 +320,7 @@ pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError
                 let Ok(b) = b else { break };
                 offset += b.len() as i64;
                 if offset > u.length {
+                    tx.rollback().await?;
                     return Err(too_long());
                 }
                 f.write_all(&b).await?;
@@ -320,11 +343,15 @@ pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError
 /// direct upload would be (as the caller, bucket rules, crash-safe publishing), then
 /// the upload and its staging are removed.
 async fn finish(s: &AppState, caller: &Caller, id: Uuid, u: &Upload) -> StorageResult<()> {
-    let result = match &s.storage_backend {
+    // A staged chunk that cannot be read is the server's failure, not the upload's.
+    let read_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = read_failed.clone();
+    let mut result = match &s.storage_backend {
         Backend::Database => {
             let pool = s.pool.clone();
             let chunks = futures_util::stream::unfold(0i32, move |n| {
                 let pool = pool.clone();
+                let flag = flag.clone();
                 async move {
                     let read = async {
                         let client = pool.get().await.map_err(std::io::Error::other)?;
@@ -334,7 +361,10 @@ async fn finish(s: &AppState, caller: &Caller, id: Uuid, u: &Upload) -> StorageR
                     match read.await {
                         Ok(Some(d)) => Some((Ok(Bytes::from(d)), n + 1)),
                         Ok(None) => None,
-                        Err(e) => Some((Err(e), i32::MAX)),
+                        Err(e) => {
+                            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                            Some((Err(e), i32::MAX))
+                        }
                     }
                 }
             });
@@ -346,7 +376,17 @@ async fn finish(s: &AppState, caller: &Caller, id: Uuid, u: &Upload) -> StorageR
             store(s, caller, &u.bucket, &u.name, &u.mime, &u.cache_control, stream, u.upsert, false).await
         }
     };
-    // Whatever the outcome, the upload is over (a refusal is the object's, not the bytes').
+    if read_failed.load(std::sync::atomic::Ordering::Relaxed) {
+        result = Err(StorageError(StatusCode::SERVICE_UNAVAILABLE, "the staged upload could not be read; retry".into()));
+    }
+    // A server-side failure keeps the staged bytes: the client's retry (an empty PATCH
+    // at the end) finishes again. Success, or a refusal of the object (RLS, rules,
+    // conflict), ends the upload.
+    if let Err(e) = &result {
+        if e.0.is_server_error() {
+            return result.map(|_| ());
+        }
+    }
     let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
     let tx = admin_tx(&mut client).await?;
     tx.execute("DELETE FROM storage.uploads WHERE id = $1", &[&id]).await?;
@@ -375,4 +415,32 @@ pub fn routes() -> axum::Router<AppState> {
                 }
             }),
         )
+}
+
+/// Removes uploads older than STORAGE_TMP_MAX_AGE (and their staged chunks), hourly.
+pub fn spawn_expiry(s: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let run = async {
+                let mut client = s.pool.get().await.map_err(|e| e.to_string())?;
+                let tx = admin_tx(&mut client).await.map_err(|e| e.1)?;
+                let n = tx
+                    .execute(
+                        "DELETE FROM storage.uploads WHERE created_at < now() - make_interval(secs => $1)",
+                        &[&(s.config.storage_tmp_max_age_secs as f64)],
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tx.commit().await.map_err(|e| e.to_string())?;
+                Ok::<u64, String>(n)
+            };
+            match run.await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "storage: expired resumable uploads removed"),
+                Err(e) => tracing::warn!(error = %e, "storage: expiring resumable uploads failed"),
+            }
+        }
+    });
 }

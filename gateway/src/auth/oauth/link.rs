@@ -3,9 +3,12 @@
 //! vouches for the address; otherwise a new account is made.
 //!
 //! Linking to an account whose address was never confirmed would let whoever
-//! registered that address first (possibly not its owner) keep a password into the
-//! owner's account. So such an account is linked only after its password is cleared
-//! and its sessions ended: the provider has just proved who owns the address.
+//! registered that address first (possibly not its owner) keep a way into the owner's
+//! account. So such an account is linked only after its password is cleared, its
+//! sessions ended and its other identities removed: the provider has just proved who
+//! owns the address. And an address a provider does not vouch for never becomes an
+//! account's e-mail (it stays in the identity's data), so it cannot be used to claim
+//! the address's later, verified sign-ins.
 
 use axum::http::StatusCode;
 use deadpool_postgres::Transaction;
@@ -63,8 +66,11 @@ async fn link_or_create(tx: &Transaction<'_>, provider: &str, profile: &Profile)
             }
             if !confirmed {
                 tx.execute(
-                    "WITH s AS (DELETE FROM auth.sessions WHERE user_id = $1)
-                     UPDATE auth.users SET encrypted_password = NULL WHERE id = $1",
+                    "WITH s AS (DELETE FROM auth.sessions WHERE user_id = $1),
+                          i AS (DELETE FROM auth.identities WHERE user_id = $1 AND provider <> 'email')
+                     UPDATE auth.users SET encrypted_password = NULL,
+                            raw_app_meta_data = raw_app_meta_data || jsonb_build_object('providers', jsonb_build_array('email'))
+                      WHERE id = $1",
                     &[&id],
                 )
                 .await?;
@@ -85,10 +91,11 @@ async fn link_or_create(tx: &Transaction<'_>, provider: &str, profile: &Profile)
         }
         None => {
             let app_meta = json!({"provider": provider, "providers": [provider]});
+            let email = profile.email.as_ref().filter(|_| profile.email_verified);
             tx.query_one(
                 "INSERT INTO auth.users (email, role, raw_user_meta_data, raw_app_meta_data, email_confirmed_at)
                  VALUES ($1, 'authenticated', $2, $3, CASE WHEN $4 THEN now() END) RETURNING id",
-                &[&profile.email, &profile.data, &app_meta, &(profile.email_verified && profile.email.is_some())],
+                &[&email, &profile.data, &app_meta, &email.is_some()],
             )
             .await?
             .get(0)

@@ -225,8 +225,10 @@ fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParam
     let wh = if inner.is_empty() { String::new() } else { format!(" WHERE {}", inner.join(" AND ")) };
     let ord = order_sql(&mut sql, &src, &q.order)?;
     let (returning_list, from, inserted) = if stmt.starts_with("INSERT") {
+        // Views have no system columns: their inserts all count as new.
+        let ins = if table.is_view { "true".to_owned() } else { format!("({INS}.xmax = 0)") };
         (
-            format!("{INS} AS _pgs_row, ({INS}.xmax = 0) AS _pgs_ins"),
+            format!("{INS} AS _pgs_row, {ins} AS _pgs_ins"),
             format!("(SELECT (_m._pgs_row).* FROM _pgs_m _m) {R}"),
             "(SELECT count(*) FROM _pgs_m WHERE _pgs_ins)",
         )
