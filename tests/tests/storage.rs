@@ -176,6 +176,9 @@ async fn suite(backend: &str) {
     let res = s.http.get(s.gw.url("/storage/v1/object/public/pub/moved-here.txt")).send().await.unwrap();
     assert_eq!(res.text().await.unwrap(), "moving", "a move across buckets keeps the content");
     assert_eq!(s.json("POST", "/object/move", &s.a, Some(mv("../x", "y", None))).await.0, StatusCode::BAD_REQUEST);
+    // The destination bucket's rules apply (images: image/* only, at most 1000 bytes).
+    assert_eq!(s.json("POST", "/object/copy", &s.service, Some(mv("big.bin", "big.png", Some("images")))).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(s.json("POST", "/object/move", &s.a, Some(mv("users/a/moved.txt", "moved.txt", Some("images")))).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(s.json("POST", "/object/copy", &s.a, Some(json!({"nope": 1}))).await.0, StatusCode::BAD_REQUEST);
     for o in ["users/a/moved.txt"] {
         s.json("DELETE", &format!("/object/avatars/{o}"), &s.service, None).await;

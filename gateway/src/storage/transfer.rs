@@ -59,6 +59,28 @@ fn db_error(e: tokio_postgres::Error, caller: &Caller) -> StorageError {
     }
 }
 
+/// Another bucket's rules apply to what enters it: size and mime type of the object
+/// (from its metadata) against the destination's file_size_limit / allowed_mime_types.
+async fn destination_accepts(tx: &deadpool_postgres::Transaction<'_>, t: &Transfer) -> StorageResult<()> {
+    if t.from_bucket == t.to_bucket {
+        return Ok(());
+    }
+    let (limit, allowed) = super::upload::bucket_rules(tx, &t.to_bucket).await?;
+    let meta: Option<Value> = tx
+        .query_opt("SELECT metadata FROM storage.objects WHERE bucket_id = $1 AND name = $2", &[&t.from_bucket, &t.from])
+        .await?
+        .map(|r| r.get(0));
+    let Some(meta) = meta else { return Err(StorageError::not_found("object not found")) };
+    if limit.is_some_and(|l| meta["size"].as_i64().unwrap_or(0) > l) {
+        return Err(StorageError(StatusCode::PAYLOAD_TOO_LARGE, "object exceeds the destination bucket's file_size_limit".into()));
+    }
+    let mime = meta["mimetype"].as_str().unwrap_or("application/octet-stream");
+    if !super::upload::mime_allowed(&allowed, mime) {
+        return Err(StorageError(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("mime type {mime} is not allowed in the destination bucket")));
+    }
+    Ok(())
+}
+
 fn info() -> RequestInfo<'static> {
     RequestInfo { method: "POST", path: "/storage", headers: "{}".into(), ..Default::default() }
 }
@@ -69,6 +91,7 @@ pub async fn move_object(State(s): State<AppState>, caller: Result<Caller, Calle
     let t = parse(&body)?;
     let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
     let tx = exec::begin(&mut client, &caller, &info()).await?;
+    destination_accepts(&tx, &t).await?;
     let id: Uuid = tx
         .query_opt(
             "UPDATE storage.objects SET bucket_id = $3, name = $4, updated_at = now()
@@ -100,6 +123,7 @@ pub async fn copy_object(State(s): State<AppState>, caller: Result<Caller, Calle
     let t = parse(&body)?;
     let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
     let tx = exec::begin(&mut client, &caller, &info()).await?;
+    destination_accepts(&tx, &t).await?;
     // The source as the caller sees it (RLS), then the new row as the caller inserts it.
     let row = tx
         .query_opt(
