@@ -57,6 +57,8 @@ pub enum LogFormat {
 pub struct Config {
     /// DATABASE_URL: the gateway's login role (normally `authenticator`).
     pub database_url: String,
+    /// The login role named in DATABASE_URL (never usable as a request role).
+    pub login_role: Option<String>,
     /// LISTEN_ADDR (or HOST + PORT): where HTTP is served. Default 127.0.0.1:8080.
     pub listen: SocketAddr,
     /// JWT_SECRET: HS256 key for every token. Required, at least 32 bytes.
@@ -319,9 +321,11 @@ impl Config {
             "DATABASE_URL",
             " (e.g. postgres://authenticator:PASSWORD@127.0.0.1:5432/postgres)",
         ))?;
-        database_url
+        let login_role = database_url
             .parse::<tokio_postgres::Config>()
-            .map_err(|e| ConfigError::Invalid { name: "DATABASE_URL", why: e.to_string() })?;
+            .map_err(|e| ConfigError::Invalid { name: "DATABASE_URL", why: e.to_string() })?
+            .get_user()
+            .map(str::to_owned);
 
         let jwt_secret = src.get("JWT_SECRET").ok_or(ConfigError::Missing(
             "JWT_SECRET",
@@ -355,6 +359,7 @@ impl Config {
 
         Ok(Config {
             database_url,
+            login_role,
             listen,
             jwt_secret,
             jwt_expiry_secs,

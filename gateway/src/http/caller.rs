@@ -179,8 +179,7 @@ impl Caller {
 /// Roles a token may never name, whatever the login role is a member of: the
 /// gateway's internal roles, Postgres's predefined roles, the login role itself.
 fn check_role_name(role: &str, cfg: &Config) -> Result<(), CallerError> {
-    let login = cfg.database_url.parse::<tokio_postgres::Config>().ok().and_then(|c| c.get_user().map(str::to_owned));
-    let reserved = role.starts_with("pgstack_") || role.starts_with("pg_") || role == "postgres" || Some(role) == login.as_deref();
+    let reserved = role.starts_with("pgstack_") || role.starts_with("pg_") || role == "postgres" || Some(role) == cfg.login_role.as_deref();
     if reserved || role.is_empty() || role.len() > 63 {
         return Err(CallerError::BadClaims(format!("role {role:?} cannot be used by a request")));
     }
