@@ -9,6 +9,7 @@ DURATION=${1:-10}
 RATE=${2:-200}
 PGBIN=/usr/lib/postgresql/15/bin
 cargo build --release --bin pgstack -j2 >/dev/null 2>&1
+cargo build --release -p pgstack-tests --example live_clients -j2 >/dev/null 2>&1
 work=$(mktemp -d /tmp/pgstack-bench-XXXX); chmod 755 "$work"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -21,13 +22,13 @@ API=$(sed -n 's/^listening on //p' "$work/dev.out")
 ANON=$(sed -n 's/^ *anon key: *//p' "$work/dev.out")
 SU=$(sed -n 's/^ *Superuser URL: *//p' "$work/dev.out")
 cat > "$work/setup.sql" <<'SQL'
-CREATE TABLE items (id bigserial PRIMARY KEY, qty int NOT NULL, kind text NOT NULL, sent_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE items (id bigserial PRIMARY KEY, qty int NOT NULL, kind text NOT NULL, sent_us bigint NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1e6)::bigint);
 INSERT INTO items (qty, kind) SELECT g % 50, 'other' FROM generate_series(1, 100000) g;
 CREATE INDEX ON items (kind);
 ANALYZE items;
 SQL
 cat > "$work/subscribe.sql" <<'SQL'
-SELECT pgr.subscribe('watched', 'SELECT id, qty, sent_at FROM items WHERE kind = ''watched''');
+SELECT pgr.subscribe('watched', 'SELECT id, qty, sent_us FROM items WHERE kind = ''watched''');
 SQL
 "$PGBIN/psql" -q "$SU" -f "$work/setup.sql"
 printf '\\set id random(1, 100000)\nUPDATE items SET qty = (qty + 1) %% 50 WHERE id = :id;\n' > "$work/upd.sql"
@@ -47,7 +48,7 @@ echo
 echo "| subscribers | messages | frames/s | p50 | p99 | last-arrival p50 | last-arrival p99 |"
 echo "|---|---|---|---|---|---|---|"
 for n in 1 100 1000; do
-  node tests/js/live_clients.mjs "ws://${API#http://}/ws/watched?apikey=$ANON" "$n" > "$work/c.out" 2>"$work/c.err" &
+  target/release/examples/live_clients "ws://${API#http://}/ws/watched?apikey=$ANON" "$n" > "$work/c.out" 2>"$work/c.err" &
   C=$!
   for _ in $(seq 1 300); do grep -q '^ready' "$work/c.out" && break; sleep 0.1; done
   "$PGBIN/pgbench" -n -M prepared -c 2 -j 2 -T "$DURATION" -R "$RATE" -f "$work/ins.sql" "$SU" >/dev/null 2>&1

@@ -28,6 +28,16 @@ pub fn pool(config: &Config) -> anyhow::Result<Pool> {
         .build()?)
 }
 
+/// The pipeline pool for REST requests ([`crate::pgwire`]): same DATABASE_URL and
+/// size as the main pool, connected lazily.
+pub fn wire_pool(config: &Config) -> anyhow::Result<crate::pgwire::WirePool> {
+    let mut pg: tokio_postgres::Config = config.database_url.parse()?;
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(Duration::from_secs(3));
+    }
+    crate::pgwire::pool(pg, config.db_pool_size)
+}
+
 /// True when a pooled connection answers `SELECT 1` within [`PING_TIMEOUT`].
 /// A broken connection is dropped here, so the next call dials afresh.
 pub async fn ping(pool: &Pool) -> bool {

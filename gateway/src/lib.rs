@@ -17,6 +17,7 @@ pub mod http;
 pub mod install;
 pub mod keys;
 pub mod listener;
+pub mod pgwire;
 pub mod realtime;
 pub mod rest;
 pub mod router;

@@ -71,6 +71,11 @@ enum KeysCmd {
     },
 }
 
+/// mimalloc: a request allocates many small, short-lived buffers (headers, JSON,
+/// SQL text); glibc malloc showed as 14% of the gateway's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -46,7 +46,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     check_database(&pool).await;
     crate::rest::init_settings(&config);
     let database_url = config.database_url.clone();
-    let state = AppState::new(config, pool, mailer);
+    let wire = db::wire_pool(&config)?;
+    let state = AppState::new(config, pool, wire, mailer);
     let events = crate::listener::spawn(
         database_url,
         vec![

@@ -7,13 +7,26 @@ use crate::auth::mailer::Mailer;
 use crate::config::Config;
 use crate::rest::schema_cache::CacheHandle;
 
-/// Cheap to clone: everything inside is shared.
+/// Cheap to clone (one reference count): handlers' extractors clone it on every
+/// request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What every handler shares.
+pub struct Shared {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// Connections as the gateway's login role.
     pub pool: deadpool_postgres::Pool,
+    /// Pipeline connections (same role) for REST's one-round-trip requests.
+    pub wire: crate::pgwire::WirePool,
     /// Tables, views and functions of the exposed schemas.
     pub schema_cache: CacheHandle,
     /// Whether the schema cache was loaded at least once.
@@ -38,21 +51,16 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state from a configuration and a pool.
-    pub fn new(config: Config, pool: deadpool_postgres::Pool, mailer: Mailer) -> Self {
+    pub fn new(config: Config, pool: deadpool_postgres::Pool, wire: crate::pgwire::WirePool, mailer: Mailer) -> Self {
         let config_queue = config.ws_client_queue;
         let config_backend_disk = config.storage_backend == "disk";
         let config_root = config.storage_root.clone();
-        let deno = Arc::new(
-            crate::functions::deno::DenoWorker::new(config.deno_path.clone(), config.function_memory_mb)
-                .expect("a temporary folder for function modules"),
-        );
-        let webhook_policy = Arc::new(crate::webhooks::ssrf::Policy {
-            allow_private: config.webhook_allow_private,
-            allowed_hosts: config.webhook_allowed_hosts.clone(),
-        });
-        AppState {
+        let deno = Arc::new(crate::functions::deno::DenoWorker::new(config.deno_path.clone(), config.function_memory_mb).expect("a temporary folder for function modules"));
+        let webhook_policy = Arc::new(crate::webhooks::ssrf::Policy { allow_private: config.webhook_allow_private, allowed_hosts: config.webhook_allowed_hosts.clone() });
+        AppState(Arc::new(Shared {
             config: Arc::new(config),
             pool,
+            wire,
             schema_cache: CacheHandle::default(),
             schema_cache_loaded: Arc::new(AtomicBool::new(false)),
             hub: crate::realtime::hub::Hub::new(config_queue),
@@ -67,6 +75,6 @@ impl AppState {
             },
             mailer,
             oauth: Arc::new(crate::auth::oauth::client::OAuthRuntime::new()),
-        }
+        }))
     }
 }

@@ -45,17 +45,9 @@ fn token(claims: Value) -> String {
 async fn start() -> Env {
     let tc = TestCluster::start().await.unwrap();
     tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
-    let gw = Gateway::serve(
-        &tc,
-        &[
-            ("DB_ANON_ROLE", "web_anon"),
-            ("DB_PRE_REQUEST", "public.gate"),
-            ("DB_TX_END", "commit-allow-override"),
-            ("REST_ERROR_FORMAT", "postgrest"),
-        ],
-    )
-    .await
-    .unwrap();
+    let gw = Gateway::serve(&tc, &[("DB_ANON_ROLE", "web_anon"), ("DB_PRE_REQUEST", "public.gate"), ("DB_TX_END", "commit-allow-override"), ("REST_ERROR_FORMAT", "postgrest")])
+        .await
+        .unwrap();
     Env { http: Client::new(), gw, _tc: tc }
 }
 
@@ -117,7 +109,8 @@ async fn roles_tokens_and_the_anonymous_role() {
     let (st, _, err) = e.req(Method::GET, "/notes", &[("authorization", "Bearer ")], None).await;
     assert_eq!((st, err["code"].as_str(), err["message"].as_str()), (StatusCode::UNAUTHORIZED, Some("PGRST301"), Some("Empty JWT is sent in Authorization header")));
     // A token signed with another secret.
-    let forged = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({"role": "editor"}), &jsonwebtoken::EncodingKey::from_secret(b"another-secret-another-secret-xx")).unwrap();
+    let forged =
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({"role": "editor"}), &jsonwebtoken::EncodingKey::from_secret(b"another-secret-another-secret-xx")).unwrap();
     let (st, _, err) = e.req(Method::GET, "/notes", &[("authorization", &format!("Bearer {forged}"))], None).await;
     assert_eq!((st, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("PGRST301")));
 
@@ -232,4 +225,69 @@ async fn csv_stripped_nulls_and_unsatisfiable_ranges() {
     assert_eq!(h["content-range"], "*/10");
     let (st, _, err) = e.req(Method::GET, "/notes?limit=-1", &[], None).await;
     assert_eq!((st, err["details"].as_str()), (StatusCode::RANGE_NOT_SATISFIABLE, Some("Limit should be greater than or equal to zero.")));
+}
+
+/// REST requests run as one pipeline per request (role setup, pre-request, statement,
+/// one Sync): one implicit transaction. On a single pooled connection: a failing
+/// statement rolls back the pre-request function's write too, the next request runs
+/// with its own role and claims (nothing leaks from the previous one), and errors
+/// never leave the connection out of step.
+#[tokio::test]
+async fn one_round_trip_requests_are_atomic_and_leave_the_connection_clean() {
+    let tc = TestCluster::start().await.unwrap();
+    let su = tc.superuser().await.unwrap();
+    su.batch_execute(FIXTURE).await.unwrap();
+    su.batch_execute(
+        "CREATE TABLE public.audit_log (id serial PRIMARY KEY, method text, path text, role text);
+         GRANT INSERT ON public.audit_log TO web_anon, editor;
+         GRANT USAGE ON SEQUENCE public.audit_log_id_seq TO web_anon, editor;
+         -- Reads run READ ONLY (as in PostgREST): only writes are audited.
+         CREATE FUNCTION public.audit() RETURNS void LANGUAGE plpgsql AS $$
+         BEGIN
+           IF current_setting('request.method') <> 'GET' THEN
+             INSERT INTO public.audit_log (method, path, role)
+             VALUES (current_setting('request.method'), current_setting('request.path'), current_user);
+           END IF;
+         END $$;
+         GRANT EXECUTE ON FUNCTION public.audit() TO web_anon, editor;",
+    )
+    .await
+    .unwrap();
+    let gw = Gateway::serve(&tc, &[("DB_ANON_ROLE", "web_anon"), ("DB_PRE_REQUEST", "public.audit"), ("DB_POOL_SIZE", "1")]).await.unwrap();
+    let e = Env { http: Client::new(), gw, _tc: tc };
+    let editor = format!("Bearer {}", token(json!({"role": "editor", "name": "ed"})));
+    let audited = |method: &'static str| {
+        let su = &su;
+        async move { su.query_one("SELECT count(*) FROM public.audit_log WHERE method = $1 AND path = '/notes'", &[&method]).await.unwrap().get::<_, i64>(0) }
+    };
+
+    // The statement fails (NOT NULL): the pre-request's audit row goes with it.
+    let (st, _, err) = e.req(Method::POST, "/notes", &[("authorization", &editor)], Some(json!({"body": null}))).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("23502")), "{err}");
+    assert_eq!(audited("POST").await, 0, "a failed request leaves nothing behind");
+    let (st, _, _) = e.req(Method::POST, "/notes", &[("authorization", &editor)], Some(json!({"body": "kept"}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(audited("POST").await, 1);
+    let role: String = su.query_one("SELECT role FROM public.audit_log WHERE method = 'POST'", &[]).await.unwrap().get(0);
+    assert_eq!(role, "editor", "the pre-request function ran as the request's role");
+
+    // Same connection, next request without a token: its own role, no leftover claims.
+    let (st, _, who) = e.req(Method::GET, "/rls-debug", &[], None).await;
+    assert_eq!((st, &who["role"], &who["claims"]["name"]), (StatusCode::OK, &json!("web_anon"), &Value::Null), "{who}");
+    let (st, _, err) = e.req(Method::POST, "/notes", &[], Some(json!({"body": "x"}))).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("42501")), "anon still may not write: {err}");
+
+    // Errors of every stage (parse, bind, execute) interleaved with successes: each
+    // answer belongs to its own request.
+    for i in 0..10 {
+        let (st, _, err) = e.req(Method::GET, "/notes?select=nope", &[], None).await;
+        assert_eq!((st, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("42703")), "{err}");
+        let (st, _, err) = e.req(Method::GET, "/notes?id=eq.not-a-number", &[], None).await;
+        assert_eq!((st, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("22P02")), "{err}");
+        let (st, _, rows) = e.req(Method::GET, &format!("/notes?select=id&id=eq.{}", i + 1), &[], None).await;
+        assert_eq!((st, rows), (StatusCode::OK, json!([{"id": i + 1}])));
+    }
+    let (st, _, _) = e.req(Method::PATCH, "/notes?id=eq.1", &[("authorization", &editor)], Some(json!({"body": null}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!((audited("POST").await, audited("PATCH").await), (1, 0), "only the successful write was audited");
 }

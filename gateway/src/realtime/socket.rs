@@ -8,7 +8,10 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+/// Frames written before one flush when a client's queue has several waiting.
+const MAX_BATCH: usize = 64;
 
 use super::hub::{Hub, Slot};
 
@@ -35,23 +38,41 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, name: String, ad_hoc: bool, _
     let mut ping = tokio::time::interval(Duration::from_secs(30));
     ping.tick().await;
     let mut joined = false;
-    loop {
+    'run: loop {
         tokio::select! {
-            frame = rx.recv() => match frame {
-                Ok(f) if f.origin == me => {}
-                Ok(f) => {
-                    if sink.send(Message::Text(f.text)).await.is_err() {
-                        break;
+            frame = rx.recv() => {
+                // Under load several frames are waiting: write them all, flush once.
+                let mut next = Some(frame);
+                let mut written = 0;
+                while let Some(frame) = next.take() {
+                    let out = match frame {
+                        Ok(f) if f.origin == me => None,
+                        Ok(f) => Some(f.text),
+                        // Too slow: skip what was missed and tell the client to resync
+                        // (ad-hoc channels have nothing to re-fetch).
+                        Err(RecvError::Lagged(_)) if ad_hoc => None,
+                        Err(RecvError::Lagged(_)) => Some(channel.overflow_frame().into()),
+                        Err(RecvError::Closed) => break 'run,
+                    };
+                    if let Some(text) = out {
+                        if sink.feed(Message::Text(text)).await.is_err() {
+                            break 'run;
+                        }
+                        written += 1;
+                    }
+                    if written < MAX_BATCH {
+                        next = match rx.try_recv() {
+                            Ok(f) => Some(Ok(f)),
+                            Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                            Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                            Err(TryRecvError::Empty) => None,
+                        };
                     }
                 }
-                Err(RecvError::Lagged(_)) => {
-                    // Too slow: skip what was missed and tell the client to resync.
-                    if ad_hoc || sink.send(Message::Text(channel.overflow_frame().into())).await.is_err() {
-                        if !ad_hoc { break; }
-                    }
+                if sink.flush().await.is_err() {
+                    break;
                 }
-                Err(RecvError::Closed) => break,
-            },
+            }
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(t))) => handle(&hub, &channel, me, &client_id, &name, t.as_str(), &mut joined),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -80,7 +101,9 @@ pub async fn run(socket: WebSocket, hub: Arc<Hub>, name: String, ad_hoc: bool, _
 
 /// A frame from the client: broadcast or presence; anything else is ignored.
 fn handle(hub: &Hub, channel: &super::hub::Channel, me: u64, client_id: &str, name: &str, text: &str, joined: &mut bool) {
-    let Ok(v) = serde_json::from_str::<Value>(text) else { return };
+    let Ok(v) = serde_json::from_str::<Value>(text) else {
+        return;
+    };
     let relay = hub.relay.get();
     match v.get("type").and_then(Value::as_str) {
         Some("broadcast") => {

@@ -72,13 +72,28 @@ impl RestError {
             tracing::warn!(error = %e, "database connection failed during a REST request");
             return Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database connection lost", None, None);
         };
-        let code = db.code().code();
+        Self::from_fields(db.code().code(), db.message(), db.detail(), db.hint(), anon)
+    }
+
+    /// Maps a database error of the pipeline connection ([`crate::pgwire`]).
+    pub fn from_wire(e: crate::pgwire::WireError, anon: bool) -> Self {
+        match e {
+            crate::pgwire::WireError::Db(f) => Self::from_fields(&f.code, &f.message, f.detail.as_deref(), f.hint.as_deref(), anon),
+            crate::pgwire::WireError::Io(e) => {
+                tracing::warn!(error = %e, "database connection failed during a REST request");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database connection lost", None, None)
+            }
+        }
+    }
+
+    /// Maps an ErrorResponse's SQLSTATE, message, detail and hint.
+    fn from_fields(code: &str, message: &str, detail: Option<&str>, hint: Option<&str>, anon: bool) -> Self {
         if code == "PGRST" {
-            return Self::raised(db.message(), db.detail());
+            return Self::raised(message, detail);
         }
         // RAISE SQLSTATE 'PTnnn': the function picks the HTTP status.
         if let Some(st) = code.strip_prefix("PT").and_then(|n| n.parse::<u16>().ok()).and_then(|n| StatusCode::from_u16(n).ok()) {
-            let mut e = Self::new(st, code, db.message(), db.detail().map(str::to_owned), db.hint());
+            let mut e = Self::new(st, code, message, detail.map(str::to_owned), hint);
             e.status = st;
             return e;
         }
@@ -100,13 +115,13 @@ impl RestError {
             c if c.starts_with("25") || c.starts_with("40") => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
-        let message = if code == "57014" { "canceling statement due to statement timeout".to_owned() } else { db.message().to_owned() };
+        let message = if code == "57014" { "canceling statement due to statement timeout".to_owned() } else { message.to_owned() };
         RestError {
             status,
             code: code.to_owned(),
             message,
-            details: db.detail().map(|d| Value::String(d.to_owned())).unwrap_or(Value::Null),
-            hint: db.hint().map(|h| Value::String(h.to_owned())).unwrap_or(Value::Null),
+            details: detail.map(|d| Value::String(d.to_owned())).unwrap_or(Value::Null),
+            hint: hint.map(|h| Value::String(h.to_owned())).unwrap_or(Value::Null),
             cause: None,
             headers: Vec::new(),
         }
@@ -139,11 +154,7 @@ impl RestError {
             details: text("details"),
             hint: text("hint"),
             cause: None,
-            headers: d
-                .get("headers")
-                .and_then(Value::as_object)
-                .map(|h| h.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
-                .unwrap_or_default(),
+            headers: d.get("headers").and_then(Value::as_object).map(|h| h.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect()).unwrap_or_default(),
         }
     }
 }
@@ -162,6 +173,13 @@ impl From<CallerError> for RestError {
 impl From<deadpool_postgres::PoolError> for RestError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         tracing::warn!(error = %e, "no database connection for REST");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database client error. Retrying the connection.", None, None)
+    }
+}
+
+impl From<deadpool::managed::PoolError<std::io::Error>> for RestError {
+    fn from(e: deadpool::managed::PoolError<std::io::Error>) -> Self {
+        tracing::warn!(error = %e, "no pipeline connection for REST");
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database client error. Retrying the connection.", None, None)
     }
 }

@@ -1,4 +1,4 @@
-//! Exec: the only place REST touches the pool. One transaction per request: the
+//! Exec: the only place REST touches the database. One transaction per request: the
 //! role and claims are set transaction-locally (pipelined with the statement), so
 //! GRANTs and RLS decide, and pooled connections stay clean.
 
@@ -8,6 +8,8 @@ use tokio_postgres::types::ToSql;
 use super::error::RestError;
 use super::sql::Sql;
 use crate::http::caller::Caller;
+use crate::pgwire::Step;
+use crate::state::AppState;
 
 const SETUP: &str = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
                             set_config('request.method', $3, true), set_config('request.path', $4, true), \
@@ -91,92 +93,59 @@ pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows:
     }
 }
 
-/// Prepared statements kept per connection before the cache is emptied.
-const MAX_CACHED_STATEMENTS: usize = 1000;
-
 /// Runs `sql` as `caller`. `rows` = the statement returns the 4-column row shape;
 /// otherwise it is a bare write and the affected count is returned.
 ///
-/// Once the statement is prepared on the connection, BEGIN, the role/claims setup,
-/// the statement and COMMIT go out together: one network round trip. (If the
-/// statement fails, the COMMIT that follows it ends the aborted transaction as a
-/// rollback.) A statement the login role cannot even parse (a schema without USAGE
-/// for it) runs the slow way: prepared inside the transaction, after the role switch.
-pub async fn run(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
+/// The role/claims setup, the pre-request function, the statement and the response
+/// settings go out as one pipeline on a [`crate::pgwire`] connection: one round trip
+/// and one implicit transaction (committed at its Sync; any error rolls all of it
+/// back). The statement is parsed after the setup ran, so as the request's role.
+/// `Prefer: tx=rollback` and `max-affected` need an explicit end: they take the
+/// sequential path.
+pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
+    if info.max_affected.is_some() || rollback {
+        return run_in_transaction(&state.pool, caller, info, sql, rows, rollback).await;
+    }
     let anon = caller.role == pgstack_shared::Role::Anon;
-    let db = |e| RestError::from_db(e, anon);
-    if info.max_affected.is_some() {
-        // The count decides between COMMIT and ROLLBACK: no pipelining.
-        return run_in_transaction(pool, caller, info, sql, rows, rollback).await;
-    }
-    let client = pool.get().await?;
-    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
-        client.statement_cache.clear();
-    }
-    let main = match client.prepare_cached(&sql.text).await {
-        Ok(stmt) => stmt,
-        Err(e) if matches!(e.code().map(|c| c.code()), Some("42501" | "3F000")) => {
-            drop(client);
-            return run_in_transaction(pool, caller, info, sql, rows, rollback).await;
-        }
-        Err(e) => return Err(db(e)),
-    };
-    let begin = client.prepare_cached("BEGIN").await.map_err(db)?;
-    let setup = client.prepare_cached(SETUP).await.map_err(db)?;
-    let end = client.prepare_cached(if rollback { "ROLLBACK" } else { "COMMIT" }).await.map_err(db)?;
-    let pre = match &super::settings().pre_request_sql {
-        Some(text) => Some(client.prepare_cached(text).await.map_err(db)?),
-        None => None,
-    };
     let claims = caller.claims.to_string();
-    let role = caller.pg_role.as_str();
-    let setup_params: [&(dyn ToSql + Sync); 8] =
-        [&role, &claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone, &info.statement_timeout];
-    let gucs = match info.response_gucs {
-        true => Some(client.prepare_cached(RESPONSE_GUCS).await.map_err(db)?),
-        false => None,
-    };
-    let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-
-    // Futures polled together are written to the connection in order: one round trip.
-    let (b, s, p, m, g, e) = tokio::join!(
-        client.execute(&begin, &[]),
-        client.query(&setup, &setup_params),
-        async {
-            match &pre {
-                Some(stmt) => client.query(stmt, &[]).await.map(|_| ()),
-                None => Ok(()),
-            }
-        },
-        async {
-            if rows {
-                client.query(&main, &params).await.map(Ok)
-            } else {
-                client.execute(&main, &params).await.map(Err)
-            }
-        },
-        async {
-            match &gucs {
-                Some(stmt) => client.query_one(stmt, &[]).await.map(Some),
-                None => Ok(None),
-            }
-        },
-        client.execute(&end, &[]),
-    );
-    b.map_err(db)?;
-    s.map_err(db)?;
-    p.map_err(db)?;
-    let mut out = match m.map_err(db)? {
-        Ok(rows) => {
-            let row = rows.first().ok_or_else(|| RestError::internal(anyhow::anyhow!("statement returned no row")))?;
-            Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3), ..Default::default() }
-        }
-        Err(n) => Outcome { count: n as i64, ..Default::default() },
-    };
-    if let Some(row) = g.map_err(db)? {
-        (out.response_headers, out.response_status) = (row.get(0), row.get(1));
+    let read_only = if info.read_only { "true" } else { "false" };
+    let mut steps = vec![Step {
+        sql: SETUP,
+        params: vec![
+            Some(caller.pg_role.as_str()),
+            Some(&claims),
+            Some(info.method),
+            Some(info.path),
+            Some(&info.headers),
+            Some(read_only),
+            info.timezone.as_deref(),
+            info.statement_timeout.as_deref(),
+        ],
+    }];
+    if let Some(pre) = &super::settings().pre_request_sql {
+        steps.push(Step { sql: pre, params: Vec::new() });
     }
-    e.map_err(db)?;
+    let main = steps.len();
+    steps.push(Step { sql: &sql.text, params: sql.params.iter().map(Option::as_deref).collect() });
+    if info.response_gucs {
+        steps.push(Step { sql: RESPONSE_GUCS, params: Vec::new() });
+    }
+    let mut conn = state.wire.get().await?;
+    let mut results = conn.pipeline(&steps).await.map_err(|e| RestError::from_wire(e, anon))?;
+    let short = || RestError::internal(anyhow::anyhow!("the pipeline returned fewer results than steps"));
+    let mut out = if rows {
+        let row = results.get_mut(main).ok_or_else(short)?.rows.pop().ok_or_else(|| RestError::internal(anyhow::anyhow!("statement returned no row")))?;
+        let mut cols = row.into_iter();
+        let (body, count, object, total) = (cols.next().flatten(), cols.next().flatten(), cols.next().flatten(), cols.next().flatten());
+        let int = |v: Option<String>| v.and_then(|t| t.parse::<i64>().ok());
+        Outcome { body, count: int(count).unwrap_or(0), object, total: int(total), ..Default::default() }
+    } else {
+        Outcome { count: results.get(main).ok_or_else(short)?.affected as i64, ..Default::default() }
+    };
+    if info.response_gucs {
+        let mut cols = results.get_mut(main + 1).and_then(|r| r.rows.pop()).ok_or_else(short)?.into_iter();
+        (out.response_headers, out.response_status) = (cols.next().flatten(), cols.next().flatten());
+    }
     Ok(out)
 }
 

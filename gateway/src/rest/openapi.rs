@@ -71,7 +71,7 @@ pub async fn openapi(State(s): State<AppState>, caller: Result<Caller, CallerErr
     sql.push(VISIBLE);
     sql.params.push(Some(schema.to_owned()));
     let info = RequestInfo { method: "GET", path: "/", headers: "{}".into(), ..Default::default() };
-    let out = exec::run(&s.pool, &caller, &info, &sql, true, false).await?;
+    let out = exec::run(&s, &caller, &info, &sql, true, false).await?;
     let visible: Value = serde_json::from_str(out.body.as_deref().unwrap_or("{}")).unwrap_or_default();
     let names = |k: &str| -> Vec<String> { visible[k].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect() };
 

@@ -107,7 +107,7 @@ async fn relation(
         Method::GET | Method::HEAD => {
             let count = pref.count.as_ref().map(|_| CountMode::Exact);
             let sql = plan::read(&cache, table, &q, count)?;
-            let mut out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
+            let mut out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
             super::format::convert(&s.pool, &mut out, accept).await?;
             let offset = q.offset.unwrap_or(0);
             let range = response::content_range(offset, out.count, out.total);
@@ -184,7 +184,7 @@ async fn relation(
             let payload = Payload::from_body(parse_payload(&headers, &body)?, None)?;
             let returning = pref.ret == Return::Representation;
             let sql = plan::put(&cache, table, &q, &payload, returning)?;
-            let mut out = exec::run(&s.pool, &caller, &info, &sql, returning, pref.rollback).await?;
+            let mut out = exec::run(&s, &caller, &info, &sql, returning, pref.rollback).await?;
             super::format::convert(&s.pool, &mut out, accept).await?;
             if !returning {
                 return Ok(decorate(response::build(StatusCode::NO_CONTENT, None, JSON, None), &s, &pref, schema, &cache.schemas));
@@ -218,7 +218,7 @@ async fn insert_headers_only(
         .map(|c| request::SelectItem::Field { field: request::Field { column: c.clone(), path: Vec::new() }, alias: None, cast: None })
         .collect();
     let sql = plan::insert(cache, table, &q, payload, conflict, true, pref.missing_default)?;
-    let out = exec::run(&s.pool, caller, info, &sql, true, pref.rollback).await?;
+    let out = exec::run(&s, caller, info, &sql, true, pref.rollback).await?;
     let rows: Value = serde_json::from_str(out.body.as_deref().unwrap_or("[]")).unwrap_or(Value::Null);
     let total = pref.count.as_ref().map(|_| out.count);
     let mut res = response::build(StatusCode::CREATED, None, JSON, Some(response::content_range(0, 0, total)));
@@ -266,7 +266,7 @@ async fn write(
     ranged: bool,
 ) -> Result<Response<Body>, RestError> {
     let returning = pref.ret == Return::Representation;
-    let mut out = exec::run(&s.pool, caller, info, &sql, returning, pref.rollback).await?;
+    let mut out = exec::run(&s, caller, info, &sql, returning, pref.rollback).await?;
     if returning {
         super::format::convert(&s.pool, &mut out, accept).await?;
     }
@@ -339,7 +339,7 @@ async fn rpc(
     if pref.strict {
         info.max_affected = pref.max_affected;
     }
-    let mut out = exec::run(&s.pool, &caller, &info, &sql, true, pref.rollback).await?;
+    let mut out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
     if f.returns_set {
         super::format::convert(&s.pool, &mut out, accept).await?;
     }

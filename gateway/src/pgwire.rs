@@ -1,0 +1,401 @@
+//! A lean Postgres connection for the REST hot path.
+//!
+//! tokio-postgres ends every statement with a Sync, so a request's role / claims
+//! set-up and its statement need an explicit BEGIN and COMMIT: four executions and four
+//! ReadyForQuery turns in Postgres per request. Here a request is one *pipeline*:
+//! `Bind/Execute` for each step and a single `Sync` — the steps share Postgres's
+//! implicit transaction (committed at the Sync, rolled back by any error), so the
+//! transaction-local `set_config` of the first step holds for the next. The request
+//! task owns the socket while it runs: one write and (usually) one read per request,
+//! no connection task in between.
+//!
+//! Statements are parsed once per connection (named `s<n>`, parameters all text) and
+//! reused. Messages are encoded and decoded by postgres-protocol (the crate under
+//! tokio-postgres), which also does SCRAM-SHA-256. Connections follow the same
+//! `DATABASE_URL` as the main pool (TCP or a Unix socket, no TLS: as the main pool).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::{backend, frontend};
+use postgres_protocol::IsNull;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::config::Host;
+
+/// Prepared statements kept per connection before they are all closed.
+const MAX_STATEMENTS: usize = 1000;
+
+/// A failure of a pipeline.
+#[derive(Debug)]
+pub enum WireError {
+    /// Postgres answered with an error; the connection is fine.
+    Db(DbFields),
+    /// The connection failed (it is discarded).
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Db(d) => write!(f, "{}: {}", d.code, d.message),
+            WireError::Io(e) => write!(f, "database connection: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+impl From<std::io::Error> for WireError {
+    fn from(e: std::io::Error) -> Self {
+        WireError::Io(e)
+    }
+}
+
+/// The fields of an ErrorResponse that callers map to HTTP.
+#[derive(Debug, Default, Clone)]
+pub struct DbFields {
+    /// SQLSTATE.
+    pub code: String,
+    /// Primary message.
+    pub message: String,
+    /// DETAIL.
+    pub detail: Option<String>,
+    /// HINT.
+    pub hint: Option<String>,
+}
+
+impl DbFields {
+    fn parse(body: &backend::ErrorResponseBody) -> std::io::Result<DbFields> {
+        let mut out = DbFields::default();
+        let mut fields = body.fields();
+        while let Some(f) = fields.next()? {
+            let v = String::from_utf8_lossy(f.value_bytes()).into_owned();
+            match f.type_() {
+                b'C' => out.code = v,
+                b'M' => out.message = v,
+                b'D' => out.detail = Some(v),
+                b'H' => out.hint = Some(v),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One statement of a pipeline: its text and its text parameters (None = NULL).
+pub struct Step<'a> {
+    /// SQL text (parsed once per connection).
+    pub sql: &'a str,
+    /// Parameters, all text.
+    pub params: Vec<Option<&'a str>>,
+}
+
+/// What one step returned: its rows (text columns) and its command tag's count.
+#[derive(Debug, Default)]
+pub struct StepResult {
+    /// Rows, each a list of text values.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// Rows affected / returned, from the command tag.
+    pub affected: u64,
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Stream {
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.write_all(buf).await,
+            Stream::Unix(s) => s.write_all(buf).await,
+        }
+    }
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read_buf(buf).await,
+            Stream::Unix(s) => s.read_buf(buf).await,
+        }
+    }
+}
+
+/// One connection.
+pub struct WireConn {
+    stream: Stream,
+    read: BytesMut,
+    write: BytesMut,
+    statements: HashMap<String, String>,
+    next_statement: u64,
+    /// A pipeline was interrupted (its future dropped) or I/O failed: never reuse.
+    broken: bool,
+}
+
+impl WireConn {
+    /// Connects and authenticates as `DATABASE_URL` says.
+    pub async fn connect(config: &tokio_postgres::Config) -> std::io::Result<WireConn> {
+        let timeout = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(5));
+        tokio::time::timeout(timeout, Self::connect_inner(config)).await.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting to Postgres timed out"))?
+    }
+
+    async fn connect_inner(config: &tokio_postgres::Config) -> std::io::Result<WireConn> {
+        let hosts = config.get_hosts();
+        let ports = config.get_ports();
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "DATABASE_URL names no host");
+        for (i, host) in hosts.iter().enumerate() {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            let stream = match host {
+                Host::Tcp(h) => tokio::net::TcpStream::connect((h.as_str(), port)).await.map(|s| {
+                    let _ = s.set_nodelay(true);
+                    Stream::Tcp(s)
+                }),
+                Host::Unix(dir) => tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await.map(Stream::Unix),
+            };
+            match stream {
+                Ok(s) => {
+                    let mut conn = WireConn {
+                        stream: s,
+                        read: BytesMut::with_capacity(16 * 1024),
+                        write: BytesMut::with_capacity(4 * 1024),
+                        statements: HashMap::new(),
+                        next_statement: 0,
+                        broken: false,
+                    };
+                    conn.startup(config).await?;
+                    return Ok(conn);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn startup(&mut self, config: &tokio_postgres::Config) -> std::io::Result<()> {
+        let user = config.get_user().unwrap_or("postgres");
+        let db = config.get_dbname().unwrap_or(user);
+        let mut params = vec![("user", user), ("database", db), ("application_name", "pgstack"), ("client_encoding", "UTF8")];
+        if let Some(o) = config.get_options() {
+            params.push(("options", o));
+        }
+        frontend::startup_message(params.iter().copied(), &mut self.write)?;
+        self.flush().await?;
+        let password = config.get_password().unwrap_or_default().to_vec();
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            match self.next_message().await? {
+                backend::Message::AuthenticationOk => {}
+                backend::Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(&password, &mut self.write)?;
+                    self.flush().await?;
+                }
+                backend::Message::AuthenticationMd5Password(body) => {
+                    let hash = postgres_protocol::authentication::md5_hash(user.as_bytes(), &password, body.salt());
+                    frontend::password_message(hash.as_bytes(), &mut self.write)?;
+                    self.flush().await?;
+                }
+                backend::Message::AuthenticationSasl(body) => {
+                    let mut mechanisms = body.mechanisms();
+                    let mut found = false;
+                    while let Some(m) = mechanisms.next()? {
+                        found |= m == "SCRAM-SHA-256";
+                    }
+                    if !found {
+                        return Err(other("the server offers no SCRAM-SHA-256 authentication"));
+                    }
+                    let s = ScramSha256::new(&password, ChannelBinding::unsupported());
+                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut self.write)?;
+                    self.flush().await?;
+                    scram = Some(s);
+                }
+                backend::Message::AuthenticationSaslContinue(body) => {
+                    let s = scram.as_mut().ok_or_else(|| other("unexpected SASL message"))?;
+                    s.update(body.data())?;
+                    frontend::sasl_response(s.message(), &mut self.write)?;
+                    self.flush().await?;
+                }
+                backend::Message::AuthenticationSaslFinal(body) => {
+                    scram.as_mut().ok_or_else(|| other("unexpected SASL message"))?.finish(body.data())?;
+                }
+                backend::Message::ErrorResponse(body) => {
+                    let f = DbFields::parse(&body)?;
+                    return Err(other(&format!("{}: {}", f.code, f.message)));
+                }
+                backend::Message::ReadyForQuery(_) => return Ok(()),
+                backend::Message::BackendKeyData(_) | backend::Message::ParameterStatus(_) | backend::Message::NoticeResponse(_) => {}
+                _ => return Err(other("unsupported authentication method")),
+            }
+        }
+    }
+
+    /// Whether this connection may serve another request.
+    pub fn is_usable(&self) -> bool {
+        !self.broken
+    }
+
+    /// Runs `steps` as one implicit transaction (one Sync): every step's rows, or the
+    /// first error (after which Postgres skipped the rest and rolled back).
+    pub async fn pipeline(&mut self, steps: &[Step<'_>]) -> Result<Vec<StepResult>, WireError> {
+        if self.statements.len() + steps.len() > MAX_STATEMENTS {
+            self.close_all().await?;
+        }
+        self.broken = true; // until the ReadyForQuery: a dropped future leaves it so
+        self.write.clear();
+        let mut fresh: Vec<(String, String)> = Vec::new();
+        for step in steps {
+            let name = match self.statements.get(step.sql) {
+                Some(n) => n.clone(),
+                None => {
+                    self.next_statement += 1;
+                    let n = format!("s{}", self.next_statement);
+                    frontend::parse(&n, step.sql, std::iter::empty(), &mut self.write)?;
+                    fresh.push((step.sql.to_owned(), n.clone()));
+                    n
+                }
+            };
+            frontend::bind(
+                "",
+                &name,
+                std::iter::empty(),
+                step.params.iter(),
+                |v, buf| match v {
+                    Some(s) => {
+                        buf.extend_from_slice(s.as_bytes());
+                        Ok(IsNull::No)
+                    }
+                    None => Ok(IsNull::Yes),
+                },
+                std::iter::empty(),
+                &mut self.write,
+            )
+            .map_err(|e| match e {
+                frontend::BindError::Conversion(e) => other(&e.to_string()),
+                frontend::BindError::Serialization(e) => e,
+            })?;
+            frontend::execute("", 0, &mut self.write)?;
+        }
+        frontend::sync(&mut self.write);
+        self.flush().await?;
+
+        let mut results: Vec<StepResult> = Vec::with_capacity(steps.len());
+        let mut current = StepResult::default();
+        let mut parsed = 0;
+        let mut error: Option<DbFields> = None;
+        loop {
+            match self.next_message().await? {
+                backend::Message::ParseComplete => {
+                    if let Some((sql, name)) = fresh.get(parsed) {
+                        self.statements.insert(sql.clone(), name.clone());
+                    }
+                    parsed += 1;
+                }
+                backend::Message::BindComplete | backend::Message::NoData | backend::Message::RowDescription(_) => {}
+                backend::Message::DataRow(row) => {
+                    let buf = row.buffer();
+                    let mut values = Vec::new();
+                    let mut ranges = row.ranges();
+                    while let Some(r) = ranges.next()? {
+                        values.push(match r {
+                            Some(r) => Some(std::str::from_utf8(&buf[r]).map_err(|e| other(&e.to_string()))?.to_owned()),
+                            None => None,
+                        });
+                    }
+                    current.rows.push(values);
+                }
+                backend::Message::CommandComplete(body) => {
+                    current.affected = body.tag()?.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                    results.push(std::mem::take(&mut current));
+                }
+                backend::Message::EmptyQueryResponse => results.push(std::mem::take(&mut current)),
+                backend::Message::ErrorResponse(body) => {
+                    let f = DbFields::parse(&body)?;
+                    error.get_or_insert(f);
+                }
+                backend::Message::ReadyForQuery(_) => break,
+                backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_) | backend::Message::NotificationResponse(_) => {}
+                _ => return Err(WireError::Io(other("unexpected message in a pipeline"))),
+            }
+        }
+        self.broken = false;
+        match error {
+            Some(e) => Err(WireError::Db(e)),
+            None => Ok(results),
+        }
+    }
+
+    /// Forgets every prepared statement (server and cache).
+    async fn close_all(&mut self) -> std::io::Result<()> {
+        self.write.clear();
+        frontend::query("DEALLOCATE ALL", &mut self.write)?;
+        self.flush().await?;
+        loop {
+            if let backend::Message::ReadyForQuery(_) = self.next_message().await? {
+                break;
+            }
+        }
+        self.statements.clear();
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.stream.write_all(&self.write).await;
+        self.write.clear();
+        r
+    }
+
+    async fn next_message(&mut self) -> std::io::Result<backend::Message> {
+        loop {
+            if let Some(m) = backend::Message::parse(&mut self.read)? {
+                return Ok(m);
+            }
+            if self.read.capacity() - self.read.len() < 4096 {
+                self.read.reserve(16 * 1024);
+            }
+            if self.stream.read_buf(&mut self.read).await? == 0 {
+                self.broken = true;
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "Postgres closed the connection"));
+            }
+        }
+    }
+}
+
+fn other(msg: &str) -> std::io::Error {
+    std::io::Error::other(msg.to_owned())
+}
+
+/// deadpool manager for [`WireConn`].
+pub struct WireManager {
+    config: tokio_postgres::Config,
+}
+
+impl deadpool::managed::Manager for WireManager {
+    type Type = WireConn;
+    type Error = std::io::Error;
+
+    async fn create(&self) -> Result<WireConn, std::io::Error> {
+        WireConn::connect(&self.config).await
+    }
+
+    async fn recycle(&self, conn: &mut WireConn, _: &deadpool::managed::Metrics) -> deadpool::managed::RecycleResult<std::io::Error> {
+        if conn.is_usable() {
+            Ok(())
+        } else {
+            Err(deadpool::managed::RecycleError::message("connection interrupted mid-request"))
+        }
+    }
+}
+
+/// The pool of pipeline connections.
+pub type WirePool = deadpool::managed::Pool<WireManager>;
+
+/// Builds the pool (lazily connected) from the same settings as the main pool.
+pub fn pool(config: tokio_postgres::Config, size: usize) -> anyhow::Result<WirePool> {
+    Ok(deadpool::managed::Pool::builder(WireManager { config })
+        .max_size(size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(2)))
+        .build()?)
+}
