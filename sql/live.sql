@@ -15,11 +15,12 @@
 -- Fast path: a single-table filter (pgr.live_query_shape(query) = 'row': one table,
 -- plain columns, a predicate over the row itself) is not recomputed. Its own
 -- statement triggers with transition tables (a generated function, static SQL)
--- keep the keys of the touched rows that are in the result or in the snapshot; only
--- those are re-read through the view (by index) and compared with their snapshot
--- rows. A write that touches no row of the
--- result — before or after — returns without taking the subscription's lock, so
--- writers outside the filter never serialise on it. TRUNCATE recomputes.
+-- test the query's predicate on the written rows themselves and keep the keys that
+-- are in the result or in the snapshot; only those rows are re-read (by key) and
+-- compared with their snapshot rows. A write that touches no row of the result —
+-- before or after — returns without taking the subscription's lock, so writers
+-- outside the filter never serialise on it. The cost of a write does not grow with
+-- the size of the result. TRUNCATE recomputes.
 --
 -- Row identity: the result's key columns (default: a column named id) must be unique.
 -- Results are global: the query runs with the extension owner's rights, so queries
@@ -143,8 +144,11 @@ CREATE FUNCTION pgr._diff(qid text, cur jsonb, keys text[], OUT came jsonb, OUT 
 LANGUAGE sql STABLE
 AS $$
     WITH c0 AS (SELECT x ->> 0 AS row_key, x ->> 1 AS row_hash, x -> 2 AS row_data FROM jsonb_array_elements(cur) x),
-         old AS (SELECT r.row_key, r.row_hash, r.row_data FROM pgr.live_rows r
-                  WHERE r.query_id = qid AND (keys IS NULL OR r.row_key = ANY (keys))),
+         -- Two branches, not `keys IS NULL OR ...`: the keyed one probes the primary key
+         -- instead of reading the whole snapshot (the other is cut at run time).
+         old AS (SELECT r.row_key, r.row_hash, r.row_data FROM pgr.live_rows r WHERE r.query_id = qid AND keys IS NULL
+                 UNION ALL
+                 SELECT r.row_key, r.row_hash, r.row_data FROM pgr.live_rows r WHERE r.query_id = qid AND r.row_key = ANY (keys)),
          c AS (SELECT c0.* FROM c0 LEFT JOIN old USING (row_key) WHERE old.row_key IS NULL OR old.row_hash <> c0.row_hash),
          g AS (SELECT old.* FROM old LEFT JOIN c0 USING (row_key) WHERE c0.row_key IS NULL OR old.row_hash <> c0.row_hash)
     SELECT (SELECT coalesce(jsonb_agg(jsonb_build_array(row_key, row_hash, row_data) ORDER BY row_key), '[]') FROM c),
@@ -183,106 +187,103 @@ BEGIN
 END
 $$;
 
--- The fast path for one subscription: `keys` are the row keys (as stored in
--- live_rows) of the rows a statement touched. Only those rows are re-read through
--- the view, by key, and compared with their snapshot rows; nothing is locked when
--- none of them is, or was, in the result.
-CREATE FUNCTION pgr._refresh_keys(qid text, keys text[]) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    q        pgr.live_queries;
-    key_expr text;
-    key_cond text;
-    cur      jsonb;
-    came     jsonb;
-    gone     jsonb;
-BEGIN
-    SELECT * INTO q FROM pgr.live_queries WHERE query_id = qid;
-    IF NOT FOUND OR keys IS NULL OR cardinality(keys) = 0 THEN
-        RETURN;
-    END IF;
-    BEGIN
-        -- The view's key columns compared with the touched keys in their own types,
-        -- so the base table's index is used.
-        SELECT 'jsonb_build_array(' || string_agg(format('d -> %L', k), ', ' ORDER BY o) || ')::text',
-               '(' || string_agg(format('_r.%I', k), ', ' ORDER BY o) || ') IN (SELECT '
-                   || string_agg(format('(_k::jsonb ->> %s)::%s', o - 1, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY o)
-                   || ' FROM unnest($1) _k)'
-          INTO key_expr, key_cond
-          FROM unnest(q.key_columns) WITH ORDINALITY AS u(k, o)
-          JOIN pg_attribute a ON a.attrelid = format('pgr.%I', q.view_name)::regclass AND a.attname = u.k;
-        EXECUTE format(
-            'SELECT coalesce(jsonb_agg(jsonb_build_array(%s, md5(d::text), d)), ''[]'')
-               FROM (SELECT to_jsonb(_r) AS d FROM pgr.%I _r WHERE %s) _s',
-            key_expr, q.view_name, key_cond)
-          INTO cur USING keys;
-        IF cur = '[]' AND NOT EXISTS (SELECT 1 FROM pgr.live_rows r WHERE r.query_id = qid AND r.row_key = ANY (keys)) THEN
-            RETURN;
-        END IF;
-        -- Something changes: serialise with other writers of this subscription, then
-        -- read the rows again (a writer that waited sees what the previous one
-        -- committed) and diff against the snapshot as that one left it.
-        PERFORM 1 FROM pgr.live_queries WHERE query_id = qid FOR UPDATE;
-        EXECUTE format(
-            'SELECT coalesce(jsonb_agg(jsonb_build_array(%s, md5(d::text), d)), ''[]'')
-               FROM (SELECT to_jsonb(_r) AS d FROM pgr.%I _r WHERE %s) _s',
-            key_expr, q.view_name, key_cond)
-          INTO cur USING keys;
-        SELECT d.came, d.gone INTO came, gone FROM pgr._diff(qid, cur, keys) d;
-    EXCEPTION WHEN OTHERS THEN
-        PERFORM pgr._overflow(qid, SQLERRM);
-        RETURN;
-    END;
-    IF came = '[]' AND gone = '[]' THEN
-        RETURN;
-    END IF;
-    PERFORM pgr._publish(q, came, gone);
-END
-$$;
-
 -- The fast path's trigger function of one subscription, generated at registration
--- with static SQL (plans are cached: a write outside the result costs two index
--- probes per touched row). It keeps the touched keys — old and new rows — that are in
--- the result now or in the snapshot, and hands them to pgr._refresh_keys.
-CREATE FUNCTION pgr._fast_trigger(q pgr.live_queries) RETURNS void
+-- with static SQL only (plpgsql caches every plan). The view's own definition,
+-- deparsed, is evaluated over a CTE that shadows the base table's name:
+--   * over the transition table, to find the written rows that are in the result
+--     now — the predicate is tested on the rows themselves, the table is not read;
+--   * over the base table's rows of the touched keys only (read by key first,
+--     MATERIALIZED), to re-read those rows after taking the subscription's lock —
+--     whatever the planner thinks of the predicate's selectivity.
+-- The keys that matter are those in the result now or in the snapshot (one primary
+-- key probe each); a write that touches none returns without locking anything.
+-- Returns false (the fast path is not used) when the definition cannot be shadowed.
+CREATE FUNCTION pgr._fast_trigger(q pgr.live_queries) RETURNS boolean
 LANGUAGE plpgsql
 AS $fast$
 DECLARE
     fname   text := q.view_name || '_rows';
-    key_t   text := (SELECT 'jsonb_build_array(' || string_agg(format('t.%I', k), ', ') || ')::text' FROM unnest(q.key_columns) k);
-    same    text := (SELECT '(' || string_agg(format('v.%I', k), ', ') || ') = (' || string_agg(format('t.%I', k), ', ') || ')'
-                       FROM unnest(q.key_columns) k);
-    matters text;
     base    regclass := q.tables[1]::regclass;
+    relname name;
+    nsp     name;
+    def     text;
+    old_sp  text := current_setting('search_path');
+    key_t   text := (SELECT 'jsonb_build_array(' || string_agg(format('t.%I', k), ', ') || ')::text' FROM unnest(q.key_columns) k);
+    key_d   text := (SELECT 'jsonb_build_array(' || string_agg(format('d -> %L', k), ', ') || ')::text' FROM unnest(q.key_columns) k);
+    key_in  text;
+    in_snap text;
     trig    text := 'pgr_live_rows_' || md5(q.query_id);
 BEGIN
-    matters := format('(EXISTS (SELECT 1 FROM pgr.%I v WHERE %s) OR EXISTS (SELECT 1 FROM pgr.live_rows r WHERE r.query_id = %L AND r.row_key = %s))',
-                      q.view_name, same, q.query_id, key_t);
+    SELECT c.relname, n.nspname INTO relname, nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = base;
+    -- Deparse with only the table's schema visible, so the table is named unqualified
+    -- (anything of another schema qualified); the generated function resolves names
+    -- with the same search_path.
+    PERFORM set_config('search_path', format('pg_catalog, %I', nsp), true);
+    def := pg_get_viewdef(format('pgr.%I', q.view_name)::regclass, false);
+    PERFORM set_config('search_path', old_sp, true);
+    def := rtrim(btrim(def), ';');
+    IF def !~ ('\mFROM\s+' || regexp_replace(quote_ident(relname), '([^A-Za-z0-9_])', '\\\1', 'g') || '(\s|$)') THEN
+        RETURN false;
+    END IF;
+    -- The base table's rows whose key is in `keys` (text, as stored in live_rows).
+    SELECT '(' || string_agg(format('_b.%I', k), ', ' ORDER BY o) || ') IN (SELECT '
+               || string_agg(format('(_k::jsonb ->> %s)::%s', o - 1, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY o)
+               || ' FROM unnest(keys) _k)'
+      INTO key_in
+      FROM unnest(q.key_columns) WITH ORDINALITY AS u(k, o)
+      JOIN pg_attribute a ON a.attrelid = base AND a.attname = u.k;
+    in_snap := format('EXISTS (SELECT 1 FROM pgr.live_rows r WHERE r.query_id = %L AND r.row_key = %s)', q.query_id, key_t);
     EXECUTE format($f$
-        CREATE FUNCTION pgr.%I() RETURNS trigger
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        CREATE FUNCTION pgr.%1$I() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, %10$I, pg_temp
         AS $body$
         DECLARE
             keys text[];
+            cur  jsonb;
+            came jsonb;
+            gone jsonb;
+            q    pgr.live_queries;
         BEGIN
+            -- Rows in the result now (the predicate over the new rows) or in the snapshot.
             IF TG_OP = 'INSERT' THEN
-                SELECT array_agg(DISTINCT %s) INTO keys FROM pgr_new t WHERE %s;
+                SELECT array_agg(DISTINCT k) INTO keys FROM (
+                    SELECT %2$s AS k FROM (SELECT to_jsonb(_v) AS d FROM (WITH %3$I AS (SELECT * FROM pgr_new) %4$s) _v) _s
+                    UNION ALL SELECT %5$s FROM pgr_new t WHERE %6$s) x;
             ELSIF TG_OP = 'UPDATE' THEN
                 SELECT array_agg(DISTINCT k) INTO keys FROM (
-                    SELECT %s AS k FROM pgr_new t WHERE %s
-                    UNION ALL
-                    SELECT %s FROM pgr_old t WHERE %s) s;
+                    SELECT %2$s AS k FROM (SELECT to_jsonb(_v) AS d FROM (WITH %3$I AS (SELECT * FROM pgr_new) %4$s) _v) _s
+                    UNION ALL SELECT %5$s FROM pgr_new t WHERE %6$s
+                    UNION ALL SELECT %5$s FROM pgr_old t WHERE %6$s) x;
             ELSE
-                SELECT array_agg(DISTINCT %s) INTO keys FROM pgr_old t WHERE %s;
+                SELECT array_agg(DISTINCT %5$s) INTO keys FROM pgr_old t WHERE %6$s;
             END IF;
-            IF keys IS NOT NULL THEN
-                PERFORM pgr._refresh_keys(%L, keys);
+            IF keys IS NULL THEN
+                RETURN NULL;
+            END IF;
+            -- Serialise with other writers of this subscription, then read the rows as
+            -- committed (a writer that waited sees what the previous one left) and diff
+            -- them against the snapshot.
+            SELECT * INTO q FROM pgr.live_queries WHERE query_id = %7$L FOR UPDATE;
+            IF NOT FOUND THEN
+                RETURN NULL;
+            END IF;
+            BEGIN
+                SELECT coalesce(jsonb_agg(jsonb_build_array(%2$s, md5(d::text), d)), '[]') INTO cur
+                  FROM (SELECT to_jsonb(_v) AS d
+                          FROM (WITH %3$I AS MATERIALIZED (SELECT _b.* FROM %8$s _b WHERE %9$s) %4$s) _v) _s
+                 WHERE %2$s = ANY (keys);
+                SELECT d.came, d.gone INTO came, gone FROM pgr._diff(q.query_id, cur, keys) d;
+            EXCEPTION WHEN OTHERS THEN
+                PERFORM pgr._overflow(q.query_id, SQLERRM);
+                RETURN NULL;
+            END;
+            IF came <> '[]' OR gone <> '[]' THEN
+                PERFORM pgr._publish(q, came, gone);
             END IF;
             RETURN NULL;
         END
         $body$$f$,
-        fname, key_t, matters, key_t, matters, key_t, matters, key_t, matters, q.query_id);
+        fname, key_d, relname, def, key_t, in_snap, q.query_id, format('%I.%I', nsp, relname), key_in, nsp);
     EXECUTE format('REVOKE EXECUTE ON FUNCTION pgr.%I() FROM PUBLIC', fname);
     EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS pgr_new
                     FOR EACH STATEMENT EXECUTE FUNCTION pgr.%I()', trig || '_ins', base, fname);
@@ -290,6 +291,7 @@ BEGIN
                     FOR EACH STATEMENT EXECUTE FUNCTION pgr.%I()', trig || '_upd', base, fname);
     EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS pgr_old
                     FOR EACH STATEMENT EXECUTE FUNCTION pgr.%I()', trig || '_del', base, fname);
+    RETURN true;
 END
 $fast$;
 
@@ -401,8 +403,8 @@ BEGIN
     RETURNING * INTO q;
     INSERT INTO pgr.live_rows (query_id, row_key, row_hash, row_data)
     SELECT q.query_id, r.row_key, r.row_hash, r.row_data FROM pgr._result(q) r;
-    IF q.fast THEN
-        PERFORM pgr._fast_trigger(q);
+    IF q.fast AND NOT pgr._fast_trigger(q) THEN
+        UPDATE pgr.live_queries l SET fast = false WHERE l.query_id = q.query_id;
     END IF;
     PERFORM pgr._sync_triggers();
 EXCEPTION WHEN unique_violation THEN
@@ -433,5 +435,5 @@ $$;
 -- Registering reads any table with the owner's rights: not for everyone.
 REVOKE EXECUTE ON FUNCTION pgr.subscribe(text, text, text, jsonb, text[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgr.unsubscribe(text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION pgr._refresh(text), pgr._sync_triggers(), pgr._refresh_keys(text, text[]), pgr._fast_trigger(pgr.live_queries),
+REVOKE EXECUTE ON FUNCTION pgr._refresh(text), pgr._sync_triggers(), pgr._fast_trigger(pgr.live_queries),
     pgr._publish(pgr.live_queries, jsonb, jsonb), pgr._overflow(text, text), pgr._diff(text, jsonb, text[]) FROM PUBLIC;

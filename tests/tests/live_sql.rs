@@ -58,8 +58,11 @@ async fn deltas_for_inserts_updates_deletes_with_gapless_seq() {
     db.batch_execute("INSERT INTO orders VALUES (3, 'pending', 30, 1)").await.unwrap();
     assert_eq!(next(&mut rx).await, json!({"query_id": "active_orders", "seq": 1, "inserted": [{"id": 3, "status": "pending", "amount": 30.00}], "deleted": []}));
     db.batch_execute("UPDATE orders SET amount = 31 WHERE id = 3").await.unwrap();
-    assert_eq!(next(&mut rx).await, json!({"query_id": "active_orders", "seq": 2,
-        "inserted": [{"id": 3, "status": "pending", "amount": 31.00}], "deleted": [{"id": 3, "status": "pending", "amount": 30.00}]}));
+    assert_eq!(
+        next(&mut rx).await,
+        json!({"query_id": "active_orders", "seq": 2,
+        "inserted": [{"id": 3, "status": "pending", "amount": 31.00}], "deleted": [{"id": 3, "status": "pending", "amount": 30.00}]})
+    );
     // Leaving the filter is a delete; a change outside the result sends nothing.
     db.batch_execute("UPDATE orders SET status = 'shipped' WHERE id = 1").await.unwrap();
     assert_eq!(next(&mut rx).await, json!({"query_id": "active_orders", "seq": 3, "inserted": [], "deleted": [{"id": 1, "status": "pending", "amount": 10.00}]}));
@@ -90,13 +93,8 @@ async fn single_table_filters_take_the_fast_path_and_do_not_block_other_writers(
     )
     .await
     .unwrap();
-    let fast: Vec<(String, bool)> = db
-        .query("SELECT query_id, fast_path FROM pgr.subscriptions ORDER BY query_id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let fast: Vec<(String, bool)> =
+        db.query("SELECT query_id, fast_path FROM pgr.subscriptions ORDER BY query_id", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(fast, vec![("joined".to_owned(), false), ("pending".to_owned(), true)]);
     db.batch_execute("SELECT pgr.unsubscribe('joined')").await.unwrap();
     let (_l, mut rx) = listen(&tc).await;
@@ -147,13 +145,75 @@ async fn single_table_filters_take_the_fast_path_and_do_not_block_other_writers(
     assert_eq!(left, 0);
 }
 
+/// The fast path evaluates the query's own (deparsed) definition over the written
+/// rows and over the touched keys: it must hold for names that need quoting, tables
+/// outside `public`, aliases and functions of the table's schema in the predicate —
+/// and its cost must not depend on the planner's statistics (the rows of the result
+/// are all new to ANALYZE here).
+#[tokio::test]
+async fn the_fast_path_handles_quoted_names_schemas_aliases_and_stale_statistics() {
+    let (tc, db) = setup().await;
+    db.batch_execute(
+        r#"CREATE SCHEMA "App Data";
+           CREATE TABLE "App Data"."Line Items" ("Id" int PRIMARY KEY, "Kind" text NOT NULL, qty int NOT NULL);
+           CREATE INDEX ON "App Data"."Line Items" ("Kind");
+           INSERT INTO "App Data"."Line Items" SELECT g, 'other', 1 FROM generate_series(1, 20000) g;
+           ANALYZE "App Data"."Line Items";
+           CREATE FUNCTION "App Data".big(n int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT n >= 10';
+           SELECT pgr.subscribe('big_watched', 'SELECT li."Id", li.qty FROM "App Data"."Line Items" li WHERE li."Kind" = ''watched'' AND "App Data".big(li.qty)', key_columns => ARRAY['Id']);"#,
+    )
+    .await
+    .unwrap();
+    let fast: bool = db.query_one("SELECT fast_path FROM pgr.subscriptions WHERE query_id = 'big_watched'", &[]).await.unwrap().get(0);
+    assert!(fast, "a single-table filter takes the fast path");
+    let (_l, mut rx) = listen(&tc).await;
+
+    db.batch_execute(r#"INSERT INTO "App Data"."Line Items" VALUES (20001, 'watched', 50), (20002, 'watched', 5), (20003, 'other', 50)"#).await.unwrap();
+    assert_eq!(next(&mut rx).await, json!({"query_id": "big_watched", "seq": 1, "inserted": [{"Id": 20001, "qty": 50}], "deleted": []}));
+    db.batch_execute(r#"UPDATE "App Data"."Line Items" SET qty = 12 WHERE "Id" IN (20001, 20002)"#).await.unwrap();
+    let m = next(&mut rx).await;
+    assert_eq!((&m["seq"], &m["deleted"]), (&json!(2), &json!([{"Id": 20001, "qty": 50}])), "{m}");
+    let mut ins: Vec<(i64, i64)> = m["inserted"].as_array().unwrap().iter().map(|r| (r["Id"].as_i64().unwrap(), r["qty"].as_i64().unwrap())).collect();
+    ins.sort();
+    assert_eq!(ins, vec![(20001, 12), (20002, 12)]);
+    db.batch_execute(r#"UPDATE "App Data"."Line Items" SET "Kind" = 'other' WHERE "Id" = 20002; UPDATE "App Data"."Line Items" SET qty = 2 WHERE "Id" = 5"#).await.unwrap();
+    assert_eq!(next(&mut rx).await, json!({"query_id": "big_watched", "seq": 3, "inserted": [], "deleted": [{"Id": 20002, "qty": 12}]}));
+    none(&mut rx).await;
+
+    // Many rows enter the result after ANALYZE saw none: each further write still
+    // reads only its own rows, by key — not the result through the "Kind" index the
+    // stale statistics make look empty. Counted in tuples read from the table.
+    db.batch_execute(r#"INSERT INTO "App Data"."Line Items" SELECT g, 'watched', 10 FROM generate_series(30001, 45000) g"#).await.unwrap();
+    let m = next(&mut rx).await;
+    assert_eq!(m["type"], "overflow", "15k rows exceed one NOTIFY");
+    let tuples_read = || async {
+        db.batch_execute("SELECT pg_stat_force_next_flush()").await.unwrap();
+        db.batch_execute("SELECT pg_stat_clear_snapshot()").await.unwrap();
+        db.query_one(r#"SELECT (coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::bigint FROM pg_stat_user_tables WHERE relid = '"App Data"."Line Items"'::regclass"#, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let before = tuples_read().await;
+    for i in 0..100 {
+        db.execute(r#"INSERT INTO "App Data"."Line Items" VALUES ($1, 'watched', 10)"#, &[&(50000 + i)]).await.unwrap();
+        assert_eq!(next(&mut rx).await["inserted"][0]["Id"], 50000 + i);
+    }
+    let read = tuples_read().await - before;
+    assert!(read <= 100 * 4, "100 single-row writes into a 15k-row result read {read} tuples");
+    let snapshot: i64 = db.query_one("SELECT count(*) FROM pgr.live_rows WHERE query_id = 'big_watched'", &[]).await.unwrap().get(0);
+    assert_eq!(snapshot, 15101);
+}
+
 #[tokio::test]
 async fn joins_notify_mode_and_overflow() {
     let (tc, db) = setup().await;
     db.batch_execute(
         "SELECT pgr.subscribe('orders_with_names', 'SELECT o.id, o.status, c.name FROM orders o JOIN customers c ON c.id = o.customer_id');
          SELECT pgr.subscribe('order_ping', 'SELECT id FROM orders', 'notify');",
-    ).await.unwrap();
+    )
+    .await
+    .unwrap();
     let tables: Vec<String> = db.query_one("SELECT tables::text[] FROM pgr.subscriptions WHERE query_id = 'orders_with_names'", &[]).await.unwrap().get(0);
     assert_eq!(tables.len(), 2, "{tables:?}");
     let (_l, mut rx) = listen(&tc).await;
