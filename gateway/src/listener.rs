@@ -39,7 +39,7 @@ pub fn spawn(database_url: String, channels: Vec<String>) -> broadcast::Sender<E
                 Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "LISTEN connection lost"),
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     });
     tx

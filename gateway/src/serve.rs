@@ -15,13 +15,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Installs the tracing subscriber once. RUST_LOG overrides the default level.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -36,9 +32,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         anyhow::bail!("REQUIRE_EMAIL_VERIFICATION=true needs an SMTP server: set SMTP_HOST (and SMTP_PORT, SMTP_USER, SMTP_PASS, SMTP_SENDER)");
     }
     let pool = db::pool(&config)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     if config.api_external_url.is_empty() {
         config.api_external_url = format!("http://{addr}");
@@ -75,8 +69,12 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         tracing::info!("shutdown requested: draining in-flight requests");
         let _ = drain_tx.send(());
     };
-    let server = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(graceful);
+    // No Nagle: small writes (WebSocket frames, short responses) go out at once
+    // instead of waiting for the peer's (delayed) ACK of the previous one.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(graceful);
     let server = tokio::spawn(async move { server.await });
     tokio::pin!(server);
     tokio::select! {

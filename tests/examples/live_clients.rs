@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Deserialize)]
@@ -49,13 +50,15 @@ fn main() -> anyhow::Result<()> {
     let url = args.next().ok_or_else(|| anyhow::anyhow!("usage: live_clients <ws url> <subscribers>"))?;
     let n: usize = args.next().unwrap_or_else(|| "1".into()).parse()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // A small read buffer: tungstenite zero-fills the whole buffer on each read.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
     rt.block_on(async move {
         let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
         let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
         for _ in 0..n {
             let (url, tx, ready_tx) = (url.clone(), tx.clone(), ready_tx.clone());
             tokio::spawn(async move {
-                let (ws, _) = match tokio_tungstenite::connect_async(url.as_str()).await {
+                let (ws, _) = match tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("connect: {e}");

@@ -55,13 +55,10 @@ pub async fn admit(s: &AppState, headers: &HeaderMap, query_token: Option<&str>,
 async fn registration(s: &AppState, query_id: &str) -> Result<Option<Value>, Refusal> {
     let unavailable = || Refusal(StatusCode::SERVICE_UNAVAILABLE, "subscription metadata unavailable".into());
     let client = s.pool.get().await.map_err(|_| unavailable())?;
-    let row = client
-        .query_opt("SELECT audience FROM pgr.subscriptions WHERE query_id = $1", &[&query_id])
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot read live-query registrations");
-            unavailable()
-        })?;
+    let row = client.query_opt("SELECT audience FROM pgr.subscriptions WHERE query_id = $1", &[&query_id]).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot read live-query registrations");
+        unavailable()
+    })?;
     match row {
         None => Err(Refusal(StatusCode::NOT_FOUND, format!("subscription {query_id:?} not found"))),
         Some(r) => Ok(r.get::<_, Option<Value>>(0)),

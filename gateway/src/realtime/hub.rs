@@ -106,14 +106,7 @@ impl Hub {
     pub fn channel(&self, name: &str) -> Arc<Channel> {
         let mut m = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(name.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Channel {
-                    name: name.to_owned(),
-                    tx: broadcast::channel(self.queue).0,
-                    presence: Mutex::new(HashMap::new()),
-                    last_seq: AtomicI64::new(0),
-                })
-            })
+            .or_insert_with(|| Arc::new(Channel { name: name.to_owned(), tx: broadcast::channel(self.queue).0, presence: Mutex::new(HashMap::new()), last_seq: AtomicI64::new(0) }))
             .clone()
     }
 
