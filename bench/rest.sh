@@ -93,6 +93,9 @@ row() { # label wrk-args... pgbench-file
   local ratio; ratio=$(python3 -c "print(f'{100*float(\"$rps\")/float(\"$tps\"):.0f}%')" 2>/dev/null || echo "?")
   echo "| $label | $rps | $p50 | $p99 | $bad | $tps | $ratio |"
 }
+# Warm-up, discarded: the pools' connections and prepared statements, the page cache.
+DURATION=3 run_wrk GET "/rest/v1/items?id=eq.%d&select=id,name,price,created_at" "$ANON" "" >/dev/null
+DURATION=3 run_pgbench "$work/pk.sql" >/dev/null
 row "GET by primary key" GET "/rest/v1/items?id=eq.%d&select=id,name,price,created_at" "$ANON" "" "$work/pk.sql"
 row "filtered list, 20 rows" GET "/rest/v1/items?id=gte.%d&price=gt.5&select=id,name,price&order=id&limit=20" "$ANON" "" "$work/list.sql"
 row "two-level embed" GET "/rest/v1/customers?id=eq.%d&select=id,name,orders(id,total,order_items(qty,item_id))" "$ANON" "" "$work/embed.sql"
