@@ -22,7 +22,25 @@ pub fn app(state: AppState) -> Router {
         .fallback(error::not_found)
         .with_state(state);
     let routes = match cors {
-        Some(c) => routes.layer(c),
+        // The CORS layer answers every OPTIONS as a preflight: only real preflights
+        // (with Access-Control-Request-Method) go to it; a plain OPTIONS reaches the
+        // routes (REST answers it with an Allow header, as PostgREST does).
+        Some(c) => {
+            let plain = routes.clone();
+            // Around the whole router (a fallback of an empty one), not per route:
+            // the request is routed once, by whichever router takes it.
+            Router::new().fallback_service(routes.layer(c)).layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let plain = plain.clone();
+                async move {
+                    let preflight = req.headers().contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD);
+                    if req.method() == axum::http::Method::OPTIONS && !preflight {
+                        tower::ServiceExt::oneshot(plain, req).await.unwrap_or_else(|e| match e {})
+                    } else {
+                        next.run(req).await
+                    }
+                }
+            }))
+        }
         None => routes,
     };
     http::trace::layer(routes)

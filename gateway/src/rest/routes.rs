@@ -31,6 +31,28 @@ pub fn routes() -> Router<AppState> {
         .route("/{relation}/{*rest}", any(invalid_path))
 }
 
+/// PostgREST's Content-Location of a read: the path and the query string with its
+/// parameters in canonical (key-sorted, otherwise kept) order.
+fn content_location(path: &str, raw: Option<&str>) -> String {
+    let mut pairs: Vec<&str> = raw.unwrap_or("").split('&').filter(|p| !p.is_empty()).collect();
+    pairs.sort_by_key(|p| p.split('=').next().unwrap_or(""));
+    if pairs.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", pairs.join("&"))
+    }
+}
+
+/// A plain (non-CORS) OPTIONS: 200, no body, the methods the resource takes.
+fn allow(methods: &str) -> Response<Body> {
+    let mut res = Response::new(Body::empty());
+    if let Ok(v) = axum::http::HeaderValue::from_str(methods) {
+        res.headers_mut().insert(axum::http::header::ALLOW, v);
+    }
+    res.headers_mut().insert(axum::http::header::CONTENT_LENGTH, axum::http::HeaderValue::from_static("0"));
+    res
+}
+
 /// Nested paths name no resource (PostgREST's PGRST125).
 async fn invalid_path() -> RestError {
     RestError::new(StatusCode::NOT_FOUND, "PGRST125", "Invalid path specified in request URL", None, None)
@@ -86,6 +108,9 @@ async fn relation(
     let cache = cache(&s).await?;
     let schema = prefer::schema(&headers, &method, &cache.schemas)?;
     let table = cache.table(schema, &name).ok_or_else(|| RestError::no_relation(schema, &name))?;
+    if method == Method::OPTIONS {
+        return Ok(allow(&table.allow()));
+    }
     let mut q = request::parse_query(raw.as_deref().unwrap_or(""), false)?;
     if matches!(method, Method::GET | Method::HEAD) {
         prefer::apply_range(&headers, &mut q.offset, &mut q.limit)?;
@@ -131,6 +156,9 @@ async fn relation(
             let mut res = response::build(status, body, ct, Some(range));
             if method == Method::HEAD {
                 res.headers_mut().insert("content-type", response::header_value(ct));
+            }
+            if let Ok(v) = axum::http::HeaderValue::from_str(&content_location(&path, raw.as_deref())) {
+                res.headers_mut().insert(axum::http::header::CONTENT_LOCATION, v);
             }
             Ok(res)
         }
@@ -298,6 +326,11 @@ async fn rpc(
     if overloads.is_empty() {
         return Err(RestError::new(StatusCode::NOT_FOUND, "PGRST202", format!("Could not find the function {schema}.{name} in the schema cache"), None, None));
     }
+    if method == Method::OPTIONS {
+        // Volatile functions only take POST (GET runs READ ONLY).
+        let volatile = overloads.iter().any(|f| f.volatility == 'v');
+        return Ok(allow(if volatile { "OPTIONS,POST" } else { "OPTIONS,GET,HEAD,POST" }));
+    }
     let is_get = matches!(method, Method::GET | Method::HEAD);
     if !is_get && method != Method::POST {
         return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST101", format!("Cannot use the {method} method on RPC"), None, None));
@@ -366,4 +399,17 @@ async fn rpc(
     let mut res = response::build(status, body.filter(|_| method != Method::HEAD), ct, Some(range));
     response::apply_gucs(&mut res, &out)?;
     Ok(decorate(res, &s, &pref, schema, &cache.schemas))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_location;
+
+    #[test]
+    fn content_location_sorts_parameters_by_key_only() {
+        assert_eq!(content_location("/no_pk", Some("b=eq.1&a=eq.1")), "/no_pk?a=eq.1&b=eq.1");
+        assert_eq!(content_location("/t", Some("or=(a.eq.1)&id=gt.2&id=lt.9&select=id")), "/t?id=gt.2&id=lt.9&or=(a.eq.1)&select=id");
+        assert_eq!(content_location("/t", None), "/t");
+        assert_eq!(content_location("/t", Some("")), "/t");
+    }
 }

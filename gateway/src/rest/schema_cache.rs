@@ -37,9 +37,30 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// Primary-key columns (empty for views and tables without one).
     pub primary_key: Vec<String>,
+    /// `pg_relation_is_updatable`: 4 UPDATE, 8 INSERT, 16 DELETE.
+    pub writable: i32,
 }
 
 impl Table {
+    /// The methods PostgREST's OPTIONS lists for this relation (its `Allow` header).
+    pub fn allow(&self) -> String {
+        let (update, insert, delete) = (self.writable & 4 != 0, self.writable & 8 != 0, self.writable & 16 != 0);
+        let mut m = vec!["OPTIONS", "GET", "HEAD"];
+        if insert {
+            m.push("POST");
+        }
+        if insert && update && !self.primary_key.is_empty() {
+            m.push("PUT");
+        }
+        if update {
+            m.push("PATCH");
+        }
+        if delete {
+            m.push("DELETE");
+        }
+        m.join(",")
+    }
+
     /// A column by name.
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
@@ -153,7 +174,7 @@ impl SchemaCache {
             let pk: Vec<String> = r.get(4);
             cache.tables.insert(
                 (schema.clone(), name.clone()),
-                Table { schema, name, is_view: r.get(2), columns, primary_key: pk },
+                Table { schema, name, is_view: r.get(2), columns, primary_key: pk, writable: r.get(5) },
             );
         }
         let mut keys = Vec::new();
@@ -272,6 +293,7 @@ fn result_table(schema: &str, name: &str, cols: serde_json::Value) -> Option<Tab
             })
             .collect(),
         primary_key: Vec::new(),
+        writable: 0,
     })
 }
 

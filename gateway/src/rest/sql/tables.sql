@@ -24,7 +24,10 @@ SELECT n.nspname AS schema,
            SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
              FROM pg_index i
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-            WHERE i.indrelid = c.oid AND i.indisprimary), '{}') AS primary_key
+            WHERE i.indrelid = c.oid AND i.indisprimary), '{}') AS primary_key,
+       -- Which writes the relation takes (bits 4 UPDATE, 8 INSERT, 16 DELETE), views
+       -- included: for OPTIONS' Allow header.
+       pg_relation_is_updatable(c.oid::regclass, true) AS writable
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = ANY ($1)
