@@ -72,17 +72,23 @@ async fn embeds_in_every_direction() {
 
     // many-to-one → object (or null)
     let v = ok(get(&gw, &anon, "/orders?select=id,customers(name)&order=id").await);
-    assert_eq!(v, json!([
-        {"id": 10, "customers": {"name": "Ada"}}, {"id": 11, "customers": {"name": "Ada"}},
-        {"id": 12, "customers": {"name": "Bob"}}, {"id": 13, "customers": null}
-    ]));
+    assert_eq!(
+        v,
+        json!([
+            {"id": 10, "customers": {"name": "Ada"}}, {"id": 11, "customers": {"name": "Ada"}},
+            {"id": 12, "customers": {"name": "Bob"}}, {"id": 13, "customers": null}
+        ])
+    );
     // one-to-many → array, with alias, embedded filter, order and limit
     let v = ok(get(&gw, &anon, "/customers?select=name,purchases:orders(id,total)&purchases.order=id.desc&purchases.limit=1&order=id").await);
-    assert_eq!(v, json!([
-        {"name": "Ada", "purchases": [{"id": 11, "total": 50.00}]},
-        {"name": "Bob", "purchases": [{"id": 12, "total": 75.00}]},
-        {"name": "Cy", "purchases": []}
-    ]));
+    assert_eq!(
+        v,
+        json!([
+            {"name": "Ada", "purchases": [{"id": 11, "total": 50.00}]},
+            {"name": "Bob", "purchases": [{"id": 12, "total": 75.00}]},
+            {"name": "Cy", "purchases": []}
+        ])
+    );
     let v = ok(get(&gw, &anon, "/customers?select=name,orders(id)&orders.total=gt.60&order=id").await);
     assert_eq!(v[0], json!({"name": "Ada", "orders": [{"id": 10}]}));
     assert_eq!(v[2], json!({"name": "Cy", "orders": []}));
@@ -91,16 +97,22 @@ async fn embeds_in_every_direction() {
     assert_eq!(v, json!([{"name": "Ada", "orders": [{"id": 10}]}, {"name": "Bob", "orders": [{"id": 12}]}]));
     // many-to-many through post_tags
     let v = ok(get(&gw, &anon, "/posts?select=title,tags(label)&tags.order=label&order=id").await);
-    assert_eq!(v, json!([
-        {"title": "Hello", "tags": [{"label": "fun"}, {"label": "news"}]},
-        {"title": "Bye", "tags": [{"label": "fun"}]}
-    ]));
+    assert_eq!(
+        v,
+        json!([
+            {"title": "Hello", "tags": [{"label": "fun"}, {"label": "news"}]},
+            {"title": "Bye", "tags": [{"label": "fun"}]}
+        ])
+    );
     let v = ok(get(&gw, &anon, "/tags?select=label,posts(title)&order=id").await);
     assert_eq!(v[2], json!({"label": "misc", "posts": []}));
     // nesting two levels: order → items → product
     let v = ok(get(&gw, &anon, "/orders?select=id,customers(name),order_items(qty,products(name))&order_items.order=id&id=eq.10").await);
-    assert_eq!(v, json!([{"id": 10, "customers": {"name": "Ada"},
-        "order_items": [{"qty": 2, "products": {"name": "Pen"}}, {"qty": 1, "products": {"name": "Ink"}}]}]));
+    assert_eq!(
+        v,
+        json!([{"id": 10, "customers": {"name": "Ada"},
+        "order_items": [{"qty": 2, "products": {"name": "Pen"}}, {"qty": 1, "products": {"name": "Ink"}}]}])
+    );
     // filters on the parent still work beside embeds; * inside an embed
     let v = ok(get(&gw, &anon, "/orders?select=*,customers(*)&customer_id=eq.2").await);
     assert_eq!(v, json!([{"id": 12, "customer_id": 2, "total": 75.00, "customers": {"id": 2, "name": "Bob"}}]));
@@ -130,4 +142,31 @@ async fn rls_applies_inside_embeds() {
     assert_eq!(v, json!([{"name": "Ada", "secrets": []}]));
     let (_, v) = get(&gw, &service, "/customers?select=name,secrets(note)&id=eq.1").await;
     assert_eq!(v, json!([{"name": "Ada", "secrets": [{"note": "ada secret"}]}]));
+}
+
+/// PostgREST's related order: `order=customer(name)` sorts by a column of a to-one
+/// embed (aliases, nulls placement, inside an embed's own order too); to-many embeds
+/// and names that are not embedded are refused with PostgREST's codes.
+#[tokio::test]
+async fn related_orders_sort_by_a_to_one_embed() {
+    let (_tc, gw, anon, _) = setup().await;
+    let ids = |v: &Value| v.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>();
+    // Orders by their customer's name: Ada (10, 11), Bob (12); order 13 has none.
+    let (st, v) = get(&gw, &anon, "/orders?select=id,customers(name)&order=customers(name).desc.nullslast,id").await;
+    assert_eq!((st, ids(&v)), (StatusCode::OK, vec![12, 10, 11, 13]), "{v}");
+    let (st, v) = get(&gw, &anon, "/orders?select=id,buyer:customers(name)&order=buyer(name).nullsfirst,id.desc").await;
+    assert_eq!((st, ids(&v)), (StatusCode::OK, vec![13, 11, 10, 12]), "{v}");
+    assert_eq!(v[1]["buyer"], json!({"name": "Ada"}));
+    // Inside an embed: a customer's order lines by product name.
+    let (st, v) = get(&gw, &anon, "/orders?select=id,order_items(id,products(name))&order_items.order=products(name)&id=eq.10").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v[0]["order_items"], json!([{"id": 2, "products": {"name": "Ink"}}, {"id": 1, "products": {"name": "Pen"}}]));
+
+    let (st, v) = get(&gw, &anon, "/customers?select=id,orders(id)&order=orders(id)").await;
+    assert_eq!((st, &v["code"], &v["message"]), (StatusCode::BAD_REQUEST, &json!("PGRST118"), &json!("A related order on 'orders' is not possible")), "{v}");
+    assert_eq!(v["details"], "'customers' and 'orders' do not form a many-to-one or one-to-one relationship");
+    let (st, v) = get(&gw, &anon, "/orders?select=id,customers(name)&order=clients(name)").await;
+    assert_eq!((st, &v["code"], &v["hint"]), (StatusCode::BAD_REQUEST, &json!("PGRST108"), &json!("Verify that 'clients' is included in the 'select' query parameter.")), "{v}");
+    let (st, v) = get(&gw, &anon, "/orders?select=id,customers(name)&order=customers(nope)").await;
+    assert_eq!((st, &v["code"]), (StatusCode::BAD_REQUEST, &json!("42703")), "{v}");
 }

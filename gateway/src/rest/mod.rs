@@ -40,9 +40,12 @@ pub async fn catalog_refresh(
 /// Reloads the schema cache from the database.
 pub async fn reload_cache(s: &AppState) -> Result<(), RestError> {
     let client = s.pool.get().await?;
+    let ticket = s.schema_cache.ticket();
     let cache = SchemaCache::load(&client, &s.config.db_schemas).await.map_err(|e| RestError::from_db(e, false))?;
     tracing::info!(tables = cache.tables.len(), functions = cache.functions.len(), "schema cache loaded");
-    s.schema_cache.set(cache);
+    if !s.schema_cache.set(ticket, cache) {
+        tracing::debug!("a later schema cache reload already finished");
+    }
     s.schema_cache_loaded.store(true, std::sync::atomic::Ordering::Release);
     Ok(())
 }

@@ -149,6 +149,8 @@ pub struct Scope {
 /// One term of `order=`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderTerm {
+    /// `clients(name)`: the key of a to-one embed whose column orders the rows.
+    pub relation: Option<String>,
     /// The column.
     pub field: Field,
     /// `.desc`.
@@ -438,7 +440,15 @@ fn parse_order(v: &str) -> Result<Vec<OrderTerm>, RestError> {
             let at = v.find(raw).unwrap_or(0) + raw.len() - raw.trim_start().len();
             return Err(order_syntax_error(v, at, term));
         }
-        out.push(OrderTerm { field: parse_field(&pieces.join("."))?, desc, nulls_first });
+        let target = pieces.join(".");
+        // `relation(column)`: a related order, by a column of a to-one embed.
+        let (relation, field) = match target.split_once('(') {
+            Some((rel, rest)) if !rel.starts_with('"') && rest.ends_with(')') && !rel.contains("->") => {
+                (Some(rel.trim().to_owned()), parse_field(&rest[..rest.len() - 1])?)
+            }
+            _ => (None, parse_field(&target)?),
+        };
+        out.push(OrderTerm { relation, field, desc, nulls_first });
     }
     Ok(out)
 }
@@ -589,8 +599,11 @@ mod tests {
         assert_eq!(q.select.len(), 4);
         assert!(matches!(&q.select[1], SelectItem::Field { alias: Some(a), .. } if a == "full"));
         assert!(matches!(&q.select[2], SelectItem::Field { cast: Some(c), .. } if c == "text"));
-        assert_eq!(q.order[0], OrderTerm { field: Field { column: "a".into(), path: vec![] }, desc: true, nulls_first: Some(false) });
+        assert_eq!(q.order[0], OrderTerm { relation: None, field: Field { column: "a".into(), path: vec![] }, desc: true, nulls_first: Some(false) });
         assert_eq!((q.limit, q.offset), (Some(10), Some(5)));
+        let related = parse_query("order=client(name).desc.nullsfirst,id", false).unwrap();
+        assert_eq!(related.order[0], OrderTerm { relation: Some("client".into()), field: Field { column: "name".into(), path: vec![] }, desc: true, nulls_first: Some(true) });
+        assert_eq!(related.order[1].relation, None);
         assert!(parse_query("limit=-1", false).is_err());
         let q = parse_query("select=id,buyer:customers!orders_customer_id_fkey(name),items!inner(*)&items.qty=gt.1&items.order=id.desc&items.limit=2", false).unwrap();
         let SelectItem::Embed(e) = &q.select[1] else { panic!() };

@@ -297,19 +297,54 @@ fn result_table(schema: &str, name: &str, cols: serde_json::Value) -> Option<Tab
     })
 }
 
-/// The shared, swappable cache.
+/// The shared, swappable cache. Reloads can overlap (a DDL notification and
+/// POST /api/catalog/refresh): each takes a ticket before reading the catalog, and a
+/// reload that finishes after a later-started one does not replace its newer snapshot.
 #[derive(Clone, Default)]
-pub struct CacheHandle(Arc<std::sync::RwLock<Arc<SchemaCache>>>);
+pub struct CacheHandle(Arc<CacheSlot>);
+
+#[derive(Default)]
+struct CacheSlot {
+    current: std::sync::RwLock<(u64, Arc<SchemaCache>)>,
+    tickets: std::sync::atomic::AtomicU64,
+}
 
 impl CacheHandle {
     /// The current snapshot.
     pub fn get(&self) -> Arc<SchemaCache> {
-        self.0.read().map(|g| g.clone()).unwrap_or_default()
+        self.0.current.read().map(|g| g.1.clone()).unwrap_or_default()
     }
-    /// Replaces the snapshot.
-    pub fn set(&self, cache: SchemaCache) {
-        if let Ok(mut g) = self.0.write() {
-            *g = Arc::new(cache);
+    /// A ticket for a reload about to read the catalog (later tickets win).
+    pub fn ticket(&self) -> u64 {
+        self.0.tickets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+    /// Installs a snapshot read under `ticket`, unless a reload that started later
+    /// already installed its own. True if installed.
+    pub fn set(&self, ticket: u64, cache: SchemaCache) -> bool {
+        match self.0.current.write() {
+            Ok(mut g) if g.0 < ticket => {
+                *g = (ticket, Arc::new(cache));
+                true
+            }
+            _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_that_started_earlier_never_replaces_a_later_one() {
+        let h = CacheHandle::default();
+        let (early, late) = (h.ticket(), h.ticket());
+        let named = |s: &str| SchemaCache { schemas: vec![s.to_owned()], ..Default::default() };
+        assert!(h.set(late, named("late")));
+        assert!(!h.set(early, named("early")), "the earlier reload finished last");
+        assert_eq!(h.get().schemas, vec!["late".to_owned()]);
+        let next = h.ticket();
+        assert!(h.set(next, named("next")));
+        assert_eq!(h.get().schemas, vec!["next".to_owned()]);
     }
 }

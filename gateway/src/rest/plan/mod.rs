@@ -307,7 +307,7 @@ fn embed_sql(sql: &mut Sql, parent: &Source, e: &super::request::Embed) -> Resul
         conds.push(condition_sql(sql, &src, c)?);
     }
     conds.extend(inner);
-    let ord = order_sql(sql, &src, &scope.order)?;
+    let ord = order_sql(sql, &src, &scope.order, &e.select)?;
     let mut paging = String::new();
     if let Some(l) = scope.limit {
         paging.push_str(&format!(" LIMIT {}::bigint", sql.bind(l.to_string())));
@@ -325,13 +325,18 @@ fn embed_sql(sql: &mut Sql, parent: &Source, e: &super::request::Embed) -> Resul
     })
 }
 
-fn order_sql(sql: &mut Sql, src: &Source, order: &[OrderTerm]) -> Result<String, RestError> {
+/// `ORDER BY ...`; `select` is the level's select list, where related orders find
+/// their embed.
+fn order_sql(sql: &mut Sql, src: &Source, order: &[OrderTerm], select: &[SelectItem]) -> Result<String, RestError> {
     if order.is_empty() {
         return Ok(String::new());
     }
     let mut parts = Vec::new();
-    for o in order {
-        let (expr, _) = field_expr(sql, src, &o.field)?;
+    for (i, o) in order.iter().enumerate() {
+        let expr = match &o.relation {
+            None => field_expr(sql, src, &o.field)?.0,
+            Some(r) => related_order_expr(sql, src, r, &o.field, select, i)?,
+        };
         let mut p = format!("{expr} {}", if o.desc { "DESC" } else { "ASC" });
         match o.nulls_first {
             Some(true) => p.push_str(" NULLS FIRST"),
@@ -341,6 +346,42 @@ fn order_sql(sql: &mut Sql, src: &Source, order: &[OrderTerm]) -> Result<String,
         parts.push(p);
     }
     Ok(format!(" ORDER BY {}", parts.join(", ")))
+}
+
+/// PostgREST's related order: a column of a to-one embed of this level
+/// (`order=client(name)`), as a scalar subquery over the same join as the embed.
+fn related_order_expr(sql: &mut Sql, parent: &Source, key: &str, field: &super::request::Field, select: &[SelectItem], n: usize) -> Result<String, RestError> {
+    let not_embedded = || {
+        RestError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "PGRST108",
+            format!("'{key}' is not an embedded resource in this request"),
+            None,
+            Some(&format!("Verify that '{key}' is included in the 'select' query parameter.")),
+        )
+    };
+    let e = select.iter().find_map(|it| matches!(it, SelectItem::Embed(e) if e.key() == key).then_some(it)).ok_or_else(not_embedded)?;
+    let SelectItem::Embed(e) = e else { return Err(not_embedded()) };
+    let (cache, q) = parent.ctx.ok_or_else(not_embedded)?;
+    let parent_table = parent.columns.ok_or_else(not_embedded)?;
+    let (child, rel) = embed::resolve(cache, parent_table, e)?;
+    if !rel.is_to_one() {
+        return Err(RestError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "PGRST118",
+            format!("A related order on '{key}' is not possible"),
+            Some(format!("'{}' and '{}' do not form a many-to-one or one-to-one relationship", parent_table.name, child.name)),
+            None,
+        ));
+    }
+    let alias = format!("_pgs_o{}_{n}", parent.path.len());
+    let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path: parent.path.clone() };
+    let (col, _) = field_expr(sql, &src, field)?;
+    Ok(format!(
+        "(SELECT {col} FROM {} {alias} WHERE {} LIMIT 1)",
+        qualified(&child.schema, &child.name),
+        embed::join_condition(&rel, &parent.alias, &alias)
+    ))
 }
 
 /// How many rows to count.
@@ -361,7 +402,7 @@ fn wrap_rows(sql: &mut Sql, src: &Source, q: &QueryParams, from: &str, count: Op
     }
     conds.extend(inner);
     let wh = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
-    let ord = order_sql(sql, src, &q.order)?;
+    let ord = order_sql(sql, src, &q.order, &q.select)?;
     let mut paging = String::new();
     if page {
         if let Some(l) = q.limit {

@@ -223,7 +223,7 @@ fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParam
     let mut inner = Vec::new();
     let select = select_sql(&mut sql, &src, &q.select, &mut inner)?;
     let wh = if inner.is_empty() { String::new() } else { format!(" WHERE {}", inner.join(" AND ")) };
-    let ord = order_sql(&mut sql, &src, &q.order)?;
+    let ord = order_sql(&mut sql, &src, &q.order, &q.select)?;
     let (returning_list, from, inserted) = if stmt.starts_with("INSERT") {
         // Views have no system columns: their inserts all count as new.
         let ins = if table.is_view { "true".to_owned() } else { format!("({INS}.xmax = 0)") };
