@@ -122,6 +122,28 @@ async fn deno_functions_answer_and_fail_cleanly() {
     assert_eq!(call(&gw, "POST", "/functions/v1/hello", Some(&anon), None).await.2, "hello v2");
 }
 
+/// A gateway killed with SIGKILL leaves no Deno worker behind.
+#[tokio::test]
+async fn the_worker_does_not_outlive_a_killed_gateway() {
+    let (_tc, mut gw, anon, _) = setup(deno().to_str().unwrap()).await;
+    assert_eq!(call(&gw, "POST", "/functions/v1/hello", Some(&anon), None).await.0, StatusCode::OK);
+    let parent = gw.pid().unwrap().to_string();
+    let out = std::process::Command::new("pgrep").args(["-P", &parent, "-f", "_runner.ts"]).output().unwrap();
+    let worker = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(!worker.is_empty(), "the gateway started a worker");
+    std::process::Command::new("kill").args(["-9", &parent]).status().unwrap();
+    let _ = gw.terminate().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{worker}")).exists() {
+        let zombie = std::fs::read_to_string(format!("/proc/{worker}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true);
+        if zombie {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "Deno worker {worker} still runs after its gateway was killed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_killed_deno_answers_502_then_recovers() {
     let (_tc, gw, anon, _) = setup(deno().to_str().unwrap()).await;

@@ -25,6 +25,9 @@ pub enum RuntimeError {
 struct Running {
     port: u16,
     child: Child,
+    /// The worker's stdin, never written: when the gateway dies (even by SIGKILL) the
+    /// pipe closes and the worker exits instead of lingering as an orphan.
+    _lifeline: tokio::process::ChildStdin,
 }
 
 /// The worker process and its module folder.
@@ -85,12 +88,13 @@ impl DenoWorker {
             .arg(dir)
             .env("DENO_NO_UPDATE_CHECK", "1")
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| RuntimeError::Down(format!("cannot start Deno: {e}")))?;
+        let lifeline = child.stdin.take().expect("piped stdin");
         let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
         let port = match ready {
@@ -104,7 +108,7 @@ impl DenoWorker {
                 tracing::info!(target: "pgstack::functions", "{line}");
             }
         });
-        *running = Some(Running { port, child });
+        *running = Some(Running { port, child, _lifeline: lifeline });
         Ok(port)
     }
 

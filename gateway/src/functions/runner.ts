@@ -7,6 +7,15 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 
 const FN_DIR = Deno.args[0];
+
+// The gateway holds our stdin open and never writes to it: end of input means the
+// gateway is gone (even by SIGKILL), and the worker must not outlive it.
+(async () => {
+  try {
+    for await (const _ of Deno.stdin.readable) { /* nothing is ever sent */ }
+  } catch { /* closed */ }
+  Deno.exit(0);
+})();
 // Per-function env vars (pgr.functions.env): Deno.env.get sees the current
 // function's values first, then the worker's environment.
 const fnEnv = new AsyncLocalStorage<Record<string, string>>();
