@@ -1,5 +1,6 @@
 //! The `pgstack` command: load config, then run one subcommand. Nothing else here.
-#![forbid(unsafe_code)]
+// One audited exception (the allocator option in main), so deny rather than forbid.
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,16 @@ enum KeysCmd {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // mimalloc purges freed memory by decommitting it, and faults it back in on the
+    // next request: with it, a 100-row insert's p99 was 72 ms against 16 ms when
+    // purged memory is only reset (MADV_FREE: still returned to the kernel under
+    // memory pressure). Option 5 is mi_option_purge_decommits (mimalloc.h).
+    // SAFETY: sets a process-wide allocator option (an integer) before any other
+    // thread exists; mimalloc reads options atomically.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_set(5, 0)
+    };
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
