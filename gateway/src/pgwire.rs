@@ -237,10 +237,12 @@ impl WireConn {
     /// Runs `steps` as one implicit transaction (one Sync): every step's rows, or the
     /// first error (after which Postgres skipped the rest and rolled back).
     pub async fn pipeline(&mut self, steps: &[Step<'_>]) -> Result<Vec<StepResult>, WireError> {
+        // Broken until the last ReadyForQuery: a future dropped midway (the HTTP client
+        // went away) leaves the connection out of step, and the pool discards it.
+        self.broken = true;
         if self.statements.len() + steps.len() > MAX_STATEMENTS {
             self.close_all().await?;
         }
-        self.broken = true; // until the ReadyForQuery: a dropped future leaves it so
         self.write.clear();
         let mut fresh: Vec<(String, String)> = Vec::new();
         for step in steps {
