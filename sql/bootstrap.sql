@@ -28,6 +28,27 @@ $roles$;
 
 GRANT anon, authenticated, service_role TO authenticator;
 
+-- Statement timeouts of the request roles, as Supabase sets them: a public key's
+-- query cannot hold a connection for long. The gateway applies a role's
+-- `statement_timeout` to every request that runs as it (role settings only take
+-- effect at login otherwise). A setting the project already chose is kept.
+DO $timeouts$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM (VALUES ('anon', '3s'), ('authenticated', '8s')) AS t(role, timeout) LOOP
+        IF NOT EXISTS (
+            SELECT FROM pg_db_role_setting s
+              JOIN pg_roles x ON x.oid = s.setrole
+             WHERE x.rolname = r.role AND s.setdatabase = 0
+               AND EXISTS (SELECT FROM unnest(s.setconfig) c WHERE c LIKE 'statement\_timeout=%')
+        ) THEN
+            EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', r.role, r.timeout);
+        END IF;
+    END LOOP;
+END
+$timeouts$;
+
 CREATE SCHEMA auth;
 CREATE SCHEMA storage;
 CREATE SCHEMA pgr;

@@ -122,6 +122,15 @@ impl Stream {
     }
 }
 
+/// Where and how to cancel what a connection's backend is running.
+#[derive(Debug, Clone)]
+struct CancelKey {
+    host: Host,
+    port: u16,
+    pid: i32,
+    secret: i32,
+}
+
 /// One connection.
 pub struct WireConn {
     stream: Stream,
@@ -129,8 +138,15 @@ pub struct WireConn {
     write: BytesMut,
     statements: HashMap<String, String>,
     next_statement: u64,
-    /// A pipeline was interrupted (its future dropped) or I/O failed: never reuse.
+    /// A pipeline was interrupted (its future dropped) or I/O failed: not reusable
+    /// until [`WireConn::recover`] has cancelled and drained it.
     broken: bool,
+    /// The interruption came while a request was being written: the protocol stream
+    /// cannot be resynchronised, only cancelled and closed.
+    mid_write: bool,
+    /// I/O failed: nothing to drain.
+    dead: bool,
+    cancel: Option<CancelKey>,
 }
 
 impl WireConn {
@@ -162,8 +178,12 @@ impl WireConn {
                         statements: HashMap::new(),
                         next_statement: 0,
                         broken: false,
+                        mid_write: false,
+                        dead: false,
+                        cancel: None,
                     };
-                    conn.startup(config).await?;
+                    let key = conn.startup(config).await?;
+                    conn.cancel = key.map(|(pid, secret)| CancelKey { host: host.clone(), port, pid, secret });
                     return Ok(conn);
                 }
                 Err(e) => last = e,
@@ -172,13 +192,15 @@ impl WireConn {
         Err(last)
     }
 
-    async fn startup(&mut self, config: &tokio_postgres::Config) -> std::io::Result<()> {
+    /// Authenticates; returns the backend's cancel key.
+    async fn startup(&mut self, config: &tokio_postgres::Config) -> std::io::Result<Option<(i32, i32)>> {
         let user = config.get_user().unwrap_or("postgres");
         let db = config.get_dbname().unwrap_or(user);
         let mut params = vec![("user", user), ("database", db), ("application_name", "pgstack"), ("client_encoding", "UTF8")];
         if let Some(o) = config.get_options() {
             params.push(("options", o));
         }
+        let mut key = None;
         frontend::startup_message(params.iter().copied(), &mut self.write)?;
         self.flush().await?;
         let password = config.get_password().unwrap_or_default().to_vec();
@@ -222,8 +244,9 @@ impl WireConn {
                     let f = DbFields::parse(&body)?;
                     return Err(other(&format!("{}: {}", f.code, f.message)));
                 }
-                backend::Message::ReadyForQuery(_) => return Ok(()),
-                backend::Message::BackendKeyData(_) | backend::Message::ParameterStatus(_) | backend::Message::NoticeResponse(_) => {}
+                backend::Message::ReadyForQuery(_) => return Ok(key),
+                backend::Message::BackendKeyData(k) => key = Some((k.process_id(), k.secret_key())),
+                backend::Message::ParameterStatus(_) | backend::Message::NoticeResponse(_) => {}
                 _ => return Err(other("unsupported authentication method")),
             }
         }
@@ -232,6 +255,42 @@ impl WireConn {
     /// Whether this connection may serve another request.
     pub fn is_usable(&self) -> bool {
         !self.broken
+    }
+
+    /// After an interrupted pipeline (the request ended while Postgres was still
+    /// working on it): cancels the running statement and reads what is left up to
+    /// the pipeline's ReadyForQuery, so the backend is idle and the connection in
+    /// step again. False when that cannot be done (then the caller closes it; the
+    /// cancel has still been sent).
+    pub async fn recover(&mut self) -> bool {
+        if !self.broken {
+            return true;
+        }
+        if self.dead {
+            return false;
+        }
+        let cancelled = match &self.cancel {
+            Some(k) => send_cancel(k).await.is_ok(),
+            None => false,
+        };
+        if self.mid_write || !cancelled {
+            return false;
+        }
+        let drain = async {
+            loop {
+                if let backend::Message::ReadyForQuery(_) = self.next_message().await? {
+                    return Ok::<_, std::io::Error>(());
+                }
+            }
+        };
+        match tokio::time::timeout(RECOVER_TIMEOUT, drain).await {
+            Ok(Ok(())) => {
+                self.read.clear();
+                self.broken = false;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Runs `steps` as one implicit transaction (one Sync): every step's rows, or the
@@ -278,7 +337,9 @@ impl WireConn {
             frontend::execute("", 0, &mut self.write)?;
         }
         frontend::sync(&mut self.write);
+        self.mid_write = true;
         self.flush().await?;
+        self.mid_write = false;
 
         let mut results: Vec<StepResult> = Vec::with_capacity(steps.len());
         let mut current = StepResult::default();
@@ -330,7 +391,9 @@ impl WireConn {
     async fn close_all(&mut self) -> std::io::Result<()> {
         self.write.clear();
         frontend::query("DEALLOCATE ALL", &mut self.write)?;
+        self.mid_write = true;
         self.flush().await?;
+        self.mid_write = false;
         loop {
             if let backend::Message::ReadyForQuery(_) = self.next_message().await? {
                 break;
@@ -343,6 +406,9 @@ impl WireConn {
     async fn flush(&mut self) -> std::io::Result<()> {
         let r = self.stream.write_all(&self.write).await;
         self.write.clear();
+        if r.is_err() {
+            (self.broken, self.dead) = (true, true);
+        }
         r
     }
 
@@ -354,9 +420,16 @@ impl WireConn {
             if self.read.capacity() - self.read.len() < 4096 {
                 self.read.reserve(16 * 1024);
             }
-            if self.stream.read_buf(&mut self.read).await? == 0 {
-                self.broken = true;
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "Postgres closed the connection"));
+            match self.stream.read_buf(&mut self.read).await {
+                Ok(0) => {
+                    (self.broken, self.dead) = (true, true);
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "Postgres closed the connection"));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    (self.broken, self.dead) = (true, true);
+                    return Err(e);
+                }
             }
         }
     }
@@ -364,6 +437,75 @@ impl WireConn {
 
 fn other(msg: &str) -> std::io::Error {
     std::io::Error::other(msg.to_owned())
+}
+
+/// How long an interrupted connection may take to become idle after its cancel.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends a CancelRequest for `k`'s backend on a connection of its own.
+async fn send_cancel(k: &CancelKey) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    frontend::cancel_request(k.pid, k.secret, &mut buf);
+    let send = async {
+        match &k.host {
+            Host::Tcp(h) => {
+                let mut s = tokio::net::TcpStream::connect((h.as_str(), k.port)).await?;
+                s.write_all(&buf).await?;
+                // Postgres closes the socket once it has read the request.
+                let _ = s.read(&mut [0u8; 1]).await;
+            }
+            Host::Unix(dir) => {
+                let mut s = tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{}", k.port))).await?;
+                s.write_all(&buf).await?;
+                let _ = s.read(&mut [0u8; 1]).await;
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), send).await.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel request timed out"))?
+}
+
+/// A pipeline connection checked out for one request. When the request ends before
+/// its pipeline did (the client went away, a timeout), dropping the lease cancels
+/// the statement and waits for the backend to be idle *while the connection stays
+/// checked out*: the pool cannot open a replacement beside a backend that is still
+/// busy, so the gateway never holds more backends than its pool size.
+pub struct Lease(Option<deadpool::managed::Object<WireManager>>);
+
+impl Lease {
+    /// Takes a connection from `pool`.
+    pub async fn get(pool: &WirePool) -> Result<Lease, deadpool::managed::PoolError<std::io::Error>> {
+        Ok(Lease(Some(pool.get().await?)))
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = WireConn;
+    fn deref(&self) -> &WireConn {
+        self.0.as_ref().expect("lease holds its connection until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut WireConn {
+        self.0.as_mut().expect("lease holds its connection until dropped")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(mut obj) = self.0.take() else { return };
+        if obj.is_usable() {
+            return; // back to the pool
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        rt.spawn(async move {
+            if !obj.recover().await {
+                tracing::debug!("closing a pipeline connection that could not be recovered");
+                drop(deadpool::managed::Object::take(obj));
+            }
+        });
+    }
 }
 
 /// deadpool manager for [`WireConn`].

@@ -81,19 +81,31 @@ impl Caller {
     /// Resolves the caller from headers (and an optional query token). `Ok(None)`
     /// when the request carries no credential at all.
     pub fn resolve(headers: &HeaderMap, query_token: Option<&str>, cfg: &Config) -> Result<Option<Caller>, CallerError> {
-        let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::trim);
-        if auth.is_some_and(|a| a.eq_ignore_ascii_case("bearer")) {
-            return Err(CallerError::Empty);
-        }
-        let bearer = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .filter(|t| !t.is_empty());
-        let apikey = headers.get("apikey").and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
+        // A credential that is present but unreadable is refused, never skipped: an
+        // `Authorization: Basic ...` or a token with bytes outside visible ASCII must
+        // not fall back to the apikey (or to the anonymous role).
+        let bearer = match headers.get(axum::http::header::AUTHORIZATION) {
+            None => None,
+            Some(v) => {
+                let v = v.to_str().map_err(|_| CallerError::Invalid("the Authorization header is not visible ASCII".into()))?.trim();
+                if v.eq_ignore_ascii_case("bearer") {
+                    return Err(CallerError::Empty);
+                }
+                let (scheme, rest) = v.split_once(' ').ok_or_else(|| CallerError::Invalid("the Authorization header must be `Bearer <token>`".into()))?;
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return Err(CallerError::Invalid("the Authorization header must be `Bearer <token>`".into()));
+                }
+                let t = rest.trim();
+                if t.is_empty() {
+                    return Err(CallerError::Empty);
+                }
+                Some(t)
+            }
+        };
+        let apikey = match headers.get("apikey") {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| CallerError::Invalid("the apikey header is not visible ASCII".into()))?.trim()).filter(|t| !t.is_empty()),
+        };
         let Some(token) = bearer.or(apikey).or(query_token.filter(|t| !t.is_empty())) else {
             return Ok(None);
         };
@@ -179,7 +191,17 @@ impl Caller {
 /// Roles a token may never name, whatever the login role is a member of: the
 /// gateway's internal roles, Postgres's predefined roles, the login role itself.
 fn check_role_name(role: &str, cfg: &Config) -> Result<(), CallerError> {
-    let reserved = role.starts_with("pgstack_") || role.starts_with("pg_") || role == "postgres" || Some(role) == cfg.login_role.as_deref();
+    // `none` is not a role: `set_config('role', 'none')` resets to the login role.
+    // The other keywords name no role a request may take either.
+    let keyword = ["none", "public", "current_user", "current_role", "session_user", "default", "all"].iter().any(|k| role.eq_ignore_ascii_case(k));
+    let lower = role.to_ascii_lowercase();
+    let reserved = keyword
+        || lower.starts_with("pgstack_")
+        || lower.starts_with("pg_")
+        || lower == "postgres"
+        || lower == "authenticator"
+        || Some(role) == cfg.login_role.as_deref()
+        || role.chars().any(|c| c.is_control());
     if reserved || role.is_empty() || role.len() > 63 {
         return Err(CallerError::BadClaims(format!("role {role:?} cannot be used by a request")));
     }

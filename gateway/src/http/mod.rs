@@ -2,5 +2,6 @@
 
 pub mod caller;
 pub mod cors;
+pub mod errors;
 pub mod rate_limit;
 pub mod trace;

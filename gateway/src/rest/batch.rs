@@ -27,6 +27,69 @@ use crate::AppState;
 /// Most operations one batch may hold.
 pub const MAX_OPERATIONS: usize = 100;
 
+/// Most `{{id.field}}` references one batch may resolve.
+pub const MAX_REFERENCES: usize = 1000;
+
+/// Most bytes that references may add to a batch's bodies and paths, all operations
+/// together (the size of the request body limit): expansion is bounded before
+/// anything is copied, so a small request cannot build a large one.
+pub const MAX_EXPANSION: usize = 2 * 1024 * 1024;
+
+/// What references may still add: checked before every copy.
+struct Budget {
+    refs: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget { refs: MAX_REFERENCES, bytes: MAX_EXPANSION }
+    }
+    /// Accounts for one reference that adds `len` bytes.
+    fn take(&mut self, len: usize) -> Result<(), RestError> {
+        if self.refs == 0 {
+            return Err(RestError::new(StatusCode::PAYLOAD_TOO_LARGE, "PGRST102", format!("a batch may resolve at most {MAX_REFERENCES} references"), None, None));
+        }
+        self.refs -= 1;
+        self.bytes = self.bytes.checked_sub(len).ok_or_else(|| {
+            RestError::new(StatusCode::PAYLOAD_TOO_LARGE, "PGRST102", format!("references would expand the batch past {MAX_EXPANSION} bytes"), None, None)
+        })?;
+        Ok(())
+    }
+}
+
+/// Bytes a JSON value takes as text, counted without building the text (stops
+/// counting once past `limit`).
+fn json_len(v: &Value, limit: usize) -> usize {
+    fn walk(v: &Value, acc: &mut usize, limit: usize) {
+        if *acc > limit {
+            return;
+        }
+        match v {
+            Value::Null | Value::Bool(_) => *acc += 5,
+            Value::Number(_) => *acc += 24,
+            Value::String(s) => *acc += s.len() + 2,
+            Value::Array(a) => {
+                *acc += 2;
+                for x in a {
+                    walk(x, acc, limit);
+                    *acc += 1;
+                }
+            }
+            Value::Object(m) => {
+                *acc += 2;
+                for (k, x) in m {
+                    *acc += k.len() + 4;
+                    walk(x, acc, limit);
+                }
+            }
+        }
+    }
+    let mut acc = 0;
+    walk(v, &mut acc, limit);
+    acc
+}
+
 #[derive(Deserialize)]
 struct BatchBody {
     #[serde(default = "yes")]
@@ -71,20 +134,39 @@ pub async fn batch(
         }
     }
     let info = RequestInfo { method: "POST", path: "/batch", headers: Value::Object(h).to_string(), ..Default::default() };
-    let mut client = s.pool.get().await?;
-    let tx = exec::begin(&mut client, &caller, &info).await?;
+    let mut client = crate::db::Guarded::get(&s.pool).await?;
+    let out = run_batch(&mut client, &b, &ids, &cache, &caller, &headers, &info, anon).await;
+    client.finish();
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_batch(
+    client: &mut deadpool_postgres::Object,
+    b: &BatchBody,
+    ids: &[String],
+    cache: &SchemaCache,
+    caller: &Caller,
+    headers: &HeaderMap,
+    info: &RequestInfo<'_>,
+    anon: bool,
+) -> Result<(StatusCode, Json<Value>), RestError> {
+    let tx = exec::begin(client, caller, info).await?;
     let db = |e| RestError::from_db(e, anon);
 
     let mut results = Vec::new();
     let mut done: HashMap<String, Value> = HashMap::new();
     let mut failures = 0;
-    for (op, id) in b.operations.iter().zip(&ids) {
+    let mut budget = Budget::new();
+    for (op, id) in b.operations.iter().zip(ids) {
         if !b.atomic {
             tx.batch_execute("SAVEPOINT pgstack_batch_op").await.map_err(db)?;
         }
-        let prepared = op.body.clone().map(|v| substitute(v, &done)).transpose().and_then(|b| Ok((b, interpolate(&op.path, &done, true)?)));
+        let prepared = op.body.clone().map(|v| substitute(v, &done, &mut budget)).transpose().and_then(|b| Ok((b, interpolate(&op.path, &done, true, &mut budget)?)));
         let outcome = match prepared {
-            Ok((body, path)) => run_op(&tx, &cache, &headers, op, &path, body, anon).await,
+            Ok((body, path)) => run_op(&tx, cache, headers, op, &path, body, anon).await,
+            // Over the expansion budget: the whole batch is refused (rolled back).
+            Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => return Err(e),
             Err(e) => Err(e),
         };
         match outcome {
@@ -175,34 +257,40 @@ async fn run_op(
 }
 
 /// Replaces `{{id.field}}` references with values from earlier results.
-fn substitute(v: Value, done: &HashMap<String, Value>) -> Result<Value, RestError> {
+fn substitute(v: Value, done: &HashMap<String, Value>, budget: &mut Budget) -> Result<Value, RestError> {
     Ok(match v {
         Value::String(s) => {
             let t = s.trim();
             if t.starts_with("{{") && t.ends_with("}}") && t.matches("{{").count() == 1 {
-                lookup(&t[2..t.len() - 2], done)?
+                let found = lookup(&t[2..t.len() - 2], done)?;
+                budget.take(json_len(found, budget.bytes))?;
+                found.clone()
             } else if s.contains("{{") {
-                Value::String(interpolate(&s, done, false)?)
+                Value::String(interpolate(&s, done, false, budget)?)
             } else {
                 Value::String(s)
             }
         }
-        Value::Array(a) => Value::Array(a.into_iter().map(|x| substitute(x, done)).collect::<Result<_, _>>()?),
-        Value::Object(m) => Value::Object(m.into_iter().map(|(k, x)| Ok((k, substitute(x, done)?))).collect::<Result<_, RestError>>()?),
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| substitute(x, done, budget)).collect::<Result<_, _>>()?),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, x)| Ok((k, substitute(x, done, budget)?))).collect::<Result<_, RestError>>()?),
         other => other,
     })
 }
 
 /// Replaces every `{{id.field}}` inside `s` by the value as text (percent-encoded
 /// for paths).
-fn interpolate(s: &str, done: &HashMap<String, Value>, url: bool) -> Result<String, RestError> {
+fn interpolate(s: &str, done: &HashMap<String, Value>, url: bool, budget: &mut Budget) -> Result<String, RestError> {
     let mut out = String::new();
     let mut rest = s;
     while let Some(start) = rest.find("{{") {
-        let end = rest[start..].find("}}").ok_or_else(|| RestError::bad("PGRST102", format!("unclosed reference in {s:?}")))? + start;
+        let end = rest[start..].find("}}").ok_or_else(|| RestError::bad("PGRST102", "unclosed reference"))? + start;
         out.push_str(&rest[..start]);
-        let text = match lookup(&rest[start + 2..end], done)? {
-            Value::String(x) => x,
+        let found = lookup(&rest[start + 2..end], done)?;
+        // Percent-encoding at most triples a byte.
+        let factor = if url { 3 } else { 1 };
+        budget.take(json_len(found, budget.bytes).saturating_mul(factor))?;
+        let text = match found {
+            Value::String(x) => x.clone(),
             other => other.to_string(),
         };
         if url {
@@ -216,8 +304,9 @@ fn interpolate(s: &str, done: &HashMap<String, Value>, url: bool) -> Result<Stri
     Ok(out)
 }
 
-fn lookup(reference: &str, done: &HashMap<String, Value>) -> Result<Value, RestError> {
-    let unknown = || RestError::bad("PGRST102", format!("unknown reference {{{{{reference}}}}}"));
+fn lookup<'a>(reference: &str, done: &'a HashMap<String, Value>) -> Result<&'a Value, RestError> {
+    let shown: String = reference.chars().take(64).collect();
+    let unknown = || RestError::bad("PGRST102", format!("unknown reference {{{{{shown}}}}}"));
     let (id, path) = reference.trim().split_once('.').ok_or_else(unknown)?;
     let mut cur = done.get(id).ok_or_else(unknown)?;
     if let Value::Array(a) = cur {
@@ -230,7 +319,7 @@ fn lookup(reference: &str, done: &HashMap<String, Value>) -> Result<Value, RestE
             _ => return Err(unknown()),
         };
     }
-    Ok(cur.clone())
+    Ok(cur)
 }
 
 #[cfg(test)]
@@ -242,9 +331,30 @@ mod tests {
         let mut done = HashMap::new();
         done.insert("create".to_owned(), json!({"id": 42, "name": "x", "tags": ["a"]}));
         done.insert("many".to_owned(), json!([{"id": 7}]));
-        let got = substitute(json!({"order_id": "{{create.id}}", "label": "order {{create.id}} of {{create.name}}", "first": "{{many.id}}", "t": "{{create.tags.0}}"}), &done).unwrap();
+        let b = &mut Budget::new();
+        let got = substitute(json!({"order_id": "{{create.id}}", "label": "order {{create.id}} of {{create.name}}", "first": "{{many.id}}", "t": "{{create.tags.0}}"}), &done, b).unwrap();
         assert_eq!(got, json!({"order_id": 42, "label": "order 42 of x", "first": 7, "t": "a"}));
-        assert!(substitute(json!("{{nope.id}}"), &done).is_err());
-        assert!(substitute(json!("{{create.missing}}"), &done).is_err());
+        assert!(substitute(json!("{{nope.id}}"), &done, b).is_err());
+        assert!(substitute(json!("{{create.missing}}"), &done, b).is_err());
+    }
+
+    #[test]
+    fn expansion_is_bounded_before_it_is_built() {
+        let mut done = HashMap::new();
+        done.insert("a".to_owned(), json!({"title": "x".repeat(100_000)}));
+        // 20,000 references to a 100 kB value in one string: refused, not built.
+        let e = substitute(json!({"t": "{{a.title}}".repeat(20_000)}), &done, &mut Budget::new()).unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let many: Vec<Value> = (0..30).map(|_| json!("{{a.title}}")).collect();
+        let e = substitute(Value::Array(many), &done, &mut Budget::new()).unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "whole-value copies count too");
+        done.insert("b".to_owned(), json!({"n": 1}));
+        let refs: Vec<Value> = (0..MAX_REFERENCES).map(|_| json!("{{b.n}}")).collect();
+        assert!(substitute(Value::Array(refs.clone()), &done, &mut Budget::new()).is_ok());
+        let mut over = refs;
+        over.push(json!("{{b.n}}"));
+        let e = substitute(Value::Array(over), &done, &mut Budget::new()).unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "reference count is bounded");
+        assert!(substitute(json!({"t": "{{a.title}}"}), &done, &mut Budget::new()).is_ok());
     }
 }

@@ -130,7 +130,7 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
     if info.response_gucs {
         steps.push(Step { sql: RESPONSE_GUCS, params: Vec::new() });
     }
-    let mut conn = state.wire.get().await?;
+    let mut conn = crate::pgwire::Lease::get(&state.wire).await?;
     let mut results = conn.pipeline(&steps).await.map_err(|e| RestError::from_wire(e, anon))?;
     let short = || RestError::internal(anyhow::anyhow!("the pipeline returned fewer results than steps"));
     let mut out = if rows {
@@ -153,8 +153,14 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
 /// request's role.
 async fn run_in_transaction(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
     let anon = caller.role == pgstack_shared::Role::Anon;
-    let mut client = pool.get().await?;
-    let tx = begin(&mut client, caller, info).await?;
+    let mut client = crate::db::Guarded::get(pool).await?;
+    let out = in_transaction(&mut client, caller, info, sql, rows, rollback, anon).await;
+    client.finish();
+    out
+}
+
+async fn in_transaction(client: &mut deadpool_postgres::Object, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool, anon: bool) -> Result<Outcome, RestError> {
+    let tx = begin(client, caller, info).await?;
     let mut out = statement(&tx, sql, rows, anon).await?;
     let db = |e| RestError::from_db(e, anon);
     if let Some(max) = info.max_affected {

@@ -9,6 +9,19 @@ use axum::http::StatusCode;
 
 use super::error::RestError;
 
+/// Deepest nesting of embeds (`a(b(c(...)))`) and of logic trees
+/// (`or=(and(or(...)))`) a request may use. The parsers and the planner recurse once
+/// per level, so this bounds their stack; deeper requests get PGRST100.
+pub const MAX_DEPTH: usize = 24;
+
+/// Longest query string the REST parser reads (the URI itself is capped lower by
+/// hyper; this keeps the parser's cost per request bounded in any case).
+pub const MAX_QUERY_LEN: usize = 64 * 1024;
+
+fn too_deep(what: &str) -> RestError {
+    RestError::parse(format!("\"failed to parse {what}\": nesting deeper than {MAX_DEPTH} levels"), format!("{what} may nest at most {MAX_DEPTH} levels"))
+}
+
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -185,6 +198,9 @@ pub struct QueryParams {
 /// Parses a raw query string. `rpc_args` keeps unknown `name=value` pairs as
 /// arguments instead of reading them as filters (GET /rpc).
 pub fn parse_query(raw: &str, rpc_args: bool) -> Result<QueryParams, RestError> {
+    if raw.len() > MAX_QUERY_LEN {
+        return Err(RestError::parse("\"query string too long\"", format!("at most {MAX_QUERY_LEN} bytes")));
+    }
     let mut q = QueryParams::default();
     for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
         let (k, v) = (k.into_owned(), v.into_owned());
@@ -195,7 +211,7 @@ pub fn parse_query(raw: &str, rpc_args: bool) -> Result<QueryParams, RestError> 
             continue;
         }
         match k.as_str() {
-            "select" => q.select = parse_select(&v)?,
+            "select" => q.select = parse_select(&v, 0)?,
             "columns" => q.columns = Some(split_names(&v)),
             "on_conflict" => q.on_conflict = Some(split_names(&v)),
             "order" | "limit" | "offset" | "or" | "and" | "not.or" | "not.and" => {
@@ -221,7 +237,7 @@ fn embed_key(k: &str) -> Option<(Vec<String>, String)> {
         return None;
     }
     let parts: Vec<&str> = split_top(k, '.');
-    if parts.len() < 2 {
+    if parts.len() < 2 || parts.len() > MAX_DEPTH + 2 {
         return None;
     }
     // `items.not.or` keeps its `not.` with the last part.
@@ -245,7 +261,7 @@ fn apply_scope(scope: &mut Scope, k: &str, v: &str) -> Result<(), RestError> {
                 .strip_prefix('(')
                 .and_then(|s| s.strip_suffix(')'))
                 .ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({v})\""), "logic trees look like or=(a.eq.1,b.eq.2)"))?;
-            scope.conditions.push(Condition::Tree { or: k.ends_with("or"), negate, children: parse_tree_items(inner)? });
+            scope.conditions.push(Condition::Tree { or: k.ends_with("or"), negate, children: parse_tree_items(inner, 1)? });
         }
         _ => scope.conditions.push(Condition::Filter(parse_filter(k, v)?)),
     }
@@ -320,7 +336,11 @@ pub fn parse_field(s: &str) -> Result<Field, RestError> {
     } else {
         rest.find("->").unwrap_or(rest.len())
     };
-    let column = unquote(&rest[..col_end]);
+    let raw_col = rest[..col_end].trim();
+    if !raw_col.starts_with('"') && raw_col != "*" && !raw_col.is_empty() && !is_field_name(raw_col) {
+        return Err(RestError::parse(format!("\"failed to parse field ({s})\""), "unquoted names take letters, digits, _, $ and -; quote others: \"my.col\""));
+    }
+    let column = unquote(raw_col);
     rest = &rest[col_end..];
     while !rest.is_empty() {
         let (as_text, after) = if let Some(r) = rest.strip_prefix("->>") {
@@ -331,7 +351,11 @@ pub fn parse_field(s: &str) -> Result<Field, RestError> {
             return Err(RestError::parse(format!("\"failed to parse field ({s})\""), "unexpected characters after a column name"));
         };
         let end = after.find("->").unwrap_or(after.len());
-        let key = unquote(&after[..end]);
+        let raw_key = after[..end].trim();
+        if !is_json_operand(raw_key) {
+            return Err(RestError::parse(format!("\"failed to parse field ({s})\""), "a JSON path step is ->key, ->\"quoted key\" or ->index"));
+        }
+        let key = unquote(raw_key);
         if key.is_empty() {
             return Err(RestError::parse(format!("\"failed to parse field ({s})\""), "empty JSON key"));
         }
@@ -344,7 +368,10 @@ pub fn parse_field(s: &str) -> Result<Field, RestError> {
     Ok(Field { column, path: parts })
 }
 
-fn parse_select(v: &str) -> Result<Vec<SelectItem>, RestError> {
+fn parse_select(v: &str, depth: usize) -> Result<Vec<SelectItem>, RestError> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep("select"));
+    }
     let mut items = Vec::new();
     for raw in split_top(v, ',') {
         let raw = raw.trim();
@@ -356,7 +383,7 @@ fn parse_select(v: &str) -> Result<Vec<SelectItem>, RestError> {
             continue;
         }
         if raw.ends_with(')') && raw.contains('(') {
-            items.push(SelectItem::Embed(parse_embed(raw)?));
+            items.push(SelectItem::Embed(parse_embed(raw, depth)?));
             continue;
         }
         let (alias, rest) = match split_alias(raw) {
@@ -364,7 +391,7 @@ fn parse_select(v: &str) -> Result<Vec<SelectItem>, RestError> {
             None => (None, raw),
         };
         let (field_part, cast) = match rest.rsplit_once("::") {
-            Some((f, c)) => (f, Some(c.trim().to_owned())),
+            Some((f, c)) => (f, Some(parse_cast(raw, c)?)),
             None => (rest, None),
         };
         items.push(SelectItem::Field { field: parse_field(field_part)?, alias, cast });
@@ -373,7 +400,7 @@ fn parse_select(v: &str) -> Result<Vec<SelectItem>, RestError> {
 }
 
 /// `alias:name!hint!inner(items)`.
-fn parse_embed(raw: &str) -> Result<Embed, RestError> {
+fn parse_embed(raw: &str, depth: usize) -> Result<Embed, RestError> {
     let open = raw.find('(').unwrap_or(raw.len());
     let head = &raw[..open];
     let inner = &raw[open + 1..raw.len() - 1];
@@ -395,7 +422,35 @@ fn parse_embed(raw: &str) -> Result<Embed, RestError> {
             _ => {}
         }
     }
-    Ok(Embed { name, alias, hint, inner: inner_join, select: parse_select(inner)? })
+    Ok(Embed { name, alias, hint, inner: inner_join, select: parse_select(inner, depth + 1)? })
+}
+
+/// The type after `::` in `select=`: PostgREST's grammar (letters, digits, `_`, `$`
+/// and spaces), plus an optional `[]`. The name is resolved against the catalog by the
+/// planner; it never reaches SQL as written.
+fn parse_cast(raw: &str, c: &str) -> Result<String, RestError> {
+    let t = c.trim();
+    let base = t.strip_suffix("[]").unwrap_or(t).trim_end();
+    let ok = !base.is_empty() && base.len() <= 64 && base.chars().all(|ch| ch.is_alphanumeric() || matches!(ch, '_' | '$' | ' '));
+    if !ok {
+        return Err(RestError::parse(format!("\"failed to parse select ({raw})\""), "a cast names a type: col::text"));
+    }
+    Ok(t.to_owned())
+}
+
+/// PostgREST's unquoted field name: identifiers (letters, digits, `_`, `$`, spaces)
+/// joined by single dashes.
+fn is_field_name(s: &str) -> bool {
+    !s.is_empty() && s.split('-').all(|part| !part.trim().is_empty() && part.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '$' | ' ')))
+}
+
+/// A JSON path operand: a quoted key, an array index (`-?digits`) or a field name.
+fn is_json_operand(s: &str) -> bool {
+    if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
+        return true;
+    }
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    (!digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())) || is_field_name(s)
 }
 
 /// `alias:rest`, ignoring the `::` of casts.
@@ -507,7 +562,10 @@ pub fn parse_filter(key: &str, value: &str) -> Result<Filter, RestError> {
     Ok(Filter { field, negate, op, quantifier, language, value: val.to_owned() })
 }
 
-fn parse_tree_items(inner: &str) -> Result<Vec<Condition>, RestError> {
+fn parse_tree_items(inner: &str, depth: usize) -> Result<Vec<Condition>, RestError> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep("logic tree"));
+    }
     let mut out = Vec::new();
     for item in split_top(inner, ',') {
         let item = item.trim();
@@ -517,7 +575,7 @@ fn parse_tree_items(inner: &str) -> Result<Vec<Condition>, RestError> {
         };
         if let Some(rest) = body.strip_prefix("and(").or_else(|| body.strip_prefix("or(")) {
             let inner = rest.strip_suffix(')').ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({item})\""), "unbalanced parentheses"))?;
-            out.push(Condition::Tree { or: body.starts_with("or("), negate, children: parse_tree_items(inner)? });
+            out.push(Condition::Tree { or: body.starts_with("or("), negate, children: parse_tree_items(inner, depth + 1)? });
             continue;
         }
         // col.op.value, col.not.op.value, col->a.op.value

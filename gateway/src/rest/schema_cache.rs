@@ -133,6 +133,9 @@ pub struct SchemaCache {
     /// wins over the role-wide one). Role settings apply at login only, so the
     /// gateway applies them itself when a request switches to the role.
     pub role_timeouts: HashMap<String, String>,
+    /// Types a `select=col::type` cast may name: type name → its quoted, qualified
+    /// name (`"pg_catalog"."int4"`). pg_catalog first, then the exposed schemas.
+    pub types: HashMap<String, String>,
 }
 
 impl SchemaCache {
@@ -147,6 +150,36 @@ impl SchemaCache {
     /// Every overload of a function of `schema`.
     pub fn overloads(&self, schema: &str, name: &str) -> &[Function] {
         self.functions.get(&(schema.to_owned(), name.to_owned())).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The SQL text of a cast to `name` (a `select=` cast as the request wrote it:
+    /// `text`, `integer`, `double precision`, `int4[]`), or None when no such type
+    /// exists. Only the catalog's own spelling, quoted, reaches SQL.
+    pub fn cast_type(&self, name: &str) -> Option<String> {
+        let (base, array) = match name.trim().strip_suffix("[]") {
+            Some(b) => (b.trim_end(), true),
+            None => (name.trim(), false),
+        };
+        let folded = base.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        let canonical = match folded.as_str() {
+            "integer" | "int" => "int4",
+            "smallint" => "int2",
+            "bigint" => "int8",
+            "real" => "float4",
+            "double precision" | "float" => "float8",
+            "boolean" => "bool",
+            "decimal" => "numeric",
+            "character varying" => "varchar",
+            "character" | "char" => "bpchar",
+            "timestamp without time zone" => "timestamp",
+            "timestamp with time zone" => "timestamptz",
+            "time without time zone" => "time",
+            "time with time zone" => "timetz",
+            "bit varying" => "varbit",
+            other => other,
+        };
+        let t = self.types.get(canonical)?;
+        Some(if array { format!("{t}[]") } else { t.clone() })
     }
 
     /// Reads the catalog for `schemas`.
@@ -215,6 +248,21 @@ impl SchemaCache {
             .await?;
         for r in timeouts {
             cache.role_timeouts.insert(r.get(0), r.get(1));
+        }
+        // Defined, non-pseudo types; pg_catalog's win over same-named ones elsewhere.
+        let types = client
+            .query(
+                "SELECT t.typname::text, n.nspname::text
+                   FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                  WHERE t.typisdefined AND t.typtype <> 'p'
+                    AND (n.nspname = 'pg_catalog' OR n.nspname = ANY($1))
+                  ORDER BY n.nspname <> 'pg_catalog', array_position($1, n.nspname::text)",
+                &[&schemas],
+            )
+            .await?;
+        for r in types {
+            let (name, schema): (String, String) = (r.get(0), r.get(1));
+            cache.types.entry(name.to_lowercase()).or_insert_with(|| super::sql::qualified(&schema, &name));
         }
         let rows = client.query(include_str!("sql/functions.sql"), &[&schemas]).await?;
         for r in rows {
@@ -346,5 +394,26 @@ mod tests {
         let next = h.ticket();
         assert!(h.set(next, named("next")));
         assert_eq!(h.get().schemas, vec!["next".to_owned()]);
+    }
+}
+
+#[cfg(test)]
+mod cast_tests {
+    use super::*;
+
+    #[test]
+    fn casts_resolve_to_quoted_catalog_names_only() {
+        let mut c = SchemaCache::default();
+        for (n, s) in [("int4", "pg_catalog"), ("_int4", "pg_catalog"), ("float8", "pg_catalog"), ("text", "pg_catalog"), ("mood", "public")] {
+            c.types.insert(n.into(), crate::rest::sql::qualified(s, n));
+        }
+        assert_eq!(c.cast_type("integer").as_deref(), Some(r#""pg_catalog"."int4""#));
+        assert_eq!(c.cast_type("INT4").as_deref(), Some(r#""pg_catalog"."int4""#));
+        assert_eq!(c.cast_type("int4[]").as_deref(), Some(r#""pg_catalog"."int4"[]"#));
+        assert_eq!(c.cast_type("double   precision").as_deref(), Some(r#""pg_catalog"."float8""#));
+        assert_eq!(c.cast_type("mood").as_deref(), Some(r#""public"."mood""#));
+        for bad in ["text FROM notes UNION SELECT session_user", "text)", "nope", ""] {
+            assert_eq!(c.cast_type(bad), None, "{bad}");
+        }
     }
 }

@@ -58,24 +58,6 @@ pub fn array_literal<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     s
 }
 
-/// True for a type name that is safe to write after `::` (letters, digits, `_`,
-/// single spaces, an optional `(n[,m])` and `[]`), e.g. `text`, `double precision`,
-/// `varchar(20)`, `int[]`.
-pub fn is_safe_type_name(t: &str) -> bool {
-    let t = t.trim();
-    let (base, rest) = match t.find(['(', '[']) {
-        Some(i) => (&t[..i], &t[i..]),
-        None => (t, ""),
-    };
-    let base_ok = !base.is_empty()
-        && base.len() <= 64
-        && base.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && base.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ')
-        && !base.contains("  ");
-    let rest_ok = rest.chars().all(|c| c.is_ascii_digit() || matches!(c, '(' | ')' | ',' | '[' | ']'));
-    base_ok && rest_ok
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,15 +74,5 @@ mod tests {
     fn identifiers_and_literals_are_escaped() {
         assert_eq!(ident(r#"we"ird"#), r#""we""ird""#);
         assert_eq!(array_literal(["a", r#"b"c"#, r"d\"]), r#"{"a","b\"c","d\\"}"#);
-    }
-
-    #[test]
-    fn type_names() {
-        for ok in ["text", "double precision", "varchar(20)", "numeric(10,2)", "int[]", "_int4"] {
-            assert!(is_safe_type_name(ok), "{ok}");
-        }
-        for bad in ["text; drop table x", "text)--", "a'b", "", "t\"x", "int  4"] {
-            assert!(!is_safe_type_name(bad), "{bad}");
-        }
     }
 }

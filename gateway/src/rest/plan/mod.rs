@@ -11,7 +11,7 @@ use super::error::RestError;
 use super::request::{parse_list, Condition, Field, Filter, Op, OrderTerm, Quantifier, QueryParams, SelectItem};
 use super::embed;
 use super::schema_cache::{Function, SchemaCache, Table};
-use super::sql::{array_literal, ident, is_safe_type_name, qualified, Sql};
+use super::sql::{array_literal, ident, qualified, Sql};
 
 mod write;
 pub use write::{delete, insert, put, update, OnConflict, Payload};
@@ -126,9 +126,9 @@ fn filter_sql(sql: &mut Sql, src: &Source, f: &Filter) -> Result<String, RestErr
             None => format!("{lhs}::text {op} {}", sql.bind(v)),
             Some(q) => {
                 let which = if q == Quantifier::Any { "ANY" } else { "ALL" };
-                let items: Vec<String> = parse_brace_list(&v);
-                let lit = array_literal(items.iter().map(String::as_str));
-                format!("{lhs}::text {op} {which}({}::text[])", sql.bind(lit))
+                // `{a*,b*}` is Postgres's array syntax: Postgres parses it (a
+                // malformed list is its 22P02, a 400).
+                format!("{lhs}::text {op} {which}({}::text[])", sql.bind(v))
             }
         }
     };
@@ -217,12 +217,6 @@ fn filter_sql(sql: &mut Sql, src: &Source, f: &Filter) -> Result<String, RestErr
     Ok(if f.negate { format!("NOT ({body})") } else { body })
 }
 
-/// `{a,b}` (PostgREST's list for any/all) → items.
-fn parse_brace_list(v: &str) -> Vec<String> {
-    let inner = v.strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or(v);
-    super::request::split_top(inner, ',').into_iter().map(|s| s.trim().trim_matches('"').to_owned()).collect()
-}
-
 fn condition_sql(sql: &mut Sql, src: &Source, c: &Condition) -> Result<String, RestError> {
     match c {
         Condition::Filter(f) => filter_sql(sql, src, f),
@@ -266,8 +260,15 @@ fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut Vec
             SelectItem::Field { field, alias, cast } => {
                 let (expr, _) = field_expr(sql, src, field)?;
                 let expr = match cast {
-                    Some(t) if is_safe_type_name(t) => format!("({expr})::{t}"),
-                    Some(t) => return Err(RestError::bad("PGRST100", format!("invalid cast type {t:?}"))),
+                    Some(t) => {
+                        // The name resolves against the catalog; only its quoted,
+                        // qualified spelling is written.
+                        let resolved = src.ctx.and_then(|(cache, _)| cache.cast_type(t));
+                        match resolved {
+                            Some(ty) => format!("({expr})::{ty}"),
+                            None => return Err(RestError::bad("42704", format!("type \"{t}\" does not exist"))),
+                        }
+                    }
                     None => expr,
                 };
                 // The key of a JSON path names the value; an array index does not.
