@@ -27,6 +27,16 @@ CREATE TABLE auth.users (
     email               text CHECK (email IS NULL OR length(email) <= 320),
     encrypted_password  text,
     email_confirmed_at  timestamptz,
+    -- How email_confirmed_at was set: 'email' (a link or code sent to the address was
+    -- used), 'oauth' (a provider vouched for it), 'admin' (service key), 'auto'
+    -- (sign-up without REQUIRE_EMAIL_VERIFICATION: nothing proven). NULL for rows
+    -- imported from elsewhere. OAuth links only to addresses proven by a flow.
+    email_confirmed_by  text CHECK (email_confirmed_by IN ('email', 'oauth', 'admin', 'auto')),
+    -- A pending change of address (GoTrue's columns): it applies once the links sent
+    -- to the new address and to the current one have both been followed.
+    email_change        text,
+    email_change_sent_at timestamptz,
+    email_change_confirm_status smallint NOT NULL DEFAULT 0,
     phone               text,
     raw_app_meta_data   jsonb NOT NULL DEFAULT '{}',
     raw_user_meta_data  jsonb NOT NULL DEFAULT '{}',
@@ -102,13 +112,17 @@ CREATE TABLE auth.one_time_tokens (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     user_id     uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
     token_type  text NOT NULL CHECK (token_type IN
-                  ('confirmation', 'recovery', 'magiclink', 'email_change', 'reauthentication')),
+                  ('confirmation', 'recovery', 'magiclink', 'email_change', 'email_change_current',
+                   'reauthentication')),
     token_hash  text NOT NULL UNIQUE,
     relates_to  text NOT NULL DEFAULT '',
     flow_id     uuid REFERENCES auth.flow_state (id) ON DELETE SET NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz NOT NULL,
-    used_at     timestamptz
+    used_at     timestamptz,
+    -- Wrong codes tried against this account's live tokens of this kind; at
+    -- OTP_MAX_ATTEMPTS they are all spent (counted here so it holds across gateways).
+    attempts    integer NOT NULL DEFAULT 0
 );
 CREATE INDEX one_time_tokens_user_idx ON auth.one_time_tokens (user_id, token_type);
 
@@ -153,6 +167,9 @@ AS $$
         'banned_until', u.banned_until,
         'created_at', u.created_at,
         'updated_at', u.updated_at)
+    || CASE WHEN u.email_change IS NULL THEN '{}'::jsonb
+            ELSE jsonb_build_object('new_email', u.email_change,
+                                    'email_change_sent_at', u.email_change_sent_at) END
 $$;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA auth TO pgstack_auth_admin;

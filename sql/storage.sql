@@ -57,7 +57,11 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN storage.filename(name) LIKE '%.%'
 
 -- Default policies: public buckets are readable by all; otherwise owners read, write
 -- and delete their own objects. service_role bypasses RLS. Replace or add policies as
--- on Supabase.
+-- on Supabase (which starts with none: only service_role until the project writes some).
+-- Writes are owner-only: a signed-in user inserts only rows owned by itself (so a path
+-- another user holds cannot be taken over: an upsert sees no row of theirs to replace
+-- and the insert conflicts), and updates / deletes only its own; the anon role writes
+-- nothing unless the project adds a policy for it.
 ALTER TABLE storage.objects ENABLE ROW LEVEL SECURITY;
 CREATE POLICY objects_read ON storage.objects FOR SELECT TO anon, authenticated
     USING (owner = auth.uid() OR EXISTS (SELECT 1 FROM storage.buckets b WHERE b.id = bucket_id AND b.public));
@@ -92,6 +96,9 @@ CREATE TABLE storage.uploads (
     bucket_id     text NOT NULL REFERENCES storage.buckets (id) ON DELETE CASCADE,
     name          text NOT NULL,
     owner         text NOT NULL,            -- the creator's `sub`, or its role for keys
+    token_hash    text NOT NULL,            -- SHA-256 (hex) of the upload URL's token, which
+                                            -- only the creator learns (two clients with
+                                            -- one API key cannot reach each other's uploads)
     upload_length bigint NOT NULL CHECK (upload_length >= 0),
     upload_offset bigint NOT NULL DEFAULT 0,
     mimetype      text NOT NULL,

@@ -77,6 +77,26 @@ pub struct Config {
     pub allow_permissive_cors: bool,
     /// DB_POOL_SIZE: connections in the pool. Default: 2 × CPU cores, at least 4.
     pub db_pool_size: usize,
+    /// HTTP_MAX_CONNECTIONS: open HTTP connections at once; over it a new connection
+    /// gets 503 and is closed. None = half the descriptor limit, at most 16384.
+    pub http_max_connections: Option<usize>,
+    /// HTTP_MAX_CONNECTIONS_PER_IP: open HTTP connections from one client IP. Default 1000.
+    pub http_max_connections_per_ip: usize,
+    /// HTTP_HEADER_READ_TIMEOUT: seconds a client has to send a request's headers
+    /// (and to start the next request on a kept-alive connection). Default 10.
+    pub http_header_read_timeout_secs: u64,
+    /// REQUEST_TIMEOUT: seconds a REST, auth or functions request may take before 504
+    /// (its statement is cancelled). Default 60.
+    pub request_timeout_secs: u64,
+    /// DB_MAX_ROWS: most rows one REST read returns (PostgREST's db-max-rows);
+    /// `0`/`none` = no cap. Default 1000 (as Supabase).
+    pub db_max_rows: Option<i64>,
+    /// RESPONSE_MAX_BYTES: largest result one REST statement may return; larger
+    /// ones are refused (413) before they are buffered. Default 64 MiB.
+    pub response_max_bytes: usize,
+    /// JWT_REQUIRE_EXP: refuse tokens without an `exp` claim (every token pgstack
+    /// issues has one). Default true; PostgREST accepts them (`false`).
+    pub jwt_require_exp: bool,
     /// LOG_FORMAT: `text` (default) or `json`.
     pub log_format: LogFormat,
     /// ALLOW_ANONYMOUS_SIGNIN: anonymous accounts (/auth/v1/anonymous, signup without
@@ -118,6 +138,15 @@ pub struct Config {
     /// ANONYMOUS_RATE_LIMIT: the same for anonymous sign-ins (its own bucket).
     /// Default `30/h`.
     pub anonymous_rate_limit: crate::http::rate_limit::Rate,
+    /// PASSWORD_HASH_CONCURRENCY: password hashes / verifications (argon2id, 19 MiB
+    /// each) running at once in this gateway. Default: the number of cores.
+    pub password_hash_concurrency: usize,
+    /// PASSWORD_HASH_QUEUE_TIMEOUT: seconds a request waits for a hashing slot before
+    /// 429 `over_request_rate_limit` with Retry-After. Default 5.
+    pub password_hash_queue_timeout_secs: u64,
+    /// OTP_MAX_ATTEMPTS: wrong e-mailed codes tried against one account (per kind)
+    /// before its outstanding codes and links of that kind are spent. Default 5.
+    pub otp_max_attempts: i32,
     /// REQUIRE_AUTHENTICATED_WS: refuse the anon key on WebSockets. Default false.
     pub require_authenticated_ws: bool,
     /// WS_MAX_CONNECTIONS: WebSockets per gateway (then 503). Default 10000.
@@ -126,6 +155,31 @@ pub struct Config {
     pub ws_max_connections_per_ip: usize,
     /// WS_CLIENT_QUEUE: frames queued per client before it gets an overflow. Default 256.
     pub ws_client_queue: usize,
+    /// WS_PRESENCE_MAX_BYTES: largest presence state of one connection (its JSON
+    /// text); larger ones get an error frame. Default 4096.
+    pub ws_presence_max_bytes: usize,
+    /// WS_PRESENCE_MAX_TOTAL_BYTES: presence state one gateway holds, every channel
+    /// together; past it new states get an error frame. Default 64 MiB.
+    pub ws_presence_max_total_bytes: usize,
+    /// WS_CLIENT_QUEUE_BYTES: bytes a client may fall behind on its channel (besides
+    /// WS_CLIENT_QUEUE frames); past it the oldest unread frames are dropped and the
+    /// client gets an overflow (live queries) or is closed with 1008 (`_channel_*`).
+    /// Default 1 MiB.
+    pub ws_client_queue_bytes: usize,
+    /// WS_QUEUE_MAX_TOTAL_BYTES: bytes queued for lagging clients, every channel of
+    /// this gateway together; past it backlogs are cut to their newest frame.
+    /// Default 256 MiB.
+    pub ws_queue_max_total_bytes: usize,
+    /// WS_MAX_MESSAGE_BYTES: largest client frame (broadcast, presence) relayed;
+    /// larger ones get an error frame. Default 64 KiB.
+    pub ws_max_message_bytes: usize,
+    /// WS_BROADCAST_RATE: broadcast and presence frames one socket may send (token
+    /// bucket, `N/s`, `N/m` or `N/h`); past it they get an error frame and are
+    /// dropped. Default 100/s.
+    pub ws_broadcast_rate: crate::http::rate_limit::Rate,
+    /// WS_WRITE_TIMEOUT: seconds a write to a client may stall (a peer that stops
+    /// reading) before the socket is dropped. Default 30.
+    pub ws_write_timeout_secs: u64,
     /// WEBHOOK_TIMEOUT: seconds per delivery attempt. Default 10.
     pub webhook_timeout_secs: u64,
     /// WEBHOOK_ALLOW_PRIVATE: let webhooks reach loopback / private / link-local
@@ -134,6 +188,15 @@ pub struct Config {
     /// WEBHOOK_ALLOWED_HOSTS: comma-separated `host` or `host:port` exempt from the
     /// internal-address check.
     pub webhook_allowed_hosts: Vec<String>,
+    /// WEBHOOK_RETENTION: seconds delivered outbox events are kept (0 = forever).
+    /// Default 604800 (7 days).
+    pub webhook_retention_secs: u64,
+    /// WEBHOOK_DEAD_RETENTION: seconds dead events are kept after their last attempt
+    /// (0 = forever). Default 2592000 (30 days).
+    pub webhook_dead_retention_secs: u64,
+    /// WEBHOOK_RETENTION_MAX_ROWS: delivered events kept at most, all webhooks
+    /// together, newest first (0 = no count limit). Default 100000.
+    pub webhook_retention_max_rows: i64,
     /// STORAGE_BACKEND: `database` (default) or `disk`.
     pub storage_backend: String,
     /// STORAGE_ROOT: folder of the disk backend. Default `./storage`.
@@ -141,6 +204,18 @@ pub struct Config {
     /// STORAGE_TMP_MAX_AGE: seconds after which a temp file of an unfinished upload is
     /// removed (swept at start and hourly). Default 86400.
     pub storage_tmp_max_age_secs: u64,
+    /// STORAGE_ALLOW_INLINE_HTML: serve HTML / SVG / XML objects inline instead of as
+    /// attachments (they stay under a `sandbox` Content-Security-Policy). Default false.
+    pub storage_allow_inline_html: bool,
+    /// BODY_IDLE_TIMEOUT: seconds a request body may go without a byte arriving
+    /// before the request is answered 408 (`0` = no limit). Default 10.
+    pub body_idle_timeout_secs: u64,
+    /// BODY_MIN_RATE: bytes per second a request body must average once
+    /// BODY_MIN_RATE_GRACE has passed (`0` = no minimum). Default 1024.
+    pub body_min_rate: u64,
+    /// BODY_MIN_RATE_GRACE: seconds a request body gets before BODY_MIN_RATE applies.
+    /// Default 10.
+    pub body_min_rate_grace_secs: u64,
     /// DENO_PATH: the Deno binary for edge functions (else `deno` on PATH; none = 503).
     pub deno_path: Option<String>,
     /// FUNCTION_TIMEOUT_MS: per invocation. Default 10000.
@@ -372,6 +447,20 @@ impl Config {
                 .unwrap_or_default(),
             allow_permissive_cors: parse_bool(src, "ALLOW_PERMISSIVE_CORS", false)?,
             db_pool_size,
+            http_max_connections: match src.get("HTTP_MAX_CONNECTIONS") {
+                Some(_) => Some(parse_num(src, "HTTP_MAX_CONNECTIONS", 0usize)?.max(1)),
+                None => None,
+            },
+            http_max_connections_per_ip: parse_num(src, "HTTP_MAX_CONNECTIONS_PER_IP", 1000usize)?.max(1),
+            http_header_read_timeout_secs: parse_num(src, "HTTP_HEADER_READ_TIMEOUT", 10u64)?.clamp(1, 3600),
+            request_timeout_secs: parse_num(src, "REQUEST_TIMEOUT", 60u64)?.clamp(1, 86_400),
+            db_max_rows: match src.get("DB_MAX_ROWS").as_deref().map(str::trim) {
+                Some("none") | Some("") => None,
+                Some(_) => Some(parse_num(src, "DB_MAX_ROWS", 1000i64)?).filter(|n| *n > 0),
+                None => Some(1000),
+            },
+            response_max_bytes: parse_num(src, "RESPONSE_MAX_BYTES", 64usize * 1024 * 1024)?.max(1024),
+            jwt_require_exp: parse_bool(src, "JWT_REQUIRE_EXP", true)?,
             log_format,
             allow_anonymous_signin: parse_bool(src, "ALLOW_ANONYMOUS_SIGNIN", false)?,
             refresh_reuse_interval_secs: parse_num(src, "REFRESH_TOKEN_REUSE_INTERVAL", 10i64)?.max(0),
@@ -394,22 +483,39 @@ impl Config {
             mailer_log_only: false,
             auth_rate_limit: parse_rate(src, "AUTH_RATE_LIMIT", "60/m")?,
             anonymous_rate_limit: parse_rate(src, "ANONYMOUS_RATE_LIMIT", "30/h")?,
+            password_hash_concurrency: parse_num(src, "PASSWORD_HASH_CONCURRENCY", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))?.clamp(1, 1024),
+            password_hash_queue_timeout_secs: parse_num(src, "PASSWORD_HASH_QUEUE_TIMEOUT", 5u64)?.clamp(1, 120),
+            otp_max_attempts: parse_num(src, "OTP_MAX_ATTEMPTS", 5i32)?.clamp(1, 1000),
             require_authenticated_ws: parse_bool(src, "REQUIRE_AUTHENTICATED_WS", false)?,
             ws_max_connections: parse_num(src, "WS_MAX_CONNECTIONS", 10_000usize)?,
             ws_max_connections_per_ip: parse_num(src, "WS_MAX_CONNECTIONS_PER_IP", 100usize)?,
             ws_client_queue: parse_num(src, "WS_CLIENT_QUEUE", 256usize)?,
+            ws_presence_max_bytes: parse_num(src, "WS_PRESENCE_MAX_BYTES", 4096usize)?,
+            ws_presence_max_total_bytes: parse_num(src, "WS_PRESENCE_MAX_TOTAL_BYTES", 64 * 1024 * 1024usize)?,
+            ws_client_queue_bytes: parse_num(src, "WS_CLIENT_QUEUE_BYTES", 1024 * 1024usize)?.max(1024),
+            ws_queue_max_total_bytes: parse_num(src, "WS_QUEUE_MAX_TOTAL_BYTES", 256 * 1024 * 1024usize)?.max(1024),
+            ws_max_message_bytes: parse_num(src, "WS_MAX_MESSAGE_BYTES", 64 * 1024usize)?.clamp(256, 16 * 1024 * 1024),
+            ws_broadcast_rate: parse_rate(src, "WS_BROADCAST_RATE", "100/s")?,
+            ws_write_timeout_secs: parse_num(src, "WS_WRITE_TIMEOUT", 30u64)?.clamp(1, 3600),
             webhook_timeout_secs: parse_num(src, "WEBHOOK_TIMEOUT", 10u64)?.clamp(1, 300),
             webhook_allow_private: parse_bool(src, "WEBHOOK_ALLOW_PRIVATE", false)?,
             webhook_allowed_hosts: src
                 .get("WEBHOOK_ALLOWED_HOSTS")
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
+            webhook_retention_secs: parse_num(src, "WEBHOOK_RETENTION", 7 * 86_400u64)?,
+            webhook_dead_retention_secs: parse_num(src, "WEBHOOK_DEAD_RETENTION", 30 * 86_400u64)?,
+            webhook_retention_max_rows: parse_num(src, "WEBHOOK_RETENTION_MAX_ROWS", 100_000i64)?.max(0),
             storage_backend: match src.get("STORAGE_BACKEND").unwrap_or_else(|| "database".into()).as_str() {
                 b @ ("database" | "disk") => b.to_owned(),
                 other => return Err(ConfigError::Invalid { name: "STORAGE_BACKEND", why: format!("{other:?} is not database or disk") }),
             },
             storage_root: src.get("STORAGE_ROOT").unwrap_or_else(|| "./storage".into()),
             storage_tmp_max_age_secs: parse_num(src, "STORAGE_TMP_MAX_AGE", 86_400u64)?.max(1),
+            storage_allow_inline_html: parse_bool(src, "STORAGE_ALLOW_INLINE_HTML", false)?,
+            body_idle_timeout_secs: parse_num(src, "BODY_IDLE_TIMEOUT", 10u64)?,
+            body_min_rate: parse_num(src, "BODY_MIN_RATE", 1024u64)?,
+            body_min_rate_grace_secs: parse_num(src, "BODY_MIN_RATE_GRACE", 10u64)?,
             deno_path: src.get("DENO_PATH"),
             function_timeout_ms: parse_num(src, "FUNCTION_TIMEOUT_MS", 10_000u64)?.max(100),
             function_memory_mb: parse_num(src, "FUNCTION_MEMORY_MB", 256u64)?.max(32),

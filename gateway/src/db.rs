@@ -28,7 +28,7 @@ pub fn pool(config: &Config) -> anyhow::Result<Pool> {
 /// The pipeline pool for REST requests ([`crate::pgwire`]): same DATABASE_URL and
 /// size as the main pool, connected lazily.
 pub fn wire_pool(config: &Config) -> anyhow::Result<crate::pgwire::WirePool> {
-    crate::pgwire::pool(pg_config(config)?, config.db_pool_size)
+    crate::pgwire::pool(pg_config(config)?, config.db_pool_size, config.response_max_bytes)
 }
 
 /// DATABASE_URL with the gateway's connection defaults: a connect timeout, and

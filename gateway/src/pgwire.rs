@@ -35,6 +35,9 @@ pub enum WireError {
     Db(DbFields),
     /// The connection failed (it is discarded).
     Io(std::io::Error),
+    /// A result message larger than the connection's limit (bytes): the statement is
+    /// cancelled and the connection closed before the message is buffered.
+    TooLarge(usize),
 }
 
 impl std::fmt::Display for WireError {
@@ -42,6 +45,7 @@ impl std::fmt::Display for WireError {
         match self {
             WireError::Db(d) => write!(f, "{}: {}", d.code, d.message),
             WireError::Io(e) => write!(f, "database connection: {e}"),
+            WireError::TooLarge(n) => write!(f, "a result message is larger than {n} bytes"),
         }
     }
 }
@@ -50,9 +54,24 @@ impl std::error::Error for WireError {}
 
 impl From<std::io::Error> for WireError {
     fn from(e: std::io::Error) -> Self {
-        WireError::Io(e)
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<Oversized>()) {
+            Some(o) => WireError::TooLarge(o.0),
+            None => WireError::Io(e),
+        }
     }
 }
+
+/// The io::Error payload of a message over the size limit.
+#[derive(Debug)]
+struct Oversized(usize);
+
+impl std::fmt::Display for Oversized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "message larger than {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for Oversized {}
 
 /// The fields of an ErrorResponse that callers map to HTTP.
 #[derive(Debug, Default, Clone)]
@@ -146,6 +165,10 @@ pub struct WireConn {
     mid_write: bool,
     /// I/O failed: nothing to drain.
     dead: bool,
+    /// A message over `max_message` arrived: cancel, then close (not drained).
+    oversized: bool,
+    /// Largest backend message read into memory.
+    max_message: usize,
     cancel: Option<CancelKey>,
 }
 
@@ -180,6 +203,8 @@ impl WireConn {
                         broken: false,
                         mid_write: false,
                         dead: false,
+                        oversized: false,
+                        max_message: usize::MAX,
                         cancel: None,
                     };
                     let key = conn.startup(config).await?;
@@ -273,7 +298,7 @@ impl WireConn {
             Some(k) => send_cancel(k).await.is_ok(),
             None => false,
         };
-        if self.mid_write || !cancelled {
+        if self.mid_write || self.oversized || !cancelled {
             return false;
         }
         let drain = async {
@@ -414,6 +439,15 @@ impl WireConn {
 
     async fn next_message(&mut self) -> std::io::Result<backend::Message> {
         loop {
+            // The header (type byte + length) tells a message's size before its body
+            // is read: one over the limit is refused, not buffered.
+            if self.read.len() >= 5 {
+                let len = u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]) as usize;
+                if len > self.max_message {
+                    (self.broken, self.oversized) = (true, true);
+                    return Err(std::io::Error::other(Oversized(self.max_message)));
+                }
+            }
             if let Some(m) = backend::Message::parse(&mut self.read)? {
                 return Ok(m);
             }
@@ -511,6 +545,7 @@ impl Drop for Lease {
 /// deadpool manager for [`WireConn`].
 pub struct WireManager {
     config: tokio_postgres::Config,
+    max_message: usize,
 }
 
 impl deadpool::managed::Manager for WireManager {
@@ -518,7 +553,9 @@ impl deadpool::managed::Manager for WireManager {
     type Error = std::io::Error;
 
     async fn create(&self) -> Result<WireConn, std::io::Error> {
-        WireConn::connect(&self.config).await
+        let mut c = WireConn::connect(&self.config).await?;
+        c.max_message = self.max_message;
+        Ok(c)
     }
 
     async fn recycle(&self, conn: &mut WireConn, _: &deadpool::managed::Metrics) -> deadpool::managed::RecycleResult<std::io::Error> {
@@ -534,8 +571,9 @@ impl deadpool::managed::Manager for WireManager {
 pub type WirePool = deadpool::managed::Pool<WireManager>;
 
 /// Builds the pool (lazily connected) from the same settings as the main pool.
-pub fn pool(config: tokio_postgres::Config, size: usize) -> anyhow::Result<WirePool> {
-    Ok(deadpool::managed::Pool::builder(WireManager { config })
+/// `max_message`: the largest result message (one row) read into memory.
+pub fn pool(config: tokio_postgres::Config, size: usize, max_message: usize) -> anyhow::Result<WirePool> {
+    Ok(deadpool::managed::Pool::builder(WireManager { config, max_message })
         .max_size(size)
         .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(5)))

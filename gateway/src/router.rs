@@ -8,11 +8,12 @@ use crate::{auth, devtools, error, functions, health, http, realtime, rest, stor
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let cors = http::cors::layer(&state.config);
+    let timeout = || axum::middleware::from_fn_with_state(state.clone(), http::timeout::request_timeout);
     let routes = Router::new()
         .route("/health", get(health::health))
-        .nest("/auth/v1", auth::routes(&state.config))
+        .nest("/auth/v1", auth::routes(&state.config).layer(timeout()))
         .route("/rest/v1/", get(rest::openapi::openapi))
-        .nest("/rest/v1", rest::routes())
+        .nest("/rest/v1", rest::routes().layer(timeout()))
         .route("/api/catalog/refresh", post(rest::catalog_refresh))
         .merge(devtools::routes(&state.config))
         .nest("/ws", realtime::routes())

@@ -1,7 +1,6 @@
 //! `pgstack serve`: bind, serve, and drain in-flight requests on shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -63,26 +62,18 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     println!("listening on http://{addr}");
     tracing::info!(%addr, "pgstack gateway listening");
 
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let fd_limit = crate::http::server::raise_fd_limit();
+    let limits = crate::http::server::Limits {
+        max_connections: state.config.http_max_connections.unwrap_or_else(|| crate::http::server::default_max_connections(fd_limit)),
+        max_per_ip: state.config.http_max_connections_per_ip,
+        header_read_timeout: std::time::Duration::from_secs(state.config.http_header_read_timeout_secs),
+    };
+    tracing::info!(max_connections = limits.max_connections, max_per_ip = limits.max_per_ip, fd_limit, "connection limits");
     let graceful = async move {
         shutdown.await;
         tracing::info!("shutdown requested: draining in-flight requests");
-        let _ = drain_tx.send(());
     };
-    // No Nagle: small writes (WebSocket frames, short responses) go out at once
-    // instead of waiting for the peer's (delayed) ACK of the previous one.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(graceful);
-    let server = tokio::spawn(async move { server.await });
-    tokio::pin!(server);
-    tokio::select! {
-        res = &mut server => res??,
-        _ = async { let _ = drain_rx.await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-            tracing::warn!("drain timeout reached; closing remaining connections");
-        }
-    }
+    crate::http::server::serve(listener, app(state), limits, graceful, DRAIN_TIMEOUT).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -67,7 +67,7 @@ impl AppState {
             webhook_policy,
             functions: Arc::new(crate::functions::Catalog::default()),
             deno,
-            functions_http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("HTTP client"),
+            functions_http: reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().expect("HTTP client"),
             storage_backend: if config_backend_disk {
                 crate::storage::backend::Backend::Disk(std::path::PathBuf::from(&config_root))
             } else {

@@ -217,7 +217,10 @@ async fn email_change_waits_for_the_new_address_and_mail_is_rate_limited() {
     assert_eq!((body["email"].as_str(), body["new_email"].as_str()), (Some("old@example.com"), Some("fresh@example.com")));
     let mail = e.smtp.wait_for("fresh@example.com", 1).await.unwrap();
     assert_eq!(mail["subject"], "Confirm your new email");
+    // Secure e-mail change: the new address, then the current one, both confirm.
     let (_, frag) = fragment(&e.follow(&first_link(&mail)).await);
+    assert_eq!(frag["message"], "Confirmation link accepted. Please proceed to confirm link sent to the other email");
+    let (_, frag) = fragment(&e.follow(&first_link(&e.smtp.wait_for("old@example.com", 2).await.unwrap())).await);
     assert_eq!(frag["type"], "email_change");
     assert_eq!(e.post("/auth/v1/token?grant_type=password", json!({"email": "fresh@example.com", "password": "strongpassword123"})).await.0, StatusCode::OK);
 

@@ -346,9 +346,10 @@ async fn apple_form_post_callback_and_refusals() {
         assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "bad_oauth_state");
     }
     // The provider reports an error (user denied): the app gets it in the fragment.
-    let r = plain.get(env.gw.url("/auth/v1/authorize?provider=oidc&redirect_to=http://app.test/x")).send().await.unwrap();
+    // (In the browser that started the flow: the state is bound to its cookie.)
+    let r = b.get(env.gw.url("/auth/v1/authorize?provider=oidc&redirect_to=http://app.test/x")).send().await.unwrap();
     let state = query_of(&location(&r))["state"].clone();
-    let r = plain
+    let r = b
         .get(env.gw.url(&format!("/auth/v1/callback?error=access_denied&error_description=user+said+no&state={state}")))
         .send()
         .await
@@ -361,9 +362,9 @@ async fn apple_form_post_callback_and_refusals() {
     assert_eq!(f["error_code"], "oauth_provider_error");
     assert!(f["error_description"].contains("user said no"), "{f:?}");
     // A forged code with a real state: the token exchange fails, reported the same way.
-    let r = plain.get(env.gw.url("/auth/v1/authorize?provider=oidc")).send().await.unwrap();
+    let r = b.get(env.gw.url("/auth/v1/authorize?provider=oidc")).send().await.unwrap();
     let state = query_of(&location(&r))["state"].clone();
-    let r = plain.get(env.gw.url(&format!("/auth/v1/callback?code=forged&state={state}"))).send().await.unwrap();
+    let r = b.get(env.gw.url(&format!("/auth/v1/callback?code=forged&state={state}"))).send().await.unwrap();
     let f = fragment_of(&location(&r));
     assert_eq!(f["error_code"], "bad_oauth_callback", "{f:?}");
 

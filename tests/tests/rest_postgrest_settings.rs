@@ -45,7 +45,7 @@ fn token(claims: Value) -> String {
 async fn start() -> Env {
     let tc = TestCluster::start().await.unwrap();
     tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
-    let gw = Gateway::serve(&tc, &[("DB_ANON_ROLE", "web_anon"), ("DB_PRE_REQUEST", "public.gate"), ("DB_TX_END", "commit-allow-override"), ("REST_ERROR_FORMAT", "postgrest")])
+    let gw = Gateway::serve(&tc, &[("DB_ANON_ROLE", "web_anon"), ("DB_PRE_REQUEST", "public.gate"), ("DB_TX_END", "commit-allow-override"), ("REST_ERROR_FORMAT", "postgrest"), ("JWT_REQUIRE_EXP", "false")])
         .await
         .unwrap();
     Env { http: Client::new(), gw, _tc: tc }
@@ -253,7 +253,7 @@ async fn one_round_trip_requests_are_atomic_and_leave_the_connection_clean() {
     )
     .await
     .unwrap();
-    let gw = Gateway::serve(&tc, &[("DB_ANON_ROLE", "web_anon"), ("DB_PRE_REQUEST", "public.audit"), ("DB_POOL_SIZE", "1")]).await.unwrap();
+    let gw = Gateway::serve(&tc, &[("DB_ANON_ROLE", "web_anon"), ("DB_PRE_REQUEST", "public.audit"), ("DB_POOL_SIZE", "1"), ("JWT_REQUIRE_EXP", "false")]).await.unwrap();
     let e = Env { http: Client::new(), gw, _tc: tc };
     let editor = format!("Bearer {}", token(json!({"role": "editor", "name": "ed"})));
     let audited = |method: &'static str| {

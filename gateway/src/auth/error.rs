@@ -24,6 +24,8 @@ pub struct AuthError {
     pub message: String,
     /// Internal cause, logged only.
     pub cause: Option<anyhow::Error>,
+    /// Seconds for a `Retry-After` header (429 / 503).
+    pub retry_after: Option<u64>,
 }
 
 /// Auth handler result.
@@ -32,7 +34,16 @@ pub type AuthResult<T> = Result<T, AuthError>;
 impl AuthError {
     /// Any status/code/message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        AuthError { status, code, message: message.into(), cause: None }
+        AuthError { status, code, message: message.into(), cause: None, retry_after: None }
+    }
+    /// 429 over_request_rate_limit with `Retry-After`.
+    pub fn too_many(message: impl Into<String>, retry_after: u64) -> Self {
+        AuthError { retry_after: Some(retry_after.max(1)), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "over_request_rate_limit", message) }
+    }
+    /// The error for a one-time token or code that is wrong, used, expired or spent
+    /// by too many wrong tries (the contract's message).
+    pub fn otp_invalid() -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "otp_expired", "invalid or expired token")
     }
     /// 400 validation_failed.
     pub fn invalid_body(message: impl Into<String>) -> Self {
@@ -93,6 +104,9 @@ impl IntoResponse for AuthError {
         });
         let mut res = (self.status, Json(body)).into_response();
         res.headers_mut().insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert("retry-after", HeaderValue::from(secs));
+        }
         res
     }
 }

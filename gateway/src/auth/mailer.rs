@@ -2,7 +2,9 @@
 //! Templates are built in and can be overridden per kind by files in
 //! MAILER_TEMPLATES_DIR (`confirmation.html`, `recovery.html`, `magic_link.html`,
 //! `email_change.html`) using GoTrue's placeholders `{{ .ConfirmationURL }}`,
-//! `{{ .Token }}`, `{{ .Email }}`, `{{ .SiteURL }}`.
+//! `{{ .Token }}` (the link's token), `{{ .Code }}` (magic links only), `{{ .Email }}`,
+//! `{{ .NewEmail }}` (e-mail change), `{{ .SiteURL }}`. Only the magic-link e-mail
+//! carries a 6-digit code; the other kinds are redeemed by their link token only.
 
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -45,7 +47,7 @@ impl Kind {
             Kind::Confirmation => "<h2>Confirm your email</h2><p>Follow this link to confirm your account:</p><p><a href=\"{{ .ConfirmationURL }}\">{{ .ConfirmationURL }}</a></p>",
             Kind::Recovery => "<h2>Reset your password</h2><p>Follow this link to choose a new password:</p><p><a href=\"{{ .ConfirmationURL }}\">{{ .ConfirmationURL }}</a></p><p>Reset token: {{ .Token }}</p>",
             Kind::MagicLink => "<h2>Sign in</h2><p>Follow this link to sign in:</p><p><a href=\"{{ .ConfirmationURL }}\">{{ .ConfirmationURL }}</a></p><p>Or enter this code: {{ .Code }}</p>",
-            Kind::EmailChange => "<h2>Confirm your new email</h2><p>Follow this link to change your email to {{ .Email }}:</p><p><a href=\"{{ .ConfirmationURL }}\">{{ .ConfirmationURL }}</a></p>",
+            Kind::EmailChange => "<h2>Confirm your new email</h2><p>Follow this link to confirm the change of your email to {{ .NewEmail }}:</p><p><a href=\"{{ .ConfirmationURL }}\">{{ .ConfirmationURL }}</a></p><p>The change applies once the links sent to the current and to the new address have both been followed.</p>",
         }
     }
 }
@@ -58,8 +60,10 @@ pub struct Fields<'a> {
     pub token: &'a str,
     /// A short code (magic link / OTP), if any.
     pub code: Option<&'a str>,
-    /// The recipient.
+    /// The recipient (for an e-mail change: the current address, as GoTrue's `{{ .Email }}`).
     pub email: &'a str,
+    /// The new address of an e-mail change (`{{ .NewEmail }}`).
+    pub new_email: Option<&'a str>,
 }
 
 /// How mail leaves the gateway.
@@ -137,5 +141,6 @@ fn render(template: &str, cfg: &Config, f: &Fields<'_>) -> String {
         .replace("{{ .Token }}", &esc(f.token))
         .replace("{{ .Code }}", &esc(f.code.unwrap_or("")))
         .replace("{{ .Email }}", &esc(f.email))
+        .replace("{{ .NewEmail }}", &esc(f.new_email.unwrap_or("")))
         .replace("{{ .SiteURL }}", &esc(&cfg.site_url))
 }

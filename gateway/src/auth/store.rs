@@ -27,8 +27,9 @@ pub struct NewUser<'a> {
     pub user_meta: &'a Value,
     /// app_metadata.
     pub app_meta: &'a Value,
-    /// Email confirmed now.
-    pub confirmed: bool,
+    /// Email confirmed now, and how: `auto` (sign-up without verification: nothing
+    /// proven), `admin` (service key), `oauth`; `None` = not confirmed.
+    pub confirmed_by: Option<&'static str>,
     /// Anonymous account.
     pub is_anonymous: bool,
 }
@@ -38,8 +39,8 @@ pub async fn create_user(tx: &Transaction<'_>, u: &NewUser<'_>) -> AuthResult<Op
     const SQL: &str = "
         WITH u AS (
             INSERT INTO auth.users (email, encrypted_password, role, raw_user_meta_data,
-                                    raw_app_meta_data, email_confirmed_at, is_anonymous)
-            VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END, $7)
+                                    raw_app_meta_data, email_confirmed_at, email_confirmed_by, is_anonymous)
+            VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::text IS NOT NULL THEN now() END, $6::text, $7)
             ON CONFLICT DO NOTHING
             RETURNING *),
         i AS (
@@ -50,7 +51,7 @@ pub async fn create_user(tx: &Transaction<'_>, u: &NewUser<'_>) -> AuthResult<Op
               FROM u WHERE u.email IS NOT NULL)
         SELECT id FROM u";
     let row = tx
-        .query_opt(SQL, &[&u.email, &u.password_hash, &u.role, u.user_meta, u.app_meta, &u.confirmed, &u.is_anonymous])
+        .query_opt(SQL, &[&u.email, &u.password_hash, &u.role, u.user_meta, u.app_meta, &u.confirmed_by, &u.is_anonymous])
         .await?;
     Ok(row.map(|r| r.get(0)))
 }
@@ -167,7 +168,7 @@ pub async fn logout(tx: &Transaction<'_>, user: Uuid, session: Option<Uuid>, sco
 /// Changes of `PUT /user` and admin updates; `None` leaves a field as it is.
 #[derive(Default)]
 pub struct UserChanges<'a> {
-    /// New lower-cased email.
+    /// New lower-cased email: admin only (users go through a confirmed e-mail change).
     pub email: Option<&'a str>,
     /// New password hash.
     pub password_hash: Option<&'a str>,
@@ -197,6 +198,9 @@ pub async fn update_user(tx: &Transaction<'_>, id: Uuid, c: &UserChanges<'_>) ->
              raw_user_meta_data = raw_user_meta_data || coalesce($4, '{}'::jsonb),
              raw_app_meta_data = raw_app_meta_data || coalesce($5, '{}'::jsonb),
              is_anonymous = is_anonymous AND $2::text IS NULL,
+             email_confirmed_by = CASE WHEN $2::text IS NOT NULL AND email_confirmed_at IS NOT NULL
+                                       THEN 'admin' ELSE email_confirmed_by END,
+             email_change = CASE WHEN $2::text IS NOT NULL THEN NULL ELSE email_change END,
              updated_at = now()
          WHERE id = $1",
         &[&id, &c.email, &c.password_hash, &c.user_meta, &c.app_meta],

@@ -4,8 +4,11 @@
 //! - `dev.env`: JWT secret, API keys, database passwords, last port (0600);
 //! - `cluster/`: `pgdata/` and `postgres.log`, owned by the OS user running Postgres.
 //!
+//! - `dev.lock`: held (an exclusive `flock`) by the running `pgstack dev`, with its pid.
+//!
 //! A second run reuses both. Ctrl-C / SIGTERM drains the gateway, then stops the
-//! cluster cleanly.
+//! cluster cleanly. Two `pgstack dev` on one folder at once: the second finds the lock
+//! taken, says which process holds it and exits without touching the cluster.
 
 pub mod cluster;
 pub mod secrets;
@@ -48,6 +51,8 @@ impl Drop for StopOnDrop {
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
     let dir = opts.dir.canonicalize()?;
+    // Held until this function returns, i.e. after the cluster was stopped.
+    let _lock = lock_state_dir(&dir)?;
     let mut secrets = DevSecrets::load_or_create(&dir)?;
 
     let mut cluster = open_cluster(&dir)?;
@@ -96,6 +101,41 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let result = serve::run(config, serve::shutdown_signal()).await;
     drop(guard);
     result
+}
+
+/// Takes the exclusive lock on `<dir>/dev.lock` (released by the kernel when the
+/// process ends, however it ends) and writes our pid into it. The file is opened
+/// close-on-exec, so the Postgres server we start does not inherit the lock.
+fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("dev.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() { "another process".to_owned() } else { format!("process {holder}") };
+            anyhow::bail!(
+                "another `pgstack dev` is already running on {} ({who} holds {}); stop it first, or use another --dir",
+                dir.display(),
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    file.flush()?;
+    Ok(file)
 }
 
 /// The cluster in `<dir>/cluster`, or, when we are root and the Postgres OS user
@@ -154,3 +194,18 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_one_folder_is_refused_with_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_state_dir(dir.path()).unwrap();
+        let err = lock_state_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(&format!("process {}", std::process::id())), "{err}");
+        drop(first);
+        lock_state_dir(dir.path()).unwrap();
+    }
+}

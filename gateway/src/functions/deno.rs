@@ -13,6 +13,38 @@ use tokio::sync::Mutex;
 
 const RUNNER: &str = include_str!("runner.ts");
 
+/// The only variables of the gateway's environment the worker gets: what Deno needs
+/// to run (binary search path, home and cache folders, locale, time zone, CA
+/// certificates, outgoing proxies). Never the gateway's secrets (JWT_SECRET,
+/// DATABASE_URL, API keys, SMTP password, ...): a function sees these plus its own
+/// `pgr.functions.env`.
+const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "DENO_DIR",
+    "XDG_CACHE_HOME",
+    "DENO_CERT",
+    "DENO_TLS_CA_STORE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// The worker's environment: PASSED_ENV entries present in `env`.
+fn worker_env(env: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    env.filter(|(k, _)| k.to_str().is_some_and(|k| PASSED_ENV.contains(&k))).collect()
+}
+
 /// Why the runtime cannot take an invocation.
 #[derive(Debug)]
 pub enum RuntimeError {
@@ -86,6 +118,8 @@ impl DenoWorker {
             .arg(format!("--v8-flags=--max-old-space-size={}", self.memory_mb))
             .arg(dir.join("_runner.ts"))
             .arg(dir)
+            .env_clear()
+            .envs(worker_env(std::env::vars_os()))
             .env("DENO_NO_UPDATE_CHECK", "1")
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
@@ -117,5 +151,18 @@ impl DenoWorker {
         if let Some(mut r) = self.running.lock().await.take() {
             let _ = r.child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_gets_no_secrets() {
+        let env = [("PATH", "/usr/bin"), ("HOME", "/home/x"), ("JWT_SECRET", "s"), ("DATABASE_URL", "postgres://"), ("SERVICE_ROLE_KEY", "k"), ("SMTP_PASS", "p"), ("DENO_DIR", "/c")]
+            .map(|(k, v)| (k.into(), v.into()));
+        let kept: Vec<String> = worker_env(env.into_iter()).into_iter().map(|(k, _)| k.into_string().unwrap()).collect();
+        assert_eq!(kept, ["PATH", "HOME", "DENO_DIR"]);
     }
 }

@@ -207,7 +207,7 @@ async fn invoke_deno(s: &AppState, f: &FunctionDef, path: &str, method: Method, 
     };
     let mut req = s.functions_http.request(method, format!("http://127.0.0.1:{port}/")).body(body);
     for (k, v) in headers.iter() {
-        if !matches!(k.as_str(), "host" | "content-length" | "connection" | "transfer-encoding") {
+        if forwarded(k.as_str()) {
             req = req.header(k, v);
         }
     }
@@ -235,9 +235,19 @@ async fn invoke_deno(s: &AppState, f: &FunctionDef, path: &str, method: Method, 
                     out = out.header(k, v);
                 }
             }
-            out.body(Body::from_stream(res.bytes_stream())).unwrap_or_default()
+            // The function's own answer, error statuses included, goes out as it is.
+            out.extension(crate::http::errors::Passthrough).body(Body::from_stream(res.bytes_stream())).unwrap_or_default()
         }
     }
+}
+
+/// Prefix of the headers between the gateway and the Deno worker (which function,
+/// version, path, env): a client must not be able to send any of them.
+const INTERNAL_PREFIX: &str = "x-pgstack-";
+
+/// Whether a client header goes to the Deno worker (names are lower case).
+fn forwarded(name: &str) -> bool {
+    !matches!(name, "host" | "content-length" | "connection" | "transfer-encoding") && !name.starts_with(INTERNAL_PREFIX)
 }
 
 /// In-database runtime: `entrypoint(request jsonb) → jsonb {status, headers, body}`,
@@ -298,7 +308,25 @@ async fn invoke_in_db(s: &AppState, f: &FunctionDef, caller: Option<Caller>, pat
                     other.to_string().into_bytes()
                 }
             };
-            out.body(Body::from(body)).unwrap_or_default()
+            out.extension(crate::http::errors::Passthrough).body(Body::from(body)).unwrap_or_default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_headers_are_never_forwarded() {
+        for h in ["x-pgstack-function", "x-pgstack-version", "x-pgstack-path", "x-pgstack-env", "x-pgstack-anything", "host", "content-length"] {
+            assert!(!forwarded(h), "{h}");
+        }
+        for h in ["authorization", "apikey", "content-type", "x-client-info", "x-pgstackfunction"] {
+            assert!(forwarded(h), "{h}");
+        }
+        // HeaderMap names are lower case, whatever the client sent.
+        let name: axum::http::HeaderName = "X-PgStack-Function".parse().unwrap();
+        assert!(!forwarded(name.as_str()));
     }
 }

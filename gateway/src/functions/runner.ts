@@ -17,13 +17,17 @@ const FN_DIR = Deno.args[0];
   Deno.exit(0);
 })();
 // Per-function env vars (pgr.functions.env): Deno.env.get sees the current
-// function's values first, then the worker's environment.
+// function's values first, then the worker's environment — which the gateway
+// reduces to PATH, HOME and the like (never its own secrets).
 const fnEnv = new AsyncLocalStorage<Record<string, string>>();
 const realGet = Deno.env.get.bind(Deno.env);
+const realToObject = Deno.env.toObject.bind(Deno.env);
 Deno.env.get = (key: string) => {
   const env = fnEnv.getStore();
   return env && Object.hasOwn(env, key) ? env[key] : realGet(key);
 };
+Deno.env.has = (key: string) => Deno.env.get(key) !== undefined;
+Deno.env.toObject = () => ({ ...realToObject(), ...(fnEnv.getStore() ?? {}) });
 const originalServe = Deno.serve.bind(Deno);
 type Handler = (req: Request) => Response | Promise<Response>;
 let capture: ((h: Handler) => void) | null = null;

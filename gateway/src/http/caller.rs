@@ -140,6 +140,7 @@ impl Caller {
             return Err(CallerError::BadClaims("a signed-URL token is not an API credential".into()));
         }
         match map.get("exp") {
+            None | Some(Value::Null) if cfg.jwt_require_exp => return Err(CallerError::BadClaims("The JWT has no 'exp' claim".into())),
             None | Some(Value::Null) => {}
             Some(Value::Number(n)) => {
                 if n.as_f64().is_some_and(|exp| exp <= keys::now() as f64) {
@@ -315,7 +316,11 @@ mod tests {
 
     #[test]
     fn postgrest_style_tokens_name_any_role_but_reserved_ones() {
-        let c = cfg();
+        let mut c = cfg();
+        let sign = |v: Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &v, &jsonwebtoken::EncodingKey::from_secret(c.jwt_secret.expose().as_bytes())).unwrap();
+        let e = Caller::from_token(&sign(serde_json::json!({"role": "anon"})), &c).unwrap_err();
+        assert_eq!(e, CallerError::BadClaims("The JWT has no 'exp' claim".into()), "tokens without exp are refused by default");
+        c.jwt_require_exp = false;
         let sign = |v: Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &v, &jsonwebtoken::EncodingKey::from_secret(c.jwt_secret.expose().as_bytes())).unwrap();
         let got = Caller::from_token(&sign(serde_json::json!({"role": "postgrest_test_author", "id": "jdoe"})), &c).unwrap();
         assert_eq!((got.pg_role.as_str(), got.role, got.kind), ("postgrest_test_author", Role::Authenticated, KeyKind::User));

@@ -79,6 +79,13 @@ impl RestError {
     pub fn from_wire(e: crate::pgwire::WireError, anon: bool) -> Self {
         match e {
             crate::pgwire::WireError::Db(f) => Self::from_fields(&f.code, &f.message, f.detail.as_deref(), f.hint.as_deref(), anon),
+            crate::pgwire::WireError::TooLarge(max) => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PGRST413",
+                format!("The response would be larger than {max} bytes (RESPONSE_MAX_BYTES)"),
+                None,
+                Some("Ask for fewer rows (limit, Range) or fewer columns (select)"),
+            ),
             crate::pgwire::WireError::Io(e) => {
                 tracing::warn!(error = %e, "database connection failed during a REST request");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database connection lost", None, None)
@@ -173,14 +180,18 @@ impl From<CallerError> for RestError {
 impl From<deadpool_postgres::PoolError> for RestError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         tracing::warn!(error = %e, "no database connection for REST");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database client error. Retrying the connection.", None, None)
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database client error. Retrying the connection.", None, None);
+        e.headers.push(("Retry-After".into(), "1".into()));
+        e
     }
 }
 
 impl From<deadpool::managed::PoolError<std::io::Error>> for RestError {
     fn from(e: deadpool::managed::PoolError<std::io::Error>) -> Self {
         tracing::warn!(error = %e, "no pipeline connection for REST");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database client error. Retrying the connection.", None, None)
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database client error. Retrying the connection.", None, None);
+        e.headers.push(("Retry-After".into(), "1".into()));
+        e
     }
 }
 

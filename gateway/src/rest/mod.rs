@@ -66,6 +66,9 @@ pub struct RestSettings {
     pub postgrest_errors: bool,
     /// DB_PRE_REQUEST as a ready statement (`SELECT "schema"."fn"()`).
     pub pre_request_sql: Option<String>,
+    /// DB_MAX_ROWS: most rows a read returns (PostgREST's db-max-rows), whatever
+    /// `limit` asks. None = no cap.
+    pub max_rows: Option<i64>,
 }
 
 static SETTINGS: std::sync::OnceLock<RestSettings> = std::sync::OnceLock::new();
@@ -76,7 +79,7 @@ pub fn init_settings(cfg: &crate::config::Config) {
         let quoted: Vec<String> = f.split('.').map(|p| format!("\"{p}\"")).collect();
         format!("SELECT {}()", quoted.join("."))
     });
-    let _ = SETTINGS.set(RestSettings { postgrest_errors: cfg.rest_error_format_postgrest, pre_request_sql });
+    let _ = SETTINGS.set(RestSettings { postgrest_errors: cfg.rest_error_format_postgrest, pre_request_sql, max_rows: cfg.db_max_rows });
 }
 
 /// The settings (defaults before [`init_settings`]).

@@ -1,6 +1,5 @@
 //! Buckets: create / delete with the service key; list and get with any key.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -48,7 +47,7 @@ struct CreateParams {
 }
 
 /// POST /storage/v1/bucket → 201 bucket (with `name`, as storage-js reads it).
-pub async fn create(State(s): State<AppState>, caller: Result<Caller, CallerError>, body: Bytes) -> StorageResult<(StatusCode, Json<Value>)> {
+pub async fn create(State(s): State<AppState>, caller: Result<Caller, CallerError>, super::JsonBody(body): super::JsonBody) -> StorageResult<(StatusCode, Json<Value>)> {
     let caller = caller?;
     service(&caller)?;
     let p: CreateParams = serde_json::from_slice(&body).map_err(|_| StorageError::bad("invalid request body"))?;
@@ -76,13 +75,15 @@ pub async fn create(State(s): State<AppState>, caller: Result<Caller, CallerErro
     }
 }
 
-fn parse_size(s: &str) -> Option<i64> {
+/// `file_size_limit` as a string: bytes, or a number with B / KB / MB / GB. None for
+/// anything else, zero, negative or past i64 (`9999999999GB` overflowed before).
+pub fn parse_size(s: &str) -> Option<i64> {
     let s = s.trim().to_ascii_uppercase();
-    let (num, mult) = [("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10), ("B", 1)]
+    let (num, mult) = [("GB", 1i64 << 30), ("MB", 1 << 20), ("KB", 1 << 10), ("B", 1)]
         .iter()
         .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|n| (n.trim().to_owned(), *m)))
         .unwrap_or((s.clone(), 1));
-    num.parse::<i64>().ok().filter(|n| *n > 0).map(|n| n * mult)
+    num.parse::<i64>().ok().filter(|n| *n > 0).and_then(|n| n.checked_mul(mult))
 }
 
 /// GET /storage/v1/bucket.
@@ -107,7 +108,7 @@ struct UpdateParams {
 }
 
 /// PUT /storage/v1/bucket/{id} (service key) → `{"message": "Successfully updated"}`.
-pub async fn update(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(id): Path<String>, body: Bytes) -> StorageResult<Json<Value>> {
+pub async fn update(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(id): Path<String>, super::JsonBody(body): super::JsonBody) -> StorageResult<Json<Value>> {
     let caller = caller?;
     service(&caller)?;
     let p: UpdateParams = serde_json::from_slice(&body).map_err(|_| StorageError::bad("invalid request body"))?;

@@ -5,9 +5,11 @@
 
 pub mod backend;
 pub mod buckets;
+pub mod headers;
 pub mod objects;
 pub mod paths;
 pub mod signed;
+pub mod stage;
 pub mod transfer;
 pub mod tus;
 pub mod upload;
@@ -55,7 +57,21 @@ impl StorageError {
 impl IntoResponse for StorageError {
     fn into_response(self) -> Response {
         let code = self.0.as_u16().to_string();
-        (self.0, Json(json!({"error": self.1, "message": self.1, "statusCode": code}))).into_response()
+        let mut res = (self.0, Json(json!({"error": self.1, "message": self.1, "statusCode": code}))).into_response();
+        if self.0 == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a body that timed out is not waited for.
+            res.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
+        res
+    }
+}
+
+impl From<crate::http::body::BodyError> for StorageError {
+    fn from(e: crate::http::body::BodyError) -> Self {
+        match e {
+            crate::http::body::BodyError::Read(_) => StorageError::bad("upload interrupted"),
+            e => StorageError(e.status(), e.to_string()),
+        }
     }
 }
 
@@ -89,3 +105,23 @@ impl From<std::io::Error> for StorageError {
 
 /// Handler result.
 pub type StorageResult<T> = Result<T, StorageError>;
+
+/// Largest JSON request body of the storage API (bucket settings, move / copy, sign,
+/// list, bulk remove).
+pub const MAX_JSON_BODY: u64 = 1 << 20;
+
+/// A small (JSON) request body, read under BODY_IDLE_TIMEOUT / BODY_MIN_RATE and
+/// [`MAX_JSON_BODY`] before the handler takes a connection; errors in the storage shape.
+pub struct JsonBody(pub axum::body::Bytes);
+
+impl axum::extract::FromRequest<AppState> for JsonBody {
+    type Rejection = StorageError;
+
+    async fn from_request(req: axum::extract::Request, s: &AppState) -> Result<Self, Self::Rejection> {
+        let limits = crate::http::body::BodyLimits::from_config(&s.config);
+        if crate::http::body::declared_length(req.headers()).is_some_and(|n| n > MAX_JSON_BODY) {
+            return Err(crate::http::body::BodyError::TooLarge(MAX_JSON_BODY).into());
+        }
+        Ok(JsonBody(crate::http::body::to_bytes(req.into_body(), limits, MAX_JSON_BODY).await?))
+    }
+}

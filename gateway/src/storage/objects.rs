@@ -4,7 +4,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, Method, Response, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use axum::Json;
 use serde::Deserialize;
@@ -13,22 +13,32 @@ use uuid::Uuid;
 
 use super::backend::{self, Backend};
 use super::buckets::one;
-use super::{paths, StorageError, StorageResult};
+use super::{headers, paths, StorageError, StorageResult};
 use crate::http::caller::{Caller, CallerError};
 use crate::AppState;
 
-/// The object's id and metadata, if the caller may read it.
-async fn visible(s: &AppState, caller: &Caller, bucket: &str, name: &str) -> StorageResult<(Uuid, Value)> {
+/// An object the caller may read: its id, metadata and whether its bucket is public.
+struct Visible {
+    id: Uuid,
+    meta: Value,
+    public_bucket: bool,
+}
+
+/// The object, if the caller may read it (and, when `only` is given, if it is still
+/// that object: a signed URL names one object id, not whatever holds its path now).
+async fn visible(s: &AppState, caller: &Caller, bucket: &str, name: &str, only: Option<Uuid>) -> StorageResult<Visible> {
     let v = one(
         s,
         caller,
-        "SELECT jsonb_build_object('id', id, 'metadata', metadata) FROM storage.objects WHERE bucket_id = $1 AND name = $2",
-        &[&bucket, &name],
+        "SELECT jsonb_build_object('id', o.id, 'metadata', o.metadata,
+                'public', coalesce((SELECT b.public FROM storage.buckets b WHERE b.id = o.bucket_id), false))
+           FROM storage.objects o WHERE o.bucket_id = $1 AND o.name = $2 AND ($3::uuid IS NULL OR o.id = $3)",
+        &[&bucket, &name, &only],
     )
     .await?
     .ok_or_else(|| StorageError::not_found("object not found"))?;
     let id = v["id"].as_str().and_then(|i| i.parse().ok()).ok_or_else(|| StorageError::not_found("object not found"))?;
-    Ok((id, v["metadata"].clone()))
+    Ok(Visible { id, meta: v["metadata"].clone(), public_bucket: v["public"].as_bool() == Some(true) })
 }
 
 /// What a download request asks beyond the object: a byte range and a cached copy.
@@ -60,7 +70,7 @@ pub async fn download(
 ) -> StorageResult<Response<Body>> {
     let caller = caller?;
     let name = paths::check(&raw).map_err(StorageError::bad)?;
-    serve(&s, &caller, &bucket, &name, &Conditions::from_headers(&headers, method == Method::HEAD)).await
+    serve(&s, &caller, &bucket, &name, None, &Conditions::from_headers(&headers, method == Method::HEAD)).await
 }
 
 /// GET /storage/v1/object/public/{bucket}/{path}: public buckets, no key needed.
@@ -71,7 +81,7 @@ pub async fn download_public(State(s): State<AppState>, Path((bucket, raw)): Pat
     if public != Some(json!(true)) {
         return Err(StorageError::not_found("object not found"));
     }
-    serve(&s, &anon, &bucket, &name, &Conditions::from_headers(&headers, method == Method::HEAD)).await
+    serve(&s, &anon, &bucket, &name, None, &Conditions::from_headers(&headers, method == Method::HEAD)).await
 }
 
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n` against `size` → Ok(Some((first, last))),
@@ -103,14 +113,15 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
 }
 
 /// Streams an object the caller may read: 200, 206 for a byte range, 304 when the
-/// client's copy is current, 416 for a range past the end.
-pub(super) async fn serve(s: &AppState, caller: &Caller, bucket: &str, name: &str, c: &Conditions) -> StorageResult<Response<Body>> {
-    let (id, meta) = visible(s, caller, bucket, name).await?;
-    let mime = meta["mimetype"].as_str().unwrap_or("application/octet-stream").to_owned();
+/// client's copy is current, 416 for a range past the end. `only`: serve it only if
+/// the path still holds that object id (signed URLs). Every answer carries the
+/// content-safety headers (`headers::protect`).
+pub(super) async fn serve(s: &AppState, caller: &Caller, bucket: &str, name: &str, only: Option<Uuid>, c: &Conditions) -> StorageResult<Response<Body>> {
+    let Visible { id, meta, public_bucket } = visible(s, caller, bucket, name, only).await?;
+    let mime = headers::content_type(meta["mimetype"].as_str().unwrap_or("application/octet-stream"));
     let size = meta["size"].as_u64().unwrap_or(0);
-    let etag = meta["eTag"].as_str().map(str::to_owned);
-    let mut res = Response::builder()
-        .header(header::CACHE_CONTROL, meta["cacheControl"].as_str().unwrap_or("max-age=3600"))
+    let etag = meta["eTag"].as_str().filter(|e| HeaderValue::from_str(e).is_ok()).map(str::to_owned);
+    let mut res = headers::protect(Response::builder(), &mime, name, public_bucket, meta["cacheControl"].as_str(), s.config.storage_allow_inline_html)
         .header(header::ACCEPT_RANGES, "bytes");
     if let Some(e) = &etag {
         res = res.header(header::ETAG, e);
@@ -212,7 +223,7 @@ pub struct RemoveBody {
 
 /// DELETE /storage/v1/object/{bucket} `{"prefixes": [...]}` (storage-js remove): the
 /// named objects the caller may delete; answers what was removed.
-pub async fn remove_many(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(bucket): Path<String>, body: Bytes) -> StorageResult<Json<Value>> {
+pub async fn remove_many(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(bucket): Path<String>, super::JsonBody(body): super::JsonBody) -> StorageResult<Json<Value>> {
     let caller = caller?;
     let b: RemoveBody = serde_json::from_slice(&body).map_err(|_| StorageError::bad("body must be {\"prefixes\": [...]}"))?;
     if b.prefixes.len() > 1000 {
@@ -279,7 +290,7 @@ struct SortBy {
 
 /// POST /storage/v1/object/list/{bucket} (storage-js): one folder level — names
 /// relative to the prefix, sub-folders as entries with `id: null`.
-pub async fn list_post(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(bucket): Path<String>, body: Bytes) -> StorageResult<Json<Value>> {
+pub async fn list_post(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(bucket): Path<String>, super::JsonBody(body): super::JsonBody) -> StorageResult<Json<Value>> {
     let caller = caller?;
     let p: ListBody = serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| StorageError::bad("invalid request body"))?;
     let mut prefix = p.prefix.unwrap_or_default();

@@ -5,11 +5,16 @@
 
 use unicode_normalization::UnicodeNormalization;
 
-/// Why a path was refused (400).
-pub fn check(path: &str) -> Result<String, String> {
-    if path.is_empty() {
+/// Why a path was refused (400). The checks apply to the NFC form, the spelling that
+/// is stored: `\u{212A}:` (KELVIN SIGN) normalises to the drive letter `K:`.
+pub fn check(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
         return Err("object path is empty".into());
     }
+    if raw.len() > 1024 {
+        return Err("object path is longer than 1024 bytes".into());
+    }
+    let path: String = raw.nfc().collect();
     if path.len() > 1024 {
         return Err("object path is longer than 1024 bytes".into());
     }
@@ -34,7 +39,7 @@ pub fn check(path: &str) -> Result<String, String> {
             return Err("object path traverses directories".into());
         }
     }
-    Ok(path.nfc().collect())
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -48,5 +53,13 @@ mod tests {
         }
         // Decomposed é (e + U+0301) becomes the composed form.
         assert_eq!(check("re\u{301}sume\u{301}.pdf").unwrap(), "résumé.pdf");
+    }
+
+    #[test]
+    fn checks_apply_to_the_normalised_form() {
+        // KELVIN SIGN is canonically K: found by the fuzz harness (storage_paths).
+        assert!(check("\u{212a}:").is_err());
+        assert!(check("\u{212a}:/x.png").is_err());
+        assert_eq!(check("\u{212a}elvin.txt").unwrap(), "Kelvin.txt");
     }
 }

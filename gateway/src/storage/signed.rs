@@ -1,15 +1,18 @@
 //! Signed URLs: POST /object/sign/{bucket}/{path} `{expiresIn}` (the caller must be
 //! able to read the object) → `{"signedURL": "/object/sign/{bucket}/{path}?token=..."}`;
 //! GET on that URL serves the object with no other credential until it expires. The
-//! token is an HS256 JWT over the object's key, signed with JWT_SECRET.
+//! token is an HS256 JWT over the object's key and its id, signed with JWT_SECRET: it
+//! opens that one object, not whatever holds the path later (a replacement, or another
+//! user's upload after a delete, has a new id → 404).
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{Response, StatusCode};
 use axum::Json;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use super::objects::serve;
 use super::{paths, StorageError, StorageResult};
@@ -19,6 +22,8 @@ use crate::AppState;
 #[derive(Serialize, Deserialize)]
 struct UrlClaims {
     url: String,
+    /// The object's id when it was signed.
+    oid: Uuid,
     iat: i64,
     exp: i64,
 }
@@ -30,7 +35,7 @@ struct SignBody {
 }
 
 /// POST /storage/v1/object/sign/{bucket}/{path}.
-pub async fn sign(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path((bucket, raw)): Path<(String, String)>, body: Bytes) -> StorageResult<Json<Value>> {
+pub async fn sign(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path((bucket, raw)): Path<(String, String)>, super::JsonBody(body): super::JsonBody) -> StorageResult<Json<Value>> {
     let caller = caller?;
     let name = paths::check(&raw).map_err(StorageError::bad)?;
     let b: SignBody = serde_json::from_slice(&body).map_err(|_| StorageError::bad("body must be {\"expiresIn\": seconds}"))?;
@@ -43,15 +48,20 @@ pub async fn sign(State(s): State<AppState>, caller: Result<Caller, CallerError>
     .filter(|n| *n > 0 && *n <= 10 * 365 * 86400)
     .ok_or_else(|| StorageError::bad("expiresIn must be a positive number of seconds"))?;
     // Only what the caller may read can be signed (RLS, as the caller).
-    let visible = super::buckets::one(&s, &caller, "SELECT to_jsonb(id) FROM storage.objects WHERE bucket_id = $1 AND name = $2", &[&bucket, &name]).await?;
-    if visible.is_none() {
-        return Err(StorageError::not_found("object not found"));
-    }
+    let oid: Uuid = super::buckets::one(&s, &caller, "SELECT to_jsonb(id) FROM storage.objects WHERE bucket_id = $1 AND name = $2", &[&bucket, &name])
+        .await?
+        .and_then(|v| v.as_str()?.parse().ok())
+        .ok_or_else(|| StorageError::not_found("object not found"))?;
     let now = crate::keys::now();
     let key = format!("{bucket}/{name}");
-    let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &UrlClaims { url: key, iat: now, exp: now + secs }, &EncodingKey::from_secret(s.config.jwt_secret.expose().as_bytes()))
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &UrlClaims { url: key, oid, iat: now, exp: now + secs }, &EncodingKey::from_secret(s.config.jwt_secret.expose().as_bytes()))
         .map_err(|_| StorageError(StatusCode::INTERNAL_SERVER_ERROR, "cannot sign".into()))?;
-    let encoded: String = raw.split('/').map(|seg| form_urlencoded::byte_serialize(seg.as_bytes()).collect::<String>()).collect::<Vec<_>>().join("/");
+    // Path segments percent-encoded (a space is %20 in a path; `+` would be a plus).
+    let encoded: String = raw
+        .split('/')
+        .map(|seg| form_urlencoded::byte_serialize(seg.as_bytes()).collect::<String>().replace('+', "%20"))
+        .collect::<Vec<_>>()
+        .join("/");
     let url = format!("/object/sign/{bucket}/{encoded}?token={token}");
     Ok(Json(json!({"signedURL": url, "signedUrl": url})))
 }
@@ -66,6 +76,7 @@ pub async fn get_signed(
     State(s): State<AppState>,
     Path((bucket, raw)): Path<(String, String)>,
     Query(q): Query<TokenQuery>,
+    method: axum::http::Method,
     headers: axum::http::HeaderMap,
 ) -> StorageResult<Response<Body>> {
     let name = paths::check(&raw).map_err(StorageError::bad)?;
@@ -82,6 +93,7 @@ pub async fn get_signed(
     if claims.url != format!("{bucket}/{name}") {
         return Err(StorageError::bad("the token was signed for another object"));
     }
+    // Served only while the path still holds the object that was signed.
     let service = Caller::builtin(pgstack_shared::Role::ServiceRole);
-    serve(&s, &service, &bucket, &name, &super::objects::Conditions::from_headers(&headers, false)).await
+    serve(&s, &service, &bucket, &name, Some(claims.oid), &super::objects::Conditions::from_headers(&headers, method == axum::http::Method::HEAD)).await
 }

@@ -7,7 +7,6 @@
 //! temp file, fsyncs and renames it into place, then commits — the same crash
 //! behaviour as uploads.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -86,7 +85,7 @@ fn info() -> RequestInfo<'static> {
 }
 
 /// POST /storage/v1/object/move → 200 `{"message": "Successfully moved"}`.
-pub async fn move_object(State(s): State<AppState>, caller: Result<Caller, CallerError>, body: Bytes) -> StorageResult<Json<Value>> {
+pub async fn move_object(State(s): State<AppState>, caller: Result<Caller, CallerError>, super::JsonBody(body): super::JsonBody) -> StorageResult<Json<Value>> {
     let caller = caller?;
     let t = parse(&body)?;
     let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
@@ -118,7 +117,7 @@ pub async fn move_object(State(s): State<AppState>, caller: Result<Caller, Calle
 }
 
 /// POST /storage/v1/object/copy → 200 `{"Key": "bucket/name", "Id", "id", "key"}`.
-pub async fn copy_object(State(s): State<AppState>, caller: Result<Caller, CallerError>, body: Bytes) -> StorageResult<Json<Value>> {
+pub async fn copy_object(State(s): State<AppState>, caller: Result<Caller, CallerError>, super::JsonBody(body): super::JsonBody) -> StorageResult<Json<Value>> {
     let caller = caller?;
     let t = parse(&body)?;
     let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;

@@ -10,20 +10,24 @@
 //! storage.upload_chunks; disk: an fsynced file), so a dropped connection loses only
 //! the PATCH in flight and the client resumes from HEAD's offset. The last byte
 //! creates the object through the direct-upload path (`upload::store`).
-//! Only the creator (same `sub`, or the same key role) may touch an upload.
+//! Only the creator may touch an upload: its URL (Location) carries `?token=`, 32
+//! random bytes that only the creator learns (kept at rest only as a SHA-256 digest;
+//! never logged: the access log omits query strings), so
+//! two clients with the same API key cannot reach each other's uploads; for a user the
+//! `sub` must match as well.
 
 use std::path::PathBuf;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures_util::StreamExt;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::backend::{Backend, CHUNK};
+use super::stage::{stage, Outcome, Place};
 use super::upload::{bucket_rules, mime_allowed, store};
 use super::{paths, StorageError, StorageResult};
 use crate::http::caller::{Caller, CallerError};
@@ -50,7 +54,8 @@ fn check_version(h: &HeaderMap) -> StorageResult<()> {
     }
 }
 
-/// Who may continue an upload: the user's `sub`, or the key's role.
+/// Who may continue an upload (besides knowing its token): the user's `sub`, or the
+/// key's role.
 fn owner_of(c: &Caller) -> String {
     c.user_id().map(str::to_owned).unwrap_or_else(|| c.pg_role.clone())
 }
@@ -136,11 +141,12 @@ pub async fn create(State(s): State<AppState>, caller: Result<Caller, CallerErro
         &[&bucket, &name, &(s.config.storage_tmp_max_age_secs as f64)],
     )
     .await?;
+    let token = crate::auth::tokens::opaque();
     let id: Uuid = match tx
         .query_one(
-            "INSERT INTO storage.uploads (bucket_id, name, owner, upload_length, mimetype, cache_control, upsert)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            &[&bucket, &name, &owner_of(&caller), &length, &mime, &cache_control, &upsert],
+            "INSERT INTO storage.uploads (bucket_id, name, owner, token_hash, upload_length, mimetype, cache_control, upsert)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            &[&bucket, &name, &owner_of(&caller), &crate::auth::tokens::digest(&token), &length, &mime, &cache_control, &upsert],
         )
         .await
     {
@@ -156,7 +162,7 @@ pub async fn create(State(s): State<AppState>, caller: Result<Caller, CallerErro
         tokio::fs::File::create(staging(root, id)).await?;
     }
     let mut res = status(StatusCode::CREATED);
-    let location = format!("{}/storage/v1/upload/resumable/{id}", s.config.api_external_url);
+    let location = format!("{}/storage/v1/upload/resumable/{id}?token={token}", s.config.api_external_url);
     res.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|_| StorageError::bad("bad location"))?);
     res.headers_mut().insert("upload-offset", HeaderValue::from_static("0"));
     Ok(res)
@@ -172,18 +178,21 @@ struct Upload {
     upsert: bool,
 }
 
-/// The upload, if it exists and belongs to the caller; locked (NOWAIT) when `lock`.
-async fn load(tx: &deadpool_postgres::Transaction<'_>, id: Uuid, caller: &Caller, lock: bool) -> StorageResult<Upload> {
+/// The upload, if it exists, `token` is its token and it belongs to the caller; locked
+/// when `lock`. Anything else is the same 404. The row is found by the token's SHA-256
+/// digest (as auth finds its hashed tokens), so a wrong token locks nothing and the
+/// comparison's timing says nothing about the token.
+async fn load(tx: &deadpool_postgres::Transaction<'_>, id: Uuid, token: &str, caller: &Caller, lock: bool) -> StorageResult<Upload> {
     let sql = format!(
         "SELECT bucket_id, name, upload_length, upload_offset, mimetype, cache_control, upsert, owner
-           FROM storage.uploads WHERE id = $1{}",
+           FROM storage.uploads WHERE id = $1 AND token_hash = $2{}",
         if lock { " FOR UPDATE" } else { "" }
     );
     if lock {
         // Another PATCH of this upload still running: wait a little, then 423.
         tx.batch_execute("SET LOCAL lock_timeout = '2s'").await?;
     }
-    let row = match tx.query_opt(sql.as_str(), &[&id]).await {
+    let row = match tx.query_opt(sql.as_str(), &[&id, &crate::auth::tokens::digest(token)]).await {
         Ok(r) => r,
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) || e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
             return Err(StorageError(StatusCode::LOCKED, "another request is writing to this upload".into()))
@@ -215,13 +224,22 @@ fn id_of(raw: &str) -> StorageResult<Uuid> {
     raw.parse().map_err(|_| StorageError::not_found("upload not found"))
 }
 
+/// The `token` of an upload URL's query (none → the same 404 as a wrong one).
+fn token_of(q: &Option<String>) -> StorageResult<String> {
+    q.as_deref()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| StorageError::not_found("upload not found"))
+}
+
 /// HEAD /upload/resumable/{id} → Upload-Offset and Upload-Length.
-pub async fn head(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(raw): Path<String>) -> StorageResult<Response> {
+pub async fn head(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(raw): Path<String>, RawQuery(q): RawQuery) -> StorageResult<Response> {
     let caller = caller?;
     let id = id_of(&raw)?;
+    let token = token_of(&q)?;
     let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
     let tx = admin_tx(&mut client).await?;
-    let u = load(&tx, id, &caller, false).await?;
+    let u = load(&tx, id, &token, &caller, false).await?;
     tx.commit().await?;
     let mut res = status(StatusCode::OK);
     res.headers_mut().insert("upload-offset", HeaderValue::from(u.offset));
@@ -230,13 +248,14 @@ pub async fn head(State(s): State<AppState>, caller: Result<Caller, CallerError>
 }
 
 /// DELETE /upload/resumable/{id} → 204; the staged bytes go.
-pub async fn terminate(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(raw): Path<String>, headers: HeaderMap) -> StorageResult<Response> {
+pub async fn terminate(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(raw): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> StorageResult<Response> {
     let caller = caller?;
     check_version(&headers)?;
     let id = id_of(&raw)?;
+    let token = token_of(&q)?;
     let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
     let tx = admin_tx(&mut client).await?;
-    load(&tx, id, &caller, true).await?;
+    load(&tx, id, &token, &caller, true).await?;
     tx.execute("DELETE FROM storage.uploads WHERE id = $1", &[&id]).await?;
     tx.commit().await?;
     if let Backend::Disk(root) = &s.storage_backend {
@@ -245,12 +264,46 @@ pub async fn terminate(State(s): State<AppState>, caller: Result<Caller, CallerE
     Ok(status(StatusCode::NO_CONTENT))
 }
 
+/// Uploads with a PATCH running in this gateway (a second PATCH of one of them → 423
+/// before its body is read; across gateways the offset check under the row lock
+/// answers 409 instead).
+fn in_flight() -> &'static std::sync::Mutex<std::collections::HashSet<Uuid>> {
+    static SET: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<Uuid>>> = std::sync::OnceLock::new();
+    SET.get_or_init(Default::default)
+}
+
+/// This gateway's claim on an upload for one PATCH; released on drop.
+struct Busy(Uuid);
+
+impl Busy {
+    fn claim(id: Uuid) -> StorageResult<Busy> {
+        let mut set = in_flight().lock().unwrap_or_else(|e| e.into_inner());
+        if !set.insert(id) {
+            return Err(StorageError(StatusCode::LOCKED, "another request is writing to this upload".into()));
+        }
+        Ok(Busy(id))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        in_flight().lock().unwrap_or_else(|e| e.into_inner()).remove(&self.0);
+    }
+}
+
 /// PATCH /upload/resumable/{id}: appends at Upload-Offset → 204 with the new offset;
 /// the last byte creates the object.
-pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(raw): Path<String>, headers: HeaderMap, body: Body) -> StorageResult<Response> {
+///
+/// No connection is held while the body arrives: the upload is looked up (404 / 409
+/// at once), the body is staged (memory or an anonymous temp file, under
+/// BODY_IDLE_TIMEOUT / BODY_MIN_RATE), then one short transaction locks the row,
+/// checks the offset again and appends. A body cut short (the client went away, or a
+/// timeout → 408) still keeps the bytes that arrived: the client resumes from HEAD.
+pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(raw): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap, body: Body) -> StorageResult<Response> {
     let caller = caller?;
     check_version(&headers)?;
     let id = id_of(&raw)?;
+    let token = token_of(&q)?;
     if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) != Some("application/offset+octet-stream") {
         return Err(StorageError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/offset+octet-stream".into()));
     }
@@ -259,78 +312,65 @@ pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| StorageError::bad("Upload-Offset is required"))?;
-    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
-    let tx = admin_tx(&mut client).await?;
-    let u = load(&tx, id, &caller, true).await?;
+    let u = {
+        let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+        let tx = admin_tx(&mut client).await?;
+        let u = load(&tx, id, &token, &caller, false).await?;
+        tx.commit().await?;
+        u
+    };
+    let _busy = Busy::claim(id)?;
     if claimed != u.offset {
-        // Release the upload's lock now, not when the pooled connection gets to it.
-        tx.rollback().await?;
         return Err(StorageError(StatusCode::CONFLICT, format!("Upload-Offset is {}, not {claimed}", u.offset)));
     }
     if u.offset == u.length {
         // Every byte is here (a zero-length upload, or a finish that failed on the
         // server's side): an empty PATCH at the end (re)creates the object.
-        tx.commit().await?;
         finish(&s, &caller, id, &u).await?;
         let mut res = status(StatusCode::NO_CONTENT);
         res.headers_mut().insert("upload-offset", HeaderValue::from(u.offset));
         return Ok(res);
     }
     let too_long = || StorageError(StatusCode::PAYLOAD_TOO_LARGE, "more bytes than Upload-Length".into());
-    let mut stream = body.into_data_stream();
-    let mut offset = u.offset;
-    match &s.storage_backend {
-        Backend::Database => {
-            let mut n: i32 = tx.query_one("SELECT coalesce(max(n) + 1, 0) FROM storage.upload_chunks WHERE upload_id = $1", &[&id]).await?.get(0);
-            let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-            loop {
-                let next = stream.next().await;
-                match &next {
-                    // A dropped connection: keep what arrived whole (the chunks so far).
-                    Some(Err(_)) => break,
-                    Some(Ok(b)) => {
-                        offset += b.len() as i64;
-                        if offset > u.length {
-                            tx.rollback().await?;
-                            return Err(too_long());
-                        }
-                        buf.extend_from_slice(b);
-                    }
-                    None => {}
-                }
-                if buf.len() >= CHUNK || (next.is_none() && !buf.is_empty()) {
-                    let data = std::mem::take(&mut buf);
+    let room = (u.length - u.offset) as u64;
+    if crate::http::body::declared_length(&headers).is_some_and(|n| n > room) {
+        return Err(too_long());
+    }
+    let stream = crate::http::body::guard(body, crate::http::body::BodyLimits::from_config(&s.config)).map(|r| r.map_err(StorageError::from));
+    let spool = match &s.storage_backend {
+        Backend::Disk(root) => Some(root.join(".tmp")),
+        Backend::Database => None,
+    };
+    let Outcome { mut staged, cut } = stage(stream, Place::Spool(spool.as_deref()), room, too_long).await?;
+    let offset = u.offset + staged.size as i64;
+    if staged.size > 0 {
+        let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+        let tx = admin_tx(&mut client).await?;
+        let now = load(&tx, id, &token, &caller, true).await?;
+        if now.offset != claimed {
+            tx.rollback().await?;
+            return Err(StorageError(StatusCode::CONFLICT, format!("Upload-Offset is {}, not {claimed}", now.offset)));
+        }
+        match &s.storage_backend {
+            Backend::Database => {
+                let mut n: i32 = tx.query_one("SELECT coalesce(max(n) + 1, 0) FROM storage.upload_chunks WHERE upload_id = $1", &[&id]).await?.get(0);
+                while let Some(data) = staged.next_piece(CHUNK).await? {
                     tx.execute("INSERT INTO storage.upload_chunks (upload_id, n, data) VALUES ($1, $2, $3)", &[&id, &n, &data]).await?;
                     n += 1;
                 }
-                if next.is_none() {
-                    break;
-                }
             }
-            // Bytes of an interrupted body that never reached a chunk are not counted.
-            offset -= buf.len() as i64;
-        }
-        Backend::Disk(root) => {
-            let path = staging(root, id);
-            let mut f = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(|_| StorageError::not_found("upload staging missing"))?;
             // Whatever a failed PATCH left past the committed offset is dropped.
-            f.set_len(u.offset as u64).await?;
-            f.seek(std::io::SeekFrom::Start(u.offset as u64)).await?;
-            while let Some(b) = stream.next().await {
-                let Ok(b) = b else { break };
-                offset += b.len() as i64;
-                if offset > u.length {
-                    tx.rollback().await?;
-                    return Err(too_long());
-                }
-                f.write_all(&b).await?;
-            }
-            f.flush().await?;
-            f.sync_all().await?;
+            Backend::Disk(root) => staged.append_to(&staging(root, id), u.offset as u64).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StorageError::not_found("upload staging missing"),
+                _ => e.into(),
+            })?,
         }
+        tx.execute("UPDATE storage.uploads SET upload_offset = $2 WHERE id = $1", &[&id, &offset]).await?;
+        tx.commit().await?;
     }
-    tx.execute("UPDATE storage.uploads SET upload_offset = $2 WHERE id = $1", &[&id, &offset]).await?;
-    tx.commit().await?;
+    if let Some(e) = cut {
+        return Err(e);
+    }
     if offset == u.length {
         finish(&s, &caller, id, &u).await?;
     }
@@ -344,14 +384,17 @@ pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError
 /// the upload and its staging are removed.
 async fn finish(s: &AppState, caller: &Caller, id: Uuid, u: &Upload) -> StorageResult<()> {
     // A staged chunk that cannot be read is the server's failure, not the upload's.
-    let read_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = read_failed.clone();
-    let mut result = match &s.storage_backend {
+    let unreadable = |e: std::io::Error| {
+        tracing::warn!(error = %e, "storage: a staged upload could not be read");
+        StorageError(StatusCode::SERVICE_UNAVAILABLE, "the staged upload could not be read; retry".into())
+    };
+    let result = match &s.storage_backend {
         Backend::Database => {
             let pool = s.pool.clone();
+            // One pooled connection per chunk, returned before the next: the object's
+            // own transaction starts only once everything is staged.
             let chunks = futures_util::stream::unfold(0i32, move |n| {
                 let pool = pool.clone();
-                let flag = flag.clone();
                 async move {
                     let read = async {
                         let client = pool.get().await.map_err(std::io::Error::other)?;
@@ -361,24 +404,18 @@ async fn finish(s: &AppState, caller: &Caller, id: Uuid, u: &Upload) -> StorageR
                     match read.await {
                         Ok(Some(d)) => Some((Ok(Bytes::from(d)), n + 1)),
                         Ok(None) => None,
-                        Err(e) => {
-                            flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                            Some((Err(e), i32::MAX))
-                        }
+                        Err(e) => Some((Err(unreadable(e)), i32::MAX)),
                     }
                 }
             });
-            store(s, caller, &u.bucket, &u.name, &u.mime, &u.cache_control, Box::pin(chunks), u.upsert, false).await
+            store(s, caller, &u.bucket, &u.name, &u.mime, &u.cache_control, chunks, u.upsert, false).await
         }
         Backend::Disk(root) => {
             let f = tokio::fs::File::open(staging(root, id)).await?;
-            let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024);
+            let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).map(|r| r.map_err(unreadable));
             store(s, caller, &u.bucket, &u.name, &u.mime, &u.cache_control, stream, u.upsert, false).await
         }
     };
-    if read_failed.load(std::sync::atomic::Ordering::Relaxed) {
-        result = Err(StorageError(StatusCode::SERVICE_UNAVAILABLE, "the staged upload could not be read; retry".into()));
-    }
     // A server-side failure keeps the staged bytes: the client's retry (an empty PATCH
     // at the end) finishes again. Success, or a refusal of the object (RLS, rules,
     // conflict), ends the upload.
@@ -405,11 +442,11 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/upload/resumable/", post(create).options(options))
         .route(
             "/upload/resumable/{id}",
-            any(|m: Method, st: State<AppState>, c: Result<Caller, CallerError>, p: Path<String>, h: HeaderMap, b: Body| async move {
+            any(|m: Method, st: State<AppState>, c: Result<Caller, CallerError>, p: Path<String>, q: RawQuery, h: HeaderMap, b: Body| async move {
                 match m {
-                    Method::HEAD => head(st, c, p).await.into_response(),
-                    Method::PATCH => patch(st, c, p, h, b).await.into_response(),
-                    Method::DELETE => terminate(st, c, p, h).await.into_response(),
+                    Method::HEAD => head(st, c, p, q).await.into_response(),
+                    Method::PATCH => patch(st, c, p, q, h, b).await.into_response(),
+                    Method::DELETE => terminate(st, c, p, q, h).await.into_response(),
                     Method::OPTIONS => options().await,
                     _ => StorageError(StatusCode::METHOD_NOT_ALLOWED, "use HEAD, PATCH or DELETE".into()).into_response(),
                 }

@@ -2,9 +2,11 @@
 //! in; otherwise an account with the same address is linked when the provider
 //! vouches for the address; otherwise a new account is made.
 //!
-//! Linking to an account whose address was never confirmed would let whoever
+//! Linking to an account whose address was never proven would let whoever
 //! registered that address first (possibly not its owner) keep a way into the owner's
-//! account. So such an account is linked only after its password is cleared, its
+//! account. Proven means confirmed by a flow: a link or code e-mailed to the address,
+//! a provider, or the service key; an address confirmed automatically at sign-up
+//! (REQUIRE_EMAIL_VERIFICATION=false, `email_confirmed_by = 'auto'`) is not. So such an account is linked only after its password is cleared, its
 //! sessions ended and its other identities removed: the provider has just proved who
 //! owns the address. And an address a provider does not vouch for never becomes an
 //! account's e-mail (it stays in the identity's data), so it cannot be used to claim
@@ -47,7 +49,7 @@ async fn link_or_create(tx: &Transaction<'_>, provider: &str, profile: &Profile)
     let existing = match &profile.email {
         Some(email) => tx
             .query_opt(
-                "SELECT id, email_confirmed_at IS NOT NULL FROM auth.users
+                "SELECT id, email_confirmed_at IS NOT NULL AND email_confirmed_by IS DISTINCT FROM 'auto' FROM auth.users
                   WHERE lower(email) = lower($1) AND deleted_at IS NULL FOR UPDATE",
                 &[email],
             )
@@ -56,7 +58,7 @@ async fn link_or_create(tx: &Transaction<'_>, provider: &str, profile: &Profile)
         None => None,
     };
     let user = match existing {
-        Some((id, confirmed)) => {
+        Some((id, proven)) => {
             if !profile.email_verified {
                 return Err(AuthError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -64,11 +66,11 @@ async fn link_or_create(tx: &Transaction<'_>, provider: &str, profile: &Profile)
                     "an account with this email exists and the provider has not verified the address",
                 ));
             }
-            if !confirmed {
+            if !proven {
                 tx.execute(
                     "WITH s AS (DELETE FROM auth.sessions WHERE user_id = $1),
                           i AS (DELETE FROM auth.identities WHERE user_id = $1 AND provider <> 'email')
-                     UPDATE auth.users SET encrypted_password = NULL,
+                     UPDATE auth.users SET encrypted_password = NULL, email_confirmed_at = NULL, email_change = NULL,
                             raw_app_meta_data = raw_app_meta_data || jsonb_build_object('providers', jsonb_build_array('email'))
                       WHERE id = $1",
                     &[&id],
@@ -77,6 +79,7 @@ async fn link_or_create(tx: &Transaction<'_>, provider: &str, profile: &Profile)
             }
             tx.execute(
                 "UPDATE auth.users SET
+                     email_confirmed_by = CASE WHEN email_confirmed_at IS NULL THEN 'oauth' ELSE email_confirmed_by END,
                      email_confirmed_at = coalesce(email_confirmed_at, now()),
                      raw_app_meta_data = CASE
                          WHEN coalesce(raw_app_meta_data -> 'providers', '[]') ? $2 THEN raw_app_meta_data
@@ -93,8 +96,8 @@ async fn link_or_create(tx: &Transaction<'_>, provider: &str, profile: &Profile)
             let app_meta = json!({"provider": provider, "providers": [provider]});
             let email = profile.email.as_ref().filter(|_| profile.email_verified);
             tx.query_one(
-                "INSERT INTO auth.users (email, role, raw_user_meta_data, raw_app_meta_data, email_confirmed_at)
-                 VALUES ($1, 'authenticated', $2, $3, CASE WHEN $4 THEN now() END) RETURNING id",
+                "INSERT INTO auth.users (email, role, raw_user_meta_data, raw_app_meta_data, email_confirmed_at, email_confirmed_by)
+                 VALUES ($1, 'authenticated', $2, $3, CASE WHEN $4 THEN now() END, CASE WHEN $4 THEN 'oauth' END) RETURNING id",
                 &[&email, &profile.data, &app_meta, &email.is_some()],
             )
             .await?

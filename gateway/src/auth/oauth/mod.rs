@@ -4,7 +4,13 @@
 //!
 //! The `state` sent to the provider is random; only its digest is stored (in
 //! `auth.flow_state`, with redirect_to and the app's PKCE challenge), and it is
-//! single use. The nonce and the PKCE verifier towards the provider are derived from
+//! single use. It is bound to the browser that started the flow: /authorize sets an
+//! HttpOnly cookie (`pgstack-oauth-<digest prefix>`, 10 minutes, SameSite=Lax, Secure
+//! when API_EXTERNAL_URL is https; SameSite=None for form_post providers over https,
+//! whose callback is a cross-site POST) holding a second random value, and the stored
+//! digest covers both; a callback without that cookie is refused (400
+//! `bad_oauth_state`), so a state cannot be handed to someone else's browser (login
+//! CSRF). The nonce and the PKCE verifier towards the provider are derived from
 //! it (see [`client::derive`]), so nothing secret is kept at rest.
 
 pub mod client;
@@ -13,7 +19,7 @@ pub mod providers;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -52,6 +58,37 @@ fn provider<'a>(s: &'a AppState, name: &str) -> AuthResult<&'a ProviderConfig> {
         .ok_or_else(|| AuthError::invalid_body(format!("Unsupported provider: {name} is not enabled")))
 }
 
+/// The cookie that binds a flow's `state` to the browser.
+fn binding_cookie_name(state: &str) -> String {
+    format!("pgstack-oauth-{}", &tokens::digest(state)[..16])
+}
+
+/// What is stored for a flow: the digest of the state and the browser's value.
+fn bound_digest(state: &str, binding: &str) -> String {
+    tokens::digest(&format!("{state}.{binding}"))
+}
+
+fn binding_cookie(s: &AppState, p: Option<&ProviderConfig>, state: &str, value: &str, max_age: i64) -> HeaderValue {
+    let https = s.config.api_external_url.starts_with("https://");
+    let cross_site_post = p.is_some_and(|p| matches!(p.protocol, providers::Protocol::Oidc { form_post: true, .. }));
+    let same_site = if https && cross_site_post { "None" } else { "Lax" };
+    let secure = if https { "; Secure" } else { "" };
+    let c = format!("{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}", binding_cookie_name(state));
+    HeaderValue::from_str(&c).expect("cookie of base64url and digits")
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
 fn callback_uri(s: &AppState, p: &ProviderConfig) -> String {
     p.redirect_uri.clone().unwrap_or_else(|| format!("{}/auth/v1/callback", s.config.api_external_url))
 }
@@ -66,13 +103,16 @@ pub async fn authorize(State(s): State<AppState>, Query(q): Query<AuthorizeQuery
     }
     let target = redirect::target(&s.config, q.redirect_to.as_deref());
     let state = tokens::opaque();
+    let binding = tokens::opaque();
     let secrets = FlowSecrets::for_state(&s.config.jwt_secret, &state);
     let url = client::authorization_url(&s.oauth, p, &callback_uri(&s, p), &secrets, &extra).await?;
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
-    pkce::create(&tx, &p.name, Some(&tokens::digest(&state)), &target, challenge.as_ref(), FLOW_TTL_SECS).await?;
+    pkce::create(&tx, &p.name, Some(&bound_digest(&state, &binding)), &target, challenge.as_ref(), FLOW_TTL_SECS).await?;
     tx.commit().await?;
-    Ok(found(url))
+    let mut res = found(url);
+    res.headers_mut().append(header::SET_COOKIE, binding_cookie(&s, Some(p), &state, &binding, FLOW_TTL_SECS));
+    Ok(res)
 }
 
 /// What a provider sends back (query string, or Apple's form body).
@@ -87,14 +127,14 @@ pub struct CallbackParams {
 }
 
 /// GET /auth/v1/callback.
-pub async fn callback_get(State(s): State<AppState>, client: ClientInfo, Query(p): Query<CallbackParams>) -> AuthResult<Response> {
-    callback(&s, &client, p).await
+pub async fn callback_get(State(s): State<AppState>, client: ClientInfo, headers: HeaderMap, Query(p): Query<CallbackParams>) -> AuthResult<Response> {
+    callback(&s, &client, &headers, p).await
 }
 
 /// POST /auth/v1/callback (`response_mode=form_post`, Apple).
-pub async fn callback_post(State(s): State<AppState>, client: ClientInfo, body: Bytes) -> AuthResult<Response> {
+pub async fn callback_post(State(s): State<AppState>, client: ClientInfo, headers: HeaderMap, body: Bytes) -> AuthResult<Response> {
     let p = parse_form(&body);
-    callback(&s, &client, p).await
+    callback(&s, &client, &headers, p).await
 }
 
 fn parse_form(body: &[u8]) -> CallbackParams {
@@ -113,21 +153,25 @@ fn parse_form(body: &[u8]) -> CallbackParams {
     p
 }
 
-async fn callback(s: &AppState, client: &ClientInfo, p: CallbackParams) -> AuthResult<Response> {
+async fn callback(s: &AppState, client: &ClientInfo, headers: &HeaderMap, p: CallbackParams) -> AuthResult<Response> {
     let bad_state = || AuthError::new(StatusCode::BAD_REQUEST, "bad_oauth_state", "OAuth state is missing, invalid or expired");
-    let state = p.state.filter(|v| !v.is_empty()).ok_or_else(bad_state)?;
+    let state = p.state.filter(|v| !v.is_empty() && v.len() <= 256).ok_or_else(bad_state)?;
+    // Without the cookie set by /authorize in this browser, the state is not ours.
+    let binding = cookie_value(headers, &binding_cookie_name(&state)).ok_or_else(bad_state)?;
     let flow = {
         let mut conn = s.pool.get().await?;
         let tx = store::begin(&mut conn).await?;
-        let flow = pkce::take_by_state(&tx, &tokens::digest(&state)).await?;
+        let flow = pkce::take_by_state(&tx, &bound_digest(&state, &binding)).await?;
         tx.commit().await?;
         flow.ok_or_else(bad_state)?
     };
-    match finish(s, client, &flow, &state, p.code, p.error, p.error_description, p.user).await {
-        Ok(r) => Ok(r),
-        Err(e) if e.status.is_client_error() || e.status == StatusCode::BAD_GATEWAY => Ok(error_redirect(&flow.redirect_to, &e, flow.pkce)),
-        Err(e) => Err(e),
-    }
+    let mut res = match finish(s, client, &flow, &state, p.code, p.error, p.error_description, p.user).await {
+        Ok(r) => r,
+        Err(e) if e.status.is_client_error() || e.status == StatusCode::BAD_GATEWAY => error_redirect(&flow.redirect_to, &e, flow.pkce),
+        Err(e) => return Err(e),
+    };
+    res.headers_mut().append(header::SET_COOKIE, binding_cookie(s, provider(s, &flow.provider).ok(), &state, "", 0));
+    Ok(res)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -96,7 +96,7 @@ pub async fn create(State(s): State<AppState>, caller: Caller, body: Bytes) -> A
         role,
         user_meta: &user_meta,
         app_meta: &app_meta,
-        confirmed: p.email_confirm,
+        confirmed_by: p.email_confirm.then_some("admin"),
         is_anonymous: false,
     };
     let Some(id) = store::create_user(&tx, &new).await? else {

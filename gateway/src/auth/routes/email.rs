@@ -29,7 +29,7 @@ pub fn redirect_target(cfg: &Config, requested: Option<&str>) -> String {
     redirect::target(cfg, requested)
 }
 
-fn url_with(base: &str, path: &str, params: &[(&str, &str)]) -> String {
+pub(super) fn url_with(base: &str, path: &str, params: &[(&str, &str)]) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {
         q.append_pair(k, v);
@@ -40,7 +40,12 @@ fn url_with(base: &str, path: &str, params: &[(&str, &str)]) -> String {
 /// Sends one e-mail; failures are logged (the answer to the client does not change,
 /// so nothing about the account leaks).
 async fn send(s: &AppState, kind: Kind, to: &str, url: &str, token: &str, code: Option<&str>) -> bool {
-    match s.mailer.send(&s.config, kind, to, &Fields { url, token, code, email: to }).await {
+    send_fields(s, kind, to, &Fields { url, token, code, email: to, new_email: None }).await
+}
+
+/// [`send`] with every template field given.
+pub(super) async fn send_fields(s: &AppState, kind: Kind, to: &str, f: &Fields<'_>) -> bool {
+    match s.mailer.send(&s.config, kind, to, f).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, kind = ?kind, "e-mail could not be sent");
@@ -123,17 +128,30 @@ struct ConfirmParams {
 }
 
 /// POST /auth/v1/recover/confirm {token, password} → 200; every session ends.
+/// The token is checked before the password is hashed (no hashing for a bad token),
+/// and no database connection is held while hashing.
 pub async fn recover_confirm(State(s): State<AppState>, body: Bytes) -> AuthResult<Response> {
     let p: ConfirmParams = parse_body(&body)?;
     let password = p.password.unwrap_or_default();
     passwords::check(&password)?;
     let token = p.token.unwrap_or_default();
+    let live = {
+        let mut conn = s.pool.get().await?;
+        let tx = store::begin(&mut conn).await?;
+        let live = one_time::is_live(&tx, &token, &[TokenType::Recovery]).await?;
+        tx.commit().await?;
+        live
+    };
+    if !live {
+        return Err(AuthError::otp_invalid());
+    }
     let hash = passwords::hash(password).await?;
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
-    let Some(c) = one_time::consume(&tx, &token, None, &[TokenType::Recovery]).await? else {
-        return Err(AuthError::new(StatusCode::BAD_REQUEST, "otp_expired", "invalid or expired token"));
+    let Some(c) = one_time::consume(&tx, &token, None, &[TokenType::Recovery], s.config.otp_max_attempts).await? else {
+        return Err(AuthError::otp_invalid());
     };
+    one_time::apply(&tx, &c).await?;
     let changes = store::UserChanges { password_hash: Some(&hash), ..Default::default() };
     store::update_user(&tx, c.user, &changes).await?;
     store::logout(&tx, c.user, None, "global").await?;
@@ -155,7 +173,7 @@ pub async fn magiclink(State(s): State<AppState>, Query(q): Query<RedirectQuery>
             let mut conn = s.pool.get().await?;
             let tx = store::begin(&mut conn).await?;
             let app_meta = json!({"provider": "email", "providers": ["email"]});
-            let new = NewUser { email: Some(&email), password_hash: None, role: "authenticated", user_meta: &meta, app_meta: &app_meta, confirmed: false, is_anonymous: false };
+            let new = NewUser { email: Some(&email), password_hash: None, role: "authenticated", user_meta: &meta, app_meta: &app_meta, confirmed_by: None, is_anonymous: false };
             let id = store::create_user(&tx, &new).await?;
             tx.commit().await?;
             id
@@ -166,7 +184,7 @@ pub async fn magiclink(State(s): State<AppState>, Query(q): Query<RedirectQuery>
         let target = redirect_target(&s.config, q.redirect_to.as_deref());
         if let Some(t) = issue_for(&s, user, TokenType::MagicLink, "", challenge.as_ref().map(|c| (c, target.as_str()))).await? {
             let url = url_with(&s.config.api_external_url, "/magiclink/verify", &[("token", &t.token), ("redirect_to", &target)]);
-            send(&s, Kind::MagicLink, &email, &url, &t.token, Some(&t.code)).await;
+            send(&s, Kind::MagicLink, &email, &url, &t.token, t.code.as_deref()).await;
         }
     }
     let body = if uri.path().ends_with("/otp") { json!({}) } else { json!({"message": "Magic link sent"}) };
@@ -187,6 +205,8 @@ enum Verified {
     Session(Value, &'static str),
     /// A PKCE flow: the browser goes to `.0?code=.1`.
     Code(String, String),
+    /// No session yet: the first of the two e-mail change links (GoTrue's message).
+    Message(&'static str),
 }
 
 /// Consumes a token and opens a session; a link (`link`) of a PKCE flow ends with an
@@ -194,11 +214,17 @@ enum Verified {
 async fn verify_and_sign_in(s: &AppState, client: &ClientInfo, token: &str, code_user: Option<Uuid>, kinds: &[TokenType], link: bool) -> AuthResult<Verified> {
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
-    let Some(c) = one_time::consume(&tx, token, code_user, kinds).await? else {
-        return Err(AuthError::new(StatusCode::BAD_REQUEST, "otp_expired", "invalid or expired token"));
+    let Some(c) = one_time::consume(&tx, token, code_user, kinds, s.config.otp_max_attempts).await? else {
+        // Commit: a wrong code counts against the account.
+        tx.commit().await?;
+        return Err(AuthError::otp_invalid());
     };
-    one_time::apply(&tx, &c).await?;
+    let applied = one_time::apply(&tx, &c).await?;
     store::audit(&tx, "user_verified", Some(c.user), json!({"type": c.kind.as_str()}), client.ip.as_deref()).await?;
+    if applied == one_time::Applied::AwaitingOther {
+        tx.commit().await?;
+        return Ok(Verified::Message(one_time::AWAITING_OTHER));
+    }
     if let Some(flow_id) = c.flow {
         match pkce::get(&tx, flow_id).await? {
             Some(flow) if link && flow.pkce => {
@@ -216,7 +242,7 @@ async fn verify_and_sign_in(s: &AppState, client: &ClientInfo, token: &str, code
         TokenType::Confirmation => "signup",
         TokenType::Recovery => "recovery",
         TokenType::MagicLink => "magiclink",
-        TokenType::EmailChange => "email_change",
+        TokenType::EmailChange | TokenType::EmailChangeCurrent => "email_change",
     };
     Ok(Verified::Session(tokens::session_body(&s.config, user, &session.to_string(), &refresh, Method::Otp)?, kind))
 }
@@ -253,14 +279,17 @@ fn land(target: &str, result: AuthResult<Verified>) -> Response {
     match result {
         Ok(Verified::Session(session, kind)) => found(with_fragment(target, &session_fragment(&session, &[("type", kind.to_owned())]))),
         Ok(Verified::Code(to, code)) => found(with_query(&to, &[("code", code)])),
+        Ok(Verified::Message(m)) => found(with_fragment(target, &[("message", m.to_owned())])),
         Err(e) if e.status.is_client_error() => error_redirect(target, &e, false),
         Err(e) => e.into_response(),
     }
 }
 
-fn session_of(v: Verified) -> Value {
+/// The JSON answer of a verification that did not go through a browser.
+fn session_of(v: Verified) -> Result<Value, &'static str> {
     match v {
-        Verified::Session(session, _) => session,
+        Verified::Session(session, _) => Ok(session),
+        Verified::Message(m) => Err(m),
         Verified::Code(..) => unreachable!("codes are only issued for links"),
     }
 }
@@ -272,8 +301,11 @@ pub async fn verify_get(State(s): State<AppState>, client: ClientInfo, Query(q):
     let token = q.token.clone().unwrap_or_default();
     match q.kind.as_deref() {
         None => {
-            let session = session_of(verify_and_sign_in(&s, &client, &token, None, &[TokenType::Confirmation, TokenType::EmailChange], false).await?);
-            Ok(json(StatusCode::OK, json!({"message": "Email confirmed", "user": session["user"]})))
+            let kinds = [TokenType::Confirmation, TokenType::EmailChange, TokenType::EmailChangeCurrent];
+            match session_of(verify_and_sign_in(&s, &client, &token, None, &kinds, false).await?) {
+                Ok(session) => Ok(json(StatusCode::OK, json!({"message": "Email confirmed", "user": session["user"]}))),
+                Err(m) => Ok(json(StatusCode::OK, json!({"message": m, "msg": m}))),
+            }
         }
         Some(t) => {
             let kinds = TokenType::from_verify_type(t).ok_or_else(|| AuthError::invalid_body(format!("unknown verification type {t:?}")))?;
@@ -309,14 +341,17 @@ pub async fn verify_post(State(s): State<AppState>, client: ClientInfo, body: By
         (None, Some(email), Some(code)) => {
             let email = validate::email(&email)?;
             let Some(user) = user_by_email(&s, &email).await? else {
-                return Err(AuthError::new(StatusCode::BAD_REQUEST, "otp_expired", "invalid or expired token"));
+                return Err(AuthError::otp_invalid());
             };
             (code, Some(user))
         }
         _ => return Err(AuthError::invalid_body("token_hash, or email and token, are required")),
     };
-    let session = session_of(verify_and_sign_in(&s, &client, &token, code_user, kinds, false).await?);
-    Ok(json(StatusCode::OK, session))
+    match session_of(verify_and_sign_in(&s, &client, &token, code_user, kinds, false).await?) {
+        Ok(session) => Ok(json(StatusCode::OK, session)),
+        // GoTrue's body for the first of the two e-mail change confirmations.
+        Err(m) => Ok(json(StatusCode::OK, json!({"msg": m, "code": 200}))),
+    }
 }
 
 /// Sends the sign-up confirmation for a new account (REQUIRE_EMAIL_VERIFICATION).
@@ -334,16 +369,6 @@ pub async fn send_confirmation(s: &AppState, user: Uuid, email: &str, redirect_t
             None => url_with(&s.config.api_external_url, "/verify", &[("token", &t.token)]),
         };
         send(s, Kind::Confirmation, email, &url, &t.token, None).await;
-    }
-    Ok(())
-}
-
-/// Sends the confirmation of a new address to that address (email change).
-pub async fn send_email_change(s: &AppState, user: Uuid, new_email: &str) -> AuthResult<()> {
-    if let Some(t) = issue_for(s, user, TokenType::EmailChange, new_email, None).await? {
-        let target = redirect_target(&s.config, None);
-        let url = url_with(&s.config.api_external_url, "/verify", &[("token", &t.token), ("type", "email_change"), ("redirect_to", &target)]);
-        send(s, Kind::EmailChange, new_email, &url, &t.token, None).await;
     }
     Ok(())
 }

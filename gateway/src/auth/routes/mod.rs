@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod email;
+pub mod email_change;
 pub mod meta;
 pub mod session;
 pub mod signup;

@@ -53,23 +53,32 @@ pub async fn token(State(s): State<AppState>, Query(q): Query<GrantQuery>, clien
     }
 }
 
+/// The account is read in a short transaction, the password verified with no
+/// database connection held (verification waits in the hashing line), then the
+/// session is opened after checking the account did not change meanwhile.
 async fn password_grant(s: &AppState, client: &ClientInfo, p: PasswordGrant) -> AuthResult<Response> {
     let (Some(email), Some(password)) = (p.email, p.password) else {
         return Err(AuthError::invalid_body("email and password are required"));
     };
     // A malformed address cannot match an account: same answer as a wrong password.
     let email = validate::email(&email).unwrap_or_default();
+    let found = if email.is_empty() {
+        None
+    } else {
+        let mut conn = s.pool.get().await?;
+        let tx = store::begin(&mut conn).await?;
+        let found = store::find_account(&tx, &email).await?;
+        tx.commit().await?;
+        found
+    };
+    let Some((id, hash, banned, confirmed)) = found else {
+        passwords::verify(password, None).await?;
+        return Err(AuthError::invalid_credentials());
+    };
+    let ok = passwords::verify(password, hash.clone()).await?;
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
-    let found = if email.is_empty() { None } else { store::find_account(&tx, &email).await? };
-    let (id, hash, banned, confirmed) = match found {
-        Some(f) => f,
-        None => {
-            passwords::verify(password, None).await;
-            return Err(AuthError::invalid_credentials());
-        }
-    };
-    if !passwords::verify(password, hash).await {
+    if !ok {
         store::audit(&tx, "login_failed", Some(id), json!({"provider": "email"}), client.ip.as_deref()).await?;
         tx.commit().await?;
         return Err(AuthError::invalid_credentials());
@@ -79,6 +88,11 @@ async fn password_grant(s: &AppState, client: &ClientInfo, p: PasswordGrant) -> 
     }
     if !confirmed && s.config.require_email_verification {
         return Err(AuthError::new(StatusCode::BAD_REQUEST, "email_not_confirmed", "email not confirmed"));
+    }
+    // The account as it is now: deleted, banned or given another password meanwhile → refused.
+    match store::find_account(&tx, &email).await? {
+        Some((now_id, now_hash, false, _)) if now_id == id && now_hash == hash => {}
+        _ => return Err(AuthError::invalid_credentials()),
     }
     let (session, refresh) = store::start_session(&tx, id, client.user_agent.as_deref(), client.ip.as_deref()).await?;
     let user = store::found(store::user_json(&tx, id).await?)?;

@@ -58,7 +58,9 @@ pub async fn signup(
         role: "authenticated",
         user_meta: &meta,
         app_meta: &app_meta,
-        confirmed: !s.config.require_email_verification,
+        // Without verification the address is taken on trust: confirmed, but "auto"
+        // (OAuth sign-ins do not link to it as to a proven address).
+        confirmed_by: (!s.config.require_email_verification).then_some("auto"),
         is_anonymous: false,
     };
     let Some(id) = store::create_user(&tx, &new).await? else {
@@ -106,7 +108,7 @@ async fn anonymous_session(s: &AppState, client: &ClientInfo, role: &str, meta: 
         role,
         user_meta: &meta,
         app_meta: &app_meta,
-        confirmed: false,
+        confirmed_by: None,
         is_anonymous: true,
     };
     let id = store::create_user(&tx, &new).await?.ok_or_else(|| AuthError::internal(anyhow::anyhow!("anonymous insert conflicted")))?;

@@ -36,40 +36,50 @@ struct UpdateParams {
 }
 
 /// PUT|PATCH /auth/v1/user: change email, password or user_metadata (merged).
+/// The session and account are checked before any password hashing, and no database
+/// connection is held while hashing. A new address is only pending until confirmed
+/// from both addresses (see `email_change`): 200 with `new_email` and
+/// `email_change_sent_at`, as GoTrue answers.
 pub async fn update_user(State(s): State<AppState>, caller: Caller, body: Bytes) -> AuthResult<Response> {
     let id = user_of(&caller)?;
     let p: UpdateParams = parse_body(&body)?;
     let email = p.email.as_deref().filter(|e| !e.is_empty()).map(validate::email).transpose()?;
     let meta = validate::metadata(p.data.as_ref())?;
-    let hash = passwords::checked_hash(p.password).await?;
+    if let Some(pw) = &p.password {
+        passwords::check(pw)?;
+    }
+    let current: Option<String> = {
+        let mut conn = s.pool.get().await?;
+        let tx = store::begin(&mut conn).await?;
+        check_session(&tx, &caller).await?;
+        let row = tx.query_opt("SELECT email FROM auth.users WHERE id = $1 AND deleted_at IS NULL", &[&id]).await?;
+        tx.commit().await?;
+        store::found(row)?.get(0)
+    };
+    let hash = match p.password {
+        Some(pw) => Some(passwords::hash(pw).await?),
+        None => None,
+    };
+    // The same address again changes nothing.
+    let new_email = email.filter(|e| current.as_deref() != Some(e.as_str()));
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
     check_session(&tx, &caller).await?;
-    store::found(store::user_json(&tx, id).await?)?;
-    // With verification on, a new address only takes effect once confirmed from it.
-    let (apply_email, confirm_email) = match email.as_deref() {
-        Some(e) if s.config.require_email_verification => (None, Some(e.to_owned())),
-        other => (other, None),
+    let pending = match &new_email {
+        Some(e) => Some(super::email_change::prepare(&s, &tx, id, current.as_deref(), e).await?),
+        None => None,
     };
-    if let Some(e) = &confirm_email {
-        if store::find_by_email(&tx, e).await?.is_some_and(|(other, _, _)| other != id) {
-            return Err(AuthError::new(StatusCode::CONFLICT, "email_exists", "email already registered"));
-        }
-    }
-    let changes = UserChanges { email: apply_email, password_hash: hash.as_deref(), user_meta: meta, app_meta: None };
-    if !store::update_user(&tx, id, &changes).await? {
-        return Err(AuthError::new(StatusCode::CONFLICT, "email_exists", "email already registered"));
-    }
-    let what: Vec<&str> = [("email", email.is_some()), ("password", hash.is_some()), ("data", meta.is_some())]
+    let changes = UserChanges { email: None, password_hash: hash.as_deref(), user_meta: meta, app_meta: None };
+    store::update_user(&tx, id, &changes).await?;
+    let what: Vec<&str> = [("email", new_email.is_some()), ("password", hash.is_some()), ("data", meta.is_some())]
         .into_iter()
         .filter_map(|(k, on)| on.then_some(k))
         .collect();
     store::audit(&tx, "user_modified", Some(id), json!({"fields": what}), None).await?;
-    let mut user = store::found(store::user_json(&tx, id).await?)?;
+    let user = store::found(store::user_json(&tx, id).await?)?;
     tx.commit().await?;
-    if let Some(new_email) = confirm_email {
-        crate::auth::routes::email::send_email_change(&s, id, &new_email).await?;
-        user["new_email"] = json!(new_email);
+    if let Some(p) = pending {
+        super::email_change::send_links(&s, p).await?;
     }
     Ok(json(StatusCode::OK, user))
 }

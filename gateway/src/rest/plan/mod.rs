@@ -406,7 +406,7 @@ fn wrap_rows(sql: &mut Sql, src: &Source, q: &QueryParams, from: &str, count: Op
     let ord = order_sql(sql, src, &q.order, &q.select)?;
     let mut paging = String::new();
     if page {
-        if let Some(l) = q.limit {
+        if let Some(l) = capped_limit(q.limit) {
             paging.push_str(&format!(" LIMIT {}::bigint", sql.bind(l.to_string())));
         }
         if let Some(o) = q.offset {
@@ -423,6 +423,14 @@ fn wrap_rows(sql: &mut Sql, src: &Source, q: &QueryParams, from: &str, count: Op
          FROM (SELECT {select} FROM {from}{wh}{ord}{paging}) _pgs_t"
     ));
     Ok(())
+}
+
+/// The request's `limit` within DB_MAX_ROWS (PostgREST's db-max-rows).
+pub fn capped_limit(limit: Option<i64>) -> Option<i64> {
+    match (limit, super::settings().max_rows) {
+        (Some(l), Some(m)) => Some(l.min(m)),
+        (l, m) => l.or(m),
+    }
 }
 
 /// GET / HEAD on a table or view.
@@ -462,7 +470,7 @@ pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, 
     } else if f.returns_scalar {
         let wh = where_sql(&mut sql, &src, &q.conditions)?;
         let mut paging = String::new();
-        if let Some(l) = q.limit {
+        if let Some(l) = capped_limit(q.limit) {
             paging.push_str(&format!(" LIMIT {}::bigint", sql.bind(l.to_string())));
         }
         if let Some(o) = q.offset {

@@ -1,0 +1,207 @@
+//! Issue 20: resource limits against the real gateway — connection caps and header
+//! deadlines on raw sockets, DB_MAX_ROWS, RESPONSE_MAX_BYTES, REQUEST_TIMEOUT, the
+//! request roles' statement timeouts, and abandoned requests whose statements are
+//! cancelled without the gateway ever holding more backends than its pools.
+
+use std::time::{Duration, Instant};
+
+use pgstack_gateway::config::Secret;
+use pgstack_gateway::keys;
+use pgstack_shared::Role;
+use pgstack_tests::{Gateway, TestCluster, JWT_SECRET};
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const FIXTURE: &str = r#"
+CREATE TABLE public.rows (id int PRIMARY KEY, pad text);
+INSERT INTO public.rows SELECT g, repeat('x', 200) FROM generate_series(1, 40) g;
+GRANT SELECT ON public.rows TO anon, authenticated, service_role;
+CREATE FUNCTION public.slow(s float8) RETURNS int LANGUAGE sql AS 'SELECT 1 FROM pg_sleep(s)';
+GRANT EXECUTE ON FUNCTION public.slow(float8) TO anon, authenticated, service_role;
+"#;
+
+struct L {
+    http: Client,
+    gw: Gateway,
+    anon: String,
+    service: String,
+    tc: TestCluster,
+}
+
+impl L {
+    async fn start(extra: &[(&str, &str)]) -> L {
+        let tc = TestCluster::start().await.unwrap();
+        tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+        let s = Secret::new(JWT_SECRET);
+        let anon = keys::mint(Role::Anon, &s).unwrap();
+        let service = keys::mint(Role::ServiceRole, &s).unwrap();
+        let mut env: Vec<(&str, &str)> = vec![("ANON_KEY", &anon), ("SERVICE_ROLE_KEY", &service)];
+        env.extend_from_slice(extra);
+        let gw = Gateway::serve(&tc, &env).await.unwrap();
+        L { http: Client::new(), gw, anon, service, tc }
+    }
+
+    async fn get(&self, path: &str, key: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let res = self.http.get(self.gw.url(path)).header("apikey", &self.anon).bearer_auth(key).send().await.unwrap();
+        let (st, h) = (res.status(), res.headers().clone());
+        let t = res.text().await.unwrap();
+        (st, h, serde_json::from_str(&t).unwrap_or(Value::String(t)))
+    }
+
+    /// Backends the gateway's login role holds, and those running `pg_sleep`.
+    async fn backends(&self) -> (i64, i64) {
+        let su = self.tc.superuser().await.unwrap();
+        let r = su
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE state = 'active' AND query ILIKE '%slow%')
+                   FROM pg_stat_activity WHERE usename = 'authenticator'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    }
+
+    fn port(&self) -> u16 {
+        self.gw.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
+/// A client bound to another loopback address (its own per-IP budget).
+fn client_from(ip: &str) -> Client {
+    Client::builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap()
+}
+
+#[tokio::test]
+async fn half_sent_requests_are_closed_at_the_header_deadline() {
+    let l = L::start(&[("HTTP_HEADER_READ_TIMEOUT", "1")]).await;
+    let mut s = TcpStream::connect(("127.0.0.1", l.port())).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the half-sent request was still open after 5 s");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    // An idle kept-alive connection is closed after the same deadline.
+    let mut s = TcpStream::connect(("127.0.0.1", l.port())).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut first = [0u8; 12];
+    s.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "an idle keep-alive connection stayed open");
+}
+
+#[tokio::test]
+async fn connections_over_the_caps_get_a_503_and_others_go_on() {
+    let l = L::start(&[("HTTP_MAX_CONNECTIONS_PER_IP", "5"), ("HTTP_MAX_CONNECTIONS", "8")]).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(TcpStream::connect(("127.0.0.1", l.port())).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut s = TcpStream::connect(("127.0.0.1", l.port())).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+    let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert!(body["error"].is_string());
+    // Another address is not affected by this one's cap...
+    let other = client_from("127.0.0.2");
+    let res = other.get(l.gw.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(res);
+    // ...until the total cap is reached.
+    for ip in ["127.0.0.3", "127.0.0.3", "127.0.0.4"] {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        held.push(sock.connect(format!("127.0.0.1:{}", l.port()).parse().unwrap()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let res = client_from("127.0.0.5").get(l.gw.url("/health")).send().await;
+    match res {
+        Ok(r) => assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE),
+        Err(e) => panic!("the refusal must be an HTTP answer: {e}"),
+    }
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = l.http.get(l.gw.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "capacity comes back when connections close");
+}
+
+#[tokio::test]
+async fn reads_are_capped_by_rows_and_bytes() {
+    let l = L::start(&[("DB_MAX_ROWS", "7"), ("RESPONSE_MAX_BYTES", "4096")]).await;
+    let (st, _, v) = l.get("/rest/v1/rows?select=id&order=id", &l.anon).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 7, "DB_MAX_ROWS caps an unlimited read");
+    let (_, _, v) = l.get("/rest/v1/rows?select=id&order=id&limit=3", &l.anon).await;
+    assert_eq!(v.as_array().unwrap().len(), 3, "a smaller limit still applies");
+    let (_, _, v) = l.get("/rest/v1/rows?select=id&order=id&limit=100", &l.service).await;
+    assert_eq!(v.as_array().unwrap().len(), 7, "a larger limit is capped, for every role");
+    // 7 rows of 200 bytes fit in 4 KiB; the padded select does not.
+    let (st, _, v) = l.get("/rest/v1/rows?select=id,pad,p2:pad,p3:pad&order=id", &l.anon).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["code"], "PGRST413");
+    assert!(v["error"].is_string());
+    // The connection that saw the oversized result is not reused out of step.
+    for _ in 0..10 {
+        let (st, _, v) = l.get("/rest/v1/rows?select=id&id=eq.1", &l.anon).await;
+        assert_eq!((st, v), (StatusCode::OK, serde_json::json!([{"id": 1}])));
+    }
+}
+
+#[tokio::test]
+async fn slow_statements_end_with_their_request() {
+    let l = L::start(&[("REQUEST_TIMEOUT", "2"), ("DB_POOL_SIZE", "4")]).await;
+    // anon's statement timeout (3 s, set by the extension) ends a slow anon query.
+    let t = Instant::now();
+    let (st, _, v) = l.get("/rest/v1/rpc/slow?s=20", &l.anon).await;
+    assert!(st == StatusCode::GATEWAY_TIMEOUT, "{st} {v}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // service_role has no statement timeout: REQUEST_TIMEOUT ends it, and cancels it.
+    let t = Instant::now();
+    let (st, h, v) = l.get("/rest/v1/rpc/slow?s=30", &l.service).await;
+    assert_eq!(st, StatusCode::GATEWAY_TIMEOUT, "{v}");
+    assert!(v["error"].is_string() && h.contains_key("retry-after"), "{v}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    let ok = pgstack_tests::eventually(Duration::from_secs(3), || async { l.backends().await.1 == 0 }).await;
+    assert!(ok, "the timed-out statement still runs: {:?}", l.backends().await);
+}
+
+#[tokio::test]
+async fn abandoned_requests_are_cancelled_and_backends_stay_within_the_pools() {
+    let l = L::start(&[("DB_POOL_SIZE", "4")]).await;
+    let url = l.gw.url("/rest/v1/rpc/slow?s=30");
+    // 40 clients each send a slow request and go away after 300 ms.
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (http, url, anon, service) = (Client::new(), url.clone(), l.anon.clone(), l.service.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_millis(300), http.get(url).header("apikey", anon).bearer_auth(service).send()).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Two pools of 4 and the LISTEN connection, at most — at every moment.
+    let mut worst = 0;
+    for _ in 0..20 {
+        worst = worst.max(l.backends().await.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(worst <= 9, "the gateway held {worst} backends");
+    let ok = pgstack_tests::eventually(Duration::from_secs(5), || async { l.backends().await.1 == 0 }).await;
+    assert!(ok, "abandoned statements still run: {:?}", l.backends().await);
+    // The pool serves again at once.
+    let t = Instant::now();
+    let (st, _, _) = l.get("/rest/v1/rows?select=id&id=eq.1", &l.anon).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let res = l.http.get(l.gw.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
