@@ -8,18 +8,21 @@ use crate::{auth, devtools, error, functions, health, http, realtime, rest, stor
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let cors = http::cors::layer(&state.config);
+    // REST and auth: the body is received first (under the body-rate limits), then the
+    // handler runs under REQUEST_TIMEOUT. Functions receive their body the same way.
     let timeout = || axum::middleware::from_fn_with_state(state.clone(), http::timeout::request_timeout);
+    let buffered = || axum::middleware::from_fn_with_state(state.clone(), http::timeout::buffer_body);
     let routes = Router::new()
         .route("/health", get(health::health))
-        .nest("/auth/v1", auth::routes(&state.config).layer(timeout()))
+        .nest("/auth/v1", auth::routes(&state.config).layer(timeout()).layer(buffered()))
         .route("/rest/v1/", get(rest::openapi::openapi))
-        .nest("/rest/v1", rest::routes().layer(timeout()))
+        .nest("/rest/v1", rest::routes().layer(timeout()).layer(buffered()))
         .route("/api/catalog/refresh", post(rest::catalog_refresh))
         .merge(devtools::routes(&state.config))
         .nest("/ws", realtime::routes())
         .nest("/storage/v1", storage::routes())
         .route("/functions/v1/", get(functions::list))
-        .nest("/functions/v1", functions::routes())
+        .nest("/functions/v1", functions::routes().layer(buffered()))
         .fallback(error::not_found)
         .with_state(state);
     let routes = match cors {

@@ -103,6 +103,7 @@ async fn connections_over_the_caps_get_a_503_and_others_go_on() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut s = TcpStream::connect(("127.0.0.1", l.port())).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&buf);
@@ -125,7 +126,7 @@ async fn connections_over_the_caps_get_a_503_and_others_go_on() {
     let res = client_from("127.0.0.5").get(l.gw.url("/health")).send().await;
     match res {
         Ok(r) => assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE),
-        Err(e) => panic!("the refusal must be an HTTP answer: {e}"),
+        Err(e) => panic!("the refusal must be an HTTP answer: {e:?}"),
     }
     drop(held);
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -83,27 +83,37 @@ impl Drop for IpSlot {
     }
 }
 
-/// The answer to a connection over a cap: written without waiting (the socket's
-/// buffer takes it). The request the client is sending is then read and discarded
-/// for a moment before the close, so that closing with unread bytes (a TCP reset)
-/// does not destroy the answer on its way; at most [`MAX_REFUSING`] sockets linger
-/// like that, the rest are closed at once.
+/// The answer to a connection over a cap: the request's head is read first (an
+/// HTTP client takes an answer that comes before its request for a protocol error),
+/// then a 503 is written and the socket closed after a short drain, so that the
+/// close does not reset the answer away. At most [`MAX_REFUSING`] sockets are being
+/// refused at once (each for at most a second); past that they are closed at once.
 fn refuse(stream: TcpStream, why: &'static str, lingering: &Arc<Semaphore>) {
-    let body = format!(r#"{{"error":"{why}","message":"{why}","code":"too_many_connections"}}"#);
-    let res = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.try_write(res.as_bytes());
     let Ok(permit) = lingering.clone().try_acquire_owned() else { return };
     tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = stream;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
-        let drain = async {
-            let mut buf = [0u8; 4096];
-            while matches!(tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await, Ok(n) if n > 0) {}
+        let body = format!(r#"{{"error":"{why}","message":"{why}","code":"too_many_connections"}}"#);
+        let res = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let exchange = async {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 2048];
+            while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            if stream.write_all(res.as_bytes()).await.is_err() {
+                return;
+            }
+            let _ = stream.shutdown().await;
+            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
         };
-        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), exchange).await;
         drop(permit);
     });
 }

@@ -28,3 +28,61 @@ pub async fn request_timeout(State(s): State<AppState>, req: Request, next: Next
         }
     }
 }
+
+/// Largest body of a REST, auth or functions request (axum's default limit, which
+/// the handlers' extractors keep applying).
+pub const MAX_BUFFERED_BODY: u64 = 2 * 1024 * 1024;
+
+/// What a refused body may still be read (and thrown away) so that the client,
+/// still sending, receives the 413 instead of a connection reset.
+const DRAIN_MAX: u64 = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Middleware: the request body is received in full, under BODY_IDLE_TIMEOUT and
+/// BODY_MIN_RATE (408) and [`MAX_BUFFERED_BODY`] (413), before the handler runs — so
+/// a slow client holds no database connection and no worker while it trickles.
+pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    use futures_util::StreamExt;
+    let path = req.uri().path().to_owned();
+    let declared = crate::http::body::declared_length(req.headers());
+    let (parts, body) = req.into_parts();
+    let limits = crate::http::body::BodyLimits::from_config(&s.config);
+    if declared.is_some_and(|n| n > MAX_BUFFERED_BODY + DRAIN_MAX) {
+        return too_large(&path);
+    }
+    let mut stream = crate::http::body::guard(body, limits);
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) if (out.len() + c.len()) as u64 <= MAX_BUFFERED_BODY => out.extend_from_slice(&c),
+            Ok(_) => {
+                // Over the limit: read the rest away (bounded), then answer 413.
+                let drain = async {
+                    let mut n = 0u64;
+                    while let Some(Ok(c)) = stream.next().await {
+                        n += c.len() as u64;
+                        if n > DRAIN_MAX {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+                return too_large(&path);
+            }
+            Err(e) => {
+                let status = e.status();
+                let mut res = (status, axum::Json(super::errors::render(&path, status, &e.to_string()))).into_response();
+                if status == StatusCode::REQUEST_TIMEOUT {
+                    res.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                }
+                return res;
+            }
+        }
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(out.freeze()))).await
+}
+
+fn too_large(path: &str) -> Response {
+    let msg = format!("the request body is larger than {MAX_BUFFERED_BODY} bytes");
+    (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(super::errors::render(path, StatusCode::PAYLOAD_TOO_LARGE, &msg))).into_response()
+}

@@ -51,6 +51,11 @@ pub async fn convert(pool: &Pool, out: &mut Outcome, accept: Accept) -> Result<(
     Ok(())
 }
 
+/// Most columns of a CSV body (Postgres's own limit per table).
+pub const MAX_CSV_COLUMNS: usize = 1600;
+/// Most fields (rows × columns) of a CSV body.
+pub const MAX_CSV_CELLS: usize = 250_000;
+
 /// A `text/csv` request body → a JSON array of objects keyed by the header line;
 /// the field `NULL` is SQL NULL (as in PostgREST). Rows of another width than the
 /// header → PGRST102.
@@ -62,6 +67,17 @@ pub fn parse_csv(body: &[u8]) -> Result<Value, RestError> {
     }
     let mut it = records.into_iter();
     let Some(header) = it.next() else { return Ok(Value::Array(Vec::new())) };
+    // Each field becomes a map entry with its own copy of the key: bound the cells so
+    // a small CSV of empty fields cannot become a large tree.
+    if header.len() > MAX_CSV_COLUMNS || header.len().saturating_mul(it.len()) > MAX_CSV_CELLS {
+        return Err(RestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PGRST102",
+            format!("A CSV body may hold at most {MAX_CSV_COLUMNS} columns and {MAX_CSV_CELLS} fields"),
+            None,
+            None,
+        ));
+    }
     let mut rows = Vec::new();
     for rec in it {
         if rec.len() != header.len() {

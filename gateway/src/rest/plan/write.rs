@@ -22,6 +22,8 @@ pub struct Payload {
 impl Payload {
     /// Checks the body shape and collects its columns.
     pub fn from_body(body: Value, columns: Option<&[String]>) -> Result<Payload, RestError> {
+        /// Postgres's own limit of columns per table.
+        const MAX_COLUMNS: usize = 1600;
         let rows = match body {
             Value::Object(_) => Value::Array(vec![body]),
             Value::Array(a) if a.iter().all(Value::is_object) => Value::Array(a),
@@ -30,15 +32,21 @@ impl Payload {
         let columns = match columns {
             Some(c) => c.to_vec(),
             None => {
-                let mut seen = Vec::<String>::new();
+                // Column order of first appearance; the set keeps this linear in the
+                // body's size (a Vec lookup made wide or ragged bodies quadratic).
+                let mut seen = std::collections::HashSet::<&str>::new();
+                let mut cols = Vec::<String>::new();
                 for r in rows.as_array().into_iter().flatten() {
                     for k in r.as_object().into_iter().flat_map(|o| o.keys()) {
-                        if !seen.contains(k) {
-                            seen.push(k.clone());
+                        if seen.insert(k.as_str()) {
+                            if cols.len() == MAX_COLUMNS {
+                                return Err(RestError::bad("PGRST102", format!("a body may name at most {MAX_COLUMNS} columns")));
+                            }
+                            cols.push(k.clone());
                         }
                     }
                 }
-                seen
+                cols
             }
         };
         Ok(Payload { rows, columns })
