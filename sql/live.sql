@@ -26,6 +26,14 @@
 -- Results are global: the query runs with the extension owner's rights, so queries
 -- that depend on the viewer (auth.uid(), current_setting, current_user) are refused;
 -- register one subscription per viewer instead, with the user id written in.
+--
+-- Exposure is deliberate: since row-level security does not apply to the shared
+-- result, a query that reads a table with RLS enabled (directly or through views) is
+-- refused unless it has a non-empty audience (who may subscribe) or is registered
+-- with public => true (every row goes to every subscriber, on purpose). The gateway
+-- re-checks at connect time, for tables that got RLS after registration.
+-- Client broadcast frames are refused on live-query channels unless the query was
+-- registered with allow_broadcast => true (they are server-to-client by default).
 
 CREATE TABLE pgr.live_queries (
     query_id    text PRIMARY KEY CHECK (query_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'),
@@ -37,7 +45,11 @@ CREATE TABLE pgr.live_queries (
     tables      oid[] NOT NULL,
     fast        boolean NOT NULL DEFAULT false,
     seq         bigint NOT NULL DEFAULT 0,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- Registered with public => true: exposed to every subscriber despite RLS.
+    public      boolean NOT NULL DEFAULT false,
+    -- Registered with allow_broadcast => true: clients may broadcast on the channel.
+    allow_broadcast boolean NOT NULL DEFAULT false
 );
 
 CREATE TABLE pgr.live_rows (
@@ -51,7 +63,7 @@ CREATE TABLE pgr.live_rows (
 CREATE VIEW pgr.subscriptions AS
     SELECT query_id, query, mode, key_columns, audience,
            (SELECT array_agg(t::regclass ORDER BY t) FROM unnest(tables) t) AS tables,
-           fast AS fast_path, seq, created_at
+           fast AS fast_path, seq, created_at, public, allow_broadcast
       FROM pgr.live_queries;
 COMMENT ON VIEW pgr.subscriptions IS 'Registered live queries (pgr.subscribe)';
 
@@ -349,7 +361,9 @@ CREATE FUNCTION pgr.subscribe(
     query text,
     mode text DEFAULT 'delta',
     audience jsonb DEFAULT NULL,
-    key_columns text[] DEFAULT ARRAY['id']
+    key_columns text[] DEFAULT ARRAY['id'],
+    public boolean DEFAULT false,
+    allow_broadcast boolean DEFAULT false
 ) RETURNS void
 LANGUAGE plpgsql
 AS $$
@@ -393,8 +407,20 @@ BEGIN
         RAISE EXCEPTION 'live query % reads % (only tables can be watched)', subscribe.query_id, bad
             USING ERRCODE = 'feature_not_supported';
     END IF;
-    INSERT INTO pgr.live_queries (query_id, query, mode, key_columns, audience, view_name, tables, fast)
+    -- The result bypasses row-level security (it is computed once, with the owner's
+    -- rights, for every subscriber): exposing it must be deliberate.
+    SELECT string_agg(c.oid::regclass::text, ', ' ORDER BY c.oid) INTO bad
+      FROM pg_class c WHERE c.oid = ANY (deps) AND c.relrowsecurity;
+    IF bad IS NOT NULL AND (subscribe.audience IS NULL OR subscribe.audience = '{}'::jsonb)
+       AND NOT coalesce(subscribe.public, false) THEN
+        RAISE EXCEPTION 'live query % reads % with row-level security enabled, but its result would go to every subscriber regardless of RLS',
+                        subscribe.query_id, bad
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'pass audience => ''{"role": "authenticated", ...}'' to choose who may subscribe, or public => true to expose every row of the result to every subscriber';
+    END IF;
+    INSERT INTO pgr.live_queries (query_id, query, mode, key_columns, audience, view_name, tables, public, allow_broadcast, fast)
     VALUES (subscribe.query_id, subscribe.query, subscribe.mode, subscribe.key_columns, subscribe.audience, vname, deps,
+            coalesce(subscribe.public, false), coalesce(subscribe.allow_broadcast, false),
             -- The fast path needs the view's key columns to be the table's own columns.
             pgr.live_query_shape(subscribe.query) = 'row' AND cardinality(deps) = 1
             AND NOT EXISTS (SELECT 1 FROM unnest(subscribe.key_columns) k
@@ -433,7 +459,7 @@ END
 $$;
 
 -- Registering reads any table with the owner's rights: not for everyone.
-REVOKE EXECUTE ON FUNCTION pgr.subscribe(text, text, text, jsonb, text[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pgr.subscribe(text, text, text, jsonb, text[], boolean, boolean) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgr.unsubscribe(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgr._refresh(text), pgr._sync_triggers(), pgr._fast_trigger(pgr.live_queries),
     pgr._publish(pgr.live_queries, jsonb, jsonb), pgr._overflow(text, text), pgr._diff(text, jsonb, text[]) FROM PUBLIC;

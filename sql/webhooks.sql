@@ -4,7 +4,9 @@
 -- NOTIFYs 'pgr_webhooks'. Gateways claim due rows with FOR UPDATE SKIP LOCKED under a
 -- lease (a gateway that dies mid-delivery releases them when the lease ends), deliver,
 -- and record the outcome: delivered, retried (after 1 s, then 4 s), or dead after 3
--- attempts with the last error. Nothing is deleted silently.
+-- attempts with the last error. Finished events are pruned by pgr.webhook_prune
+-- (WEBHOOK_RETENTION, WEBHOOK_DEAD_RETENTION, WEBHOOK_RETENTION_MAX_ROWS); pending and
+-- in-flight events never are.
 
 CREATE TABLE pgr.webhooks (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -32,6 +34,7 @@ CREATE TABLE pgr.webhook_outbox (
     delivered_at    timestamptz
 );
 CREATE INDEX webhook_outbox_due_idx ON pgr.webhook_outbox (next_attempt_at) WHERE status IN ('pending', 'delivering');
+CREATE INDEX webhook_outbox_finished_idx ON pgr.webhook_outbox (status, id) WHERE status IN ('delivered', 'dead');
 
 CREATE FUNCTION pgr._webhook_fire() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -194,3 +197,60 @@ GRANT EXECUTE ON FUNCTION pgr.webhook_create(text, text[], text, text, text), pg
     pgr.webhook_delete(uuid), pgr.webhook_events(text, int) TO service_role;
 -- The gateway's delivery worker runs as its login role.
 GRANT EXECUTE ON FUNCTION pgr.webhook_claim(int, int) TO authenticator;
+
+-- Deletes up to `lim` finished events past their retention, oldest first: delivered
+-- events delivered more than `delivered_secs` ago or beyond the newest `max_delivered`,
+-- dead events whose last attempt is more than `dead_secs` ago (0 turns a rule off).
+-- Pending and delivering events are never touched (the status is checked again on
+-- the locked row, so an event sent back by webhook_retry stays). One gateway prunes
+-- at a time (advisory lock; the others return 0). Returns the number deleted.
+CREATE FUNCTION pgr.webhook_prune(delivered_secs bigint, dead_secs bigint, max_delivered bigint, lim int)
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n int := 0;
+    k int;
+    lim1 int := greatest(lim, 1);
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('pgr.webhook_prune')) THEN
+        RETURN 0;
+    END IF;
+    IF delivered_secs > 0 THEN
+        DELETE FROM pgr.webhook_outbox o
+         WHERE o.id IN (SELECT d.id FROM pgr.webhook_outbox d
+                         WHERE d.status = 'delivered'
+                           AND d.delivered_at < now() - make_interval(secs => delivered_secs)
+                         ORDER BY d.id LIMIT lim1)
+           AND o.status = 'delivered';
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
+    END IF;
+    IF max_delivered > 0 AND n < lim1 THEN
+        DELETE FROM pgr.webhook_outbox o
+         WHERE o.id IN (SELECT d.id FROM pgr.webhook_outbox d
+                         WHERE d.status = 'delivered'
+                           AND d.id < (SELECT e.id FROM pgr.webhook_outbox e WHERE e.status = 'delivered'
+                                        ORDER BY e.id DESC OFFSET max_delivered - 1 LIMIT 1)
+                         ORDER BY d.id LIMIT lim1 - n)
+           AND o.status = 'delivered';
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
+    END IF;
+    -- A dead event's next_attempt_at is the time of its last attempt.
+    IF dead_secs > 0 AND n < lim1 THEN
+        DELETE FROM pgr.webhook_outbox o
+         WHERE o.id IN (SELECT d.id FROM pgr.webhook_outbox d
+                         WHERE d.status = 'dead'
+                           AND d.next_attempt_at < now() - make_interval(secs => dead_secs)
+                         ORDER BY d.id LIMIT lim1 - n)
+           AND o.status = 'dead';
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
+    END IF;
+    RETURN n;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION pgr.webhook_prune(bigint, bigint, bigint, int) FROM PUBLIC;
+-- The gateway's pruning task runs as its login role.
+GRANT EXECUTE ON FUNCTION pgr.webhook_prune(bigint, bigint, bigint, int) TO authenticator;

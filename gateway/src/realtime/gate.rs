@@ -28,6 +28,25 @@ pub struct Admitted {
     pub caller: Caller,
     /// True for `_channel_*` channels.
     pub ad_hoc: bool,
+    /// Clients may send broadcast frames: ad-hoc channels, and live queries
+    /// registered with `allow_broadcast => true` (others are server-to-client only).
+    pub allow_broadcast: bool,
+}
+
+/// A live query's registration, as the gate needs it.
+struct Registration {
+    audience: Option<Value>,
+    public: bool,
+    allow_broadcast: bool,
+    /// Some table the query reads has row-level security enabled (now).
+    reads_rls: bool,
+}
+
+impl Registration {
+    /// A non-empty audience: `{}` admits everybody, so it is no gate.
+    fn gated(&self) -> bool {
+        self.audience.as_ref().and_then(Value::as_object).is_some_and(|o| !o.is_empty())
+    }
 }
 
 /// Runs every check for `channel`.
@@ -40,28 +59,47 @@ pub async fn admit(s: &AppState, headers: &HeaderMap, query_token: Option<&str>,
     }
     check_origin(s, headers)?;
     let ad_hoc = channel.starts_with(AD_HOC_PREFIX);
+    let mut allow_broadcast = ad_hoc;
     if !ad_hoc {
-        let audience = registration(s, channel).await?;
-        if let Some(aud) = audience {
-            if caller.kind != KeyKind::Service && !satisfies(&aud, &caller.claims) {
-                return Err(Refusal(StatusCode::FORBIDDEN, "audience not satisfied".into()));
+        let reg = registration(s, channel).await?;
+        if caller.kind != KeyKind::Service {
+            if let Some(aud) = &reg.audience {
+                if !satisfies(aud, &caller.claims) {
+                    return Err(Refusal(StatusCode::FORBIDDEN, "audience not satisfied".into()));
+                }
+            }
+            // A table got RLS after registration: the shared result would bypass it.
+            if reg.reads_rls && !reg.gated() && !reg.public {
+                return Err(Refusal(
+                    StatusCode::FORBIDDEN,
+                    "this live query reads a table with row-level security and has no audience; re-register it with an audience or public => true".into(),
+                ));
             }
         }
+        allow_broadcast = reg.allow_broadcast;
     }
-    Ok(Admitted { caller, ad_hoc })
+    Ok(Admitted { caller, ad_hoc, allow_broadcast })
 }
 
-/// The registration's audience (Some(None) = registered, no audience).
-async fn registration(s: &AppState, query_id: &str) -> Result<Option<Value>, Refusal> {
+/// The registration (404 when the query id is not registered).
+async fn registration(s: &AppState, query_id: &str) -> Result<Registration, Refusal> {
     let unavailable = || Refusal(StatusCode::SERVICE_UNAVAILABLE, "subscription metadata unavailable".into());
     let client = s.pool.get().await.map_err(|_| unavailable())?;
-    let row = client.query_opt("SELECT audience FROM pgr.subscriptions WHERE query_id = $1", &[&query_id]).await.map_err(|e| {
-        tracing::warn!(error = %e, "cannot read live-query registrations");
-        unavailable()
-    })?;
+    let row = client
+        .query_opt(
+            "SELECT audience, public, allow_broadcast,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = ANY (tables::oid[]) AND c.relrowsecurity)
+               FROM pgr.subscriptions WHERE query_id = $1",
+            &[&query_id],
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot read live-query registrations");
+            unavailable()
+        })?;
     match row {
         None => Err(Refusal(StatusCode::NOT_FOUND, format!("subscription {query_id:?} not found"))),
-        Some(r) => Ok(r.get::<_, Option<Value>>(0)),
+        Some(r) => Ok(Registration { audience: r.get(0), public: r.get(1), allow_broadcast: r.get(2), reads_rls: r.get(3) }),
     }
 }
 
@@ -109,5 +147,13 @@ mod tests {
         assert!(!satisfies(&json!({"app_metadata.missing": "x"}), &claims));
         assert!(!satisfies(&json!({"role": "authenticated"}), &json!({"role": "anon"})));
         assert!(satisfies(&json!({}), &claims));
+    }
+
+    #[test]
+    fn an_empty_audience_is_no_gate() {
+        let reg = |audience: Option<Value>| Registration { audience, public: false, allow_broadcast: false, reads_rls: true };
+        assert!(!reg(None).gated());
+        assert!(!reg(Some(json!({}))).gated());
+        assert!(reg(Some(json!({"role": "authenticated"}))).gated());
     }
 }

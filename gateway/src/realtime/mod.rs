@@ -26,8 +26,11 @@ use gate::Refusal;
 
 /// Bytes the socket reader holds at once.
 const READ_BUFFER: usize = 4 * 1024;
-/// Largest message a client may send (broadcast payload, presence state).
-const MAX_CLIENT_MESSAGE: usize = 1024 * 1024;
+/// Bytes written to the socket at once (tungstenite's default).
+const WRITE_BUFFER: usize = 128 * 1024;
+/// Largest server frame besides client frames: a NOTIFY payload (8000 bytes) and
+/// its envelope.
+const MAX_SERVER_FRAME: usize = 9 * 1024;
 
 /// NOTIFY channel of live-query messages.
 pub const CHANNEL: &str = pgstack_shared::notify::LIVE_QUERY_CHANNEL;
@@ -65,14 +68,30 @@ async fn connect(
         Err(_) => return Refusal(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request".into()).into_response(),
     };
     let hub = s.hub.clone();
-    let ad_hoc = admitted.ad_hoc;
+    let (ad_hoc, allow_broadcast) = (admitted.ad_hoc, admitted.allow_broadcast);
+    let c = &s.config;
+    let limits = socket::Limits {
+        max_message: c.ws_max_message_bytes,
+        rate: (c.ws_broadcast_rate.n, c.ws_broadcast_rate.per_secs),
+        write_timeout: std::time::Duration::from_secs(c.ws_write_timeout_secs),
+    };
+    // Frames up to twice WS_MAX_MESSAGE_BYTES get an error frame; larger ones close
+    // the socket before they are buffered whole.
+    let max_in = 2 * c.ws_max_message_bytes;
+    // The largest frame this socket writes: a client frame relayed with its envelope,
+    // a presence state, or a NOTIFY payload.
+    let max_out = c.ws_max_message_bytes.max(c.ws_presence_max_bytes).max(MAX_SERVER_FRAME) + 1024;
     // Clients send small frames (broadcast, presence): a small read buffer (the
     // WebSocket reader zero-fills its whole buffer on every read attempt; the 128 KiB
-    // default was a quarter of the fan-out's CPU) and a bounded message size.
+    // default was a quarter of the fan-out's CPU) and a bounded message size. The
+    // write buffer is bounded too (tungstenite's default is unbounded): a peer that
+    // stops reading holds at most WRITE_BUFFER + two frames here.
     ws.read_buffer_size(READ_BUFFER)
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| socket::run(socket, hub, query_id, ad_hoc, slot))
+        .max_message_size(max_in)
+        .max_frame_size(max_in)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + 2 * max_out)
+        .on_upgrade(move |socket| socket::run(socket, hub, query_id, ad_hoc, allow_broadcast, limits, slot))
 }
 
 /// GET /ws/_presence/{channel}: client id → last state, behind the same gate.
@@ -80,8 +99,7 @@ async fn presence(State(s): State<AppState>, Path(channel): Path<String>, Query(
     if let Err(r) = gate::admit(&s, &headers, query_token(&q), &channel).await {
         return r.into_response();
     }
-    let state: serde_json::Map<String, Value> =
-        s.hub.existing(&channel).and_then(|c| c.presence.lock().ok().map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())).unwrap_or_default();
+    let state: serde_json::Map<String, Value> = s.hub.existing(&channel).map(|c| c.presence_snapshot().into_iter().collect()).unwrap_or_default();
     Json(Value::Object(state)).into_response()
 }
 
@@ -89,6 +107,8 @@ async fn presence(State(s): State<AppState>, Path(channel): Path<String>, Query(
 /// overflow to everyone after a reconnect (changes may have been missed meanwhile).
 pub fn spawn_relay(s: &AppState, events: &broadcast::Sender<Event>) {
     let hub = s.hub.clone();
+    hub.set_presence_limits(s.config.ws_presence_max_bytes, s.config.ws_presence_max_total_bytes);
+    hub.set_queue_limits(s.config.ws_client_queue_bytes, s.config.ws_queue_max_total_bytes);
     let relay = relay::start(s.pool.clone(), hub.clone());
     let _ = hub.relay.set(relay.clone());
     let mut rx = events.subscribe();

@@ -18,12 +18,15 @@ const BEAT: Duration = Duration::from_secs(5);
 const DEAD_AFTER: Duration = Duration::from_secs(15);
 /// Frames larger than this stay local (NOTIFY payloads are limited to 8000 bytes).
 const MAX_RELAYED: usize = 7800;
+/// Relay messages waiting for the database (at most ~30 MiB); past it they are
+/// dropped (delivered locally only) rather than queued without bound.
+const MAX_PENDING: usize = 4096;
 
 /// This gateway's side of the relay.
 pub struct Relay {
     /// Random id of this gateway process.
     pub gateway: String,
-    tx: mpsc::UnboundedSender<String>,
+    tx: mpsc::Sender<String>,
     /// Other gateways: last beat, and the (channel, client) presences they own.
     remote: Mutex<HashMap<String, (Instant, Vec<(String, String)>)>>,
 }
@@ -36,7 +39,9 @@ impl Relay {
             tracing::warn!(channel, "frame too large to relay to other gateways; delivered locally only");
             return;
         }
-        let _ = self.tx.send(msg);
+        if self.tx.try_send(msg).is_err() {
+            tracing::debug!(channel, "relay queue full; frame delivered locally only");
+        }
     }
 
     /// Applies a message relayed by another gateway.
@@ -59,8 +64,10 @@ impl Relay {
             "join" | "state" => {
                 let state = serde_json::from_str::<Value>(frame).ok().map(|f| f["state"].clone()).unwrap_or(Value::Null);
                 let ch = hub.channel(c);
-                if let Ok(mut p) = ch.presence.lock() {
-                    p.insert(id.to_owned(), state);
+                // The same limits as for local clients: past them the state is dropped.
+                if let Err(e) = ch.presence_set(id, state) {
+                    tracing::debug!(channel = c, error = %e.message(), "relayed presence state not kept");
+                    return;
                 }
                 if !entry.1.iter().any(|(cc, ii)| cc == c && ii == id) {
                     entry.1.push((c.to_owned(), id.to_owned()));
@@ -70,9 +77,7 @@ impl Relay {
             "leave" => {
                 entry.1.retain(|(cc, ii)| !(cc == c && ii == id));
                 if let Some(ch) = hub.existing(c) {
-                    if let Ok(mut p) = ch.presence.lock() {
-                        p.remove(id);
-                    }
+                    ch.presence_remove(id);
                     ch.publish(0, frame.to_owned());
                 }
             }
@@ -91,9 +96,7 @@ impl Relay {
             tracing::warn!(gateway = %g, "a gateway went silent; its clients leave presence");
             for (c, id) in presences {
                 if let Some(ch) = hub.existing(&c) {
-                    if let Ok(mut p) = ch.presence.lock() {
-                        p.remove(&id);
-                    }
+                    ch.presence_remove(&id);
                     ch.publish(0, json!({"type": "presence_leave", "channel": c, "client_id": id}).to_string());
                 }
             }
@@ -103,7 +106,7 @@ impl Relay {
 
 /// Creates the relay and its tasks: sending through the pool, heartbeats, reaping.
 pub fn start(pool: deadpool_postgres::Pool, hub: Arc<Hub>) -> Arc<Relay> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = mpsc::channel::<String>(MAX_PENDING);
     let relay = Arc::new(Relay { gateway: format!("{:016x}", rand::random::<u64>()), tx, remote: Mutex::new(HashMap::new()) });
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {

@@ -29,9 +29,12 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// The HTTP client for deliveries: policy-checking resolver, no redirects, timeout.
+/// The HTTP client for deliveries: policy-checking resolver, no redirects, timeout,
+/// and no proxy from HTTP_PROXY / HTTPS_PROXY / ALL_PROXY (a proxy resolves and
+/// connects on our behalf, where the resolver's check does not apply).
 pub fn client(policy: Arc<Policy>, timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
+        .no_proxy()
         .dns_resolver(Arc::new(Resolver(policy)))
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
@@ -40,8 +43,9 @@ pub fn client(policy: Arc<Policy>, timeout: Duration) -> reqwest::Client {
         .expect("webhook HTTP client")
 }
 
-/// Starts the worker.
+/// Starts the worker, and the outbox pruning (`retention`).
 pub fn spawn(s: AppState, events: &broadcast::Sender<Event>) {
+    super::retention::spawn(s.clone());
     let mut rx = events.subscribe();
     tokio::spawn(async move {
         let timeout = Duration::from_secs(s.config.webhook_timeout_secs);

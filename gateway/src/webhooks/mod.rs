@@ -2,6 +2,7 @@
 //! only) and delivery from the extension's durable outbox (`deliver`).
 
 pub mod deliver;
+pub mod retention;
 pub mod ssrf;
 
 use axum::body::Bytes;
@@ -58,7 +59,8 @@ async fn create(State(s): State<AppState>, caller: Result<Caller, CallerError>, 
     let caller = service(caller)?;
     let p: CreateParams = serde_json::from_slice(&body).map_err(|e| RestError::bad("PGRST102", format!("invalid body: {e}")))?;
     let url = p.url.ok_or_else(|| RestError::bad("PGRST102", "url is required"))?;
-    s.webhook_policy.check_url(&url).map_err(|e| RestError::bad("PGRST102", e))?;
+    let checked = s.webhook_policy.check_url(&url).map_err(|e| RestError::bad("PGRST102", e))?;
+    s.webhook_policy.check_name(&checked).await.map_err(|e| RestError::bad("PGRST102", e))?;
     let events: Vec<String> = p.events.unwrap_or_else(|| vec!["*".into()]).into_iter().map(|e| e.to_ascii_uppercase()).collect();
     if events.is_empty() || events.iter().any(|e| !matches!(e.as_str(), "*" | "INSERT" | "UPDATE" | "DELETE")) {
         return Err(RestError::bad("PGRST102", "events must be a non-empty list of INSERT, UPDATE, DELETE or *"));

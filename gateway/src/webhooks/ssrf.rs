@@ -1,10 +1,17 @@
 //! SSRF limits for outgoing webhook requests: only http/https, and no loopback,
-//! private, link-local, CGNAT, multicast or unspecified addresses unless
+//! private, link-local, CGNAT, multicast, reserved or unspecified addresses unless
 //! WEBHOOK_ALLOW_PRIVATE=true or the host (or host:port) is in WEBHOOK_ALLOWED_HOSTS.
+//! IPv6 addresses that embed an IPv4 one (mapped, compatible, NAT64 64:ff9b::/96,
+//! 6to4 2002::/16) are judged by the IPv4 address; Teredo and the other IETF
+//! protocol ranges (2001::/23), local-use NAT64 (64:ff9b:1::/48), unique-local,
+//! site-local, link-local and documentation ranges are internal.
 //! Names are checked after resolution, at delivery too (DNS rebinding), by the
-//! client's resolver; IP literals are checked directly. Redirects are not followed.
+//! client's resolver: the connection goes to one of the checked addresses, never to
+//! a second lookup. IP literals are checked directly. Redirects are not followed, and
+//! the delivery client ignores HTTP(S)_PROXY (a proxy would resolve and connect for
+//! us, out of reach of the check).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -22,27 +29,63 @@ pub struct Policy {
 /// True for addresses a webhook must not reach by default.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80
-        }
+        IpAddr::V4(v4) => internal_v4(v4),
+        IpAddr::V6(v6) => internal_v6(v6),
     }
+}
+
+fn internal_v4(v4: Ipv4Addr) -> bool {
+    let o = v4.octets();
+    v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_multicast()
+        || v4.is_broadcast()
+        || v4.is_documentation()
+        || o[0] == 0
+        // CGNAT 100.64.0.0/10
+        || (o[0] == 100 && (64..128).contains(&o[1]))
+        // IETF protocol assignments 192.0.0.0/24, 6to4 relay anycast 192.88.99.0/24
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+        || (o[0] == 192 && o[1] == 88 && o[2] == 99)
+        // benchmarking 198.18.0.0/15
+        || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
+        // reserved 240.0.0.0/4
+        || o[0] >= 240
+}
+
+fn internal_v6(v6: Ipv6Addr) -> bool {
+    let s = v6.segments();
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible; :: and ::1 included).
+    if s[..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0) {
+        return internal_v4(embedded(s[6], s[7]));
+    }
+    // NAT64 well-known prefix 64:ff9b::/96.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return internal_v4(embedded(s[6], s[7]));
+    }
+    // 6to4 2002:aabb:ccdd::/48.
+    if s[0] == 0x2002 {
+        return internal_v4(embedded(s[1], s[2]));
+    }
+    v6.is_loopback()
+        || v6.is_unspecified()
+        || v6.is_multicast()
+        // local-use NAT64 64:ff9b:1::/48
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+        // discard-only 100::/64
+        || (s[0] == 0x100 && s[1..4] == [0, 0, 0])
+        // IETF protocol assignments 2001::/23: Teredo 2001::/32, benchmarking, ORCHID, ...
+        || (s[0] == 0x2001 && s[1] < 0x200)
+        // documentation 2001:db8::/32 and 3fff::/20
+        || (s[0] == 0x2001 && s[1] == 0xdb8)
+        || (s[0] == 0x3fff && s[1] < 0x1000)
+        // unique local fc00::/7, link-local fe80::/10, site-local fec0::/10
+        || (s[0] & 0xfe00) == 0xfc00
+        || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] & 0xffc0) == 0xfec0
 }
 
 impl Policy {
@@ -68,6 +111,20 @@ impl Policy {
             }
         }
         Ok(url)
+    }
+
+    /// At registration: a name that resolves to internal addresses only is refused
+    /// early (a name that does not resolve now is accepted; delivery checks again).
+    pub async fn check_name(&self, url: &Url) -> Result<(), String> {
+        let Some(host) = url.host_str().map(|h| h.trim_matches(|c| c == '[' || c == ']')) else { return Ok(()) };
+        if host.parse::<IpAddr>().is_ok() {
+            return Ok(());
+        }
+        let port = url.port_or_known_default().unwrap_or(80);
+        match tokio::time::timeout(std::time::Duration::from_secs(3), tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(_)) => self.resolve(host, port).await.map(|_| ()),
+            _ => Ok(()),
+        }
     }
 
     /// Resolves `host` and refuses internal addresses (the check behind names).
@@ -103,12 +160,59 @@ mod tests {
 
     #[test]
     fn internal_addresses() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "224.0.0.1"] {
-            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        let internal = [
+            // IPv4
+            "127.0.0.1", "127.255.255.254", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254", "0.0.0.0", "0.1.2.3",
+            "100.64.0.1", "100.127.255.255", "224.0.0.1", "239.255.255.250", "255.255.255.255", "240.0.0.1", "192.0.0.170", "192.0.2.1",
+            "198.18.0.1", "198.51.100.7", "203.0.113.9", "192.88.99.1",
+            // IPv6 proper
+            "::1", "::", "fe80::1", "febf::1", "fec0::1", "feff::1", "fd00::1", "fc00::1", "ff02::1", "ff0e::1", "2001:db8::1", "100::1", "3fff::1",
+            // IPv4 inside IPv6: mapped, compatible, NAT64, 6to4
+            "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::127.0.0.1", "::10.0.0.1", "::0.0.0.1",
+            "64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1", "2002:a00:1::", "2002:c0a8:101::1",
+            // Teredo and other IETF ranges, local-use NAT64
+            "2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:2::1", "2001:10::1", "2001:1ff::1", "64:ff9b:1::7f00:1", "64:ff9b:1:abcd::1",
+        ];
+        for ip in internal {
+            assert!(is_internal(ip.parse().unwrap()), "{ip} should be internal");
         }
-        for ip in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
-            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        let public = [
+            "93.184.216.34", "8.8.8.8", "1.1.1.1", "100.63.255.255", "100.128.0.1", "172.32.0.1", "192.169.0.1", "223.255.255.255",
+            "2606:4700::1111", "2a00:1450:4001:80b::200e", "2001:4860:4860::8888", "2001:200::1",
+            "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1", "3fff:1000::1",
+        ];
+        for ip in public {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip} should be public");
         }
+    }
+
+    #[test]
+    fn bracketed_v6_literals_with_embedded_v4_are_refused() {
+        let p = Policy::default();
+        for url in ["http://[::127.0.0.1]/", "http://[64:ff9b::7f00:1]/", "http://[2002:7f00:1::1]/", "http://[fec0::1]/", "http://[::ffff:127.0.0.1]:8080/", "http://[::]/", "http://[2001::1]/", "http://[64:ff9b:1::1]/", "http://[fe80::1%25eth0]/"] {
+            assert!(p.check_url(url).is_err(), "{url}");
+        }
+        // Other spellings of 127.0.0.1 are normalised by the URL parser first.
+        for url in ["http://2130706433/", "http://0x7f.1/", "http://127.1/", "http://0177.0.0.1/"] {
+            assert!(p.check_url(url).is_err(), "{url}");
+        }
+        assert!(p.check_url("http://[2606:4700::1111]/hook").is_ok());
+    }
+
+    #[tokio::test]
+    async fn names_are_checked_at_connect_time() {
+        let p = Arc::new(Policy::default());
+        // localhost resolves to loopback only: the resolver reqwest connects through refuses it.
+        let r = Resolver(p.clone()).resolve("localhost".parse().unwrap()).await;
+        assert!(r.is_err());
+        assert!(p.resolve("localhost", 80).await.is_err());
+        let open = Policy { allow_private: true, allowed_hosts: vec![] };
+        assert!(!open.resolve("localhost", 80).await.unwrap().is_empty());
+        // At registration too.
+        assert!(p.check_name(&Url::parse("http://localhost:9000/x").unwrap()).await.is_err());
+        assert!(p.check_name(&Url::parse("http://no-such-host.invalid/x").unwrap()).await.is_ok());
+        let allow = Policy { allow_private: false, allowed_hosts: vec!["localhost:9000".into()] };
+        assert!(allow.check_name(&Url::parse("http://localhost:9000/x").unwrap()).await.is_ok());
     }
 
     #[test]
