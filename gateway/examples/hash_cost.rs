@@ -20,7 +20,7 @@ async fn main() {
             let mut lat = Vec::new();
             for _ in 0..n / c {
                 let t = Instant::now();
-                assert!(pgstack_gateway::auth::passwords::verify("bench-password-1".into(), Some(hash.clone())).await);
+                assert!(pgstack_gateway::auth::passwords::verify("bench-password-1".into(), Some(hash.clone())).await.expect("verify"));
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             lat
