@@ -46,6 +46,41 @@ fn client_error<T>(r: &Result<T, RestError>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Request text never shapes the statement: outside quoted identifiers and string
+/// literals the SQL holds no comment, no statement separator and no control
+/// character, and its quotes are balanced (what a planner bug that pastes request
+/// text would break).
+fn sql_shape(r: &Result<pgstack_gateway::rest::sql::Sql, RestError>) -> Result<(), TestCaseError> {
+    let Ok(sql) = r else { return Ok(()) };
+    let b = sql.text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                loop {
+                    prop_assert!(i < b.len(), "unbalanced {} in {}", q as char, sql.text);
+                    if b[i] == q {
+                        if b.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => prop_assert!(false, "comment in {}", sql.text),
+            b'/' if b.get(i + 1) == Some(&b'*') => prop_assert!(false, "comment in {}", sql.text),
+            b';' => prop_assert!(false, "separator in {}", sql.text),
+            c if c < 0x20 && c != b' ' => prop_assert!(false, "control byte in {}", sql.text),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- REST query grammar
 
 #[test]
@@ -139,14 +174,19 @@ fn rest_plan() {
         let c = cache();
         let t = c.table("public", name).expect("fuzz table");
         let Ok(qp) = request::parse_query(&q, false) else { return Ok(()) };
-        client_error(&plan::read(c, t, &qp, Some(plan::CountMode::Exact)))?;
-        client_error(&plan::delete(c, t, &qp, true))?;
+        let read = plan::read(c, t, &qp, Some(plan::CountMode::Exact));
+        client_error(&read)?;
+        sql_shape(&read)?;
+        let delete = plan::delete(c, t, &qp, true);
+        client_error(&delete)?;
+        sql_shape(&delete)?;
         let payload = Payload::from_body(body, qp.columns.as_deref());
         client_error(&payload)?;
         if let Ok(p) = payload {
-            client_error(&plan::insert(c, t, &qp, &p, OnConflict::Merge, true, true))?;
-            client_error(&plan::update(c, t, &qp, &p, true))?;
-            client_error(&plan::put(c, t, &qp, &p, true))?;
+            for r in [plan::insert(c, t, &qp, &p, OnConflict::Merge, true, true), plan::update(c, t, &qp, &p, true), plan::put(c, t, &qp, &p, true)] {
+                client_error(&r)?;
+                sql_shape(&r)?;
+            }
         }
         Ok(())
     });

@@ -153,6 +153,31 @@ async fn casts_name_catalog_types_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn json_path_keys_and_aliases_never_become_sql() {
+    let h = H::start().await;
+    let anon = h.anon.clone();
+    // The reported exploit: an unquoted "-" index turned the rest of the line into a
+    // comment, and a newline in a quoted alias ended it inside live SQL.
+    let exploit = "/rest/v1/notes?select=data->\"-\"->a,\"%0A$1::text) AS a, query_to_xml('select email,encrypted_password from auth.users'||left(set_config('role','pgstack_auth_admin',true),0),true,false,'') AS x FROM (SELECT '{}'::jsonb AS data WHERE $2::text IS NOT NULL) _pgs_r) _pgs_t --\":id";
+    for key in [&anon, &user(BOB)] {
+        let (st, v) = h.get(exploit, key).await;
+        assert_eq!((st, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST100")), "{v}");
+        assert!(!v.to_string().contains("<row>"), "query_to_xml ran: {v}");
+    }
+    // "-" and other odd keys are JSON keys, bound as values: rows come back as RLS allows.
+    let (st, v) = h.get("/rest/v1/notes?select=body,x:data->\"-\"->a,y:data->-1,z:data->\"--\"&order=id", &user(ALICE)).await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"body": "alice secret", "x": null, "y": null, "z": null}])));
+    let (st, v) = h.get("/rest/v1/notes?select=n:data->n->-1", &user(ALICE)).await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"n": 2}])));
+    // Aliases are names: no control characters, unquoted ones in the field grammar.
+    let (st, v) = h.get("/rest/v1/notes?select=%22a%0Ab%22:body", &user(ALICE)).await;
+    refused("newline alias", st, &v, StatusCode::BAD_REQUEST, Some("PGRST100"));
+    let (st, v) = h.get("/rest/v1/notes?select=a)b:body", &user(ALICE)).await;
+    refused("alias grammar", st, &v, StatusCode::BAD_REQUEST, Some("PGRST100"));
+    h.still_healthy("json paths").await;
+}
+
+#[tokio::test]
 async fn malformed_paths_filters_and_lists_are_400() {
     let h = H::start().await;
     let alice = user(ALICE);

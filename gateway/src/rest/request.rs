@@ -337,7 +337,7 @@ pub fn parse_field(s: &str) -> Result<Field, RestError> {
         rest.find("->").unwrap_or(rest.len())
     };
     let raw_col = rest[..col_end].trim();
-    if !raw_col.starts_with('"') && raw_col != "*" && !raw_col.is_empty() && !is_field_name(raw_col) {
+    if raw_col.chars().any(char::is_control) || (!raw_col.starts_with('"') && raw_col != "*" && !raw_col.is_empty() && !is_field_name(raw_col)) {
         return Err(RestError::parse(format!("\"failed to parse field ({s})\""), "unquoted names take letters, digits, _, $ and -; quote others: \"my.col\""));
     }
     let column = unquote(raw_col);
@@ -387,7 +387,7 @@ fn parse_select(v: &str, depth: usize) -> Result<Vec<SelectItem>, RestError> {
             continue;
         }
         let (alias, rest) = match split_alias(raw) {
-            Some((a, r)) => (Some(unquote(a)), r),
+            Some((a, r)) => (Some(parse_alias(raw, a)?), r),
             None => (None, raw),
         };
         let (field_part, cast) = match rest.rsplit_once("::") {
@@ -405,7 +405,7 @@ fn parse_embed(raw: &str, depth: usize) -> Result<Embed, RestError> {
     let head = &raw[..open];
     let inner = &raw[open + 1..raw.len() - 1];
     let (alias, head) = match split_alias(head) {
-        Some((a, r)) => (Some(unquote(a.trim())), r.trim()),
+        Some((a, r)) => (Some(parse_alias(raw, a)?), r.trim()),
         None => (None, head.trim()),
     };
     let mut parts = head.split('!');
@@ -438,6 +438,17 @@ fn parse_cast(raw: &str, c: &str) -> Result<String, RestError> {
     Ok(t.to_owned())
 }
 
+/// `alias:` of a select item or embed: a field name, or a quoted name without
+/// control characters.
+fn parse_alias(raw: &str, a: &str) -> Result<String, RestError> {
+    let a = a.trim();
+    let quoted = a.len() >= 2 && a.starts_with('"') && a.ends_with('"');
+    if (quoted && !a.chars().any(char::is_control)) || is_field_name(a) {
+        return Ok(unquote(a));
+    }
+    Err(RestError::parse(format!("\"failed to parse select ({raw})\""), "an alias is a name: alias:column"))
+}
+
 /// PostgREST's unquoted field name: identifiers (letters, digits, `_`, `$`, spaces)
 /// joined by single dashes.
 fn is_field_name(s: &str) -> bool {
@@ -446,6 +457,9 @@ fn is_field_name(s: &str) -> bool {
 
 /// A JSON path operand: a quoted key, an array index (`-?digits`) or a field name.
 fn is_json_operand(s: &str) -> bool {
+    if s.chars().any(char::is_control) {
+        return false;
+    }
     if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
         return true;
     }

@@ -59,6 +59,8 @@ pub const QUERY: &[&str] = &[
     "integer", "[]", "a", "b", "x y", " ", "-", "-1", "0", "1", "2.5", "9223372036854775807", "99999999999999999999",
     "%", "%2", "%22", "%28", "%29", "%2C", "%26", "%3D", "%00", "%FF", "%C3%A9", "+", "é", "日本", "\u{301}", "\u{0}",
     "\u{202e}", "{", "}", "[", "]", "$", "_", "'", ";", "--", "\n", "\"a,b\"", "\\\"", "...", "items.", "owners.",
+    // Shapes of a reported injection: an unquoted "-" key, comments, newlines in names.
+    "->\"-\"", "->-", "->\"-\"->a", "/*", "*/", "%0A", "\"%0A", "\"x%0Ay\":", "data->\"-\"->k",
 ];
 
 /// A query string that nests one construct `d` deep; `true` when the gateway must

@@ -67,11 +67,13 @@ fn field_expr(sql: &mut Sql, src: &Source, f: &Field) -> Result<(String, Option<
     }
     for step in &f.path {
         expr.push_str(if step.as_text { "->>" } else { "->" });
-        let is_index = step.key.strip_prefix('-').unwrap_or(&step.key).chars().all(|c| c.is_ascii_digit()) && step.key.len() < 10;
-        if is_index {
-            expr.push_str(&step.key);
-        } else {
-            expr.push_str(&sql.bind(step.key.clone()));
+        // An array index is written as the integer it parses to (never as the
+        // request's text); every other key is a bind parameter.
+        let digits = step.key.strip_prefix('-').unwrap_or(&step.key);
+        let index = if !digits.is_empty() && digits.len() < 10 && digits.bytes().all(|b| b.is_ascii_digit()) { step.key.parse::<i32>().ok() } else { None };
+        match index {
+            Some(i) => expr.push_str(&format!("({i})")),
+            None => expr.push_str(&sql.bind(step.key.clone())),
         }
     }
     let last_text = f.path.last().is_some_and(|s| s.as_text);
