@@ -2,10 +2,10 @@
 //! hold a socket (or anything the handler took) for minutes:
 //!
 //! - BODY_IDLE_TIMEOUT: no byte for this long → the read ends with [`BodyError::Idle`];
-//! - BODY_MIN_RATE after BODY_MIN_RATE_GRACE: the body must have arrived at an average
-//!   of at least this many bytes per second since the grace period (the deadline is
-//!   `start + grace + received / rate`, extended by every byte, as Apache's
-//!   mod_reqtimeout `MinRate`) → [`BodyError::TooSlow`];
+//! - BODY_MIN_RATE after BODY_MIN_RATE_GRACE: the body must keep arriving at at least
+//!   this many bytes per second: each chunk extends the deadline by `len / rate`, and
+//!   at most `grace` of it can be saved up ahead (so a fast start cannot pay for a
+//!   long trickle) → [`BodyError::TooSlow`];
 //! - optionally a byte cap → [`BodyError::TooLarge`].
 //!
 //! Timeouts answer 408 (with `Connection: close`). One timer per body, reset on
@@ -134,6 +134,10 @@ pub struct Guarded<S> {
     max: Option<u64>,
     start: Instant,
     received: u64,
+    /// The rate deadline: each chunk extends it by `len / min_rate`, but never past
+    /// `now + grace`, so time earned by a fast start cannot be banked to trickle
+    /// later (a 2 MiB burst would otherwise buy half an hour of 1 byte / 9 s).
+    bank: Instant,
     timer: Option<(Pin<Box<Sleep>>, Kind)>,
     done: bool,
 }
@@ -154,7 +158,8 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut g = Guarded { inner, limits, max, start: Instant::now(), received: 0, timer: None, done: false };
+    let start = Instant::now();
+    let mut g = Guarded { inner, limits, max, start, received: 0, bank: start + limits.grace, timer: None, done: false };
     g.rearm(g.start);
     g
 }
@@ -163,8 +168,7 @@ impl<S> Guarded<S> {
     /// The earlier of the idle and the rate deadline, from `now` (the last progress).
     fn rearm(&mut self, now: Instant) {
         let idle = self.limits.idle.map(|d| (now + d, Kind::Idle));
-        let slow = (self.limits.min_rate > 0)
-            .then(|| (self.start + self.limits.grace + Duration::from_secs_f64(self.received as f64 / self.limits.min_rate as f64), Kind::Slow));
+        let slow = (self.limits.min_rate > 0).then_some((self.bank, Kind::Slow));
         let next = match (idle, slow) {
             (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
             (a, b) => a.or(b),
@@ -205,7 +209,13 @@ where
                         this.done = true;
                         return Poll::Ready(Some(Err(BodyError::TooLarge(max))));
                     }
-                    this.rearm(Instant::now());
+                    let now = Instant::now();
+                    if this.limits.min_rate > 0 {
+                        let earned = Duration::from_secs_f64(b.len() as f64 / this.limits.min_rate as f64);
+                        let cap = now.max(this.start + this.limits.grace).max(now + this.limits.grace.min(Duration::from_secs(3600)));
+                        this.bank = (this.bank.max(now) + earned).min(cap);
+                    }
+                    this.rearm(now);
                 }
                 Poll::Ready(Some(Ok(b)))
             }
@@ -293,6 +303,24 @@ mod tests {
         };
         assert!(matches!(e, BodyError::TooSlow(1024)), "{e}");
         assert!((ms(700)..ms(1000)).contains(&t.elapsed()) && got == 3, "{:?} {got}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_fast_start_cannot_be_banked_for_a_long_trickle() {
+        // 512 KiB at once (500 s of credit at 1024 B/s), then 1 byte every 200 ms:
+        // at most `grace` of credit is kept, so the read ends about a grace period
+        // after the burst, not minutes later.
+        let burst = futures_util::stream::once(async { Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 512 * 1024])) });
+        let body = Box::pin(burst.chain(trickle(1, ms(200), 1000)));
+        let mut g = guard_stream(body, BodyLimits { idle: Some(ms(300)), min_rate: 1024, grace: ms(700) }, None);
+        let t = Instant::now();
+        let e = loop {
+            if let Err(e) = g.next().await.unwrap() {
+                break e;
+            }
+        };
+        assert!(matches!(e, BodyError::TooSlow(1024)), "{e}");
+        assert!(t.elapsed() < ms(1500), "{:?}", t.elapsed());
     }
 
     #[tokio::test]

@@ -51,12 +51,43 @@ impl Limiter {
         let n = NonZeroU32::new(rate.n).unwrap_or(NonZeroU32::MIN);
         let period = std::time::Duration::from_secs(rate.per_secs) / rate.n;
         let quota = Quota::with_period(period.max(std::time::Duration::from_nanos(1))).unwrap_or(Quota::per_second(n)).allow_burst(n);
-        Limiter(Arc::new(RateLimiter::keyed(quota)))
+        let inner = Arc::new(RateLimiter::keyed(quota));
+        // Forget clients whose buckets are full again, so the map does not grow
+        // with every address ever seen.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&inner);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    let Some(l) = weak.upgrade() else { break };
+                    l.retain_recent();
+                    l.shrink_to_fit();
+                }
+            });
+        }
+        Limiter(inner)
     }
 
-    /// `Ok` or the seconds to wait.
+    /// `Ok` or the seconds to wait. IPv6 clients are one client per /64 (a host
+    /// usually holds a whole /64, and could otherwise rotate through it).
     pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        self.0.check_key(&ip).map_err(|nu| nu.wait_time_from(DefaultClock::default().now()).as_secs().max(1))
+        self.0.check_key(&client_key(ip)).map_err(|nu| nu.wait_time_from(DefaultClock::default().now()).as_secs().max(1))
+    }
+}
+
+/// The address a per-client limit counts: IPv4 as it is (IPv4-mapped IPv6 too), IPv6
+/// by its /64 prefix.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -96,6 +127,20 @@ mod tests {
         assert!("0/m".parse::<Rate>().is_err());
         assert!("x/m".parse::<Rate>().is_err());
         assert!("3/d".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        assert_eq!(client_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1".parse::<IpAddr>().unwrap());
+        let l = Limiter::new("1/h".parse().unwrap());
+        assert!(l.check(a).is_ok());
+        assert!(l.check(b).is_err(), "another address of the same /64 shares the bucket");
+        assert!(l.check(c).is_ok());
     }
 
     #[test]

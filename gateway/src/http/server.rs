@@ -128,9 +128,11 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
     let lingering = Arc::new(Semaphore::new(MAX_REFUSING));
     let per_ip = Arc::new(PerIp::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: the Supabase clients speak it, and cleartext HTTP/2 (prior
+    // knowledge) would bring a connection without a header deadline and with a
+    // hundred streams behind each of the caps above. TLS and h2 belong to the proxy.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new()).enable_connect_protocol().keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     let mut accept_errors = 0u32;
@@ -154,7 +156,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
             refuse(stream, "too many connections", &lingering);
             continue;
         };
-        let Some(slot) = per_ip.take(peer.ip(), limits.max_per_ip) else {
+        let Some(slot) = per_ip.take(crate::http::rate_limit::client_key(peer.ip()), limits.max_per_ip) else {
             refuse(stream, "too many connections from this address", &lingering);
             continue;
         };

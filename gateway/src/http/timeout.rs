@@ -52,9 +52,29 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
     }
     let mut stream = crate::http::body::guard(body, limits);
     let mut out = bytes::BytesMut::new();
-    while let Some(chunk) = stream.next().await {
+    // Buffered bodies of all requests together stay within BODY_BUDGET; the share
+    // is held until the handler is done with the body.
+    let mut held = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(s.config.request_timeout_secs);
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(_) => return body_error(&path, StatusCode::REQUEST_TIMEOUT, "the request body took longer than REQUEST_TIMEOUT"),
+        };
         match chunk {
-            Ok(c) if (out.len() + c.len()) as u64 <= MAX_BUFFERED_BODY => out.extend_from_slice(&c),
+            Ok(c) if (out.len() + c.len()) as u64 <= MAX_BUFFERED_BODY => {
+                let kib = (c.len() as u32).div_ceil(1024);
+                match BODY_BUDGET.clone().try_acquire_many_owned(kib) {
+                    Ok(p) => held.push(p),
+                    Err(_) => {
+                        let mut res = body_error(&path, StatusCode::SERVICE_UNAVAILABLE, "too many request bodies in flight; retry shortly");
+                        res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+                        return res;
+                    }
+                }
+                out.extend_from_slice(&c)
+            }
             Ok(_) => {
                 // Over the limit: read the rest away (bounded), then answer 413.
                 let drain = async {
@@ -69,17 +89,25 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
                 let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
                 return too_large(&path);
             }
-            Err(e) => {
-                let status = e.status();
-                let mut res = (status, axum::Json(super::errors::render(&path, status, &e.to_string()))).into_response();
-                if status == StatusCode::REQUEST_TIMEOUT {
-                    res.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
-                }
-                return res;
-            }
+            Err(e) => return body_error(&path, e.status(), &e.to_string()),
         }
     }
-    next.run(Request::from_parts(parts, axum::body::Body::from(out.freeze()))).await
+    let res = next.run(Request::from_parts(parts, axum::body::Body::from(out.freeze()))).await;
+    drop(held);
+    res
+}
+
+/// Bytes of request bodies buffered by [`buffer_body`] at once, in KiB permits.
+const BODY_BUDGET_KIB: usize = 256 * 1024;
+static BODY_BUDGET: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)));
+
+fn body_error(path: &str, status: StatusCode, msg: &str) -> Response {
+    let mut res = (status, axum::Json(super::errors::render(path, status, msg))).into_response();
+    if status == StatusCode::REQUEST_TIMEOUT {
+        res.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    res
 }
 
 fn too_large(path: &str) -> Response {
