@@ -50,13 +50,14 @@ impl L {
         (st, h, serde_json::from_str(&t).unwrap_or(Value::String(t)))
     }
 
-    /// Backends the gateway's login role holds, and those running `pg_sleep`.
+    /// Connections the gateway's login role holds (client backends: a parallel
+    /// query's workers are not connections), and those running `slow`.
     async fn backends(&self) -> (i64, i64) {
         let su = self.tc.superuser().await.unwrap();
         let r = su
             .query_one(
                 "SELECT count(*), count(*) FILTER (WHERE state = 'active' AND query ILIKE '%slow%')
-                   FROM pg_stat_activity WHERE usename = 'authenticator'",
+                   FROM pg_stat_activity WHERE usename = 'authenticator' AND backend_type = 'client backend'",
                 &[],
             )
             .await
