@@ -71,11 +71,14 @@ async fn password_grant(s: &AppState, client: &ClientInfo, p: PasswordGrant) -> 
         tx.commit().await?;
         found
     };
+    let lane = passwords::sign_in_lane(client.ip.as_deref());
     let Some((id, hash, banned, confirmed)) = found else {
-        passwords::verify(password, None).await?;
+        passwords::verify_in(lane, password, None).await?;
+        passwords::note_sign_in(client.ip.as_deref(), false);
         return Err(AuthError::invalid_credentials());
     };
-    let ok = passwords::verify(password, hash.clone()).await?;
+    let ok = passwords::verify_in(lane, password, hash.clone()).await?;
+    passwords::note_sign_in(client.ip.as_deref(), ok);
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
     if !ok {
