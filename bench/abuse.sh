@@ -39,7 +39,7 @@ SCENARIOS=${SCENARIOS:-hashing batch_bomb slow_abandon batch_slow slow_uploads f
 CLIENT_NOFILE=${CLIENT_NOFILE:-65536}
 CORES=$(nproc)
 DB_POOL_SIZE=${DB_POOL_SIZE:-$(( 2 * CORES > 4 ? 2 * CORES : 4 ))}
-POOL_BOUND=$(( 2 * DB_POOL_SIZE + 1 ))  # the request pool, the REST pipeline pool, LISTEN
+POOL_BOUND=$(( 3 * DB_POOL_SIZE + 1 ))  # the request pool, the REST pipeline and transaction pools, LISTEN
 
 if [ ! -x "$PGSTACK_BIN" ]; then
   [ "$PGSTACK_BIN" = target/release/pgstack ] || { echo "$PGSTACK_BIN: not found" >&2; exit 1; }
@@ -111,7 +111,7 @@ echo "## Abuse ($CORES cores, $(date -u +%F), $PGSTACK_BIN${QUICK:+, QUICK}, AFT
 echo
 echo "Gateway settings: defaults of \`pgstack dev\` (AUTH_RATE_LIMIT 60/m per IP, PASSWORD_HASH_CONCURRENCY = cores," \
   "HTTP header read timeout 10 s, DB_MAX_ROWS 1000 except big_reads_unbounded), DB_POOL_SIZE=$DB_POOL_SIZE" \
-  "(backends bound: 2 pools + LISTEN = $POOL_BOUND), descriptor limit $LIMIT. Targets: /health and sign-in under 1 s" \
+  "(backends bound: 3 pools + LISTEN = $POOL_BOUND), descriptor limit $LIMIT. Targets: /health and sign-in under 1 s" \
   "throughout (every sample answered 2xx), peak RSS under +256 MiB (+64 MiB for hashing, issue 14), RSS under +64 MiB" \
   "${AFTER} s after, descriptors under 80% of the limit, backends ≤ $POOL_BOUND."
 echo

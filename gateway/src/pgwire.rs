@@ -133,6 +133,12 @@ impl Stream {
             Stream::Unix(s) => s.write_all(buf).await,
         }
     }
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf).await,
+            Stream::Unix(s) => s.read(buf).await,
+        }
+    }
     async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read_buf(buf).await,
@@ -298,20 +304,16 @@ impl WireConn {
             Some(k) => send_cancel(k).await.is_ok(),
             None => false,
         };
-        if self.mid_write || self.oversized || !cancelled {
+        if self.mid_write || !cancelled {
             return false;
         }
-        let drain = async {
-            loop {
-                if let backend::Message::ReadyForQuery(_) = self.next_message().await? {
-                    return Ok::<_, std::io::Error>(());
-                }
-            }
-        };
+        // Messages are skipped without being buffered (an oversized result is read
+        // away in small pieces), up to the pipeline's ReadyForQuery.
+        let drain = self.skip_to_ready();
         match tokio::time::timeout(RECOVER_TIMEOUT, drain).await {
             Ok(Ok(())) => {
                 self.read.clear();
-                self.broken = false;
+                (self.broken, self.oversized) = (false, false);
                 true
             }
             _ => false,
@@ -409,6 +411,38 @@ impl WireConn {
         match error {
             Some(e) => Err(WireError::Db(e)),
             None => Ok(results),
+        }
+    }
+
+    /// Reads and discards messages up to and including the next ReadyForQuery,
+    /// holding at most one small buffer whatever the messages' sizes.
+    async fn skip_to_ready(&mut self) -> std::io::Result<()> {
+        let mut scratch = vec![0u8; 64 * 1024];
+        loop {
+            while self.read.len() < 5 {
+                if self.stream.read_buf(&mut self.read).await? == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "Postgres closed the connection"));
+                }
+            }
+            let kind = self.read[0];
+            let total = 1 + u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]) as usize;
+            if self.read.len() >= total {
+                let _ = self.read.split_to(total);
+            } else {
+                let mut remaining = total - self.read.len();
+                self.read.clear();
+                while remaining > 0 {
+                    let n = remaining.min(scratch.len());
+                    let got = self.stream.read(&mut scratch[..n]).await?;
+                    if got == 0 {
+                        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "Postgres closed the connection"));
+                    }
+                    remaining -= got;
+                }
+            }
+            if kind == b'Z' {
+                return Ok(());
+            }
         }
     }
 

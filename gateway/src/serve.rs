@@ -40,7 +40,8 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     crate::rest::init_settings(&config);
     let database_url = config.database_url.clone();
     let wire = db::wire_pool(&config)?;
-    let state = AppState::new(config, pool, wire, mailer);
+    let rest_tx = db::pool(&config)?;
+    let state = AppState::new(config, pool, wire, rest_tx, mailer);
     let events = crate::listener::spawn(
         database_url,
         vec![

@@ -27,6 +27,10 @@ pub struct Shared {
     pub pool: deadpool_postgres::Pool,
     /// Pipeline connections (same role) for REST's one-round-trip requests.
     pub wire: crate::pgwire::WirePool,
+    /// Connections for REST's multi-statement transactions (batch, `tx=rollback`,
+    /// max-affected): REST's own, so slow REST work never starves auth, storage or
+    /// /health on `pool`.
+    pub rest_tx: deadpool_postgres::Pool,
     /// Tables, views and functions of the exposed schemas.
     pub schema_cache: CacheHandle,
     /// Whether the schema cache was loaded at least once.
@@ -51,7 +55,7 @@ pub struct Shared {
 
 impl AppState {
     /// Builds the state from a configuration and a pool.
-    pub fn new(config: Config, pool: deadpool_postgres::Pool, wire: crate::pgwire::WirePool, mailer: Mailer) -> Self {
+    pub fn new(config: Config, pool: deadpool_postgres::Pool, wire: crate::pgwire::WirePool, rest_tx: deadpool_postgres::Pool, mailer: Mailer) -> Self {
         let config_queue = config.ws_client_queue;
         let config_backend_disk = config.storage_backend == "disk";
         let config_root = config.storage_root.clone();
@@ -61,6 +65,7 @@ impl AppState {
             config: Arc::new(config),
             pool,
             wire,
+            rest_tx,
             schema_cache: CacheHandle::default(),
             schema_cache_loaded: Arc::new(AtomicBool::new(false)),
             hub: crate::realtime::hub::Hub::new(config_queue),

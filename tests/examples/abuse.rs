@@ -10,7 +10,7 @@
 //!   abuse report <file.jsonl>   markdown tables with PASS / FAIL per target
 //!
 //! Settings come from the environment (set by the script): API, ANON, SERVICE, SU
-//! (superuser URL), GW_PID, POOL_BOUND (2 × DB_POOL_SIZE + 1: both pools and the LISTEN
+//! (superuser URL), GW_PID, POOL_BOUND (3 × DB_POOL_SIZE + 1: the three pools and the LISTEN
 //! connection), AFTER (seconds measured after the scenario, default 60), QUICK=1 (small
 //! counts), RPORT (the webhook receiver's port, setup only).
 //!

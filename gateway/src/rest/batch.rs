@@ -134,7 +134,7 @@ pub async fn batch(
         }
     }
     let info = RequestInfo { method: "POST", path: "/batch", headers: Value::Object(h).to_string(), ..Default::default() };
-    let mut client = crate::db::Guarded::get(&s.pool).await?;
+    let mut client = crate::db::Guarded::get(&s.rest_tx).await?;
     let out = run_batch(&mut client, &b, &ids, &cache, &caller, &headers, &info, anon).await;
     client.finish();
     out

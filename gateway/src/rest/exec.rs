@@ -104,7 +104,7 @@ pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows:
 /// sequential path.
 pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
     if info.max_affected.is_some() || rollback {
-        return run_in_transaction(&state.pool, caller, info, sql, rows, rollback).await;
+        return run_in_transaction(&state.rest_tx, caller, info, sql, rows, rollback).await;
     }
     let anon = caller.role == pgstack_shared::Role::Anon;
     let claims = caller.claims.to_string();

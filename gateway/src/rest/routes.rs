@@ -133,7 +133,7 @@ async fn relation(
             let count = pref.count.as_ref().map(|_| CountMode::Exact);
             let sql = plan::read(&cache, table, &q, count)?;
             let mut out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
-            super::format::convert(&s.pool, &mut out, accept).await?;
+            super::format::convert(&s.rest_tx, &mut out, accept).await?;
             let offset = q.offset.unwrap_or(0);
             let range = response::content_range(offset, out.count, out.total);
             let status = match out.total {
@@ -213,7 +213,7 @@ async fn relation(
             let returning = pref.ret == Return::Representation;
             let sql = plan::put(&cache, table, &q, &payload, returning)?;
             let mut out = exec::run(&s, &caller, &info, &sql, returning, pref.rollback).await?;
-            super::format::convert(&s.pool, &mut out, accept).await?;
+            super::format::convert(&s.rest_tx, &mut out, accept).await?;
             if !returning {
                 return Ok(decorate(response::build(StatusCode::NO_CONTENT, None, JSON, None), &s, &pref, schema, &cache.schemas));
             }
@@ -296,7 +296,7 @@ async fn write(
     let returning = pref.ret == Return::Representation;
     let mut out = exec::run(&s, caller, info, &sql, returning, pref.rollback).await?;
     if returning {
-        super::format::convert(&s.pool, &mut out, accept).await?;
+        super::format::convert(&s.rest_tx, &mut out, accept).await?;
     }
     let total = pref.count.as_ref().map(|_| out.count);
     let range = response::content_range(0, if ranged { out.count } else { 0 }, total);
@@ -374,7 +374,7 @@ async fn rpc(
     }
     let mut out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
     if f.returns_set {
-        super::format::convert(&s.pool, &mut out, accept).await?;
+        super::format::convert(&s.rest_tx, &mut out, accept).await?;
     }
     // A single value counts as one row.
     let total = out.total.or_else(|| (pref.count.is_some() && !f.returns_set).then_some(out.count));
