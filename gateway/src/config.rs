@@ -78,7 +78,7 @@ pub struct Config {
     /// DB_POOL_SIZE: connections in the pool. Default: 2 × CPU cores, at least 4.
     pub db_pool_size: usize,
     /// HTTP_MAX_CONNECTIONS: open HTTP connections at once; over it a new connection
-    /// gets 503 and is closed. None = half the descriptor limit, at most 16384.
+    /// gets 503 and is closed. None = half the descriptor limit, at most 4096.
     pub http_max_connections: Option<usize>,
     /// HTTP_MAX_CONNECTIONS_PER_IP: open HTTP connections from one client IP. Default 1000.
     pub http_max_connections_per_ip: usize,
