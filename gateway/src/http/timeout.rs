@@ -43,6 +43,10 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// a slow client holds no database connection and no worker while it trickles.
 pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) -> Response {
     use futures_util::StreamExt;
+    // Most requests (GET, HEAD, DELETE) carry no body: nothing to receive, no timers.
+    if axum::body::HttpBody::size_hint(req.body()).exact() == Some(0) {
+        return next.run(req).await;
+    }
     let path = req.uri().path().to_owned();
     let declared = crate::http::body::declared_length(req.headers());
     let (parts, body) = req.into_parts();
