@@ -24,7 +24,7 @@ const MAX_PLAIN_BODY: usize = 4096;
 
 /// Middleware: rewrites non-JSON error responses into the contract's JSON shape.
 pub async fn json_errors(req: Request, next: Next) -> Response<Body> {
-    let path = req.uri().path().to_owned();
+    let uri = req.uri().clone(); // shares the request's bytes: no copy per request
     let head = req.method() == Method::HEAD;
     let res = next.run(req).await;
     let status = res.status();
@@ -42,7 +42,7 @@ pub async fn json_errors(req: Request, next: Next) -> Response<Body> {
     let (mut parts, body) = res.into_parts();
     let text = axum::body::to_bytes(body, MAX_PLAIN_BODY).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned()).unwrap_or_default();
     let message = if text.is_empty() || text.len() > 512 { reason(status) } else { text };
-    let body = render(&path, status, &message);
+    let body = render(uri.path(), status, &message);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     Response::from_parts(parts, Body::from(body.to_string()))

@@ -15,14 +15,14 @@ use crate::AppState;
 
 /// Middleware: the whole handler under REQUEST_TIMEOUT.
 pub async fn request_timeout(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
+    let uri = req.uri().clone();
     let limit = Duration::from_secs(s.config.request_timeout_secs);
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(res) => res,
         Err(_) => {
-            tracing::warn!(%path, seconds = limit.as_secs(), "request timed out");
+            tracing::warn!(path = uri.path(), seconds = limit.as_secs(), "request timed out");
             let msg = format!("the request took longer than {} s (REQUEST_TIMEOUT)", limit.as_secs());
-            let mut res = (StatusCode::GATEWAY_TIMEOUT, axum::Json(super::errors::render(&path, StatusCode::GATEWAY_TIMEOUT, &msg))).into_response();
+            let mut res = (StatusCode::GATEWAY_TIMEOUT, axum::Json(super::errors::render(uri.path(), StatusCode::GATEWAY_TIMEOUT, &msg))).into_response();
             res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
             res
         }
