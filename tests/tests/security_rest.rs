@@ -178,6 +178,35 @@ async fn json_path_keys_and_aliases_never_become_sql() {
 }
 
 #[tokio::test]
+async fn batches_and_json_paths_are_bounded() {
+    let h = H::start().await;
+    h._tc.superuser().await.unwrap().batch_execute(
+        "CREATE TABLE public.wide (id int PRIMARY KEY, pad text);
+         INSERT INTO public.wide SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g;
+         GRANT SELECT ON public.wide TO anon;",
+    ).await.unwrap();
+    let mut hd = h.keys(&h.service);
+    hd.insert("content-type", HeaderValue::from_static("application/json"));
+    let (st, _, _) = h.send(Method::POST, "/api/catalog/refresh", hd, None).await;
+    assert_eq!(st, StatusCode::OK);
+    // 100 reads of ~130 kB each: past the batch's 4 MiB of results, refused whole.
+    let ops: Vec<Value> = (0..100).map(|i| json!({"id": format!("r{i}"), "method": "GET", "path": "/wide?select=id,pad"})).collect();
+    let mut hd = h.keys(&h.anon);
+    hd.insert("content-type", HeaderValue::from_static("application/json"));
+    let (st, _, v) = h.send(Method::POST, "/rest/v1/batch", hd.clone(), Some(json!({"operations": ops}).to_string().into_bytes())).await;
+    refused("batch results", st, &v, StatusCode::PAYLOAD_TOO_LARGE, Some("PGRST413"));
+    let ops: Vec<Value> = (0..3).map(|i| json!({"id": format!("r{i}"), "method": "GET", "path": "/wide?select=id&limit=2"})).collect();
+    let (st, _, v) = h.send(Method::POST, "/rest/v1/batch", hd, Some(json!({"operations": ops}).to_string().into_bytes())).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    // JSON paths: 64 steps at most (each is an operator Postgres nests).
+    let (st, v) = h.get(&format!("/rest/v1/notes?select=x:data{}", "->a".repeat(64)), &user(ALICE)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = h.get(&format!("/rest/v1/notes?select=x:data{}", "->a".repeat(5000)), &user(ALICE)).await;
+    refused("5000-step JSON path", st, &v, StatusCode::BAD_REQUEST, Some("PGRST100"));
+    h.still_healthy("batches").await;
+}
+
+#[tokio::test]
 async fn malformed_paths_filters_and_lists_are_400() {
     let h = H::start().await;
     let alice = user(ALICE);

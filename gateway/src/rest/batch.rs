@@ -35,15 +35,22 @@ pub const MAX_REFERENCES: usize = 1000;
 /// anything is copied, so a small request cannot build a large one.
 pub const MAX_EXPANSION: usize = 2 * 1024 * 1024;
 
-/// What references may still add: checked before every copy.
+/// Most bytes (as JSON text) that a batch's operations may return, all together:
+/// every result is kept for later references and for the answer, so a batch of
+/// reads must not become a large response or a large tree in memory.
+pub const MAX_RESULT_BYTES: usize = 4 * 1024 * 1024;
+
+/// What references may still add (checked before every copy), and what results may
+/// still return.
 struct Budget {
     refs: usize,
     bytes: usize,
+    results: usize,
 }
 
 impl Budget {
     fn new() -> Budget {
-        Budget { refs: MAX_REFERENCES, bytes: MAX_EXPANSION }
+        Budget { refs: MAX_REFERENCES, bytes: MAX_EXPANSION, results: MAX_RESULT_BYTES }
     }
     /// Accounts for one reference that adds `len` bytes.
     fn take(&mut self, len: usize) -> Result<(), RestError> {
@@ -53,6 +60,20 @@ impl Budget {
         self.refs -= 1;
         self.bytes = self.bytes.checked_sub(len).ok_or_else(|| {
             RestError::new(StatusCode::PAYLOAD_TOO_LARGE, "PGRST102", format!("references would expand the batch past {MAX_EXPANSION} bytes"), None, None)
+        })?;
+        Ok(())
+    }
+    /// Accounts for one operation's result text, before it is parsed.
+    fn take_result(&mut self, text: Option<&str>) -> Result<(), RestError> {
+        let len = text.map_or(0, str::len);
+        self.results = self.results.checked_sub(len).ok_or_else(|| {
+            RestError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PGRST413",
+                format!("the batch's results would be larger than {MAX_RESULT_BYTES} bytes"),
+                None,
+                Some("Read with limit / select, or in separate requests"),
+            )
         })?;
         Ok(())
     }
@@ -164,10 +185,13 @@ async fn run_batch(
         }
         let prepared = op.body.clone().map(|v| substitute(v, &done, &mut budget)).transpose().and_then(|b| Ok((b, interpolate(&op.path, &done, true, &mut budget)?)));
         let outcome = match prepared {
-            Ok((body, path)) => run_op(&tx, cache, headers, op, &path, body, anon).await,
-            // Over the expansion budget: the whole batch is refused (rolled back).
-            Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => return Err(e),
+            Ok((body, path)) => run_op(&tx, cache, headers, op, &path, body, anon, &mut budget).await,
             Err(e) => Err(e),
+        };
+        // Over a budget (expansion or results): the whole batch is refused (rolled back).
+        let outcome = match outcome {
+            Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE => return Err(e),
+            other => other,
         };
         match outcome {
             Ok((status, data)) => {
@@ -208,6 +232,7 @@ async fn run_op(
     path: &str,
     body: Option<Value>,
     anon: bool,
+    budget: &mut Budget,
 ) -> Result<(StatusCode, Value), RestError> {
     let path = path.strip_prefix("/rest/v1").unwrap_or(path);
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
@@ -225,6 +250,7 @@ async fn run_op(
         };
         let sql = plan::call(f, &args, None, &q, None)?;
         let out = exec::statement(tx, &sql, true, anon).await?;
+        budget.take_result(out.body.as_deref())?;
         let data = serde_json::from_str(out.body.as_deref().unwrap_or("null")).unwrap_or(Value::Null);
         return Ok((StatusCode::OK, data));
     }
@@ -248,6 +274,7 @@ async fn run_op(
         other => return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST117", format!("Unsupported HTTP method: {other}"), None, None)),
     };
     let out = exec::statement(tx, &sql, true, anon).await?;
+    budget.take_result(out.body.as_deref())?;
     let rows: Value = serde_json::from_str(out.body.as_deref().unwrap_or("[]")).unwrap_or(Value::Array(vec![]));
     let data = match (&rows, single) {
         (Value::Array(a), true) if a.len() == 1 => a[0].clone(),
@@ -336,6 +363,17 @@ mod tests {
         assert_eq!(got, json!({"order_id": 42, "label": "order 42 of x", "first": 7, "t": "a"}));
         assert!(substitute(json!("{{nope.id}}"), &done, b).is_err());
         assert!(substitute(json!("{{create.missing}}"), &done, b).is_err());
+    }
+
+    #[test]
+    fn results_are_bounded_in_total() {
+        let mut b = Budget::new();
+        let chunk = "x".repeat(MAX_RESULT_BYTES / 4);
+        for _ in 0..4 {
+            b.take_result(Some(&chunk)).unwrap();
+        }
+        assert_eq!(b.take_result(Some("[]")).unwrap_err().status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(Budget::new().take_result(None).is_ok());
     }
 
     #[test]

@@ -14,6 +14,10 @@ use super::error::RestError;
 /// per level, so this bounds their stack; deeper requests get PGRST100.
 pub const MAX_DEPTH: usize = 24;
 
+/// Most steps of one JSON path (`data->a->b...`): each becomes an operator Postgres
+/// nests, so very long paths reach its stack limit.
+pub const MAX_JSON_PATH: usize = 64;
+
 /// Longest query string the REST parser reads (the URI itself is capped lower by
 /// hyper; this keeps the parser's cost per request bounded in any case).
 pub const MAX_QUERY_LEN: usize = 64 * 1024;
@@ -358,6 +362,9 @@ pub fn parse_field(s: &str) -> Result<Field, RestError> {
         let key = unquote(raw_key);
         if key.is_empty() {
             return Err(RestError::parse(format!("\"failed to parse field ({s})\""), "empty JSON key"));
+        }
+        if parts.len() == MAX_JSON_PATH {
+            return Err(RestError::parse(format!("\"failed to parse field ({s})\""), format!("a JSON path has at most {MAX_JSON_PATH} steps")));
         }
         parts.push(JsonStep { as_text, key });
         rest = &after[end..];
