@@ -15,8 +15,8 @@ use tokio_postgres::SimpleQueryMessage;
 
 use crate::config::Config;
 use crate::http::caller::{Caller, CallerError, KeyKind};
-use crate::rest::error::RestError;
-use crate::rest::exec::{self, RequestInfo};
+use crate::error::postgrest::RestError;
+use crate::db::{caller as as_caller, RequestInfo};
 use crate::AppState;
 
 /// The dev routes that this configuration mounts.
@@ -47,9 +47,9 @@ struct SqlBody {
 /// Runs statements as service_role (30 s statement timeout); the rows of the last
 /// statement that returned rows, as objects of text values.
 async fn run(s: &AppState, caller: &Caller, query: &str) -> Result<Vec<Value>, RestError> {
-    let info = RequestInfo { method: "POST", path: "/api/sql", headers: "{}".into(), ..Default::default() };
+    let info = RequestInfo::new("POST", "/api/sql");
     let mut client = s.pool.get().await?;
-    let tx = exec::begin(&mut client, caller, &info).await?;
+    let tx = as_caller::begin(&mut client, &caller.run_as(), &info).await.map_err(|e| RestError::from_db(e, false))?;
     tx.batch_execute("SET LOCAL statement_timeout = '30s'").await.map_err(|e| RestError::from_db(e, false))?;
     let msgs = tx.simple_query(query).await.map_err(|e| RestError::from_db(e, false))?;
     tx.commit().await.map_err(|e| RestError::from_db(e, false))?;
@@ -96,9 +96,9 @@ async fn demo(State(s): State<AppState>, caller: Result<Caller, CallerError>, bo
     let caller = service(caller)?;
     let b: DemoBody = serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| RestError::bad("PGRST102", "invalid body"))?;
     let action = b.action.unwrap_or_else(|| "insert".into());
-    let info = RequestInfo { method: "POST", path: "/api/demo", headers: "{}".into(), ..Default::default() };
+    let info = RequestInfo::new("POST", "/api/demo");
     let mut client = s.pool.get().await?;
-    let tx = exec::begin(&mut client, &caller, &info).await?;
+    let tx = as_caller::begin(&mut client, &caller.run_as(), &info).await.map_err(|e| RestError::from_db(e, false))?;
     let db = |e| RestError::from_db(e, false);
     let n = match action.as_str() {
         "insert" => tx

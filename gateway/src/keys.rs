@@ -5,7 +5,26 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use pgstack_shared::{JwtClaims, Role};
 use rand::RngCore;
 
-use crate::config::Secret;
+/// A string that must never be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for signing and comparing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
 
 /// Lifetime of a project key: ten years, as Supabase issues them.
 pub const API_KEY_LIFETIME_SECS: i64 = 10 * 365 * 24 * 3600;
@@ -27,7 +46,10 @@ pub fn now() -> i64 {
 
 /// An HS256 project key for `role`, signed with `secret`.
 pub fn mint(role: Role, secret: &Secret) -> Result<String, jsonwebtoken::errors::Error> {
-    sign(&JwtClaims::api_key(role, now(), API_KEY_LIFETIME_SECS), secret)
+    sign(
+        &JwtClaims::api_key(role, now(), API_KEY_LIFETIME_SECS),
+        secret,
+    )
 }
 
 /// Signs any claims with HS256.
@@ -44,18 +66,30 @@ pub fn verify(token: &str, secret: &Secret) -> Result<JwtClaims, jsonwebtoken::e
     let mut v = Validation::new(Algorithm::HS256);
     v.validate_aud = false;
     v.required_spec_claims = ["exp"].into_iter().map(String::from).collect();
-    jsonwebtoken::decode::<JwtClaims>(token, &DecodingKey::from_secret(secret.expose().as_bytes()), &v)
-        .map(|d| d.claims)
+    jsonwebtoken::decode::<JwtClaims>(
+        token,
+        &DecodingKey::from_secret(secret.expose().as_bytes()),
+        &v,
+    )
+    .map(|d| d.claims)
 }
 
 /// Verifies an HS256 token signed with `secret` and returns its claims as they are
 /// (no claim is required; the caller checks `exp` and `role` itself).
-pub fn verify_any(token: &str, secret: &Secret) -> Result<serde_json::Value, jsonwebtoken::errors::Error> {
+pub fn verify_any(
+    token: &str,
+    secret: &Secret,
+) -> Result<serde_json::Value, jsonwebtoken::errors::Error> {
     let mut v = Validation::new(Algorithm::HS256);
     v.validate_aud = false;
     v.validate_exp = false;
     v.required_spec_claims.clear();
-    jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_secret(secret.expose().as_bytes()), &v).map(|d| d.claims)
+    jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &DecodingKey::from_secret(secret.expose().as_bytes()),
+        &v,
+    )
+    .map(|d| d.claims)
 }
 
 /// Compares two secrets in time independent of where they differ.

@@ -17,7 +17,6 @@ pub mod http;
 pub mod install;
 pub mod keys;
 pub mod listener;
-pub mod pgwire;
 pub mod realtime;
 pub mod rest;
 pub mod router;

@@ -65,7 +65,7 @@ async fn run_once(url: &str, channels: &[String], out: &broadcast::Sender<Event>
         Ok(())
     });
     for ch in channels {
-        client.batch_execute(&format!("LISTEN {}", crate::rest::sql::ident(ch))).await?;
+        client.batch_execute(&format!("LISTEN {}", crate::db::sql::ident(ch))).await?;
     }
     tracing::info!(channels = ?channels, "listening for notifications");
     let _ = out.send(Event::Connected);
@@ -101,8 +101,8 @@ pub fn spawn_schema_reloader(state: crate::AppState, events: broadcast::Sender<E
             // Let the burst settle, then drain what queued meanwhile.
             tokio::time::sleep(Duration::from_millis(50)).await;
             while rx.try_recv().is_ok() {}
-            if let Err(e) = crate::rest::reload_cache(&state).await {
-                tracing::warn!(error = ?e.message, "schema cache reload failed");
+            if let Err(e) = state.schema_cache.reload(&state.pool, &state.config.db_schemas).await {
+                tracing::warn!(error = %e, "schema cache reload failed");
             }
         }
     });

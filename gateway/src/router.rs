@@ -3,7 +3,7 @@
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::{auth, devtools, error, functions, health, http, realtime, rest, storage, AppState};
+use crate::{auth, devtools, error, functions, health, http, realtime, rest, storage, webhooks, AppState};
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -16,7 +16,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health::health))
         .nest("/auth/v1", auth::routes(&state.config).layer(timeout()).layer(buffered()))
         .route("/rest/v1/", get(rest::openapi::openapi))
-        .nest("/rest/v1", rest::routes().layer(timeout()).layer(buffered()))
+        .nest("/rest/v1", rest::routes().merge(webhooks::routes()).layer(timeout()).layer(buffered()))
         .route("/api/catalog/refresh", post(rest::catalog_refresh))
         .merge(devtools::routes(&state.config))
         .nest("/ws", realtime::routes())

@@ -1,11 +1,10 @@
 //! Shared state handed to every handler.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::auth::mailer::Mailer;
 use crate::config::Config;
-use crate::rest::schema_cache::CacheHandle;
+use crate::db::schema_cache::CacheHandle;
 
 /// Cheap to clone (one reference count): handlers' extractors clone it on every
 /// request.
@@ -26,15 +25,17 @@ pub struct Shared {
     /// Connections as the gateway's login role.
     pub pool: deadpool_postgres::Pool,
     /// Pipeline connections (same role) for REST's one-round-trip requests.
-    pub wire: crate::pgwire::WirePool,
+    pub wire: crate::db::pipeline::WirePool,
     /// Connections for REST's multi-statement transactions (batch, `tx=rollback`,
     /// max-affected): REST's own, so slow REST work never starves auth, storage or
     /// /health on `pool`.
     pub rest_tx: deadpool_postgres::Pool,
+    /// Fair shares of `wire` and of `rest_tx` among clients when they are all taken.
+    pub wire_gate: Arc<crate::db::fair::FairGate>,
+    /// See `wire_gate`.
+    pub rest_tx_gate: Arc<crate::db::fair::FairGate>,
     /// Tables, views and functions of the exposed schemas.
     pub schema_cache: CacheHandle,
-    /// Whether the schema cache was loaded at least once.
-    pub schema_cache_loaded: Arc<AtomicBool>,
     /// Outgoing e-mail.
     pub mailer: Mailer,
     /// WebSocket fan-out.
@@ -55,19 +56,21 @@ pub struct Shared {
 
 impl AppState {
     /// Builds the state from a configuration and a pool.
-    pub fn new(config: Config, pool: deadpool_postgres::Pool, wire: crate::pgwire::WirePool, rest_tx: deadpool_postgres::Pool, mailer: Mailer) -> Self {
+    pub fn new(config: Config, pool: deadpool_postgres::Pool, wire: crate::db::pipeline::WirePool, rest_tx: deadpool_postgres::Pool, mailer: Mailer) -> Self {
         let config_queue = config.ws_client_queue;
         let config_backend_disk = config.storage_backend == "disk";
         let config_root = config.storage_root.clone();
         let deno = Arc::new(crate::functions::deno::DenoWorker::new(config.deno_path.clone(), config.function_memory_mb).expect("a temporary folder for function modules"));
         let webhook_policy = Arc::new(crate::webhooks::ssrf::Policy { allow_private: config.webhook_allow_private, allowed_hosts: config.webhook_allowed_hosts.clone() });
+        let (wire_gate, rest_tx_gate) = (crate::db::fair::FairGate::new(config.db_pool_size, crate::db::POOL_WAIT), crate::db::fair::FairGate::new(config.db_pool_size, crate::db::POOL_WAIT));
         AppState(Arc::new(Shared {
             config: Arc::new(config),
             pool,
+            wire_gate,
+            rest_tx_gate,
             wire,
             rest_tx,
             schema_cache: CacheHandle::default(),
-            schema_cache_loaded: Arc::new(AtomicBool::new(false)),
             hub: crate::realtime::hub::Hub::new(config_queue),
             webhook_policy,
             functions: Arc::new(crate::functions::Catalog::default()),

@@ -33,7 +33,7 @@ use gen::*;
 use pgstack_gateway::rest::error::RestError;
 use pgstack_gateway::rest::plan::{self, OnConflict, Payload};
 use pgstack_gateway::rest::request::{self, MAX_DEPTH};
-use pgstack_gateway::rest::schema_cache::{Column, ForeignKey, SchemaCache, Table};
+use pgstack_gateway::db::schema_cache::{Column, ForeignKey, SchemaCache, Table};
 use pgstack_gateway::rest::{format, prefer};
 use pgstack_gateway::storage::{buckets, headers, objects, paths};
 
@@ -50,7 +50,7 @@ fn client_error<T>(r: &Result<T, RestError>) -> Result<(), TestCaseError> {
 /// literals the SQL holds no comment, no statement separator and no control
 /// character, and its quotes are balanced (what a planner bug that pastes request
 /// text would break).
-fn sql_shape(r: &Result<pgstack_gateway::rest::sql::Sql, RestError>) -> Result<(), TestCaseError> {
+fn sql_shape(r: &Result<pgstack_gateway::db::sql::Sql, RestError>) -> Result<(), TestCaseError> {
     let Ok(sql) = r else { return Ok(()) };
     let b = sql.text.as_bytes();
     let mut i = 0;

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::http::caller::{Caller, KeyKind};
-use crate::rest::exec::{self, RequestInfo};
+use crate::db::{caller, DbError, RequestInfo};
 use crate::AppState;
 
 /// One catalog entry.
@@ -268,18 +268,19 @@ async fn invoke_in_db(s: &AppState, f: &FunctionDef, caller: Option<Caller>, pat
     let info = RequestInfo { method: method.as_str(), path, headers: Value::Object(h).to_string(), ..Default::default() };
     let anon = caller.role == pgstack_shared::Role::Anon;
     let result = async {
-        let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
-        let tx = exec::begin(&mut client, &caller, &info).await?;
+        let mut client = s.pool.get().await?;
+        let tx = caller::begin(&mut client, &caller.run_as(), &info).await?;
         // The entrypoint text comes from the catalog (regproc output), quoted by Postgres.
-        let row = tx.query_one(&format!("SELECT to_jsonb({entry}($1::jsonb))"), &[&request]).await.map_err(|e| crate::rest::error::RestError::from_db(e, anon))?;
-        tx.commit().await.map_err(|e| crate::rest::error::RestError::from_db(e, anon))?;
-        Ok::<Value, crate::rest::error::RestError>(row.get(0))
+        let row = tx.query_one(&format!("SELECT to_jsonb({entry}($1::jsonb))"), &[&request]).await?;
+        tx.commit().await?;
+        Ok::<Value, DbError>(row.get(0))
     }
     .await;
     match result {
         Err(e) => {
-            let status = if e.status.is_server_error() { StatusCode::INTERNAL_SERVER_ERROR } else { e.status };
-            error(status, &e.message, false)
+            let status = e.status(anon);
+            let status = if status.is_server_error() { StatusCode::INTERNAL_SERVER_ERROR } else { status };
+            error(status, &e.message(), false)
         }
         Ok(v) => {
             let status = v["status"].as_u64().and_then(|c| StatusCode::from_u16(c as u16).ok()).unwrap_or(StatusCode::OK);

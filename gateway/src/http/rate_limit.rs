@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -14,32 +13,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// `N` requests per period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    /// Requests.
-    pub n: u32,
-    /// Period in seconds.
-    pub per_secs: u64,
-}
-
-impl FromStr for Rate {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (n, unit) = s.trim().split_once('/').unwrap_or((s.trim(), "m"));
-        let n: u32 = n.trim().parse().map_err(|_| format!("{s:?} is not N/s, N/m or N/h"))?;
-        let per_secs = match unit.trim() {
-            "s" | "sec" | "second" => 1,
-            "m" | "min" | "minute" => 60,
-            "h" | "hour" => 3600,
-            other => return Err(format!("unknown period {other:?} (use s, m or h)")),
-        };
-        if n == 0 {
-            return Err("the limit must be at least 1".into());
-        }
-        Ok(Rate { n, per_secs })
-    }
-}
+pub use crate::config::Rate;
 
 /// A keyed limiter; cheap to clone.
 #[derive(Clone)]
@@ -101,7 +75,7 @@ pub async fn enforce(State(limiter): State<Limiter>, req: Request, next: Next) -
     match limiter.check(ip) {
         Ok(()) => next.run(req).await,
         Err(wait) => {
-            let mut res = crate::auth::error::AuthError::new(
+            let mut res = crate::error::gotrue::AuthError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "over_request_rate_limit",
                 "too many requests, try again later",

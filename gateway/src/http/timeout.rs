@@ -1,6 +1,6 @@
 //! REQUEST_TIMEOUT: a request that has not produced its response in time ends with a
 //! 504 in the contract's JSON shape. Dropping the handler drops its database work,
-//! which cancels the running statement (see `pgwire::Lease` and `db::Guarded`).
+//! which cancels the running statement (see `db::pipeline::Lease` and `db::Guarded`).
 //! Applied to the routes whose work is bounded (REST, auth, functions), not to
 //! uploads, downloads or WebSockets, whose length is the client's.
 

@@ -20,7 +20,7 @@ use super::error::RestError;
 use super::exec::{self, RequestInfo};
 use super::plan::{self, OnConflict, Payload};
 use super::request;
-use super::schema_cache::SchemaCache;
+use crate::db::schema_cache::SchemaCache;
 use crate::http::caller::{Caller, CallerError};
 use crate::AppState;
 
@@ -155,6 +155,7 @@ pub async fn batch(
         }
     }
     let info = RequestInfo { method: "POST", path: "/batch", headers: Value::Object(h).to_string(), ..Default::default() };
+    let _share = s.rest_tx_gate.enter(caller.client).await.map_err(|e| RestError::from_db(e, anon))?;
     let mut client = crate::db::Guarded::get(&s.rest_tx).await?;
     let out = run_batch(&mut client, &b, &ids, &cache, &caller, &headers, &info, anon).await;
     client.finish();

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::error::RestError;
 use super::request::Embed;
-use super::schema_cache::{ForeignKey, SchemaCache, Table};
-use super::sql::{ident, qualified};
+use crate::db::schema_cache::{ForeignKey, SchemaCache, Table};
+use crate::db::sql::{ident, qualified};
 
 /// How parent and child are related.
 #[derive(Debug, Clone)]

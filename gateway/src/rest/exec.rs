@@ -1,4 +1,4 @@
-//! Exec: the only place REST touches the database. One transaction per request: the
+//! Exec: the only place REST touches the database (through [`crate::db`]). One transaction per request: the
 //! role and claims are set transaction-locally (pipelined with the statement), so
 //! GRANTs and RLS decide, and pooled connections stay clean.
 
@@ -6,17 +6,12 @@ use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
 
 use super::error::RestError;
-use super::sql::Sql;
+use crate::db::sql::Sql;
 use crate::http::caller::Caller;
-use crate::pgwire::Step;
+use crate::db::caller as as_caller;
+pub use crate::db::caller::RequestInfo;
+use crate::db::pipeline::Step;
 use crate::state::AppState;
-
-const SETUP: &str = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
-                            set_config('request.method', $3, true), set_config('request.path', $4, true), \
-                            set_config('request.headers', $5, true), \
-                            set_config('transaction_read_only', CASE WHEN $6 THEN 'on' ELSE 'off' END, true), \
-                            CASE WHEN $7::text IS NOT NULL THEN set_config('timezone', $7, true) END, \
-                            CASE WHEN $8::text IS NOT NULL THEN set_config('statement_timeout', $8, true) END";
 
 /// Reads what the statement asked of the response (PostgREST's GUC protocol).
 const RESPONSE_GUCS: &str = "SELECT current_setting('response.headers', true), current_setting('response.status', true)";
@@ -38,45 +33,14 @@ pub struct Outcome {
     pub response_status: Option<String>,
 }
 
-/// Request facts handed to Postgres as `request.*` settings.
-pub struct RequestInfo<'a> {
-    /// HTTP method.
-    pub method: &'a str,
-    /// Path below /rest/v1.
-    pub path: &'a str,
-    /// Lower-cased headers as a JSON object.
-    pub headers: String,
-    /// Run the transaction READ ONLY (GET on functions).
-    pub read_only: bool,
-    /// Read `response.headers` / `response.status` after the statement (RPC).
-    pub response_gucs: bool,
-    /// `Prefer: timezone=`: the session time zone of this transaction.
-    pub timezone: Option<String>,
-    /// The request role's `statement_timeout` (from `ALTER ROLE ... SET`).
-    pub statement_timeout: Option<String>,
-    /// `Prefer: handling=strict, max-affected=n`: roll back (400 PGRST124) when the
-    /// statement touches more rows.
-    pub max_affected: Option<i64>,
-}
-
-impl Default for RequestInfo<'_> {
-    fn default() -> Self {
-        RequestInfo { method: "", path: "", headers: "{}".into(), read_only: false, response_gucs: false, timezone: None, statement_timeout: None, max_affected: None }
-    }
-}
-
-/// Opens a transaction on `client` running as `caller` (role and claims set
-/// transaction-locally), for requests of several statements (batch).
+/// Opens a transaction on `client` running as `caller`, with the pre-request
+/// function (PGRST_DB_PRE_REQUEST) run in it, for requests of several statements
+/// (batch, tx=rollback).
 pub async fn begin<'a>(client: &'a mut deadpool_postgres::Object, caller: &Caller, info: &RequestInfo<'_>) -> Result<deadpool_postgres::Transaction<'a>, RestError> {
     let anon = caller.role == pgstack_shared::Role::Anon;
-    let db = |e| RestError::from_db(e, anon);
-    let tx = client.transaction().await.map_err(db)?;
-    let claims = caller.claims.to_string();
-    let role = caller.pg_role.as_str();
-    let stmt = tx.prepare_cached(SETUP).await.map_err(db)?;
-    tx.query(&stmt, &[&role, &claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone, &info.statement_timeout]).await.map_err(db)?;
+    let tx = as_caller::begin(client, &caller.run_as(), info).await.map_err(|e| RestError::from_db(e, anon))?;
     if let Some(pre) = &super::settings().pre_request_sql {
-        tx.query(pre.as_str(), &[]).await.map_err(db)?;
+        tx.query(pre.as_str(), &[]).await.map_err(|e| RestError::from_db(e, anon))?;
     }
     Ok(tx)
 }
@@ -97,31 +61,19 @@ pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows:
 /// otherwise it is a bare write and the affected count is returned.
 ///
 /// The role/claims setup, the pre-request function, the statement and the response
-/// settings go out as one pipeline on a [`crate::pgwire`] connection: one round trip
+/// settings go out as one pipeline on a [`crate::db::pipeline`] connection: one round trip
 /// and one implicit transaction (committed at its Sync; any error rolls all of it
 /// back). The statement is parsed after the setup ran, so as the request's role.
 /// `Prefer: tx=rollback` and `max-affected` need an explicit end: they take the
 /// sequential path.
 pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
     if info.max_affected.is_some() || rollback {
+        let _share = state.rest_tx_gate.enter(caller.client).await.map_err(|e| RestError::from_db(e, false))?;
         return run_in_transaction(&state.rest_tx, caller, info, sql, rows, rollback).await;
     }
     let anon = caller.role == pgstack_shared::Role::Anon;
-    let claims = caller.claims.to_string();
-    let read_only = if info.read_only { "true" } else { "false" };
-    let mut steps = vec![Step {
-        sql: SETUP,
-        params: vec![
-            Some(caller.pg_role.as_str()),
-            Some(&claims),
-            Some(info.method),
-            Some(info.path),
-            Some(&info.headers),
-            Some(read_only),
-            info.timezone.as_deref(),
-            info.statement_timeout.as_deref(),
-        ],
-    }];
+    let who = caller.run_as();
+    let mut steps = vec![Step { sql: as_caller::SETUP, params: as_caller::setup_params(&who, info) }];
     if let Some(pre) = &super::settings().pre_request_sql {
         steps.push(Step { sql: pre, params: Vec::new() });
     }
@@ -130,8 +82,9 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
     if info.response_gucs {
         steps.push(Step { sql: RESPONSE_GUCS, params: Vec::new() });
     }
-    let mut conn = crate::pgwire::Lease::get(&state.wire).await?;
-    let mut results = conn.pipeline(&steps).await.map_err(|e| RestError::from_wire(e, anon))?;
+    let _share = state.wire_gate.enter(caller.client).await.map_err(|e| RestError::from_db(e, anon))?;
+    let mut conn = crate::db::pipeline::Lease::get(&state.wire).await?;
+    let mut results = conn.pipeline(&steps).await.map_err(|e| RestError::from_db(e, anon))?;
     let short = || RestError::internal(anyhow::anyhow!("the pipeline returned fewer results than steps"));
     let mut out = if rows {
         let row = results.get_mut(main).ok_or_else(short)?.rows.pop().ok_or_else(|| RestError::internal(anyhow::anyhow!("statement returned no row")))?;

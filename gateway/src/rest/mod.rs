@@ -14,14 +14,12 @@ pub mod prefer;
 pub mod request;
 pub mod response;
 pub mod routes;
-pub mod schema_cache;
-pub mod sql;
 
 use std::sync::Arc;
 
 use crate::AppState;
 use error::RestError;
-use schema_cache::SchemaCache;
+use crate::db::schema_cache::SchemaCache;
 
 pub use routes::routes;
 
@@ -39,23 +37,12 @@ pub async fn catalog_refresh(
 
 /// Reloads the schema cache from the database.
 pub async fn reload_cache(s: &AppState) -> Result<(), RestError> {
-    let client = s.pool.get().await?;
-    let ticket = s.schema_cache.ticket();
-    let cache = SchemaCache::load(&client, &s.config.db_schemas).await.map_err(|e| RestError::from_db(e, false))?;
-    tracing::info!(tables = cache.tables.len(), functions = cache.functions.len(), "schema cache loaded");
-    if !s.schema_cache.set(ticket, cache) {
-        tracing::debug!("a later schema cache reload already finished");
-    }
-    s.schema_cache_loaded.store(true, std::sync::atomic::Ordering::Release);
-    Ok(())
+    s.schema_cache.reload(&s.pool, &s.config.db_schemas).await.map_err(|e| RestError::from_db(e, false))
 }
 
 /// The cache, loading it first if it never was (e.g. Postgres was down at start).
 pub async fn ensure_cache(s: &AppState) -> Result<Arc<SchemaCache>, RestError> {
-    if !s.schema_cache_loaded.load(std::sync::atomic::Ordering::Acquire) {
-        reload_cache(s).await?;
-    }
-    Ok(s.schema_cache.get())
+    s.schema_cache.ensure(&s.pool, &s.config.db_schemas).await.map_err(|e| RestError::from_db(e, false))
 }
 
 /// Process-wide REST settings fixed at start-up (read where no state is at hand:
@@ -79,6 +66,7 @@ pub fn init_settings(cfg: &crate::config::Config) {
         let quoted: Vec<String> = f.split('.').map(|p| format!("\"{p}\"")).collect();
         format!("SELECT {}()", quoted.join("."))
     });
+    crate::error::postgrest::POSTGREST_BODIES.store(cfg.rest_error_format_postgrest, std::sync::atomic::Ordering::Relaxed);
     let _ = SETTINGS.set(RestSettings { postgrest_errors: cfg.rest_error_format_postgrest, pre_request_sql, max_rows: cfg.db_max_rows });
 }
 

@@ -8,8 +8,8 @@ use serde_json::{json, Map, Value};
 
 use super::error::RestError;
 use super::exec::{self, RequestInfo};
-use super::schema_cache::Table;
-use super::sql::Sql;
+use crate::db::schema_cache::Table;
+use crate::db::sql::Sql;
 use crate::http::caller::{Caller, CallerError};
 use crate::AppState;
 

@@ -15,14 +15,13 @@ use super::plan::{self, CountMode, OnConflict, Payload};
 use super::prefer::{self, Accept, Return};
 use super::request::{self, QueryParams};
 use super::response::{self, JSON};
-use super::schema_cache::SchemaCache;
+use crate::db::schema_cache::SchemaCache;
 use crate::http::caller::{Caller, CallerError};
 use crate::AppState;
 
-/// Every /rest/v1 route.
+/// Every /rest/v1 route of REST itself (the router mounts webhooks beside them).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .merge(crate::webhooks::routes())
         .route("/", get(super::openapi::openapi))
         .route("/rls-debug", get(rls_debug))
         .route("/batch", post(super::batch::batch))
@@ -235,7 +234,7 @@ async fn insert_headers_only(
     info: &RequestInfo<'_>,
     pref: &prefer::Prefer,
     cache: &SchemaCache,
-    table: &super::schema_cache::Table,
+    table: &crate::db::schema_cache::Table,
     mut q: QueryParams,
     payload: &Payload,
     conflict: OnConflict,
@@ -289,7 +288,7 @@ async fn write(
     info: &RequestInfo<'_>,
     pref: &prefer::Prefer,
     accept: Accept,
-    sql: super::sql::Sql,
+    sql: crate::db::sql::Sql,
     status: StatusCode,
     ranged: bool,
 ) -> Result<Response<Body>, RestError> {
@@ -351,7 +350,7 @@ async fn rpc(
         Some(_) => Vec::new(),
     };
     let given: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
-    let single_json = |f: &super::schema_cache::Function| f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
+    let single_json = |f: &crate::db::schema_cache::Function| f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
     let (f, args, whole) = if let Some(f) = overloads.iter().find(|f| f.accepts(&given)) {
         (f, named, None)
     } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), &body_json) {

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{StorageError, StorageResult};
 use crate::http::caller::{Caller, CallerError, KeyKind};
-use crate::rest::exec::{self, RequestInfo};
+use crate::db::{caller as as_caller, RequestInfo};
 use crate::AppState;
 
 /// Default bucket size limit (contract example: 50 MiB).
@@ -28,9 +28,9 @@ fn service(caller: &Caller) -> StorageResult<()> {
 
 /// Runs one statement as the caller and returns its first column.
 pub async fn one(s: &AppState, caller: &Caller, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> StorageResult<Option<Value>> {
-    let info = RequestInfo { method: "GET", path: "/storage", headers: "{}".into(), ..Default::default() };
-    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
-    let tx = exec::begin(&mut client, caller, &info).await?;
+    let info = RequestInfo::new("GET", "/storage");
+    let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
+    let tx = as_caller::begin(&mut client, &caller.run_as(), &info).await?;
     let row = tx.query_opt(sql, params).await?;
     tx.commit().await?;
     Ok(row.map(|r| r.get(0)))

@@ -75,18 +75,28 @@ impl From<crate::http::body::BodyError> for StorageError {
     }
 }
 
-impl From<crate::rest::error::RestError> for StorageError {
-    fn from(e: crate::rest::error::RestError) -> Self {
-        if e.status.is_server_error() {
-            tracing::error!(code = %e.code, message = %e.message, "storage database error");
+impl StorageError {
+    /// A database failure; `anon` decides 401 vs 403 for a permission error (RLS
+    /// refusals), as REST maps 42501.
+    pub fn from_db(e: impl Into<crate::db::DbError>, anon: bool) -> Self {
+        let e = e.into();
+        let status = e.status(anon);
+        if status.is_server_error() {
+            tracing::error!(error = %e, "storage database error");
         }
-        StorageError(e.status, e.message)
+        StorageError(status, e.message())
+    }
+}
+
+impl From<crate::db::DbError> for StorageError {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::from_db(e, false)
     }
 }
 
 impl From<tokio_postgres::Error> for StorageError {
     fn from(e: tokio_postgres::Error) -> Self {
-        crate::rest::error::RestError::from_db(e, false).into()
+        Self::from_db(e, false)
     }
 }
 

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::backend::{self, Backend, Incoming};
 use super::{paths, StorageError, StorageResult};
 use crate::http::caller::{Caller, CallerError};
-use crate::rest::exec::{self, RequestInfo};
+use crate::db::{caller as as_caller, RequestInfo};
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -54,7 +54,7 @@ fn db_error(e: tokio_postgres::Error, caller: &Caller) -> StorageError {
     match e.code() {
         Some(c) if *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => StorageError(StatusCode::CONFLICT, "the resource already exists".into()),
         Some(c) if *c == tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION => StorageError::not_found("bucket not found"),
-        _ => crate::rest::error::RestError::from_db(e, caller.role == pgstack_shared::Role::Anon).into(),
+        _ => StorageError::from_db(e, caller.role == pgstack_shared::Role::Anon),
     }
 }
 
@@ -81,15 +81,15 @@ async fn destination_accepts(tx: &deadpool_postgres::Transaction<'_>, t: &Transf
 }
 
 fn info() -> RequestInfo<'static> {
-    RequestInfo { method: "POST", path: "/storage", headers: "{}".into(), ..Default::default() }
+    RequestInfo::new("POST", "/storage")
 }
 
 /// POST /storage/v1/object/move → 200 `{"message": "Successfully moved"}`.
 pub async fn move_object(State(s): State<AppState>, caller: Result<Caller, CallerError>, super::JsonBody(body): super::JsonBody) -> StorageResult<Json<Value>> {
     let caller = caller?;
     let t = parse(&body)?;
-    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
-    let tx = exec::begin(&mut client, &caller, &info()).await?;
+    let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
+    let tx = as_caller::begin(&mut client, &caller.run_as(), &info()).await?;
     destination_accepts(&tx, &t).await?;
     let id: Uuid = tx
         .query_opt(
@@ -120,8 +120,8 @@ pub async fn move_object(State(s): State<AppState>, caller: Result<Caller, Calle
 pub async fn copy_object(State(s): State<AppState>, caller: Result<Caller, CallerError>, super::JsonBody(body): super::JsonBody) -> StorageResult<Json<Value>> {
     let caller = caller?;
     let t = parse(&body)?;
-    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
-    let tx = exec::begin(&mut client, &caller, &info()).await?;
+    let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
+    let tx = as_caller::begin(&mut client, &caller.run_as(), &info()).await?;
     destination_accepts(&tx, &t).await?;
     // The source as the caller sees it (RLS), then the new row as the caller inserts it.
     let row = tx

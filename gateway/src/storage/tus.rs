@@ -31,7 +31,7 @@ use super::stage::{stage, Outcome, Place};
 use super::upload::{bucket_rules, mime_allowed, store};
 use super::{paths, StorageError, StorageResult};
 use crate::http::caller::{Caller, CallerError};
-use crate::rest::exec::{self, RequestInfo};
+use crate::db::{caller as as_caller, RequestInfo};
 use crate::AppState;
 
 const TUS_VERSION: &str = "1.0.0";
@@ -61,7 +61,7 @@ fn owner_of(c: &Caller) -> String {
 }
 
 fn info() -> RequestInfo<'static> {
-    RequestInfo { method: "POST", path: "/storage", headers: "{}".into(), ..Default::default() }
+    RequestInfo::new("POST", "/storage")
 }
 
 /// `key base64,key base64` → value of `key`.
@@ -112,8 +112,8 @@ pub async fn create(State(s): State<AppState>, caller: Result<Caller, CallerErro
     };
     let upsert = headers.get("x-upsert").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"));
 
-    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
-    let tx = exec::begin(&mut client, &caller, &info()).await?;
+    let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
+    let tx = as_caller::begin(&mut client, &caller.run_as(), &info()).await?;
     let (limit, allowed) = bucket_rules(&tx, &bucket).await?;
     if limit.is_some_and(|l| length > l) {
         return Err(StorageError(StatusCode::PAYLOAD_TOO_LARGE, "object exceeds the bucket's file_size_limit".into()));
@@ -131,7 +131,7 @@ pub async fn create(State(s): State<AppState>, caller: Result<Caller, CallerErro
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
             return Err(StorageError(StatusCode::CONFLICT, "the resource already exists".into()))
         }
-        Err(e) => return Err(crate::rest::error::RestError::from_db(e, caller.role == pgstack_shared::Role::Anon).into()),
+        Err(e) => return Err(StorageError::from_db(e, caller.role == pgstack_shared::Role::Anon)),
     }
     tx.batch_execute("ROLLBACK TO SAVEPOINT probe").await?;
     tx.query_one("SELECT set_config('role', 'pgstack_storage_admin', true)", &[]).await?;
@@ -237,7 +237,7 @@ pub async fn head(State(s): State<AppState>, caller: Result<Caller, CallerError>
     let caller = caller?;
     let id = id_of(&raw)?;
     let token = token_of(&q)?;
-    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+    let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
     let tx = admin_tx(&mut client).await?;
     let u = load(&tx, id, &token, &caller, false).await?;
     tx.commit().await?;
@@ -253,7 +253,7 @@ pub async fn terminate(State(s): State<AppState>, caller: Result<Caller, CallerE
     check_version(&headers)?;
     let id = id_of(&raw)?;
     let token = token_of(&q)?;
-    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+    let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
     let tx = admin_tx(&mut client).await?;
     load(&tx, id, &token, &caller, true).await?;
     tx.execute("DELETE FROM storage.uploads WHERE id = $1", &[&id]).await?;
@@ -313,7 +313,7 @@ pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| StorageError::bad("Upload-Offset is required"))?;
     let u = {
-        let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+        let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
         let tx = admin_tx(&mut client).await?;
         let u = load(&tx, id, &token, &caller, false).await?;
         tx.commit().await?;
@@ -344,7 +344,7 @@ pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError
     let Outcome { mut staged, cut } = stage(stream, Place::Spool(spool.as_deref()), room, too_long).await?;
     let offset = u.offset + staged.size as i64;
     if staged.size > 0 {
-        let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+        let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
         let tx = admin_tx(&mut client).await?;
         let now = load(&tx, id, &token, &caller, true).await?;
         if now.offset != claimed {
@@ -424,7 +424,7 @@ async fn finish(s: &AppState, caller: &Caller, id: Uuid, u: &Upload) -> StorageR
             return result.map(|_| ());
         }
     }
-    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
+    let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
     let tx = admin_tx(&mut client).await?;
     tx.execute("DELETE FROM storage.uploads WHERE id = $1", &[&id]).await?;
     tx.commit().await?;

@@ -21,11 +21,11 @@ use super::stage::{self, Outcome, Place, Staged};
 use super::{paths, StorageError, StorageResult};
 use crate::http::body::{self as req_body, BodyError, BodyLimits};
 use crate::http::caller::{Caller, CallerError};
-use crate::rest::exec::{self, RequestInfo};
+use crate::db::{caller as as_caller, RequestInfo};
 use crate::AppState;
 
 fn info() -> RequestInfo<'static> {
-    RequestInfo { method: "POST", path: "/storage", headers: "{}".into(), ..Default::default() }
+    RequestInfo::new("POST", "/storage")
 }
 
 /// POST /storage/v1/object/{bucket}/{path}: create (or replace with `x-upsert: true`).
@@ -139,7 +139,7 @@ async fn write_row(tx: &deadpool_postgres::Transaction<'_>, caller: &Caller, buc
             Err(StorageError(StatusCode::CONFLICT, "the resource already exists".into()))
         }
         // RLS refusals: 401 for the anon key, 403 for users (as REST maps 42501).
-        Err(e) => Err(crate::rest::error::RestError::from_db(e, caller.role == pgstack_shared::Role::Anon).into()),
+        Err(e) => Err(StorageError::from_db(e, caller.role == pgstack_shared::Role::Anon)),
     }
 }
 
@@ -157,8 +157,8 @@ pub(super) async fn precheck(
     upsert: bool,
     must_exist: bool,
 ) -> StorageResult<u64> {
-    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
-    let tx = exec::begin(&mut client, caller, &info()).await?;
+    let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
+    let tx = as_caller::begin(&mut client, &caller.run_as(), &info()).await?;
     let (limit, allowed) = bucket_rules(&tx, bucket).await?;
     if let Some(mime) = mime.filter(|m| !mime_allowed(&allowed, m)) {
         return Err(StorageError(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("mime type {mime} is not allowed in this bucket")));
@@ -203,8 +203,8 @@ async fn commit(s: &AppState, caller: &Caller, bucket: &str, name: &str, mime: &
         Outcome { cut: Some(e), .. } => return Err(e),
         Outcome { staged, cut: None } => staged,
     };
-    let mut client = s.pool.get().await.map_err(crate::rest::error::RestError::from)?;
-    let tx = exec::begin(&mut client, caller, &info()).await?;
+    let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
+    let tx = as_caller::begin(&mut client, &caller.run_as(), &info()).await?;
     let (limit, allowed) = bucket_rules(&tx, bucket).await?;
     if !mime_allowed(&allowed, mime) {
         return Err(StorageError(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("mime type {mime} is not allowed in this bucket")));

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::http::caller::{Caller, CallerError, KeyKind};
-use crate::rest::error::RestError;
-use crate::rest::exec::{self, RequestInfo};
+use crate::error::postgrest::RestError;
+use crate::db::{caller as as_caller, RequestInfo};
 use crate::AppState;
 
 /// /rest/v1/webhooks routes (mounted before the table routes).
@@ -38,9 +38,9 @@ fn service(caller: Result<Caller, CallerError>) -> Result<Caller, RestError> {
 
 /// Runs `sql` (returning one jsonb / bool) as the service role.
 async fn call(s: &AppState, caller: &Caller, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<tokio_postgres::Row, RestError> {
-    let info = RequestInfo { method: "POST", path: "/webhooks", headers: "{}".into(), ..Default::default() };
+    let info = RequestInfo::new("POST", "/webhooks");
     let mut client = s.pool.get().await?;
-    let tx = exec::begin(&mut client, caller, &info).await?;
+    let tx = as_caller::begin(&mut client, &caller.run_as(), &info).await.map_err(|e| RestError::from_db(e, false))?;
     let row = tx.query_one(sql, params).await.map_err(|e| RestError::from_db(e, false))?;
     tx.commit().await.map_err(|e| RestError::from_db(e, false))?;
     Ok(row)

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::Mutex;
 
-use super::providers::{ProviderConfig, Protocol};
+use crate::config::oauth::{Protocol, ProviderConfig};
 use crate::auth::error::{AuthError, AuthResult};
 use crate::config::Secret;
 

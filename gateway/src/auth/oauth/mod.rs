@@ -15,7 +15,6 @@
 
 pub mod client;
 pub mod link;
-pub mod providers;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -31,7 +30,7 @@ use super::tokens::{self, Method};
 use super::{pkce, store, ClientInfo};
 use crate::AppState;
 use client::FlowSecrets;
-use providers::ProviderConfig;
+use crate::config::oauth::{self as providers, ProviderConfig};
 
 /// How long a user may take at the provider.
 const FLOW_TTL_SECS: i64 = 600;

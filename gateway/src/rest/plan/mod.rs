@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::error::RestError;
 use super::request::{parse_list, Condition, Field, Filter, Op, OrderTerm, Quantifier, QueryParams, SelectItem};
 use super::embed;
-use super::schema_cache::{Function, SchemaCache, Table};
-use super::sql::{array_literal, ident, qualified, Sql};
+use crate::db::schema_cache::{Function, SchemaCache, Table};
+use crate::db::sql::{array_literal, ident, qualified, Sql};
 
 mod write;
 pub use write::{delete, insert, put, update, OnConflict, Payload};

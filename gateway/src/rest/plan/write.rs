@@ -8,8 +8,8 @@ use serde_json::Value;
 use super::{order_sql, select_sql, where_sql, Source, R};
 use crate::rest::error::RestError;
 use crate::rest::request::{Condition, Op, QueryParams};
-use crate::rest::schema_cache::{SchemaCache, Table};
-use crate::rest::sql::{ident, qualified, Sql};
+use crate::db::schema_cache::{SchemaCache, Table};
+use crate::db::sql::{ident, qualified, Sql};
 
 /// The payload of a write: rows as JSON, and the columns they set.
 pub struct Payload {

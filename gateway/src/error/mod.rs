@@ -10,6 +10,9 @@ use axum::Json;
 use pgstack_shared::error_code;
 use serde_json::json;
 
+pub mod gotrue;
+pub mod postgrest;
+
 /// Every error a handler can return.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -9,6 +9,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
+pub mod oauth;
+
 use crate::keys;
 use pgstack_shared::Role;
 
@@ -22,26 +24,35 @@ const PUBLISHED_SECRETS: &[&str] = &[
     "your-secret-key-change-in-production-please-32",
 ];
 
-/// A string that must never be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub use crate::keys::Secret;
 
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The secret itself, for signing and comparing only.
-    pub fn expose(&self) -> &str {
-        &self.0
+/// `N` requests per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests.
+    pub n: u32,
+    /// Period in seconds.
+    pub per_secs: u64,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (n, unit) = s.trim().split_once('/').unwrap_or((s.trim(), "m"));
+        let n: u32 = n.trim().parse().map_err(|_| format!("{s:?} is not N/s, N/m or N/h"))?;
+        let per_secs = match unit.trim() {
+            "s" | "sec" | "second" => 1,
+            "m" | "min" | "minute" => 60,
+            "h" | "hour" => 3600,
+            other => return Err(format!("unknown period {other:?} (use s, m or h)")),
+        };
+        if n == 0 {
+            return Err("the limit must be at least 1".into());
+        }
+        Ok(Rate { n, per_secs })
     }
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,10 +145,10 @@ pub struct Config {
     /// AUTH_RATE_LIMIT: requests per client IP to the rate-limited auth routes
     /// (signup, token, recover, magic link / otp, verify), as `N/s`, `N/m` or `N/h`
     /// (a bare N means per minute). Default `60/m`.
-    pub auth_rate_limit: crate::http::rate_limit::Rate,
+    pub auth_rate_limit: Rate,
     /// ANONYMOUS_RATE_LIMIT: the same for anonymous sign-ins (its own bucket).
     /// Default `30/h`.
-    pub anonymous_rate_limit: crate::http::rate_limit::Rate,
+    pub anonymous_rate_limit: Rate,
     /// PASSWORD_HASH_CONCURRENCY: password hashes / verifications (argon2id, 19 MiB
     /// each) running at once in this gateway. Default: the number of cores.
     pub password_hash_concurrency: usize,
@@ -176,7 +187,7 @@ pub struct Config {
     /// WS_BROADCAST_RATE: broadcast and presence frames one socket may send (token
     /// bucket, `N/s`, `N/m` or `N/h`); past it they get an error frame and are
     /// dropped. Default 100/s.
-    pub ws_broadcast_rate: crate::http::rate_limit::Rate,
+    pub ws_broadcast_rate: Rate,
     /// WS_WRITE_TIMEOUT: seconds a write to a client may stall (a peer that stops
     /// reading) before the socket is dropped. Default 30.
     pub ws_write_timeout_secs: u64,
@@ -240,7 +251,7 @@ pub struct Config {
     /// `postgrest` (exactly `{code, message, details, hint}`, for PostgREST clients).
     pub rest_error_format_postgrest: bool,
     /// EXTERNAL_*: the enabled OAuth / OpenID providers (see `auth::oauth::providers`).
-    pub oauth_providers: Vec<crate::auth::oauth::providers::ProviderConfig>,
+    pub oauth_providers: Vec<oauth::ProviderConfig>,
 }
 
 /// How REST transactions end.
@@ -521,7 +532,7 @@ impl Config {
             function_memory_mb: parse_num(src, "FUNCTION_MEMORY_MB", 256u64)?.max(32),
             enable_sql_endpoint: parse_bool(src, "ENABLE_SQL_ENDPOINT", false)?,
             enable_demo_endpoint: parse_bool(src, "ENABLE_DEMO_ENDPOINT", false)?,
-            oauth_providers: crate::auth::oauth::providers::from_source(src)?,
+            oauth_providers: oauth::from_source(src)?,
             db_anon_role: match src.get("DB_ANON_ROLE").map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()) {
                 Some(r) if r.starts_with("pgstack_") || r.starts_with("pg_") || r.len() > 63 => {
                     return Err(ConfigError::Invalid { name: "DB_ANON_ROLE", why: format!("{r:?} is reserved or too long") })
@@ -555,7 +566,7 @@ impl Config {
     }
 }
 
-fn parse_rate(src: &Source, name: &'static str, default: &str) -> Result<crate::http::rate_limit::Rate, ConfigError> {
+fn parse_rate(src: &Source, name: &'static str, default: &str) -> Result<Rate, ConfigError> {
     let v = src.get(name).unwrap_or_else(|| default.to_owned());
     v.parse().map_err(|why| ConfigError::Invalid { name, why })
 }

@@ -15,7 +15,7 @@
 //! `SCOPES` (extra scopes, comma or space separated), `ENABLED=false` to switch
 //! one off without removing its keys.
 
-use crate::config::{ConfigError, Secret, Source};
+use super::{ConfigError, Secret, Source};
 
 /// How a provider is spoken to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,113 @@
+//! Running statements *as the caller*: the request's role, JWT claims and request
+//! settings (`request.method`, `request.path`, `request.headers`), read-only mode,
+//! time zone and statement timeout are set transaction-locally, so GRANTs and RLS
+//! decide what the statement may see and do, and a pooled connection carries nothing
+//! over to the next request.
+
+use super::error::DbError;
+
+/// Sets up a transaction as the caller; its parameters are those of [`RequestInfo`]
+/// in [`setup_params`] order.
+pub const SETUP: &str = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
+                            set_config('request.method', $3, true), set_config('request.path', $4, true), \
+                            set_config('request.headers', $5, true), \
+                            set_config('transaction_read_only', CASE WHEN $6 THEN 'on' ELSE 'off' END, true), \
+                            CASE WHEN $7::text IS NOT NULL THEN set_config('timezone', $7, true) END, \
+                            CASE WHEN $8::text IS NOT NULL THEN set_config('statement_timeout', $8, true) END";
+
+/// Request facts handed to Postgres as `request.*` settings, and how the
+/// transaction runs.
+pub struct RequestInfo<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Path below the product's base (e.g. below /rest/v1).
+    pub path: &'a str,
+    /// Lower-cased headers as a JSON object.
+    pub headers: String,
+    /// Run the transaction READ ONLY (GET on functions).
+    pub read_only: bool,
+    /// Read `response.headers` / `response.status` after the statement (RPC).
+    pub response_gucs: bool,
+    /// `Prefer: timezone=`: the session time zone of this transaction.
+    pub timezone: Option<String>,
+    /// The request role's `statement_timeout` (from `ALTER ROLE ... SET`).
+    pub statement_timeout: Option<String>,
+    /// `Prefer: handling=strict, max-affected=n`: roll back (400 PGRST124) when the
+    /// statement touches more rows.
+    pub max_affected: Option<i64>,
+}
+
+impl Default for RequestInfo<'_> {
+    fn default() -> Self {
+        RequestInfo {
+            method: "",
+            path: "",
+            headers: "{}".into(),
+            read_only: false,
+            response_gucs: false,
+            timezone: None,
+            statement_timeout: None,
+            max_affected: None,
+        }
+    }
+}
+
+impl<'a> RequestInfo<'a> {
+    /// A request of `method` on `path` with no headers passed on.
+    pub fn new(method: &'a str, path: &'a str) -> Self {
+        RequestInfo {
+            method,
+            path,
+            ..Default::default()
+        }
+    }
+}
+
+/// Who a transaction runs as: the Postgres role a request may take and its claims
+/// (the JSON text of `request.jwt.claims`). Built from the request's credential by
+/// `http::caller::Caller::run_as`.
+pub struct RunAs<'a> {
+    /// The role (`SET ROLE` transaction-locally; Postgres checks membership).
+    pub role: &'a str,
+    /// The verified claims as JSON text.
+    pub claims: String,
+}
+
+/// [`SETUP`]'s parameters as text (the pipeline's form).
+pub fn setup_params<'s>(who: &'s RunAs<'_>, info: &'s RequestInfo<'_>) -> Vec<Option<&'s str>> {
+    vec![
+        Some(who.role),
+        Some(&who.claims),
+        Some(info.method),
+        Some(info.path),
+        Some(&info.headers),
+        Some(if info.read_only { "true" } else { "false" }),
+        info.timezone.as_deref(),
+        info.statement_timeout.as_deref(),
+    ]
+}
+
+/// Opens a transaction on `client` running as `who`.
+pub async fn begin<'a>(
+    client: &'a mut deadpool_postgres::Object,
+    who: &RunAs<'_>,
+    info: &RequestInfo<'_>,
+) -> Result<deadpool_postgres::Transaction<'a>, DbError> {
+    let tx = client.transaction().await?;
+    let stmt = tx.prepare_cached(SETUP).await?;
+    tx.query(
+        &stmt,
+        &[
+            &who.role,
+            &who.claims,
+            &info.method,
+            &info.path,
+            &info.headers,
+            &info.read_only,
+            &info.timezone,
+            &info.statement_timeout,
+        ],
+    )
+    .await?;
+    Ok(tx)
+}
