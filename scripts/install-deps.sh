@@ -22,6 +22,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   pg_ctlcluster 15 main stop 2>/dev/null || true
 fi
 
+# rustfmt and clippy: the test script checks format and lints.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null; then
+    log "rustup component add rustfmt clippy"
+    rustup component add rustfmt clippy
+  fi
+fi
+
 if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
   log "cargo install cargo-pgrx $PGRX_VERSION"
   cargo install --locked cargo-pgrx --version "$PGRX_VERSION"

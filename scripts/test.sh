@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a real PostgreSQL 15 with the extension installed:
+#   0. format (cargo fmt), lints (clippy -D warnings), no import circles (scripts/import-cycles),
 #   1. extension tests inside Postgres (cargo pgrx test),
 #   2. install the extension into the system PostgreSQL 15,
 #   3. unit tests of every crate + end-to-end tests (real clusters, real pgstack binary, HTTP).
@@ -14,6 +15,11 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "dependencies"
 bash scripts/install-deps.sh
+
+step "format, lints, module structure"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+python3 scripts/import-cycles --rest
 
 if [ "$(id -u)" = 0 ]; then
   # Postgres refuses root: pgrx's test cluster runs as the postgres OS user.

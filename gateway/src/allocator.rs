@@ -48,10 +48,7 @@ pub fn configure() {
     // A thread that ends (tokio's blocking pool, after 10 s idle) purges what it held.
     set("MIMALLOC_ABANDONED_PAGE_PURGE", ABANDONED_PAGE_PURGE, 1);
     // PGSTACK_NO_IDLE_COLLECT=1 turns the idle collection off (measurements).
-    IDLE_COLLECT.store(
-        std::env::var_os("PGSTACK_NO_IDLE_COLLECT").is_none(),
-        Ordering::Relaxed,
-    );
+    IDLE_COLLECT.store(std::env::var_os("PGSTACK_NO_IDLE_COLLECT").is_none(), Ordering::Relaxed);
 }
 
 static IDLE_COLLECT: AtomicBool = AtomicBool::new(false);
@@ -68,10 +65,7 @@ pub fn on_park() {
     }
     LAST_COLLECT.with(|last| {
         let now = Instant::now();
-        if last
-            .get()
-            .is_some_and(|t| now.duration_since(t) < COLLECT_EVERY)
-        {
+        if last.get().is_some_and(|t| now.duration_since(t) < COLLECT_EVERY) {
             return;
         }
         last.set(Some(now));

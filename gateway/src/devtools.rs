@@ -2,6 +2,7 @@
 //! - POST /api/sql: raw SQL as service_role, only with ENABLE_SQL_ENDPOINT=true;
 //! - POST /api/demo: mutates the demo table `pgr.demo`, mounted when ENABLE_DEMO_ENDPOINT=true or a SERVICE_ROLE_KEY is configured;
 //!   always requires the service role. The table is `pgr.demo`, made by the extension.
+//!
 //! POST /api/catalog/refresh lives with the REST schema cache.
 
 use axum::body::Bytes;
@@ -14,9 +15,9 @@ use serde_json::{json, Map, Value};
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::config::Config;
-use crate::http::caller::{Caller, CallerError, KeyKind};
-use crate::error::postgrest::RestError;
 use crate::db::{caller as as_caller, RequestInfo};
+use crate::error::postgrest::RestError;
+use crate::http::caller::{Caller, CallerError, KeyKind};
 use crate::AppState;
 
 /// The dev routes that this configuration mounts.
@@ -64,10 +65,8 @@ async fn run(s: &AppState, caller: &Caller, query: &str) -> Result<Vec<Value>, R
                 }
                 current.push(Value::Object(o));
             }
-            SimpleQueryMessage::CommandComplete(_) => {
-                if !current.is_empty() {
-                    rows = std::mem::take(&mut current);
-                }
+            SimpleQueryMessage::CommandComplete(_) if !current.is_empty() => {
+                rows = std::mem::take(&mut current);
             }
             _ => {}
         }
@@ -101,10 +100,9 @@ async fn demo(State(s): State<AppState>, caller: Result<Caller, CallerError>, bo
     let tx = as_caller::begin(&mut client, &caller.run_as(), &info).await.map_err(|e| RestError::from_db(e, false))?;
     let db = |e| RestError::from_db(e, false);
     let n = match action.as_str() {
-        "insert" => tx
-            .execute("INSERT INTO pgr.demo (label, value) VALUES (coalesce($1, 'item'), coalesce($2, floor(random() * 100)::bigint))", &[&b.label, &b.value])
-            .await
-            .map_err(db)?,
+        "insert" => {
+            tx.execute("INSERT INTO pgr.demo (label, value) VALUES (coalesce($1, 'item'), coalesce($2, floor(random() * 100)::bigint))", &[&b.label, &b.value]).await.map_err(db)?
+        }
         "update" => tx
             .execute(
                 "UPDATE pgr.demo SET value = coalesce($2::bigint, value + 1), updated_at = now() WHERE id = coalesce($1::bigint, (SELECT max(id) FROM pgr.demo))",
@@ -112,10 +110,7 @@ async fn demo(State(s): State<AppState>, caller: Result<Caller, CallerError>, bo
             )
             .await
             .map_err(db)?,
-        "delete" => tx
-            .execute("DELETE FROM pgr.demo WHERE id = coalesce($1::bigint, (SELECT min(id) FROM pgr.demo))", &[&b.id])
-            .await
-            .map_err(db)?,
+        "delete" => tx.execute("DELETE FROM pgr.demo WHERE id = coalesce($1::bigint, (SELECT min(id) FROM pgr.demo))", &[&b.id]).await.map_err(db)?,
         "reset" => tx.execute("DELETE FROM pgr.demo", &[]).await.map_err(db)?,
         other => return Err(RestError::bad("PGRST100", format!("unknown action {other:?}: insert, update, delete or reset"))),
     };

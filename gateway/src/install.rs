@@ -27,12 +27,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
 
 /// Creates the extension, or updates it to the newest version the server has.
 pub async fn ensure_extension(client: &Client) -> anyhow::Result<Outcome> {
-    let row = client
-        .query_opt(
-            "SELECT default_version, installed_version FROM pg_available_extensions WHERE name = 'pgstack'",
-            &[],
-        )
-        .await?;
+    let row = client.query_opt("SELECT default_version, installed_version FROM pg_available_extensions WHERE name = 'pgstack'", &[]).await?;
     let Some(row) = row else {
         anyhow::bail!(
             "this PostgreSQL server has no pgstack extension files (pgstack.control). Install them with \
@@ -57,10 +52,7 @@ pub async fn ensure_extension(client: &Client) -> anyhow::Result<Outcome> {
 /// Gives the gateway's login role a password (scram-sha-256 on the server side).
 pub async fn set_authenticator_password(client: &Client, password: &str) -> anyhow::Result<()> {
     // ALTER ROLE takes no bind parameters: format() quotes the literal server-side.
-    let sql: String = client
-        .query_one("SELECT format('ALTER ROLE authenticator WITH LOGIN PASSWORD %L', $1::text)", &[&password])
-        .await?
-        .get(0);
+    let sql: String = client.query_one("SELECT format('ALTER ROLE authenticator WITH LOGIN PASSWORD %L', $1::text)", &[&password]).await?.get(0);
     client.batch_execute(&sql).await?;
     Ok(())
 }

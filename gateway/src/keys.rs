@@ -38,27 +38,17 @@ pub fn generate_secret() -> String {
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// An HS256 project key for `role`, signed with `secret`.
 pub fn mint(role: Role, secret: &Secret) -> Result<String, jsonwebtoken::errors::Error> {
-    sign(
-        &JwtClaims::api_key(role, now(), API_KEY_LIFETIME_SECS),
-        secret,
-    )
+    sign(&JwtClaims::api_key(role, now(), API_KEY_LIFETIME_SECS), secret)
 }
 
 /// Signs any claims with HS256.
 pub fn sign(claims: &JwtClaims, secret: &Secret) -> Result<String, jsonwebtoken::errors::Error> {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret.expose().as_bytes()),
-    )
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.expose().as_bytes()))
 }
 
 /// Verifies an HS256 token (signature, expiry) and returns its claims.
@@ -66,30 +56,17 @@ pub fn verify(token: &str, secret: &Secret) -> Result<JwtClaims, jsonwebtoken::e
     let mut v = Validation::new(Algorithm::HS256);
     v.validate_aud = false;
     v.required_spec_claims = ["exp"].into_iter().map(String::from).collect();
-    jsonwebtoken::decode::<JwtClaims>(
-        token,
-        &DecodingKey::from_secret(secret.expose().as_bytes()),
-        &v,
-    )
-    .map(|d| d.claims)
+    jsonwebtoken::decode::<JwtClaims>(token, &DecodingKey::from_secret(secret.expose().as_bytes()), &v).map(|d| d.claims)
 }
 
 /// Verifies an HS256 token signed with `secret` and returns its claims as they are
 /// (no claim is required; the caller checks `exp` and `role` itself).
-pub fn verify_any(
-    token: &str,
-    secret: &Secret,
-) -> Result<serde_json::Value, jsonwebtoken::errors::Error> {
+pub fn verify_any(token: &str, secret: &Secret) -> Result<serde_json::Value, jsonwebtoken::errors::Error> {
     let mut v = Validation::new(Algorithm::HS256);
     v.validate_aud = false;
     v.validate_exp = false;
     v.required_spec_claims.clear();
-    jsonwebtoken::decode::<serde_json::Value>(
-        token,
-        &DecodingKey::from_secret(secret.expose().as_bytes()),
-        &v,
-    )
-    .map(|d| d.claims)
+    jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_secret(secret.expose().as_bytes()), &v).map(|d| d.claims)
 }
 
 /// Compares two secrets in time independent of where they differ.

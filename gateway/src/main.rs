@@ -14,11 +14,7 @@ use pgstack_gateway::{install, keys, serve};
 use pgstack_shared::Role;
 
 #[derive(Parser)]
-#[command(
-    name = "pgstack",
-    version,
-    about = "A self-hosted, Supabase-compatible backend for PostgreSQL"
-)]
+#[command(name = "pgstack", version, about = "A self-hosted, Supabase-compatible backend for PostgreSQL")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -81,11 +77,7 @@ enum KeysCmd {
 fn main() -> ExitCode {
     allocator::configure();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .on_thread_park(allocator::on_park)
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().on_thread_park(allocator::on_park).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgstack: cannot start the runtime: {e}");
@@ -108,29 +100,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             serve::init_logging(config.log_format);
             serve::run(config, serve::shutdown_signal()).await
         }
-        Cmd::Dev {
-            dir,
-            pg_port,
-            config,
-        } => {
+        Cmd::Dev { dir, pg_port, config } => {
             serve::init_logging(pgstack_gateway::config::LogFormat::Text);
-            dev::run(DevOptions {
-                dir,
-                pg_port,
-                config_file: config,
-            })
-            .await
+            dev::run(DevOptions { dir, pg_port, config_file: config }).await
         }
-        Cmd::Keys {
-            action: None,
-            dir,
-            rotate,
-        } => {
+        Cmd::Keys { action: None, dir, rotate } => {
             if !dir.join("dev.env").exists() && !rotate {
-                anyhow::bail!(
-                    "no dev project in {} (run `pgstack dev` first, or `pgstack keys generate`)",
-                    dir.display()
-                );
+                anyhow::bail!("no dev project in {} (run `pgstack dev` first, or `pgstack keys generate`)", dir.display());
             }
             std::fs::create_dir_all(&dir)?;
             let mut s = DevSecrets::load_or_create(&dir)?;
@@ -143,33 +119,20 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Keys {
-            action: Some(KeysCmd::Generate),
-            ..
-        } => {
+        Cmd::Keys { action: Some(KeysCmd::Generate), .. } => {
             let secret = Secret::new(keys::generate_secret());
             println!("JWT_SECRET={}", secret.expose());
             println!("ANON_KEY={}", keys::mint(Role::Anon, &secret)?);
-            println!(
-                "SERVICE_ROLE_KEY={}",
-                keys::mint(Role::ServiceRole, &secret)?
-            );
+            println!("SERVICE_ROLE_KEY={}", keys::mint(Role::ServiceRole, &secret)?);
             Ok(())
         }
-        Cmd::Keys {
-            action: Some(KeysCmd::Mint { role }),
-            ..
-        } => {
-            let secret = std::env::var("JWT_SECRET")
-                .map_err(|_| anyhow::anyhow!("JWT_SECRET is required"))?;
+        Cmd::Keys { action: Some(KeysCmd::Mint { role }), .. } => {
+            let secret = std::env::var("JWT_SECRET").map_err(|_| anyhow::anyhow!("JWT_SECRET is required"))?;
             pgstack_gateway::config::check_secret_strength(&secret)?;
             println!("{}", keys::mint(role, &Secret::new(secret))?);
             Ok(())
         }
-        Cmd::Install {
-            database_url,
-            authenticator_password,
-        } => {
+        Cmd::Install { database_url, authenticator_password } => {
             let client = install::connect(&database_url).await?;
             match install::ensure_extension(&client).await? {
                 install::Outcome::Created(v) => println!("created extension pgstack {v}"),

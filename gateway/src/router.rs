@@ -49,8 +49,6 @@ pub fn app(state: AppState) -> Router {
     };
     // Every error leaves in the contract's JSON shape; a panicking handler ends its
     // own request with a 500, never the process.
-    let routes = routes
-        .layer(axum::middleware::from_fn(http::errors::json_errors))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(http::errors::panic_response));
+    let routes = routes.layer(axum::middleware::from_fn(http::errors::json_errors)).layer(tower_http::catch_panic::CatchPanicLayer::custom(http::errors::panic_response));
     http::trace::layer(routes)
 }

@@ -62,7 +62,8 @@ impl AppState {
         let config_root = config.storage_root.clone();
         let deno = Arc::new(crate::functions::deno::DenoWorker::new(config.deno_path.clone(), config.function_memory_mb).expect("a temporary folder for function modules"));
         let webhook_policy = Arc::new(crate::webhooks::ssrf::Policy { allow_private: config.webhook_allow_private, allowed_hosts: config.webhook_allowed_hosts.clone() });
-        let (wire_gate, rest_tx_gate) = (crate::db::fair::FairGate::new(config.db_pool_size, crate::db::POOL_WAIT), crate::db::fair::FairGate::new(config.db_pool_size, crate::db::POOL_WAIT));
+        let (wire_gate, rest_tx_gate) =
+            (crate::db::fair::FairGate::new(config.db_pool_size, crate::db::POOL_WAIT), crate::db::fair::FairGate::new(config.db_pool_size, crate::db::POOL_WAIT));
         AppState(Arc::new(Shared {
             config: Arc::new(config),
             pool,

@@ -6,7 +6,6 @@
 //! Rust functions live in `api/`. Upgrade scripts are `sql/pgstack--<from>--<to>.sql`
 //! beside this crate's manifest (`cargo pgrx install` ships them).
 
-
 ::pgrx::pg_module_magic!(name, version);
 
 mod api;
@@ -32,11 +31,7 @@ mod tests {
     use pgrx::prelude::*;
 
     fn set_claims(json: &str) {
-        Spi::run_with_args(
-            "SELECT set_config('request.jwt.claims', $1, true)",
-            &[json.into()],
-        )
-        .unwrap();
+        Spi::run_with_args("SELECT set_config('request.jwt.claims', $1, true)", &[json.into()]).unwrap();
     }
 
     fn text(sql: &str) -> Option<String> {
@@ -45,19 +40,11 @@ mod tests {
 
     #[pg_test]
     fn helpers_read_the_transaction_claims() {
-        set_claims(
-            r#"{"sub":"2b1c7a52-0f1e-4a8e-9d55-1f0e6a4b9c10","role":"authenticated","email":"jane@example.com","app_metadata":{"provider":"email"}}"#,
-        );
-        assert_eq!(
-            text("SELECT auth.uid()::text").as_deref(),
-            Some("2b1c7a52-0f1e-4a8e-9d55-1f0e6a4b9c10")
-        );
+        set_claims(r#"{"sub":"2b1c7a52-0f1e-4a8e-9d55-1f0e6a4b9c10","role":"authenticated","email":"jane@example.com","app_metadata":{"provider":"email"}}"#);
+        assert_eq!(text("SELECT auth.uid()::text").as_deref(), Some("2b1c7a52-0f1e-4a8e-9d55-1f0e6a4b9c10"));
         assert_eq!(text("SELECT auth.role()").as_deref(), Some("authenticated"));
         assert_eq!(text("SELECT auth.email()").as_deref(), Some("jane@example.com"));
-        assert_eq!(
-            text("SELECT auth.jwt() -> 'app_metadata' ->> 'provider'").as_deref(),
-            Some("email")
-        );
+        assert_eq!(text("SELECT auth.jwt() -> 'app_metadata' ->> 'provider'").as_deref(), Some("email"));
     }
 
     #[pg_test]
@@ -77,17 +64,12 @@ mod tests {
 
     #[pg_test]
     fn version_reports_the_installed_build() {
-        assert_eq!(
-            text("SELECT pgr.version()").as_deref(),
-            Some(env!("CARGO_PKG_VERSION"))
-        );
+        assert_eq!(text("SELECT pgr.version()").as_deref(), Some(env!("CARGO_PKG_VERSION")));
     }
 
     #[pg_test]
     fn live_query_shapes() {
-        let shape = |q: &str| {
-            Spi::get_one_with_args::<String>("SELECT pgr.live_query_shape($1)", &[q.into()]).unwrap().unwrap()
-        };
+        let shape = |q: &str| Spi::get_one_with_args::<String>("SELECT pgr.live_query_shape($1)", &[q.into()]).unwrap().unwrap();
         for q in [
             "SELECT * FROM todos WHERE done = false",
             "SELECT id, title FROM public.todos WHERE owner = 'x' AND (priority > 2 OR tags @> '{a}') AND lower(title) LIKE 'a%'",
@@ -119,14 +101,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok, Some(true));
-        let ok = Spi::get_one::<bool>(
-            "SELECT rolcanlogin AND NOT rolinherit FROM pg_roles WHERE rolname = 'authenticator'",
-        )
-        .unwrap();
+        let ok = Spi::get_one::<bool>("SELECT rolcanlogin AND NOT rolinherit FROM pg_roles WHERE rolname = 'authenticator'").unwrap();
         assert_eq!(ok, Some(true));
-        let bypass =
-            Spi::get_one::<bool>("SELECT rolbypassrls FROM pg_roles WHERE rolname = 'service_role'")
-                .unwrap();
+        let bypass = Spi::get_one::<bool>("SELECT rolbypassrls FROM pg_roles WHERE rolname = 'service_role'").unwrap();
         assert_eq!(bypass, Some(true));
     }
 }

@@ -34,15 +34,7 @@ pub struct JwtClaims {
 impl JwtClaims {
     /// Claims of a project key (ANON_KEY / SERVICE_ROLE_KEY): a role and a lifetime.
     pub fn api_key(role: Role, iat: i64, lifetime_secs: i64) -> Self {
-        JwtClaims {
-            role,
-            iss: Some(ISSUER.to_owned()),
-            sub: None,
-            aud: None,
-            iat,
-            exp: iat + lifetime_secs,
-            extra: Map::new(),
-        }
+        JwtClaims { role, iss: Some(ISSUER.to_owned()), sub: None, aud: None, iat, exp: iat + lifetime_secs, extra: Map::new() }
     }
 }
 

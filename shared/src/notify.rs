@@ -62,23 +62,10 @@ mod tests {
 
     #[test]
     fn parses_the_contract_messages() {
-        let d: LiveQueryMessage = serde_json::from_str(
-            r#"{"query_id":"q","seq":7,"inserted":[{"id":1}],"deleted":[]}"#,
-        )
-        .unwrap();
+        let d: LiveQueryMessage = serde_json::from_str(r#"{"query_id":"q","seq":7,"inserted":[{"id":1}],"deleted":[]}"#).unwrap();
         assert!(matches!(d, LiveQueryMessage::Delta { seq: 7, .. }));
-        let o: LiveQueryMessage =
-            serde_json::from_str(r#"{"type":"overflow","query_id":"q","seq":8,"fetch":true}"#)
-                .unwrap();
-        assert_eq!(
-            o,
-            LiveQueryMessage::Signal {
-                kind: SignalKind::Overflow,
-                query_id: "q".into(),
-                seq: 8,
-                fetch: true
-            }
-        );
+        let o: LiveQueryMessage = serde_json::from_str(r#"{"type":"overflow","query_id":"q","seq":8,"fetch":true}"#).unwrap();
+        assert_eq!(o, LiveQueryMessage::Signal { kind: SignalKind::Overflow, query_id: "q".into(), seq: 8, fetch: true });
         let back = serde_json::to_value(&o).unwrap();
         assert_eq!(back["type"], "overflow");
     }

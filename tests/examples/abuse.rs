@@ -185,9 +185,7 @@ impl Sampler {
                 tick.tick().await;
                 let ph = p.load(Ordering::Relaxed);
                 let (rss, fds, _) = proc_stats(env.pid);
-                r.lock()
-                    .unwrap()
-                    .extend([Rec { phase: ph, kind: "rss_kib", value: rss as f64, ok: true }, Rec { phase: ph, kind: "fds", value: fds as f64, ok: true }]);
+                r.lock().unwrap().extend([Rec { phase: ph, kind: "rss_kib", value: rss as f64, ok: true }, Rec { phase: ph, kind: "fds", value: fds as f64, ok: true }]);
                 let (h, rr) = (http.clone(), r.clone());
                 let url = format!("{}/health", env.api);
                 probes.spawn(async move {

@@ -38,12 +38,7 @@ impl TestCluster {
         let dir = tempfile::Builder::new().prefix("pgstack-test-").tempdir()?;
         // The Postgres OS user must traverse the temp folder to reach its cluster.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let c = Cluster::new(
-            cluster::pg_bin_dir()?,
-            dir.path().join("cluster"),
-            cluster::free_port(None)?,
-            cluster::server_os_user()?,
-        )?;
+        let c = Cluster::new(cluster::pg_bin_dir()?, dir.path().join("cluster"), cluster::free_port(None)?, cluster::server_os_user()?)?;
         c.init(PASSWORD)?;
         c.start()?;
         Ok(TestCluster { cluster: c, _dir: dir })
@@ -95,9 +90,7 @@ pub fn pgstack_bin() -> anyhow::Result<PathBuf> {
     let path = match std::env::var_os("PGSTACK_BIN") {
         Some(p) => PathBuf::from(p),
         None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
             target.join("debug/pgstack")
         }
     };
@@ -161,11 +154,7 @@ impl Gateway {
                 }
                 Ok(None) | Err(_) => {
                     let status = child.try_wait()?;
-                    bail!(
-                        "pgstack did not start (status {status:?})\nstdout:\n{}\nstderr:\n{}",
-                        stdout.lock().unwrap(),
-                        stderr.lock().unwrap()
-                    );
+                    bail!("pgstack did not start (status {status:?})\nstdout:\n{}\nstderr:\n{}", stdout.lock().unwrap(), stderr.lock().unwrap());
                 }
             }
         }
@@ -200,11 +189,7 @@ impl Gateway {
     }
 }
 
-fn collect(
-    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    into: Arc<Mutex<String>>,
-    lines: Option<tokio::sync::mpsc::UnboundedSender<String>>,
-) {
+fn collect(stream: impl tokio::io::AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<String>>, lines: Option<tokio::sync::mpsc::UnboundedSender<String>>) {
     tokio::spawn(async move {
         let mut r = BufReader::new(stream).lines();
         while let Ok(Some(line)) = r.next_line().await {

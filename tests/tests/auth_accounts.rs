@@ -94,7 +94,11 @@ async fn signup_sign_in_and_user_follow_the_contract() {
     assert_error(&api.call("POST", "/auth/v1/signup", None, Some(json!({"email": "JANE@example.com", "password": "strongpassword123"}))).await, 409, "email already registered");
     assert_error(&api.call("POST", "/auth/v1/signup", None, Some(json!({"email": "not-an-email", "password": "strongpassword123"}))).await, 400, "invalid email address");
     assert_error(&api.call("POST", "/auth/v1/signup", None, Some(json!({"email": "x@example.com", "password": "short"}))).await, 400, "password must be at least 8 characters");
-    assert_error(&api.call("POST", "/auth/v1/signup", None, Some(json!({"email": "x@example.com", "password": "a".repeat(257)}))).await, 400, "password must be at most 256 characters");
+    assert_error(
+        &api.call("POST", "/auth/v1/signup", None, Some(json!({"email": "x@example.com", "password": "a".repeat(257)}))).await,
+        400,
+        "password must be at most 256 characters",
+    );
     let raw = api.http.post(api.gw.url("/auth/v1/signup")).header("content-type", "application/json").body("{not json").send().await.unwrap();
     assert_eq!(raw.status(), 400);
     assert_eq!(raw.headers()["x-supabase-api-version"], "2024-01-01");
@@ -191,8 +195,7 @@ async fn logout_scopes_end_sessions() {
     let tok = |v: &Value, k: &str| v[k].as_str().unwrap().to_owned();
 
     // supabase-js: JSON content type, empty body.
-    let res = api.http.post(api.gw.url("/auth/v1/logout?scope=local")).bearer_auth(tok(&a, "access_token"))
-        .header("content-type", "application/json").send().await.unwrap();
+    let res = api.http.post(api.gw.url("/auth/v1/logout?scope=local")).bearer_auth(tok(&a, "access_token")).header("content-type", "application/json").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(api.refresh(&tok(&a, "refresh_token")).await.0, StatusCode::UNAUTHORIZED);
     let gone = api.call("GET", "/auth/v1/user", Some(&tok(&a, "access_token")), None).await;
@@ -246,7 +249,14 @@ async fn admin_users_need_the_service_key() {
         assert_eq!(api.call("GET", "/auth/v1/admin/users", Some(bearer), None).await.0, StatusCode::FORBIDDEN);
     }
 
-    let (st, u) = api.call("POST", "/auth/v1/admin/users", Some(&svc), Some(json!({"email": "made@example.com", "password": "initialpassword", "email_confirm": true, "user_metadata": {"k": "v"}, "unknown": 1}))).await;
+    let (st, u) = api
+        .call(
+            "POST",
+            "/auth/v1/admin/users",
+            Some(&svc),
+            Some(json!({"email": "made@example.com", "password": "initialpassword", "email_confirm": true, "user_metadata": {"k": "v"}, "unknown": 1})),
+        )
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{u}");
     assert_eq!(u["email"], "made@example.com");
     assert!(u["email_confirmed_at"].is_string());

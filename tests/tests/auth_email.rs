@@ -51,10 +51,7 @@ fn fragment(res: &reqwest::Response) -> (String, std::collections::HashMap<Strin
 }
 
 fn form_pairs(s: &str) -> std::collections::HashMap<String, String> {
-    s.split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), urlencoding_decode(v)))
-        .collect()
+    s.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), urlencoding_decode(v))).collect()
 }
 
 fn urlencoding_decode(v: &str) -> String {
@@ -62,7 +59,7 @@ fn urlencoding_decode(v: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
+        if bytes[i] == b'%' && i + 2 < bytes.len() && i + 2 < bytes.len() {
             if let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap(), 16) {
                 out.push(b);
                 i += 3;

@@ -165,9 +165,7 @@ async fn oidc_sign_in_lands_with_tokens_in_the_fragment_and_links_by_verified_em
 
     // An unconfirmed account holding the provider's address, with a password set by
     // whoever registered it first.
-    let (st, squatter) = env
-        .json(reqwest::Method::POST, "/auth/v1/admin/users", Some(&env.service_key), json!({"email": EMAIL, "password": "squatter-password-1"}))
-        .await;
+    let (st, squatter) = env.json(reqwest::Method::POST, "/auth/v1/admin/users", Some(&env.service_key), json!({"email": EMAIL, "password": "squatter-password-1"})).await;
     assert_eq!(st, StatusCode::CREATED, "{squatter}");
     assert!(squatter["email_confirmed_at"].is_null());
 
@@ -194,9 +192,7 @@ async fn oidc_sign_in_lands_with_tokens_in_the_fragment_and_links_by_verified_em
     assert_eq!(oidc_identity["identity_data"]["name"], "OIDC User");
 
     // The squatter's password no longer opens the account.
-    let (st, body) = env
-        .json(reqwest::Method::POST, "/auth/v1/token?grant_type=password", None, json!({"email": EMAIL, "password": "squatter-password-1"}))
-        .await;
+    let (st, body) = env.json(reqwest::Method::POST, "/auth/v1/token?grant_type=password", None, json!({"email": EMAIL, "password": "squatter-password-1"})).await;
     assert_eq!((st, body["error_code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_credentials")));
 
     // The JWT says how the user signed in.
@@ -274,9 +270,7 @@ async fn pkce_flow_hands_a_code_that_only_the_verifier_redeems() {
     let user = env.user(session["access_token"].as_str().unwrap()).await;
     assert_eq!(user["id"], session["user"]["id"]);
     // The refresh token works like any other.
-    let (st, refreshed) = env
-        .json(reqwest::Method::POST, "/auth/v1/token?grant_type=refresh_token", None, json!({"refresh_token": session["refresh_token"]}))
-        .await;
+    let (st, refreshed) = env.json(reqwest::Method::POST, "/auth/v1/token?grant_type=refresh_token", None, json!({"refresh_token": session["refresh_token"]})).await;
     assert_eq!(st, StatusCode::OK, "{refreshed}");
 
     // Round 3: an expired code is refused.
@@ -349,11 +343,7 @@ async fn apple_form_post_callback_and_refusals() {
     // (In the browser that started the flow: the state is bound to its cookie.)
     let r = b.get(env.gw.url("/auth/v1/authorize?provider=oidc&redirect_to=http://app.test/x")).send().await.unwrap();
     let state = query_of(&location(&r))["state"].clone();
-    let r = b
-        .get(env.gw.url(&format!("/auth/v1/callback?error=access_denied&error_description=user+said+no&state={state}")))
-        .send()
-        .await
-        .unwrap();
+    let r = b.get(env.gw.url(&format!("/auth/v1/callback?error=access_denied&error_description=user+said+no&state={state}"))).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
     let landing = location(&r);
     assert!(landing.starts_with("http://app.test/x#"), "{landing}");

@@ -41,17 +41,8 @@ async fn config_file_is_read_and_environment_wins() {
     let tc = TestCluster::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pgstack.env");
-    std::fs::write(
-        &file,
-        format!("DATABASE_URL={}\nJWT_SECRET={JWT_SECRET}\nLISTEN_ADDR=127.0.0.1:1\n", tc.authenticator_url()),
-    )
-    .unwrap();
-    let gw = Gateway::spawn(
-        &["serve", "--config", file.to_str().unwrap()],
-        &[("LISTEN_ADDR", "127.0.0.1:0".to_owned())],
-    )
-    .await
-    .unwrap();
+    std::fs::write(&file, format!("DATABASE_URL={}\nJWT_SECRET={JWT_SECRET}\nLISTEN_ADDR=127.0.0.1:1\n", tc.authenticator_url())).unwrap();
+    let gw = Gateway::spawn(&["serve", "--config", file.to_str().unwrap()], &[("LISTEN_ADDR", "127.0.0.1:0".to_owned())]).await.unwrap();
     let r = reqwest::get(gw.url("/health")).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let logs = gw.stderr() + &gw.stdout();

@@ -7,18 +7,11 @@ use pgstack_tests::{connect, pgstack_bin, Gateway};
 use serde_json::json;
 
 fn banner_value(out: &str, label: &str) -> String {
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
-        .unwrap_or_else(|| panic!("no {label:?} in:\n{out}"))
+    out.lines().find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned())).unwrap_or_else(|| panic!("no {label:?} in:\n{out}"))
 }
 
 async fn start_dev(dir: &std::path::Path) -> Gateway {
-    Gateway::spawn(
-        &["dev"],
-        &[("PGSTACK_DIR", dir.display().to_string()), ("LISTEN_ADDR", "127.0.0.1:0".to_owned())],
-    )
-    .await
-    .unwrap()
+    Gateway::spawn(&["dev"], &[("PGSTACK_DIR", dir.display().to_string()), ("LISTEN_ADDR", "127.0.0.1:0".to_owned())]).await.unwrap()
 }
 
 #[tokio::test]
@@ -51,12 +44,7 @@ async fn dev_runs_the_stack_and_a_second_run_keeps_data_and_keys() {
     assert!(connect(&su_url).await.is_err(), "the cluster still accepts connections after dev stopped");
 
     // `pgstack keys` prints the persisted keys.
-    let keys = tokio::process::Command::new(pgstack_bin().unwrap())
-        .args(["keys", "--dir"])
-        .arg(&state)
-        .output()
-        .await
-        .unwrap();
+    let keys = tokio::process::Command::new(pgstack_bin().unwrap()).args(["keys", "--dir"]).arg(&state).output().await.unwrap();
     let keys = String::from_utf8_lossy(&keys.stdout).to_string();
     assert!(keys.contains(&format!("ANON_KEY={anon}")), "{keys}");
 

@@ -27,17 +27,9 @@ async fn roles_schemas_and_grants_exist() {
         ]
     );
     for role in ["anon", "authenticated", "service_role"] {
-        let member: bool = db
-            .query_one("SELECT pg_has_role('authenticator', $1, 'MEMBER')", &[&role])
-            .await
-            .unwrap()
-            .get(0);
+        let member: bool = db.query_one("SELECT pg_has_role('authenticator', $1, 'MEMBER')", &[&role]).await.unwrap().get(0);
         assert!(member, "authenticator is not a member of {role}");
-        let usage: bool = db
-            .query_one("SELECT bool_and(has_schema_privilege($1, s, 'USAGE')) FROM unnest(array['auth','storage','pgr']) s", &[&role])
-            .await
-            .unwrap()
-            .get(0);
+        let usage: bool = db.query_one("SELECT bool_and(has_schema_privilege($1, s, 'USAGE')) FROM unnest(array['auth','storage','pgr']) s", &[&role]).await.unwrap().get(0);
         assert!(usage, "{role} lacks USAGE on the pgstack schemas");
     }
     let owned: i64 = db
@@ -65,13 +57,8 @@ async fn helpers_read_transaction_local_claims_as_each_role() {
     let claims = serde_json::json!({"sub": uid, "role": "authenticated", "email": "jane@example.com", "aud": "authenticated"}).to_string();
 
     let tx = db.transaction().await.unwrap();
-    tx.query_one("SELECT set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)", &[&claims])
-        .await
-        .unwrap();
-    let row = tx
-        .query_one("SELECT auth.uid()::text, auth.role(), auth.email(), auth.jwt()->>'aud', current_user::text", &[])
-        .await
-        .unwrap();
+    tx.query_one("SELECT set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)", &[&claims]).await.unwrap();
+    let row = tx.query_one("SELECT auth.uid()::text, auth.role(), auth.email(), auth.jwt()->>'aud', current_user::text", &[]).await.unwrap();
     assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some(uid));
     assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("authenticated"));
     assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("jane@example.com"));
@@ -80,10 +67,7 @@ async fn helpers_read_transaction_local_claims_as_each_role() {
     tx.commit().await.unwrap();
 
     // After the transaction nothing is left behind on the pooled connection.
-    let row = db
-        .query_one("SELECT coalesce(current_setting('request.jwt.claims', true), ''), current_user::text", &[])
-        .await
-        .unwrap();
+    let row = db.query_one("SELECT coalesce(current_setting('request.jwt.claims', true), ''), current_user::text", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "");
     assert_eq!(row.get::<_, String>(1), "authenticator");
 
@@ -98,9 +82,7 @@ async fn helpers_read_transaction_local_claims_as_each_role() {
 
     // anon key claims: no subject, so auth.uid() is NULL and policies comparing it are false.
     let tx = db.transaction().await.unwrap();
-    tx.query_one("SELECT set_config('role', 'anon', true), set_config('request.jwt.claims', '{\"role\":\"anon\"}', true)", &[])
-        .await
-        .unwrap();
+    tx.query_one("SELECT set_config('role', 'anon', true), set_config('request.jwt.claims', '{\"role\":\"anon\"}', true)", &[]).await.unwrap();
     let row = tx.query_one("SELECT auth.uid()::text, auth.role()", &[]).await.unwrap();
     assert_eq!(row.get::<_, Option<String>>(0), None);
     assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("anon"));
@@ -128,9 +110,7 @@ async fn rls_policies_written_for_supabase_work_unchanged() {
     let mut db = connect(&tc.authenticator_url()).await.unwrap();
     async fn visible(db: &mut tokio_postgres::Client, role: &str, claims: &str) -> Vec<String> {
         let tx = db.transaction().await.unwrap();
-        tx.query_one("SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)", &[&role, &claims])
-            .await
-            .unwrap();
+        tx.query_one("SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)", &[&role, &claims]).await.unwrap();
         let rows = tx.query("SELECT body FROM public.notes ORDER BY id", &[]).await.unwrap();
         tx.rollback().await.unwrap();
         rows.iter().map(|r| r.get(0)).collect()

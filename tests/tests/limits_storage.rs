@@ -143,7 +143,9 @@ async fn slow_clients_do_not_starve_others(backend: &str) {
     let s = S::start(backend).await;
     let (st, _, b) = s.call("POST", "/storage/v1/bucket", &s.service, &[("content-type", "application/json")], Some(br#"{"id":"slow"}"#.to_vec())).await;
     assert_eq!(st, StatusCode::CREATED, "{b}");
-    let (st, _, b) = s.call("POST", "/auth/v1/signup", &s.anon, &[("content-type", "application/json")], Some(br#"{"email":"u@example.com","password":"correct horse battery"}"#.to_vec())).await;
+    let (st, _, b) = s
+        .call("POST", "/auth/v1/signup", &s.anon, &[("content-type", "application/json")], Some(br#"{"email":"u@example.com","password":"correct horse battery"}"#.to_vec()))
+        .await;
     assert!(st.is_success(), "{st} {b}");
 
     // A TUS upload to trickle into.
@@ -185,7 +187,13 @@ async fn slow_clients_do_not_starve_others(backend: &str) {
         assert_eq!((st, t.elapsed() < Duration::from_secs(1)), (StatusCode::OK, true), "bucket list took {:?}: {list}", t.elapsed());
         let t = Instant::now();
         let (st, _, tok) = s
-            .call("POST", "/auth/v1/token?grant_type=password", &s.anon, &[("content-type", "application/json")], Some(br#"{"email":"u@example.com","password":"correct horse battery"}"#.to_vec()))
+            .call(
+                "POST",
+                "/auth/v1/token?grant_type=password",
+                &s.anon,
+                &[("content-type", "application/json")],
+                Some(br#"{"email":"u@example.com","password":"correct horse battery"}"#.to_vec()),
+            )
             .await;
         assert_eq!((st, t.elapsed() < Duration::from_secs(1)), (StatusCode::OK, true), "sign-in took {:?}: {tok}", t.elapsed());
         assert!(tok["access_token"].is_string());
@@ -215,7 +223,13 @@ async fn slow_clients_do_not_starve_others(backend: &str) {
     let offset: usize = h["upload-offset"].to_str().unwrap().parse().unwrap();
     assert!(st == StatusCode::OK && (1..10).contains(&offset), "{st} offset {offset}");
     let (st, h, _) = s
-        .call("PATCH", &tus_path, &s.service, &[("tus-resumable", "1.0.0"), ("upload-offset", &offset.to_string()), ("content-type", "application/offset+octet-stream")], Some(vec![b't'; 1000 - offset]))
+        .call(
+            "PATCH",
+            &tus_path,
+            &s.service,
+            &[("tus-resumable", "1.0.0"), ("upload-offset", &offset.to_string()), ("content-type", "application/offset+octet-stream")],
+            Some(vec![b't'; 1000 - offset]),
+        )
         .await;
     assert_eq!((st, h["upload-offset"].to_str().unwrap()), (StatusCode::NO_CONTENT, "1000"));
     let (st, _, _) = s.call("HEAD", "/storage/v1/object/slow/tus.bin", &s.service, &[], None).await;
@@ -240,7 +254,8 @@ async fn refused_before_the_body(backend: &str) {
     let oct = [("content-type", "application/octet-stream")];
     let (st, _, b) = s.call("POST", "/storage/v1/object/small/taken.bin", &user, &oct, Some(b"first".to_vec())).await;
     assert_eq!(st, StatusCode::OK, "{b}");
-    let cases: Vec<(&str, &str, String, Vec<(&str, &str)>, usize, u16)> = vec![
+    type Case<'a> = (&'a str, &'a str, String, Vec<(&'a str, &'a str)>, usize, u16);
+    let cases: Vec<Case> = vec![
         ("POST", "/storage/v1/object/small/big.bin", s.service.clone(), oct.to_vec(), 5000, 413),
         ("POST", "/storage/v1/object/pics/a.txt", s.service.clone(), vec![("content-type", "text/plain")], 100, 415),
         ("PUT", "/storage/v1/object/small/missing.bin", s.service.clone(), oct.to_vec(), 100, 404),

@@ -58,9 +58,7 @@ async fn recv(ws: &mut Ws) -> Value {
 /// VmRSS and VmHWM (peak) of a process, in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
-    };
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap();
     (field("VmRSS:"), field("VmHWM:"))
 }
 
@@ -350,12 +348,7 @@ async fn the_webhook_outbox_is_pruned() {
     };
     assert_eq!(tags().await.len(), 14);
 
-    let _gw = Gateway::serve(
-        &tc,
-        &[("WEBHOOK_RETENTION", "86400"), ("WEBHOOK_DEAD_RETENTION", "432000"), ("WEBHOOK_RETENTION_MAX_ROWS", "3")],
-    )
-    .await
-    .unwrap();
+    let _gw = Gateway::serve(&tc, &[("WEBHOOK_RETENTION", "86400"), ("WEBHOOK_DEAD_RETENTION", "432000"), ("WEBHOOK_RETENTION_MAX_ROWS", "3")]).await.unwrap();
     let expected = ["dead_kept", "pending_kept", "pending_kept", "delivering_kept", "delivered_kept", "delivered_kept", "delivered_kept"];
     let mut want: Vec<&str> = expected.to_vec();
     want.sort();

@@ -225,14 +225,14 @@ async fn joins_notify_mode_and_overflow() {
     assert_eq!(m["inserted"], json!([{"id": 1, "status": "pending", "name": "Ada L."}]));
 
     db.batch_execute("INSERT INTO orders VALUES (5, 'new', 1, 2)").await.unwrap();
-    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    let mut got = [next(&mut rx).await, next(&mut rx).await];
     got.sort_by_key(|m| m["query_id"].as_str().unwrap().to_owned());
     assert_eq!(got[0], json!({"type": "invalidated", "query_id": "order_ping", "seq": 1}));
     assert_eq!(got[1]["inserted"], json!([{"id": 5, "status": "new", "name": "Bob"}]));
 
     // A change too large for one NOTIFY becomes an overflow.
     db.batch_execute("INSERT INTO orders SELECT g, repeat('x', 100), 1, 1 FROM generate_series(100, 300) g").await.unwrap();
-    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    let mut got = [next(&mut rx).await, next(&mut rx).await];
     got.sort_by_key(|m| m["query_id"].as_str().unwrap().to_owned());
     assert_eq!(got[1], json!({"type": "overflow", "query_id": "orders_with_names", "seq": 3, "fetch": true}));
 }

@@ -39,16 +39,21 @@ async fn count(tc: &TestCluster, table: &str) -> i64 {
 #[tokio::test]
 async fn atomic_batches_commit_together_with_references() {
     let (tc, gw, service, _) = setup().await;
-    let (st, body) = batch(&gw, &service, json!({
-        "atomic": true,
-        "operations": [
-            {"id": "create", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 99.99}},
-            {"id": "item", "method": "POST", "path": "/rest/v1/order_items", "body": {"order_id": "{{create.id}}", "product_id": 7}},
-            {"id": "note", "method": "PATCH", "path": "/rest/v1/orders?id=eq.{{create.id}}", "body": {"note": "order {{create.id}}"}},
-            {"id": "read", "method": "GET", "path": "/rest/v1/orders?select=id,note"},
-            {"id": "n", "method": "POST", "path": "/rest/v1/rpc/order_count", "body": {}}
-        ]
-    })).await;
+    let (st, body) = batch(
+        &gw,
+        &service,
+        json!({
+            "atomic": true,
+            "operations": [
+                {"id": "create", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 99.99}},
+                {"id": "item", "method": "POST", "path": "/rest/v1/order_items", "body": {"order_id": "{{create.id}}", "product_id": 7}},
+                {"id": "note", "method": "PATCH", "path": "/rest/v1/orders?id=eq.{{create.id}}", "body": {"note": "order {{create.id}}"}},
+                {"id": "read", "method": "GET", "path": "/rest/v1/orders?select=id,note"},
+                {"id": "n", "method": "POST", "path": "/rest/v1/rpc/order_count", "body": {}}
+            ]
+        }),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let r = body["results"].as_array().unwrap();
     assert_eq!(r[0], json!({"id": "create", "status": 201, "data": {"id": 1, "total": 99.99, "note": null}}));
@@ -62,23 +67,33 @@ async fn atomic_batches_commit_together_with_references() {
 #[tokio::test]
 async fn a_failing_atomic_batch_rolls_everything_back() {
     let (tc, gw, service, _) = setup().await;
-    let (st, body) = batch(&gw, &service, json!({
-        "operations": [
-            {"id": "ok", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 5}},
-            {"id": "bad", "method": "POST", "path": "/rest/v1/orders", "body": {"total": -1}},
-            {"id": "never", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 6}}
-        ]
-    })).await;
+    let (st, body) = batch(
+        &gw,
+        &service,
+        json!({
+            "operations": [
+                {"id": "ok", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 5}},
+                {"id": "bad", "method": "POST", "path": "/rest/v1/orders", "body": {"total": -1}},
+                {"id": "never", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 6}}
+            ]
+        }),
+    )
+    .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["failed_operation"], "bad");
     assert_eq!(body["code"], "23514");
     assert!(body["error"].as_str().unwrap().contains("check constraint"), "{body}");
     assert_eq!(count(&tc, "orders").await, 0);
 
-    let (st, body) = batch(&gw, &service, json!({"operations": [
-        {"id": "a", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 1}},
-        {"id": "b", "method": "POST", "path": "/rest/v1/order_items", "body": {"order_id": "{{zzz.id}}", "product_id": 1}}
-    ]})).await;
+    let (st, body) = batch(
+        &gw,
+        &service,
+        json!({"operations": [
+            {"id": "a", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 1}},
+            {"id": "b", "method": "POST", "path": "/rest/v1/order_items", "body": {"order_id": "{{zzz.id}}", "product_id": 1}}
+        ]}),
+    )
+    .await;
     assert_eq!((st, body["failed_operation"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("b")));
     assert_eq!(count(&tc, "orders").await, 0);
 }
@@ -86,15 +101,20 @@ async fn a_failing_atomic_batch_rolls_everything_back() {
 #[tokio::test]
 async fn partial_batches_keep_what_succeeded() {
     let (tc, gw, service, _) = setup().await;
-    let (st, body) = batch(&gw, &service, json!({
-        "atomic": false,
-        "operations": [
-            {"id": "one", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 1}},
-            {"id": "two", "method": "POST", "path": "/rest/v1/order_items", "body": {"order_id": 999, "product_id": 1}},
-            {"id": "three", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 3}},
-            {"id": "four", "method": "DELETE", "path": "/rest/v1/orders"}
-        ]
-    })).await;
+    let (st, body) = batch(
+        &gw,
+        &service,
+        json!({
+            "atomic": false,
+            "operations": [
+                {"id": "one", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 1}},
+                {"id": "two", "method": "POST", "path": "/rest/v1/order_items", "body": {"order_id": 999, "product_id": 1}},
+                {"id": "three", "method": "POST", "path": "/rest/v1/orders", "body": {"total": 3}},
+                {"id": "four", "method": "DELETE", "path": "/rest/v1/orders"}
+            ]
+        }),
+    )
+    .await;
     assert_eq!(st, StatusCode::MULTI_STATUS, "{body}");
     let statuses: Vec<u64> = body["results"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, vec![201, 409, 201, 400]);

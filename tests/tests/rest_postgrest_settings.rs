@@ -45,9 +45,18 @@ fn token(claims: Value) -> String {
 async fn start() -> Env {
     let tc = TestCluster::start().await.unwrap();
     tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
-    let gw = Gateway::serve(&tc, &[("DB_ANON_ROLE", "web_anon"), ("DB_PRE_REQUEST", "public.gate"), ("DB_TX_END", "commit-allow-override"), ("REST_ERROR_FORMAT", "postgrest"), ("JWT_REQUIRE_EXP", "false")])
-        .await
-        .unwrap();
+    let gw = Gateway::serve(
+        &tc,
+        &[
+            ("DB_ANON_ROLE", "web_anon"),
+            ("DB_PRE_REQUEST", "public.gate"),
+            ("DB_TX_END", "commit-allow-override"),
+            ("REST_ERROR_FORMAT", "postgrest"),
+            ("JWT_REQUIRE_EXP", "false"),
+        ],
+    )
+    .await
+    .unwrap();
     Env { http: Client::new(), gw, _tc: tc }
 }
 

@@ -201,11 +201,17 @@ async fn filters_cover_every_operator() {
 #[tokio::test]
 async fn ranges_are_compared_as_ranges() {
     let r = Rest::start().await;
-    r._tc.superuser().await.unwrap().batch_execute(
-        "CREATE TABLE public.slots (id int PRIMARY KEY, during int4range);
+    r._tc
+        .superuser()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE public.slots (id int PRIMARY KEY, during int4range);
          GRANT SELECT ON public.slots TO service_role;
          INSERT INTO public.slots VALUES (1, '[1,5)'), (2, '[5,10)'), (3, '[20,30)');",
-    ).await.unwrap();
+        )
+        .await
+        .unwrap();
     let (st, _, ok) = r.req(Method::POST, "/../api/catalog/refresh", &r.service, &[], None).await;
     let _ = (st, ok);
     let res = r.http.post(r.gw.url("/api/catalog/refresh")).bearer_auth(&r.service).send().await.unwrap();
@@ -271,11 +277,20 @@ async fn inserts_upserts_updates_and_deletes() {
     // (owner comes from auth.uid()); without it they are NULL, as in PostgREST.
     let (st, _, e) = r.req(Method::POST, "/todos", a, &[], Some(json!([{"title": "n1", "owner": USER_A}, {"title": "n2", "done": true, "owner": USER_A}]))).await;
     assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("23502")));
-    let (st, _, rows) = r.req(Method::POST, "/todos?select=title,done,owner", a, &[("prefer", "return=representation,missing=default")], Some(json!([{"title": "x1"}, {"title": "x2", "done": true}]))).await;
+    let (st, _, rows) = r
+        .req(
+            Method::POST,
+            "/todos?select=title,done,owner",
+            a,
+            &[("prefer", "return=representation,missing=default")],
+            Some(json!([{"title": "x1"}, {"title": "x2", "done": true}])),
+        )
+        .await;
     assert_eq!(st, StatusCode::CREATED, "{rows}");
     assert_eq!(rows, json!([{"title": "x1", "done": false, "owner": USER_A}, {"title": "x2", "done": true, "owner": USER_A}]));
     // columns= limits what is taken from the objects.
-    let (st, _, rows) = r.req(Method::POST, "/todos?columns=title&select=title,done", a, &[("prefer", "return=representation")], Some(json!([{"title": "c1", "done": true}]))).await;
+    let (st, _, rows) =
+        r.req(Method::POST, "/todos?columns=title&select=title,done", a, &[("prefer", "return=representation")], Some(json!([{"title": "c1", "done": true}]))).await;
     assert_eq!((st, rows), (StatusCode::CREATED, json!([{"title": "c1", "done": false}])));
 
     // Conflicts and upserts on items (primary key id).
@@ -283,11 +298,29 @@ async fn inserts_upserts_updates_and_deletes() {
     let (st, _, e) = r.req(Method::POST, "/items", s, &[], Some(json!({"id": 1, "name": "dup"}))).await;
     assert_eq!((st, e["code"].as_str()), (StatusCode::CONFLICT, Some("23505")));
     assert!(e["error"].as_str().unwrap().contains("duplicate key"), "{e}");
-    let (st, _, rows) = r.req(Method::POST, "/items?select=id,name", s, &[("prefer", "resolution=merge-duplicates, return=representation")], Some(json!([{"id": 1, "name": "Laptop Pro"}, {"id": 9, "name": "New"}]))).await;
+    let (st, _, rows) = r
+        .req(
+            Method::POST,
+            "/items?select=id,name",
+            s,
+            &[("prefer", "resolution=merge-duplicates, return=representation")],
+            Some(json!([{"id": 1, "name": "Laptop Pro"}, {"id": 9, "name": "New"}])),
+        )
+        .await;
     assert_eq!((st, rows), (StatusCode::CREATED, json!([{"id": 1, "name": "Laptop Pro"}, {"id": 9, "name": "New"}])));
-    let (st, _, rows) = r.req(Method::POST, "/items?select=id,name", s, &[("prefer", "resolution=ignore-duplicates,return=representation")], Some(json!([{"id": 2, "name": "ignored"}, {"id": 10, "name": "Ten"}]))).await;
+    let (st, _, rows) = r
+        .req(
+            Method::POST,
+            "/items?select=id,name",
+            s,
+            &[("prefer", "resolution=ignore-duplicates,return=representation")],
+            Some(json!([{"id": 2, "name": "ignored"}, {"id": 10, "name": "Ten"}])),
+        )
+        .await;
     assert_eq!((st, rows), (StatusCode::CREATED, json!([{"id": 10, "name": "Ten"}])));
-    let (st, _, rows) = r.req(Method::POST, "/items?on_conflict=id&select=name", s, &[("prefer", "resolution=merge-duplicates,return=representation")], Some(json!({"id": 10, "name": "Ten!"}))).await;
+    let (st, _, rows) = r
+        .req(Method::POST, "/items?on_conflict=id&select=name", s, &[("prefer", "resolution=merge-duplicates,return=representation")], Some(json!({"id": 10, "name": "Ten!"})))
+        .await;
     assert_eq!((st, rows), (StatusCode::OK, json!([{"name": "Ten!"}])), "an upsert that only updated answers 200 (PostgREST)");
     let (st, _, rows) = r.req(Method::POST, "/items", s, &[("prefer", "resolution=merge-duplicates,return=representation")], Some(json!([]))).await;
     assert_eq!((st, rows), (StatusCode::OK, json!([])), "an upsert of nothing");
@@ -371,9 +404,15 @@ async fn rpc_calls_functions() {
     assert_eq!((st, v), (StatusCode::NO_CONTENT, Value::Null));
     assert_eq!(r.get("/rpc/plus_one?n=5", t).await, json!({"plus": 6}));
     // Computed columns: a function of the row type reads like a column.
-    assert_eq!(r.get("/items?select=id,price_band&order=price_band,id", t).await, json!([{"id": 1, "price_band": "high"}, {"id": 3, "price_band": "high"}, {"id": 2, "price_band": "low"}]));
+    assert_eq!(
+        r.get("/items?select=id,price_band&order=price_band,id", t).await,
+        json!([{"id": 1, "price_band": "high"}, {"id": 3, "price_band": "high"}, {"id": 2, "price_band": "low"}])
+    );
     let (st, _, e) = r.req(Method::GET, "/items?order=id.asc.nullslasttt", t, &[], None).await;
-    assert_eq!((st, e["code"].as_str(), e["message"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST100"), Some("\"failed to parse order (id.asc.nullslasttt)\" (line 1, column 17)")));
+    assert_eq!(
+        (st, e["code"].as_str(), e["message"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("PGRST100"), Some("\"failed to parse order (id.asc.nullslasttt)\" (line 1, column 17)"))
+    );
     let (st, _, e) = r.req(Method::GET, "/rpc/add?a=1&z=2", t, &[], None).await;
     assert_eq!((st, e["hint"].as_str()), (StatusCode::NOT_FOUND, Some("Perhaps you meant to call the function public.add(a, b)")));
     let (st, _, v) = r.req(Method::POST, "/rpc/add", t, &[], Some(json!([{"a": 1, "b": 2}, {"a": 5, "b": 5}]))).await;
@@ -440,32 +479,40 @@ async fn schema_cache_follows_ddl_without_a_restart() {
     let r = Rest::start().await;
     let (st, _, _) = r.req(Method::GET, "/later", &r.service, &[], None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
-    r._tc.superuser().await.unwrap().batch_execute(
-        "CREATE TABLE public.later (id int PRIMARY KEY, v text); GRANT ALL ON public.later TO service_role;
+    r._tc
+        .superuser()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE public.later (id int PRIMARY KEY, v text); GRANT ALL ON public.later TO service_role;
          INSERT INTO public.later VALUES (1, 'appeared');",
-    ).await.unwrap();
-    let appeared = pgstack_tests::eventually(std::time::Duration::from_secs(10), || async {
-        r.req(Method::GET, "/later?select=v", &r.service, &[], None).await.0 == StatusCode::OK
-    })
-    .await;
+        )
+        .await
+        .unwrap();
+    let appeared =
+        pgstack_tests::eventually(std::time::Duration::from_secs(10), || async { r.req(Method::GET, "/later?select=v", &r.service, &[], None).await.0 == StatusCode::OK }).await;
     assert!(appeared, "the new table never became visible");
     assert_eq!(r.get("/later?select=v", &r.service).await, json!([{"v": "appeared"}]));
     r._tc.superuser().await.unwrap().batch_execute("ALTER TABLE public.later ADD COLUMN w int DEFAULT 7").await.unwrap();
-    let added = pgstack_tests::eventually(std::time::Duration::from_secs(10), || async {
-        r.req(Method::GET, "/later?select=w", &r.service, &[], None).await.0 == StatusCode::OK
-    })
-    .await;
+    let added =
+        pgstack_tests::eventually(std::time::Duration::from_secs(10), || async { r.req(Method::GET, "/later?select=w", &r.service, &[], None).await.0 == StatusCode::OK }).await;
     assert!(added, "the new column never became visible");
 }
 
 #[tokio::test]
 async fn openapi_describes_what_the_role_can_see() {
     let r = Rest::start().await;
-    r._tc.superuser().await.unwrap().batch_execute(
-        "CREATE TABLE public.hidden (id int PRIMARY KEY); GRANT SELECT ON public.hidden TO service_role;
+    r._tc
+        .superuser()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE public.hidden (id int PRIMARY KEY); GRANT SELECT ON public.hidden TO service_role;
          CREATE FUNCTION public.internal() RETURNS int LANGUAGE sql AS 'SELECT 1';
          REVOKE EXECUTE ON FUNCTION public.internal() FROM PUBLIC;",
-    ).await.unwrap();
+        )
+        .await
+        .unwrap();
     let res = r.http.post(r.gw.url("/api/catalog/refresh")).bearer_auth(&r.service).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let anon = r.get("/", &r.anon).await;

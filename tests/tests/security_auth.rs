@@ -187,16 +187,10 @@ async fn a_recovery_cannot_be_redeemed_with_an_unsent_code() {
     // Whatever is stored for this recovery, no 6-digit code may redeem it: search
     // every code against the stored digests (as an attacker would online).
     let db = m.tc.superuser().await.unwrap();
-    let rows = db
-        .query("SELECT token_hash FROM auth.one_time_tokens WHERE user_id = $1::text::uuid AND token_type = 'recovery'", &[&id])
-        .await
-        .unwrap();
+    let rows = db.query("SELECT token_hash FROM auth.one_time_tokens WHERE user_id = $1::text::uuid AND token_type = 'recovery'", &[&id]).await.unwrap();
     assert!(!rows.is_empty(), "the recovery link is stored");
     let stored: HashSet<Vec<u8>> = rows.iter().map(|r| hex::decode(r.get::<_, &str>(0)).unwrap()).collect();
-    let codes: Vec<String> = (0..1_000_000u32)
-        .map(|n| format!("{n:06}"))
-        .filter(|c| stored.contains(Sha256::digest(format!("{id}:{c}").as_bytes()).as_slice()))
-        .collect();
+    let codes: Vec<String> = (0..1_000_000u32).map(|n| format!("{n:06}")).filter(|c| stored.contains(Sha256::digest(format!("{id}:{c}").as_bytes()).as_slice())).collect();
     for code in &codes {
         let (st, body, _) = post(&m.http, &m.gw, "/auth/v1/verify", None, json!({"type": "recovery", "email": "owner@example.com", "token": code})).await;
         assert_ne!(st, StatusCode::OK, "an unsent code redeemed the recovery: {body}");

@@ -298,7 +298,14 @@ async fn webhooks_refuse_ipv6_tricks_and_ignore_proxy_env() {
     let tc = TestCluster::start().await.unwrap();
     tc.superuser().await.unwrap().batch_execute("CREATE TABLE public.orders (id int PRIMARY KEY)").await.unwrap();
     let (_, service) = anon_and_service();
-    let env = [("SERVICE_ROLE_KEY", service.as_str()), ("HTTP_PROXY", &proxy_url), ("http_proxy", &proxy_url), ("HTTPS_PROXY", &proxy_url), ("ALL_PROXY", &proxy_url), ("WEBHOOK_TIMEOUT", "2")];
+    let env = [
+        ("SERVICE_ROLE_KEY", service.as_str()),
+        ("HTTP_PROXY", &proxy_url),
+        ("http_proxy", &proxy_url),
+        ("HTTPS_PROXY", &proxy_url),
+        ("ALL_PROXY", &proxy_url),
+        ("WEBHOOK_TIMEOUT", "2"),
+    ];
     let gw = Gateway::serve(&tc, &env).await.unwrap();
     let call = |method: &'static str, path: &'static str, body: Option<Value>| {
         let (gw_url, service) = (gw.url(path), service.clone());
@@ -357,11 +364,7 @@ async fn a_second_dev_on_one_folder_leaves_the_first_alone() {
     let listen = format!("127.0.0.1:{port}");
     let env = [("PGSTACK_DIR", state.display().to_string()), ("LISTEN_ADDR", listen.clone())];
     let mut first = Gateway::spawn(&["dev"], &env).await.unwrap();
-    let su_url = first
-        .stdout()
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Superuser URL:").map(|v| v.trim().to_owned()))
-        .expect("superuser url");
+    let su_url = first.stdout().lines().find_map(|l| l.trim().strip_prefix("Superuser URL:").map(|v| v.trim().to_owned())).expect("superuser url");
 
     let mut cmd = tokio::process::Command::new(pgstack_bin().unwrap());
     cmd.arg("dev").stdin(std::process::Stdio::null()).kill_on_drop(true);

@@ -180,11 +180,17 @@ async fn json_path_keys_and_aliases_never_become_sql() {
 #[tokio::test]
 async fn batches_and_json_paths_are_bounded() {
     let h = H::start().await;
-    h._tc.superuser().await.unwrap().batch_execute(
-        "CREATE TABLE public.wide (id int PRIMARY KEY, pad text);
+    h._tc
+        .superuser()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE public.wide (id int PRIMARY KEY, pad text);
          INSERT INTO public.wide SELECT g, repeat('x', 100) FROM generate_series(1, 1000) g;
          GRANT SELECT ON public.wide TO anon;",
-    ).await.unwrap();
+        )
+        .await
+        .unwrap();
     let mut hd = h.keys(&h.service);
     hd.insert("content-type", HeaderValue::from_static("application/json"));
     let (st, _, _) = h.send(Method::POST, "/api/catalog/refresh", hd, None).await;

@@ -48,7 +48,16 @@ impl S {
         let mut env = vec![("STORAGE_BACKEND", backend), ("STORAGE_ROOT", root.to_str().unwrap())];
         env.extend_from_slice(extra);
         let gw = Gateway::serve(&tc, &env).await.unwrap();
-        S { http: Client::new(), gw, anon: keys::mint(Role::Anon, &s).unwrap(), service: keys::mint(Role::ServiceRole, &s).unwrap(), a: user(USER_A), b: user(USER_B), tc, _dir: dir }
+        S {
+            http: Client::new(),
+            gw,
+            anon: keys::mint(Role::Anon, &s).unwrap(),
+            service: keys::mint(Role::ServiceRole, &s).unwrap(),
+            a: user(USER_A),
+            b: user(USER_B),
+            tc,
+            _dir: dir,
+        }
     }
     /// A request under /storage/v1 with `key` (None: no credential at all).
     async fn send(&self, method: &str, path: &str, key: Option<&str>, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> (StatusCode, HeaderMap, Vec<u8>) {
@@ -86,7 +95,7 @@ impl S {
 fn storage_error(st: StatusCode, body: &[u8], want: StatusCode) {
     assert_eq!(st, want, "{}", String::from_utf8_lossy(body));
     let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)));
-    assert!(v["error"].is_string() && v["message"].is_string() && v["statusCode"] == want.as_u16().to_string(), "{v}");
+    assert!(v["error"].is_string() && v["message"].is_string() && v["statusCode"] == want.as_str(), "{v}");
 }
 
 // ---------------------------------------------------------------------------------
@@ -188,7 +197,8 @@ async fn writes_are_owner_only(backend: &str) {
         assert_eq!(s.json("POST", "/object/move", &s.b, Some(onto)).await.0, StatusCode::CONFLICT);
         // Nor through a resumable upload with x-upsert.
         let meta = format!("bucketName {},objectName {}", b64(bucket), b64(path));
-        let (st, _, _) = s.send("POST", "/upload/resumable", Some(&s.b), &[("tus-resumable", "1.0.0"), ("upload-length", "3"), ("upload-metadata", &meta), ("x-upsert", "true")], None).await;
+        let (st, _, _) =
+            s.send("POST", "/upload/resumable", Some(&s.b), &[("tus-resumable", "1.0.0"), ("upload-length", "3"), ("upload-metadata", &meta), ("x-upsert", "true")], None).await;
         assert!(st == StatusCode::CONFLICT || st == StatusCode::FORBIDDEN, "{bucket}: TUS upsert over A's object: {st}");
     }
     let (st, _, body) = s.send("GET", "/object/files/a/mine.txt", Some(&s.a), &[], None).await;
@@ -301,7 +311,9 @@ async fn content_cannot_run_on_the_api_origin(backend: &str) {
     let (st, h, _) = s.send("POST", "/upload/resumable", Some(&s.service), &[("tus-resumable", "1.0.0"), ("upload-length", "4"), ("upload-metadata", &meta)], None).await;
     assert_eq!(st, StatusCode::CREATED);
     let loc = h["location"].to_str().unwrap().split("/storage/v1").nth(1).unwrap().to_owned();
-    let (st, _, _) = s.send("PATCH", &loc, Some(&s.service), &[("tus-resumable", "1.0.0"), ("upload-offset", "0"), ("content-type", "application/offset+octet-stream")], Some(b"<b>x".to_vec())).await;
+    let (st, _, _) = s
+        .send("PATCH", &loc, Some(&s.service), &[("tus-resumable", "1.0.0"), ("upload-offset", "0"), ("content-type", "application/offset+octet-stream")], Some(b"<b>x".to_vec()))
+        .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (_, h, _) = s.send("GET", "/object/public/site/list.html", None, &[], None).await;
     assert_eq!(h["content-type"], "application/octet-stream", "a browser could pick text/html out of a list");
@@ -329,7 +341,8 @@ async fn content_cannot_run_on_the_api_origin(backend: &str) {
     let (st, h, _) = s.send("POST", "/upload/resumable", Some(&s.a), &[("tus-resumable", "1.0.0"), ("upload-length", "4"), ("upload-metadata", &meta)], None).await;
     assert_eq!(st, StatusCode::CREATED);
     let loc = h["location"].to_str().unwrap().split("/storage/v1").nth(1).unwrap().to_owned();
-    let (st, _, _) = s.send("PATCH", &loc, Some(&s.a), &[("tus-resumable", "1.0.0"), ("upload-offset", "0"), ("content-type", "application/offset+octet-stream")], Some(b"form".to_vec())).await;
+    let (st, _, _) =
+        s.send("PATCH", &loc, Some(&s.a), &[("tus-resumable", "1.0.0"), ("upload-offset", "0"), ("content-type", "application/offset+octet-stream")], Some(b"form".to_vec())).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (st, h, body) = s.send("GET", "/object/priv/a/tus.txt", Some(&s.a), &[], None).await;
     assert_eq!((st, body.as_slice()), (StatusCode::OK, b"form".as_slice()));
@@ -375,7 +388,8 @@ async fn tus_uploads_belong_to_their_creator(backend: &str) {
         let s = &s;
         async move {
             let meta = format!("bucketName {},objectName {},contentType {}", b64(bucket), b64(name), b64("text/plain"));
-            let (st, h, b) = s.send("POST", "/upload/resumable", Some(&key), &[("tus-resumable", "1.0.0"), ("upload-length", &len.to_string()), ("upload-metadata", &meta)], None).await;
+            let (st, h, b) =
+                s.send("POST", "/upload/resumable", Some(&key), &[("tus-resumable", "1.0.0"), ("upload-length", &len.to_string()), ("upload-metadata", &meta)], None).await;
             assert_eq!(st, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
             h["location"].to_str().unwrap().split("/storage/v1").nth(1).unwrap().to_owned()
         }

@@ -36,7 +36,16 @@ impl S {
         let root = dir.path().join("objects");
         let s = Secret::new(JWT_SECRET);
         let gw = Gateway::serve(&tc, &[("STORAGE_BACKEND", backend), ("STORAGE_ROOT", root.to_str().unwrap())]).await.unwrap();
-        S { http: Client::new(), gw, anon: keys::mint(Role::Anon, &s).unwrap(), service: keys::mint(Role::ServiceRole, &s).unwrap(), a: user(USER_A), b: user(USER_B), _tc: tc, _dir: dir }
+        S {
+            http: Client::new(),
+            gw,
+            anon: keys::mint(Role::Anon, &s).unwrap(),
+            service: keys::mint(Role::ServiceRole, &s).unwrap(),
+            a: user(USER_A),
+            b: user(USER_B),
+            _tc: tc,
+            _dir: dir,
+        }
     }
     async fn send(&self, method: &str, path: &str, key: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
         let mut r = self.http.request(method.parse().unwrap(), self.gw.url(&format!("/storage/v1{path}"))).header("apikey", &self.anon).bearer_auth(key);
@@ -54,7 +63,8 @@ impl S {
         (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
     }
     async fn put_object(&self, bucket: &str, path: &str, key: &str, mime: &str, data: &[u8], upsert: bool) -> (StatusCode, Value) {
-        let (st, _, b) = self.send("POST", &format!("/object/{bucket}/{path}"), key, &[("content-type", mime), ("x-upsert", if upsert { "true" } else { "false" })], Some(data.to_vec())).await;
+        let (st, _, b) =
+            self.send("POST", &format!("/object/{bucket}/{path}"), key, &[("content-type", mime), ("x-upsert", if upsert { "true" } else { "false" })], Some(data.to_vec())).await;
         (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
     }
 }
@@ -138,7 +148,12 @@ async fn suite(backend: &str) {
     // Range requests (206), across a chunk boundary too; 416 past the end.
     let etag = h["etag"].to_str().unwrap().to_owned();
     let mb = 1024 * 1024;
-    for (range, first, last) in [("bytes=0-9", 0, 9), (&*format!("bytes={}-{}", mb - 5, mb + 4), mb - 5, mb + 4), ("bytes=-7", big.len() - 7, big.len() - 1), (&*format!("bytes={}-", 3 * mb), 3 * mb, big.len() - 1)] {
+    for (range, first, last) in [
+        ("bytes=0-9", 0, 9),
+        (&*format!("bytes={}-{}", mb - 5, mb + 4), mb - 5, mb + 4),
+        ("bytes=-7", big.len() - 7, big.len() - 1),
+        (&*format!("bytes={}-", 3 * mb), 3 * mb, big.len() - 1),
+    ] {
         let (st, h, part) = s.send("GET", "/object/avatars/big.bin", &s.service, &[("range", range)], None).await;
         assert_eq!(st, StatusCode::PARTIAL_CONTENT, "{range}");
         assert_eq!(h["content-range"].to_str().unwrap(), format!("bytes {first}-{last}/{}", big.len()), "{range}");
@@ -200,10 +215,39 @@ async fn suite(backend: &str) {
 
     // Hostile paths: 400 before any database or filesystem access, on every route.
     let hostile = [
-        "..", "../x", "a/../../etc/passwd", "%2e%2e/x", "%2E%2E%2Fetc%2Fpasswd", "a/%2e%2e/b", "./x", "a/./b", "a/.", "a/..",
-        "%2Fetc%2Fpasswd", "/etc/passwd", "C:%5Cwindows%5Cwin.ini", "c:/x", "D:x", "%5C%5Cserver%5Cshare", "a%5Cb", "%5C..%5Cx",
-        "a%00b", "%00", "a/b%00.png", "x%0Ay", "x%0Dy", "%09tab", "%1Bescape", "a//b", "a/", "...", "a/.../b", ". /x", "a/ ..",
-        "..%2F..%2F..%2Froot", "%7F",
+        "..",
+        "../x",
+        "a/../../etc/passwd",
+        "%2e%2e/x",
+        "%2E%2E%2Fetc%2Fpasswd",
+        "a/%2e%2e/b",
+        "./x",
+        "a/./b",
+        "a/.",
+        "a/..",
+        "%2Fetc%2Fpasswd",
+        "/etc/passwd",
+        "C:%5Cwindows%5Cwin.ini",
+        "c:/x",
+        "D:x",
+        "%5C%5Cserver%5Cshare",
+        "a%5Cb",
+        "%5C..%5Cx",
+        "a%00b",
+        "%00",
+        "a/b%00.png",
+        "x%0Ay",
+        "x%0Dy",
+        "%09tab",
+        "%1Bescape",
+        "a//b",
+        "a/",
+        "...",
+        "a/.../b",
+        ". /x",
+        "a/ ..",
+        "..%2F..%2F..%2Froot",
+        "%7F",
     ];
     assert!(hostile.len() >= 30);
     // Sent byte for byte (HTTP clients would normalise `..` away before sending).
@@ -301,9 +345,7 @@ async fn crash_mid_upload(backend: &str) {
     let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
     let url = s.gw.url("/storage/v1/object/crash/half.bin");
     let service = s.service.clone();
-    let upload = tokio::spawn(async move {
-        reqwest::Client::new().post(url).bearer_auth(service).header("content-type", "application/octet-stream").body(body).send().await
-    });
+    let upload = tokio::spawn(async move { reqwest::Client::new().post(url).bearer_auth(service).header("content-type", "application/octet-stream").body(body).send().await });
     for _ in 0..3 {
         tx.send(Ok(vec![9u8; 512 * 1024])).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

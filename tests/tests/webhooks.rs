@@ -62,10 +62,15 @@ struct Env {
 
 async fn start(port: u16) -> Env {
     let tc = TestCluster::start().await.unwrap();
-    tc.superuser().await.unwrap().batch_execute(
-        "CREATE TABLE public.orders (id int PRIMARY KEY, status text, amount numeric(10,2));
+    tc.superuser()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE public.orders (id int PRIMARY KEY, status text, amount numeric(10,2));
          CREATE TABLE public.other (id int PRIMARY KEY);",
-    ).await.unwrap();
+        )
+        .await
+        .unwrap();
     let s = Secret::new(JWT_SECRET);
     let (service, anon) = (keys::mint(Role::ServiceRole, &s).unwrap(), keys::mint(Role::Anon, &s).unwrap());
     let allowed = format!("127.0.0.1:{port}");
@@ -109,11 +114,15 @@ async fn deliveries_are_signed_and_shaped_as_the_contract() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut bodies = rx.bodies();
     bodies.sort_by_key(|b| ["INSERT", "UPDATE", "DELETE"].iter().position(|x| b["event"] == *x));
-    assert_eq!(bodies, vec![
-        json!({"event": "INSERT", "table": "orders", "record": {"id": 42, "status": "pending", "amount": 149.99}}),
-        json!({"event": "UPDATE", "table": "orders", "record": {"id": 42, "status": "paid", "amount": 149.99}, "old_record": {"id": 42, "status": "pending", "amount": 149.99}}),
-        json!({"event": "DELETE", "table": "orders", "old_record": {"id": 42, "status": "paid", "amount": 149.99}}),
-    ], "a rolled-back insert must not be delivered");
+    assert_eq!(
+        bodies,
+        vec![
+            json!({"event": "INSERT", "table": "orders", "record": {"id": 42, "status": "pending", "amount": 149.99}}),
+            json!({"event": "UPDATE", "table": "orders", "record": {"id": 42, "status": "paid", "amount": 149.99}, "old_record": {"id": 42, "status": "pending", "amount": 149.99}}),
+            json!({"event": "DELETE", "table": "orders", "old_record": {"id": 42, "status": "paid", "amount": 149.99}}),
+        ],
+        "a rolled-back insert must not be delivered"
+    );
     for (headers, body) in rx.got.lock().unwrap().iter() {
         let mut mac = Hmac::<Sha256>::new_from_slice(b"whsec_test").unwrap();
         mac.update(body.as_bytes());
@@ -143,9 +152,9 @@ async fn failures_are_retried_then_kept_as_dead() {
     // A receiver that always fails: dead after 3 attempts, listed with its error.
     *rx.fail_first.lock().unwrap() = 100;
     db.batch_execute("INSERT INTO orders VALUES (2, 'b', 2)").await.unwrap();
-    let dead = eventually(Duration::from_secs(15), || async {
-        e.call("GET", "/rest/v1/webhooks/events?status=dead", &e.service, None).await.1.as_array().is_some_and(|a| !a.is_empty())
-    }).await;
+    let dead =
+        eventually(Duration::from_secs(15), || async { e.call("GET", "/rest/v1/webhooks/events?status=dead", &e.service, None).await.1.as_array().is_some_and(|a| !a.is_empty()) })
+            .await;
     assert!(dead);
     let (_, list) = e.call("GET", "/rest/v1/webhooks/events?status=dead", &e.service, None).await;
     assert_eq!((list[0]["attempts"].as_i64(), list[0]["last_error"].as_str()), (Some(3), Some("HTTP 500")));

@@ -98,13 +98,7 @@ async fn the_contract_node_snippet_verifies_signatures_and_retries_keep_their_rh
     assert!(eventually(Duration::from_secs(10), || async { hits.len() >= 8 }).await);
     let signed: Vec<Value> = hits.0.lock().unwrap().iter().map(|(_, h, b)| json!({"body": b, "signature": h["x-webhook-signature"].to_str().unwrap()})).collect();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/verify_webhook.mjs");
-    let mut node = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg("whsec_node")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut node = tokio::process::Command::new("node").arg(&script).arg("whsec_node").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
     use tokio::io::AsyncWriteExt;
     node.stdin.take().unwrap().write_all(Value::Array(signed.clone()).to_string().as_bytes()).await.unwrap();
     let out = node.wait_with_output().await.unwrap();
@@ -121,9 +115,7 @@ async fn a_receiver_down_longer_than_the_retries_loses_nothing() {
     tc.superuser().await.unwrap().batch_execute("INSERT INTO orders SELECT g, 'while down' FROM generate_series(1, 3) g").await.unwrap();
     let events = |status: &'static str| {
         let (gw, service) = (&gw, &service);
-        async move {
-            reqwest::Client::new().get(gw.url(&format!("/rest/v1/webhooks/events?status={status}"))).bearer_auth(service).send().await.unwrap().json::<Value>().await.unwrap()
-        }
+        async move { reqwest::Client::new().get(gw.url(&format!("/rest/v1/webhooks/events?status={status}"))).bearer_auth(service).send().await.unwrap().json::<Value>().await.unwrap() }
     };
     assert!(eventually(Duration::from_secs(15), || async { events("dead").await.as_array().unwrap().len() == 3 }).await);
     let dead = events("dead").await;
@@ -155,9 +147,7 @@ async fn a_gateway_killed_mid_delivery_hands_the_event_on() {
     let ids = hits.ids();
     assert_eq!(ids[0], ids[1], "a redelivery carries the same event id");
     let db = tc.superuser().await.unwrap();
-    assert!(eventually(Duration::from_secs(5), || async {
-        db.query_one("SELECT status FROM pgr.webhook_outbox", &[]).await.unwrap().get::<_, String>(0) == "delivered"
-    }).await);
+    assert!(eventually(Duration::from_secs(5), || async { db.query_one("SELECT status FROM pgr.webhook_outbox", &[]).await.unwrap().get::<_, String>(0) == "delivered" }).await);
 }
 
 #[tokio::test]

@@ -67,6 +67,8 @@ pub struct Fields<'a> {
 }
 
 /// How mail leaves the gateway.
+// One value per process: the SMTP transport's size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Mailer {
     /// Through SMTP.
@@ -118,15 +120,11 @@ impl Mailer {
             }
             Mailer::Smtp(transport, sender) => {
                 let text = format!("{}\n\n{}\n", kind.subject(), f.url);
-                let msg = Message::builder()
-                    .from(sender.parse()?)
-                    .to(to.parse()?)
-                    .subject(kind.subject())
-                    .multipart(
-                        MultiPart::alternative()
-                            .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text))
-                            .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html)),
-                    )?;
+                let msg = Message::builder().from(sender.parse()?).to(to.parse()?).subject(kind.subject()).multipart(
+                    MultiPart::alternative()
+                        .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(text))
+                        .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html)),
+                )?;
                 transport.send(msg).await?;
                 Ok(())
             }

@@ -47,12 +47,9 @@ pub fn routes(cfg: &crate::config::Config) -> Router<AppState> {
         .route("/otp", post(email::magiclink))
         .route("/verify", get(email::verify_get).post(email::verify_post))
         .route_layer(from_fn_with_state(auth_limiter.clone(), enforce));
-    let user_routes = Router::new()
-        .route("/user", get(user::get_user).put(user::update_user).patch(user::update_user))
-        .route_layer(from_fn_with_state(auth_limiter, limit_sensitive_updates));
-    let anonymous = Router::new()
-        .route("/anonymous", post(signup::anonymous))
-        .route_layer(from_fn_with_state(Limiter::new(cfg.anonymous_rate_limit), enforce));
+    let user_routes =
+        Router::new().route("/user", get(user::get_user).put(user::update_user).patch(user::update_user)).route_layer(from_fn_with_state(auth_limiter, limit_sensitive_updates));
+    let anonymous = Router::new().route("/anonymous", post(signup::anonymous)).route_layer(from_fn_with_state(Limiter::new(cfg.anonymous_rate_limit), enforce));
     Router::new()
         .merge(limited)
         .merge(anonymous)
@@ -66,10 +63,7 @@ pub fn routes(cfg: &crate::config::Config) -> Router<AppState> {
         .route("/settings", get(meta::settings))
         .route("/health", get(meta::health))
         .fallback(|| async { AuthError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such auth route") })
-        .layer(SetResponseHeaderLayer::if_not_present(
-            axum::http::HeaderName::from_static(API_VERSION_HEADER),
-            HeaderValue::from_static(API_VERSION),
-        ))
+        .layer(SetResponseHeaderLayer::if_not_present(axum::http::HeaderName::from_static(API_VERSION_HEADER), HeaderValue::from_static(API_VERSION)))
 }
 
 /// Largest body `PUT /user` reads (metadata included).
@@ -91,9 +85,7 @@ async fn limit_sensitive_updates(
     let Ok(bytes) = axum::body::to_bytes(body, USER_BODY_LIMIT).await else {
         return AuthError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", "request body too large").into_response();
     };
-    let sensitive = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .map(|v| ["password", "email"].iter().any(|k| v.get(k).is_some_and(|x| !x.is_null())))
-        .unwrap_or(false);
+    let sensitive = serde_json::from_slice::<serde_json::Value>(&bytes).map(|v| ["password", "email"].iter().any(|k| v.get(k).is_some_and(|x| !x.is_null()))).unwrap_or(false);
     let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
     if sensitive {
         crate::http::rate_limit::enforce(axum::extract::State(limiter), req, next).await
@@ -116,11 +108,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(ClientInfo {
             ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()),
-            user_agent: parts
-                .headers
-                .get(axum::http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(512).collect()),
+            user_agent: parts.headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(512).collect()),
         })
     }
 }

@@ -96,11 +96,7 @@ pub async fn seconds_since_last(tx: &Transaction<'_>, user: Uuid, t: TokenType) 
 pub async fn issue(tx: &Transaction<'_>, user: Uuid, t: TokenType, relates_to: &str, ttl_secs: i64, flow: Option<Uuid>) -> AuthResult<Issued> {
     let token = tokens::opaque();
     let code = (t == TokenType::MagicLink).then(|| format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32)));
-    tx.execute(
-        "DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type = $2",
-        &[&user, &t.as_str()],
-    )
-    .await?;
+    tx.execute("DELETE FROM auth.one_time_tokens WHERE user_id = $1 AND token_type = $2", &[&user, &t.as_str()]).await?;
     let mut hashes = vec![tokens::digest(&token)];
     if let Some(c) = &code {
         hashes.push(code_digest(user, c));
@@ -201,11 +197,7 @@ pub async fn consume(tx: &Transaction<'_>, token: &str, code_user: Option<Uuid>,
         }
     };
     let Some(c) = c else { return Ok(None) };
-    tx.execute(
-        "UPDATE auth.one_time_tokens SET used_at = now() WHERE user_id = $1 AND token_type = $2 AND used_at IS NULL",
-        &[&c.user, &c.kind.as_str()],
-    )
-    .await?;
+    tx.execute("UPDATE auth.one_time_tokens SET used_at = now() WHERE user_id = $1 AND token_type = $2 AND used_at IS NULL", &[&c.user, &c.kind.as_str()]).await?;
     Ok(Some(c))
 }
 
@@ -258,9 +250,7 @@ async fn email_change(tx: &Transaction<'_>, c: &Consumed) -> AuthResult<Applied>
         tx.execute("UPDATE auth.users SET email_change_confirm_status = 1, updated_at = now() WHERE id = $1", &[&c.user]).await?;
         return Ok(Applied::AwaitingOther);
     }
-    let taken = tx
-        .query_opt("SELECT 1 FROM auth.users WHERE lower(email) = lower($1) AND id <> $2 AND deleted_at IS NULL", &[&c.relates_to, &c.user])
-        .await?;
+    let taken = tx.query_opt("SELECT 1 FROM auth.users WHERE lower(email) = lower($1) AND id <> $2 AND deleted_at IS NULL", &[&c.relates_to, &c.user]).await?;
     if taken.is_some() {
         return Err(AuthError::new(StatusCode::CONFLICT, "email_exists", "email already registered"));
     }

@@ -236,18 +236,10 @@ pub fn note_sign_in(ip: Option<&str>, ok: bool) {
 pub fn check(password: &str) -> AuthResult<()> {
     let n = password.chars().count();
     if n < MIN_LEN {
-        return Err(AuthError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "weak_password",
-            format!("password must be at least {MIN_LEN} characters"),
-        ));
+        return Err(AuthError::new(axum::http::StatusCode::BAD_REQUEST, "weak_password", format!("password must be at least {MIN_LEN} characters")));
     }
     if n > MAX_LEN || password.len() > MAX_BYTES {
-        return Err(AuthError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "weak_password",
-            format!("password must be at most {MAX_LEN} characters"),
-        ));
+        return Err(AuthError::new(axum::http::StatusCode::BAD_REQUEST, "weak_password", format!("password must be at most {MAX_LEN} characters")));
     }
     Ok(())
 }
@@ -290,9 +282,7 @@ pub async fn verify_in(lane: Lane, password: String, stored: Option<String>) -> 
         return Ok(false);
     }
     gated(lane, move || match stored.as_deref() {
-        Some(h) if h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$") => {
-            bcrypt::verify(&password, h).unwrap_or(false)
-        }
+        Some(h) if h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$") => bcrypt::verify(&password, h).unwrap_or(false),
         Some(h) => match PasswordHash::new(h) {
             Ok(parsed) => argon2().verify_password(password.as_bytes(), &parsed).is_ok(),
             Err(_) => false,

@@ -74,27 +74,13 @@ pub struct Flow {
 
 /// Records a new flow; `state_digest` for OAuth round trips. Old expired flows are
 /// swept on the way.
-pub async fn create(
-    tx: &Transaction<'_>,
-    provider: &str,
-    state_digest: Option<&str>,
-    redirect_to: &str,
-    challenge: Option<&Challenge>,
-    ttl_secs: i64,
-) -> AuthResult<Uuid> {
+pub async fn create(tx: &Transaction<'_>, provider: &str, state_digest: Option<&str>, redirect_to: &str, challenge: Option<&Challenge>, ttl_secs: i64) -> AuthResult<Uuid> {
     tx.execute("DELETE FROM auth.flow_state WHERE expires_at < now() - interval '1 hour'", &[]).await?;
     let row = tx
         .query_one(
             "INSERT INTO auth.flow_state (provider, state_hash, redirect_to, code_challenge, code_challenge_method, expires_at)
              VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) RETURNING id",
-            &[
-                &provider,
-                &state_digest,
-                &redirect_to,
-                &challenge.map(|c| c.challenge.as_str()),
-                &challenge.map(|c| c.method),
-                &(ttl_secs as f64),
-            ],
+            &[&provider, &state_digest, &redirect_to, &challenge.map(|c| c.challenge.as_str()), &challenge.map(|c| c.method), &(ttl_secs as f64)],
         )
         .await?;
     Ok(row.get(0))
@@ -116,12 +102,7 @@ pub async fn take_by_state(tx: &Transaction<'_>, state_digest: &str) -> AuthResu
 
 /// Reads a flow by id (e-mail links carry the id on their one-time token).
 pub async fn get(tx: &Transaction<'_>, id: Uuid) -> AuthResult<Option<Flow>> {
-    let row = tx
-        .query_opt(
-            "SELECT id, provider, redirect_to, code_challenge IS NOT NULL FROM auth.flow_state WHERE id = $1",
-            &[&id],
-        )
-        .await?;
+    let row = tx.query_opt("SELECT id, provider, redirect_to, code_challenge IS NOT NULL FROM auth.flow_state WHERE id = $1", &[&id]).await?;
     Ok(row.map(|r| Flow { id: r.get(0), provider: r.get(1), redirect_to: r.get(2), pkce: r.get(3) }))
 }
 
@@ -167,11 +148,7 @@ pub async fn redeem(tx: &Transaction<'_>, code: &str, verifier: &str) -> AuthRes
         return Err(AuthError::new(StatusCode::NOT_FOUND, "flow_state_not_found", "invalid flow state, no valid flow state found"));
     };
     if !verifies(&challenge, &method, verifier) {
-        return Err(AuthError::new(
-            StatusCode::FORBIDDEN,
-            "bad_code_verifier",
-            "code challenge does not match previously saved code verifier",
-        ));
+        return Err(AuthError::new(StatusCode::FORBIDDEN, "bad_code_verifier", "code challenge does not match previously saved code verifier"));
     }
     Ok((user, provider))
 }

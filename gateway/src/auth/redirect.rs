@@ -14,20 +14,12 @@ use crate::config::Config;
 fn under(r: &str, base: &str) -> bool {
     match (reqwest::Url::parse(r), reqwest::Url::parse(base)) {
         (Ok(u), Ok(b)) if u.has_host() && b.has_host() => {
-            u.scheme() == b.scheme()
-                && u.host_str() == b.host_str()
-                && u.port_or_known_default() == b.port_or_known_default()
-                && u.username().is_empty()
-                && {
-                    let (p, bp) = (u.path(), b.path().trim_end_matches('/'));
-                    bp.is_empty() || p == bp || p.starts_with(&format!("{bp}/"))
-                }
+            u.scheme() == b.scheme() && u.host_str() == b.host_str() && u.port_or_known_default() == b.port_or_known_default() && u.username().is_empty() && {
+                let (p, bp) = (u.path(), b.path().trim_end_matches('/'));
+                bp.is_empty() || p == bp || p.starts_with(&format!("{bp}/"))
+            }
         }
-        _ => {
-            r == base
-                || base.ends_with(['/', '?', '#'])  && r.starts_with(base)
-                || r.strip_prefix(base).is_some_and(|rest| rest.starts_with(['/', '?', '#']))
-        }
+        _ => r == base || base.ends_with(['/', '?', '#']) && r.starts_with(base) || r.strip_prefix(base).is_some_and(|rest| rest.starts_with(['/', '?', '#'])),
     }
 }
 

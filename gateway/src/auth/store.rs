@@ -50,17 +50,13 @@ pub async fn create_user(tx: &Transaction<'_>, u: &NewUser<'_>) -> AuthResult<Op
                                       'email_verified', u.email_confirmed_at IS NOT NULL)
               FROM u WHERE u.email IS NOT NULL)
         SELECT id FROM u";
-    let row = tx
-        .query_opt(SQL, &[&u.email, &u.password_hash, &u.role, u.user_meta, u.app_meta, &u.confirmed_by, &u.is_anonymous])
-        .await?;
+    let row = tx.query_opt(SQL, &[&u.email, &u.password_hash, &u.role, u.user_meta, u.app_meta, &u.confirmed_by, &u.is_anonymous]).await?;
     Ok(row.map(|r| r.get(0)))
 }
 
 /// The user object of a live account.
 pub async fn user_json(tx: &Transaction<'_>, id: Uuid) -> AuthResult<Option<Value>> {
-    let row = tx
-        .query_opt("SELECT auth.user_json(u) FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL", &[&id])
-        .await?;
+    let row = tx.query_opt("SELECT auth.user_json(u) FROM auth.users u WHERE u.id = $1 AND u.deleted_at IS NULL", &[&id]).await?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -156,10 +152,7 @@ pub async fn session_exists(tx: &Transaction<'_>, session: Uuid) -> AuthResult<b
 pub async fn logout(tx: &Transaction<'_>, user: Uuid, session: Option<Uuid>, scope: &str) -> AuthResult<u64> {
     let n = match scope {
         "global" => tx.execute("DELETE FROM auth.sessions WHERE user_id = $1", &[&user]).await?,
-        "others" => {
-            tx.execute("DELETE FROM auth.sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2", &[&user, &session])
-                .await?
-        }
+        "others" => tx.execute("DELETE FROM auth.sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2", &[&user, &session]).await?,
         _ => tx.execute("DELETE FROM auth.sessions WHERE user_id = $1 AND id = $2", &[&user, &session]).await?,
     };
     Ok(n)
@@ -181,12 +174,7 @@ pub struct UserChanges<'a> {
 /// Applies `c`; `Ok(false)` when the new email belongs to another account.
 pub async fn update_user(tx: &Transaction<'_>, id: Uuid, c: &UserChanges<'_>) -> AuthResult<bool> {
     if let Some(email) = c.email {
-        let taken = tx
-            .query_opt(
-                "SELECT 1 FROM auth.users WHERE lower(email) = lower($1) AND id <> $2 AND deleted_at IS NULL",
-                &[&email, &id],
-            )
-            .await?;
+        let taken = tx.query_opt("SELECT 1 FROM auth.users WHERE lower(email) = lower($1) AND id <> $2 AND deleted_at IS NULL", &[&email, &id]).await?;
         if taken.is_some() {
             return Ok(false);
         }
@@ -255,11 +243,7 @@ pub async fn delete_user(tx: &Transaction<'_>, id: Uuid, soft: bool) -> AuthResu
 
 /// Appends to the audit log.
 pub async fn audit(tx: &Transaction<'_>, action: &str, actor: Option<Uuid>, payload: Value, ip: Option<&str>) -> AuthResult<()> {
-    tx.execute(
-        "INSERT INTO auth.audit_log_entries (action, actor_id, payload, ip_address) VALUES ($1, $2, $3, coalesce($4, ''))",
-        &[&action, &actor, &payload, &ip],
-    )
-    .await?;
+    tx.execute("INSERT INTO auth.audit_log_entries (action, actor_id, payload, ip_address) VALUES ($1, $2, $3, coalesce($4, ''))", &[&action, &actor, &payload, &ip]).await?;
     Ok(())
 }
 

@@ -18,11 +18,8 @@ use pgstack_shared::Role;
 pub const MIN_SECRET_LEN: usize = 32;
 
 /// Secrets that are published in docs and templates: never accepted.
-const PUBLISHED_SECRETS: &[&str] = &[
-    "super-secret-jwt-token-with-at-least-32-characters-long",
-    "your-super-secret-jwt-token-with-at-least-32-characters-long",
-    "your-secret-key-change-in-production-please-32",
-];
+const PUBLISHED_SECRETS: &[&str] =
+    &["super-secret-jwt-token-with-at-least-32-characters-long", "your-super-secret-jwt-token-with-at-least-32-characters-long", "your-secret-key-change-in-production-please-32"];
 
 pub use crate::keys::Secret;
 
@@ -52,7 +49,6 @@ impl std::str::FromStr for Rate {
         Ok(Rate { n, per_secs })
     }
 }
-
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,23 +351,20 @@ pub enum ConfigError {
 /// Where settings come from: the environment first, then the config file.
 pub struct Source {
     file: HashMap<String, String>,
-    env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: EnvLookup,
 }
+
+/// Reads one environment variable (the process's, or a test's map).
+type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl Source {
     /// The process environment plus an optional `.env`-format file.
     pub fn from_env(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut map = HashMap::new();
         if let Some(path) = file {
-            let iter = dotenvy::from_path_iter(path).map_err(|e| ConfigError::File {
-                path: path.display().to_string(),
-                why: e.to_string(),
-            })?;
+            let iter = dotenvy::from_path_iter(path).map_err(|e| ConfigError::File { path: path.display().to_string(), why: e.to_string() })?;
             for item in iter {
-                let (k, v) = item.map_err(|e| ConfigError::File {
-                    path: path.display().to_string(),
-                    why: e.to_string(),
-                })?;
+                let (k, v) = item.map_err(|e| ConfigError::File { path: path.display().to_string(), why: e.to_string() })?;
                 map.insert(k, v);
             }
         }
@@ -393,30 +386,18 @@ impl Source {
 
     /// The value of `key`, if set and not blank.
     pub fn get(&self, key: &str) -> Option<String> {
-        (self.env)(key)
-            .or_else(|| self.file.get(key).cloned())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+        (self.env)(key).or_else(|| self.file.get(key).cloned()).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
 }
 
 impl Config {
     /// Reads and validates every setting.
     pub fn load(src: &Source) -> Result<Config, ConfigError> {
-        let database_url = src.get("DATABASE_URL").ok_or(ConfigError::Missing(
-            "DATABASE_URL",
-            " (e.g. postgres://authenticator:PASSWORD@127.0.0.1:5432/postgres)",
-        ))?;
-        let login_role = database_url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| ConfigError::Invalid { name: "DATABASE_URL", why: e.to_string() })?
-            .get_user()
-            .map(str::to_owned);
+        let database_url = src.get("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL", " (e.g. postgres://authenticator:PASSWORD@127.0.0.1:5432/postgres)"))?;
+        let login_role =
+            database_url.parse::<tokio_postgres::Config>().map_err(|e| ConfigError::Invalid { name: "DATABASE_URL", why: e.to_string() })?.get_user().map(str::to_owned);
 
-        let jwt_secret = src.get("JWT_SECRET").ok_or(ConfigError::Missing(
-            "JWT_SECRET",
-            " (at least 32 random characters; `pgstack keys generate` makes one)",
-        ))?;
+        let jwt_secret = src.get("JWT_SECRET").ok_or(ConfigError::Missing("JWT_SECRET", " (at least 32 random characters; `pgstack keys generate` makes one)"))?;
         check_secret_strength(&jwt_secret)?;
         let jwt_secret = Secret::new(jwt_secret);
 
@@ -438,9 +419,7 @@ impl Config {
         let log_format = match src.get("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfigError::Invalid { name: "LOG_FORMAT", why: format!("{other:?} is not text or json") })
-            }
+            Some(other) => return Err(ConfigError::Invalid { name: "LOG_FORMAT", why: format!("{other:?} is not text or json") }),
         };
 
         Ok(Config {
@@ -452,10 +431,7 @@ impl Config {
             anon_key,
             service_role_key,
             site_url: src.get("SITE_URL").unwrap_or_else(|| "http://localhost:3000".into()),
-            allowed_origins: src
-                .get("ALLOWED_ORIGINS")
-                .map(|v| v.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect())
-                .unwrap_or_default(),
+            allowed_origins: src.get("ALLOWED_ORIGINS").map(|v| v.split(',').map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect()).unwrap_or_default(),
             allow_permissive_cors: parse_bool(src, "ALLOW_PERMISSIVE_CORS", false)?,
             db_pool_size,
             http_max_connections: match src.get("HTTP_MAX_CONNECTIONS") {
@@ -510,10 +486,7 @@ impl Config {
             ws_write_timeout_secs: parse_num(src, "WS_WRITE_TIMEOUT", 30u64)?.clamp(1, 3600),
             webhook_timeout_secs: parse_num(src, "WEBHOOK_TIMEOUT", 10u64)?.clamp(1, 300),
             webhook_allow_private: parse_bool(src, "WEBHOOK_ALLOW_PRIVATE", false)?,
-            webhook_allowed_hosts: src
-                .get("WEBHOOK_ALLOWED_HOSTS")
-                .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
-                .unwrap_or_default(),
+            webhook_allowed_hosts: src.get("WEBHOOK_ALLOWED_HOSTS").map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
             webhook_retention_secs: parse_num(src, "WEBHOOK_RETENTION", 7 * 86_400u64)?,
             webhook_dead_retention_secs: parse_num(src, "WEBHOOK_DEAD_RETENTION", 30 * 86_400u64)?,
             webhook_retention_max_rows: parse_num(src, "WEBHOOK_RETENTION_MAX_ROWS", 100_000i64)?.max(0),
@@ -545,10 +518,7 @@ impl Config {
                 Some("rollback") => TxEnd { rollback: true, overridable: false },
                 Some("rollback-allow-override") => TxEnd { rollback: true, overridable: true },
                 Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        name: "DB_TX_END",
-                        why: format!("{other:?} is not commit, commit-allow-override, rollback or rollback-allow-override"),
-                    })
+                    return Err(ConfigError::Invalid { name: "DB_TX_END", why: format!("{other:?} is not commit, commit-allow-override, rollback or rollback-allow-override") })
                 }
             },
             db_pre_request: match src.get("DB_PRE_REQUEST").map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()) {
@@ -597,10 +567,7 @@ fn smtp_config(src: &Source) -> Result<Option<SmtpConfig>, ConfigError> {
 
 fn listen_addr(src: &Source) -> Result<SocketAddr, ConfigError> {
     if let Some(v) = src.get("LISTEN_ADDR") {
-        return v.parse().map_err(|_| ConfigError::Invalid {
-            name: "LISTEN_ADDR",
-            why: format!("{v:?} is not an address like 127.0.0.1:8080"),
-        });
+        return v.parse().map_err(|_| ConfigError::Invalid { name: "LISTEN_ADDR", why: format!("{v:?} is not an address like 127.0.0.1:8080") });
     }
     let host = src.get("HOST").unwrap_or_else(|| "127.0.0.1".into());
     let port: u16 = parse_num(src, "PORT", 8080)?;
@@ -622,31 +589,17 @@ pub fn check_secret_strength(secret: &str) -> Result<(), ConfigError> {
         None
     };
     match why {
-        Some(why) => Err(ConfigError::Invalid {
-            name: "JWT_SECRET",
-            why: format!("{why} (`pgstack keys generate` makes a strong one)"),
-        }),
+        Some(why) => Err(ConfigError::Invalid { name: "JWT_SECRET", why: format!("{why} (`pgstack keys generate` makes a strong one)") }),
         None => Ok(()),
     }
 }
 
-fn check_api_key(
-    name: &'static str,
-    key: Option<&Secret>,
-    secret: &Secret,
-    role: Role,
-) -> Result<(), ConfigError> {
+fn check_api_key(name: &'static str, key: Option<&Secret>, secret: &Secret, role: Role) -> Result<(), ConfigError> {
     let Some(key) = key else { return Ok(()) };
     match keys::verify(key.expose(), secret) {
         Ok(claims) if claims.role == role => Ok(()),
-        Ok(claims) => Err(ConfigError::Invalid {
-            name,
-            why: format!("its role claim is {}, expected {role}", claims.role),
-        }),
-        Err(e) => Err(ConfigError::Invalid {
-            name,
-            why: format!("not a valid JWT signed with JWT_SECRET ({e}); `pgstack keys mint` makes one"),
-        }),
+        Ok(claims) => Err(ConfigError::Invalid { name, why: format!("its role claim is {}, expected {role}", claims.role) }),
+        Err(e) => Err(ConfigError::Invalid { name, why: format!("not a valid JWT signed with JWT_SECRET ({e}); `pgstack keys mint` makes one") }),
     }
 }
 
@@ -669,16 +622,14 @@ fn parse_bool(src: &Source, name: &'static str, default: bool) -> Result<bool, C
 /// A database URL with its password replaced, for logs.
 pub fn redact_url(url: &str) -> String {
     match url.parse::<tokio_postgres::Config>() {
-        Ok(cfg) if cfg.get_password().is_some() => {
-            match (url.find("://"), url.rfind('@')) {
-                (Some(s), Some(at)) if at > s => {
-                    let creds = &url[s + 3..at];
-                    let user = creds.split(':').next().unwrap_or("");
-                    format!("{}{}:<redacted>{}", &url[..s + 3], user, &url[at..])
-                }
-                _ => "<redacted>".to_owned(),
+        Ok(cfg) if cfg.get_password().is_some() => match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                let creds = &url[s + 3..at];
+                let user = creds.split(':').next().unwrap_or("");
+                format!("{}{}:<redacted>{}", &url[..s + 3], user, &url[at..])
             }
-        }
+            _ => "<redacted>".to_owned(),
+        },
         _ => url.to_owned(),
     }
 }

@@ -72,10 +72,7 @@ fn read(src: &Source, prefix: &str, name: String, default: Option<(Protocol, &[&
         return Ok(None);
     }
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-    let secret = src
-        .get(&key("SECRET"))
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ConfigError::Missing(leak(key("SECRET")), " (the OAuth client secret of this provider)"))?;
+    let secret = src.get(&key("SECRET")).filter(|v| !v.is_empty()).ok_or_else(|| ConfigError::Missing(leak(key("SECRET")), " (the OAuth client secret of this provider)"))?;
     let url = src.get(&key("URL")).map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty());
     if let Some(u) = &url {
         if !(u.starts_with("https://") || u.starts_with("http://")) {
@@ -98,14 +95,7 @@ fn read(src: &Source, prefix: &str, name: String, default: Option<(Protocol, &[&
             scopes.push(extra.to_owned());
         }
     }
-    Ok(Some(ProviderConfig {
-        name,
-        protocol,
-        client_id,
-        secret: Secret::new(secret),
-        redirect_uri: src.get(&key("REDIRECT_URI")).filter(|v| !v.is_empty()),
-        scopes,
-    }))
+    Ok(Some(ProviderConfig { name, protocol, client_id, secret: Secret::new(secret), redirect_uri: src.get(&key("REDIRECT_URI")).filter(|v| !v.is_empty()), scopes }))
 }
 
 /// Every enabled provider.
@@ -114,19 +104,9 @@ pub fn from_source(src: &Source) -> Result<Vec<ProviderConfig>, ConfigError> {
     let mut out = Vec::new();
     let builtin: [(&str, &str, Protocol, &[&str]); 5] = [
         ("EXTERNAL_GOOGLE_", "google", oidc("https://accounts.google.com", true, false), &["openid", "email", "profile"]),
-        (
-            "EXTERNAL_GITHUB_",
-            "github",
-            Protocol::Github { web: "https://github.com".into(), api: "https://api.github.com".into() },
-            &["read:user", "user:email"],
-        ),
+        ("EXTERNAL_GITHUB_", "github", Protocol::Github { web: "https://github.com".into(), api: "https://api.github.com".into() }, &["read:user", "user:email"]),
         ("EXTERNAL_APPLE_", "apple", oidc("https://appleid.apple.com", true, true), &["openid", "name", "email"]),
-        (
-            "EXTERNAL_MICROSOFT_",
-            "azure",
-            oidc("https://login.microsoftonline.com/common/v2.0", false, false),
-            &["openid", "email", "profile"],
-        ),
+        ("EXTERNAL_MICROSOFT_", "azure", oidc("https://login.microsoftonline.com/common/v2.0", false, false), &["openid", "email", "profile"]),
         ("EXTERNAL_OIDC_", "oidc", Protocol::Oidc { issuer: String::new(), check_issuer: true, form_post: false }, &["openid", "email", "profile"]),
     ];
     for (prefix, name, protocol, scopes) in builtin {
@@ -146,12 +126,7 @@ pub fn from_source(src: &Source) -> Result<Vec<ProviderConfig>, ConfigError> {
         let name = format!("custom:{}", custom.to_ascii_lowercase());
         match read(src, &prefix, name, None)? {
             Some(p) => out.push(p),
-            None => {
-                return Err(ConfigError::Invalid {
-                    name: "EXTERNAL_CUSTOM_PROVIDERS",
-                    why: format!("{custom:?} is listed but {prefix}CLIENT_ID is not set"),
-                })
-            }
+            None => return Err(ConfigError::Invalid { name: "EXTERNAL_CUSTOM_PROVIDERS", why: format!("{custom:?} is listed but {prefix}CLIENT_ID is not set") }),
         }
     }
     Ok(out)

@@ -39,27 +39,14 @@ pub struct RequestInfo<'a> {
 
 impl Default for RequestInfo<'_> {
     fn default() -> Self {
-        RequestInfo {
-            method: "",
-            path: "",
-            headers: "{}".into(),
-            read_only: false,
-            response_gucs: false,
-            timezone: None,
-            statement_timeout: None,
-            max_affected: None,
-        }
+        RequestInfo { method: "", path: "", headers: "{}".into(), read_only: false, response_gucs: false, timezone: None, statement_timeout: None, max_affected: None }
     }
 }
 
 impl<'a> RequestInfo<'a> {
     /// A request of `method` on `path` with no headers passed on.
     pub fn new(method: &'a str, path: &'a str) -> Self {
-        RequestInfo {
-            method,
-            path,
-            ..Default::default()
-        }
+        RequestInfo { method, path, ..Default::default() }
     }
 }
 
@@ -88,26 +75,9 @@ pub fn setup_params<'s>(who: &'s RunAs<'_>, info: &'s RequestInfo<'_>) -> Vec<Op
 }
 
 /// Opens a transaction on `client` running as `who`.
-pub async fn begin<'a>(
-    client: &'a mut deadpool_postgres::Object,
-    who: &RunAs<'_>,
-    info: &RequestInfo<'_>,
-) -> Result<deadpool_postgres::Transaction<'a>, DbError> {
+pub async fn begin<'a>(client: &'a mut deadpool_postgres::Object, who: &RunAs<'_>, info: &RequestInfo<'_>) -> Result<deadpool_postgres::Transaction<'a>, DbError> {
     let tx = client.transaction().await?;
     let stmt = tx.prepare_cached(SETUP).await?;
-    tx.query(
-        &stmt,
-        &[
-            &who.role,
-            &who.claims,
-            &info.method,
-            &info.path,
-            &info.headers,
-            &info.read_only,
-            &info.timezone,
-            &info.statement_timeout,
-        ],
-    )
-    .await?;
+    tx.query(&stmt, &[&who.role, &who.claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone, &info.statement_timeout]).await?;
     Ok(tx)
 }

@@ -88,16 +88,8 @@ pub fn http_status(code: &str, anon: bool) -> StatusCode {
         "P0004" | "21000" => StatusCode::INTERNAL_SERVER_ERROR,
         c if c.starts_with("PT") => StatusCode::INTERNAL_SERVER_ERROR,
         "57014" => StatusCode::GATEWAY_TIMEOUT,
-        c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        c if c.starts_with("22")
-            || c.starts_with("23")
-            || c.starts_with("42")
-            || c.starts_with("2F") =>
-        {
-            StatusCode::BAD_REQUEST
-        }
+        c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") => StatusCode::SERVICE_UNAVAILABLE,
+        c if c.starts_with("22") || c.starts_with("23") || c.starts_with("42") || c.starts_with("2F") => StatusCode::BAD_REQUEST,
         c if c.starts_with("25") || c.starts_with("40") => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     }
@@ -162,9 +154,6 @@ mod tests {
         assert_eq!(http_status("53300", false), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(http_status("22P02", false), StatusCode::BAD_REQUEST);
         assert_eq!(http_status("40001", false), StatusCode::CONFLICT);
-        assert_eq!(
-            http_status("P0004", false),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
+        assert_eq!(http_status("P0004", false), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

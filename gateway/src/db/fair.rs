@@ -55,11 +55,7 @@ impl Drop for Share {
 impl FairGate {
     /// A gate for a pool of `capacity`; requests wait at most `wait` for a place.
     pub fn new(capacity: usize, wait: Duration) -> Arc<FairGate> {
-        Arc::new(FairGate {
-            capacity: capacity.max(1),
-            wait,
-            state: Mutex::new(State::default()),
-        })
+        Arc::new(FairGate { capacity: capacity.max(1), wait, state: Mutex::new(State::default()) })
     }
 
     /// Waits for a place for `client`: at once while one is free, else in the
@@ -69,9 +65,7 @@ impl FairGate {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if st.in_use < self.capacity && st.turn.is_empty() {
                 st.in_use += 1;
-                return Ok(Share {
-                    gate: Some(self.clone()),
-                });
+                return Ok(Share { gate: Some(self.clone()) });
             }
             let (tx, rx) = oneshot::channel();
             let queue = st.waiting.entry(client).or_default();
@@ -85,10 +79,7 @@ impl FairGate {
             Ok(Ok(share)) => Ok(share),
             // A place handed over as the wait ended is dropped with the receiver,
             // which passes it on.
-            _ => Err(DbError::NoConnection(format!(
-                "no free connection within {:?}",
-                self.wait
-            ))),
+            _ => Err(DbError::NoConnection(format!("no free connection within {:?}", self.wait))),
         }
     }
 
@@ -99,9 +90,7 @@ impl FairGate {
     }
 
     fn release(self: Arc<Self>) {
-        let mut share = Some(Share {
-            gate: Some(self.clone()),
-        });
+        let mut share = Some(Share { gate: Some(self.clone()) });
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(client) = st.turn.pop_front() {
             let Some(queue) = st.waiting.get_mut(&client) else {
@@ -148,16 +137,9 @@ mod tests {
     #[tokio::test]
     async fn a_lone_client_gets_the_whole_pool() {
         let gate = FairGate::new(3, Duration::from_millis(50));
-        let held: Vec<Share> = vec![
-            gate.enter(ip(1)).await.unwrap(),
-            gate.enter(ip(1)).await.unwrap(),
-            gate.enter(ip(1)).await.unwrap(),
-        ];
+        let held: Vec<Share> = vec![gate.enter(ip(1)).await.unwrap(), gate.enter(ip(1)).await.unwrap(), gate.enter(ip(1)).await.unwrap()];
         assert_eq!(gate.load(), (3, 0));
-        assert!(
-            gate.enter(ip(1)).await.is_err(),
-            "a fourth waits out the timeout"
-        );
+        assert!(gate.enter(ip(1)).await.is_err(), "a fourth waits out the timeout");
         drop(held);
         assert_eq!(gate.load(), (0, 0));
     }
@@ -170,9 +152,7 @@ mod tests {
         let mut greedy = Vec::new();
         for _ in 0..5 {
             let g = gate.clone();
-            greedy.push(tokio::spawn(
-                async move { g.enter(ip(1)).await.map(|s| (1, s)) },
-            ));
+            greedy.push(tokio::spawn(async move { g.enter(ip(1)).await.map(|s| (1, s)) }));
             tokio::task::yield_now().await;
         }
         let g = gate.clone();
@@ -181,29 +161,15 @@ mod tests {
         assert_eq!(gate.load(), (1, 6));
         drop(first);
         // The place goes to the greedy client's oldest request (its turn came first) ...
-        let (who, share) = tokio::time::timeout(Duration::from_secs(1), greedy.remove(0))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let (who, share) = tokio::time::timeout(Duration::from_secs(1), greedy.remove(0)).await.unwrap().unwrap().unwrap();
         assert_eq!(who, 1);
         drop(share);
         // ... and the next one to the other client, ahead of four older greedy requests.
-        let (who, share) = tokio::time::timeout(Duration::from_secs(1), other)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let (who, share) = tokio::time::timeout(Duration::from_secs(1), other).await.unwrap().unwrap().unwrap();
         assert_eq!(who, 2);
         drop(share);
         for t in greedy {
-            drop(
-                tokio::time::timeout(Duration::from_secs(1), t)
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .unwrap(),
-            );
+            drop(tokio::time::timeout(Duration::from_secs(1), t).await.unwrap().unwrap().unwrap());
         }
         assert_eq!(gate.load(), (0, 0));
     }

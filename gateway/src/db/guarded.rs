@@ -18,10 +18,7 @@ pub struct Guarded {
 impl Guarded {
     /// Takes a connection from `pool`.
     pub async fn get(pool: &Pool) -> Result<Guarded, deadpool_postgres::PoolError> {
-        Ok(Guarded {
-            client: Some(pool.get().await?),
-            armed: true,
-        })
+        Ok(Guarded { client: Some(pool.get().await?), armed: true })
     }
     /// The work finished normally: the connection goes back as it is.
     pub fn finish(mut self) {
@@ -58,11 +55,7 @@ impl Drop for Guarded {
             let _ = tokio::time::timeout(Duration::from_secs(5), token.cancel_query(NoTls)).await;
             // Queued behind the cancelled statement (and a dropped transaction's
             // ROLLBACK): once this answers, the backend is idle.
-            if tokio::time::timeout(Duration::from_secs(10), client.simple_query("SELECT 1"))
-                .await
-                .map(|r| r.is_ok())
-                != Ok(true)
-            {
+            if tokio::time::timeout(Duration::from_secs(10), client.simple_query("SELECT 1")).await.map(|r| r.is_ok()) != Ok(true) {
                 drop(deadpool_postgres::Object::take(client));
             }
         });

@@ -54,10 +54,7 @@ impl std::error::Error for WireError {}
 
 impl From<std::io::Error> for WireError {
     fn from(e: std::io::Error) -> Self {
-        match e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<Oversized>())
-        {
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<Oversized>()) {
             Some(o) => WireError::TooLarge(o.0),
             None => WireError::Io(e),
         }
@@ -184,39 +181,22 @@ pub struct WireConn {
 impl WireConn {
     /// Connects and authenticates as `DATABASE_URL` says.
     pub async fn connect(config: &tokio_postgres::Config) -> std::io::Result<WireConn> {
-        let timeout = config
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(Duration::from_secs(5));
-        tokio::time::timeout(timeout, Self::connect_inner(config))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connecting to Postgres timed out",
-                )
-            })?
+        let timeout = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(5));
+        tokio::time::timeout(timeout, Self::connect_inner(config)).await.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting to Postgres timed out"))?
     }
 
     async fn connect_inner(config: &tokio_postgres::Config) -> std::io::Result<WireConn> {
         let hosts = config.get_hosts();
         let ports = config.get_ports();
-        let mut last =
-            std::io::Error::new(std::io::ErrorKind::NotFound, "DATABASE_URL names no host");
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "DATABASE_URL names no host");
         for (i, host) in hosts.iter().enumerate() {
             let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
             let stream = match host {
-                Host::Tcp(h) => tokio::net::TcpStream::connect((h.as_str(), port))
-                    .await
-                    .map(|s| {
-                        let _ = s.set_nodelay(true);
-                        Stream::Tcp(s)
-                    }),
-                Host::Unix(dir) => {
-                    tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
-                        .await
-                        .map(Stream::Unix)
-                }
+                Host::Tcp(h) => tokio::net::TcpStream::connect((h.as_str(), port)).await.map(|s| {
+                    let _ = s.set_nodelay(true);
+                    Stream::Tcp(s)
+                }),
+                Host::Unix(dir) => tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await.map(Stream::Unix),
             };
             match stream {
                 Ok(s) => {
@@ -234,12 +214,7 @@ impl WireConn {
                         cancel: None,
                     };
                     let key = conn.startup(config).await?;
-                    conn.cancel = key.map(|(pid, secret)| CancelKey {
-                        host: host.clone(),
-                        port,
-                        pid,
-                        secret,
-                    });
+                    conn.cancel = key.map(|(pid, secret)| CancelKey { host: host.clone(), port, pid, secret });
                     return Ok(conn);
                 }
                 Err(e) => last = e,
@@ -249,18 +224,10 @@ impl WireConn {
     }
 
     /// Authenticates; returns the backend's cancel key.
-    async fn startup(
-        &mut self,
-        config: &tokio_postgres::Config,
-    ) -> std::io::Result<Option<(i32, i32)>> {
+    async fn startup(&mut self, config: &tokio_postgres::Config) -> std::io::Result<Option<(i32, i32)>> {
         let user = config.get_user().unwrap_or("postgres");
         let db = config.get_dbname().unwrap_or(user);
-        let mut params = vec![
-            ("user", user),
-            ("database", db),
-            ("application_name", "pgstack"),
-            ("client_encoding", "UTF8"),
-        ];
+        let mut params = vec![("user", user), ("database", db), ("application_name", "pgstack"), ("client_encoding", "UTF8")];
         if let Some(o) = config.get_options() {
             params.push(("options", o));
         }
@@ -277,11 +244,7 @@ impl WireConn {
                     self.flush().await?;
                 }
                 backend::Message::AuthenticationMd5Password(body) => {
-                    let hash = postgres_protocol::authentication::md5_hash(
-                        user.as_bytes(),
-                        &password,
-                        body.salt(),
-                    );
+                    let hash = postgres_protocol::authentication::md5_hash(user.as_bytes(), &password, body.salt());
                     frontend::password_message(hash.as_bytes(), &mut self.write)?;
                     self.flush().await?;
                 }
@@ -300,18 +263,13 @@ impl WireConn {
                     scram = Some(s);
                 }
                 backend::Message::AuthenticationSaslContinue(body) => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| other("unexpected SASL message"))?;
+                    let s = scram.as_mut().ok_or_else(|| other("unexpected SASL message"))?;
                     s.update(body.data())?;
                     frontend::sasl_response(s.message(), &mut self.write)?;
                     self.flush().await?;
                 }
                 backend::Message::AuthenticationSaslFinal(body) => {
-                    scram
-                        .as_mut()
-                        .ok_or_else(|| other("unexpected SASL message"))?
-                        .finish(body.data())?;
+                    scram.as_mut().ok_or_else(|| other("unexpected SASL message"))?.finish(body.data())?;
                 }
                 backend::Message::ErrorResponse(body) => {
                     let f = DbFields::parse(&body)?;
@@ -422,32 +380,21 @@ impl WireConn {
                     }
                     parsed += 1;
                 }
-                backend::Message::BindComplete
-                | backend::Message::NoData
-                | backend::Message::RowDescription(_) => {}
+                backend::Message::BindComplete | backend::Message::NoData | backend::Message::RowDescription(_) => {}
                 backend::Message::DataRow(row) => {
                     let buf = row.buffer();
                     let mut values = Vec::new();
                     let mut ranges = row.ranges();
                     while let Some(r) = ranges.next()? {
                         values.push(match r {
-                            Some(r) => Some(
-                                std::str::from_utf8(&buf[r])
-                                    .map_err(|e| other(&e.to_string()))?
-                                    .to_owned(),
-                            ),
+                            Some(r) => Some(std::str::from_utf8(&buf[r]).map_err(|e| other(&e.to_string()))?.to_owned()),
                             None => None,
                         });
                     }
                     current.rows.push(values);
                 }
                 backend::Message::CommandComplete(body) => {
-                    current.affected = body
-                        .tag()?
-                        .rsplit(' ')
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0);
+                    current.affected = body.tag()?.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
                     results.push(std::mem::take(&mut current));
                 }
                 backend::Message::EmptyQueryResponse => results.push(std::mem::take(&mut current)),
@@ -456,9 +403,7 @@ impl WireConn {
                     error.get_or_insert(f);
                 }
                 backend::Message::ReadyForQuery(_) => break,
-                backend::Message::NoticeResponse(_)
-                | backend::Message::ParameterStatus(_)
-                | backend::Message::NotificationResponse(_) => {}
+                backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_) | backend::Message::NotificationResponse(_) => {}
                 _ => return Err(WireError::Io(other("unexpected message in a pipeline"))),
             }
         }
@@ -476,16 +421,11 @@ impl WireConn {
         loop {
             while self.read.len() < 5 {
                 if self.stream.read_buf(&mut self.read).await? == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "Postgres closed the connection",
-                    ));
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "Postgres closed the connection"));
                 }
             }
             let kind = self.read[0];
-            let total =
-                1 + u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]])
-                    as usize;
+            let total = 1 + u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]) as usize;
             if self.read.len() >= total {
                 let _ = self.read.split_to(total);
             } else {
@@ -495,10 +435,7 @@ impl WireConn {
                     let n = remaining.min(scratch.len());
                     let got = self.stream.read(&mut scratch[..n]).await?;
                     if got == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "Postgres closed the connection",
-                        ));
+                        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "Postgres closed the connection"));
                     }
                     remaining -= got;
                 }
@@ -539,9 +476,7 @@ impl WireConn {
             // The header (type byte + length) tells a message's size before its body
             // is read: one over the limit is refused, not buffered.
             if self.read.len() >= 5 {
-                let len =
-                    u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]])
-                        as usize;
+                let len = u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]) as usize;
                 if len > self.max_message {
                     (self.broken, self.oversized) = (true, true);
                     return Err(std::io::Error::other(Oversized(self.max_message)));
@@ -556,10 +491,7 @@ impl WireConn {
             match self.stream.read_buf(&mut self.read).await {
                 Ok(0) => {
                     (self.broken, self.dead) = (true, true);
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "Postgres closed the connection",
-                    ));
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "Postgres closed the connection"));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -591,20 +523,14 @@ async fn send_cancel(k: &CancelKey) -> std::io::Result<()> {
                 let _ = s.read(&mut [0u8; 1]).await;
             }
             Host::Unix(dir) => {
-                let mut s =
-                    tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{}", k.port)))
-                        .await?;
+                let mut s = tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{}", k.port))).await?;
                 s.write_all(&buf).await?;
                 let _ = s.read(&mut [0u8; 1]).await;
             }
         }
         Ok::<_, std::io::Error>(())
     };
-    tokio::time::timeout(Duration::from_secs(5), send)
-        .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel request timed out")
-        })?
+    tokio::time::timeout(Duration::from_secs(5), send).await.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel request timed out"))?
 }
 
 /// A pipeline connection checked out for one request. When the request ends before
@@ -616,9 +542,7 @@ pub struct Lease(Option<deadpool::managed::Object<WireManager>>);
 
 impl Lease {
     /// Takes a connection from `pool`.
-    pub async fn get(
-        pool: &WirePool,
-    ) -> Result<Lease, deadpool::managed::PoolError<std::io::Error>> {
+    pub async fn get(pool: &WirePool) -> Result<Lease, deadpool::managed::PoolError<std::io::Error>> {
         Ok(Lease(Some(pool.get().await?)))
     }
 }
@@ -626,17 +550,13 @@ impl Lease {
 impl std::ops::Deref for Lease {
     type Target = WireConn;
     fn deref(&self) -> &WireConn {
-        self.0
-            .as_ref()
-            .expect("lease holds its connection until dropped")
+        self.0.as_ref().expect("lease holds its connection until dropped")
     }
 }
 
 impl std::ops::DerefMut for Lease {
     fn deref_mut(&mut self) -> &mut WireConn {
-        self.0
-            .as_mut()
-            .expect("lease holds its connection until dropped")
+        self.0.as_mut().expect("lease holds its connection until dropped")
     }
 }
 
@@ -674,17 +594,11 @@ impl deadpool::managed::Manager for WireManager {
         Ok(c)
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut WireConn,
-        _: &deadpool::managed::Metrics,
-    ) -> deadpool::managed::RecycleResult<std::io::Error> {
+    async fn recycle(&self, conn: &mut WireConn, _: &deadpool::managed::Metrics) -> deadpool::managed::RecycleResult<std::io::Error> {
         if conn.is_usable() {
             Ok(())
         } else {
-            Err(deadpool::managed::RecycleError::message(
-                "connection interrupted mid-request",
-            ))
+            Err(deadpool::managed::RecycleError::message("connection interrupted mid-request"))
         }
     }
 }
@@ -694,19 +608,12 @@ pub type WirePool = deadpool::managed::Pool<WireManager>;
 
 /// Builds the pool (lazily connected) from the same settings as the main pool.
 /// `max_message`: the largest result message (one row) read into memory.
-pub fn pool(
-    config: tokio_postgres::Config,
-    size: usize,
-    max_message: usize,
-) -> anyhow::Result<WirePool> {
-    Ok(deadpool::managed::Pool::builder(WireManager {
-        config,
-        max_message,
-    })
-    .max_size(size)
-    .runtime(deadpool::Runtime::Tokio1)
-    .wait_timeout(Some(super::POOL_WAIT))
-    .create_timeout(Some(Duration::from_secs(5)))
-    .recycle_timeout(Some(Duration::from_secs(2)))
-    .build()?)
+pub fn pool(config: tokio_postgres::Config, size: usize, max_message: usize) -> anyhow::Result<WirePool> {
+    Ok(deadpool::managed::Pool::builder(WireManager { config, max_message })
+        .max_size(size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(super::POOL_WAIT))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(2)))
+        .build()?)
 }

@@ -19,13 +19,7 @@ pub const POOL_WAIT: Duration = Duration::from_secs(5);
 pub fn pool(config: &Config) -> anyhow::Result<Pool> {
     let mut pg = pg_config(config)?;
     pg.application_name("pgstack");
-    let mgr = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let mgr = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Ok(Pool::builder(mgr)
         .max_size(config.db_pool_size)
         .runtime(Runtime::Tokio1)
@@ -38,11 +32,7 @@ pub fn pool(config: &Config) -> anyhow::Result<Pool> {
 /// The pipeline pool for REST requests ([`super::pipeline`]): same DATABASE_URL and
 /// size as the main pool, connected lazily.
 pub fn wire_pool(config: &Config) -> anyhow::Result<super::pipeline::WirePool> {
-    super::pipeline::pool(
-        pg_config(config)?,
-        config.db_pool_size,
-        config.response_max_bytes,
-    )
+    super::pipeline::pool(pg_config(config)?, config.db_pool_size, config.response_max_bytes)
 }
 
 /// DATABASE_URL with the gateway's connection defaults: a connect timeout, and
@@ -77,8 +67,5 @@ pub async fn ping(pool: &Pool) -> bool {
             }
         }
     };
-    matches!(
-        tokio::time::timeout(PING_TIMEOUT, attempt).await,
-        Ok(Some(()))
-    )
+    matches!(tokio::time::timeout(PING_TIMEOUT, attempt).await, Ok(Some(())))
 }

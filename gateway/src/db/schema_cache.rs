@@ -46,11 +46,7 @@ pub struct Table {
 impl Table {
     /// The methods PostgREST's OPTIONS lists for this relation (its `Allow` header).
     pub fn allow(&self) -> String {
-        let (update, insert, delete) = (
-            self.writable & 4 != 0,
-            self.writable & 8 != 0,
-            self.writable & 16 != 0,
-        );
+        let (update, insert, delete) = (self.writable & 4 != 0, self.writable & 8 != 0, self.writable & 16 != 0);
         let mut m = vec!["OPTIONS", "GET", "HEAD"];
         if insert {
             m.push("POST");
@@ -103,10 +99,7 @@ impl Function {
     /// argument without a default is given and every given one exists.
     pub fn accepts(&self, given: &[&str]) -> bool {
         let required = self.args.len() - self.n_defaults.min(self.args.len());
-        self.args[..required]
-            .iter()
-            .all(|(n, _)| given.contains(&n.as_str()))
-            && given.iter().all(|g| self.args.iter().any(|(n, _)| n == g))
+        self.args[..required].iter().all(|(n, _)| given.contains(&n.as_str())) && given.iter().all(|g| self.args.iter().any(|(n, _)| n == g))
     }
 }
 
@@ -154,16 +147,11 @@ impl SchemaCache {
     }
     /// A function of `schema` (its first overload).
     pub fn function(&self, schema: &str, name: &str) -> Option<&Function> {
-        self.functions
-            .get(&(schema.to_owned(), name.to_owned()))
-            .and_then(|v| v.first())
+        self.functions.get(&(schema.to_owned(), name.to_owned())).and_then(|v| v.first())
     }
     /// Every overload of a function of `schema`.
     pub fn overloads(&self, schema: &str, name: &str) -> &[Function] {
-        self.functions
-            .get(&(schema.to_owned(), name.to_owned()))
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        self.functions.get(&(schema.to_owned(), name.to_owned())).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// The SQL text of a cast to `name` (a `select=` cast as the request wrote it:
@@ -174,11 +162,7 @@ impl SchemaCache {
             Some(b) => (b.trim_end(), true),
             None => (name.trim(), false),
         };
-        let folded = base
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase();
+        let folded = base.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
         let canonical = match folded.as_str() {
             "integer" | "int" => "int4",
             "smallint" => "int2",
@@ -201,17 +185,9 @@ impl SchemaCache {
     }
 
     /// Reads the catalog for `schemas`.
-    pub async fn load(
-        client: &Client,
-        schemas: &[String],
-    ) -> Result<SchemaCache, tokio_postgres::Error> {
-        let mut cache = SchemaCache {
-            schemas: schemas.to_vec(),
-            ..Default::default()
-        };
-        let rows = client
-            .query(include_str!("schema_sql/tables.sql"), &[&schemas])
-            .await?;
+    pub async fn load(client: &Client, schemas: &[String]) -> Result<SchemaCache, tokio_postgres::Error> {
+        let mut cache = SchemaCache { schemas: schemas.to_vec(), ..Default::default() };
+        let rows = client.query(include_str!("schema_sql/tables.sql"), &[&schemas]).await?;
         for r in rows {
             let (schema, name): (String, String) = (r.get(0), r.get(1));
             let cols: serde_json::Value = r.get(3);
@@ -231,39 +207,15 @@ impl SchemaCache {
                 })
                 .unwrap_or_default();
             let pk: Vec<String> = r.get(4);
-            cache.tables.insert(
-                (schema.clone(), name.clone()),
-                Table {
-                    schema,
-                    name,
-                    is_view: r.get(2),
-                    columns,
-                    primary_key: pk,
-                    writable: r.get(5),
-                },
-            );
+            cache.tables.insert((schema.clone(), name.clone()), Table { schema, name, is_view: r.get(2), columns, primary_key: pk, writable: r.get(5) });
         }
         let mut keys = Vec::new();
-        for r in client
-            .query(include_str!("schema_sql/foreign_keys.sql"), &[&schemas])
-            .await?
-        {
-            keys.push(ForeignKey {
-                name: r.get(0),
-                table: (r.get(1), r.get(2)),
-                columns: r.get(3),
-                ref_table: (r.get(4), r.get(5)),
-                ref_columns: r.get(6),
-                unique: r.get(7),
-            });
+        for r in client.query(include_str!("schema_sql/foreign_keys.sql"), &[&schemas]).await? {
+            keys.push(ForeignKey { name: r.get(0), table: (r.get(1), r.get(2)), columns: r.get(3), ref_table: (r.get(4), r.get(5)), ref_columns: r.get(6), unique: r.get(7) });
         }
         let mut views = ViewMap::default();
-        for r in client
-            .query(include_str!("schema_sql/view_columns.sql"), &[&schemas])
-            .await?
-        {
-            let (view, base): ((String, String), (String, String)) =
-                ((r.get(0), r.get(1)), (r.get(3), r.get(4)));
+        for r in client.query(include_str!("schema_sql/view_columns.sql"), &[&schemas]).await? {
+            let (view, base): ((String, String), (String, String)) = ((r.get(0), r.get(1)), (r.get(3), r.get(4)));
             let (view_col, base_col): (String, String) = (r.get(2), r.get(5));
             let entry = views.entry(base).or_default();
             match entry.iter_mut().find(|(v, _)| *v == view) {
@@ -302,14 +254,9 @@ impl SchemaCache {
             .await?;
         for r in types {
             let (name, schema): (String, String) = (r.get(0), r.get(1));
-            cache
-                .types
-                .entry(name.to_lowercase())
-                .or_insert_with(|| crate::db::sql::qualified(&schema, &name));
+            cache.types.entry(name.to_lowercase()).or_insert_with(|| crate::db::sql::qualified(&schema, &name));
         }
-        let rows = client
-            .query(include_str!("schema_sql/functions.sql"), &[&schemas])
-            .await?;
+        let rows = client.query(include_str!("schema_sql/functions.sql"), &[&schemas]).await?;
         for r in rows {
             let (schema, name): (String, String) = (r.get(0), r.get(1));
             let names: Vec<String> = r.get(2);
@@ -339,20 +286,15 @@ type ViewMap = HashMap<(String, String), Vec<((String, String), HashMap<String, 
 /// relationships): when a view shows all of a key's columns, the key is repeated
 /// between every pair of {table, its views} on both sides, under the same name.
 fn through_views(keys: Vec<ForeignKey>, views: &ViewMap) -> Vec<ForeignKey> {
-    let sources =
-        |table: &(String, String), cols: &[String]| -> Vec<((String, String), Vec<String>)> {
-            let mut out = vec![(table.clone(), cols.to_vec())];
-            for (view, map) in views.get(table).into_iter().flatten() {
-                if let Some(mapped) = cols
-                    .iter()
-                    .map(|c| map.get(c).cloned())
-                    .collect::<Option<Vec<String>>>()
-                {
-                    out.push((view.clone(), mapped));
-                }
+    let sources = |table: &(String, String), cols: &[String]| -> Vec<((String, String), Vec<String>)> {
+        let mut out = vec![(table.clone(), cols.to_vec())];
+        for (view, map) in views.get(table).into_iter().flatten() {
+            if let Some(mapped) = cols.iter().map(|c| map.get(c).cloned()).collect::<Option<Vec<String>>>() {
+                out.push((view.clone(), mapped));
             }
-            out
-        };
+        }
+        out
+    };
     let mut out = Vec::new();
     for fk in keys {
         let left = sources(&fk.table, &fk.columns);
@@ -362,14 +304,7 @@ fn through_views(keys: Vec<ForeignKey>, views: &ViewMap) -> Vec<ForeignKey> {
                 if *lt == fk.table && *rt == fk.ref_table {
                     continue;
                 }
-                out.push(ForeignKey {
-                    name: fk.name.clone(),
-                    table: lt.clone(),
-                    columns: lc.clone(),
-                    ref_table: rt.clone(),
-                    ref_columns: rc.clone(),
-                    unique: fk.unique,
-                });
+                out.push(ForeignKey { name: fk.name.clone(), table: lt.clone(), columns: lc.clone(), ref_table: rt.clone(), ref_columns: rc.clone(), unique: fk.unique });
             }
         }
         out.push(fk);
@@ -418,34 +353,20 @@ struct CacheSlot {
 
 impl CacheHandle {
     /// Reads the catalog of `schemas` and installs it (unless a later reload won).
-    pub async fn reload(
-        &self,
-        pool: &deadpool_postgres::Pool,
-        schemas: &[String],
-    ) -> Result<(), DbError> {
+    pub async fn reload(&self, pool: &deadpool_postgres::Pool, schemas: &[String]) -> Result<(), DbError> {
         let client = pool.get().await?;
         let ticket = self.ticket();
         let cache = SchemaCache::load(&client, schemas).await?;
-        tracing::info!(
-            tables = cache.tables.len(),
-            functions = cache.functions.len(),
-            "schema cache loaded"
-        );
+        tracing::info!(tables = cache.tables.len(), functions = cache.functions.len(), "schema cache loaded");
         if !self.set(ticket, cache) {
             tracing::debug!("a later schema cache reload already finished");
         }
-        self.0
-            .loaded
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.0.loaded.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
     /// The current snapshot, loading it first if it never was (e.g. Postgres was
     /// down at start).
-    pub async fn ensure(
-        &self,
-        pool: &deadpool_postgres::Pool,
-        schemas: &[String],
-    ) -> Result<Arc<SchemaCache>, DbError> {
+    pub async fn ensure(&self, pool: &deadpool_postgres::Pool, schemas: &[String]) -> Result<Arc<SchemaCache>, DbError> {
         if !self.0.loaded.load(std::sync::atomic::Ordering::Acquire) {
             self.reload(pool, schemas).await?;
         }
@@ -453,18 +374,11 @@ impl CacheHandle {
     }
     /// The current snapshot.
     pub fn get(&self) -> Arc<SchemaCache> {
-        self.0
-            .current
-            .read()
-            .map(|g| g.1.clone())
-            .unwrap_or_default()
+        self.0.current.read().map(|g| g.1.clone()).unwrap_or_default()
     }
     /// A ticket for a reload about to read the catalog (later tickets win).
     pub fn ticket(&self) -> u64 {
-        self.0
-            .tickets
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1
+        self.0.tickets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
     }
     /// Installs a snapshot read under `ticket`, unless a reload that started later
     /// already installed its own. True if installed.
@@ -487,15 +401,9 @@ mod tests {
     fn a_reload_that_started_earlier_never_replaces_a_later_one() {
         let h = CacheHandle::default();
         let (early, late) = (h.ticket(), h.ticket());
-        let named = |s: &str| SchemaCache {
-            schemas: vec![s.to_owned()],
-            ..Default::default()
-        };
+        let named = |s: &str| SchemaCache { schemas: vec![s.to_owned()], ..Default::default() };
         assert!(h.set(late, named("late")));
-        assert!(
-            !h.set(early, named("early")),
-            "the earlier reload finished last"
-        );
+        assert!(!h.set(early, named("early")), "the earlier reload finished last");
         assert_eq!(h.get().schemas, vec!["late".to_owned()]);
         let next = h.ticket();
         assert!(h.set(next, named("next")));
@@ -510,38 +418,15 @@ mod cast_tests {
     #[test]
     fn casts_resolve_to_quoted_catalog_names_only() {
         let mut c = SchemaCache::default();
-        for (n, s) in [
-            ("int4", "pg_catalog"),
-            ("_int4", "pg_catalog"),
-            ("float8", "pg_catalog"),
-            ("text", "pg_catalog"),
-            ("mood", "public"),
-        ] {
+        for (n, s) in [("int4", "pg_catalog"), ("_int4", "pg_catalog"), ("float8", "pg_catalog"), ("text", "pg_catalog"), ("mood", "public")] {
             c.types.insert(n.into(), crate::db::sql::qualified(s, n));
         }
-        assert_eq!(
-            c.cast_type("integer").as_deref(),
-            Some(r#""pg_catalog"."int4""#)
-        );
-        assert_eq!(
-            c.cast_type("INT4").as_deref(),
-            Some(r#""pg_catalog"."int4""#)
-        );
-        assert_eq!(
-            c.cast_type("int4[]").as_deref(),
-            Some(r#""pg_catalog"."int4"[]"#)
-        );
-        assert_eq!(
-            c.cast_type("double   precision").as_deref(),
-            Some(r#""pg_catalog"."float8""#)
-        );
+        assert_eq!(c.cast_type("integer").as_deref(), Some(r#""pg_catalog"."int4""#));
+        assert_eq!(c.cast_type("INT4").as_deref(), Some(r#""pg_catalog"."int4""#));
+        assert_eq!(c.cast_type("int4[]").as_deref(), Some(r#""pg_catalog"."int4"[]"#));
+        assert_eq!(c.cast_type("double   precision").as_deref(), Some(r#""pg_catalog"."float8""#));
         assert_eq!(c.cast_type("mood").as_deref(), Some(r#""public"."mood""#));
-        for bad in [
-            "text FROM notes UNION SELECT session_user",
-            "text)",
-            "nope",
-            "",
-        ] {
+        for bad in ["text FROM notes UNION SELECT session_user", "text)", "nope", ""] {
             assert_eq!(c.cast_type(bad), None, "{bad}");
         }
     }

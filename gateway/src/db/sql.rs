@@ -65,10 +65,7 @@ mod tests {
     #[test]
     fn binds_are_numbered_text_parameters() {
         let mut s = Sql::default();
-        s.push("a = ")
-            .push_bind("x".to_owned())
-            .push(" AND b = ")
-            .push_bind(None);
+        s.push("a = ").push_bind("x".to_owned()).push(" AND b = ").push_bind(None);
         assert_eq!(s.text, "a = $1::text AND b = $2::text");
         assert_eq!(s.params, vec![Some("x".into()), None]);
     }
@@ -76,9 +73,6 @@ mod tests {
     #[test]
     fn identifiers_and_literals_are_escaped() {
         assert_eq!(ident(r#"we"ird"#), r#""we""ird""#);
-        assert_eq!(
-            array_literal(["a", r#"b"c"#, r"d\"]),
-            r#"{"a","b\"c","d\\"}"#
-        );
+        assert_eq!(array_literal(["a", r#"b"c"#, r"d\"]), r#"{"a","b\"c","d\\"}"#);
     }
 }

@@ -38,9 +38,8 @@ pub fn pg_bin_dir() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(d));
     }
     let debian = Path::new("/usr/lib/postgresql/15/bin");
-    let pg_config = std::env::var("PG_CONFIG").ok().map(PathBuf::from).unwrap_or_else(|| {
-        if debian.join("pg_config").exists() { debian.join("pg_config") } else { PathBuf::from("pg_config") }
-    });
+    let pg_config =
+        std::env::var("PG_CONFIG").ok().map(PathBuf::from).unwrap_or_else(|| if debian.join("pg_config").exists() { debian.join("pg_config") } else { PathBuf::from("pg_config") });
     if let Ok(out) = Command::new(&pg_config).arg("--bindir").output() {
         if out.status.success() {
             let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -69,10 +68,7 @@ pub fn server_os_user() -> anyhow::Result<Option<String>> {
             return Ok(Some(u.to_owned()));
         }
     }
-    let st = Command::new("useradd")
-        .args(["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "pgstack"])
-        .status()
-        .context("running useradd")?;
+    let st = Command::new("useradd").args(["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", "pgstack"]).status().context("running useradd")?;
     if !st.success() {
         bail!("cannot create the unprivileged `pgstack` user that runs PostgreSQL (useradd failed)");
     }
@@ -185,10 +181,7 @@ impl Cluster {
 
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) -> anyhow::Result<()> {
-        let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=200",
-            self.port
-        );
+        let opts = format!("-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=200", self.port);
         let out = self.pg_ctl(|cmd| {
             cmd.arg("-l").arg(self.log_file()).args(["-w", "-t", "60", "-o", &opts, "start"]);
         })?;
@@ -251,10 +244,5 @@ fn check(what: &str, out: Output) -> anyhow::Result<()> {
     if out.status.success() {
         return Ok(());
     }
-    bail!(
-        "{what} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim(),
-        String::from_utf8_lossy(&out.stdout).trim()
-    )
+    bail!("{what} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stderr).trim(), String::from_utf8_lossy(&out.stdout).trim())
 }

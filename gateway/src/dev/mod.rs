@@ -62,10 +62,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         p
     } else {
         match opts.pg_port {
-            Some(p) => cluster::free_port(Some(p))
-                .ok()
-                .filter(|&f| f == p)
-                .with_context(|| format!("port {p} is in use; choose another with --pg-port"))?,
+            Some(p) => cluster::free_port(Some(p)).ok().filter(|&f| f == p).with_context(|| format!("port {p} is in use; choose another with --pg-port"))?,
             None => cluster::free_port(secrets.pg_port)?,
         }
     };
@@ -109,13 +106,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
 fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     use std::io::{Read, Seek, Write};
     let path = dir.join("dev.lock");
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("opening {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -123,11 +114,7 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
             let who = if holder.is_empty() { "another process".to_owned() } else { format!("process {holder}") };
-            anyhow::bail!(
-                "another `pgstack dev` is already running on {} ({who} holds {}); stop it first, or use another --dir",
-                dir.display(),
-                path.display()
-            );
+            anyhow::bail!("another `pgstack dev` is already running on {} ({who} holds {}); stop it first, or use another --dir", dir.display(), path.display());
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
     }
@@ -158,12 +145,8 @@ fn open_cluster(dir: &Path) -> anyhow::Result<Cluster> {
 /// Gateway settings: the environment / config file, with the dev cluster's URL and
 /// the dev project's keys in place of DATABASE_URL, JWT_SECRET and the API keys.
 fn dev_config(opts: &DevOptions, s: &DevSecrets, database_url: &str) -> anyhow::Result<Config> {
-    let src = Source::from_env(opts.config_file.as_deref())?.with_defaults(
-        [("DATABASE_URL", database_url), ("JWT_SECRET", s.jwt_secret.expose())]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-    );
+    let src = Source::from_env(opts.config_file.as_deref())?
+        .with_defaults([("DATABASE_URL", database_url), ("JWT_SECRET", s.jwt_secret.expose())].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect());
     let mut config = Config::load(&src)?;
     config.database_url = database_url.to_owned();
     config.jwt_secret = s.jwt_secret.clone();
@@ -193,7 +176,6 @@ fn print_banner(c: &Config, s: &DevSecrets, db_url: &str, su_url: &str, dir: &Pa
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
-
 
 #[cfg(test)]
 mod tests {

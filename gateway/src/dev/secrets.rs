@@ -62,12 +62,7 @@ impl DevSecrets {
             let (k, v) = item?;
             map.insert(k, v);
         }
-        let get = |k: &str| {
-            map.get(k)
-                .cloned()
-                .map(Secret::new)
-                .with_context(|| format!("{} lacks {k}; delete the file to start a new dev project", path.display()))
-        };
+        let get = |k: &str| map.get(k).cloned().map(Secret::new).with_context(|| format!("{} lacks {k}; delete the file to start a new dev project", path.display()));
         Ok(DevSecrets {
             path: path.to_owned(),
             jwt_secret: get("JWT_SECRET")?,

@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-
 /// Header auth-js needs to read `code` from error bodies.
 pub const API_VERSION_HEADER: &str = "x-supabase-api-version";
 /// Its value.

@@ -73,9 +73,7 @@ pub struct DenoWorker {
 impl DenoWorker {
     /// A worker using `deno` (DENO_PATH, else PATH); nothing starts yet.
     pub fn new(deno_path: Option<String>, memory_mb: u64) -> std::io::Result<DenoWorker> {
-        let deno = deno_path.map(PathBuf::from).or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("deno")).find(|p| p.is_file()))
-        });
+        let deno = deno_path.map(PathBuf::from).or_else(|| std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("deno")).find(|p| p.is_file())));
         let dir = tempfile::Builder::new().prefix("pgstack-functions-").tempdir()?;
         std::fs::write(dir.path().join("_runner.ts"), RUNNER)?;
         Ok(DenoWorker { deno, dir, memory_mb, running: Mutex::new(None) })
@@ -160,8 +158,9 @@ mod tests {
 
     #[test]
     fn the_worker_gets_no_secrets() {
-        let env = [("PATH", "/usr/bin"), ("HOME", "/home/x"), ("JWT_SECRET", "s"), ("DATABASE_URL", "postgres://"), ("SERVICE_ROLE_KEY", "k"), ("SMTP_PASS", "p"), ("DENO_DIR", "/c")]
-            .map(|(k, v)| (k.into(), v.into()));
+        let env =
+            [("PATH", "/usr/bin"), ("HOME", "/home/x"), ("JWT_SECRET", "s"), ("DATABASE_URL", "postgres://"), ("SERVICE_ROLE_KEY", "k"), ("SMTP_PASS", "p"), ("DENO_DIR", "/c")]
+                .map(|(k, v)| (k.into(), v.into()));
         let kept: Vec<String> = worker_env(env.into_iter()).into_iter().map(|(k, _)| k.into_string().unwrap()).collect();
         assert_eq!(kept, ["PATH", "HOME", "DENO_DIR"]);
     }

@@ -15,8 +15,8 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::http::caller::{Caller, KeyKind};
 use crate::db::{caller, DbError, RequestInfo};
+use crate::http::caller::{Caller, KeyKind};
 use crate::AppState;
 
 /// One catalog entry.
@@ -57,11 +57,7 @@ impl Catalog {
 
 /// Routes under /functions/v1.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(list))
-        .route("/_refresh", post(refresh))
-        .route("/{name}", any(invoke_root))
-        .route("/{name}/{*rest}", any(invoke_path))
+    Router::new().route("/", get(list)).route("/_refresh", post(refresh)).route("/{name}", any(invoke_root)).route("/{name}/{*rest}", any(invoke_path))
 }
 
 fn error(status: StatusCode, msg: &str, relay: bool) -> Response<Body> {
@@ -86,16 +82,8 @@ pub async fn reload(s: &AppState) -> anyhow::Result<Arc<HashMap<String, Function
     let map: HashMap<String, FunctionDef> = rows
         .into_iter()
         .map(|r| {
-            let f = FunctionDef {
-                name: r.get(0),
-                runtime: r.get(1),
-                source: r.get(2),
-                entrypoint: r.get(3),
-                verify_jwt: r.get(4),
-                status: r.get(5),
-                version: r.get(6),
-                env: r.get(7),
-            };
+            let f =
+                FunctionDef { name: r.get(0), runtime: r.get(1), source: r.get(2), entrypoint: r.get(3), verify_jwt: r.get(4), status: r.get(5), version: r.get(6), env: r.get(7) };
             (f.name.clone(), f)
         })
         .collect();
@@ -211,11 +199,7 @@ async fn invoke_deno(s: &AppState, f: &FunctionDef, path: &str, method: Method, 
             req = req.header(k, v);
         }
     }
-    req = req
-        .header("x-pgstack-function", &f.name)
-        .header("x-pgstack-version", &f.version)
-        .header("x-pgstack-path", path)
-        .header("x-pgstack-env", &f.env);
+    req = req.header("x-pgstack-function", &f.name).header("x-pgstack-version", &f.version).header("x-pgstack-path", path).header("x-pgstack-env", &f.env);
     let timeout = Duration::from_millis(s.config.function_timeout_ms);
     match tokio::time::timeout(timeout, req.send()).await {
         Err(_) => {

@@ -249,10 +249,7 @@ impl FromRequestParts<AppState> for MaybeCaller {
 
 /// The request's client key (see [`crate::http::rate_limit::client_key`]).
 fn client_of(parts: &Parts) -> Option<std::net::IpAddr> {
-    parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| crate::http::rate_limit::client_key(c.0.ip()))
+    parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| crate::http::rate_limit::client_key(c.0.ip()))
 }
 
 // A refused credential in each product's dialect.
@@ -293,8 +290,8 @@ impl axum::response::IntoResponse for CallerError {
 mod tests {
     use super::*;
     use crate::config::{Secret, Source};
-    use pgstack_shared::JwtClaims;
     use axum::http::HeaderValue;
+    use pgstack_shared::JwtClaims;
 
     fn cfg() -> Config {
         let secret = "caller-test-secret-0123456789-abcdefghijklmn";
@@ -324,9 +321,7 @@ mod tests {
         let got = Caller::resolve(&headers(&[("apikey", anon.expose())]), None, &c).unwrap().unwrap();
         assert_eq!((got.role, got.kind), (Role::Anon, KeyKind::Anon));
         let bearer = format!("Bearer {}", service.expose());
-        let got = Caller::resolve(&headers(&[("apikey", anon.expose()), ("authorization", &bearer)]), None, &c)
-            .unwrap()
-            .unwrap();
+        let got = Caller::resolve(&headers(&[("apikey", anon.expose()), ("authorization", &bearer)]), None, &c).unwrap().unwrap();
         assert_eq!((got.role, got.kind), (Role::ServiceRole, KeyKind::Service));
     }
 

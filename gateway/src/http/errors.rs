@@ -31,11 +31,7 @@ pub async fn json_errors(req: Request, next: Next) -> Response<Body> {
     if !(status.is_client_error() || status.is_server_error()) || res.extensions().get::<Passthrough>().is_some() {
         return res;
     }
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
+    let is_json = res.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.to_ascii_lowercase().contains("json"));
     if is_json || head {
         return res;
     }
@@ -95,11 +91,7 @@ fn generic_code(status: StatusCode) -> &'static str {
 /// A handler that panicked: a 500 for that request (the panic message goes to the
 /// log only), the process and every other request go on.
 pub fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
-    let detail = err
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| err.downcast_ref::<&str>().copied())
-        .unwrap_or("(no message)");
+    let detail = err.downcast_ref::<String>().map(String::as_str).or_else(|| err.downcast_ref::<&str>().copied()).unwrap_or("(no message)");
     tracing::error!(panic = %detail, "a request handler panicked");
     let body = json!({"error": "internal error", "message": "internal error", "code": pgstack_shared::error_code::INTERNAL});
     let mut res = Response::new(Body::from(body.to_string()));
@@ -119,18 +111,24 @@ mod tests {
         Router::new()
             .route("/rest/v1/t", get(|| async { (StatusCode::PAYLOAD_TOO_LARGE, "Failed to buffer the request body") }))
             .route("/storage/v1/x", get(|| async { StatusCode::METHOD_NOT_ALLOWED }))
-            .route("/functions/v1/f", get(|| async {
-                let mut r = Response::new(Body::from("teapot"));
-                *r.status_mut() = StatusCode::IM_A_TEAPOT;
-                r.extensions_mut().insert(Passthrough);
-                r
-            }))
-            .route("/boom", get(|| async {
-                if std::hint::black_box(true) {
-                    panic!("boom");
-                }
-                "never"
-            }))
+            .route(
+                "/functions/v1/f",
+                get(|| async {
+                    let mut r = Response::new(Body::from("teapot"));
+                    *r.status_mut() = StatusCode::IM_A_TEAPOT;
+                    r.extensions_mut().insert(Passthrough);
+                    r
+                }),
+            )
+            .route(
+                "/boom",
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("boom");
+                    }
+                    "never"
+                }),
+            )
             .layer(axum::middleware::from_fn(json_errors))
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
     }

@@ -67,20 +67,11 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 
 /// Middleware: refuses a client over its limit.
 pub async fn enforce(State(limiter): State<Limiter>, req: Request, next: Next) -> Response {
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
     match limiter.check(ip) {
         Ok(()) => next.run(req).await,
         Err(wait) => {
-            let mut res = crate::error::gotrue::AuthError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "over_request_rate_limit",
-                "too many requests, try again later",
-            )
-            .into_response();
+            let mut res = crate::error::gotrue::AuthError::new(StatusCode::TOO_MANY_REQUESTS, "over_request_rate_limit", "too many requests, try again later").into_response();
             if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
                 res.headers_mut().insert("retry-after", v);
             }
@@ -123,7 +114,7 @@ mod tests {
         let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         assert!(l.check(a).is_ok() && l.check(a).is_ok());
         let wait = l.check(a).unwrap_err();
-        assert!(wait >= 1 && wait <= 1800, "{wait}");
+        assert!((1..=1800).contains(&wait), "{wait}");
         assert!(l.check(b).is_ok());
     }
 }

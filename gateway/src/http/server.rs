@@ -95,10 +95,8 @@ fn refuse(stream: TcpStream, why: &'static str, lingering: &Arc<Semaphore>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = stream;
         let body = format!(r#"{{"error":"{why}","message":"{why}","code":"too_many_connections"}}"#);
-        let res = format!(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let res =
+            format!("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}", body.len());
         let exchange = async {
             let mut head = Vec::new();
             let mut buf = [0u8; 2048];
@@ -145,7 +143,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning on the error.
                     accept_errors += 1;
-                    if accept_errors == 1 || accept_errors % 1000 == 0 {
+                    if accept_errors == 1 || accept_errors.is_multiple_of(1000) {
                         tracing::warn!(error = %e, "accept failed");
                     }
                     tokio::time::sleep(Duration::from_millis(10 * accept_errors.min(50) as u64)).await;
@@ -171,7 +169,15 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
     }
 }
 
-fn serve_one(builder: &Arc<Builder<TokioExecutor>>, graceful: &hyper_util::server::graceful::GracefulShutdown, app: Router, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit, slot: IpSlot) {
+fn serve_one(
+    builder: &Arc<Builder<TokioExecutor>>,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    app: Router,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    slot: IpSlot,
+) {
     let svc = tower::ServiceExt::map_request(app, move |mut req: axum::http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         req.map(axum::body::Body::new)

@@ -103,8 +103,7 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
 
 /// Bytes of request bodies buffered by [`buffer_body`] at once, in KiB permits.
 const BODY_BUDGET_KIB: usize = 256 * 1024;
-static BODY_BUDGET: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
-    std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)));
+static BODY_BUDGET: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)));
 
 fn body_error(path: &str, status: StatusCode, msg: &str) -> Response {
     let mut res = (status, axum::Json(super::errors::render(path, status, msg))).into_response();

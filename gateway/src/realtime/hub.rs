@@ -174,12 +174,7 @@ impl Channel {
         let len = text.len();
         self.bytes.fetch_add(len, Ordering::AcqRel);
         self.queued_total.fetch_add(len, Ordering::AcqRel);
-        let payload = Arc::new(Payload {
-            text: Mutex::new(Some(Utf8Bytes::from(text))),
-            len,
-            channel_bytes: self.bytes.clone(),
-            total_bytes: self.queued_total.clone(),
-        });
+        let payload = Arc::new(Payload { text: Mutex::new(Some(Utf8Bytes::from(text))), len, channel_bytes: self.bytes.clone(), total_bytes: self.queued_total.clone() });
         let per_client = self.queue_limits.per_client.load(Ordering::Relaxed);
         let total = self.queue_limits.total.load(Ordering::Relaxed);
         let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());

@@ -28,8 +28,11 @@ pub struct Relay {
     pub gateway: String,
     tx: mpsc::Sender<String>,
     /// Other gateways: last beat, and the (channel, client) presences they own.
-    remote: Mutex<HashMap<String, (Instant, Vec<(String, String)>)>>,
+    remote: Mutex<HashMap<String, Remote>>,
 }
+
+/// Another gateway: when it last beat, and the (channel, client) presences it owns.
+type Remote = (Instant, Vec<(String, String)>);
 
 impl Relay {
     /// Queues one relay message (sent by the relay task).

@@ -58,9 +58,10 @@ impl Budget {
             return Err(RestError::new(StatusCode::PAYLOAD_TOO_LARGE, "PGRST102", format!("a batch may resolve at most {MAX_REFERENCES} references"), None, None));
         }
         self.refs -= 1;
-        self.bytes = self.bytes.checked_sub(len).ok_or_else(|| {
-            RestError::new(StatusCode::PAYLOAD_TOO_LARGE, "PGRST102", format!("references would expand the batch past {MAX_EXPANSION} bytes"), None, None)
-        })?;
+        self.bytes = self
+            .bytes
+            .checked_sub(len)
+            .ok_or_else(|| RestError::new(StatusCode::PAYLOAD_TOO_LARGE, "PGRST102", format!("references would expand the batch past {MAX_EXPANSION} bytes"), None, None))?;
         Ok(())
     }
     /// Accounts for one operation's result text, before it is parsed.
@@ -131,12 +132,7 @@ struct Operation {
 }
 
 /// The handler.
-pub async fn batch(
-    State(s): State<AppState>,
-    caller: Result<Caller, CallerError>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Value>), RestError> {
+pub async fn batch(State(s): State<AppState>, caller: Result<Caller, CallerError>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), RestError> {
     let caller = caller?;
     let b: BatchBody = serde_json::from_slice(&body).map_err(|e| RestError::bad("PGRST102", format!("invalid batch body: {e}")))?;
     if b.operations.is_empty() || b.operations.len() > MAX_OPERATIONS {
@@ -225,6 +221,7 @@ async fn run_batch(
 }
 
 /// One operation: (status, data).
+#[allow(clippy::too_many_arguments)] // the batch's context, passed down as it is
 async fn run_op(
     tx: &deadpool_postgres::Transaction<'_>,
     cache: &SchemaCache,
@@ -243,7 +240,9 @@ async fn run_op(
     let q = request::parse_query(query, false)?;
 
     if let Some(fname) = name.strip_prefix("rpc/") {
-        let f = cache.function(schema, fname).ok_or_else(|| RestError::new(StatusCode::NOT_FOUND, "PGRST202", format!("Could not find the function {schema}.{fname} in the schema cache"), None, None))?;
+        let f = cache
+            .function(schema, fname)
+            .ok_or_else(|| RestError::new(StatusCode::NOT_FOUND, "PGRST202", format!("Could not find the function {schema}.{fname} in the schema cache"), None, None))?;
         let args: Vec<(String, Value)> = match body {
             Some(Value::Object(m)) => m.into_iter().collect(),
             None => Vec::new(),
@@ -360,7 +359,8 @@ mod tests {
         done.insert("create".to_owned(), json!({"id": 42, "name": "x", "tags": ["a"]}));
         done.insert("many".to_owned(), json!([{"id": 7}]));
         let b = &mut Budget::new();
-        let got = substitute(json!({"order_id": "{{create.id}}", "label": "order {{create.id}} of {{create.name}}", "first": "{{many.id}}", "t": "{{create.tags.0}}"}), &done, b).unwrap();
+        let got = substitute(json!({"order_id": "{{create.id}}", "label": "order {{create.id}} of {{create.name}}", "first": "{{many.id}}", "t": "{{create.tags.0}}"}), &done, b)
+            .unwrap();
         assert_eq!(got, json!({"order_id": 42, "label": "order 42 of x", "first": 7, "t": "a"}));
         assert!(substitute(json!("{{nope.id}}"), &done, b).is_err());
         assert!(substitute(json!("{{create.missing}}"), &done, b).is_err());

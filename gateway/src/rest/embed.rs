@@ -43,9 +43,7 @@ impl Rel<'_> {
     fn matches_hint(&self, hint: &str) -> bool {
         match self {
             Rel::ManyToOne(fk) | Rel::OneToMany(fk) => fk.name == hint || fk.columns.iter().any(|c| c == hint),
-            Rel::ManyToMany { junction, to_parent, to_child } => {
-                junction.name == hint || to_parent.name == hint || to_child.name == hint
-            }
+            Rel::ManyToMany { junction, to_parent, to_child } => junction.name == hint || to_parent.name == hint || to_child.name == hint,
         }
     }
 

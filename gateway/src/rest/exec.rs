@@ -6,11 +6,11 @@ use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
 
 use super::error::RestError;
-use crate::db::sql::Sql;
-use crate::http::caller::Caller;
 use crate::db::caller as as_caller;
 pub use crate::db::caller::RequestInfo;
 use crate::db::pipeline::Step;
+use crate::db::sql::Sql;
+use crate::http::caller::Caller;
 use crate::state::AppState;
 
 /// Reads what the statement asked of the response (PostgREST's GUC protocol).
@@ -112,7 +112,15 @@ async fn run_in_transaction(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>
     out
 }
 
-async fn in_transaction(client: &mut deadpool_postgres::Object, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool, anon: bool) -> Result<Outcome, RestError> {
+async fn in_transaction(
+    client: &mut deadpool_postgres::Object,
+    caller: &Caller,
+    info: &RequestInfo<'_>,
+    sql: &Sql,
+    rows: bool,
+    rollback: bool,
+    anon: bool,
+) -> Result<Outcome, RestError> {
     let tx = begin(client, caller, info).await?;
     let mut out = statement(&tx, sql, rows, anon).await?;
     let db = |e| RestError::from_db(e, anon);

@@ -40,10 +40,7 @@ pub async fn convert(pool: &Pool, out: &mut Outcome, accept: Accept) -> Result<(
         }
         Accept::JsonStripped | Accept::ObjectStripped => {
             let client = pool.get().await?;
-            let row = client
-                .query_one("SELECT json_strip_nulls($1::text::json)::text, json_strip_nulls($2::text::json)::text", &[&out.body, &out.object])
-                .await
-                .map_err(db)?;
+            let row = client.query_one("SELECT json_strip_nulls($1::text::json)::text, json_strip_nulls($2::text::json)::text", &[&out.body, &out.object]).await.map_err(db)?;
             (out.body, out.object) = (row.get(0), row.get(1));
         }
         Accept::Json | Accept::Object => {}

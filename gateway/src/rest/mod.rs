@@ -17,17 +17,14 @@ pub mod routes;
 
 use std::sync::Arc;
 
+use crate::db::schema_cache::SchemaCache;
 use crate::AppState;
 use error::RestError;
-use crate::db::schema_cache::SchemaCache;
 
 pub use routes::routes;
 
 /// POST /api/catalog/refresh (service key): re-reads the schema cache → `{"ok": true}`.
-pub async fn catalog_refresh(
-    axum::extract::State(s): axum::extract::State<AppState>,
-    caller: crate::http::caller::Caller,
-) -> Result<axum::Json<serde_json::Value>, RestError> {
+pub async fn catalog_refresh(axum::extract::State(s): axum::extract::State<AppState>, caller: crate::http::caller::Caller) -> Result<axum::Json<serde_json::Value>, RestError> {
     if caller.kind != crate::http::caller::KeyKind::Service {
         return Err(RestError::new(axum::http::StatusCode::FORBIDDEN, "42501", "service_role key required", None, None));
     }

@@ -98,10 +98,15 @@ pub async fn openapi(State(s): State<AppState>, caller: Result<Caller, CallerErr
     funcs.sort();
     for name in &funcs {
         let Some(f) = cache.function(schema, name) else { continue };
-        let props: Map<String, Value> = f.args.iter().filter(|(n, _)| !n.is_empty()).map(|(n, t)| {
-            let (ty, format) = swagger_type(t);
-            (n.clone(), json!({"type": ty, "format": format.unwrap_or(t)}))
-        }).collect();
+        let props: Map<String, Value> = f
+            .args
+            .iter()
+            .filter(|(n, _)| !n.is_empty())
+            .map(|(n, t)| {
+                let (ty, format) = swagger_type(t);
+                (n.clone(), json!({"type": ty, "format": format.unwrap_or(t)}))
+            })
+            .collect();
         let mut ops = json!({"post": {"tags": ["(rpc) ".to_owned() + name], "parameters": [{"in": "body", "name": "args", "required": true, "schema": {"type": "object", "properties": props}}], "responses": {"200": {"description": "OK"}}}});
         if f.volatility != 'v' {
             ops["get"] = json!({"tags": ["(rpc) ".to_owned() + name], "responses": {"200": {"description": "OK"}}});

@@ -48,8 +48,7 @@ impl Prefer {
     /// `Preference-Applied`: the honoured preferences, in PostgREST's order
     /// (resolution, missing, return, count, tx); `tx` only when it may override.
     pub fn applied(&self, tx_overridable: bool) -> Option<String> {
-        let mut items: Vec<&(u8, String)> =
-            self.given.iter().filter(|(rank, _)| (*rank != 4 || tx_overridable) && (*rank != 7 || self.strict)).collect();
+        let mut items: Vec<&(u8, String)> = self.given.iter().filter(|(rank, _)| (*rank != 4 || tx_overridable) && (*rank != 7 || self.strict)).collect();
         items.sort_by_key(|(rank, _)| *rank);
         items.dedup_by_key(|(rank, _)| *rank);
         (!items.is_empty()).then(|| items.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", "))
@@ -154,11 +153,7 @@ pub fn accept(headers: &HeaderMap) -> Result<Accept, RestError> {
 /// falling back to the other header, then the first exposed schema.
 pub fn schema<'a>(headers: &HeaderMap, method: &Method, exposed: &'a [String]) -> Result<&'a str, RestError> {
     let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(str::trim);
-    let wanted = if matches!(*method, Method::GET | Method::HEAD) {
-        get("accept-profile")
-    } else {
-        get("content-profile").or_else(|| get("accept-profile"))
-    };
+    let wanted = if matches!(*method, Method::GET | Method::HEAD) { get("accept-profile") } else { get("content-profile").or_else(|| get("accept-profile")) };
     match wanted {
         None => exposed.first().map(String::as_str).ok_or_else(|| RestError::bad("PGRST106", "No schema is exposed")),
         Some(w) => exposed.iter().find(|s| s.as_str() == w).map(String::as_str).ok_or_else(|| {

@@ -29,19 +29,61 @@ fn too_deep(what: &str) -> RestError {
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    Eq, Neq, Gt, Gte, Lt, Lte, Like, Ilike, Match, Imatch, Is, IsDistinct, In,
-    Cs, Cd, Ov, Sl, Sr, Nxl, Nxr, Adj, Fts, Plfts, Phfts, Wfts,
+    Eq,
+    Neq,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    Like,
+    Ilike,
+    Match,
+    Imatch,
+    Is,
+    IsDistinct,
+    In,
+    Cs,
+    Cd,
+    Ov,
+    Sl,
+    Sr,
+    Nxl,
+    Nxr,
+    Adj,
+    Fts,
+    Plfts,
+    Phfts,
+    Wfts,
 }
 
 impl Op {
     fn parse(s: &str) -> Option<Op> {
         Some(match s {
-            "eq" => Op::Eq, "neq" => Op::Neq, "gt" => Op::Gt, "gte" => Op::Gte, "lt" => Op::Lt,
-            "lte" => Op::Lte, "like" => Op::Like, "ilike" => Op::Ilike, "match" => Op::Match,
-            "imatch" => Op::Imatch, "is" => Op::Is, "isdistinct" => Op::IsDistinct, "in" => Op::In,
-            "cs" => Op::Cs, "cd" => Op::Cd, "ov" => Op::Ov, "sl" => Op::Sl, "sr" => Op::Sr,
-            "nxl" => Op::Nxl, "nxr" => Op::Nxr, "adj" => Op::Adj, "fts" => Op::Fts,
-            "plfts" => Op::Plfts, "phfts" => Op::Phfts, "wfts" => Op::Wfts,
+            "eq" => Op::Eq,
+            "neq" => Op::Neq,
+            "gt" => Op::Gt,
+            "gte" => Op::Gte,
+            "lt" => Op::Lt,
+            "lte" => Op::Lte,
+            "like" => Op::Like,
+            "ilike" => Op::Ilike,
+            "match" => Op::Match,
+            "imatch" => Op::Imatch,
+            "is" => Op::Is,
+            "isdistinct" => Op::IsDistinct,
+            "in" => Op::In,
+            "cs" => Op::Cs,
+            "cd" => Op::Cd,
+            "ov" => Op::Ov,
+            "sl" => Op::Sl,
+            "sr" => Op::Sr,
+            "nxl" => Op::Nxl,
+            "nxr" => Op::Nxr,
+            "adj" => Op::Adj,
+            "fts" => Op::Fts,
+            "plfts" => Op::Plfts,
+            "phfts" => Op::Phfts,
+            "wfts" => Op::Wfts,
             _ => return None,
         })
     }
@@ -335,10 +377,9 @@ pub fn parse_field(s: &str) -> Result<Field, RestError> {
     let mut parts = Vec::new();
     let mut rest = s;
     // Column name ends at the first arrow outside quotes.
-    let col_end = if rest.starts_with('"') {
-        rest[1..].find('"').map(|i| i + 2).unwrap_or(rest.len())
-    } else {
-        rest.find("->").unwrap_or(rest.len())
+    let col_end = match rest.strip_prefix('"') {
+        Some(quoted) => quoted.find('"').map(|i| i + 2).unwrap_or(rest.len()),
+        None => rest.find("->").unwrap_or(rest.len()),
     };
     let raw_col = rest[..col_end].trim();
     if raw_col.chars().any(char::is_control) || (!raw_col.starts_with('"') && raw_col != "*" && !raw_col.is_empty() && !is_field_name(raw_col)) {
@@ -519,9 +560,7 @@ fn parse_order(v: &str) -> Result<Vec<OrderTerm>, RestError> {
         let target = pieces.join(".");
         // `relation(column)`: a related order, by a column of a to-one embed.
         let (relation, field) = match target.split_once('(') {
-            Some((rel, rest)) if !rel.starts_with('"') && rest.ends_with(')') && !rel.contains("->") => {
-                (Some(rel.trim().to_owned()), parse_field(&rest[..rest.len() - 1])?)
-            }
+            Some((rel, rest)) if !rel.starts_with('"') && rest.ends_with(')') && !rel.contains("->") => (Some(rel.trim().to_owned()), parse_field(&rest[..rest.len() - 1])?),
             _ => (None, parse_field(&target)?),
         };
         out.push(OrderTerm { relation, field, desc, nulls_first });
@@ -561,16 +600,13 @@ pub fn parse_filter(key: &str, value: &str) -> Result<Filter, RestError> {
         Some(r) => (true, r),
         None => (false, value),
     };
-    let (op_part, val) = rest.split_once('.').ok_or_else(|| {
-        RestError::parse(format!("\"failed to parse filter ({value})\""), "filters look like column=op.value, e.g. id=eq.1")
-    })?;
+    let (op_part, val) =
+        rest.split_once('.').ok_or_else(|| RestError::parse(format!("\"failed to parse filter ({value})\""), "filters look like column=op.value, e.g. id=eq.1"))?;
     let (op_name, modifier) = match op_part.split_once('(') {
         Some((o, m)) => (o, m.strip_suffix(')')),
         None => (op_part, None),
     };
-    let op = Op::parse(op_name).ok_or_else(|| {
-        RestError::parse(format!("\"failed to parse filter ({value})\""), format!("unknown operator {op_name:?}"))
-    })?;
+    let op = Op::parse(op_name).ok_or_else(|| RestError::parse(format!("\"failed to parse filter ({value})\""), format!("unknown operator {op_name:?}")))?;
     let (mut quantifier, mut language) = (None, None);
     if let Some(m) = modifier {
         match (m, op) {
@@ -600,8 +636,7 @@ fn parse_tree_items(inner: &str, depth: usize) -> Result<Vec<Condition>, RestErr
             continue;
         }
         // col.op.value, col.not.op.value, col->a.op.value
-        let (col, rest) = split_field_and_filter(item)
-            .ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({item})\""), "expected column.operator.value"))?;
+        let (col, rest) = split_field_and_filter(item).ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({item})\""), "expected column.operator.value"))?;
         out.push(Condition::Filter(parse_filter(col, rest)?));
     }
     Ok(out)
@@ -626,10 +661,8 @@ fn split_field_and_filter(s: &str) -> Option<(&str, &str)> {
 
 /// Parses `(a,b,"c,d")` of `in.` into values.
 pub fn parse_list(v: &str) -> Result<Vec<String>, RestError> {
-    let inner = v
-        .strip_prefix('(')
-        .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| RestError::parse(format!("\"failed to parse filter (in.{v})\""), "in takes a list: in.(a,b)"))?;
+    let inner =
+        v.strip_prefix('(').and_then(|s| s.strip_suffix(')')).ok_or_else(|| RestError::parse(format!("\"failed to parse filter (in.{v})\""), "in takes a list: in.(a,b)"))?;
     if inner.trim().is_empty() {
         return Ok(Vec::new());
     }

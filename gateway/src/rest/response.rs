@@ -81,9 +81,12 @@ pub fn apply_gucs(res: &mut Response<Body>, out: &Outcome) -> Result<(), RestErr
         }
     }
     if let Some(st) = out.response_status.as_deref().filter(|s| !s.is_empty()) {
-        *res.status_mut() = st.trim().parse::<u16>().ok().and_then(|n| StatusCode::from_u16(n).ok()).ok_or_else(|| {
-            RestError::new(StatusCode::INTERNAL_SERVER_ERROR, "PGRST112", "response.status guc must be a valid status code", None, None)
-        })?;
+        *res.status_mut() = st
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .and_then(|n| StatusCode::from_u16(n).ok())
+            .ok_or_else(|| RestError::new(StatusCode::INTERNAL_SERVER_ERROR, "PGRST112", "response.status guc must be a valid status code", None, None))?;
     }
     Ok(())
 }

@@ -188,13 +188,7 @@ async fn relation(
             if q.conditions.is_empty() {
                 // pg-safeupdate's code and wording, as PostgREST setups report it.
                 let verb = if method == Method::PATCH { "UPDATE" } else { "DELETE" };
-                return Err(RestError::new(
-                    StatusCode::BAD_REQUEST,
-                    "21000",
-                    format!("{verb} requires a WHERE clause"),
-                    None,
-                    Some("add a filter, e.g. ?id=eq.1"),
-                ));
+                return Err(RestError::new(StatusCode::BAD_REQUEST, "21000", format!("{verb} requires a WHERE clause"), None, Some("add a filter, e.g. ?id=eq.1")));
             }
             let returning = pref.ret == Return::Representation;
             let sql = if method == Method::PATCH {
@@ -239,13 +233,9 @@ async fn insert_headers_only(
     payload: &Payload,
     conflict: OnConflict,
 ) -> Result<Response<Body>, RestError> {
-    q.select = table
-        .primary_key
-        .iter()
-        .map(|c| request::SelectItem::Field { field: request::Field { column: c.clone(), path: Vec::new() }, alias: None, cast: None })
-        .collect();
+    q.select = table.primary_key.iter().map(|c| request::SelectItem::Field { field: request::Field { column: c.clone(), path: Vec::new() }, alias: None, cast: None }).collect();
     let sql = plan::insert(cache, table, &q, payload, conflict, true, pref.missing_default)?;
-    let out = exec::run(&s, caller, info, &sql, true, pref.rollback).await?;
+    let out = exec::run(s, caller, info, &sql, true, pref.rollback).await?;
     let rows: Value = serde_json::from_str(out.body.as_deref().unwrap_or("[]")).unwrap_or(Value::Null);
     let total = pref.count.as_ref().map(|_| out.count);
     let mut res = response::build(StatusCode::CREATED, None, JSON, Some(response::content_range(0, 0, total)));
@@ -282,6 +272,7 @@ fn decorate(mut res: Response<Body>, s: &AppState, pref: &prefer::Prefer, schema
     res
 }
 
+#[allow(clippy::too_many_arguments)] // one request's parsed parts; one value once rest/request/ exists (#15)
 async fn write(
     s: &AppState,
     caller: &Caller,
@@ -293,7 +284,7 @@ async fn write(
     ranged: bool,
 ) -> Result<Response<Body>, RestError> {
     let returning = pref.ret == Return::Representation;
-    let mut out = exec::run(&s, caller, info, &sql, returning, pref.rollback).await?;
+    let mut out = exec::run(s, caller, info, &sql, returning, pref.rollback).await?;
     if returning {
         super::format::convert(&s.rest_tx, &mut out, accept).await?;
     }

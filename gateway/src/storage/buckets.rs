@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{StorageError, StorageResult};
-use crate::http::caller::{Caller, CallerError, KeyKind};
 use crate::db::{caller as as_caller, RequestInfo};
+use crate::http::caller::{Caller, CallerError, KeyKind};
 use crate::AppState;
 
 /// Default bucket size limit (contract example: 50 MiB).
@@ -129,7 +129,9 @@ pub async fn update(State(s): State<AppState>, caller: Result<Caller, CallerErro
 pub async fn empty(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(id): Path<String>) -> StorageResult<Json<Value>> {
     let caller = caller?;
     service(&caller)?;
-    let ids = one(&s, &caller, "WITH d AS (DELETE FROM storage.objects WHERE bucket_id = $1 RETURNING id) SELECT coalesce(jsonb_agg(id), '[]') FROM d", &[&id]).await?.unwrap_or_default();
+    let ids = one(&s, &caller, "WITH d AS (DELETE FROM storage.objects WHERE bucket_id = $1 RETURNING id) SELECT coalesce(jsonb_agg(id), '[]') FROM d", &[&id])
+        .await?
+        .unwrap_or_default();
     if let super::backend::Backend::Disk(root) = &s.storage_backend {
         for oid in ids.as_array().into_iter().flatten().filter_map(|v| v.as_str()?.parse().ok()) {
             let _ = tokio::fs::remove_file(super::backend::object_path(root, &id, oid)).await;

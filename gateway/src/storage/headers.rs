@@ -33,10 +33,8 @@ pub fn content_type(stored: &str) -> String {
 /// run script or load content: HTML, XHTML, SVG, XML (XSLT), anything `+xml`, and
 /// multipart/x-mixed-replace (whose parts are rendered as documents).
 pub fn active(mime: &str) -> bool {
-    matches!(
-        mime,
-        "text/html" | "application/xhtml+xml" | "image/svg+xml" | "text/xml" | "application/xml" | "text/xsl" | "application/xslt+xml" | "multipart/x-mixed-replace"
-    ) || mime.ends_with("+xml")
+    matches!(mime, "text/html" | "application/xhtml+xml" | "image/svg+xml" | "text/xml" | "application/xml" | "text/xsl" | "application/xslt+xml" | "multipart/x-mixed-replace")
+        || mime.ends_with("+xml")
         || mime.ends_with("/xml")
 }
 
@@ -60,9 +58,7 @@ pub fn cache_control(stored: Option<&str>, public_bucket: bool) -> String {
     let stored = stored.unwrap_or("max-age=3600");
     let ok = |d: &str| {
         let (k, v) = d.split_once('=').unwrap_or((d, ""));
-        !k.is_empty()
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_\"".contains(&b))
+        !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_\"".contains(&b))
     };
     let mut out: Vec<String> = stored.split(',').map(|d| d.trim().to_ascii_lowercase()).filter(|d| ok(d)).collect();
     if !public_bucket {

@@ -5,10 +5,10 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
 
 use super::backend::{self, Backend};
@@ -86,7 +86,8 @@ pub async fn download_public(State(s): State<AppState>, Path((bucket, raw)): Pat
 
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n` against `size` → Ok(Some((first, last))),
 /// Ok(None) when the header is absent or not a single byte range (then the whole
-/// object is sent), Err(()) when it cannot be satisfied.
+/// object is sent), Err(()) when it cannot be satisfied (416: nothing more to say).
+#[allow(clippy::result_unit_err)]
 pub fn byte_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else { return Ok(None) };
     if spec.contains(',') {
@@ -121,8 +122,8 @@ pub(super) async fn serve(s: &AppState, caller: &Caller, bucket: &str, name: &st
     let mime = headers::content_type(meta["mimetype"].as_str().unwrap_or("application/octet-stream"));
     let size = meta["size"].as_u64().unwrap_or(0);
     let etag = meta["eTag"].as_str().filter(|e| HeaderValue::from_str(e).is_ok()).map(str::to_owned);
-    let mut res = headers::protect(Response::builder(), &mime, name, public_bucket, meta["cacheControl"].as_str(), s.config.storage_allow_inline_html)
-        .header(header::ACCEPT_RANGES, "bytes");
+    let mut res =
+        headers::protect(Response::builder(), &mime, name, public_bucket, meta["cacheControl"].as_str(), s.config.storage_allow_inline_html).header(header::ACCEPT_RANGES, "bytes");
     if let Some(e) = &etag {
         res = res.header(header::ETAG, e);
     }
@@ -134,13 +135,7 @@ pub(super) async fn serve(s: &AppState, caller: &Caller, bucket: &str, name: &st
     res = res.header(header::CONTENT_TYPE, mime);
     let range = match byte_range(c.range.as_deref(), size) {
         Ok(r) => r,
-        Err(()) => {
-            return Ok(res
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
-                .body(Body::empty())
-                .unwrap_or_default())
-        }
+        Err(()) => return Ok(res.status(StatusCode::RANGE_NOT_SATISFIABLE).header(header::CONTENT_RANGE, format!("bytes */{size}")).body(Body::empty()).unwrap_or_default()),
     };
     let (first, len) = match range {
         Some((a, b)) => {
@@ -223,7 +218,12 @@ pub struct RemoveBody {
 
 /// DELETE /storage/v1/object/{bucket} `{"prefixes": [...]}` (storage-js remove): the
 /// named objects the caller may delete; answers what was removed.
-pub async fn remove_many(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(bucket): Path<String>, super::JsonBody(body): super::JsonBody) -> StorageResult<Json<Value>> {
+pub async fn remove_many(
+    State(s): State<AppState>,
+    caller: Result<Caller, CallerError>,
+    Path(bucket): Path<String>,
+    super::JsonBody(body): super::JsonBody,
+) -> StorageResult<Json<Value>> {
     let caller = caller?;
     let b: RemoveBody = serde_json::from_slice(&body).map_err(|_| StorageError::bad("body must be {\"prefixes\": [...]}"))?;
     if b.prefixes.len() > 1000 {
@@ -290,7 +290,12 @@ struct SortBy {
 
 /// POST /storage/v1/object/list/{bucket} (storage-js): one folder level — names
 /// relative to the prefix, sub-folders as entries with `id: null`.
-pub async fn list_post(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(bucket): Path<String>, super::JsonBody(body): super::JsonBody) -> StorageResult<Json<Value>> {
+pub async fn list_post(
+    State(s): State<AppState>,
+    caller: Result<Caller, CallerError>,
+    Path(bucket): Path<String>,
+    super::JsonBody(body): super::JsonBody,
+) -> StorageResult<Json<Value>> {
     let caller = caller?;
     let p: ListBody = serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| StorageError::bad("invalid request body"))?;
     let mut prefix = p.prefix.unwrap_or_default();

@@ -35,7 +35,12 @@ struct SignBody {
 }
 
 /// POST /storage/v1/object/sign/{bucket}/{path}.
-pub async fn sign(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path((bucket, raw)): Path<(String, String)>, super::JsonBody(body): super::JsonBody) -> StorageResult<Json<Value>> {
+pub async fn sign(
+    State(s): State<AppState>,
+    caller: Result<Caller, CallerError>,
+    Path((bucket, raw)): Path<(String, String)>,
+    super::JsonBody(body): super::JsonBody,
+) -> StorageResult<Json<Value>> {
     let caller = caller?;
     let name = paths::check(&raw).map_err(StorageError::bad)?;
     let b: SignBody = serde_json::from_slice(&body).map_err(|_| StorageError::bad("body must be {\"expiresIn\": seconds}"))?;
@@ -54,14 +59,14 @@ pub async fn sign(State(s): State<AppState>, caller: Result<Caller, CallerError>
         .ok_or_else(|| StorageError::not_found("object not found"))?;
     let now = crate::keys::now();
     let key = format!("{bucket}/{name}");
-    let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &UrlClaims { url: key, oid, iat: now, exp: now + secs }, &EncodingKey::from_secret(s.config.jwt_secret.expose().as_bytes()))
-        .map_err(|_| StorageError(StatusCode::INTERNAL_SERVER_ERROR, "cannot sign".into()))?;
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &UrlClaims { url: key, oid, iat: now, exp: now + secs },
+        &EncodingKey::from_secret(s.config.jwt_secret.expose().as_bytes()),
+    )
+    .map_err(|_| StorageError(StatusCode::INTERNAL_SERVER_ERROR, "cannot sign".into()))?;
     // Path segments percent-encoded (a space is %20 in a path; `+` would be a plus).
-    let encoded: String = raw
-        .split('/')
-        .map(|seg| form_urlencoded::byte_serialize(seg.as_bytes()).collect::<String>().replace('+', "%20"))
-        .collect::<Vec<_>>()
-        .join("/");
+    let encoded: String = raw.split('/').map(|seg| form_urlencoded::byte_serialize(seg.as_bytes()).collect::<String>().replace('+', "%20")).collect::<Vec<_>>().join("/");
     let url = format!("/object/sign/{bucket}/{encoded}?token={token}");
     Ok(Json(json!({"signedURL": url, "signedUrl": url})))
 }

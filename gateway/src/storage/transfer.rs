@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use super::backend::{self, Backend, Incoming};
 use super::{paths, StorageError, StorageResult};
-use crate::http::caller::{Caller, CallerError};
 use crate::db::{caller as as_caller, RequestInfo};
+use crate::http::caller::{Caller, CallerError};
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -40,8 +40,7 @@ struct Transfer {
 }
 
 fn parse(body: &[u8]) -> StorageResult<Transfer> {
-    let b: TransferBody = serde_json::from_slice(body)
-        .map_err(|_| StorageError::bad("body must be {\"bucketId\", \"sourceKey\", \"destinationKey\"[, \"destinationBucket\"]}"))?;
+    let b: TransferBody = serde_json::from_slice(body).map_err(|_| StorageError::bad("body must be {\"bucketId\", \"sourceKey\", \"destinationKey\"[, \"destinationBucket\"]}"))?;
     Ok(Transfer {
         from: paths::check(&b.source_key).map_err(StorageError::bad)?,
         to: paths::check(&b.destination_key).map_err(StorageError::bad)?,
@@ -65,10 +64,7 @@ async fn destination_accepts(tx: &deadpool_postgres::Transaction<'_>, t: &Transf
         return Ok(());
     }
     let (limit, allowed) = super::upload::bucket_rules(tx, &t.to_bucket).await?;
-    let meta: Option<Value> = tx
-        .query_opt("SELECT metadata FROM storage.objects WHERE bucket_id = $1 AND name = $2", &[&t.from_bucket, &t.from])
-        .await?
-        .map(|r| r.get(0));
+    let meta: Option<Value> = tx.query_opt("SELECT metadata FROM storage.objects WHERE bucket_id = $1 AND name = $2", &[&t.from_bucket, &t.from]).await?.map(|r| r.get(0));
     let Some(meta) = meta else { return Err(StorageError::not_found("object not found")) };
     if limit.is_some_and(|l| meta["size"].as_i64().unwrap_or(0) > l) {
         return Err(StorageError(StatusCode::PAYLOAD_TOO_LARGE, "object exceeds the destination bucket's file_size_limit".into()));
@@ -138,18 +134,12 @@ pub async fn copy_object(State(s): State<AppState>, caller: Result<Caller, Calle
     match &s.storage_backend {
         Backend::Database => {
             tx.query_one("SELECT set_config('role', 'pgstack_storage_admin', true)", &[]).await?;
-            tx.execute(
-                "INSERT INTO storage.object_chunks (object_id, n, data) SELECT $1, n, data FROM storage.object_chunks WHERE object_id = $2",
-                &[&new_id, &src_id],
-            )
-            .await?;
+            tx.execute("INSERT INTO storage.object_chunks (object_id, n, data) SELECT $1, n, data FROM storage.object_chunks WHERE object_id = $2", &[&new_id, &src_id]).await?;
             tx.commit().await?;
         }
         Backend::Disk(root) => {
             let mut inc = Incoming::create(root).await?;
-            let mut src = tokio::fs::File::open(backend::object_path(root, &t.from_bucket, src_id))
-                .await
-                .map_err(|_| StorageError::not_found("object content missing"))?;
+            let mut src = tokio::fs::File::open(backend::object_path(root, &t.from_bucket, src_id)).await.map_err(|_| StorageError::not_found("object content missing"))?;
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 let n = tokio::io::AsyncReadExt::read(&mut src, &mut buf).await?;

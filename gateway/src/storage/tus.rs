@@ -30,8 +30,8 @@ use super::backend::{Backend, CHUNK};
 use super::stage::{stage, Outcome, Place};
 use super::upload::{bucket_rules, mime_allowed, store};
 use super::{paths, StorageError, StorageResult};
-use crate::http::caller::{Caller, CallerError};
 use crate::db::{caller as as_caller, RequestInfo};
+use crate::http::caller::{Caller, CallerError};
 use crate::AppState;
 
 const TUS_VERSION: &str = "1.0.0";
@@ -69,7 +69,7 @@ fn metadata(h: &HeaderMap, key: &str) -> Option<String> {
     let raw = h.get("upload-metadata")?.to_str().ok()?;
     raw.split(',').find_map(|pair| {
         let mut it = pair.trim().splitn(2, ' ');
-        (it.next()? == key).then(|| ())?;
+        (it.next()? == key).then_some(())?;
         let v = base64::engine::general_purpose::STANDARD.decode(it.next().unwrap_or("").trim()).ok()?;
         String::from_utf8(v).ok()
     })
@@ -102,8 +102,7 @@ pub async fn create(State(s): State<AppState>, caller: Result<Caller, CallerErro
         .filter(|n| *n >= 0)
         .ok_or_else(|| StorageError::bad("Upload-Length must be a non-negative integer"))?;
     let bucket = metadata(&headers, "bucketName").ok_or_else(|| StorageError::bad("Upload-Metadata must name bucketName"))?;
-    let name = paths::check(&metadata(&headers, "objectName").ok_or_else(|| StorageError::bad("Upload-Metadata must name objectName"))?)
-        .map_err(StorageError::bad)?;
+    let name = paths::check(&metadata(&headers, "objectName").ok_or_else(|| StorageError::bad("Upload-Metadata must name objectName"))?).map_err(StorageError::bad)?;
     let mime = metadata(&headers, "contentType").filter(|m| !m.is_empty()).unwrap_or_else(|| "application/octet-stream".into());
     let cache_control = match metadata(&headers, "cacheControl") {
         Some(v) if v.chars().all(|c| c.is_ascii_digit()) && !v.is_empty() => format!("max-age={v}"),
@@ -128,9 +127,7 @@ pub async fn create(State(s): State<AppState>, caller: Result<Caller, CallerErro
     }
     match tx.execute("INSERT INTO storage.objects (bucket_id, name) VALUES ($1, $2)", &[&bucket, &name]).await {
         Ok(_) => {}
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-            return Err(StorageError(StatusCode::CONFLICT, "the resource already exists".into()))
-        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => return Err(StorageError(StatusCode::CONFLICT, "the resource already exists".into())),
         Err(e) => return Err(StorageError::from_db(e, caller.role == pgstack_shared::Role::Anon)),
     }
     tx.batch_execute("ROLLBACK TO SAVEPOINT probe").await?;
@@ -203,15 +200,7 @@ async fn load(tx: &deadpool_postgres::Transaction<'_>, id: Uuid, token: &str, ca
     if row.get::<_, String>(7) != owner_of(caller) {
         return Err(StorageError::not_found("upload not found"));
     }
-    Ok(Upload {
-        bucket: row.get(0),
-        name: row.get(1),
-        length: row.get(2),
-        offset: row.get(3),
-        mime: row.get(4),
-        cache_control: row.get(5),
-        upsert: row.get(6),
-    })
+    Ok(Upload { bucket: row.get(0), name: row.get(1), length: row.get(2), offset: row.get(3), mime: row.get(4), cache_control: row.get(5), upsert: row.get(6) })
 }
 
 async fn admin_tx(client: &mut deadpool_postgres::Object) -> StorageResult<deadpool_postgres::Transaction<'_>> {
@@ -248,7 +237,13 @@ pub async fn head(State(s): State<AppState>, caller: Result<Caller, CallerError>
 }
 
 /// DELETE /upload/resumable/{id} → 204; the staged bytes go.
-pub async fn terminate(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(raw): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> StorageResult<Response> {
+pub async fn terminate(
+    State(s): State<AppState>,
+    caller: Result<Caller, CallerError>,
+    Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> StorageResult<Response> {
     let caller = caller?;
     check_version(&headers)?;
     let id = id_of(&raw)?;
@@ -299,7 +294,14 @@ impl Drop for Busy {
 /// BODY_IDLE_TIMEOUT / BODY_MIN_RATE), then one short transaction locks the row,
 /// checks the offset again and appends. A body cut short (the client went away, or a
 /// timeout → 408) still keeps the bytes that arrived: the client resumes from HEAD.
-pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(raw): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap, body: Body) -> StorageResult<Response> {
+pub async fn patch(
+    State(s): State<AppState>,
+    caller: Result<Caller, CallerError>,
+    Path(raw): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> StorageResult<Response> {
     let caller = caller?;
     check_version(&headers)?;
     let id = id_of(&raw)?;
@@ -307,11 +309,8 @@ pub async fn patch(State(s): State<AppState>, caller: Result<Caller, CallerError
     if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) != Some("application/offset+octet-stream") {
         return Err(StorageError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/offset+octet-stream".into()));
     }
-    let claimed: i64 = headers
-        .get("upload-offset")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| StorageError::bad("Upload-Offset is required"))?;
+    let claimed: i64 =
+        headers.get("upload-offset").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).ok_or_else(|| StorageError::bad("Upload-Offset is required"))?;
     let u = {
         let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
         let tx = admin_tx(&mut client).await?;
@@ -437,21 +436,18 @@ async fn finish(s: &AppState, caller: &Caller, id: Uuid, u: &Upload) -> StorageR
 /// Routes under /upload/resumable.
 pub fn routes() -> axum::Router<AppState> {
     use axum::routing::{any, post};
-    axum::Router::new()
-        .route("/upload/resumable", post(create).options(options))
-        .route("/upload/resumable/", post(create).options(options))
-        .route(
-            "/upload/resumable/{id}",
-            any(|m: Method, st: State<AppState>, c: Result<Caller, CallerError>, p: Path<String>, q: RawQuery, h: HeaderMap, b: Body| async move {
-                match m {
-                    Method::HEAD => head(st, c, p, q).await.into_response(),
-                    Method::PATCH => patch(st, c, p, q, h, b).await.into_response(),
-                    Method::DELETE => terminate(st, c, p, q, h).await.into_response(),
-                    Method::OPTIONS => options().await,
-                    _ => StorageError(StatusCode::METHOD_NOT_ALLOWED, "use HEAD, PATCH or DELETE".into()).into_response(),
-                }
-            }),
-        )
+    axum::Router::new().route("/upload/resumable", post(create).options(options)).route("/upload/resumable/", post(create).options(options)).route(
+        "/upload/resumable/{id}",
+        any(|m: Method, st: State<AppState>, c: Result<Caller, CallerError>, p: Path<String>, q: RawQuery, h: HeaderMap, b: Body| async move {
+            match m {
+                Method::HEAD => head(st, c, p, q).await.into_response(),
+                Method::PATCH => patch(st, c, p, q, h, b).await.into_response(),
+                Method::DELETE => terminate(st, c, p, q, h).await.into_response(),
+                Method::OPTIONS => options().await,
+                _ => StorageError(StatusCode::METHOD_NOT_ALLOWED, "use HEAD, PATCH or DELETE".into()).into_response(),
+            }
+        }),
+    )
 }
 
 /// Removes uploads older than STORAGE_TMP_MAX_AGE (and their staged chunks), hourly.
@@ -464,10 +460,7 @@ pub fn spawn_expiry(s: AppState) {
                 let mut client = s.pool.get().await.map_err(|e| e.to_string())?;
                 let tx = admin_tx(&mut client).await.map_err(|e| e.1)?;
                 let n = tx
-                    .execute(
-                        "DELETE FROM storage.uploads WHERE created_at < now() - make_interval(secs => $1)",
-                        &[&(s.config.storage_tmp_max_age_secs as f64)],
-                    )
+                    .execute("DELETE FROM storage.uploads WHERE created_at < now() - make_interval(secs => $1)", &[&(s.config.storage_tmp_max_age_secs as f64)])
                     .await
                     .map_err(|e| e.to_string())?;
                 tx.commit().await.map_err(|e| e.to_string())?;

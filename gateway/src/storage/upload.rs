@@ -19,9 +19,9 @@ use uuid::Uuid;
 use super::backend::{self, Backend, CHUNK};
 use super::stage::{self, Outcome, Place, Staged};
 use super::{paths, StorageError, StorageResult};
+use crate::db::{caller as as_caller, RequestInfo};
 use crate::http::body::{self as req_body, BodyError, BodyLimits};
 use crate::http::caller::{Caller, CallerError};
-use crate::db::{caller as as_caller, RequestInfo};
 use crate::AppState;
 
 fn info() -> RequestInfo<'static> {
@@ -52,9 +52,7 @@ async fn receive(
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let mut cache_control = headers.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).unwrap_or("max-age=3600").to_owned();
     let boundary = multer::parse_boundary(&content_type).ok();
-    let raw_mime = Some(content_type.split(';').next().unwrap_or("").trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "application/octet-stream".into());
+    let raw_mime = Some(content_type.split(';').next().unwrap_or("").trim().to_owned()).filter(|v| !v.is_empty()).unwrap_or_else(|| "application/octet-stream".into());
     let declared = req_body::declared_length(&headers);
     // Before any byte of the body (a multipart body's type and size are known only
     // from its file part).
@@ -67,8 +65,7 @@ async fn receive(
     };
     // Fields besides the file are skipped unread, except a bounded cacheControl; the
     // whole body may exceed the file's limit only by the multipart framing.
-    let constraints = multer::Constraints::new()
-        .size_limit(multer::SizeLimit::new().whole_stream(limit.saturating_add(MULTIPART_SLACK)).for_field("cacheControl", 1024));
+    let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit.saturating_add(MULTIPART_SLACK)).for_field("cacheControl", 1024));
     let mut mp = multer::Multipart::with_constraints(req_body::guard(body, limits), boundary, constraints);
     while let Some(field) = mp.next_field().await.map_err(multipart_error)? {
         let is_file = field.file_name().is_some() || matches!(field.name(), None | Some("") | Some("file"));
@@ -118,26 +115,20 @@ pub(super) async fn bucket_rules(tx: &deadpool_postgres::Transaction<'_>, bucket
 
 pub(super) fn mime_allowed(allowed: &Option<Vec<String>>, mime: &str) -> bool {
     let Some(list) = allowed else { return true };
-    list.is_empty()
-        || list.iter().any(|a| a == mime || a.strip_suffix("/*").is_some_and(|p| mime.split('/').next() == Some(p)) || a == "*/*")
+    list.is_empty() || list.iter().any(|a| a == mime || a.strip_suffix("/*").is_some_and(|p| mime.split('/').next() == Some(p)) || a == "*/*")
 }
 
 /// The row this upload will write, tried as the caller: replaces the old one
 /// (`upsert`), which must exist (`must_exist`), then inserts. Returns the old id.
 async fn write_row(tx: &deadpool_postgres::Transaction<'_>, caller: &Caller, bucket: &str, name: &str, upsert: bool, must_exist: bool) -> StorageResult<(Option<Uuid>, Uuid)> {
     // Replacing = a new object id (content per id never changes); the old row goes.
-    let old: Option<Uuid> = tx
-        .query_opt("DELETE FROM storage.objects WHERE bucket_id = $1 AND name = $2 AND $3 RETURNING id", &[&bucket, &name, &upsert])
-        .await?
-        .map(|r| r.get(0));
+    let old: Option<Uuid> = tx.query_opt("DELETE FROM storage.objects WHERE bucket_id = $1 AND name = $2 AND $3 RETURNING id", &[&bucket, &name, &upsert]).await?.map(|r| r.get(0));
     if must_exist && old.is_none() {
         return Err(StorageError::not_found("object not found"));
     }
     match tx.query_one("INSERT INTO storage.objects (bucket_id, name) VALUES ($1, $2) RETURNING id", &[&bucket, &name]).await {
         Ok(r) => Ok((old, r.get(0))),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-            Err(StorageError(StatusCode::CONFLICT, "the resource already exists".into()))
-        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Err(StorageError(StatusCode::CONFLICT, "the resource already exists".into())),
         // RLS refusals: 401 for the anon key, 403 for users (as REST maps 42501).
         Err(e) => Err(StorageError::from_db(e, caller.role == pgstack_shared::Role::Anon)),
     }
@@ -186,7 +177,17 @@ where
 
 /// Stages `stream` and creates the object from it (TUS: the staged upload).
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn store<S>(s: &AppState, caller: &Caller, bucket: &str, name: &str, mime: &str, cache_control: &str, stream: S, upsert: bool, must_exist: bool) -> StorageResult<Json<Value>>
+pub(super) async fn store<S>(
+    s: &AppState,
+    caller: &Caller,
+    bucket: &str,
+    name: &str,
+    mime: &str,
+    cache_control: &str,
+    stream: S,
+    upsert: bool,
+    must_exist: bool,
+) -> StorageResult<Json<Value>>
 where
     S: Stream<Item = StorageResult<Bytes>>,
 {
@@ -198,7 +199,17 @@ where
 /// changed), the row, the content, the metadata. A body that was cut short creates
 /// nothing.
 #[allow(clippy::too_many_arguments)]
-async fn commit(s: &AppState, caller: &Caller, bucket: &str, name: &str, mime: &str, cache_control: &str, out: Outcome, upsert: bool, must_exist: bool) -> StorageResult<Json<Value>> {
+async fn commit(
+    s: &AppState,
+    caller: &Caller,
+    bucket: &str,
+    name: &str,
+    mime: &str,
+    cache_control: &str,
+    out: Outcome,
+    upsert: bool,
+    must_exist: bool,
+) -> StorageResult<Json<Value>> {
     let mut staged: Staged = match out {
         Outcome { cut: Some(e), .. } => return Err(e),
         Outcome { staged, cut: None } => staged,

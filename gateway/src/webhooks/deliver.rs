@@ -94,19 +94,13 @@ async fn drain_once(s: &AppState, http: &reqwest::Client, lease: i32) -> anyhow:
     let errors: Vec<Option<String>> = outcomes.iter().map(|o| o.1.clone()).collect();
     let retries: Vec<i32> = outcomes.iter().map(|o| o.2).collect();
     let client = s.pool.get().await?;
-    client
-        .execute("SELECT pgr.webhook_done_many($1, $2, $3, $4, $5)", &[&ids, &oks, &errors, &retries, &MAX_ATTEMPTS])
-        .await?;
+    client.execute("SELECT pgr.webhook_done_many($1, $2, $3, $4, $5)", &[&ids, &oks, &errors, &retries, &MAX_ATTEMPTS]).await?;
     Ok(n)
 }
 
 async fn send(s: &AppState, http: &reqwest::Client, id: i64, url: &str, secret: &str, body: String, ts: i64) -> Result<(), String> {
     let url = s.webhook_policy.check_url(url)?;
-    let mut req = http
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-webhook-id", id.to_string())
-        .header("x-webhook-timestamp", ts.to_string());
+    let mut req = http.post(url).header("content-type", "application/json").header("x-webhook-id", id.to_string()).header("x-webhook-timestamp", ts.to_string());
     if !secret.is_empty() {
         req = req.header("x-webhook-signature", signature(secret, body.as_bytes()));
     }

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::http::caller::{Caller, CallerError, KeyKind};
-use crate::error::postgrest::RestError;
 use crate::db::{caller as as_caller, RequestInfo};
+use crate::error::postgrest::RestError;
+use crate::http::caller::{Caller, CallerError, KeyKind};
 use crate::AppState;
 
 /// /rest/v1/webhooks routes (mounted before the table routes).

@@ -45,10 +45,7 @@ pub async fn prune(s: &AppState) -> anyhow::Result<u64> {
     let mut total = 0u64;
     for _ in 0..MAX_BATCHES {
         let client = s.pool.get().await?;
-        let n: i32 = client
-            .query_one("SELECT pgr.webhook_prune($1, $2, $3, $4)", &[&delivered, &dead, &c.webhook_retention_max_rows, &BATCH])
-            .await?
-            .get(0);
+        let n: i32 = client.query_one("SELECT pgr.webhook_prune($1, $2, $3, $4)", &[&delivered, &dead, &c.webhook_retention_max_rows, &BATCH]).await?.get(0);
         drop(client);
         total += n.max(0) as u64;
         if n < BATCH {

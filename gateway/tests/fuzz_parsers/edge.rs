@@ -46,13 +46,26 @@ fn b64(b: &[u8]) -> String {
 /// A token and whether it is really signed with the project's JWT secret.
 fn token() -> impl Strategy<Value = (String, bool)> {
     const PIECES: &[&str] = &["eyJhbGciOiJIUzI1NiJ9", "eyJhbGciOiJub25lIn0", "e30", ".", ".", "..", "=", "+", "/", "A", "_", "-", "é", " ", "\u{0}"];
-    let headers = select(&[
-        r#"{"alg":"none"}"#, r#"{"alg":"HS256"}"#, r#"{"alg":"HS256","typ":"JWT"}"#, r#"{"alg":"HS512"}"#, r#"{"alg":"RS256"}"#,
-        r#"{"alg":"HS256","crit":["x"]}"#, r#"{"alg":"HS256","kid":"../../etc/passwd"}"#, r#"{}"#, r#"[]"#, r#"{"alg":null}"#,
-    ][..]);
+    let headers = select(
+        &[
+            r#"{"alg":"none"}"#,
+            r#"{"alg":"HS256"}"#,
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            r#"{"alg":"HS512"}"#,
+            r#"{"alg":"RS256"}"#,
+            r#"{"alg":"HS256","crit":["x"]}"#,
+            r#"{"alg":"HS256","kid":"../../etc/passwd"}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#"{"alg":null}"#,
+        ][..],
+    );
     let claims = prop_oneof![
         json_value(),
-        (select(&["anon", "authenticated", "service_role", "pgstack_auth_admin", "pg_read_server_files", "postgres", "none", "x"][..]), prop_oneof![Just(Value::Null), any::<i64>().prop_map(Value::from), Just(json!(4102444800i64))])
+        (
+            select(&["anon", "authenticated", "service_role", "pgstack_auth_admin", "pg_read_server_files", "postgres", "none", "x"][..]),
+            prop_oneof![Just(Value::Null), any::<i64>().prop_map(Value::from), Just(json!(4102444800i64))]
+        )
             .prop_map(|(role, exp)| json!({"role": role, "exp": exp, "sub": "00000000-0000-0000-0000-000000000001"})),
     ];
     let signature = prop_oneof![Just(String::new()), bytes(40).prop_map(|b| b64(&b)), Just("AAAA".to_owned())];

@@ -17,12 +17,7 @@ mod pgr {
     }
 
     fn refuse(msg: &str) -> ! {
-        ereport!(
-            ERROR,
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("invalid live query: {msg}"),
-            "a live query must be exactly one read-only SELECT"
-        );
+        ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid live query: {msg}"), "a live query must be exactly one read-only SELECT");
     }
 
     /// # Safety
@@ -106,7 +101,11 @@ mod pgr {
             T_List => nodes(node as *mut pg_sys::List).into_iter().all(|n| row_local(n)),
             T_FuncCall => {
                 let f = node as *mut pg_sys::FuncCall;
-                (*f).over.is_null() && !(*f).agg_star && !(*f).agg_distinct && (*f).agg_filter.is_null() && (*f).agg_order.is_null()
+                (*f).over.is_null()
+                    && !(*f).agg_star
+                    && !(*f).agg_distinct
+                    && (*f).agg_filter.is_null()
+                    && (*f).agg_order.is_null()
                     && nodes((*f).args).into_iter().all(|n| row_local(n))
             }
             // Sub-selects (rows of other tables or of other rows), and anything this
@@ -159,4 +158,3 @@ mod pgr {
         }
     }
 }
-

@@ -142,10 +142,7 @@ pub async fn flood(env: &Env) -> anyhow::Result<Value> {
     let mut waves = Vec::new();
     for _ in 0..2 {
         let host = host.clone();
-        waves.push(
-            held_sockets(env, n, Duration::from_secs(secs), move |i| format!("GET /rest/v1/abuse_notes?id=eq.{i} HTTP/1.1\r\nHost: {host}\r\nX-Pa"), None)
-                .await,
-        );
+        waves.push(held_sockets(env, n, Duration::from_secs(secs), move |i| format!("GET /rest/v1/abuse_notes?id=eq.{i} HTTP/1.1\r\nHost: {host}\r\nX-Pa"), None).await);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Ok(json!({"per_wave": n, "held_for_s": secs, "client_fd_limit": own_limit, "waves": waves}))

@@ -68,8 +68,7 @@ pub async fn setup(env: &Env) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for (email, pass) in [(super::SAMPLER_EMAIL, super::SAMPLER_PASSWORD)] {
-        let r =
-            svc(http.post(format!("{}/auth/v1/admin/users", env.api))).json(&json!({"email": email, "password": pass, "email_confirm": true})).send().await?;
+        let r = svc(http.post(format!("{}/auth/v1/admin/users", env.api))).json(&json!({"email": email, "password": pass, "email_confirm": true})).send().await?;
         let st = r.status().as_u16();
         if st != 200 && st != 201 && st != 409 && st != 422 {
             bail!("creating {email}: {st} {}", r.text().await.unwrap_or_default());
@@ -166,25 +165,15 @@ async fn hashing(env: &Env) -> anyhow::Result<Value> {
                             .post(format!("{api}/auth/v1/signup"))
                             .header("apikey", &env.anon)
                             .json(&json!({"email": format!("abuse-{nonce}-{pass}-{i}@abuse.test"), "password": strong})),
-                        "token" => c
-                            .post(format!("{api}/auth/v1/token?grant_type=password"))
-                            .header("apikey", &env.anon)
-                            .json(&json!({"email": victim_email, "password": strong})),
-                        "recover_confirm" => c
-                            .post(format!("{api}/auth/v1/recover/confirm"))
-                            .header("apikey", &env.anon)
-                            .json(&json!({"token": "x", "password": "a".repeat(256)})),
+                        "token" => c.post(format!("{api}/auth/v1/token?grant_type=password")).header("apikey", &env.anon).json(&json!({"email": victim_email, "password": strong})),
+                        "recover_confirm" => c.post(format!("{api}/auth/v1/recover/confirm")).header("apikey", &env.anon).json(&json!({"token": "x", "password": "a".repeat(256)})),
                         "put_user" => c.put(format!("{api}/auth/v1/user")).header("apikey", &env.anon).bearer_auth(&token).json(&json!({"password": strong})),
                         "admin_create" => c
                             .post(format!("{api}/auth/v1/admin/users"))
                             .header("apikey", &env.service)
                             .bearer_auth(&env.service)
                             .json(&json!({"email": format!("admin-{nonce}-{pass}-{i}@abuse.test"), "password": strong, "email_confirm": true})),
-                        _ => c
-                            .put(format!("{api}/auth/v1/admin/users/{victim2_id}"))
-                            .header("apikey", &env.service)
-                            .bearer_auth(&env.service)
-                            .json(&json!({"password": strong})),
+                        _ => c.put(format!("{api}/auth/v1/admin/users/{victim2_id}")).header("apikey", &env.service).bearer_auth(&env.service).json(&json!({"password": strong})),
                     };
                     match req.timeout(Duration::from_secs(30)).send().await {
                         Ok(r) => {

@@ -12,15 +12,15 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreProviderMetadata};
 use openidconnect::{
-    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope,
 };
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::Mutex;
 
-use crate::config::oauth::{Protocol, ProviderConfig};
 use crate::auth::error::{AuthError, AuthResult};
+use crate::config::oauth::{Protocol, ProviderConfig};
 use crate::config::Secret;
 
 /// How long discovery documents and keys are reused.
@@ -142,16 +142,10 @@ type DiscoveredClient = CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, 
 
 fn oidc_client(p: &ProviderConfig, meta: &CoreProviderMetadata, redirect_uri: &str) -> AuthResult<DiscoveredClient> {
     let redirect = RedirectUrl::new(redirect_uri.to_owned()).map_err(|e| upstream(format!("redirect URI {redirect_uri:?}: {e}")))?;
-    let body_auth = meta
-        .token_endpoint_auth_methods_supported()
-        .is_some_and(|m| !m.iter().any(|a| a.as_ref() == "client_secret_basic"));
-    let client = CoreClient::from_provider_metadata(
-        meta.clone(),
-        ClientId::new(p.client_id.clone()),
-        Some(ClientSecret::new(p.secret.expose().to_owned())),
-    )
-    .set_redirect_uri(redirect)
-    .set_auth_type(if body_auth { AuthType::RequestBody } else { AuthType::BasicAuth });
+    let body_auth = meta.token_endpoint_auth_methods_supported().is_some_and(|m| !m.iter().any(|a| a.as_ref() == "client_secret_basic"));
+    let client = CoreClient::from_provider_metadata(meta.clone(), ClientId::new(p.client_id.clone()), Some(ClientSecret::new(p.secret.expose().to_owned())))
+        .set_redirect_uri(redirect)
+        .set_auth_type(if body_auth { AuthType::RequestBody } else { AuthType::BasicAuth });
     Ok(client)
 }
 
@@ -208,15 +202,7 @@ fn denied(why: impl std::fmt::Display) -> AuthError {
     AuthError::new(StatusCode::UNAUTHORIZED, "bad_oauth_callback", "the OAuth provider's answer could not be verified")
 }
 
-async fn oidc_exchange(
-    rt: &OAuthRuntime,
-    p: &ProviderConfig,
-    issuer: &str,
-    check_issuer: bool,
-    redirect_uri: &str,
-    code: &str,
-    s: &FlowSecrets,
-) -> AuthResult<Profile> {
+async fn oidc_exchange(rt: &OAuthRuntime, p: &ProviderConfig, issuer: &str, check_issuer: bool, redirect_uri: &str, code: &str, s: &FlowSecrets) -> AuthResult<Profile> {
     let meta = rt.metadata(issuer, check_issuer).await?;
     let client = oidc_client(p, &meta, redirect_uri)?;
     let tokens = client
@@ -268,15 +254,7 @@ async fn oidc_exchange(
     })
 }
 
-async fn github_exchange(
-    rt: &OAuthRuntime,
-    p: &ProviderConfig,
-    web: &str,
-    api: &str,
-    redirect_uri: &str,
-    code: &str,
-    s: &FlowSecrets,
-) -> AuthResult<Profile> {
+async fn github_exchange(rt: &OAuthRuntime, p: &ProviderConfig, web: &str, api: &str, redirect_uri: &str, code: &str, s: &FlowSecrets) -> AuthResult<Profile> {
     use oauth2::basic::BasicClient;
     let bad = |e: String| upstream(e);
     let client = BasicClient::new(oauth2::ClientId::new(p.client_id.clone()))

@@ -33,9 +33,7 @@ pub async fn account_for(tx: &Transaction<'_>, provider: &str, profile: &Profile
         Some(row) => row.get(0),
         None => link_or_create(tx, provider, profile).await?,
     };
-    let row = tx
-        .query_one("SELECT deleted_at IS NOT NULL, coalesce(banned_until > now(), false) FROM auth.users WHERE id = $1", &[&user])
-        .await?;
+    let row = tx.query_one("SELECT deleted_at IS NOT NULL, coalesce(banned_until > now(), false) FROM auth.users WHERE id = $1", &[&user]).await?;
     if row.get::<_, bool>(0) {
         return Err(AuthError::user_not_found());
     }
@@ -60,11 +58,7 @@ async fn link_or_create(tx: &Transaction<'_>, provider: &str, profile: &Profile)
     let user = match existing {
         Some((id, proven)) => {
             if !profile.email_verified {
-                return Err(AuthError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "email_exists",
-                    "an account with this email exists and the provider has not verified the address",
-                ));
+                return Err(AuthError::new(StatusCode::UNPROCESSABLE_ENTITY, "email_exists", "an account with this email exists and the provider has not verified the address"));
             }
             if !proven {
                 tx.execute(

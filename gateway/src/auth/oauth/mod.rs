@@ -28,9 +28,9 @@ use super::redirect::{self, found, with_query};
 use super::routes::email::{error_redirect, session_fragment};
 use super::tokens::{self, Method};
 use super::{pkce, store, ClientInfo};
+use crate::config::oauth::{self as providers, ProviderConfig};
 use crate::AppState;
 use client::FlowSecrets;
-use crate::config::oauth::{self as providers, ProviderConfig};
 
 /// How long a user may take at the provider.
 const FLOW_TTL_SECS: i64 = 600;
@@ -50,11 +50,7 @@ fn provider<'a>(s: &'a AppState, name: &str) -> AuthResult<&'a ProviderConfig> {
     if name.is_empty() {
         return Err(AuthError::invalid_body("Unsupported provider: provider is required"));
     }
-    s.config
-        .oauth_providers
-        .iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| AuthError::invalid_body(format!("Unsupported provider: {name} is not enabled")))
+    s.config.oauth_providers.iter().find(|p| p.name == name).ok_or_else(|| AuthError::invalid_body(format!("Unsupported provider: {name} is not enabled")))
 }
 
 /// The cookie that binds a flow's `state` to the browser.

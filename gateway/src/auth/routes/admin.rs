@@ -39,11 +39,7 @@ pub struct PageQuery {
 fn page_number(raw: Option<&str>, default: i64, name: &str) -> AuthResult<i64> {
     match raw.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(default),
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| AuthError::invalid_body(format!("{name} must be a positive integer"))),
+        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(|| AuthError::invalid_body(format!("{name} must be a positive integer"))),
     }
 }
 

@@ -44,11 +44,7 @@ pub async fn token(State(s): State<AppState>, Query(q): Query<GrantQuery>, clien
         Some("password") => password_grant(&s, &client, parse_body(&body)?).await,
         Some("refresh_token") => refresh_grant(&s, parse_body(&body)?).await,
         Some("pkce") => pkce_grant(&s, &client, parse_body(&body)?).await,
-        Some(other) => Err(AuthError::new(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            format!("unsupported grant_type {other:?}"),
-        )),
+        Some(other) => Err(AuthError::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", format!("unsupported grant_type {other:?}"))),
         None => Err(AuthError::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type is required")),
     }
 }
@@ -139,11 +135,7 @@ async fn refresh_grant(s: &AppState, p: RefreshGrant) -> AuthResult<Response> {
             // The revocation must stick even though the request fails.
             store::audit(&tx, "token_revoked", None, json!({"reason": "refresh token reuse"}), None).await?;
             tx.commit().await?;
-            Err(AuthError::new(
-                StatusCode::UNAUTHORIZED,
-                "refresh_token_already_used",
-                "invalid refresh token: already used",
-            ))
+            Err(AuthError::new(StatusCode::UNAUTHORIZED, "refresh_token_already_used", "invalid refresh token: already used"))
         }
         Refreshed::Rotated(user_id, session, next) => {
             let user = store::found(store::user_json(&tx, user_id).await?)?;
@@ -177,8 +169,5 @@ pub async fn logout(State(s): State<AppState>, Query(q): Query<LogoutQuery>, cal
 
 /// The user id of a user token; 401 for API keys.
 pub fn user_of(caller: &Caller) -> AuthResult<Uuid> {
-    caller
-        .user_id()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| AuthError::new(StatusCode::UNAUTHORIZED, "bad_jwt", "invalid JWT: missing sub claim"))
+    caller.user_id().and_then(|v| v.parse().ok()).ok_or_else(|| AuthError::new(StatusCode::UNAUTHORIZED, "bad_jwt", "invalid JWT: missing sub claim"))
 }

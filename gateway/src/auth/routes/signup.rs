@@ -26,12 +26,7 @@ struct SignupParams {
 }
 
 /// POST /auth/v1/signup: 201 with a session; an anonymous session without email.
-pub async fn signup(
-    State(s): State<AppState>,
-    Query(q): Query<super::email::RedirectQuery>,
-    client: ClientInfo,
-    body: Bytes,
-) -> AuthResult<Response> {
+pub async fn signup(State(s): State<AppState>, Query(q): Query<super::email::RedirectQuery>, client: ClientInfo, body: Bytes) -> AuthResult<Response> {
     let p: SignupParams = parse_body(&body)?;
     let meta = validate::metadata(p.data.as_ref())?.cloned().unwrap_or_else(|| json!({}));
     let Some(raw_email) = p.email.as_deref().filter(|e| !e.trim().is_empty()) else {
@@ -93,24 +88,12 @@ pub async fn anonymous(State(s): State<AppState>, client: ClientInfo, body: Byte
 
 async fn anonymous_session(s: &AppState, client: &ClientInfo, role: &str, meta: Value) -> AuthResult<Response> {
     if !s.config.allow_anonymous_signin {
-        return Err(AuthError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "anonymous_provider_disabled",
-            "anonymous sign-ins are disabled (ALLOW_ANONYMOUS_SIGNIN)",
-        ));
+        return Err(AuthError::new(StatusCode::SERVICE_UNAVAILABLE, "anonymous_provider_disabled", "anonymous sign-ins are disabled (ALLOW_ANONYMOUS_SIGNIN)"));
     }
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
     let app_meta = json!({"provider": "anonymous", "providers": ["anonymous"]});
-    let new = NewUser {
-        email: None,
-        password_hash: None,
-        role,
-        user_meta: &meta,
-        app_meta: &app_meta,
-        confirmed_by: None,
-        is_anonymous: true,
-    };
+    let new = NewUser { email: None, password_hash: None, role, user_meta: &meta, app_meta: &app_meta, confirmed_by: None, is_anonymous: true };
     let id = store::create_user(&tx, &new).await?.ok_or_else(|| AuthError::internal(anyhow::anyhow!("anonymous insert conflicted")))?;
     let (session, refresh) = store::start_session(&tx, id, client.user_agent.as_deref(), client.ip.as_deref()).await?;
     let user = store::found(store::user_json(&tx, id).await?)?;

@@ -71,10 +71,7 @@ pub async fn update_user(State(s): State<AppState>, caller: Caller, body: Bytes)
     };
     let changes = UserChanges { email: None, password_hash: hash.as_deref(), user_meta: meta, app_meta: None };
     store::update_user(&tx, id, &changes).await?;
-    let what: Vec<&str> = [("email", new_email.is_some()), ("password", hash.is_some()), ("data", meta.is_some())]
-        .into_iter()
-        .filter_map(|(k, on)| on.then_some(k))
-        .collect();
+    let what: Vec<&str> = [("email", new_email.is_some()), ("password", hash.is_some()), ("data", meta.is_some())].into_iter().filter_map(|(k, on)| on.then_some(k)).collect();
     store::audit(&tx, "user_modified", Some(id), json!({"fields": what}), None).await?;
     let user = store::found(store::user_json(&tx, id).await?)?;
     tx.commit().await?;

@@ -7,9 +7,9 @@
 use axum::http::StatusCode;
 use serde_json::Value;
 
+use super::embed;
 use super::error::RestError;
 use super::request::{parse_list, Condition, Field, Filter, Op, OrderTerm, Quantifier, QueryParams, SelectItem};
-use super::embed;
 use crate::db::schema_cache::{Function, SchemaCache, Table};
 use crate::db::sql::{array_literal, ident, qualified, Sql};
 
@@ -45,10 +45,7 @@ impl Source<'_> {
     fn column_type(&self, col: &str) -> Result<Option<&str>, RestError> {
         match self.columns {
             None => Ok(None),
-            Some(t) => t
-                .column(col)
-                .map(|c| Some(c.type_name.as_str()))
-                .ok_or_else(|| RestError::no_column(self.name, col)),
+            Some(t) => t.column(col).map(|c| Some(c.type_name.as_str())).ok_or_else(|| RestError::no_column(self.name, col)),
         }
     }
 }
@@ -98,7 +95,11 @@ fn cast(placeholder: &str, ty: &Option<String>) -> String {
 
 /// Columns of unknown type (scalar function results) are compared as text.
 fn typed_lhs(lhs: String, ty: &Option<String>) -> String {
-    if ty.is_none() { format!("{lhs}::text") } else { lhs }
+    if ty.is_none() {
+        format!("{lhs}::text")
+    } else {
+        lhs
+    }
 }
 
 fn array_type(ty: &Option<String>) -> Option<String> {
@@ -152,12 +153,7 @@ fn filter_sql(sql: &mut Sql, src: &Source, f: &Filter) -> Result<String, RestErr
                 "true" => "TRUE",
                 "false" => "FALSE",
                 "unknown" => "UNKNOWN",
-                other => {
-                    return Err(RestError::parse(
-                        format!("\"failed to parse filter (is.{other})\""),
-                        "is takes null, not_null, true, false or unknown",
-                    ))
-                }
+                other => return Err(RestError::parse(format!("\"failed to parse filter (is.{other})\""), "is takes null, not_null, true, false or unknown")),
             };
             format!("{lhs} IS {kw}")
         }
@@ -227,11 +223,7 @@ fn condition_sql(sql: &mut Sql, src: &Source, c: &Condition) -> Result<String, R
             for ch in children {
                 parts.push(condition_sql(sql, src, ch)?);
             }
-            let joined = if parts.is_empty() {
-                "true".to_owned()
-            } else {
-                format!("({})", parts.join(if *or { " OR " } else { " AND " }))
-            };
+            let joined = if parts.is_empty() { "true".to_owned() } else { format!("({})", parts.join(if *or { " OR " } else { " AND " })) };
             Ok(if *negate { format!("NOT {joined}") } else { joined })
         }
     }
@@ -274,9 +266,7 @@ fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut Vec
                     None => expr,
                 };
                 // The key of a JSON path names the value; an array index does not.
-                let name = alias.clone().unwrap_or_else(|| {
-                    field.path.last().map(|s| s.key.clone()).filter(|k| k.parse::<i64>().is_err()).unwrap_or_else(|| field.column.clone())
-                });
+                let name = alias.clone().unwrap_or_else(|| field.path.last().map(|s| s.key.clone()).filter(|k| k.parse::<i64>().is_err()).unwrap_or_else(|| field.column.clone()));
                 out.push(format!("{expr} AS {}", ident(&name)));
             }
             SelectItem::Embed(e) => {
@@ -363,7 +353,7 @@ fn related_order_expr(sql: &mut Sql, parent: &Source, key: &str, field: &super::
             Some(&format!("Verify that '{key}' is included in the 'select' query parameter.")),
         )
     };
-    let e = select.iter().find_map(|it| matches!(it, SelectItem::Embed(e) if e.key() == key).then_some(it)).ok_or_else(not_embedded)?;
+    let e = select.iter().find(|it| matches!(it, SelectItem::Embed(e) if e.key() == key)).ok_or_else(not_embedded)?;
     let SelectItem::Embed(e) = e else { return Err(not_embedded()) };
     let (cache, q) = parent.ctx.ok_or_else(not_embedded)?;
     let parent_table = parent.columns.ok_or_else(not_embedded)?;
@@ -380,11 +370,7 @@ fn related_order_expr(sql: &mut Sql, parent: &Source, key: &str, field: &super::
     let alias = format!("_pgs_o{}_{n}", parent.path.len());
     let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path: parent.path.clone() };
     let (col, _) = field_expr(sql, &src, field)?;
-    Ok(format!(
-        "(SELECT {col} FROM {} {alias} WHERE {} LIMIT 1)",
-        qualified(&child.schema, &child.name),
-        embed::join_condition(&rel, &parent.alias, &alias)
-    ))
+    Ok(format!("(SELECT {col} FROM {} {alias} WHERE {} LIMIT 1)", qualified(&child.schema, &child.name), embed::join_condition(&rel, &parent.alias, &alias)))
 }
 
 /// How many rows to count.
@@ -483,9 +469,7 @@ pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, 
              FROM (SELECT {R} AS v FROM {callee} AS {R}{wh}{paging}) _pgs_t"
         ));
     } else if !f.returns_set {
-        sql.push(&format!(
-            "SELECT coalesce((SELECT row_to_json({R})::text FROM {callee} AS {R}), 'null'), 1::bigint, NULL::text, NULL::bigint"
-        ));
+        sql.push(&format!("SELECT coalesce((SELECT row_to_json({R})::text FROM {callee} AS {R}), 'null'), 1::bigint, NULL::text, NULL::bigint"));
     } else {
         let from = format!("{callee} AS {R}");
         wrap_rows(&mut sql, &src, q, &from, count, true)?;

@@ -6,10 +6,10 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::{order_sql, select_sql, where_sql, Source, R};
-use crate::rest::error::RestError;
-use crate::rest::request::{Condition, Op, QueryParams};
 use crate::db::schema_cache::{SchemaCache, Table};
 use crate::db::sql::{ident, qualified, Sql};
+use crate::rest::error::RestError;
+use crate::rest::request::{Condition, Op, QueryParams};
 
 /// The payload of a write: rows as JSON, and the columns they set.
 pub struct Payload {
@@ -110,9 +110,7 @@ pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, ret
     if q.limit.is_some() || q.offset.is_some() {
         return Err(RestError::bad("PGRST114", "limit/offset querystring parameters are not allowed for PUT"));
     }
-    let not_pk = || {
-        RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST105", "Filters must include all and only primary key columns with 'eq' operators", None, None)
-    };
+    let not_pk = || RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST105", "Filters must include all and only primary key columns with 'eq' operators", None, None);
     let mut keys: Vec<(&str, &str)> = Vec::new();
     for c in &q.conditions {
         match c {
@@ -200,11 +198,7 @@ pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, 
     if sets.is_empty() {
         return Err(RestError::bad("PGRST102", "PATCH needs at least one column to change"));
     }
-    let stmt = format!(
-        "UPDATE {} AS {R} SET {} FROM json_to_record({row}::json) AS _x({def}){wh}",
-        qualified(&table.schema, &table.name),
-        sets.join(", ")
-    );
+    let stmt = format!("UPDATE {} AS {R} SET {} FROM json_to_record({row}::json) AS _x({def}){wh}", qualified(&table.schema, &table.name), sets.join(", "));
     finish_write(sql, cache, table, q, stmt, returning)
 }
 
@@ -235,11 +229,7 @@ fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParam
     let (returning_list, from, inserted) = if stmt.starts_with("INSERT") {
         // Views have no system columns: their inserts all count as new.
         let ins = if table.is_view { "true".to_owned() } else { format!("({INS}.xmax = 0)") };
-        (
-            format!("{INS} AS _pgs_row, {ins} AS _pgs_ins"),
-            format!("(SELECT (_m._pgs_row).* FROM _pgs_m _m) {R}"),
-            "(SELECT count(*) FROM _pgs_m WHERE _pgs_ins)",
-        )
+        (format!("{INS} AS _pgs_row, {ins} AS _pgs_ins"), format!("(SELECT (_m._pgs_row).* FROM _pgs_m _m) {R}"), "(SELECT count(*) FROM _pgs_m WHERE _pgs_ins)")
     } else {
         (format!("{R}.*"), format!("_pgs_m {R}"), "NULL::bigint")
     };
