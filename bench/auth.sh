@@ -14,13 +14,15 @@ CONN=${2:-8}
 PGBIN=/usr/lib/postgresql/15/bin
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 
-cargo build --release --bin pgstack -j2 >/dev/null 2>&1
+# PGSTACK_BIN: another build of the gateway (e.g. a before/after comparison).
+PGSTACK_BIN=${PGSTACK_BIN:-target/release/pgstack}
+[ "$PGSTACK_BIN" != target/release/pgstack ] || cargo build --release --bin pgstack -j2 >/dev/null 2>&1
 cargo build --release -p pgstack-gateway --example hash_cost -j2 >/dev/null 2>&1
 work=$(mktemp -d /tmp/pgstack-bench-XXXX)
 chmod 755 "$work"
 export PGSTACK_DIR="$work/state" LISTEN_ADDR=127.0.0.1:0 RUST_LOG=warn DB_POOL_SIZE=${DB_POOL_SIZE:-8}
 export AUTH_RATE_LIMIT=100000000/m ANONYMOUS_RATE_LIMIT=100000000/m ALLOW_ANONYMOUS_SIGNIN=true
-target/release/pgstack dev > "$work/dev.out" 2> "$work/dev.err" &
+"$PGSTACK_BIN" dev > "$work/dev.out" 2> "$work/dev.err" &
 DEV=$!
 trap 'kill -TERM $DEV 2>/dev/null; wait $DEV 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 120); do grep -q '^listening on' "$work/dev.out" && break; sleep 0.5; done

@@ -2,8 +2,8 @@
 //!
 //! Owns everything that lives in the database: the roles and schemas, the RLS
 //! helpers (`auth.uid()`, ...), and later live queries, outboxes and catalogs.
-//! Hand-written SQL lives in the repository's `sql/` folder and is embedded here;
-//! Rust functions live in `api/`. Upgrade scripts are `sql/pgstack--<from>--<to>.sql`
+//! Hand-written SQL lives in `pg_ext/sql/` and is embedded here;
+//! Rust functions live in `api/`. Upgrade scripts will be `sql/pgstack--<from>--<to>.sql`
 //! beside this crate's manifest (`cargo pgrx install` ships them).
 
 ::pgrx::pg_module_magic!(name, version);
@@ -11,19 +11,19 @@
 mod api;
 
 // Roles, schemas and RLS helpers: everything else depends on them.
-pgrx::extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 // Accounts, sessions and tokens (the gateway's /auth/v1).
-pgrx::extension_sql_file!("../../sql/auth.sql", name = "auth", requires = ["bootstrap"]);
+pgrx::extension_sql_file!("../sql/auth.sql", name = "auth", requires = ["bootstrap"]);
 // DDL → NOTIFY pgrst 'reload schema' (the gateway's schema cache).
-pgrx::extension_sql_file!("../../sql/rest.sql", name = "rest", requires = ["bootstrap"]);
+pgrx::extension_sql_file!("../sql/rest.sql", name = "rest", requires = ["bootstrap"]);
 // Storage: buckets, objects (RLS), chunks for the database backend.
-pgrx::extension_sql_file!("../../sql/storage.sql", name = "storage", requires = ["bootstrap"]);
+pgrx::extension_sql_file!("../sql/storage.sql", name = "storage", requires = ["bootstrap"]);
 // Edge functions catalog.
-pgrx::extension_sql_file!("../../sql/functions.sql", name = "functions", requires = ["bootstrap"]);
+pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires = ["bootstrap"]);
 // Webhooks: registrations, row triggers, the durable outbox.
-pgrx::extension_sql_file!("../../sql/webhooks.sql", name = "webhooks", requires = ["bootstrap"]);
+pgrx::extension_sql_file!("../sql/webhooks.sql", name = "webhooks", requires = ["bootstrap"]);
 // Live queries: registration, statement triggers, diffs, NOTIFY 'pgr'.
-pgrx::extension_sql_file!("../../sql/live.sql", name = "live", requires = ["bootstrap", check_live_query, live_query_shape]);
+pgrx::extension_sql_file!("../sql/live.sql", name = "live", requires = ["bootstrap", check_live_query, live_query_shape]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

@@ -54,6 +54,20 @@ impl TestCluster {
         Ok(tc)
     }
 
+    /// Like [`TestCluster::start`], with pg_stat_statements loaded: tests count the
+    /// statements a request runs.
+    pub async fn start_with_statement_stats() -> anyhow::Result<TestCluster> {
+        let tc = Self::start_bare()?;
+        tc.superuser().await?.batch_execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'").await?;
+        tc.cluster.stop()?;
+        tc.cluster.start()?;
+        let su = tc.superuser().await?;
+        su.batch_execute("CREATE EXTENSION pg_stat_statements").await?;
+        pgstack_gateway::install::ensure_extension(&su).await?;
+        pgstack_gateway::install::set_authenticator_password(&su, PASSWORD).await?;
+        Ok(tc)
+    }
+
     /// URL of the superuser.
     pub fn superuser_url(&self) -> String {
         self.cluster.url(cluster::SUPERUSER, PASSWORD, "postgres")

@@ -8,11 +8,9 @@
 //! Flows live in `auth.flow_state`; the authorization code is kept only as a digest,
 //! is single use and expires after [`AUTH_CODE_TTL_SECS`].
 
-use axum::http::StatusCode;
 use base64::Engine;
 use deadpool_postgres::Transaction;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::error::{AuthError, AuthResult};
@@ -50,11 +48,18 @@ pub fn parse(challenge: Option<&str>, method: Option<&str>) -> AuthResult<Option
     Ok(Some(Challenge { challenge: challenge.to_owned(), method }))
 }
 
-/// Whether `verifier` answers `challenge` (constant-time comparison).
+/// The S256 challenge of `verifier`: base64url(SHA-256(verifier)), unpadded.
+pub fn s256(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// Whether `verifier` answers `challenge` (constant-time): the comparison that
+/// `auth.pkce_grant` makes in the database, where the code is already spent.
 pub fn verifies(challenge: &str, method: &str, verifier: &str) -> bool {
+    use subtle::ConstantTimeEq;
     let expected = match method {
         "plain" => verifier.to_owned(),
-        _ => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())),
+        _ => s256(verifier),
     };
     expected.len() == challenge.len() && bool::from(expected.as_bytes().ct_eq(challenge.as_bytes()))
 }
@@ -124,33 +129,6 @@ pub async fn issue_code(tx: &Transaction<'_>, flow: Uuid, user: Uuid) -> AuthRes
     )
     .await?;
     Ok(code)
-}
-
-/// Exchanges an authorization code and its verifier for (user, provider). The code is
-/// spent whatever the outcome, so a wrong verifier cannot be retried.
-pub async fn redeem(tx: &Transaction<'_>, code: &str, verifier: &str) -> AuthResult<(Uuid, String)> {
-    let row = tx
-        .query_opt(
-            "DELETE FROM auth.flow_state WHERE auth_code_hash = $1
-              RETURNING user_id, provider, code_challenge, code_challenge_method, expires_at > now()",
-            &[&tokens::digest(code)],
-        )
-        .await?;
-    let Some(row) = row else {
-        return Err(AuthError::new(StatusCode::NOT_FOUND, "flow_state_not_found", "invalid flow state, no valid flow state found"));
-    };
-    let (user, provider): (Option<Uuid>, String) = (row.get(0), row.get(1));
-    let (challenge, method, live): (Option<String>, Option<String>, bool) = (row.get(2), row.get(3), row.get(4));
-    if !live {
-        return Err(AuthError::new(StatusCode::BAD_REQUEST, "flow_state_expired", "authorization code has expired"));
-    }
-    let (Some(user), Some(challenge), Some(method)) = (user, challenge, method) else {
-        return Err(AuthError::new(StatusCode::NOT_FOUND, "flow_state_not_found", "invalid flow state, no valid flow state found"));
-    };
-    if !verifies(&challenge, &method, verifier) {
-        return Err(AuthError::new(StatusCode::FORBIDDEN, "bad_code_verifier", "code challenge does not match previously saved code verifier"));
-    }
-    Ok((user, provider))
 }
 
 /// Checks the verifier's form before any lookup.

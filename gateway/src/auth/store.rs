@@ -93,56 +93,6 @@ pub async fn start_session(tx: &Transaction<'_>, user: Uuid, user_agent: Option<
     Ok((row.get(0), refresh))
 }
 
-/// What presenting a refresh token led to.
-pub enum Refreshed {
-    /// A new token in the same session: (user, session, new refresh token).
-    Rotated(Uuid, Uuid, String),
-    /// No such token, or its session / user is gone or banned.
-    Invalid,
-    /// A token used again after the grace window: the session was revoked.
-    Reused,
-}
-
-/// Rotates `token`. A token already rotated less than `grace_secs` ago (concurrent
-/// tabs, server-side rendering) yields a fresh sibling token in the same session, as
-/// the issued one cannot be returned again (only its digest is stored). Older reuse
-/// revokes the whole session.
-pub async fn refresh(tx: &Transaction<'_>, token: &str, grace_secs: i64) -> AuthResult<Refreshed> {
-    let row = tx
-        .query_opt(
-            "SELECT rt.id, rt.user_id, rt.session_id, rt.revoked,
-                    rt.revoked AND rt.updated_at > now() - make_interval(secs => $2),
-                    s.not_after IS NOT NULL AND s.not_after < now(),
-                    u.deleted_at IS NOT NULL OR coalesce(u.banned_until > now(), false)
-               FROM auth.refresh_tokens rt
-               JOIN auth.sessions s ON s.id = rt.session_id
-               JOIN auth.users u ON u.id = rt.user_id
-              WHERE rt.token_hash = $1
-              FOR UPDATE OF rt",
-            &[&tokens::digest(token), &(grace_secs as f64)],
-        )
-        .await?;
-    let Some(row) = row else { return Ok(Refreshed::Invalid) };
-    let (id, user, session): (i64, Uuid, Uuid) = (row.get(0), row.get(1), row.get(2));
-    let (revoked, in_grace, expired, blocked): (bool, bool, bool, bool) = (row.get(3), row.get(4), row.get(5), row.get(6));
-    if expired || blocked {
-        return Ok(Refreshed::Invalid);
-    }
-    if revoked && !in_grace {
-        tx.execute("DELETE FROM auth.sessions WHERE id = $1", &[&session]).await?;
-        return Ok(Refreshed::Reused);
-    }
-    let next = tokens::opaque();
-    tx.execute(
-        "WITH old AS (UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE id = $1 AND NOT revoked),
-              s AS (UPDATE auth.sessions SET refreshed_at = now(), updated_at = now() WHERE id = $3)
-         INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id, parent_id) VALUES ($2, $4, $3, $1)",
-        &[&id, &tokens::digest(&next), &session, &user],
-    )
-    .await?;
-    Ok(Refreshed::Rotated(user, session, next))
-}
-
 /// Whether a session still exists.
 pub async fn session_exists(tx: &Transaction<'_>, session: Uuid) -> AuthResult<bool> {
     Ok(tx.query_opt("SELECT 1 FROM auth.sessions WHERE id = $1", &[&session]).await?.is_some())

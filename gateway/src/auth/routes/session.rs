@@ -5,12 +5,12 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::json;
 use crate::auth::error::{parse_body, AuthError, AuthResult};
-use crate::auth::store::{self, Refreshed};
+use crate::auth::store;
 use crate::auth::tokens::{self, Method};
 use crate::auth::{passwords, pkce, validate, ClientInfo};
 use crate::http::caller::Caller;
@@ -107,42 +107,41 @@ async fn pkce_grant(s: &AppState, client: &ClientInfo, p: PkceGrant) -> AuthResu
         return Err(AuthError::invalid_body("invalid request: both auth code and code verifier should be non-empty"));
     };
     pkce::check_verifier(&verifier)?;
-    let mut conn = s.pool.get().await?;
-    let tx = store::begin(&mut conn).await?;
-    let (user, provider) = match pkce::redeem(&tx, &code, &verifier).await {
-        Ok(v) => v,
-        Err(e) => {
-            // The code is spent even when the verifier is wrong.
-            tx.commit().await?;
-            return Err(e);
-        }
+    // One statement (`auth.pkce_grant`): the code is spent, the verifier checked and
+    // the session started in one round trip and one transaction.
+    let refresh = tokens::opaque();
+    let conn = s.pool.get().await?;
+    let stmt = conn.prepare_cached("SELECT outcome, account, session, provider FROM auth.pkce_grant($1, $2, $3, $4, $5, $6)").await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&tokens::digest(&code), &verifier, &pkce::s256(&verifier), &tokens::digest(&refresh), &client.user_agent, &client.ip];
+    let row = conn.query_one(&stmt, &params).await?;
+    let (outcome, account, session, provider): (String, Option<Value>, Option<Uuid>, Option<String>) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (user_json, session, provider) = match (outcome.as_str(), account, session, provider) {
+        ("session", Some(a), Some(sid), Some(p)) => (a, sid, p),
+        ("session", ..) => return Err(AuthError::user_not_found()),
+        ("expired", ..) => return Err(AuthError::new(StatusCode::BAD_REQUEST, "flow_state_expired", "authorization code has expired")),
+        ("bad_verifier", ..) => return Err(AuthError::new(StatusCode::FORBIDDEN, "bad_code_verifier", "code challenge does not match previously saved code verifier")),
+        _ => return Err(AuthError::new(StatusCode::NOT_FOUND, "flow_state_not_found", "invalid flow state, no valid flow state found")),
     };
-    let (session, refresh) = store::start_session(&tx, user, client.user_agent.as_deref(), client.ip.as_deref()).await?;
-    let user_json = store::found(store::user_json(&tx, user).await?)?;
-    store::audit(&tx, "login", Some(user), json!({"provider": provider, "grant": "pkce"}), client.ip.as_deref()).await?;
-    tx.commit().await?;
     let method = if provider == "email" { Method::Otp } else { Method::OAuth };
     Ok(json(StatusCode::OK, tokens::session_body(&s.config, user_json, &session.to_string(), &refresh, method)?))
 }
 
+/// grant_type=refresh_token: one statement (`auth.refresh_grant`, one round trip
+/// and one transaction) rotates the token, or revokes the session of a reused one.
 async fn refresh_grant(s: &AppState, p: RefreshGrant) -> AuthResult<Response> {
     let token = p.refresh_token.filter(|t| !t.is_empty()).ok_or_else(AuthError::invalid_refresh)?;
-    let mut conn = s.pool.get().await?;
-    let tx = store::begin(&mut conn).await?;
-    match store::refresh(&tx, &token, s.config.refresh_reuse_interval_secs).await? {
-        Refreshed::Invalid => Err(AuthError::invalid_refresh()),
-        Refreshed::Reused => {
-            // The revocation must stick even though the request fails.
-            store::audit(&tx, "token_revoked", None, json!({"reason": "refresh token reuse"}), None).await?;
-            tx.commit().await?;
-            Err(AuthError::new(StatusCode::UNAUTHORIZED, "refresh_token_already_used", "invalid refresh token: already used"))
-        }
-        Refreshed::Rotated(user_id, session, next) => {
-            let user = store::found(store::user_json(&tx, user_id).await?)?;
-            tx.commit().await?;
-            let body = tokens::session_body(&s.config, user, &session.to_string(), &next, Method::Refresh)?;
-            Ok(json(StatusCode::OK, body))
-        }
+    let next = tokens::opaque();
+    let conn = s.pool.get().await?;
+    let stmt = conn.prepare_cached("SELECT outcome, account, session FROM auth.refresh_grant($1, $2, $3)").await?;
+    let grace = s.config.refresh_reuse_interval_secs as f64;
+    let row = conn.query_one(&stmt, &[&tokens::digest(&token), &tokens::digest(&next), &grace]).await?;
+    let (outcome, account, session): (String, Option<Value>, Option<Uuid>) = (row.get(0), row.get(1), row.get(2));
+    match (outcome.as_str(), account, session) {
+        ("rotated", Some(user), Some(session)) => Ok(json(StatusCode::OK, tokens::session_body(&s.config, user, &session.to_string(), &next, Method::Refresh)?)),
+        ("rotated", None, _) => Err(AuthError::user_not_found()),
+        ("reused", _, _) => Err(AuthError::new(StatusCode::UNAUTHORIZED, "refresh_token_already_used", "invalid refresh token: already used")),
+        _ => Err(AuthError::invalid_refresh()),
     }
 }
 

@@ -177,3 +177,106 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA auth TO pgstack_auth_admin;
 GRANT EXECUTE ON FUNCTION auth.user_json(auth.users) TO pgstack_auth_admin, service_role;
 -- The service role may read accounts (as on Supabase); the request roles may not.
 GRANT SELECT ON auth.users, auth.identities TO service_role;
+
+-- Multi-statement flows of /auth/v1 as one statement each: one round trip from the
+-- gateway and one transaction (the statement's own), instead of BEGIN, SET ROLE, a
+-- read, the writes, the user's JSON and COMMIT. The gateway's login role calls them;
+-- no request role may (they are not in an exposed schema, and EXECUTE is not granted).
+
+-- A session with its first refresh token (whose digest the gateway made); the
+-- account's last sign-in moves to now.
+CREATE FUNCTION auth._start_session(p_user uuid, p_user_agent text, p_ip text, p_refresh_hash text)
+RETURNS uuid
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH s AS (INSERT INTO auth.sessions (user_id, user_agent, ip) VALUES (p_user, p_user_agent, p_ip) RETURNING id),
+         r AS (INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id) SELECT p_refresh_hash, p_user, s.id FROM s),
+         u AS (UPDATE auth.users SET last_sign_in_at = now() WHERE id = p_user)
+    SELECT id FROM s
+$$;
+
+-- grant_type=refresh_token. Outcome:
+--   'rotated': the token is revoked and p_next_hash is its child in the same session
+--              (a token rotated less than p_grace_secs ago gets a sibling instead: tabs
+--              refreshing at once); the account's JSON and the session come back;
+--   'invalid': no such token, or its session expired, or the account is gone/banned;
+--   'reused':  a token used again after the grace window: its session is revoked
+--              (and the revocation audited), committed although the request fails.
+CREATE FUNCTION auth.refresh_grant(p_token_hash text, p_next_hash text, p_grace_secs float8)
+RETURNS TABLE (outcome text, account jsonb, session uuid)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT rt.id, rt.user_id, rt.session_id, rt.revoked,
+           rt.revoked AND rt.updated_at > now() - make_interval(secs => p_grace_secs) AS in_grace,
+           s.not_after IS NOT NULL AND s.not_after < now() AS expired,
+           u.deleted_at IS NOT NULL OR coalesce(u.banned_until > now(), false) AS blocked
+      INTO r
+      FROM auth.refresh_tokens rt
+      JOIN auth.sessions s ON s.id = rt.session_id
+      JOIN auth.users u ON u.id = rt.user_id
+     WHERE rt.token_hash = p_token_hash
+       FOR UPDATE OF rt;
+    IF NOT FOUND OR r.expired OR r.blocked THEN
+        RETURN QUERY SELECT 'invalid'::text, NULL::jsonb, NULL::uuid;
+        RETURN;
+    END IF;
+    IF r.revoked AND NOT r.in_grace THEN
+        DELETE FROM auth.sessions WHERE id = r.session_id;
+        INSERT INTO auth.audit_log_entries (action, payload) VALUES ('token_revoked', '{"reason": "refresh token reuse"}');
+        RETURN QUERY SELECT 'reused'::text, NULL::jsonb, NULL::uuid;
+        RETURN;
+    END IF;
+    UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE id = r.id AND NOT revoked;
+    UPDATE auth.sessions SET refreshed_at = now(), updated_at = now() WHERE id = r.session_id;
+    INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id, parent_id) VALUES (p_next_hash, r.user_id, r.session_id, r.id);
+    RETURN QUERY SELECT 'rotated'::text, auth.user_json(u), r.session_id FROM auth.users u WHERE u.id = r.user_id AND u.deleted_at IS NULL;
+END
+$$;
+
+-- grant_type=pkce: redeems an authorization code (by digest) with the app's verifier,
+-- given in both forms a challenge can take (plain, and S256 computed by the gateway),
+-- and starts a session. The code is spent whatever the outcome. Outcome 'session'
+-- (with the account's JSON, the session and the provider), 'not_found', 'expired' or
+-- 'bad_verifier'.
+CREATE FUNCTION auth.pkce_grant(p_code_hash text, p_verifier text, p_verifier_s256 text, p_refresh_hash text, p_user_agent text, p_ip text)
+RETURNS TABLE (outcome text, account jsonb, session uuid, provider text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f record;
+    sid uuid;
+    expected text;
+BEGIN
+    DELETE FROM auth.flow_state WHERE auth_code_hash = p_code_hash
+        RETURNING user_id, flow_state.provider AS prov, code_challenge, code_challenge_method, expires_at > now() AS live INTO f;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'not_found'::text, NULL::jsonb, NULL::uuid, NULL::text;
+        RETURN;
+    END IF;
+    IF NOT f.live THEN
+        RETURN QUERY SELECT 'expired'::text, NULL::jsonb, NULL::uuid, NULL::text;
+        RETURN;
+    END IF;
+    IF f.user_id IS NULL OR f.code_challenge IS NULL OR f.code_challenge_method IS NULL THEN
+        RETURN QUERY SELECT 'not_found'::text, NULL::jsonb, NULL::uuid, NULL::text;
+        RETURN;
+    END IF;
+    expected := CASE f.code_challenge_method WHEN 'plain' THEN p_verifier ELSE p_verifier_s256 END;
+    IF f.code_challenge IS DISTINCT FROM expected THEN
+        RETURN QUERY SELECT 'bad_verifier'::text, NULL::jsonb, NULL::uuid, NULL::text;
+        RETURN;
+    END IF;
+    sid := auth._start_session(f.user_id, p_user_agent, p_ip, p_refresh_hash);
+    INSERT INTO auth.audit_log_entries (action, actor_id, payload, ip_address)
+        VALUES ('login', f.user_id, jsonb_build_object('provider', f.prov, 'grant', 'pkce'), coalesce(p_ip, ''));
+    RETURN QUERY SELECT 'session'::text, auth.user_json(u), sid, f.prov FROM auth.users u WHERE u.id = f.user_id AND u.deleted_at IS NULL;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION auth._start_session(uuid, text, text, text), auth.refresh_grant(text, text, float8),
+    auth.pkce_grant(text, text, text, text, text, text) FROM PUBLIC;
+GRANT USAGE ON SCHEMA auth TO authenticator;
+GRANT EXECUTE ON FUNCTION auth.refresh_grant(text, text, float8), auth.pkce_grant(text, text, text, text, text, text) TO authenticator;
