@@ -2,6 +2,10 @@
 //! listens on the gateway's channels and forwards notifications to subscribers.
 //! It reconnects with backoff; every (re)connect is announced as
 //! [`Event::Connected`] so consumers can resync what they may have missed.
+//!
+//! Each channel has its own bus ([`Buses`]): a burst of live-query deltas cannot push
+//! webhook wake-ups or schema reloads out of a shared queue (a consumer that falls
+//! behind on its own bus resyncs, as after a reconnect).
 
 use std::time::Duration;
 
@@ -27,9 +31,39 @@ pub enum Event {
     },
 }
 
-/// Starts the listener task for `channels`; returns the sender to subscribe from.
-pub fn spawn(database_url: String, channels: Vec<String>) -> broadcast::Sender<Event> {
-    let (tx, _) = broadcast::channel(1024);
+/// One broadcast bus per channel.
+#[derive(Clone)]
+pub struct Buses(std::sync::Arc<std::collections::HashMap<String, broadcast::Sender<Event>>>);
+
+impl Buses {
+    /// The events of `channel` (and every reconnect). A channel the listener was not
+    /// started with yields only a closed receiver.
+    pub fn subscribe(&self, channel: &str) -> broadcast::Receiver<Event> {
+        match self.0.get(channel) {
+            Some(tx) => tx.subscribe(),
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    fn send(&self, ev: Event) {
+        match &ev {
+            Event::Connected => {
+                for tx in self.0.values() {
+                    let _ = tx.send(Event::Connected);
+                }
+            }
+            Event::Notify { channel, .. } => {
+                if let Some(tx) = self.0.get(channel) {
+                    let _ = tx.send(ev);
+                }
+            }
+        }
+    }
+}
+
+/// Starts the listener task for `channels`; returns their buses to subscribe from.
+pub fn spawn(database_url: String, channels: Vec<String>) -> Buses {
+    let tx = Buses(std::sync::Arc::new(channels.iter().map(|c| (c.clone(), broadcast::channel(1024).0)).collect()));
     let out = tx.clone();
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
@@ -45,7 +79,7 @@ pub fn spawn(database_url: String, channels: Vec<String>) -> broadcast::Sender<E
     tx
 }
 
-async fn run_once(url: &str, channels: &[String], out: &broadcast::Sender<Event>) -> anyhow::Result<()> {
+async fn run_once(url: &str, channels: &[String], out: &Buses) -> anyhow::Result<()> {
     let mut cfg: tokio_postgres::Config = url.parse()?;
     cfg.application_name("pgstack-listener");
     cfg.connect_timeout(Duration::from_secs(3));
@@ -68,9 +102,9 @@ async fn run_once(url: &str, channels: &[String], out: &broadcast::Sender<Event>
         client.batch_execute(&format!("LISTEN {}", crate::db::sql::ident(ch))).await?;
     }
     tracing::info!(channels = ?channels, "listening for notifications");
-    let _ = out.send(Event::Connected);
+    out.send(Event::Connected);
     while let Some((channel, payload)) = msg_rx.recv().await {
-        let _ = out.send(Event::Notify { channel, payload });
+        out.send(Event::Notify { channel, payload });
     }
     drop(client);
     match driver.await {
@@ -82,8 +116,8 @@ async fn run_once(url: &str, channels: &[String], out: &broadcast::Sender<Event>
 
 /// Reloads the schema cache on `reload schema` notifications and after reconnects,
 /// coalescing bursts (a migration fires many DDL events) into one reload.
-pub fn spawn_schema_reloader(state: crate::AppState, events: broadcast::Sender<Event>) {
-    let mut rx = events.subscribe();
+pub fn spawn_schema_reloader(state: crate::AppState, events: &Buses) {
+    let mut rx = events.subscribe(SCHEMA_CHANNEL);
     tokio::spawn(async move {
         loop {
             let ev = match rx.recv().await {
@@ -106,4 +140,31 @@ pub fn spawn_schema_reloader(state: crate::AppState, events: broadcast::Sender<E
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notify(channel: &str, payload: &str) -> Event {
+        Event::Notify { channel: channel.into(), payload: payload.into() }
+    }
+
+    #[tokio::test]
+    async fn each_channel_has_its_own_bus() {
+        let buses = Buses(std::sync::Arc::new(["pgr", "pgr_webhooks"].iter().map(|c| (c.to_string(), broadcast::channel(4).0)).collect()));
+        let (mut deltas, mut hooks) = (buses.subscribe("pgr"), buses.subscribe("pgr_webhooks"));
+        // A flood of deltas overflows only the delta bus ...
+        for i in 0..10 {
+            buses.send(notify("pgr", &i.to_string()));
+        }
+        buses.send(notify("pgr_webhooks", "wake"));
+        assert!(matches!(deltas.recv().await, Err(broadcast::error::RecvError::Lagged(6))));
+        // ... the webhook bus still holds its one event, and reconnects reach both.
+        assert!(matches!(hooks.recv().await, Ok(Event::Notify { payload, .. }) if payload == "wake"));
+        buses.send(Event::Connected);
+        assert!(matches!(hooks.recv().await, Ok(Event::Connected)));
+        // A channel the listener does not listen on: a closed receiver, nothing else.
+        assert!(matches!(buses.subscribe("other").recv().await, Err(broadcast::error::RecvError::Closed)));
+    }
 }

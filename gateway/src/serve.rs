@@ -58,7 +58,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         crate::storage::backend::spawn_sweeper(root.clone(), max_age);
     }
     crate::realtime::spawn_relay(&state, &events);
-    crate::listener::spawn_schema_reloader(state.clone(), events);
+    crate::listener::spawn_schema_reloader(state.clone(), &events);
 
     println!("listening on http://{addr}");
     tracing::info!(%addr, "pgstack gateway listening");

@@ -41,6 +41,18 @@ pub enum LiveQueryMessage {
     },
 }
 
+/// What the gateway reads of every live-query message to route it: the subscription
+/// and its sequence number (the rest is relayed to the sockets as it is, unparsed).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LiveQueryHead<'a> {
+    /// The subscription.
+    #[serde(borrow)]
+    pub query_id: std::borrow::Cow<'a, str>,
+    /// Per-subscription sequence number.
+    #[serde(default)]
+    pub seq: Option<i64>,
+}
+
 /// The kinds of signal message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,6 +66,17 @@ pub enum SignalKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_head_of_deltas_and_signals_routes_them() {
+        let delta = r#"{"query_id":"q1","seq":7,"inserted":[{"id":1}],"deleted":[]}"#;
+        let head: LiveQueryHead = serde_json::from_str(delta).unwrap();
+        assert_eq!((head.query_id.as_ref(), head.seq), ("q1", Some(7)));
+        let signal = r#"{"type":"overflow","query_id":"q\"2","seq":3,"fetch":true}"#;
+        let head: LiveQueryHead = serde_json::from_str(signal).unwrap();
+        assert_eq!((head.query_id.as_ref(), head.seq), ("q\"2", Some(3)));
+        assert!(serde_json::from_str::<LiveQueryHead>(r#"{"seq":1}"#).is_err());
+    }
 
     #[test]
     fn payload_limit_matches_the_contract() {

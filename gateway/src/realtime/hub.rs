@@ -358,13 +358,12 @@ impl Hub {
 
     /// Relays one NOTIFY payload of channel 'pgr' to the sockets of its query id.
     pub fn relay(&self, payload: &str) {
-        let Ok(v) = serde_json::from_str::<Value>(payload) else {
+        let Ok(head) = serde_json::from_str::<pgstack_shared::notify::LiveQueryHead>(payload) else {
             tracing::warn!("ignoring a malformed live-query notification");
             return;
         };
-        let Some(qid) = v.get("query_id").and_then(Value::as_str) else { return };
-        if let Some(ch) = self.existing(qid) {
-            if let Some(seq) = v.get("seq").and_then(Value::as_i64) {
+        if let Some(ch) = self.existing(&head.query_id) {
+            if let Some(seq) = head.seq {
                 ch.last_seq.store(seq, Ordering::Relaxed);
             }
             ch.publish(0, payload.to_owned());

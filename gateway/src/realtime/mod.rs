@@ -105,20 +105,19 @@ async fn presence(State(s): State<AppState>, Path(channel): Path<String>, Query(
 
 /// Feeds the hub from the LISTEN connection: deltas to their query's sockets, and an
 /// overflow to everyone after a reconnect (changes may have been missed meanwhile).
-pub fn spawn_relay(s: &AppState, events: &broadcast::Sender<Event>) {
+pub fn spawn_relay(s: &AppState, events: &crate::listener::Buses) {
     let hub = s.hub.clone();
     hub.set_presence_limits(s.config.ws_presence_max_bytes, s.config.ws_presence_max_total_bytes);
     hub.set_queue_limits(s.config.ws_client_queue_bytes, s.config.ws_queue_max_total_bytes);
     let relay = relay::start(s.pool.clone(), hub.clone());
     let _ = hub.relay.set(relay.clone());
-    let mut rx = events.subscribe();
+    // Deltas and the relay between gateways come on their own buses.
+    let (mut deltas, mut relayed) = (events.subscribe(CHANNEL), events.subscribe(relay::CHANNEL));
     tokio::spawn(async move {
         let mut connected_once = false;
         loop {
-            match rx.recv().await {
-                Ok(Event::Notify { channel, payload }) if channel == CHANNEL => hub.relay(&payload),
-                Ok(Event::Notify { channel, payload }) if channel == relay::CHANNEL => relay.receive(&hub, &payload),
-                Ok(Event::Notify { .. }) => {}
+            match deltas.recv().await {
+                Ok(Event::Notify { payload, .. }) => hub.relay(&payload),
                 Ok(Event::Connected) => {
                     if connected_once {
                         hub.resync_all();
@@ -126,6 +125,16 @@ pub fn spawn_relay(s: &AppState, events: &broadcast::Sender<Event>) {
                     connected_once = true;
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => hub.resync_all(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let hub = s.hub.clone();
+    tokio::spawn(async move {
+        loop {
+            match relayed.recv().await {
+                Ok(Event::Notify { payload, .. }) => relay.receive(&hub, &payload),
+                Ok(Event::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }

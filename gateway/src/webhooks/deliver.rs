@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::broadcast;
 
 use super::ssrf::{Policy, Resolver};
-use crate::listener::Event;
 use crate::AppState;
 
 /// NOTIFY channel the outbox trigger uses.
@@ -44,9 +42,9 @@ pub fn client(policy: Arc<Policy>, timeout: Duration) -> reqwest::Client {
 }
 
 /// Starts the worker, and the outbox pruning (`retention`).
-pub fn spawn(s: AppState, events: &broadcast::Sender<Event>) {
+pub fn spawn(s: AppState, events: &crate::listener::Buses) {
     super::retention::spawn(s.clone());
-    let mut rx = events.subscribe();
+    let mut rx = events.subscribe(CHANNEL);
     tokio::spawn(async move {
         let timeout = Duration::from_secs(s.config.webhook_timeout_secs);
         let http = client(s.webhook_policy.clone(), timeout);
