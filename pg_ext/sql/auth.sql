@@ -232,15 +232,16 @@ BEGIN
     UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE id = r.id AND NOT revoked;
     UPDATE auth.sessions SET refreshed_at = now(), updated_at = now() WHERE id = r.session_id;
     INSERT INTO auth.refresh_tokens (token_hash, user_id, session_id, parent_id) VALUES (p_next_hash, r.user_id, r.session_id, r.id);
-    RETURN QUERY SELECT 'rotated'::text, auth.user_json(u), r.session_id FROM auth.users u WHERE u.id = r.user_id AND u.deleted_at IS NULL;
+    -- Always one row (the account may have been deleted meanwhile: NULL).
+    RETURN QUERY SELECT 'rotated'::text, (SELECT auth.user_json(u) FROM auth.users u WHERE u.id = r.user_id AND u.deleted_at IS NULL), r.session_id;
 END
 $$;
 
 -- grant_type=pkce: redeems an authorization code (by digest) with the app's verifier,
 -- given in both forms a challenge can take (plain, and S256 computed by the gateway),
 -- and starts a session. The code is spent whatever the outcome. Outcome 'session'
--- (with the account's JSON, the session and the provider), 'not_found', 'expired' or
--- 'bad_verifier'.
+-- (with the account's JSON, the session and the provider), 'not_found', 'expired',
+-- 'bad_verifier', 'user_not_found' (deleted meanwhile) or 'banned'.
 CREATE FUNCTION auth.pkce_grant(p_code_hash text, p_verifier text, p_verifier_s256 text, p_refresh_hash text, p_user_agent text, p_ip text)
 RETURNS TABLE (outcome text, account jsonb, session uuid, provider text)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -249,6 +250,8 @@ DECLARE
     f record;
     sid uuid;
     expected text;
+    gone boolean;
+    banned boolean;
 BEGIN
     DELETE FROM auth.flow_state WHERE auth_code_hash = p_code_hash
         RETURNING user_id, flow_state.provider AS prov, code_challenge, code_challenge_method, expires_at > now() AS live INTO f;
@@ -269,10 +272,21 @@ BEGIN
         RETURN QUERY SELECT 'bad_verifier'::text, NULL::jsonb, NULL::uuid, NULL::text;
         RETURN;
     END IF;
+    -- The account as it is now: gone, or banned, gets no session (the code is spent).
+    SELECT u.deleted_at IS NOT NULL, coalesce(u.banned_until > now(), false) INTO gone, banned
+      FROM auth.users u WHERE u.id = f.user_id;
+    IF NOT FOUND OR gone THEN
+        RETURN QUERY SELECT 'user_not_found'::text, NULL::jsonb, NULL::uuid, NULL::text;
+        RETURN;
+    END IF;
+    IF banned THEN
+        RETURN QUERY SELECT 'banned'::text, NULL::jsonb, NULL::uuid, NULL::text;
+        RETURN;
+    END IF;
     sid := auth._start_session(f.user_id, p_user_agent, p_ip, p_refresh_hash);
     INSERT INTO auth.audit_log_entries (action, actor_id, payload, ip_address)
         VALUES ('login', f.user_id, jsonb_build_object('provider', f.prov, 'grant', 'pkce'), coalesce(p_ip, ''));
-    RETURN QUERY SELECT 'session'::text, auth.user_json(u), sid, f.prov FROM auth.users u WHERE u.id = f.user_id AND u.deleted_at IS NULL;
+    RETURN QUERY SELECT 'session'::text, (SELECT auth.user_json(u) FROM auth.users u WHERE u.id = f.user_id), sid, f.prov;
 END
 $$;
 

@@ -123,4 +123,19 @@ async fn a_pkce_redemption_is_one_statement() {
     assert_eq!(calls, 1);
     let (st, _) = t.post("/auth/v1/token?grant_type=pkce", json!({"auth_code": "third-code", "code_verifier": verifier})).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+    // An account banned or deleted after its code was issued gets no session (a 4xx in
+    // the auth shape, not a 500), and the code is spent.
+    flow("banned-code").await;
+    su.batch_execute("UPDATE auth.users SET banned_until = now() + interval '1 day' WHERE email = 'pk@example.com'").await.unwrap();
+    let (st, err) = t.post("/auth/v1/token?grant_type=pkce", json!({"auth_code": "banned-code", "code_verifier": verifier})).await;
+    assert_eq!((st, err["error_code"].as_str()), (StatusCode::FORBIDDEN, Some("user_banned")), "{err}");
+    flow("deleted-code").await;
+    su.batch_execute("UPDATE auth.users SET banned_until = NULL, deleted_at = now() WHERE email = 'pk@example.com'").await.unwrap();
+    let (st, err) = t.post("/auth/v1/token?grant_type=pkce", json!({"auth_code": "deleted-code", "code_verifier": verifier})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{err}");
+    assert!(err["error_code"].is_string() && err["msg"].is_string(), "{err}");
+    let sessions: i64 = su.query_one("SELECT count(*) FROM auth.sessions s JOIN auth.users u ON u.id = s.user_id WHERE u.email = 'pk@example.com'", &[]).await.unwrap().get(0);
+    assert_eq!(sessions, 3, "the sign-up's session and the two successful redemptions, no more");
+    let (st, _) = t.post("/auth/v1/token?grant_type=pkce", json!({"auth_code": "deleted-code", "code_verifier": verifier})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
 }

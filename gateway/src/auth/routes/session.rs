@@ -118,7 +118,8 @@ async fn pkce_grant(s: &AppState, client: &ClientInfo, p: PkceGrant) -> AuthResu
     let (outcome, account, session, provider): (String, Option<Value>, Option<Uuid>, Option<String>) = (row.get(0), row.get(1), row.get(2), row.get(3));
     let (user_json, session, provider) = match (outcome.as_str(), account, session, provider) {
         ("session", Some(a), Some(sid), Some(p)) => (a, sid, p),
-        ("session", ..) => return Err(AuthError::user_not_found()),
+        ("session" | "user_not_found", ..) => return Err(AuthError::user_not_found()),
+        ("banned", ..) => return Err(AuthError::new(StatusCode::FORBIDDEN, "user_banned", "user is banned")),
         ("expired", ..) => return Err(AuthError::new(StatusCode::BAD_REQUEST, "flow_state_expired", "authorization code has expired")),
         ("bad_verifier", ..) => return Err(AuthError::new(StatusCode::FORBIDDEN, "bad_code_verifier", "code challenge does not match previously saved code verifier")),
         _ => return Err(AuthError::new(StatusCode::NOT_FOUND, "flow_state_not_found", "invalid flow state, no valid flow state found")),
