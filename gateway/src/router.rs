@@ -3,7 +3,7 @@
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::{auth, devtools, error, functions, health, http, realtime, rest, storage, webhooks, AppState};
+use crate::{auth, devtools, functions, health, http, realtime, rest, storage, webhooks, AppState};
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -16,14 +16,14 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health::health))
         .nest("/auth/v1", auth::routes(&state.config).layer(timeout()).layer(buffered()))
         .route("/rest/v1/", get(rest::openapi::openapi))
-        .nest("/rest/v1", rest::routes().merge(webhooks::routes()).layer(timeout()).layer(buffered()))
+        .nest("/rest/v1", rest::routes().merge(webhooks_or_table(&state)).layer(timeout()).layer(buffered()))
         .route("/api/catalog/refresh", post(rest::catalog_refresh))
         .merge(devtools::routes(&state.config))
         .nest("/ws", realtime::routes())
         .nest("/storage/v1", storage::routes())
         .route("/functions/v1/", get(functions::list))
         .nest("/functions/v1", functions::routes().layer(buffered()))
-        .fallback(error::not_found)
+        .fallback(http::errors::not_found)
         .with_state(state);
     let routes = match cors {
         // The CORS layer answers every OPTIONS as a preflight: only real preflights
@@ -49,6 +49,32 @@ pub fn app(state: AppState) -> Router {
     };
     // Every error leaves in the contract's JSON shape; a panicking handler ends its
     // own request with a 500, never the process.
-    let routes = routes.layer(axum::middleware::from_fn(http::errors::json_errors)).layer(tower_http::catch_panic::CatchPanicLayer::custom(http::errors::panic_response));
+    let routes = routes
+        .layer(axum::middleware::from_fn(http::errors::json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(http::errors::panic_response))
+        .layer(axum::middleware::from_fn(http::server::as_client));
     http::trace::layer(routes)
+}
+
+/// The contract's webhook API lives at `/rest/v1/webhooks`, where PostgREST would
+/// serve a table named `webhooks`. The API is the service role's; any other caller
+/// of a database that has such a table (in the request's schema) gets the table,
+/// as its Supabase client expects.
+fn webhooks_or_table(state: &AppState) -> Router<AppState> {
+    let tables = rest::routes().with_state(state.clone());
+    webhooks::routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        move |axum::extract::State(s): axum::extract::State<AppState>, req: axum::extract::Request, next: axum::middleware::Next| {
+            let tables = tables.clone();
+            async move {
+                let service = matches!(http::caller::Caller::resolve(req.headers(), None, &s.config), Ok(Some(c)) if c.kind == http::caller::KeyKind::Service);
+                let cache = s.schema_cache.get();
+                let has_table = rest::prefer::schema(req.headers(), req.method(), &s.config.db_schemas).is_ok_and(|schema| cache.table(schema, "webhooks").is_some());
+                if !service && has_table {
+                    return tower::ServiceExt::oneshot(tables, req).await.unwrap_or_else(|e| match e {});
+                }
+                next.run(req).await
+            }
+        },
+    ))
 }

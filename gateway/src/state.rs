@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::auth::mailer::Mailer;
 use crate::config::Config;
+use crate::db::fair::FairPool;
 use crate::db::schema_cache::CacheHandle;
 
 /// Cheap to clone (one reference count): handlers' extractors clone it on every
@@ -22,18 +23,15 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     /// The validated configuration.
     pub config: Arc<Config>,
-    /// Connections as the gateway's login role.
-    pub pool: deadpool_postgres::Pool,
+    /// Connections as the gateway's login role (every pool gives each client a fair
+    /// share once all its connections are taken: `db::fair`).
+    pub pool: FairPool<deadpool_postgres::Pool>,
     /// Pipeline connections (same role) for REST's one-round-trip requests.
-    pub wire: crate::db::pipeline::WirePool,
+    pub wire: FairPool<crate::db::pipeline::WirePool>,
     /// Connections for REST's multi-statement transactions (batch, `tx=rollback`,
     /// max-affected): REST's own, so slow REST work never starves auth, storage or
     /// /health on `pool`.
-    pub rest_tx: deadpool_postgres::Pool,
-    /// Fair shares of `wire` and of `rest_tx` among clients when they are all taken.
-    pub wire_gate: Arc<crate::db::fair::FairGate>,
-    /// See `wire_gate`.
-    pub rest_tx_gate: Arc<crate::db::fair::FairGate>,
+    pub rest_tx: FairPool<deadpool_postgres::Pool>,
     /// Tables, views and functions of the exposed schemas.
     pub schema_cache: CacheHandle,
     /// Outgoing e-mail.
@@ -62,13 +60,12 @@ impl AppState {
         let config_root = config.storage_root.clone();
         let deno = Arc::new(crate::functions::deno::DenoWorker::new(config.deno_path.clone(), config.function_memory_mb).expect("a temporary folder for function modules"));
         let webhook_policy = Arc::new(crate::webhooks::ssrf::Policy { allow_private: config.webhook_allow_private, allowed_hosts: config.webhook_allowed_hosts.clone() });
-        let (wire_gate, rest_tx_gate) =
-            (crate::db::fair::FairGate::new(config.db_pool_size, crate::db::POOL_WAIT), crate::db::fair::FairGate::new(config.db_pool_size, crate::db::POOL_WAIT));
+        let fair = |size| (size, crate::db::POOL_WAIT);
+        let (size, wait) = fair(config.db_pool_size);
+        let (pool, wire, rest_tx) = (FairPool::new(pool, size, wait), FairPool::new(wire, size, wait), FairPool::new(rest_tx, size, wait));
         AppState(Arc::new(Shared {
             config: Arc::new(config),
             pool,
-            wire_gate,
-            rest_tx_gate,
             wire,
             rest_tx,
             schema_cache: CacheHandle::default(),

@@ -89,6 +89,8 @@ CREATE TABLE auth.refresh_tokens (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX refresh_tokens_session_id_idx ON auth.refresh_tokens (session_id, revoked);
+-- Children of a token: the grace window counts them; ON DELETE SET NULL finds them.
+CREATE INDEX refresh_tokens_parent_id_idx ON auth.refresh_tokens (parent_id);
 
 -- Redirect-based sign-ins in progress: an OAuth round trip to a provider (keyed by
 -- the digest of the `state` sent there) and, under PKCE, the authorization code
@@ -201,7 +203,9 @@ $$;
 --              refreshing at once); the account's JSON and the session come back;
 --   'invalid': no such token, or its session expired, or the account is gone/banned;
 --   'reused':  a token used again after the grace window: its session is revoked
---              (and the revocation audited), committed although the request fails.
+--              (and the revocation audited), committed although the request fails;
+--   'exhausted': the token already has 10 children (rotation and grace-window
+--              siblings): refused, the session kept.
 CREATE FUNCTION auth.refresh_grant(p_token_hash text, p_next_hash text, p_grace_secs float8)
 RETURNS TABLE (outcome text, account jsonb, session uuid)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -221,6 +225,12 @@ BEGIN
        FOR UPDATE OF rt;
     IF NOT FOUND OR r.expired OR r.blocked THEN
         RETURN QUERY SELECT 'invalid'::text, NULL::jsonb, NULL::uuid;
+        RETURN;
+    END IF;
+    -- Within the grace window a token yields siblings, but a bounded number: one token
+    -- presented by hundreds of callers at once is not several tabs of one user.
+    IF r.revoked AND r.in_grace AND (SELECT count(*) FROM auth.refresh_tokens c WHERE c.parent_id = r.id) >= 10 THEN
+        RETURN QUERY SELECT 'exhausted'::text, NULL::jsonb, NULL::uuid;
         RETURN;
     END IF;
     IF r.revoked AND NOT r.in_grace THEN

@@ -139,3 +139,39 @@ async fn a_pkce_redemption_is_one_statement() {
     let (st, _) = t.post("/auth/v1/token?grant_type=pkce", json!({"auth_code": "deleted-code", "code_verifier": verifier})).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn one_refresh_token_yields_a_bounded_number_of_siblings() {
+    // The grace window lets a few tabs refresh one token at once; 40 callers at once
+    // get at most 10 tokens between them, the rest a 401 in the auth shape (the
+    // session itself stays valid).
+    let t = T::start().await;
+    let (st, body) = t.post("/auth/v1/signup", json!({"email": "sib@example.com", "password": "round-trip-password-1"})).await;
+    assert!(st.is_success(), "{st} {body}");
+    let (st, session) = t.post("/auth/v1/token?grant_type=password", json!({"email": "sib@example.com", "password": "round-trip-password-1"})).await;
+    assert_eq!(st, StatusCode::OK, "{session}");
+    let token = session["refresh_token"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (http, url, anon, token) = (t.http.clone(), t.gw.url("/auth/v1/token?grant_type=refresh_token"), t.anon.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = http.post(url).header("apikey", anon).json(&json!({"refresh_token": token})).send().await.unwrap();
+            let st = res.status();
+            (st, res.json::<Value>().await.unwrap_or(Value::Null))
+        }));
+    }
+    let mut fresh = Vec::new();
+    for task in tasks {
+        let (st, v) = task.await.unwrap();
+        if st == StatusCode::OK {
+            fresh.push(v["refresh_token"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+            assert_eq!(v["error_code"], "refresh_token_already_used", "{v}");
+        }
+    }
+    assert!(!fresh.is_empty() && fresh.len() <= 10, "{} tokens from one", fresh.len());
+    // Any of them still works: the session was not revoked.
+    let (st, v) = t.post("/auth/v1/token?grant_type=refresh_token", json!({"refresh_token": fresh[0]})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}

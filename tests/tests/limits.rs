@@ -170,6 +170,9 @@ async fn slow_statements_end_with_their_request() {
     let (st, h, v) = l.get("/rest/v1/rpc/slow?s=30", &l.service).await;
     assert_eq!(st, StatusCode::GATEWAY_TIMEOUT, "{v}");
     assert!(v["error"].is_string() && h.contains_key("retry-after"), "{v}");
+    // In PostgREST's shape, as every /rest/v1 error (the timeout layer sits inside the
+    // nested router, which sees only `/rpc/slow`).
+    assert!(v.get("details").is_some() && v.get("hint").is_some() && v["code"].is_string(), "{v}");
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     let ok = pgstack_tests::eventually(Duration::from_secs(3), || async { l.backends().await.1 == 0 }).await;
     assert!(ok, "the timed-out statement still runs: {:?}", l.backends().await);
@@ -239,4 +242,36 @@ async fn one_client_with_many_slow_requests_does_not_starve_the_others() {
         ok += (st == StatusCode::OK) as usize;
     }
     assert!(ok >= 6, "the greedy client still gets its share: {ok} of 24 served");
+}
+
+#[tokio::test]
+async fn a_batch_gets_no_more_time_than_one_statement() {
+    // anon's statement_timeout is 3 s: a batch of ten 1 s calls (10 s of work) ends at
+    // 3 s with PostgREST's timeout error, and its statement is cancelled.
+    let l = L::start(&[("DB_POOL_SIZE", "4")]).await;
+    let ops: Vec<Value> = (0..10).map(|i| serde_json::json!({"id": format!("s{i}"), "method": "POST", "path": "/rpc/slow", "body": {"s": 1.0}})).collect();
+    let t = Instant::now();
+    let res = l.http.post(l.gw.url("/rest/v1/batch")).header("apikey", &l.anon).bearer_auth(&l.anon).json(&serde_json::json!({"operations": ops})).send().await.unwrap();
+    let st = res.status();
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(st, StatusCode::GATEWAY_TIMEOUT, "{v}");
+    assert_eq!(v["code"], "57014", "{v}");
+    assert!(v.get("details").is_some() && v.get("hint").is_some(), "{v}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let ok = pgstack_tests::eventually(Duration::from_secs(3), || async { l.backends().await.1 == 0 }).await;
+    assert!(ok, "the batch's statement still runs: {:?}", l.backends().await);
+    // A batch within the bound still works.
+    let ops: Vec<Value> = (0..3).map(|i| serde_json::json!({"id": format!("q{i}"), "method": "POST", "path": "/rpc/slow", "body": {"s": 0.1}})).collect();
+    let res = l.http.post(l.gw.url("/rest/v1/batch")).header("apikey", &l.anon).bearer_auth(&l.anon).json(&serde_json::json!({"operations": ops})).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn unknown_rest_paths_answer_in_postgrest_shape() {
+    let l = L::start(&[]).await;
+    for path in ["/rest/v1/webhooks/", "/rest/v1/rows/extra/"] {
+        let (st, _, v) = l.get(path, &l.anon).await;
+        assert!(st == StatusCode::NOT_FOUND || st.is_client_error(), "{path}: {st} {v}");
+        assert!(v["code"].is_string() && v.get("details").is_some() && v.get("hint").is_some() && v["message"].is_string(), "{path}: {v}");
+    }
 }

@@ -206,3 +206,28 @@ async fn registration_rules() {
     assert_eq!(e.call("DELETE", &format!("/rest/v1/webhooks/{}", b["id"].as_str().unwrap()), &e.service, None).await.0, 404);
     assert_eq!(e.call("DELETE", "/rest/v1/webhooks/not-a-uuid", &e.service, None).await.0, 400);
 }
+
+#[tokio::test]
+async fn a_table_named_webhooks_is_the_clients_and_the_api_the_service_roles() {
+    let e = start(9).await;
+    e.tc.superuser()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE public.webhooks (id int PRIMARY KEY, name text);
+             INSERT INTO public.webhooks VALUES (1, 'the app''s own row');
+             GRANT SELECT, INSERT ON public.webhooks TO anon;",
+        )
+        .await
+        .unwrap();
+    // The schema cache reloads on DDL.
+    let seen = pgstack_tests::eventually(std::time::Duration::from_secs(5), || async { e.call("GET", "/rest/v1/webhooks?select=name", &e.anon, None).await.0 == 200 }).await;
+    assert!(seen, "{:?}", e.call("GET", "/rest/v1/webhooks?select=name", &e.anon, None).await);
+    let (st, rows) = e.call("GET", "/rest/v1/webhooks?select=name", &e.anon, None).await;
+    assert_eq!((st, rows), (200, json!([{"name": "the app's own row"}])));
+    let (st, v) = e.call("POST", "/rest/v1/webhooks", &e.anon, Some(json!({"id": 2, "name": "inserted"}))).await;
+    assert_eq!(st, 201, "{v}");
+    // The service role still reaches the contract's webhook API at the same path.
+    let (st, list) = e.call("GET", "/rest/v1/webhooks", &e.service, None).await;
+    assert_eq!((st, list), (200, json!([])));
+}

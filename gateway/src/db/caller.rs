@@ -74,10 +74,46 @@ pub fn setup_params<'s>(who: &'s RunAs<'_>, info: &'s RequestInfo<'_>) -> Vec<Op
     ]
 }
 
+/// A `statement_timeout` setting as Postgres reads it (`3s`, `1min`, `500ms`, a bare
+/// number of milliseconds); None for 0 (no timeout) or what cannot be read.
+pub fn timeout_duration(setting: &str) -> Option<std::time::Duration> {
+    let s = setting.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let n: f64 = s[..split].parse().ok()?;
+    let ms = match s[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "ms" => n,
+        "us" => n / 1000.0,
+        "s" => n * 1000.0,
+        "min" => n * 60_000.0,
+        "h" => n * 3_600_000.0,
+        "d" => n * 86_400_000.0,
+        _ => return None,
+    };
+    (ms.is_finite() && ms >= 1.0).then(|| std::time::Duration::from_millis(ms as u64))
+}
+
 /// Opens a transaction on `client` running as `who`.
 pub async fn begin<'a>(client: &'a mut deadpool_postgres::Object, who: &RunAs<'_>, info: &RequestInfo<'_>) -> Result<deadpool_postgres::Transaction<'a>, DbError> {
     let tx = client.transaction().await?;
     let stmt = tx.prepare_cached(SETUP).await?;
     tx.query(&stmt, &[&who.role, &who.claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone, &info.statement_timeout]).await?;
     Ok(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timeout_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn statement_timeouts_read_as_postgres_reads_them() {
+        assert_eq!(timeout_duration("3s"), Some(Duration::from_secs(3)));
+        assert_eq!(timeout_duration(" 8s "), Some(Duration::from_secs(8)));
+        assert_eq!(timeout_duration("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(timeout_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(timeout_duration("2min"), Some(Duration::from_secs(120)));
+        assert_eq!(timeout_duration("0"), None);
+        assert_eq!(timeout_duration("soon"), None);
+        assert_eq!(timeout_duration("3 fortnights"), None);
+    }
 }

@@ -9,19 +9,111 @@
 //! the next *client* in turn, not the next request. One client alone still gets the
 //! whole pool, so throughput is unchanged; under attack, a legitimate request waits
 //! for the next connection to free up, not for the attacker's queue.
+//!
+//! Every pool of the gateway is a [`FairPool`]. Who is asking is the request's client
+//! key, set once per request by [`as_client`] (the router's outermost layer); work
+//! outside a request (background tasks, a response body streamed after its handler
+//! returned) counts as one more client, `None`.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deadpool::managed::{PoolError, TimeoutType};
 use tokio::sync::oneshot;
 
 use super::error::DbError;
+use super::pipeline::{Lease, WirePool};
 
 /// Who is asking: the client's address (see `http::rate_limit::client_key`), or
 /// None for the gateway's own work.
 pub type ClientKey = Option<IpAddr>;
+
+tokio::task_local! {
+    static CLIENT: ClientKey;
+}
+
+/// Runs `f` (one request) as `client`'s: the pools it takes connections from give
+/// it a fair share.
+pub async fn as_client<F: Future>(client: ClientKey, f: F) -> F::Output {
+    CLIENT.scope(client, f).await
+}
+
+/// The client of the request being served here (None outside a request).
+pub fn current_client() -> ClientKey {
+    CLIENT.try_with(|c| *c).ok().flatten()
+}
+
+/// A pool behind a [`FairGate`] of its size.
+#[derive(Clone)]
+pub struct FairPool<P> {
+    pool: P,
+    gate: Arc<FairGate>,
+}
+
+/// A pooled connection and its place in the gate; the place is given up after the
+/// connection went back to the pool.
+pub struct Fair<C> {
+    conn: C,
+    share: Share,
+}
+
+impl<C> Fair<C> {
+    /// The connection and the place, apart (the place must outlive the connection's
+    /// return to the pool: drop it last).
+    pub fn into_parts(self) -> (C, Share) {
+        (self.conn, self.share)
+    }
+}
+
+impl<C> std::ops::Deref for Fair<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.conn
+    }
+}
+
+impl<C> std::ops::DerefMut for Fair<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.conn
+    }
+}
+
+impl<P> FairPool<P> {
+    /// `pool` behind a gate of `size` places; a request waits at most `wait` for one.
+    pub fn new(pool: P, size: usize, wait: Duration) -> Self {
+        FairPool { pool, gate: FairGate::new(size, wait) }
+    }
+    /// The pool itself, bypassing the gate (tests, statistics).
+    pub fn inner(&self) -> &P {
+        &self.pool
+    }
+    /// Requests holding a place and waiting.
+    pub fn load(&self) -> (usize, usize) {
+        self.gate.load()
+    }
+    async fn place<E>(&self) -> Result<Share, PoolError<E>> {
+        self.gate.enter(current_client()).await.map_err(|_| PoolError::Timeout(TimeoutType::Wait))
+    }
+}
+
+impl FairPool<deadpool_postgres::Pool> {
+    /// A connection, once it is this client's turn.
+    pub async fn get(&self) -> Result<Fair<deadpool_postgres::Object>, deadpool_postgres::PoolError> {
+        let share = self.place().await?;
+        Ok(Fair { conn: self.pool.get().await?, share })
+    }
+}
+
+impl FairPool<WirePool> {
+    /// A pipeline connection, once it is this client's turn.
+    pub async fn get(&self) -> Result<Fair<Lease>, PoolError<std::io::Error>> {
+        let share = self.place().await?;
+        Ok(Fair { conn: Lease::get(&self.pool).await?, share })
+    }
+}
 
 /// The gate in front of one pool (capacity = the pool's size).
 pub struct FairGate {

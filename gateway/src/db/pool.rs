@@ -55,14 +55,14 @@ pub fn pg_config(config: &Config) -> anyhow::Result<tokio_postgres::Config> {
 
 /// True when a pooled connection answers `SELECT 1` within [`PING_TIMEOUT`].
 /// A broken connection is dropped here, so the next call dials afresh.
-pub async fn ping(pool: &Pool) -> bool {
+pub async fn ping(pool: &super::fair::FairPool<Pool>) -> bool {
     let attempt = async {
         let client = pool.get().await.ok()?;
         match client.simple_query("SELECT 1").await {
             Ok(_) => Some(()),
             Err(_) => {
                 // Keep a dead connection out of the pool.
-                let _ = deadpool_postgres::Object::take(client);
+                let _ = deadpool_postgres::Object::take(client.into_parts().0);
                 None
             }
         }

@@ -353,7 +353,7 @@ struct CacheSlot {
 
 impl CacheHandle {
     /// Reads the catalog of `schemas` and installs it (unless a later reload won).
-    pub async fn reload(&self, pool: &deadpool_postgres::Pool, schemas: &[String]) -> Result<(), DbError> {
+    pub async fn reload(&self, pool: &super::fair::FairPool<deadpool_postgres::Pool>, schemas: &[String]) -> Result<(), DbError> {
         let client = pool.get().await?;
         let ticket = self.ticket();
         let cache = SchemaCache::load(&client, schemas).await?;
@@ -366,7 +366,7 @@ impl CacheHandle {
     }
     /// The current snapshot, loading it first if it never was (e.g. Postgres was
     /// down at start).
-    pub async fn ensure(&self, pool: &deadpool_postgres::Pool, schemas: &[String]) -> Result<Arc<SchemaCache>, DbError> {
+    pub async fn ensure(&self, pool: &super::fair::FairPool<deadpool_postgres::Pool>, schemas: &[String]) -> Result<Arc<SchemaCache>, DbError> {
         if !self.0.loaded.load(std::sync::atomic::Ordering::Acquire) {
             self.reload(pool, schemas).await?;
         }

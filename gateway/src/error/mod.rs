@@ -54,8 +54,3 @@ impl IntoResponse for ApiError {
         (status, Json(json!({ "error": msg, "message": msg, "code": code }))).into_response()
     }
 }
-
-/// Fallback for unknown routes: a JSON 404, never an empty body.
-pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {}", uri.path()))
-}

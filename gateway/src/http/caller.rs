@@ -44,9 +44,6 @@ pub struct Caller {
     pub kind: KeyKind,
     /// The raw token, for routes that act on "this session".
     pub token: String,
-    /// Where the request came from (the client's address, IPv6 by /64), for fair
-    /// shares of the database pools; None for the gateway's own work.
-    pub client: Option<std::net::IpAddr>,
 }
 
 /// Why a credential was refused (always a 401).
@@ -122,14 +119,14 @@ impl Caller {
             Role::ServiceRole => KeyKind::Service,
             Role::Authenticated => KeyKind::User,
         };
-        Caller { role, pg_role: role.as_str().to_owned(), claims: serde_json::json!({"role": role.as_str()}), kind, token: String::new(), client: None }
+        Caller { role, pg_role: role.as_str().to_owned(), claims: serde_json::json!({"role": role.as_str()}), kind, token: String::new() }
     }
 
     /// The caller of a request without any credential when DB_ANON_ROLE is set
     /// (PostgREST's db-anon-role): that role, with claims `{"role": <it>}`.
     pub fn anonymous(cfg: &Config) -> Option<Caller> {
         let r = cfg.db_anon_role.as_ref()?;
-        Some(Caller { role: Role::Anon, pg_role: r.clone(), claims: serde_json::json!({"role": r}), kind: KeyKind::Anon, token: String::new(), client: None })
+        Some(Caller { role: Role::Anon, pg_role: r.clone(), claims: serde_json::json!({"role": r}), kind: KeyKind::Anon, token: String::new() })
     }
 
     /// Resolves one token: an HS256 JWT signed with JWT_SECRET. `exp` (when present)
@@ -178,7 +175,7 @@ impl Caller {
         } else {
             KeyKind::User
         };
-        Ok(Caller { role, pg_role, claims, kind, token: token.to_owned(), client: None })
+        Ok(Caller { role, pg_role, claims, kind, token: token.to_owned() })
     }
 
     /// Who the caller's statements run as (its role and claims).
@@ -222,12 +219,10 @@ fn check_role_name(role: &str, cfg: &Config) -> Result<(), CallerError> {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = CallerError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let mut caller = match Caller::resolve(&parts.headers, None, &state.config)? {
-            Some(c) => c,
-            None => Caller::anonymous(&state.config).ok_or(CallerError::Missing)?,
-        };
-        caller.client = client_of(parts);
-        Ok(caller)
+        match Caller::resolve(&parts.headers, None, &state.config)? {
+            Some(c) => Ok(c),
+            None => Caller::anonymous(&state.config).ok_or(CallerError::Missing),
+        }
     }
 }
 
@@ -239,17 +234,8 @@ pub struct MaybeCaller(pub Option<Caller>);
 impl FromRequestParts<AppState> for MaybeCaller {
     type Rejection = CallerError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let mut caller = Caller::resolve(&parts.headers, None, &state.config)?;
-        if let Some(c) = &mut caller {
-            c.client = client_of(parts);
-        }
-        Ok(MaybeCaller(caller))
+        Caller::resolve(&parts.headers, None, &state.config).map(MaybeCaller)
     }
-}
-
-/// The request's client key (see [`crate::http::rate_limit::client_key`]).
-fn client_of(parts: &Parts) -> Option<std::net::IpAddr> {
-    parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| crate::http::rate_limit::client_key(c.0.ip()))
 }
 
 // A refused credential in each product's dialect.

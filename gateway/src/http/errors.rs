@@ -44,6 +44,22 @@ pub async fn json_errors(req: Request, next: Next) -> Response<Body> {
     Response::from_parts(parts, Body::from(body.to_string()))
 }
 
+/// The URI the client asked for. A layer inside a nested router sees only the
+/// router's suffix (`/batch` for `/rest/v1/batch`); the dialect depends on the whole.
+pub fn original_uri(req: &Request) -> axum::http::Uri {
+    req.extensions().get::<axum::extract::OriginalUri>().map(|o| o.0.clone()).unwrap_or_else(|| req.uri().clone())
+}
+
+/// Fallback for unknown routes: a JSON 404 in the dialect of the path's product
+/// (PostgREST's PGRST125 under /rest/v1), never an empty body.
+pub async fn not_found(uri: axum::http::Uri) -> Response<Body> {
+    let (status, msg) = (StatusCode::NOT_FOUND, format!("no route for {}", uri.path()));
+    let mut res = Response::new(Body::from(render(uri.path(), status, &msg).to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
 /// The JSON body of an error in the dialect of the product under `path`.
 pub fn render(path: &str, status: StatusCode, message: &str) -> Value {
     let code = generic_code(status);
@@ -51,6 +67,7 @@ pub fn render(path: &str, status: StatusCode, message: &str) -> Value {
         let code = match status {
             StatusCode::BAD_REQUEST => "PGRST100",
             StatusCode::METHOD_NOT_ALLOWED => "PGRST117",
+            StatusCode::NOT_FOUND => "PGRST125",
             _ => code,
         };
         json!({"error": message, "message": message, "code": code, "details": null, "hint": null})

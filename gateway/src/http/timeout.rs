@@ -15,7 +15,7 @@ use crate::AppState;
 
 /// Middleware: the whole handler under REQUEST_TIMEOUT.
 pub async fn request_timeout(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let uri = req.uri().clone();
+    let uri = super::errors::original_uri(&req);
     let limit = Duration::from_secs(s.config.request_timeout_secs);
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(res) => res,
@@ -47,12 +47,13 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
     if axum::body::HttpBody::size_hint(req.body()).exact() == Some(0) {
         return next.run(req).await;
     }
-    let path = req.uri().path().to_owned();
+    let uri = super::errors::original_uri(&req);
+    let path = uri.path();
     let declared = crate::http::body::declared_length(req.headers());
     let (parts, body) = req.into_parts();
     let limits = crate::http::body::BodyLimits::from_config(&s.config);
     if declared.is_some_and(|n| n > MAX_BUFFERED_BODY + DRAIN_MAX) {
-        return too_large(&path);
+        return too_large(path);
     }
     let mut stream = crate::http::body::guard(body, limits);
     let mut out = bytes::BytesMut::new();
@@ -64,7 +65,7 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
         let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(c)) => c,
             Ok(None) => break,
-            Err(_) => return body_error(&path, StatusCode::REQUEST_TIMEOUT, "the request body took longer than REQUEST_TIMEOUT"),
+            Err(_) => return body_error(path, StatusCode::REQUEST_TIMEOUT, "the request body took longer than REQUEST_TIMEOUT"),
         };
         match chunk {
             Ok(c) if (out.len() + c.len()) as u64 <= MAX_BUFFERED_BODY => {
@@ -72,7 +73,7 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
                 match BODY_BUDGET.clone().try_acquire_many_owned(kib) {
                     Ok(p) => held.push(p),
                     Err(_) => {
-                        let mut res = body_error(&path, StatusCode::SERVICE_UNAVAILABLE, "too many request bodies in flight; retry shortly");
+                        let mut res = body_error(path, StatusCode::SERVICE_UNAVAILABLE, "too many request bodies in flight; retry shortly");
                         res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
                         return res;
                     }
@@ -91,9 +92,9 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
                     }
                 };
                 let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-                return too_large(&path);
+                return too_large(path);
             }
-            Err(e) => return body_error(&path, e.status(), &e.to_string()),
+            Err(e) => return body_error(path, e.status(), &e.to_string()),
         }
     }
     let res = next.run(Request::from_parts(parts, axum::body::Body::from(out.freeze()))).await;

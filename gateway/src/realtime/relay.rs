@@ -108,7 +108,7 @@ impl Relay {
 }
 
 /// Creates the relay and its tasks: sending through the pool, heartbeats, reaping.
-pub fn start(pool: deadpool_postgres::Pool, hub: Arc<Hub>) -> Arc<Relay> {
+pub fn start(pool: crate::db::fair::FairPool<deadpool_postgres::Pool>, hub: Arc<Hub>) -> Arc<Relay> {
     let (tx, mut rx) = mpsc::channel::<String>(MAX_PENDING);
     let relay = Arc::new(Relay { gateway: format!("{:016x}", rand::random::<u64>()), tx, remote: Mutex::new(HashMap::new()) });
     tokio::spawn(async move {

@@ -150,12 +150,31 @@ pub async fn batch(State(s): State<AppState>, caller: Result<Caller, CallerError
             h.insert(k.as_str().to_owned(), Value::String(v.to_owned()));
         }
     }
-    let info = RequestInfo { method: "POST", path: "/batch", headers: Value::Object(h).to_string(), ..Default::default() };
-    let _share = s.rest_tx_gate.enter(caller.client).await.map_err(|e| RestError::from_db(e, anon))?;
+    // The role's statement_timeout holds for each statement, and for the batch as a
+    // whole: one request may not buy more database time than one statement.
+    let role_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
+    let bound = role_timeout.as_deref().and_then(crate::db::caller::timeout_duration);
+    let info = RequestInfo { method: "POST", path: "/batch", headers: Value::Object(h).to_string(), statement_timeout: role_timeout.clone(), ..Default::default() };
     let mut client = crate::db::Guarded::get(&s.rest_tx).await?;
-    let out = run_batch(&mut client, &b, &ids, &cache, &caller, &headers, &info, anon).await;
-    client.finish();
-    out
+    let run = run_batch(&mut client, &b, &ids, &cache, &caller, &headers, &info, anon);
+    let out = match bound {
+        Some(limit) => tokio::time::timeout(limit, run).await.ok(),
+        None => Some(run.await),
+    };
+    match out {
+        Some(out) => {
+            client.finish();
+            out
+        }
+        // Dropped armed: the running statement is cancelled, the transaction rolled back.
+        None => Err(RestError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "57014",
+            "canceling statement due to statement timeout",
+            Some(format!("the batch ran longer than the statement_timeout of role {} ({})", caller.pg_role, role_timeout.unwrap_or_default())),
+            Some("Split the batch, or make its operations cheaper"),
+        )),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -3,6 +3,8 @@
 //! GRANTs and RLS decide, and pooled connections stay clean.
 
 use deadpool_postgres::Pool;
+
+use crate::db::fair::FairPool;
 use tokio_postgres::types::ToSql;
 
 use super::error::RestError;
@@ -68,7 +70,6 @@ pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows:
 /// sequential path.
 pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
     if info.max_affected.is_some() || rollback {
-        let _share = state.rest_tx_gate.enter(caller.client).await.map_err(|e| RestError::from_db(e, false))?;
         return run_in_transaction(&state.rest_tx, caller, info, sql, rows, rollback).await;
     }
     let anon = caller.role == pgstack_shared::Role::Anon;
@@ -82,8 +83,7 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
     if info.response_gucs {
         steps.push(Step { sql: RESPONSE_GUCS, params: Vec::new() });
     }
-    let _share = state.wire_gate.enter(caller.client).await.map_err(|e| RestError::from_db(e, anon))?;
-    let mut conn = crate::db::pipeline::Lease::get(&state.wire).await?;
+    let mut conn = state.wire.get().await?;
     let mut results = conn.pipeline(&steps).await.map_err(|e| RestError::from_db(e, anon))?;
     let short = || RestError::internal(anyhow::anyhow!("the pipeline returned fewer results than steps"));
     let mut out = if rows {
@@ -104,7 +104,7 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
 
 /// The sequential path: BEGIN, setup, then prepare and run the statement as the
 /// request's role.
-async fn run_in_transaction(pool: &Pool, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
+async fn run_in_transaction(pool: &FairPool<Pool>, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
     let anon = caller.role == pgstack_shared::Role::Anon;
     let mut client = crate::db::Guarded::get(pool).await?;
     let out = in_transaction(&mut client, caller, info, sql, rows, rollback, anon).await;

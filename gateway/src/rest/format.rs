@@ -5,6 +5,8 @@
 
 use axum::http::StatusCode;
 use deadpool_postgres::Pool;
+
+use crate::db::fair::FairPool;
 use serde_json::{Map, Value};
 
 use super::error::RestError;
@@ -29,7 +31,7 @@ SELECT coalesce(
     '')"#;
 
 /// Applies `accept` to the statement's JSON output in place.
-pub async fn convert(pool: &Pool, out: &mut Outcome, accept: Accept) -> Result<(), RestError> {
+pub async fn convert(pool: &FairPool<Pool>, out: &mut Outcome, accept: Accept) -> Result<(), RestError> {
     let db = |e| RestError::from_db(e, false);
     match accept {
         Accept::Csv => {

@@ -164,7 +164,7 @@ pub(super) async fn serve(s: &AppState, caller: &Caller, bucket: &str, name: &st
 
 /// The bytes `first .. first+len` of an object stored in chunks, read one chunk per
 /// step (nothing holds the whole object).
-fn db_chunks(pool: deadpool_postgres::Pool, id: Uuid, first: u64, len: u64) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+fn db_chunks(pool: crate::db::fair::FairPool<deadpool_postgres::Pool>, id: Uuid, first: u64, len: u64) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
     let chunk = backend::CHUNK as u64;
     let start = ((first / chunk) as i32, (first % chunk) as usize, len);
     futures_util::stream::unfold(Some(start), move |state| {

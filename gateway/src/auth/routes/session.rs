@@ -141,7 +141,7 @@ async fn refresh_grant(s: &AppState, p: RefreshGrant) -> AuthResult<Response> {
     match (outcome.as_str(), account, session) {
         ("rotated", Some(user), Some(session)) => Ok(json(StatusCode::OK, tokens::session_body(&s.config, user, &session.to_string(), &next, Method::Refresh)?)),
         ("rotated", None, _) => Err(AuthError::user_not_found()),
-        ("reused", _, _) => Err(AuthError::new(StatusCode::UNAUTHORIZED, "refresh_token_already_used", "invalid refresh token: already used")),
+        ("reused" | "exhausted", _, _) => Err(AuthError::new(StatusCode::UNAUTHORIZED, "refresh_token_already_used", "invalid refresh token: already used")),
         _ => Err(AuthError::invalid_refresh()),
     }
 }
