@@ -18,6 +18,9 @@ pub enum DbError {
     /// No connection could be had in time (pool exhausted, Postgres down or
     /// refusing): worth retrying.
     NoConnection(String),
+    /// Every connection stayed taken for the pool's whole wait (POOL_WAIT): worth
+    /// retrying.
+    Busy,
     /// The connection failed while the statement ran.
     Lost(String),
     /// A result larger than the response limit (RESPONSE_MAX_BYTES).
@@ -31,6 +34,7 @@ impl std::fmt::Display for DbError {
         match self {
             DbError::Postgres(d) => write!(f, "{}: {}", d.code, d.message),
             DbError::NoConnection(e) => write!(f, "no database connection: {e}"),
+            DbError::Busy => write!(f, "no free database connection in time"),
             DbError::Lost(e) => write!(f, "database connection lost: {e}"),
             DbError::TooLarge(n) => write!(f, "a result is larger than {n} bytes"),
             DbError::Internal(e) => write!(f, "internal database error: {e}"),
@@ -55,6 +59,7 @@ impl DbError {
         match self {
             DbError::Postgres(d) => d.message.clone(),
             DbError::NoConnection(_) => "database unavailable, retry shortly".to_owned(),
+            DbError::Busy => "the database is busy, retry shortly".to_owned(),
             DbError::Lost(_) => "database connection lost".to_owned(),
             DbError::TooLarge(n) => format!("the result would be larger than {n} bytes"),
             DbError::Internal(_) => "internal error".to_owned(),
@@ -66,7 +71,7 @@ impl DbError {
     pub fn status(&self, anon: bool) -> StatusCode {
         match self {
             DbError::Postgres(d) => http_status(&d.code, anon),
-            DbError::NoConnection(_) | DbError::Lost(_) => StatusCode::SERVICE_UNAVAILABLE,
+            DbError::NoConnection(_) | DbError::Busy | DbError::Lost(_) => StatusCode::SERVICE_UNAVAILABLE,
             DbError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             DbError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -127,16 +132,12 @@ impl From<WireError> for DbError {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for DbError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
+impl<E: std::fmt::Display> From<deadpool::managed::PoolError<E>> for DbError {
+    fn from(e: deadpool::managed::PoolError<E>) -> Self {
+        if let deadpool::managed::PoolError::Timeout(deadpool::managed::TimeoutType::Wait) = e {
+            return DbError::Busy;
+        }
         tracing::warn!(error = %e, "no database connection");
-        DbError::NoConnection(e.to_string())
-    }
-}
-
-impl From<deadpool::managed::PoolError<std::io::Error>> for DbError {
-    fn from(e: deadpool::managed::PoolError<std::io::Error>) -> Self {
-        tracing::warn!(error = %e, "no pipeline connection");
         DbError::NoConnection(e.to_string())
     }
 }

@@ -151,7 +151,7 @@ impl FairGate {
     }
 
     /// Waits for a place for `client`: at once while one is free, else in the
-    /// client's queue. After `wait`: the pool's own 503 (DbError::NoConnection).
+    /// client's queue. After `wait`: the pool's own 503 (DbError::Busy).
     pub async fn enter(self: &Arc<Self>, client: ClientKey) -> Result<Share, DbError> {
         let rx = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,7 +171,7 @@ impl FairGate {
             Ok(Ok(share)) => Ok(share),
             // A place handed over as the wait ended is dropped with the receiver,
             // which passes it on.
-            _ => Err(DbError::NoConnection(format!("no free connection within {:?}", self.wait))),
+            _ => Err(DbError::Busy),
         }
     }
 

@@ -78,6 +78,13 @@ impl RestError {
                 Some("Ask for fewer rows (limit, Range) or fewer columns (select)"),
             ),
             DbError::Lost(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database connection lost", None, None),
+            // PostgREST's PGRST003 (there a 504); the contract answers 503 when the
+            // database cannot serve, with Retry-After.
+            DbError::Busy => {
+                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST003", "Timed out acquiring connection from connection pool.", None, None);
+                e.headers.push(("Retry-After".into(), "1".into()));
+                e
+            }
             DbError::NoConnection(_) => {
                 let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database client error. Retrying the connection.", None, None);
                 e.headers.push(("Retry-After".into(), "1".into()));

@@ -1,34 +1,14 @@
-//! Password rules and hashing: argon2id with OWASP parameters (m=19 MiB, t=2, p=1);
-//! bcrypt hashes (`$2a$`, `$2b$`, `$2y$`) imported from Supabase verify too.
-//! Hashing runs on the blocking pool, never on the async workers, and at most
-//! PASSWORD_HASH_CONCURRENCY hashes (default: the number of cores) run at once in a
-//! gateway: every argon2 run takes 19 MiB, so unbounded concurrency is a memory and
-//! CPU flood. Others wait in line up to PASSWORD_HASH_QUEUE_TIMEOUT seconds, then get
-//! 429 `over_request_rate_limit` with `Retry-After`. Sign-in verification takes the
-//! same line.
+//! The line password operations wait in: at most PASSWORD_HASH_CONCURRENCY run at
+//! once (default: the number of cores), on the blocking pool; the others wait up to
+//! PASSWORD_HASH_QUEUE_TIMEOUT seconds, then get 429 with `Retry-After`. Returning
+//! clients' sign-ins wait in a priority line ahead of everything else.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
-
-use super::error::{AuthError, AuthResult};
-
-/// Shortest password accepted (contract).
-pub const MIN_LEN: usize = 8;
-/// Longest password accepted (contract), in characters.
-pub const MAX_LEN: usize = 256;
-/// Longest password accepted, in bytes (256 four-byte characters). Longer input is
-/// refused before any hashing; at sign-in it simply cannot match.
-pub const MAX_BYTES: usize = 1024;
-
-fn argon2() -> Argon2<'static> {
-    let params = Params::new(19 * 1024, 2, 1, None).expect("valid argon2 parameters");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-}
+use crate::auth::error::{AuthError, AuthResult};
 
 /// Which line a password operation waits in (see [`sign_in_lane`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +27,19 @@ struct Waiter {
 #[derive(Default)]
 struct Line {
     free: usize,
+    /// Most waiters in the normal line (see [`WAITERS_PER_SLOT`]).
+    max_normal: usize,
     priority: VecDeque<Waiter>,
     normal: VecDeque<Waiter>,
     next_id: u64,
 }
+
+/// Waiters per slot in the normal line. A hash takes ~20 ms per core, so 64 waiters
+/// per slot are served within about 1.3 s; a longer line could not be served within
+/// the wait anyway, and each request waiting in it holds its connection, body and
+/// state (300 waiting sign-ups were ~25 MiB). Beyond it: 429 at once. The priority
+/// line (returning clients) has no such cap: it is not the attacker's.
+const WAITERS_PER_SLOT: usize = 64;
 
 /// The line hashes wait in: `free` slots, handed to waiters (priority first) as
 /// running hashes end.
@@ -61,7 +50,8 @@ struct Gate {
 
 impl Gate {
     fn new(slots: usize, wait: Duration) -> Gate {
-        Gate { line: Mutex::new(Line { free: slots.max(1), ..Default::default() }), wait }
+        let slots = slots.max(1);
+        Gate { line: Mutex::new(Line { free: slots, max_normal: slots * WAITERS_PER_SLOT, ..Default::default() }), wait }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Line> {
@@ -131,6 +121,7 @@ static GATE: OnceLock<Gate> = OnceLock::new();
 /// Sets the gateway-wide bound (first call wins; the router calls it at start).
 pub fn configure(concurrency: usize, wait_secs: u64) {
     let _ = GATE.set(Gate::new(concurrency, Duration::from_secs(wait_secs.max(1))));
+    super::memory::start_trimming();
 }
 
 fn gate() -> &'static Gate {
@@ -148,6 +139,11 @@ async fn acquire(g: &'static Gate, lane: Lane) -> AuthResult<Permit> {
         if line.free > 0 {
             line.free -= 1;
             return Ok(Permit(g));
+        }
+        if lane == Lane::Normal && line.normal.len() >= line.max_normal {
+            drop(line);
+            tracing::warn!("password hashing line is full; request refused");
+            return Err(AuthError::too_many("too many password operations in progress, try again later", g.wait.as_secs()));
         }
         let id = line.next_id;
         line.next_id += 1;
@@ -170,7 +166,7 @@ async fn acquire(g: &'static Gate, lane: Lane) -> AuthResult<Permit> {
 
 /// Runs `f` on the blocking pool holding a slot (kept until `f` ends, even when
 /// the request is dropped meanwhile).
-async fn gated<T: Send + 'static>(lane: Lane, f: impl FnOnce() -> T + Send + 'static) -> AuthResult<T> {
+pub(super) async fn gated<T: Send + 'static>(lane: Lane, f: impl FnOnce() -> T + Send + 'static) -> AuthResult<T> {
     let p = permit(lane).await?;
     tokio::task::spawn_blocking(move || {
         let out = f();
@@ -232,105 +228,6 @@ pub fn note_sign_in(ip: Option<&str>, ok: bool) {
     }
 }
 
-/// The contract's length rule, counted in characters (and at most [`MAX_BYTES`]).
-pub fn check(password: &str) -> AuthResult<()> {
-    let n = password.chars().count();
-    if n < MIN_LEN {
-        return Err(AuthError::new(axum::http::StatusCode::BAD_REQUEST, "weak_password", format!("password must be at least {MIN_LEN} characters")));
-    }
-    if n > MAX_LEN || password.len() > MAX_BYTES {
-        return Err(AuthError::new(axum::http::StatusCode::BAD_REQUEST, "weak_password", format!("password must be at most {MAX_LEN} characters")));
-    }
-    Ok(())
-}
-
-/// An argon2id PHC string for `password` (call [`check`] first).
-pub async fn hash(password: String) -> AuthResult<String> {
-    if password.len() > MAX_BYTES {
-        return Err(AuthError::invalid_body("password too long"));
-    }
-    gated(Lane::Normal, move || {
-        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-        argon2().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await?
-    .map_err(|e| AuthError::internal(anyhow::anyhow!("argon2: {e}")))
-}
-
-/// The hash of a new password when one is given, after the length rule.
-pub async fn checked_hash(password: Option<String>) -> AuthResult<Option<String>> {
-    match password {
-        Some(pw) => {
-            check(&pw)?;
-            Ok(Some(hash(pw).await?))
-        }
-        None => Ok(None),
-    }
-}
-
-/// True when `password` matches `stored` (argon2 PHC or bcrypt). With no stored
-/// hash a dummy verification still runs, so unknown accounts take as long as known
-/// ones. A password over [`MAX_BYTES`] matches nothing and is not hashed. 429 when
-/// the hashing line is full.
-pub async fn verify(password: String, stored: Option<String>) -> AuthResult<bool> {
-    verify_in(Lane::Normal, password, stored).await
-}
-
-/// [`verify`] in the given line (sign-ins: [`sign_in_lane`]).
-pub async fn verify_in(lane: Lane, password: String, stored: Option<String>) -> AuthResult<bool> {
-    if password.len() > MAX_BYTES {
-        return Ok(false);
-    }
-    gated(lane, move || match stored.as_deref() {
-        Some(h) if h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$") => bcrypt::verify(&password, h).unwrap_or(false),
-        Some(h) => match PasswordHash::new(h) {
-            Ok(parsed) => argon2().verify_password(password.as_bytes(), &parsed).is_ok(),
-            Err(_) => false,
-        },
-        None => {
-            let _ = argon2().hash_password(password.as_bytes(), &SaltString::from_b64("c29tZXNhbHRzb21lc2FsdA").unwrap());
-            false
-        }
-    })
-    .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn argon2id_round_trip_with_owasp_parameters() {
-        let h = hash("correct horse battery".into()).await.unwrap();
-        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
-        assert!(verify("correct horse battery".into(), Some(h.clone())).await.unwrap());
-        assert!(!verify("wrong horse battery".into(), Some(h)).await.unwrap());
-        assert!(!verify("anything".into(), None).await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn imported_bcrypt_hashes_verify() {
-        let h = bcrypt::hash("imported-password", 4).unwrap();
-        assert!(verify("imported-password".into(), Some(h.clone())).await.unwrap());
-        assert!(!verify("other-password".into(), Some(h)).await.unwrap());
-        assert!(!verify("x".into(), Some("not a hash".into())).await.unwrap());
-    }
-
-    #[test]
-    fn length_rules_follow_the_contract() {
-        assert_eq!(check("1234567").unwrap_err().message, "password must be at least 8 characters");
-        assert!(check("12345678").is_ok());
-        assert!(check(&"é".repeat(256)).is_ok());
-        assert_eq!(check(&"a".repeat(257)).unwrap_err().message, "password must be at most 256 characters");
-    }
-
-    #[tokio::test]
-    async fn oversized_passwords_are_never_hashed() {
-        assert!(!verify("a".repeat(MAX_BYTES + 1), None).await.unwrap());
-        assert_eq!(hash("a".repeat(MAX_BYTES + 1)).await.unwrap_err().status, axum::http::StatusCode::BAD_REQUEST);
-    }
-}
-
 #[cfg(test)]
 mod gate_tests {
     use super::*;
@@ -382,5 +279,31 @@ mod gate_tests {
         drop(held);
         let again = tokio::time::timeout(Duration::from_millis(500), acquire(g, Lane::Normal)).await;
         assert!(matches!(again, Ok(Ok(_))), "the slot was not lost");
+    }
+
+    #[tokio::test]
+    async fn a_full_normal_line_refuses_at_once_and_priority_still_waits() {
+        let g = gate(1, 5000);
+        let held = acquire(g, Lane::Normal).await.unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..WAITERS_PER_SLOT {
+            queued.push(tokio::spawn(acquire(g, Lane::Normal)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(g.lock().normal.len(), WAITERS_PER_SLOT);
+        let t = std::time::Instant::now();
+        let refused = acquire(g, Lane::Normal).await;
+        assert!(refused.is_err_and(|e| e.status == axum::http::StatusCode::TOO_MANY_REQUESTS));
+        assert!(t.elapsed() < Duration::from_millis(100), "refused at once, not after the wait");
+        // A returning client's sign-in still queues, ahead of the full line.
+        let priority = tokio::spawn(acquire(g, Lane::Priority));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(held);
+        let p = tokio::time::timeout(Duration::from_secs(1), priority).await.unwrap().unwrap().unwrap();
+        drop(p);
+        for q in queued {
+            drop(q.await.unwrap().unwrap());
+        }
+        assert_eq!(g.lock().free, 1);
     }
 }
