@@ -3,6 +3,7 @@
 # run, on one private cluster. Prints a markdown table; numbers are this machine's.
 #
 #   bash bench/rest.sh [seconds per run, default 10] [connections, default 10]
+#   PGSTACK_BIN=/path/to/pgstack bash bench/rest.sh   # another build (before / after)
 #
 # Workloads: GET by primary key, a filtered list of 20 rows, a two-level embed, a single
 # insert, a bulk insert of 100 rows. Load generator, gateway and Postgres share the
@@ -14,11 +15,15 @@ CONN=${2:-10}
 PGBIN=/usr/lib/postgresql/15/bin
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 
-cargo build --release --bin pgstack -j2 >/dev/null 2>&1
+PGSTACK_BIN=${PGSTACK_BIN:-}
+if [ -z "$PGSTACK_BIN" ]; then
+  cargo build --release --bin pgstack -j2 >/dev/null 2>&1
+  PGSTACK_BIN=target/release/pgstack
+fi
 work=$(mktemp -d /tmp/pgstack-bench-XXXX)
 chmod 755 "$work"
 export PGSTACK_DIR="$work/state" LISTEN_ADDR=127.0.0.1:0 RUST_LOG=warn DB_POOL_SIZE=${DB_POOL_SIZE:-8}
-target/release/pgstack dev > "$work/dev.out" 2> "$work/dev.err" &
+"$PGSTACK_BIN" dev > "$work/dev.out" 2> "$work/dev.err" &
 DEV=$!
 trap 'kill -TERM $DEV 2>/dev/null; wait $DEV 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 120); do grep -q '^listening on' "$work/dev.out" && break; sleep 0.5; done

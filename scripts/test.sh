@@ -20,6 +20,7 @@ step "format, lints, module structure"
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 python3 scripts/import-cycles --rest
+for depth in 2 3 4; do python3 scripts/import-cycles "$depth"; done  # no circle between submodules either
 
 if [ "$(id -u)" = 0 ]; then
   # Postgres refuses root: pgrx's test cluster runs as the postgres OS user.

@@ -33,6 +33,7 @@ use gen::*;
 use pgstack_gateway::db::schema_cache::{Column, ForeignKey, SchemaCache, Table};
 use pgstack_gateway::rest::error::RestError;
 use pgstack_gateway::rest::plan::{self, OnConflict, Payload};
+use pgstack_gateway::rest::prefer::Accept;
 use pgstack_gateway::rest::request::{self, MAX_DEPTH};
 use pgstack_gateway::rest::{format, prefer};
 use pgstack_gateway::storage::{buckets, headers, objects, paths};
@@ -180,22 +181,23 @@ fn cache() -> &'static SchemaCache {
 fn rest_plan() {
     let make = || {
         let q = prop_oneof![4 => soup(QUERY, 48), 1 => deep_query().prop_map(|(q, _)| q)];
-        (q, json_value(), prop::sample::select(&["items", "owners", "item_tags"][..]))
+        let accepts = [Accept::Json, Accept::Object, Accept::JsonStripped, Accept::ObjectStripped, Accept::Csv];
+        (q, json_value(), prop::sample::select(&["items", "owners", "item_tags"][..]), prop::sample::select(accepts.to_vec()))
     };
-    fuzz("rest_plan", SMALL_STACK, make, |(q, body, name)| {
+    fuzz("rest_plan", SMALL_STACK, make, |(q, body, name, accept)| {
         let c = cache();
         let t = c.table("public", name).expect("fuzz table");
         let Ok(qp) = request::parse_query(&q, false) else { return Ok(()) };
-        let read = plan::read(c, t, &qp, Some(plan::CountMode::Exact));
+        let read = plan::read(c, t, &qp, Some(plan::CountMode::Exact), accept);
         client_error(&read)?;
         sql_shape(&read)?;
-        let delete = plan::delete(c, t, &qp, true);
+        let delete = plan::delete(c, t, &qp, Some(accept));
         client_error(&delete)?;
         sql_shape(&delete)?;
         let payload = Payload::from_body(body, qp.columns.as_deref());
         client_error(&payload)?;
         if let Ok(p) = payload {
-            for r in [plan::insert(c, t, &qp, &p, OnConflict::Merge, true, true), plan::update(c, t, &qp, &p, true), plan::put(c, t, &qp, &p, true)] {
+            for r in [plan::insert(c, t, &qp, &p, OnConflict::Merge, Some(accept), true), plan::update(c, t, &qp, &p, None), plan::put(c, t, &qp, &p, Some(accept))] {
                 client_error(&r)?;
                 sql_shape(&r)?;
             }

@@ -24,7 +24,8 @@
 --
 -- Row identity: the result's key columns (default: a column named id) must be unique.
 -- Results are global: the query runs with the extension owner's rights, so queries
--- that depend on the viewer (auth.uid(), current_setting, current_user) are refused;
+-- that depend on the viewer (auth.uid(), current_setting, current_user: found in the
+-- parse tree by pgr.live_query_viewer_dependency) are refused;
 -- register one subscription per viewer instead, with the user id written in.
 --
 -- Exposure is deliberate: since row-level security does not apply to the shared
@@ -383,8 +384,9 @@ BEGIN
         RAISE EXCEPTION 'mode must be delta or notify' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM pgr.check_live_query(subscribe.query);
-    IF subscribe.query ~* '(\mauth\s*\.\s*(uid|jwt|role|email)\M|\mcurrent_setting\M|\mcurrent_user\M|\msession_user\M)' THEN
-        RAISE EXCEPTION 'live query % depends on the viewer', subscribe.query_id
+    bad := pgr.live_query_viewer_dependency(subscribe.query);
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'live query % depends on the viewer (%)', subscribe.query_id, bad
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'results are shared by every subscriber; register one subscription per viewer with the user id written into the query';
     END IF;

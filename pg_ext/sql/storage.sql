@@ -117,10 +117,78 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON storage.uploads, storage.upload_chunks T
 GRANT REFERENCES ON storage.buckets TO pgstack_storage_admin;
 GRANT SELECT ON storage.buckets TO pgstack_storage_admin;
 
--- Reads one staged chunk of a resumable upload for the gateway (which checked the
--- upload's owner first).
-CREATE FUNCTION storage.read_upload_chunk(upload_id uuid, n int) RETURNS bytea
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$ SELECT data FROM storage.upload_chunks c WHERE c.upload_id = read_upload_chunk.upload_id AND c.n = read_upload_chunk.n $$;
-REVOKE EXECUTE ON FUNCTION storage.read_upload_chunk(uuid, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION storage.read_upload_chunk(uuid, int) TO authenticator;
+-- Finishes a complete resumable upload (database backend) in one statement, inside
+-- the caller's transaction and as the caller, exactly like a direct upload: the
+-- bucket's rules, the object row under RLS (replacing the old one for an upsert), the
+-- staged chunks moved to the object (they are 1 MiB-aligned, as object_chunks must
+-- be) and the upload gone. The upload's token (its SHA-256, as stored)
+-- is the capability: without it nothing is found. Returns the new object id and the
+-- replaced one; a refused rule is (NULL, NULL, status, message) — RLS refusals and
+-- conflicts raise as Postgres errors (42501, 23505). The ETag of a one-chunk object is
+-- its MD5, as for a direct upload; of a larger one, S3's multipart form
+-- (MD5 of the chunks' MD5s, "-" and the number of chunks): no byte leaves Postgres.
+CREATE FUNCTION storage.finish_upload(p_upload uuid, p_token_hash text)
+RETURNS TABLE (object_id uuid, replaced_id uuid, refusal int, message text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    caller_role text := current_user;
+    u           storage.uploads;
+    total       bigint;
+    chunks      int;
+    etag        text;
+    size_limit  bigint;
+    allowed     text[];
+    old_id      uuid;
+    new_id      uuid;
+BEGIN
+    -- The staging is the storage admin's; the caller never reads it directly.
+    PERFORM set_config('role', 'pgstack_storage_admin', true);
+    SELECT * INTO u FROM storage.uploads WHERE id = p_upload AND token_hash = p_token_hash FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM set_config('role', caller_role, true);
+        RETURN QUERY SELECT NULL::uuid, NULL::uuid, 404, 'upload not found';
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(octet_length(c.data)), 0), count(*),
+           CASE WHEN count(*) <= 1 THEN md5(coalesce(string_agg(c.data, ''::bytea), ''::bytea))
+                ELSE md5(string_agg(decode(md5(c.data), 'hex'), ''::bytea ORDER BY c.n)) || '-' || count(*) END
+      INTO total, chunks, etag
+      FROM storage.upload_chunks c WHERE c.upload_id = p_upload;
+    PERFORM set_config('role', caller_role, true);
+    IF u.upload_offset <> u.upload_length OR total <> u.upload_length THEN
+        RETURN QUERY SELECT NULL::uuid, NULL::uuid, 409, format('the upload has %s of %s bytes', total, u.upload_length);
+        RETURN;
+    END IF;
+    SELECT b.file_size_limit, b.allowed_mime_types INTO size_limit, allowed FROM storage.buckets b WHERE b.id = u.bucket_id;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT NULL::uuid, NULL::uuid, 404, 'bucket not found';
+        RETURN;
+    END IF;
+    IF cardinality(allowed) > 0 AND NOT (u.mimetype = ANY (allowed) OR '*/*' = ANY (allowed)
+                                         OR split_part(u.mimetype, '/', 1) || '/*' = ANY (allowed)) THEN
+        RETURN QUERY SELECT NULL::uuid, NULL::uuid, 415, format('mime type %s is not allowed in this bucket', u.mimetype);
+        RETURN;
+    END IF;
+    IF size_limit IS NOT NULL AND total > size_limit THEN
+        RETURN QUERY SELECT NULL::uuid, NULL::uuid, 413, 'object exceeds the bucket''s file_size_limit';
+        RETURN;
+    END IF;
+    -- As the caller: RLS decides (the policies see the caller's role and claims).
+    IF u.upsert THEN
+        DELETE FROM storage.objects o WHERE o.bucket_id = u.bucket_id AND o.name = u.name RETURNING o.id INTO old_id;
+    END IF;
+    INSERT INTO storage.objects (bucket_id, name, metadata)
+    VALUES (u.bucket_id, u.name,
+            jsonb_build_object('size', total, 'mimetype', u.mimetype, 'eTag', '"' || etag || '"',
+                               'cacheControl', u.cache_control, 'contentLength', total, 'lastModified', NULL))
+    RETURNING id INTO new_id;
+    PERFORM set_config('role', 'pgstack_storage_admin', true);
+    INSERT INTO storage.object_chunks (object_id, n, data)
+        SELECT new_id, c.n, c.data FROM storage.upload_chunks c WHERE c.upload_id = p_upload;
+    DELETE FROM storage.uploads WHERE id = p_upload;
+    PERFORM set_config('role', caller_role, true);
+    RETURN QUERY SELECT new_id, old_id, 0, NULL::text;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION storage.finish_upload(uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION storage.finish_upload(uuid, text) TO anon, authenticated, service_role;

@@ -36,6 +36,15 @@ CREATE TABLE pgr.webhook_outbox (
 CREATE INDEX webhook_outbox_due_idx ON pgr.webhook_outbox (next_attempt_at) WHERE status IN ('pending', 'delivering');
 CREATE INDEX webhook_outbox_finished_idx ON pgr.webhook_outbox (status, id) WHERE status IN ('delivered', 'dead');
 
+-- The primary-key columns of `row` (a table's row as jsonb); {} when it has none.
+CREATE FUNCTION pgr._webhook_key(rel oid, r jsonb) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_object_agg(a.attname, r -> a.attname::text), '{}')
+      FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+     WHERE i.indrelid = rel AND i.indisprimary
+$$;
+
 CREATE FUNCTION pgr._webhook_fire() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -46,6 +55,13 @@ BEGIN
     body := json_build_object('event', TG_OP, 'table', TG_TABLE_NAME)::jsonb
             || CASE WHEN TG_OP <> 'DELETE' THEN jsonb_build_object('record', to_jsonb(NEW)) ELSE '{}' END
             || CASE WHEN TG_OP <> 'INSERT' THEN jsonb_build_object('old_record', to_jsonb(OLD)) ELSE '{}' END;
+    -- Over pgstack.webhook_max_payload_bytes: the rows' primary keys only (the
+    -- receiver reads the row), so one huge row cannot become a huge outbox.
+    IF octet_length(body::text) > pgr.webhook_max_payload_bytes() THEN
+        body := jsonb_build_object('event', TG_OP, 'table', TG_TABLE_NAME, 'truncated', true)
+                || CASE WHEN TG_OP <> 'DELETE' THEN jsonb_build_object('record', pgr._webhook_key(TG_RELID, to_jsonb(NEW))) ELSE '{}' END
+                || CASE WHEN TG_OP <> 'INSERT' THEN jsonb_build_object('old_record', pgr._webhook_key(TG_RELID, to_jsonb(OLD))) ELSE '{}' END;
+    END IF;
     INSERT INTO pgr.webhook_outbox (webhook_id, event, table_name, body)
     SELECT w.id, TG_OP, TG_TABLE_NAME, body
       FROM pgr.webhooks w
@@ -161,22 +177,25 @@ AS $$
     RETURNING o.id, w.url, w.secret, o.body, o.attempts, o.created_at
 $$;
 
--- Records the outcomes of a claimed batch in one statement: delivered, retry after
--- retry_secs, or dead at max_attempts.
-CREATE FUNCTION pgr.webhook_done_many(event_ids bigint[], oks boolean[], errors text[], retry_secs int[], max_attempts int)
+-- Records the outcomes of a claimed batch in one statement: delivered; or, after a
+-- failed attempt n, retried in 4^(n-1) s (1 s, 4 s, 16 s, ... at most an hour: the
+-- contract's "immediately, after 1 s, after 4 s" for the default budget); or dead once
+-- pgstack.webhook_max_attempts attempts failed (the database decides, for every gateway).
+CREATE FUNCTION pgr.webhook_done_many(event_ids bigint[], oks boolean[], errors text[])
 RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE pgr.webhook_outbox o
-       SET status = CASE WHEN r.ok THEN 'delivered' WHEN o.attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+       SET status = CASE WHEN r.ok THEN 'delivered' WHEN o.attempts >= pgr.webhook_max_attempts() THEN 'dead' ELSE 'pending' END,
            delivered_at = CASE WHEN r.ok THEN now() END,
            last_error = CASE WHEN r.ok THEN NULL ELSE r.error END,
-           next_attempt_at = now() + make_interval(secs => r.retry)
-      FROM unnest(event_ids, oks, errors, retry_secs) AS r(id, ok, error, retry)
+           next_attempt_at = now() + CASE WHEN r.ok THEN interval '0'
+                                          ELSE make_interval(secs => least(3600, power(4, greatest(o.attempts - 1, 0)))) END
+      FROM unnest(event_ids, oks, errors) AS r(id, ok, error)
      WHERE o.id = r.id
 $$;
-REVOKE EXECUTE ON FUNCTION pgr.webhook_done_many(bigint[], boolean[], text[], int[], int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pgr.webhook_done_many(bigint[], boolean[], text[], int[], int) TO authenticator;
+REVOKE EXECUTE ON FUNCTION pgr.webhook_done_many(bigint[], boolean[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgr.webhook_done_many(bigint[], boolean[], text[]) TO authenticator;
 
 -- Sends dead events again (all, or the given ids): back to pending with fresh attempts.
 CREATE FUNCTION pgr.webhook_retry(ids bigint[] DEFAULT NULL) RETURNS int

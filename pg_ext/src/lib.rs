@@ -10,6 +10,12 @@
 
 mod api;
 
+/// Runs when the library loads in a session: defines the `pgstack.*` settings.
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    api::settings::register();
+}
+
 // Roles, schemas and RLS helpers: everything else depends on them.
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 // Accounts, sessions and tokens (the gateway's /auth/v1).
@@ -21,9 +27,9 @@ pgrx::extension_sql_file!("../sql/storage.sql", name = "storage", requires = ["b
 // Edge functions catalog.
 pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires = ["bootstrap"]);
 // Webhooks: registrations, row triggers, the durable outbox.
-pgrx::extension_sql_file!("../sql/webhooks.sql", name = "webhooks", requires = ["bootstrap"]);
+pgrx::extension_sql_file!("../sql/webhooks.sql", name = "webhooks", requires = ["bootstrap", webhook_max_attempts, webhook_max_payload_bytes]);
 // Live queries: registration, statement triggers, diffs, NOTIFY 'pgr'.
-pgrx::extension_sql_file!("../sql/live.sql", name = "live", requires = ["bootstrap", check_live_query, live_query_shape]);
+pgrx::extension_sql_file!("../sql/live.sql", name = "live", requires = ["bootstrap", check_live_query, live_query_shape, live_query_viewer_dependency]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

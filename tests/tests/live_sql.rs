@@ -240,9 +240,9 @@ async fn joins_notify_mode_and_overflow() {
 #[tokio::test]
 async fn registration_refuses_what_it_cannot_serve() {
     let (_tc, db) = setup().await;
-    let err = |sql: &'static str| {
-        let db = &db;
-        async move { db.batch_execute(sql).await.expect_err(sql).as_db_error().map(|e| e.message().to_owned()).unwrap_or_default() }
+    let err = |sql: &str| {
+        let (db, sql) = (&db, sql.to_owned());
+        async move { db.batch_execute(&sql).await.expect_err(&sql).as_db_error().map(|e| e.message().to_owned()).unwrap_or_default() }
     };
     assert!(err("SELECT pgr.subscribe('a', 'DELETE FROM orders RETURNING id')").await.contains("only SELECT"));
     assert!(err("SELECT pgr.subscribe('a', 'SELECT id FROM orders; DROP TABLE orders')").await.contains("one statement"));
@@ -251,7 +251,23 @@ async fn registration_refuses_what_it_cannot_serve() {
     assert!(err("SELECT pgr.subscribe('a', 'SELECT id FROM orders FOR UPDATE')").await.contains("FOR UPDATE"));
     assert!(err("SELECT pgr.subscribe('a', 'SELECT status FROM orders')").await.contains("key column"));
     assert!(err("SELECT pgr.subscribe('a', 'SELECT 1 AS id, status FROM orders')").await.contains("duplicate keys"));
-    assert!(err("SELECT pgr.subscribe('a', 'SELECT id FROM orders WHERE customer_id::text = auth.uid()::text')").await.contains("depends on the viewer"));
+    assert!(err("SELECT pgr.subscribe('a', 'SELECT id FROM orders WHERE customer_id::text = auth.uid()::text')").await.contains("depends on the viewer (auth.uid())"));
+    // Found in the parse tree: quoting, spacing, comments and nesting cannot hide a call.
+    for q in [
+        r#"SELECT id FROM orders WHERE customer_id::text = "auth" . "uid" ()::text"#,
+        "SELECT id FROM orders WHERE customer_id::text = AUTH.UID/**/()::text",
+        "SELECT id FROM orders WHERE status = (SELECT current_setting('request.jwt.claims', true))",
+        "SELECT id FROM orders WHERE status IN (SELECT s FROM (SELECT CURRENT_USER::text AS s) x)",
+        "SELECT id, session_user AS who FROM orders",
+        "SELECT id FROM orders WHERE EXISTS (SELECT 1 WHERE auth.jwt() ->> 'role' = 'admin')",
+    ] {
+        let q = q.replace('\'', "''");
+        assert!(err(&format!("SELECT pgr.subscribe('a', '{q}')")).await.contains("depends on the viewer"), "{q}");
+    }
+    // The same words as data are not calls (a regex refused these).
+    let v: Option<String> =
+        db.query_one("SELECT pgr.live_query_viewer_dependency($1)", &[&"SELECT id FROM orders WHERE status <> 'current_user' -- auth.uid()"]).await.unwrap().get(0);
+    assert_eq!(v, None);
     assert!(err("SELECT pgr.subscribe('_channel_x', 'SELECT id FROM orders')").await.contains("invalid query_id"));
     assert!(err("SELECT pgr.subscribe('a', 'SELECT 1 AS id')").await.contains("reads no table"));
     assert!(err("SELECT pgr.subscribe('a', 'SELECT id FROM orders', 'sometimes')").await.contains("mode"));

@@ -61,16 +61,20 @@ struct Env {
 }
 
 async fn start(port: u16) -> Env {
+    start_with(port, "").await
+}
+
+/// `start`, with `sql` run by the superuser before the gateway connects.
+async fn start_with(port: u16, sql: &str) -> Env {
     let tc = TestCluster::start().await.unwrap();
-    tc.superuser()
-        .await
-        .unwrap()
-        .batch_execute(
-            "CREATE TABLE public.orders (id int PRIMARY KEY, status text, amount numeric(10,2));
+    let su = tc.superuser().await.unwrap();
+    su.batch_execute(
+        "CREATE TABLE public.orders (id int PRIMARY KEY, status text, amount numeric(10,2));
          CREATE TABLE public.other (id int PRIMARY KEY);",
-        )
-        .await
-        .unwrap();
+    )
+    .await
+    .unwrap();
+    su.batch_execute(sql).await.unwrap();
     let s = Secret::new(JWT_SECRET);
     let (service, anon) = (keys::mint(Role::ServiceRole, &s).unwrap(), keys::mint(Role::Anon, &s).unwrap());
     let allowed = format!("127.0.0.1:{port}");
@@ -159,6 +163,36 @@ async fn failures_are_retried_then_kept_as_dead() {
     let (_, list) = e.call("GET", "/rest/v1/webhooks/events?status=dead", &e.service, None).await;
     assert_eq!((list[0]["attempts"].as_i64(), list[0]["last_error"].as_str()), (Some(3), Some("HTTP 500")));
     assert_eq!(list[0]["body"]["record"]["id"], 2);
+}
+
+#[tokio::test]
+async fn the_attempt_budget_and_the_payload_limit_are_the_databases_settings() {
+    let (rx, port) = Receiver::start(1000).await;
+    let settings = "DO $$ BEGIN
+                      EXECUTE format('ALTER DATABASE %I SET pgstack.webhook_max_attempts = 2', current_database());
+                      EXECUTE format('ALTER DATABASE %I SET pgstack.webhook_max_payload_bytes = 2048', current_database());
+                    END $$;";
+    let e = start_with(port, settings).await;
+    e.register(json!({"url": e.hook(), "table_name": "orders"})).await;
+    let db = e.tc.superuser().await.unwrap();
+    db.batch_execute("INSERT INTO orders VALUES (7, repeat('x', 5000), 1); INSERT INTO orders VALUES (8, 'small', 2)").await.unwrap();
+    // Two attempts each (the database's budget, not the gateway's 3), then dead.
+    let dead = || async { e.call("GET", "/rest/v1/webhooks/events?status=dead", &e.service, None).await.1.as_array().map_or(0, Vec::len) };
+    assert!(eventually(Duration::from_secs(15), || async { dead().await == 2 }).await, "{:?}", rx.bodies());
+    let (_, list) = e.call("GET", "/rest/v1/webhooks/events?status=dead", &e.service, None).await;
+    let mut list = list.as_array().unwrap().clone();
+    list.sort_by_key(|ev| ev["body"]["record"]["id"].as_i64());
+    assert!(list.iter().all(|ev| ev["attempts"] == 2), "{list:?}");
+    assert_eq!(rx.got.lock().unwrap().len(), 4);
+    // The 5000-byte row's event carries its primary key only; the small one is whole.
+    assert_eq!(list[0]["body"], json!({"event": "INSERT", "table": "orders", "truncated": true, "record": {"id": 7}}));
+    assert_eq!(list[1]["body"], json!({"event": "INSERT", "table": "orders", "record": {"id": 8, "status": "small", "amount": 2.00}}));
+    // A role cannot raise the limits for itself.
+    db.batch_execute("SELECT pgr.webhook_max_attempts()").await.unwrap();
+    let err = db.batch_execute("SET ROLE authenticated; SET pgstack.webhook_max_attempts = 50").await.unwrap_err();
+    let msg = err.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default();
+    assert!(msg.contains("permission denied"), "{msg}");
+    db.batch_execute("RESET ROLE").await.unwrap();
 }
 
 #[tokio::test]

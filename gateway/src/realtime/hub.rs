@@ -225,7 +225,13 @@ pub struct Hub {
     /// Queue byte limits (defaults until `set_queue_limits`).
     queue_limits: Arc<QueueLimits>,
     /// Broadcast / presence relay to other gateways, once started.
-    pub relay: std::sync::OnceLock<Arc<super::relay::Relay>>,
+    pub relay: std::sync::OnceLock<Arc<dyn Outbound>>,
+}
+
+/// Where a socket's broadcast and presence frames go beyond this gateway (the relay
+/// between gateways, `super::relay`): `kind` is broadcast / join / state / leave.
+pub trait Outbound: Send + Sync {
+    fn send(&self, kind: &str, channel: &str, client_id: &str, frame: &str);
 }
 
 /// Why a connection slot was refused.

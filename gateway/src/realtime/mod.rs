@@ -110,7 +110,7 @@ pub fn spawn_relay(s: &AppState, events: &crate::listener::Buses) {
     hub.set_presence_limits(s.config.ws_presence_max_bytes, s.config.ws_presence_max_total_bytes);
     hub.set_queue_limits(s.config.ws_client_queue_bytes, s.config.ws_queue_max_total_bytes);
     let relay = relay::start(s.pool.clone(), hub.clone());
-    let _ = hub.relay.set(relay.clone());
+    let _ = hub.relay.set(relay.clone() as std::sync::Arc<dyn hub::Outbound>);
     // Deltas and the relay between gateways come on their own buses.
     let (mut deltas, mut relayed) = (events.subscribe(CHANNEL), events.subscribe(relay::CHANNEL));
     tokio::spawn(async move {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::hub::Hub;
+use super::hub::{Hub, Outbound};
 
 /// NOTIFY channel between gateways.
 pub const CHANNEL: &str = "pgr_relay";
@@ -34,9 +34,9 @@ pub struct Relay {
 /// Another gateway: when it last beat, and the (channel, client) presences it owns.
 type Remote = (Instant, Vec<(String, String)>);
 
-impl Relay {
+impl Outbound for Relay {
     /// Queues one relay message (sent by the relay task).
-    pub fn send(&self, kind: &str, channel: &str, client_id: &str, frame: &str) {
+    fn send(&self, kind: &str, channel: &str, client_id: &str, frame: &str) {
         let msg = json!({"g": self.gateway, "k": kind, "c": channel, "id": client_id, "f": frame}).to_string();
         if msg.len() > MAX_RELAYED {
             tracing::warn!(channel, "frame too large to relay to other gateways; delivered locally only");
@@ -46,7 +46,9 @@ impl Relay {
             tracing::debug!(channel, "relay queue full; frame delivered locally only");
         }
     }
+}
 
+impl Relay {
     /// Applies a message relayed by another gateway.
     pub fn receive(&self, hub: &Hub, payload: &str) {
         let Ok(v) = serde_json::from_str::<Value>(payload) else { return };

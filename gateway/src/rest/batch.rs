@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::error::RestError;
 use super::exec::{self, RequestInfo};
 use super::plan::{self, OnConflict, Payload};
+use super::prefer::Accept;
 use super::request;
 use crate::db::schema_cache::SchemaCache;
 use crate::http::caller::{Caller, CallerError};
@@ -132,6 +133,7 @@ struct Operation {
 }
 
 /// The handler.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn batch(State(s): State<AppState>, caller: Result<Caller, CallerError>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), RestError> {
     let caller = caller?;
     let b: BatchBody = serde_json::from_slice(&body).map_err(|e| RestError::bad("PGRST102", format!("invalid batch body: {e}")))?;
@@ -267,7 +269,7 @@ async fn run_op(
             None => Vec::new(),
             _ => return Err(RestError::bad("PGRST102", "RPC arguments must be a JSON object")),
         };
-        let sql = plan::call(f, &args, None, &q, None)?;
+        let sql = plan::call(f, &args, None, &q, None, Accept::Json)?;
         let out = exec::statement(tx, &sql, true, anon).await?;
         budget.take_result(out.body.as_deref())?;
         let data = serde_json::from_str(out.body.as_deref().unwrap_or("null")).unwrap_or(Value::Null);
@@ -277,19 +279,19 @@ async fn run_op(
     let table = cache.table(schema, name).ok_or_else(|| RestError::no_relation(schema, name))?;
     let single = matches!(body, Some(Value::Object(_))) && method == Method::POST;
     let (sql, status) = match method {
-        Method::GET => (plan::read(cache, table, &q, None)?, StatusCode::OK),
+        Method::GET => (plan::read(cache, table, &q, None, Accept::Json)?, StatusCode::OK),
         Method::POST => {
             let payload = Payload::from_body(body.unwrap_or(Value::Null), q.columns.as_deref())?;
-            (plan::insert(cache, table, &q, &payload, OnConflict::Error, true, false)?, StatusCode::CREATED)
+            (plan::insert(cache, table, &q, &payload, OnConflict::Error, Some(Accept::Json), false)?, StatusCode::CREATED)
         }
         Method::PATCH | Method::DELETE if q.conditions.is_empty() => {
             return Err(RestError::bad("21000", format!("{} requires a WHERE clause", if method == Method::PATCH { "UPDATE" } else { "DELETE" })))
         }
         Method::PATCH => {
             let payload = Payload::from_body(body.unwrap_or(Value::Null), None)?;
-            (plan::update(cache, table, &q, &payload, true)?, StatusCode::OK)
+            (plan::update(cache, table, &q, &payload, Some(Accept::Json))?, StatusCode::OK)
         }
-        Method::DELETE => (plan::delete(cache, table, &q, true)?, StatusCode::OK),
+        Method::DELETE => (plan::delete(cache, table, &q, Some(Accept::Json))?, StatusCode::OK),
         other => return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST117", format!("Unsupported HTTP method: {other}"), None, None)),
     };
     let out = exec::statement(tx, &sql, true, anon).await?;

@@ -68,6 +68,7 @@ pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows:
 /// back). The statement is parsed after the setup ran, so as the request's role.
 /// `Prefer: tx=rollback` and `max-affected` need an explicit end: they take the
 /// sequential path.
+#[tracing::instrument(level = "debug", skip_all, fields(role = %caller.pg_role, read_only = info.read_only))]
 pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
     if info.max_affected.is_some() || rollback {
         return run_in_transaction(&state.rest_tx, caller, info, sql, rows, rollback).await;

@@ -1,54 +1,11 @@
-//! Other representations than JSON: `text/csv` in and out, and
-//! `nulls=stripped`. Output is converted by Postgres (one extra statement, only for
-//! these media types); CSV bodies are parsed here into the JSON rows the planner
-//! takes.
+//! `text/csv` request bodies, parsed here into the JSON rows the planner takes.
+//! (CSV and stripped-null *responses* are rendered by the statement itself:
+//! `plan::render`.)
 
 use axum::http::StatusCode;
-use deadpool_postgres::Pool;
-
-use crate::db::fair::FairPool;
 use serde_json::{Map, Value};
 
 use super::error::RestError;
-use super::exec::Outcome;
-use super::prefer::Accept;
-
-/// JSON array → CSV: a header from the first row's keys (in order), then one line
-/// per row; NULL is an empty field; fields with `"`, `,` or line breaks are quoted.
-const TO_CSV: &str = r#"
-WITH j AS (SELECT $1::text::json AS v)
-SELECT coalesce(
-    (SELECT string_agg(CASE WHEN k ~ '[",\r\n]' THEN '"' || replace(k, '"', '""') || '"' ELSE k END, ',' ORDER BY n)
-       FROM j, json_object_keys(j.v -> 0) WITH ORDINALITY AS h(k, n))
-    || coalesce(E'\n' || (
-        SELECT string_agg(
-                 (SELECT string_agg(CASE WHEN e.t IS NULL THEN ''
-                                         WHEN e.t ~ '[",\r\n]' THEN '"' || replace(e.t, '"', '""') || '"'
-                                         ELSE e.t END, ',' ORDER BY e.n)
-                    FROM json_each_text(x.r) WITH ORDINALITY AS e(k, t, n)),
-                 E'\n' ORDER BY x.rn)
-          FROM j, json_array_elements(j.v) WITH ORDINALITY AS x(r, rn)), ''),
-    '')"#;
-
-/// Applies `accept` to the statement's JSON output in place.
-pub async fn convert(pool: &FairPool<Pool>, out: &mut Outcome, accept: Accept) -> Result<(), RestError> {
-    let db = |e| RestError::from_db(e, false);
-    match accept {
-        Accept::Csv => {
-            let client = pool.get().await?;
-            let body = out.body.clone().unwrap_or_else(|| "[]".into());
-            let row = client.query_one(TO_CSV, &[&body]).await.map_err(db)?;
-            out.body = row.get(0);
-        }
-        Accept::JsonStripped | Accept::ObjectStripped => {
-            let client = pool.get().await?;
-            let row = client.query_one("SELECT json_strip_nulls($1::text::json)::text, json_strip_nulls($2::text::json)::text", &[&out.body, &out.object]).await.map_err(db)?;
-            (out.body, out.object) = (row.get(0), row.get(1));
-        }
-        Accept::Json | Accept::Object => {}
-    }
-    Ok(())
-}
 
 /// Most columns of a CSV body (Postgres's own limit per table).
 pub const MAX_CSV_COLUMNS: usize = 1600;

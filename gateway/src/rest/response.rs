@@ -33,7 +33,7 @@ pub fn build(status: StatusCode, body: Option<String>, content_type: &str, range
 }
 
 /// The rows of a read or a representation, as array, single object or CSV (the
-/// stripped and CSV forms are made by [`super::format::convert`] beforehand).
+/// stripped and CSV forms are rendered by the statement: `plan::render`).
 pub fn rows(out: &Outcome, accept: Accept) -> Result<(String, &'static str), RestError> {
     match accept {
         Accept::Json => Ok((out.body.clone().unwrap_or_else(|| "[]".into()), JSON)),

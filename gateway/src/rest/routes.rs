@@ -94,6 +94,7 @@ fn parse_json(body: &Bytes) -> Result<Value, RestError> {
 }
 
 /// Any method on /rest/v1/{relation}.
+#[tracing::instrument(level = "debug", skip_all, fields(%method, table = %name))]
 async fn relation(
     State(s): State<AppState>,
     method: Method,
@@ -130,9 +131,8 @@ async fn relation(
     let res = match method {
         Method::GET | Method::HEAD => {
             let count = pref.count.as_ref().map(|_| CountMode::Exact);
-            let sql = plan::read(&cache, table, &q, count)?;
-            let mut out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
-            super::format::convert(&s.rest_tx, &mut out, accept).await?;
+            let sql = plan::read(&cache, table, &q, count, accept)?;
+            let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
             let offset = q.offset.unwrap_or(0);
             let range = response::content_range(offset, out.count, out.total);
             let status = match out.total {
@@ -168,11 +168,11 @@ async fn relation(
                 Some("ignore-duplicates") => OnConflict::Ignore,
                 _ => OnConflict::Error,
             };
-            let returning = pref.ret == Return::Representation;
+            let returning = (pref.ret == Return::Representation).then_some(accept);
             if payload.rows.as_array().is_some_and(Vec::is_empty) {
                 // Nothing to insert: no statement (an upsert of nothing is a 200).
                 let status = if conflict == OnConflict::Error { StatusCode::CREATED } else { StatusCode::OK };
-                let body = returning.then(|| "[]".to_owned());
+                let body = returning.map(|_| "[]".to_owned());
                 return Ok(decorate(response::build(status, body, JSON, Some("*/*".into())), &s, &pref, schema, &cache.schemas));
             }
             if pref.ret == Return::HeadersOnly && !table.primary_key.is_empty() {
@@ -190,24 +190,23 @@ async fn relation(
                 let verb = if method == Method::PATCH { "UPDATE" } else { "DELETE" };
                 return Err(RestError::new(StatusCode::BAD_REQUEST, "21000", format!("{verb} requires a WHERE clause"), None, Some("add a filter, e.g. ?id=eq.1")));
             }
-            let returning = pref.ret == Return::Representation;
+            let returning = (pref.ret == Return::Representation).then_some(accept);
             let sql = if method == Method::PATCH {
                 let payload = Payload::from_body(parse_payload(&headers, &body)?, q.columns.as_deref())?;
                 plan::update(&cache, table, &q, &payload, returning)?
             } else {
                 plan::delete(&cache, table, &q, returning)?
             };
-            let ok = if returning { StatusCode::OK } else { StatusCode::NO_CONTENT };
+            let ok = if returning.is_some() { StatusCode::OK } else { StatusCode::NO_CONTENT };
             // PostgREST: an update reports its rows as a range, a delete only the count.
             write(&s, &caller, &info, &pref, accept, sql, ok, method == Method::PATCH).await
         }
         Method::PUT => {
             let payload = Payload::from_body(parse_payload(&headers, &body)?, None)?;
-            let returning = pref.ret == Return::Representation;
+            let returning = (pref.ret == Return::Representation).then_some(accept);
             let sql = plan::put(&cache, table, &q, &payload, returning)?;
-            let mut out = exec::run(&s, &caller, &info, &sql, returning, pref.rollback).await?;
-            super::format::convert(&s.rest_tx, &mut out, accept).await?;
-            if !returning {
+            let out = exec::run(&s, &caller, &info, &sql, returning.is_some(), pref.rollback).await?;
+            if returning.is_none() {
                 return Ok(decorate(response::build(StatusCode::NO_CONTENT, None, JSON, None), &s, &pref, schema, &cache.schemas));
             }
             let status = if out.total == Some(1) { StatusCode::CREATED } else { StatusCode::OK };
@@ -234,7 +233,7 @@ async fn insert_headers_only(
     conflict: OnConflict,
 ) -> Result<Response<Body>, RestError> {
     q.select = table.primary_key.iter().map(|c| request::SelectItem::Field { field: request::Field { column: c.clone(), path: Vec::new() }, alias: None, cast: None }).collect();
-    let sql = plan::insert(cache, table, &q, payload, conflict, true, pref.missing_default)?;
+    let sql = plan::insert(cache, table, &q, payload, conflict, Some(Accept::Json), pref.missing_default)?;
     let out = exec::run(s, caller, info, &sql, true, pref.rollback).await?;
     let rows: Value = serde_json::from_str(out.body.as_deref().unwrap_or("[]")).unwrap_or(Value::Null);
     let total = pref.count.as_ref().map(|_| out.count);
@@ -284,10 +283,7 @@ async fn write(
     ranged: bool,
 ) -> Result<Response<Body>, RestError> {
     let returning = pref.ret == Return::Representation;
-    let mut out = exec::run(s, caller, info, &sql, returning, pref.rollback).await?;
-    if returning {
-        super::format::convert(&s.rest_tx, &mut out, accept).await?;
-    }
+    let out = exec::run(s, caller, info, &sql, returning, pref.rollback).await?;
     let total = pref.count.as_ref().map(|_| out.count);
     let range = response::content_range(0, if ranged { out.count } else { 0 }, total);
     // An upsert that only updated existing rows created nothing: 200, not 201.
@@ -300,6 +296,7 @@ async fn write(
 }
 
 /// GET / HEAD / POST /rest/v1/rpc/{function}.
+#[tracing::instrument(level = "debug", skip_all, fields(function = %name))]
 async fn rpc(
     State(s): State<AppState>,
     method: Method,
@@ -351,7 +348,7 @@ async fn rpc(
     };
     let mut pref = prefer::prefer_checked(&headers)?;
     pref.rollback = s.config.db_tx_end.rollback(pref.tx.as_deref());
-    let sql = plan::call(f, &args, whole.as_ref(), &q, pref.count.as_ref().map(|_| CountMode::Exact))?;
+    let sql = plan::call(f, &args, whole.as_ref(), &q, pref.count.as_ref().map(|_| CountMode::Exact), accept)?;
     let path = format!("/rpc/{name}");
     let mut info = info(&method, &path, &headers);
     // GET may call any function, but never lets it write (PostgREST: READ ONLY).
@@ -362,10 +359,7 @@ async fn rpc(
     if pref.strict {
         info.max_affected = pref.max_affected;
     }
-    let mut out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
-    if f.returns_set {
-        super::format::convert(&s.rest_tx, &mut out, accept).await?;
-    }
+    let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
     // A single value counts as one row.
     let total = out.total.or_else(|| (pref.count.is_some() && !f.returns_set).then_some(out.count));
     let range = response::content_range(q.offset.unwrap_or(0), out.count, total);

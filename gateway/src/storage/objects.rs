@@ -117,6 +117,7 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
 /// client's copy is current, 416 for a range past the end. `only`: serve it only if
 /// the path still holds that object id (signed URLs). Every answer carries the
 /// content-safety headers (`headers::protect`).
+#[tracing::instrument(level = "debug", skip_all, fields(%bucket))]
 pub(super) async fn serve(s: &AppState, caller: &Caller, bucket: &str, name: &str, only: Option<Uuid>, c: &Conditions) -> StorageResult<Response<Body>> {
     let Visible { id, meta, public_bucket } = visible(s, caller, bucket, name, only).await?;
     let mime = headers::content_type(meta["mimetype"].as_str().unwrap_or("application/octet-stream"));

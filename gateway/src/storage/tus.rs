@@ -18,7 +18,7 @@
 
 use std::path::PathBuf;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -294,6 +294,7 @@ impl Drop for Busy {
 /// BODY_IDLE_TIMEOUT / BODY_MIN_RATE), then one short transaction locks the row,
 /// checks the offset again and appends. A body cut short (the client went away, or a
 /// timeout → 408) still keeps the bytes that arrived: the client resumes from HEAD.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn patch(
     State(s): State<AppState>,
     caller: Result<Caller, CallerError>,
@@ -325,7 +326,7 @@ pub async fn patch(
     if u.offset == u.length {
         // Every byte is here (a zero-length upload, or a finish that failed on the
         // server's side): an empty PATCH at the end (re)creates the object.
-        finish(&s, &caller, id, &u).await?;
+        finish(&s, &caller, id, &token, &u).await?;
         let mut res = status(StatusCode::NO_CONTENT);
         res.headers_mut().insert("upload-offset", HeaderValue::from(u.offset));
         return Ok(res);
@@ -352,7 +353,23 @@ pub async fn patch(
         }
         match &s.storage_backend {
             Backend::Database => {
-                let mut n: i32 = tx.query_one("SELECT coalesce(max(n) + 1, 0) FROM storage.upload_chunks WHERE upload_id = $1", &[&id]).await?.get(0);
+                // Chunks stay CHUNK-aligned across PATCHes (as object_chunks must be, so
+                // that the finish moves them as they are): a short last chunk is topped
+                // up first.
+                let last = tx.query_opt("SELECT n, octet_length(data) FROM storage.upload_chunks WHERE upload_id = $1 ORDER BY n DESC LIMIT 1", &[&id]).await?;
+                let mut n: i32 = match last {
+                    Some(row) => {
+                        let (last_n, len): (i32, i32) = (row.get(0), row.get(1));
+                        let room = CHUNK.saturating_sub(len as usize);
+                        if room > 0 {
+                            if let Some(data) = staged.next_piece(room).await? {
+                                tx.execute("UPDATE storage.upload_chunks SET data = data || $3 WHERE upload_id = $1 AND n = $2", &[&id, &last_n, &data]).await?;
+                            }
+                        }
+                        last_n + 1
+                    }
+                    None => 0,
+                };
                 while let Some(data) = staged.next_piece(CHUNK).await? {
                     tx.execute("INSERT INTO storage.upload_chunks (upload_id, n, data) VALUES ($1, $2, $3)", &[&id, &n, &data]).await?;
                     n += 1;
@@ -371,7 +388,7 @@ pub async fn patch(
         return Err(e);
     }
     if offset == u.length {
-        finish(&s, &caller, id, &u).await?;
+        finish(&s, &caller, id, &token, &u).await?;
     }
     let mut res = status(StatusCode::NO_CONTENT);
     res.headers_mut().insert("upload-offset", HeaderValue::from(offset));
@@ -380,48 +397,30 @@ pub async fn patch(
 
 /// The last byte arrived: the object is created from the staged bytes exactly as a
 /// direct upload would be (as the caller, bucket rules, crash-safe publishing), then
-/// the upload and its staging are removed.
-async fn finish(s: &AppState, caller: &Caller, id: Uuid, u: &Upload) -> StorageResult<()> {
-    // A staged chunk that cannot be read is the server's failure, not the upload's.
-    let unreadable = |e: std::io::Error| {
-        tracing::warn!(error = %e, "storage: a staged upload could not be read");
-        StorageError(StatusCode::SERVICE_UNAVAILABLE, "the staged upload could not be read; retry".into())
-    };
+/// the upload and its staging are removed. Database backend: one statement
+/// (`storage.finish_upload`), in the caller's transaction; no byte leaves Postgres.
+#[tracing::instrument(level = "debug", skip_all, fields(%id))]
+async fn finish(s: &AppState, caller: &Caller, id: Uuid, token: &str, u: &Upload) -> StorageResult<()> {
     let result = match &s.storage_backend {
-        Backend::Database => {
-            let pool = s.pool.clone();
-            // One pooled connection per chunk, returned before the next: the object's
-            // own transaction starts only once everything is staged.
-            let chunks = futures_util::stream::unfold(0i32, move |n| {
-                let pool = pool.clone();
-                async move {
-                    let read = async {
-                        let client = pool.get().await.map_err(std::io::Error::other)?;
-                        let row = client.query_one("SELECT storage.read_upload_chunk($1, $2)", &[&id, &n]).await.map_err(std::io::Error::other)?;
-                        Ok::<_, std::io::Error>(row.get::<_, Option<Vec<u8>>>(0))
-                    };
-                    match read.await {
-                        Ok(Some(d)) => Some((Ok(Bytes::from(d)), n + 1)),
-                        Ok(None) => None,
-                        Err(e) => Some((Err(unreadable(e)), i32::MAX)),
-                    }
-                }
-            });
-            store(s, caller, &u.bucket, &u.name, &u.mime, &u.cache_control, chunks, u.upsert, false).await
-        }
+        Backend::Database => finish_in_database(s, caller, id, token).await,
         Backend::Disk(root) => {
+            // A staged file that cannot be read is the server's failure, not the upload's.
+            let unreadable = |e: std::io::Error| {
+                tracing::warn!(error = %e, "storage: a staged upload could not be read");
+                StorageError(StatusCode::SERVICE_UNAVAILABLE, "the staged upload could not be read; retry".into())
+            };
             let f = tokio::fs::File::open(staging(root, id)).await?;
             let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).map(|r| r.map_err(unreadable));
-            store(s, caller, &u.bucket, &u.name, &u.mime, &u.cache_control, stream, u.upsert, false).await
+            store(s, caller, &u.bucket, &u.name, &u.mime, &u.cache_control, stream, u.upsert, false).await.map(|_| ())
         }
     };
     // A server-side failure keeps the staged bytes: the client's retry (an empty PATCH
     // at the end) finishes again. Success, or a refusal of the object (RLS, rules,
-    // conflict), ends the upload.
-    if let Err(e) = &result {
-        if e.0.is_server_error() {
-            return result.map(|_| ());
-        }
+    // conflict), ends the upload (the database finish removed it already on success).
+    match &result {
+        Err(e) if e.0.is_server_error() => return result,
+        Ok(()) if matches!(s.storage_backend, Backend::Database) => return result,
+        _ => {}
     }
     let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
     let tx = admin_tx(&mut client).await?;
@@ -430,7 +429,26 @@ async fn finish(s: &AppState, caller: &Caller, id: Uuid, u: &Upload) -> StorageR
     if let Backend::Disk(root) = &s.storage_backend {
         let _ = tokio::fs::remove_file(staging(root, id)).await;
     }
-    result.map(|_| ())
+    result
+}
+
+/// `storage.finish_upload` as the caller: RLS refusals answer as a direct upload's
+/// (401 / 403), an existing object 409, a bucket rule its own status.
+async fn finish_in_database(s: &AppState, caller: &Caller, id: Uuid, token: &str) -> StorageResult<()> {
+    let mut client = s.pool.get().await.map_err(crate::db::DbError::from)?;
+    let tx = as_caller::begin(&mut client, &caller.run_as(), &info()).await?;
+    let row = match tx.query_one("SELECT refusal, message FROM storage.finish_upload($1, $2)", &[&id, &crate::auth::tokens::digest(token)]).await {
+        Ok(row) => row,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => return Err(StorageError(StatusCode::CONFLICT, "the resource already exists".into())),
+        Err(e) => return Err(StorageError::from_db(e, caller.role == pgstack_shared::Role::Anon)),
+    };
+    let (refusal, message): (i32, Option<String>) = (row.get(0), row.get(1));
+    if refusal != 0 {
+        let status = StatusCode::from_u16(refusal as u16).unwrap_or(StatusCode::BAD_REQUEST);
+        return Err(StorageError(status, message.unwrap_or_default()));
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Routes under /upload/resumable.

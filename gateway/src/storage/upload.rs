@@ -39,6 +39,7 @@ pub async fn update(s: State<AppState>, caller: Result<Caller, CallerError>, p: 
     receive(s, caller?, p, headers, body, true, true).await
 }
 
+#[tracing::instrument(level = "debug", skip_all, fields(%bucket))]
 async fn receive(
     State(s): State<AppState>,
     caller: Caller,
@@ -199,6 +200,7 @@ where
 /// changed), the row, the content, the metadata. A body that was cut short creates
 /// nothing.
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(level = "debug", skip_all, fields(%bucket))]
 async fn commit(
     s: &AppState,
     caller: &Caller,

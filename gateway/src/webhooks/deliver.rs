@@ -1,7 +1,9 @@
 //! Delivery worker: claims due outbox events (SKIP LOCKED, under a lease), POSTs
 //! them, records the outcome. Wakes on NOTIFY 'pgr_webhooks' and every second (for
 //! retries and leases that ran out); on start it resumes whatever is due.
-//! 3 attempts: immediately, after 1 s, after 4 s; then the event is kept as dead.
+//! Retries and the attempt budget are the database's (`pgr.webhook_done_many`,
+//! setting `pgstack.webhook_max_attempts`, default 3: immediately, after 1 s, after
+//! 4 s; then the event is kept as dead), so every gateway applies the same.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +16,6 @@ use crate::AppState;
 
 /// NOTIFY channel the outbox trigger uses.
 pub const CHANNEL: &str = "pgr_webhooks";
-/// Attempts before an event is dead (contract).
-pub const MAX_ATTEMPTS: i32 = 3;
-/// Wait after attempt n fails (n = 1, 2).
-const RETRY_SECS: [i32; 2] = [1, 4];
 const BATCH: i32 = 64;
 
 /// `sha256=<hex HMAC-SHA256 of body>`.
@@ -81,8 +79,7 @@ async fn drain_once(s: &AppState, http: &reqwest::Client, lease: i32) -> anyhow:
             if let Some(e) = &error {
                 tracing::warn!(event = id, attempt = attempts, error = %e, "webhook delivery failed");
             }
-            let retry = RETRY_SECS.get((attempts - 1).max(0) as usize).copied().unwrap_or(0);
-            (id, error, retry)
+            (id, error)
         }
     });
     let outcomes = futures_util::future::join_all(deliveries).await;
@@ -90,9 +87,8 @@ async fn drain_once(s: &AppState, http: &reqwest::Client, lease: i32) -> anyhow:
     let ids: Vec<i64> = outcomes.iter().map(|o| o.0).collect();
     let oks: Vec<bool> = outcomes.iter().map(|o| o.1.is_none()).collect();
     let errors: Vec<Option<String>> = outcomes.iter().map(|o| o.1.clone()).collect();
-    let retries: Vec<i32> = outcomes.iter().map(|o| o.2).collect();
     let client = s.pool.get().await?;
-    client.execute("SELECT pgr.webhook_done_many($1, $2, $3, $4, $5)", &[&ids, &oks, &errors, &retries, &MAX_ATTEMPTS]).await?;
+    client.execute("SELECT pgr.webhook_done_many($1, $2, $3)", &[&ids, &oks, &errors]).await?;
     Ok(n)
 }
 

@@ -1,3 +1,4 @@
-//! Every `#[pg_extern]` of the extension, grouped by schema. Nothing else lives here.
+//! Every `#[pg_extern]` of the extension, grouped by schema, and its settings.
 
 mod pgr;
+pub mod settings;

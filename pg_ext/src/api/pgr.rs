@@ -16,6 +16,19 @@ mod pgr {
         env!("CARGO_PKG_VERSION")
     }
 
+    /// `pgstack.webhook_max_attempts` (see `api::settings`). Calling it loads the
+    /// library, so the setting is defined — and checked — in this session.
+    #[pg_extern(stable, parallel_safe)]
+    fn webhook_max_attempts() -> i32 {
+        crate::api::settings::WEBHOOK_MAX_ATTEMPTS.get()
+    }
+
+    /// `pgstack.webhook_max_payload_bytes` (see `api::settings`).
+    #[pg_extern(stable, parallel_safe)]
+    fn webhook_max_payload_bytes() -> i32 {
+        crate::api::settings::WEBHOOK_MAX_PAYLOAD_BYTES.get()
+    }
+
     fn refuse(msg: &str) -> ! {
         ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid live query: {msg}"), "a live query must be exactly one read-only SELECT");
     }
@@ -79,6 +92,89 @@ mod pgr {
             let raw = stmts[0] as *mut pg_sys::RawStmt;
             check_select((*raw).stmt);
         }
+    }
+
+    /// The name of a String node (PG15: `sval`).
+    ///
+    /// # Safety
+    /// `node` is a valid T_String node.
+    unsafe fn string_of(node: *mut pg_sys::Node) -> String {
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_String {
+            return String::new();
+        }
+        let sval = (*(node as *mut pg_sys::String)).sval;
+        if sval.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(sval).to_string_lossy().into_owned()
+    }
+
+    /// What in a raw parse tree reads who the viewer is: `auth.uid()`, `auth.jwt()`,
+    /// `auth.role()`, `auth.email()`, `current_setting(…)` (request.jwt.claims and the
+    /// like), CURRENT_USER / CURRENT_ROLE / SESSION_USER / USER. The first one found
+    /// is written to `*context` (a `*mut Option<String>`) and stops the walk.
+    ///
+    /// # Safety
+    /// `node` is a valid raw parse-tree node or null; `context` points to an
+    /// `Option<String>`.
+    #[pg_guard]
+    unsafe extern "C-unwind" fn viewer_walker(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+        use pg_sys::NodeTag::*;
+        if node.is_null() {
+            return false;
+        }
+        let found = context as *mut Option<String>;
+        match (*node).type_ {
+            T_FuncCall => {
+                let names: Vec<String> = nodes((*(node as *mut pg_sys::FuncCall)).funcname).into_iter().map(|n| string_of(n)).collect();
+                let hit = match names.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                    ["auth", f @ ("uid" | "jwt" | "role" | "email")] => Some(format!("auth.{f}()")),
+                    ["current_setting"] | ["pg_catalog", "current_setting"] => Some("current_setting()".to_owned()),
+                    _ => None,
+                };
+                if hit.is_some() {
+                    *found = hit;
+                    return true;
+                }
+            }
+            T_SQLValueFunction => {
+                let op = (*(node as *mut pg_sys::SQLValueFunction)).op;
+                let name = match op {
+                    pg_sys::SQLValueFunctionOp::SVFOP_CURRENT_USER => Some("CURRENT_USER"),
+                    pg_sys::SQLValueFunctionOp::SVFOP_CURRENT_ROLE => Some("CURRENT_ROLE"),
+                    pg_sys::SQLValueFunctionOp::SVFOP_SESSION_USER => Some("SESSION_USER"),
+                    pg_sys::SQLValueFunctionOp::SVFOP_USER => Some("USER"),
+                    _ => None,
+                };
+                if let Some(n) = name {
+                    *found = Some(n.to_owned());
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        pg_sys::raw_expression_tree_walker(node, Some(viewer_walker), context)
+    }
+
+    /// The first thing in `query` whose value depends on who runs it (see
+    /// [`viewer_walker`]), or NULL. A live query's result is shared by every
+    /// subscriber, so such a query is refused. Found in Postgres's own parse tree:
+    /// names inside string literals or comments do not count, and spacing or quoting
+    /// (`"auth" . "uid" ()`) cannot hide a call.
+    #[pg_extern(immutable, parallel_safe)]
+    fn live_query_viewer_dependency(query: &str) -> Option<String> {
+        let c = CString::new(query).ok()?;
+        let mut found: Option<String> = None;
+        // SAFETY: as in check_live_query; the walker reads node tags and names only.
+        unsafe {
+            for raw in nodes(pg_sys::raw_parser(c.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT)) {
+                let stmt = (*(raw as *mut pg_sys::RawStmt)).stmt;
+                if viewer_walker(stmt, &mut found as *mut Option<String> as *mut std::ffi::c_void) {
+                    break;
+                }
+            }
+        }
+        found
     }
 
     /// # Safety

@@ -39,6 +39,7 @@ struct RefreshGrant {
 }
 
 /// POST /auth/v1/token?grant_type=...
+#[tracing::instrument(level = "debug", skip_all, fields(grant = ?q.grant_type))]
 pub async fn token(State(s): State<AppState>, Query(q): Query<GrantQuery>, client: ClientInfo, body: Bytes) -> AuthResult<Response> {
     match q.grant_type.as_deref() {
         Some("password") => password_grant(&s, &client, parse_body(&body)?).await,

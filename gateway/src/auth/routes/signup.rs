@@ -26,6 +26,7 @@ struct SignupParams {
 }
 
 /// POST /auth/v1/signup: 201 with a session; an anonymous session without email.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn signup(State(s): State<AppState>, Query(q): Query<super::email::RedirectQuery>, client: ClientInfo, body: Bytes) -> AuthResult<Response> {
     let p: SignupParams = parse_body(&body)?;
     let meta = validate::metadata(p.data.as_ref())?.cloned().unwrap_or_else(|| json!({}));

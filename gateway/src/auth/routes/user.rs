@@ -40,6 +40,7 @@ struct UpdateParams {
 /// connection is held while hashing. A new address is only pending until confirmed
 /// from both addresses (see `email_change`): 200 with `new_email` and
 /// `email_change_sent_at`, as GoTrue answers.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn update_user(State(s): State<AppState>, caller: Caller, body: Bytes) -> AuthResult<Response> {
     let id = user_of(&caller)?;
     let p: UpdateParams = parse_body(&body)?;

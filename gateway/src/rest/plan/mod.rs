@@ -12,7 +12,9 @@ use super::error::RestError;
 use super::request::{parse_list, Condition, Field, Filter, Op, OrderTerm, Quantifier, QueryParams, SelectItem};
 use crate::db::schema_cache::{Function, SchemaCache, Table};
 use crate::db::sql::{array_literal, ident, qualified, Sql};
+use crate::rest::prefer::Accept;
 
+mod render;
 mod write;
 pub use write::{delete, insert, put, update, OnConflict, Payload};
 
@@ -381,8 +383,8 @@ pub enum CountMode {
 }
 
 /// The outer SELECT over a row source `from` ("FROM ... _pgs_r"), producing
-/// (body json text, row count, object text, total).
-fn wrap_rows(sql: &mut Sql, src: &Source, q: &QueryParams, from: &str, count: Option<CountMode>, page: bool) -> Result<(), RestError> {
+/// (body, row count, object, total) with the body or object rendered as `accept` asks.
+fn wrap_rows(sql: &mut Sql, src: &Source, q: &QueryParams, from: &str, count: Option<CountMode>, page: bool, accept: Accept) -> Result<(), RestError> {
     let mut inner = Vec::new();
     let select = select_sql(sql, src, &q.select, &mut inner)?;
     let mut conds = Vec::new();
@@ -405,11 +407,8 @@ fn wrap_rows(sql: &mut Sql, src: &Source, q: &QueryParams, from: &str, count: Op
         Some(CountMode::Exact) => format!("(SELECT count(*) FROM {from}{wh})"),
         None => "NULL::bigint".to_owned(),
     };
-    sql.push(&format!(
-        "SELECT coalesce(json_agg(_pgs_t), '[]')::text, count(_pgs_t), \
-         CASE WHEN count(_pgs_t) = 1 THEN (json_agg(_pgs_t) -> 0)::text END, {total} \
-         FROM (SELECT {select} FROM {from}{wh}{ord}{paging}) _pgs_t"
-    ));
+    let columns = render::columns(accept);
+    sql.push(&format!("SELECT {columns}, {total} FROM (SELECT {select} FROM {from}{wh}{ord}{paging}) _pgs_t"));
     Ok(())
 }
 
@@ -421,18 +420,19 @@ pub fn capped_limit(limit: Option<i64>) -> Option<i64> {
     }
 }
 
-/// GET / HEAD on a table or view.
-pub fn read(cache: &SchemaCache, table: &Table, q: &QueryParams, count: Option<CountMode>) -> Result<Sql, RestError> {
+/// GET / HEAD on a table or view, rendered as `accept`.
+pub fn read(cache: &SchemaCache, table: &Table, q: &QueryParams, count: Option<CountMode>, accept: Accept) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
     let src = Source::top(table, cache, q);
     let from = format!("{} {R}", qualified(&table.schema, &table.name));
-    wrap_rows(&mut sql, &src, q, &from, count, true)?;
+    wrap_rows(&mut sql, &src, q, &from, count, true, accept)?;
     Ok(sql)
 }
 
 /// RPC: call `f` with named arguments (`args`: name → JSON value) or one unnamed
-/// json/jsonb argument (`whole_body`).
-pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, q: &QueryParams, count: Option<CountMode>) -> Result<Sql, RestError> {
+/// json/jsonb argument (`whole_body`). A set of rows is rendered as `accept`; a
+/// single value is always JSON.
+pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, q: &QueryParams, count: Option<CountMode>, accept: Accept) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
     let mut call_args = Vec::new();
     if let Some(body) = whole_body {
@@ -472,7 +472,7 @@ pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, 
         sql.push(&format!("SELECT coalesce((SELECT row_to_json({R})::text FROM {callee} AS {R}), 'null'), 1::bigint, NULL::text, NULL::bigint"));
     } else {
         let from = format!("{callee} AS {R}");
-        wrap_rows(&mut sql, &src, q, &from, count, true)?;
+        wrap_rows(&mut sql, &src, q, &from, count, true, accept)?;
     }
     Ok(sql)
 }

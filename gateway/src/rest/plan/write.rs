@@ -9,6 +9,7 @@ use super::{order_sql, select_sql, where_sql, Source, R};
 use crate::db::schema_cache::{SchemaCache, Table};
 use crate::db::sql::{ident, qualified, Sql};
 use crate::rest::error::RestError;
+use crate::rest::prefer::Accept;
 use crate::rest::request::{Condition, Op, QueryParams};
 
 /// The payload of a write: rows as JSON, and the columns they set.
@@ -75,10 +76,10 @@ pub enum OnConflict {
     Ignore,
 }
 
-/// POST: insert (or upsert). `returning` = build the representation.
+/// POST: insert (or upsert). `returning`: the representation's form, if any.
 /// `missing_default`: keys absent from some objects take the column default
 /// (`Prefer: missing=default`) instead of NULL.
-pub fn insert(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, conflict: OnConflict, returning: bool, missing_default: bool) -> Result<Sql, RestError> {
+pub fn insert(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, conflict: OnConflict, returning: Option<Accept>, missing_default: bool) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
     let mut stmt = insert_stmt(&mut sql, table, p, missing_default)?;
     if conflict != OnConflict::Error {
@@ -106,7 +107,7 @@ pub fn insert(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, 
 /// PUT: creates or replaces the one row its primary-key filters name (PostgREST's
 /// single-row upsert); with a representation, the 4th result column says whether it
 /// was created (1) or replaced (0).
-pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, returning: bool) -> Result<Sql, RestError> {
+pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, returning: Option<Accept>) -> Result<Sql, RestError> {
     if q.limit.is_some() || q.offset.is_some() {
         return Err(RestError::bad("PGRST114", "limit/offset querystring parameters are not allowed for PUT"));
     }
@@ -185,7 +186,7 @@ fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool)
 }
 
 /// PATCH: update the rows matching the filters.
-pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, returning: bool) -> Result<Sql, RestError> {
+pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, returning: Option<Accept>) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
     let src = Source::top(table, cache, q);
     if p.rows.as_array().map_or(0, Vec::len) != 1 {
@@ -203,7 +204,7 @@ pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, 
 }
 
 /// DELETE the rows matching the filters.
-pub fn delete(cache: &SchemaCache, table: &Table, q: &QueryParams, returning: bool) -> Result<Sql, RestError> {
+pub fn delete(cache: &SchemaCache, table: &Table, q: &QueryParams, returning: Option<Accept>) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
     let src = Source::top(table, cache, q);
     let wh = where_sql(&mut sql, &src, &q.conditions)?;
@@ -216,11 +217,11 @@ pub fn delete(cache: &SchemaCache, table: &Table, q: &QueryParams, returning: bo
 /// Wraps a write so that it answers the 4-column row shape: the rows (through the
 /// request's select), their count, the single row, and — for inserts — how many rows
 /// were newly inserted (not updated by ON CONFLICT), from `xmax = 0`.
-fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParams, stmt: String, returning: bool) -> Result<Sql, RestError> {
-    if !returning {
+fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParams, stmt: String, returning: Option<Accept>) -> Result<Sql, RestError> {
+    let Some(accept) = returning else {
         sql.push(&stmt);
         return Ok(sql);
-    }
+    };
     let src = Source::top(table, cache, q);
     let mut inner = Vec::new();
     let select = select_sql(&mut sql, &src, &q.select, &mut inner)?;
@@ -233,11 +234,7 @@ fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParam
     } else {
         (format!("{R}.*"), format!("_pgs_m {R}"), "NULL::bigint")
     };
-    sql.push(&format!(
-        "WITH _pgs_m AS ({stmt} RETURNING {returning_list}) \
-         SELECT coalesce(json_agg(_pgs_t), '[]')::text, count(_pgs_t), \
-         CASE WHEN count(_pgs_t) = 1 THEN (json_agg(_pgs_t) -> 0)::text END, {inserted} \
-         FROM (SELECT {select} FROM {from}{wh}{ord}) _pgs_t"
-    ));
+    let columns = super::render::columns(accept);
+    sql.push(&format!("WITH _pgs_m AS ({stmt} RETURNING {returning_list}) SELECT {columns}, {inserted} FROM (SELECT {select} FROM {from}{wh}{ord}) _pgs_t"));
     Ok(sql)
 }

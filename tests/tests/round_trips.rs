@@ -1,6 +1,8 @@
 //! Issue 15: multi-statement auth flows are one statement each (one round trip, one
-//! transaction) — counted by pg_stat_statements on a real cluster, through the real
-//! gateway. Their behaviour is covered in auth_accounts.rs and auth_email.rs.
+//! transaction), and REST renders every representation (CSV, stripped nulls, single
+//! object) in its one statement — counted by pg_stat_statements on a real cluster,
+//! through the real gateway. Their behaviour is covered in auth_accounts.rs,
+//! auth_email.rs and rest_postgrest_settings.rs.
 
 use pgstack_gateway::config::Secret;
 use pgstack_tests::{Gateway, TestCluster, JWT_SECRET};
@@ -50,6 +52,77 @@ impl T {
             .unwrap();
         (out, row.get(0), row.get(1))
     }
+
+    /// Runs a REST request and returns the statements run meanwhile by the login role
+    /// or as anon that read the table or render JSON / CSV (a conversion afterwards
+    /// would be one more), apart from the per-request settings and the schema cache's
+    /// background reloads (its SQL starts with a comment): (calls, texts).
+    async fn rest_statements(&self, method: reqwest::Method, path: &str, accept: &str) -> (StatusCode, String, String, i64, String) {
+        let su = self.tc.superuser().await.unwrap();
+        su.batch_execute("SELECT pg_stat_statements_reset()").await.unwrap();
+        let res = self.http.request(method, self.gw.url(path)).header("apikey", &self.anon).header("accept", accept).send().await.unwrap();
+        let (st, ct) = (res.status(), res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default());
+        let body = res.text().await.unwrap();
+        let row = su
+            .query_one(
+                "SELECT coalesce(sum(s.calls), 0)::bigint, coalesce(string_agg(s.query, ' | '), '')
+                   FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+                  WHERE r.rolname IN ('authenticator', 'anon')
+                    AND (s.query LIKE '%rt_items%' OR s.query ~ 'json|csv|string_agg')
+                    AND s.query NOT LIKE 'SELECT set_config(''role''%'
+                    AND s.query NOT LIKE '--%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (st, ct, body, row.get(0), row.get(1))
+    }
+}
+
+#[tokio::test]
+async fn every_rest_representation_is_rendered_by_its_one_statement() {
+    let t = T::start().await;
+    let su = t.tc.superuser().await.unwrap();
+    su.batch_execute(
+        "CREATE TABLE public.rt_items (id int PRIMARY KEY, name text, note text);
+         INSERT INTO public.rt_items VALUES (1, 'plain', NULL), (2, 'with, comma', 'say \"hi\"'), (3, E'two\nlines', 'x');
+         GRANT SELECT ON public.rt_items TO anon;",
+    )
+    .await
+    .unwrap();
+    // The schema cache reloads asynchronously: wait until the table is served.
+    for _ in 0..100 {
+        let res = t.http.get(t.gw.url("/rest/v1/rt_items?limit=1")).header("apikey", &t.anon).send().await.unwrap();
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Let the schema cache's reloads for the DDL above settle.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let get = reqwest::Method::GET;
+    let (st, ct, body, calls, texts) = t.rest_statements(get.clone(), "/rest/v1/rt_items?order=id", "text/csv").await;
+    assert_eq!((st, ct.as_str()), (StatusCode::OK, "text/csv; charset=utf-8"));
+    assert_eq!(body, "id,name,note\n1,plain,\n2,\"with, comma\",\"say \"\"hi\"\"\"\n3,\"two\nlines\",x");
+    assert_eq!(calls, 1, "statements: {texts}");
+    let (st, _, body, calls, texts) = t.rest_statements(get.clone(), "/rest/v1/rt_items?id=gt.5", "text/csv").await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, ""), "no rows: an empty body");
+    assert_eq!(calls, 1, "statements: {texts}");
+    let (st, ct, body, calls, texts) = t.rest_statements(get.clone(), "/rest/v1/rt_items?order=id&id=lt.3", "application/vnd.pgrst.array+json;nulls=stripped").await;
+    assert_eq!((st, ct.as_str()), (StatusCode::OK, "application/vnd.pgrst.array+json;nulls=stripped; charset=utf-8"));
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!([{"id": 1, "name": "plain"}, {"id": 2, "name": "with, comma", "note": "say \"hi\""}]));
+    assert_eq!(calls, 1, "statements: {texts}");
+    let (st, _, body, calls, texts) = t.rest_statements(get.clone(), "/rest/v1/rt_items?id=eq.1", "application/vnd.pgrst.object+json;nulls=stripped").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"id": 1, "name": "plain"}));
+    assert_eq!(calls, 1, "statements: {texts}");
+    let (st, _, body, calls, _) = t.rest_statements(get.clone(), "/rest/v1/rt_items", "application/vnd.pgrst.object+json").await;
+    assert_eq!(st, StatusCode::NOT_ACCEPTABLE, "{body}");
+    assert_eq!(calls, 1);
+    let (st, _, body, calls, texts) = t.rest_statements(get, "/rest/v1/rt_items?id=eq.3", "application/json").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!([{"id": 3, "name": "two\nlines", "note": "x"}]));
+    assert_eq!(calls, 1, "statements: {texts}");
 }
 
 #[tokio::test]
@@ -174,4 +247,74 @@ async fn one_refresh_token_yields_a_bounded_number_of_siblings() {
     // Any of them still works: the session was not revoked.
     let (st, v) = t.post("/auth/v1/token?grant_type=refresh_token", json!({"refresh_token": fresh[0]})).await;
     assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn a_tus_finish_is_one_statement_and_no_byte_leaves_postgres() {
+    use base64::Engine;
+    let t = T::start().await;
+    let secret = Secret::new(JWT_SECRET);
+    let service = pgstack_gateway::keys::mint(pgstack_shared::Role::ServiceRole, &secret).unwrap();
+    let mut claims = pgstack_shared::JwtClaims::api_key(pgstack_shared::Role::Authenticated, pgstack_gateway::keys::now(), 600);
+    claims.sub = Some("aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa".into());
+    let user = pgstack_gateway::keys::sign(&claims, &secret).unwrap();
+    let send = |method: &str, path: &str, key: &str, headers: Vec<(&str, String)>, body: Vec<u8>| {
+        let mut r = t.http.request(method.parse().unwrap(), t.gw.url(&format!("/storage/v1{path}"))).header("apikey", &t.anon).bearer_auth(key).body(body);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        async move {
+            let res = r.send().await.unwrap();
+            (res.status(), res.headers().clone(), res.bytes().await.unwrap().to_vec())
+        }
+    };
+    let (st, _, b) = send("POST", "/bucket", &service, vec![("content-type", "application/json".into())], json!({"id": "rt"}).to_string().into_bytes()).await;
+    assert!(st.is_success(), "{st} {}", String::from_utf8_lossy(&b));
+    // 2.5 MiB in uneven pieces, so that PATCHes do not end on chunk boundaries.
+    let data: Vec<u8> = (0..(5 << 19)).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    let meta = format!("bucketName {},objectName {},contentType {}", b64("rt"), b64("big.bin"), b64("application/octet-stream"));
+    let tus = |extra: Vec<(&'static str, String)>| {
+        let mut h = vec![("tus-resumable", "1.0.0".to_owned())];
+        h.extend(extra);
+        h
+    };
+    let (st, h, _) = send("POST", "/upload/resumable", &user, tus(vec![("upload-length", data.len().to_string()), ("upload-metadata", meta)]), Vec::new()).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let path = h["location"].to_str().unwrap().split("/storage/v1").nth(1).unwrap().to_owned();
+    let cuts = [0, 700 * 1024, 2 * 1024 * 1024 + 5, data.len()];
+    let su = t.tc.superuser().await.unwrap();
+    for w in cuts.windows(2) {
+        let last = w[1] == data.len();
+        if last {
+            su.batch_execute("SELECT pg_stat_statements_reset()").await.unwrap();
+        }
+        let headers = tus(vec![("upload-offset", w[0].to_string()), ("content-type", "application/offset+octet-stream".into())]);
+        let (st, h, b) = send("PATCH", &path, &user, headers, data[w[0]..w[1]].to_vec()).await;
+        assert_eq!(st, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(h["upload-offset"].to_str().unwrap(), w[1].to_string());
+    }
+    let row = su
+        .query_one(
+            "SELECT coalesce(sum(s.calls) FILTER (WHERE s.query LIKE '%finish_upload%'), 0)::bigint,
+                    coalesce(sum(s.calls) FILTER (WHERE s.query ~* 'object_chunks|INTO storage\\.objects|read_upload_chunk|storage\\.buckets'), 0)::bigint,
+                    coalesce(string_agg(s.query, ' | '), '')
+               FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+              WHERE r.rolname IN ('authenticator', 'authenticated', 'pgstack_storage_admin') AND s.toplevel",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (finish, by_hand, texts): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!((finish, by_hand), (1, 0), "statements: {texts}");
+    // The object is whole, its chunks aligned (a Range read across a boundary), and its
+    // ETag S3's multipart form for three chunks.
+    let (st, h, body) = send("GET", "/object/rt/big.bin", &user, Vec::new(), Vec::new()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(body == data, "content differs ({} bytes, {} sent)", body.len(), data.len());
+    assert!(h["etag"].to_str().unwrap().ends_with("-3\""), "{:?}", h["etag"]);
+    let (st, _, part) = send("GET", "/object/rt/big.bin", &user, vec![("range", "bytes=1048570-1048585".into())], Vec::new()).await;
+    assert_eq!((st, part.as_slice()), (StatusCode::PARTIAL_CONTENT, &data[1_048_570..=1_048_585]));
+    let staged: i64 = su.query_one("SELECT count(*) FROM storage.uploads", &[]).await.unwrap().get(0);
+    assert_eq!(staged, 0);
 }

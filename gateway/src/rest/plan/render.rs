@@ -1,0 +1,44 @@
+//! The representation, rendered by the statement itself: the plan knows the media
+//! type before it runs (as PostgREST's statements do), so JSON, a single object,
+//! stripped nulls and CSV all come out of the one statement — no second round trip.
+
+use crate::rest::prefer::Accept;
+
+/// The rows the output columns aggregate (the statement's innermost row alias).
+const ROWS: &str = "_pgs_t";
+
+/// The first three output columns over the rows `_pgs_t` (body, row count, single
+/// row), in the form `accept` asks for. Only what the answer needs is aggregated: a
+/// single object is not also rendered as an array, nor an array as an object.
+pub fn columns(accept: Accept) -> String {
+    let agg = format!("json_agg({ROWS})");
+    let body = match accept {
+        Accept::Json => format!("coalesce({agg}, '[]')::text"),
+        Accept::JsonStripped => format!("coalesce(json_strip_nulls({agg}), '[]')::text"),
+        Accept::Csv => csv(&format!("coalesce({agg}, '[]')")),
+        Accept::Object | Accept::ObjectStripped => "NULL::text".to_owned(),
+    };
+    let object = match accept {
+        Accept::Object => format!("CASE WHEN count({ROWS}) = 1 THEN ({agg} -> 0)::text END"),
+        Accept::ObjectStripped => format!("CASE WHEN count({ROWS}) = 1 THEN json_strip_nulls({agg} -> 0)::text END"),
+        _ => "NULL::text".to_owned(),
+    };
+    format!("{body}, count({ROWS}), {object}")
+}
+
+/// JSON array (the SQL expression `rows`) → CSV text: a header from the first row's
+/// keys (in order), then one line per row; NULL is an empty field; fields with `"`,
+/// `,` or line breaks are quoted. No rows → the empty string.
+fn csv(rows: &str) -> String {
+    const FIELD: &str = r#"CASE WHEN {x} IS NULL THEN '' WHEN {x} ~ '[",\r\n]' THEN '"' || replace({x}, '"', '""') || '"' ELSE {x} END"#;
+    let header = FIELD.replace("{x}", "h.k");
+    let field = FIELD.replace("{x}", "e.t");
+    format!(
+        "(SELECT coalesce(\
+            (SELECT string_agg({header}, ',' ORDER BY h.n) FROM json_object_keys(_pgs_csv.v -> 0) WITH ORDINALITY AS h(k, n)) \
+            || coalesce(E'\\n' || (SELECT string_agg(\
+                (SELECT string_agg({field}, ',' ORDER BY e.n) FROM json_each_text(x.r) WITH ORDINALITY AS e(k, t, n)), \
+                E'\\n' ORDER BY x.rn) FROM json_array_elements(_pgs_csv.v) WITH ORDINALITY AS x(r, rn)), ''), \
+            '') FROM (SELECT {rows} AS v) _pgs_csv)"
+    )
+}

@@ -1,0 +1,79 @@
+//! Filters (`col=[not.]op[(any|all)].value`), logic trees and lists.
+
+use super::*;
+
+/// `key=value` of the query string as a filter.
+pub fn parse_filter(key: &str, value: &str) -> Result<Filter, RestError> {
+    let field = parse_field(key)?;
+    let (negate, rest) = match value.strip_prefix("not.") {
+        Some(r) => (true, r),
+        None => (false, value),
+    };
+    let (op_part, val) =
+        rest.split_once('.').ok_or_else(|| RestError::parse(format!("\"failed to parse filter ({value})\""), "filters look like column=op.value, e.g. id=eq.1"))?;
+    let (op_name, modifier) = match op_part.split_once('(') {
+        Some((o, m)) => (o, m.strip_suffix(')')),
+        None => (op_part, None),
+    };
+    let op = Op::parse(op_name).ok_or_else(|| RestError::parse(format!("\"failed to parse filter ({value})\""), format!("unknown operator {op_name:?}")))?;
+    let (mut quantifier, mut language) = (None, None);
+    if let Some(m) = modifier {
+        match (m, op) {
+            ("any", o) if o.quantifiable() => quantifier = Some(Quantifier::Any),
+            ("all", o) if o.quantifiable() => quantifier = Some(Quantifier::All),
+            (lang, Op::Fts | Op::Plfts | Op::Phfts | Op::Wfts) if !lang.is_empty() => language = Some(lang.to_owned()),
+            _ => return Err(RestError::parse(format!("\"failed to parse filter ({value})\""), format!("bad modifier {m:?}"))),
+        }
+    }
+    Ok(Filter { field, negate, op, quantifier, language, value: val.to_owned() })
+}
+
+pub(super) fn parse_tree_items(inner: &str, depth: usize) -> Result<Vec<Condition>, RestError> {
+    if depth > MAX_DEPTH {
+        return Err(too_deep("logic tree"));
+    }
+    let mut out = Vec::new();
+    for item in split_top(inner, ',') {
+        let item = item.trim();
+        let (negate, body) = match item.strip_prefix("not.") {
+            Some(b) if b.starts_with("and(") || b.starts_with("or(") => (true, b),
+            _ => (false, item),
+        };
+        if let Some(rest) = body.strip_prefix("and(").or_else(|| body.strip_prefix("or(")) {
+            let inner = rest.strip_suffix(')').ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({item})\""), "unbalanced parentheses"))?;
+            out.push(Condition::Tree { or: body.starts_with("or("), negate, children: parse_tree_items(inner, depth + 1)? });
+            continue;
+        }
+        // col.op.value, col.not.op.value, col->a.op.value
+        let (col, rest) = split_field_and_filter(item).ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({item})\""), "expected column.operator.value"))?;
+        out.push(Condition::Filter(parse_filter(col, rest)?));
+    }
+    Ok(out)
+}
+
+/// Splits `a->b.not.eq.1` into (`a->b`, `not.eq.1`): the column ends at the first
+/// `.` that is followed by `not.` or an operator name.
+pub(super) fn split_field_and_filter(s: &str) -> Option<(&str, &str)> {
+    let mut search = 0;
+    while let Some(i) = s[search..].find('.') {
+        let i = search + i;
+        let after = &s[i + 1..];
+        let op = after.strip_prefix("not.").unwrap_or(after);
+        let name = op.split(['.', '(']).next().unwrap_or("");
+        if Op::parse(name).is_some() {
+            return Some((&s[..i], after));
+        }
+        search = i + 1;
+    }
+    None
+}
+
+/// Parses `(a,b,"c,d")` of `in.` into values.
+pub fn parse_list(v: &str) -> Result<Vec<String>, RestError> {
+    let inner =
+        v.strip_prefix('(').and_then(|s| s.strip_suffix(')')).ok_or_else(|| RestError::parse(format!("\"failed to parse filter (in.{v})\""), "in takes a list: in.(a,b)"))?;
+    if inner.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(split_top(inner, ',').into_iter().map(|s| unquote(s.trim())).collect())
+}
