@@ -49,15 +49,18 @@ CREATE FUNCTION pgr._webhook_fire() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    body text;
+    body      text;
+    max_bytes text := current_setting('pgstack.webhook_max_payload_bytes', true);
 BEGIN
     -- record / old_record are left out when they do not apply (contract).
     body := json_build_object('event', TG_OP, 'table', TG_TABLE_NAME)::jsonb
             || CASE WHEN TG_OP <> 'DELETE' THEN jsonb_build_object('record', to_jsonb(NEW)) ELSE '{}' END
             || CASE WHEN TG_OP <> 'INSERT' THEN jsonb_build_object('old_record', to_jsonb(OLD)) ELSE '{}' END;
     -- Over pgstack.webhook_max_payload_bytes: the rows' primary keys only (the
-    -- receiver reads the row), so one huge row cannot become a huge outbox.
-    IF octet_length(body::text) > pgr.webhook_max_payload_bytes() THEN
+    -- receiver reads the row), so one huge row cannot become a huge outbox. Read as a
+    -- plain setting (no library load, no function call on every written row); a value
+    -- that is not a number counts as the default.
+    IF octet_length(body) > (CASE WHEN max_bytes ~ '^[0-9]{1,10}$' THEN max_bytes::bigint ELSE 1048576 END) THEN
         body := jsonb_build_object('event', TG_OP, 'table', TG_TABLE_NAME, 'truncated', true)
                 || CASE WHEN TG_OP <> 'DELETE' THEN jsonb_build_object('record', pgr._webhook_key(TG_RELID, to_jsonb(NEW))) ELSE '{}' END
                 || CASE WHEN TG_OP <> 'INSERT' THEN jsonb_build_object('old_record', pgr._webhook_key(TG_RELID, to_jsonb(OLD))) ELSE '{}' END;

@@ -1,7 +1,9 @@
 //! Settings where Postgres decides (GUCs, `pgstack.*`): the webhook outbox's attempt
 //! budget and payload limit. Every gateway reads them from the database, so they hold
-//! however many gateways deliver. Superuser-only (SUSET): a role cannot raise its own
-//! limits with SET. Set them like any setting:
+//! however many gateways deliver. Superuser-only (SUSET) once the library is loaded in
+//! a session (the outbox trigger reads the payload limit as a plain setting, without
+//! loading it, so a role's own SET there changes only its own events). Set them like any
+//! setting:
 //!
 //! ```sql
 //! ALTER DATABASE postgres SET pgstack.webhook_max_attempts = 5;  -- new sessions
