@@ -7,7 +7,6 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -16,28 +15,28 @@ use tokio_postgres::SimpleQueryMessage;
 
 use crate::config::Config;
 use crate::db::{caller as as_caller, RequestInfo};
+use crate::error::code::pgrst;
 use crate::error::postgrest::RestError;
-use crate::http::caller::{Caller, CallerError, KeyKind};
+use crate::http::caller::Caller;
 use crate::AppState;
 
 /// The dev routes that this configuration mounts.
-pub fn routes(cfg: &Config) -> Router<AppState> {
+pub fn routes(cfg: &std::sync::Arc<Config>) -> Router<AppState> {
     let mut r = Router::new();
+    let mut any = false;
     if cfg.enable_sql_endpoint {
+        any = true;
         r = r.route("/api/sql", post(sql));
     }
     if cfg.enable_demo_endpoint || cfg.service_role_key.is_some() {
+        any = true;
         r = r.route("/api/demo", post(demo));
     }
-    r
-}
-
-fn service(caller: Result<Caller, CallerError>) -> Result<Caller, RestError> {
-    let caller = caller?;
-    if caller.kind != KeyKind::Service {
-        return Err(RestError::new(StatusCode::FORBIDDEN, "42501", "service_role key required", None, None));
+    // (axum refuses a route layer on a router without routes)
+    if any {
+        r = r.route_layer(axum::middleware::from_fn_with_state(cfg.clone(), crate::http::service::only_service));
     }
-    Ok(caller)
+    r
 }
 
 #[derive(Deserialize)]
@@ -75,9 +74,8 @@ async fn run(s: &AppState, caller: &Caller, query: &str) -> Result<Vec<Value>, R
 }
 
 /// POST /api/sql `{"query": "..."}` → rows.
-async fn sql(State(s): State<AppState>, caller: Result<Caller, CallerError>, body: Bytes) -> Result<Json<Value>, RestError> {
-    let caller = service(caller)?;
-    let b: SqlBody = serde_json::from_slice(&body).map_err(|_| RestError::bad("PGRST102", "body must be {\"query\": \"...\"}"))?;
+async fn sql(State(s): State<AppState>, caller: Caller, body: Bytes) -> Result<Json<Value>, RestError> {
+    let b: SqlBody = serde_json::from_slice(&body).map_err(|_| RestError::of(pgrst::INVALID_BODY, "body must be {\"query\": \"...\"}"))?;
     Ok(Json(Value::Array(run(&s, &caller, &b.query).await?)))
 }
 
@@ -91,9 +89,8 @@ struct DemoBody {
 
 /// POST /api/demo `{"action": "insert"|"update"|"delete"|"reset", ...}`: changes the
 /// demo table, e.g. to watch a live query react.
-async fn demo(State(s): State<AppState>, caller: Result<Caller, CallerError>, body: Bytes) -> Result<Json<Value>, RestError> {
-    let caller = service(caller)?;
-    let b: DemoBody = serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| RestError::bad("PGRST102", "invalid body"))?;
+async fn demo(State(s): State<AppState>, caller: Caller, body: Bytes) -> Result<Json<Value>, RestError> {
+    let b: DemoBody = serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| RestError::of(pgrst::INVALID_BODY, "invalid body"))?;
     let action = b.action.unwrap_or_else(|| "insert".into());
     let info = RequestInfo::new("POST", "/api/demo");
     let mut client = s.pool.get().await?;
@@ -112,7 +109,7 @@ async fn demo(State(s): State<AppState>, caller: Result<Caller, CallerError>, bo
             .map_err(db)?,
         "delete" => tx.execute("DELETE FROM pgr.demo WHERE id = coalesce($1::bigint, (SELECT min(id) FROM pgr.demo))", &[&b.id]).await.map_err(db)?,
         "reset" => tx.execute("DELETE FROM pgr.demo", &[]).await.map_err(db)?,
-        other => return Err(RestError::bad("PGRST100", format!("unknown action {other:?}: insert, update, delete or reset"))),
+        other => return Err(RestError::of(pgrst::QUERY_PARSE, format!("unknown action {other:?}: insert, update, delete or reset"))),
     };
     tx.commit().await.map_err(db)?;
     Ok(Json(json!({"ok": true, "action": action, "rows": n})))

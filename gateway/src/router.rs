@@ -17,7 +17,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/auth/v1", auth::routes(&state.config).layer(timeout()).layer(buffered()))
         .route("/rest/v1/", get(rest::openapi::openapi))
         .nest("/rest/v1", rest::routes().merge(webhooks_or_table(&state)).layer(timeout()).layer(buffered()))
-        .route("/api/catalog/refresh", post(rest::catalog_refresh))
+        .route("/api/catalog/refresh", post(rest::catalog_refresh).route_layer(axum::middleware::from_fn_with_state(state.config.clone(), http::service::only_service)))
         .merge(devtools::routes(&state.config))
         .nest("/ws", realtime::routes())
         .nest("/storage/v1", storage::routes())
@@ -62,7 +62,8 @@ pub fn app(state: AppState) -> Router {
 /// as its Supabase client expects.
 fn webhooks_or_table(state: &AppState) -> Router<AppState> {
     let tables = rest::routes().with_state(state.clone());
-    webhooks::routes().route_layer(axum::middleware::from_fn_with_state(
+    let service_only = axum::middleware::from_fn_with_state(state.config.clone(), http::service::only_service);
+    webhooks::routes().route_layer(service_only).route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         move |axum::extract::State(s): axum::extract::State<AppState>, req: axum::extract::Request, next: axum::middleware::Next| {
             let tables = tables.clone();

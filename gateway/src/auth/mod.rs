@@ -24,6 +24,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::error::code::auth as code;
 use crate::AppState;
 use error::{AuthError, API_VERSION, API_VERSION_HEADER};
 
@@ -32,7 +33,7 @@ use error::{AuthError, API_VERSION, API_VERSION_HEADER};
 /// the AUTH_RATE_LIMIT bucket (signup, token, recover/confirm, and PUT /user when it
 /// sets a password or e-mail); hashing itself is bounded gateway-wide (see
 /// [`passwords`]), which also covers the admin routes.
-pub fn routes(cfg: &crate::config::Config) -> Router<AppState> {
+pub fn routes(cfg: &std::sync::Arc<crate::config::Config>) -> Router<AppState> {
     use crate::http::rate_limit::{enforce, Limiter};
     use axum::middleware::from_fn_with_state;
     use routes::{admin, email, meta, session, signup, user};
@@ -50,19 +51,22 @@ pub fn routes(cfg: &crate::config::Config) -> Router<AppState> {
     let user_routes =
         Router::new().route("/user", get(user::get_user).put(user::update_user).patch(user::update_user)).route_layer(from_fn_with_state(auth_limiter, limit_sensitive_updates));
     let anonymous = Router::new().route("/anonymous", post(signup::anonymous)).route_layer(from_fn_with_state(Limiter::new(cfg.anonymous_rate_limit), enforce));
+    let admin = Router::new()
+        .route("/admin/users", get(admin::list).post(admin::create))
+        .route("/admin/users/{id}", get(admin::get).put(admin::update).delete(admin::delete))
+        .route_layer(from_fn_with_state(cfg.clone(), crate::http::service::only_service));
     Router::new()
         .merge(limited)
         .merge(anonymous)
         .merge(user_routes)
         .route("/logout", post(session::logout))
         .route("/magiclink/verify", get(email::magiclink_verify))
-        .route("/admin/users", get(admin::list).post(admin::create))
-        .route("/admin/users/{id}", get(admin::get).put(admin::update).delete(admin::delete))
+        .merge(admin)
         .route("/authorize", get(oauth::authorize))
         .route("/callback", get(oauth::callback_get).post(oauth::callback_post))
         .route("/settings", get(meta::settings))
         .route("/health", get(meta::health))
-        .fallback(|| async { AuthError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such auth route") })
+        .fallback(|| async { AuthError::new(axum::http::StatusCode::NOT_FOUND, code::NOT_FOUND, "no such auth route") })
         .layer(SetResponseHeaderLayer::if_not_present(axum::http::HeaderName::from_static(API_VERSION_HEADER), HeaderValue::from_static(API_VERSION)))
 }
 
@@ -83,7 +87,7 @@ async fn limit_sensitive_updates(
     }
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, USER_BODY_LIMIT).await else {
-        return AuthError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", "request body too large").into_response();
+        return AuthError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, code::REQUEST_TOO_LARGE, "request body too large").into_response();
     };
     let sensitive = serde_json::from_slice::<serde_json::Value>(&bytes).map(|v| ["password", "email"].iter().any(|k| v.get(k).is_some_and(|x| !x.is_null()))).unwrap_or(false);
     let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::error::{AuthError, AuthResult};
 use super::tokens;
+use crate::error::code::auth as code;
 
 /// The kinds, as stored in `auth.one_time_tokens.token_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,7 +253,7 @@ async fn email_change(tx: &Transaction<'_>, c: &Consumed) -> AuthResult<Applied>
     }
     let taken = tx.query_opt("SELECT 1 FROM auth.users WHERE lower(email) = lower($1) AND id <> $2 AND deleted_at IS NULL", &[&c.relates_to, &c.user]).await?;
     if taken.is_some() {
-        return Err(AuthError::new(StatusCode::CONFLICT, "email_exists", "email already registered"));
+        return Err(AuthError::new(StatusCode::CONFLICT, code::EMAIL_EXISTS, "email already registered"));
     }
     tx.execute(
         "UPDATE auth.users SET email = $2, email_confirmed_at = now(), email_confirmed_by = 'email',

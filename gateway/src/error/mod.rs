@@ -1,4 +1,7 @@
-//! The gateway's one error type and its one HTTP rendering.
+//! The gateway's error vocabulary: the code catalogue ([`code`]), the one rendering of
+//! an error body in each product's dialect ([`Dialect`]), the dialects' error types
+//! ([`postgrest::RestError`], [`gotrue::AuthError`], storage's `StorageError`) and
+//! [`ApiError`] for the contract's plain shape.
 //!
 //! Bodies keep the contract's `{"error": "<message>"}` and add `message` and `code`
 //! beside it, because the Supabase clients read those (shared/docs/supabase-compat.md).
@@ -7,11 +10,68 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use pgstack_shared::error_code;
-use serde_json::json;
+use serde_json::{json, Value};
 
+pub mod code;
 pub mod gotrue;
 pub mod postgrest;
+
+use code::generic;
+
+/// The body shape of each product (the contract's `error` key is in all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// The contract's plain shape: `{error, message, code}`.
+    Plain,
+    /// PostgREST's `{code, message, details, hint}` plus `error` (REST, webhooks, dev tools).
+    PostgRest,
+    /// GoTrue's `{msg, code, error_code}` plus `error` and `message` (auth).
+    GoTrue,
+    /// storage-api's `{statusCode, message}` plus `error` (storage).
+    Storage,
+}
+
+impl Dialect {
+    /// The dialect of the product serving `path`.
+    pub fn for_path(path: &str) -> Self {
+        if path.starts_with("/rest/v1") {
+            Dialect::PostgRest
+        } else if path.starts_with("/auth/v1") {
+            Dialect::GoTrue
+        } else if path.starts_with("/storage/v1") {
+            Dialect::Storage
+        } else {
+            Dialect::Plain
+        }
+    }
+
+    /// The code a layer that knows only the status answers with in this dialect.
+    pub fn code_for_status(self, status: StatusCode) -> &'static str {
+        match (self, status) {
+            (Dialect::PostgRest, StatusCode::BAD_REQUEST) => code::pgrst::QUERY_PARSE.code,
+            (Dialect::PostgRest, StatusCode::METHOD_NOT_ALLOWED) => code::pgrst::UNSUPPORTED_METHOD.code,
+            (Dialect::PostgRest, StatusCode::NOT_FOUND) => code::pgrst::INVALID_PATH.code,
+            _ => generic::for_status(status),
+        }
+    }
+
+    /// The one rendering of an error body. `details` and `hint` are PostgREST's
+    /// (`Null` elsewhere); `with_error_key` is false only for REST_ERROR_FORMAT=postgrest.
+    pub fn body(self, status: StatusCode, code: &str, message: &str, details: Value, hint: Value) -> Value {
+        match self {
+            Dialect::Plain => json!({ "error": message, "message": message, "code": code }),
+            Dialect::PostgRest => {
+                let mut body = json!({ "code": code, "message": message, "details": details, "hint": hint });
+                if !postgrest::POSTGREST_BODIES.load(std::sync::atomic::Ordering::Relaxed) {
+                    body["error"] = Value::String(message.to_owned());
+                }
+                body
+            }
+            Dialect::GoTrue => json!({ "error": message, "msg": message, "message": message, "code": code, "error_code": code }),
+            Dialect::Storage => json!({ "error": message, "message": message, "statusCode": status.as_u16().to_string() }),
+        }
+    }
+}
 
 /// Every error a handler can return.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +79,9 @@ pub enum ApiError {
     /// No such route or resource.
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request cannot be understood.
     #[error("{0}")]
     BadRequest(String),
@@ -36,10 +99,11 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, error_code::NOT_FOUND),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, error_code::BAD_REQUEST),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, error_code::DATABASE_UNAVAILABLE),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, error_code::INTERNAL),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, generic::NOT_FOUND),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, generic::for_status(StatusCode::FORBIDDEN)),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, generic::BAD_REQUEST),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, generic::DATABASE_UNAVAILABLE),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, generic::INTERNAL),
         }
     }
 }
@@ -51,6 +115,6 @@ impl IntoResponse for ApiError {
         }
         let (status, code) = self.status_and_code();
         let msg = self.to_string();
-        (status, Json(json!({ "error": msg, "message": msg, "code": code }))).into_response()
+        (status, Json(Dialect::Plain.body(status, code, &msg, Value::Null, Value::Null))).into_response()
     }
 }

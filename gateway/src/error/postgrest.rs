@@ -4,8 +4,10 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::code::{pgrst, Pgrst};
+use super::Dialect;
 use crate::db::error::DbError;
 
 /// REST_ERROR_FORMAT=postgrest: bodies without the contract's `error` key (set once
@@ -32,11 +34,11 @@ pub struct RestError {
 }
 
 impl RestError {
-    /// Any error.
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>, details: Option<String>, hint: Option<&str>) -> Self {
+    /// An error with a catalogue code, its status, message, details and hint.
+    pub fn new(code: Pgrst, message: impl Into<String>, details: Option<String>, hint: Option<&str>) -> Self {
         RestError {
-            status,
-            code: code.to_owned(),
+            status: code.status,
+            code: code.code.to_owned(),
             message: message.into(),
             details: details.map(Value::String).unwrap_or(Value::Null),
             hint: hint.map(|h| Value::String(h.to_owned())).unwrap_or(Value::Null),
@@ -44,26 +46,36 @@ impl RestError {
             headers: Vec::new(),
         }
     }
+    /// An error with a catalogue code and a message.
+    pub fn of(code: Pgrst, message: impl Into<String>) -> Self {
+        Self::new(code, message, None, None)
+    }
+    /// The same error with another status (where pgstack answers a code with a status
+    /// other than PostgREST's default for it).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+    /// A database error's SQLSTATE with a status.
+    fn sqlstate(status: StatusCode, sqlstate: &str, message: impl Into<String>) -> Self {
+        RestError { status, code: sqlstate.to_owned(), ..Self::of(pgrst::INTERNAL, message) }
+    }
     /// PGRST100: the query string cannot be parsed.
     pub fn parse(details: impl Into<String>, hint: impl Into<String>) -> Self {
         let hint = hint.into();
-        RestError { hint: Value::String(hint), ..Self::new(StatusCode::BAD_REQUEST, "PGRST100", "Could not parse the request", Some(details.into()), None) }
+        RestError { hint: Value::String(hint), ..Self::new(pgrst::QUERY_PARSE, "Could not parse the request", Some(details.into()), None) }
     }
     /// PGRST205: unknown table or view.
     pub fn no_relation(schema: &str, name: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "PGRST205", format!("Could not find the table '{schema}.{name}' in the schema cache"), None, None)
+        Self::of(pgrst::NO_RELATION, format!("Could not find the table '{schema}.{name}' in the schema cache"))
     }
     /// 42703: unknown column.
     pub fn no_column(table: &str, column: &str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "42703", format!("column {table}.{column} does not exist"), None, None)
-    }
-    /// 400 with a code and message.
-    pub fn bad(code: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message, None, None)
+        Self::of(pgrst::UNDEFINED_COLUMN, format!("column {table}.{column} does not exist"))
     }
     /// 500, cause logged.
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
-        RestError { cause: Some(e.into()), ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "PGRSTX00", "internal error", None, None) }
+        RestError { cause: Some(e.into()), ..Self::new(pgrst::INTERNAL, "internal error", None, None) }
     }
 
     /// Maps a database error. `anon` decides 401 vs 403 for permission errors.
@@ -71,22 +83,21 @@ impl RestError {
         match e.into() {
             DbError::Postgres(f) => Self::from_fields(&f.code, &f.message, f.detail.as_deref(), f.hint.as_deref(), anon),
             DbError::TooLarge(max) => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PGRST413",
+                pgrst::RESPONSE_TOO_LARGE,
                 format!("The response would be larger than {max} bytes (RESPONSE_MAX_BYTES)"),
                 None,
                 Some("Ask for fewer rows (limit, Range) or fewer columns (select)"),
             ),
-            DbError::Lost(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database connection lost", None, None),
+            DbError::Lost(_) => Self::new(pgrst::DB_CONNECTION, "Database connection lost", None, None),
             // PostgREST's PGRST003 (there a 504); the contract answers 503 when the
             // database cannot serve, with Retry-After.
             DbError::Busy => {
-                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST003", "Timed out acquiring connection from connection pool.", None, None);
+                let mut e = Self::new(pgrst::POOL_TIMEOUT, "Timed out acquiring connection from connection pool.", None, None);
                 e.headers.push(("Retry-After".into(), "1".into()));
                 e
             }
             DbError::NoConnection(_) => {
-                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "PGRST000", "Database client error. Retrying the connection.", None, None);
+                let mut e = Self::new(pgrst::DB_CONNECTION, "Database client error. Retrying the connection.", None, None);
                 e.headers.push(("Retry-After".into(), "1".into()));
                 e
             }
@@ -101,9 +112,11 @@ impl RestError {
         }
         // RAISE SQLSTATE 'PTnnn': the function picks the HTTP status.
         if let Some(st) = code.strip_prefix("PT").and_then(|n| n.parse::<u16>().ok()).and_then(|n| StatusCode::from_u16(n).ok()) {
-            let mut e = Self::new(st, code, message, detail.map(str::to_owned), hint);
-            e.status = st;
-            return e;
+            return RestError {
+                details: detail.map(|d| Value::String(d.to_owned())).unwrap_or(Value::Null),
+                hint: hint.map(|h| Value::String(h.to_owned())).unwrap_or(Value::Null),
+                ..Self::sqlstate(st, code, message)
+            };
         }
         let status = crate::db::error::http_status(code, anon);
         let message = if code == "57014" { "canceling statement due to statement timeout".to_owned() } else { message.to_owned() };
@@ -122,13 +135,7 @@ impl RestError {
     /// DETAIL = '{status, headers}'`: the function writes the whole error response.
     fn raised(message: &str, detail: Option<&str>) -> Self {
         let bad = |what: &str, value: &str, hint: &str| {
-            Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "PGRST121",
-                "Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error",
-                Some(format!("Invalid JSON value for {what}: '{value}'")),
-                Some(hint),
-            )
+            Self::new(pgrst::RAISE_JSON, "Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error", Some(format!("Invalid JSON value for {what}: '{value}'")), Some(hint))
         };
         let Ok(Value::Object(m)) = serde_json::from_str::<Value>(message) else {
             return bad("MESSAGE", message, "MESSAGE must be a JSON object with obligatory keys: 'code', 'message' and optional keys: 'details', 'hint'.");
@@ -167,12 +174,7 @@ impl IntoResponse for RestError {
         if let Some(c) = &self.cause {
             tracing::error!(error = ?c, "REST internal error");
         }
-        let mut body = json!({
-            "code": self.code, "message": self.message, "details": self.details, "hint": self.hint,
-        });
-        if !POSTGREST_BODIES.load(std::sync::atomic::Ordering::Relaxed) {
-            body["error"] = Value::String(self.message.clone());
-        }
+        let body = Dialect::PostgRest.body(self.status, &self.code, &self.message, self.details, self.hint);
         let mut res = (self.status, Json(body)).into_response();
         let h = res.headers_mut();
         h.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
@@ -186,7 +188,9 @@ impl IntoResponse for RestError {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             let www = match self.code.as_str() {
-                "PGRST301" | "PGRST303" => format!("Bearer error=\"invalid_token\", error_description=\"{}\"", self.message.replace(['"', '\\'], "")),
+                c if c == pgrst::JWT_INVALID.code || c == pgrst::JWT_CLAIMS.code => {
+                    format!("Bearer error=\"invalid_token\", error_description=\"{}\"", self.message.replace(['"', '\\'], ""))
+                }
                 _ => "Bearer".to_owned(),
             };
             h.insert("www-authenticate", HeaderValue::from_str(&www).unwrap_or(HeaderValue::from_static("Bearer")));

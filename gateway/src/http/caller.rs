@@ -14,6 +14,7 @@ use pgstack_shared::Role;
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::error::code::pgrst;
 use crate::keys;
 use crate::AppState;
 
@@ -70,9 +71,8 @@ impl CallerError {
     /// Stable machine code.
     pub fn code(&self) -> &'static str {
         match self {
-            CallerError::Missing => "no_authorization",
-            CallerError::Invalid(_) | CallerError::Empty => "bad_jwt",
-            CallerError::Expired | CallerError::BadClaims(_) => "bad_jwt",
+            CallerError::Missing => crate::error::code::auth::NO_AUTHORIZATION,
+            CallerError::Invalid(_) | CallerError::Empty | CallerError::Expired | CallerError::BadClaims(_) => crate::error::code::auth::BAD_JWT,
         }
     }
 }
@@ -249,24 +249,19 @@ impl From<CallerError> for crate::error::gotrue::AuthError {
 impl From<CallerError> for crate::error::postgrest::RestError {
     fn from(e: CallerError) -> Self {
         let code = match e {
-            CallerError::Expired | CallerError::BadClaims(_) => "PGRST303",
-            CallerError::Invalid(_) | CallerError::Empty => "PGRST301",
-            CallerError::Missing => "PGRST302",
+            CallerError::Expired | CallerError::BadClaims(_) => pgrst::JWT_CLAIMS,
+            CallerError::Invalid(_) | CallerError::Empty => pgrst::JWT_INVALID,
+            CallerError::Missing => pgrst::JWT_MISSING,
         };
-        Self::new(axum::http::StatusCode::UNAUTHORIZED, code, e.to_string(), None, None)
+        Self::of(code, e.to_string())
     }
 }
 
 impl axum::response::IntoResponse for CallerError {
     fn into_response(self) -> axum::response::Response {
-        let msg = self.to_string();
-        let mut res = (
-            axum::http::StatusCode::UNAUTHORIZED,
-            axum::Json(serde_json::json!({
-                "error": msg, "message": msg, "msg": msg, "code": self.code(), "error_code": self.code(),
-            })),
-        )
-            .into_response();
+        let (status, msg) = (axum::http::StatusCode::UNAUTHORIZED, self.to_string());
+        let body = crate::error::Dialect::GoTrue.body(status, self.code(), &msg, serde_json::Value::Null, serde_json::Value::Null);
+        let mut res = (status, axum::Json(body)).into_response();
         res.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
         res
     }

@@ -12,7 +12,10 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, Response, StatusCode};
 use axum::middleware::Next;
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use crate::error::code::generic;
+use crate::error::Dialect;
 
 /// Response extension: this error response is someone else's answer (an edge
 /// function's), to be sent as it is.
@@ -62,47 +65,12 @@ pub async fn not_found(uri: axum::http::Uri) -> Response<Body> {
 
 /// The JSON body of an error in the dialect of the product under `path`.
 pub fn render(path: &str, status: StatusCode, message: &str) -> Value {
-    let code = generic_code(status);
-    if path.starts_with("/rest/v1") {
-        let code = match status {
-            StatusCode::BAD_REQUEST => "PGRST100",
-            StatusCode::METHOD_NOT_ALLOWED => "PGRST117",
-            StatusCode::NOT_FOUND => "PGRST125",
-            _ => code,
-        };
-        json!({"error": message, "message": message, "code": code, "details": null, "hint": null})
-    } else if path.starts_with("/auth/v1") {
-        json!({"error": message, "msg": message, "message": message, "code": code, "error_code": code})
-    } else if path.starts_with("/storage/v1") {
-        json!({"error": message, "message": message, "statusCode": status.as_u16().to_string()})
-    } else {
-        json!({"error": message, "message": message, "code": code})
-    }
+    let dialect = Dialect::for_path(path);
+    dialect.body(status, dialect.code_for_status(status), message, Value::Null, Value::Null)
 }
 
 fn reason(status: StatusCode) -> String {
     status.canonical_reason().unwrap_or("error").to_owned()
-}
-
-fn generic_code(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::REQUEST_TIMEOUT => "request_timeout",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::URI_TOO_LONG => "uri_too_long",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "validation_failed",
-        StatusCode::TOO_MANY_REQUESTS => "over_request_rate_limit",
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request_header_fields_too_large",
-        StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
-        StatusCode::GATEWAY_TIMEOUT => "gateway_timeout",
-        s if s.is_server_error() => pgstack_shared::error_code::INTERNAL,
-        _ => pgstack_shared::error_code::BAD_REQUEST,
-    }
 }
 
 /// A handler that panicked: a 500 for that request (the panic message goes to the
@@ -110,7 +78,7 @@ fn generic_code(status: StatusCode) -> &'static str {
 pub fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
     let detail = err.downcast_ref::<String>().map(String::as_str).or_else(|| err.downcast_ref::<&str>().copied()).unwrap_or("(no message)");
     tracing::error!(panic = %detail, "a request handler panicked");
-    let body = json!({"error": "internal error", "message": "internal error", "code": pgstack_shared::error_code::INTERNAL});
+    let body = Dialect::Plain.body(StatusCode::INTERNAL_SERVER_ERROR, generic::INTERNAL, "internal error", Value::Null, Value::Null);
     let mut res = Response::new(Body::from(body.to_string()));
     *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));

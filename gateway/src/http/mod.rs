@@ -6,5 +6,6 @@ pub mod cors;
 pub mod errors;
 pub mod rate_limit;
 pub mod server;
+pub mod service;
 pub mod timeout;
 pub mod trace;

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use crate::error::code::auth as code;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -71,7 +72,7 @@ pub async fn enforce(State(limiter): State<Limiter>, req: Request, next: Next) -
     match limiter.check(ip) {
         Ok(()) => next.run(req).await,
         Err(wait) => {
-            let mut res = crate::error::gotrue::AuthError::new(StatusCode::TOO_MANY_REQUESTS, "over_request_rate_limit", "too many requests, try again later").into_response();
+            let mut res = crate::error::gotrue::AuthError::new(StatusCode::TOO_MANY_REQUESTS, code::OVER_REQUEST_RATE_LIMIT, "too many requests, try again later").into_response();
             if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
                 res.headers_mut().insert("retry-after", v);
             }

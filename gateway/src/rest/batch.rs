@@ -22,6 +22,7 @@ use super::plan::{self, OnConflict, Payload};
 use super::prefer::Accept;
 use super::request;
 use crate::db::schema_cache::SchemaCache;
+use crate::error::code::pgrst;
 use crate::http::caller::{Caller, CallerError};
 use crate::AppState;
 
@@ -56,13 +57,14 @@ impl Budget {
     /// Accounts for one reference that adds `len` bytes.
     fn take(&mut self, len: usize) -> Result<(), RestError> {
         if self.refs == 0 {
-            return Err(RestError::new(StatusCode::PAYLOAD_TOO_LARGE, "PGRST102", format!("a batch may resolve at most {MAX_REFERENCES} references"), None, None));
+            return Err(
+                RestError::new(pgrst::INVALID_BODY, format!("a batch may resolve at most {MAX_REFERENCES} references"), None, None).with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            );
         }
         self.refs -= 1;
-        self.bytes = self
-            .bytes
-            .checked_sub(len)
-            .ok_or_else(|| RestError::new(StatusCode::PAYLOAD_TOO_LARGE, "PGRST102", format!("references would expand the batch past {MAX_EXPANSION} bytes"), None, None))?;
+        self.bytes = self.bytes.checked_sub(len).ok_or_else(|| {
+            RestError::new(pgrst::INVALID_BODY, format!("references would expand the batch past {MAX_EXPANSION} bytes"), None, None).with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        })?;
         Ok(())
     }
     /// Accounts for one operation's result text, before it is parsed.
@@ -70,8 +72,7 @@ impl Budget {
         let len = text.map_or(0, str::len);
         self.results = self.results.checked_sub(len).ok_or_else(|| {
             RestError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PGRST413",
+                pgrst::RESPONSE_TOO_LARGE,
                 format!("the batch's results would be larger than {MAX_RESULT_BYTES} bytes"),
                 None,
                 Some("Read with limit / select, or in separate requests"),
@@ -136,13 +137,13 @@ struct Operation {
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn batch(State(s): State<AppState>, caller: Result<Caller, CallerError>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Value>), RestError> {
     let caller = caller?;
-    let b: BatchBody = serde_json::from_slice(&body).map_err(|e| RestError::bad("PGRST102", format!("invalid batch body: {e}")))?;
+    let b: BatchBody = serde_json::from_slice(&body).map_err(|e| RestError::of(pgrst::INVALID_BODY, format!("invalid batch body: {e}")))?;
     if b.operations.is_empty() || b.operations.len() > MAX_OPERATIONS {
-        return Err(RestError::bad("PGRST102", format!("a batch holds 1 to {MAX_OPERATIONS} operations")));
+        return Err(RestError::of(pgrst::INVALID_BODY, format!("a batch holds 1 to {MAX_OPERATIONS} operations")));
     }
     let ids: Vec<String> = b.operations.iter().enumerate().map(|(i, o)| o.id.clone().unwrap_or_else(|| i.to_string())).collect();
     if (1..ids.len()).any(|i| ids[..i].contains(&ids[i])) {
-        return Err(RestError::bad("PGRST102", "operation ids must be unique"));
+        return Err(RestError::of(pgrst::INVALID_BODY, "operation ids must be unique"));
     }
     let cache = super::ensure_cache(&s).await?;
     let anon = caller.role == pgstack_shared::Role::Anon;
@@ -170,8 +171,7 @@ pub async fn batch(State(s): State<AppState>, caller: Result<Caller, CallerError
         }
         // Dropped armed: the running statement is cancelled, the transaction rolled back.
         None => Err(RestError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "57014",
+            pgrst::STATEMENT_TIMEOUT,
             "canceling statement due to statement timeout",
             Some(format!("the batch ran longer than the statement_timeout of role {} ({})", caller.pg_role, role_timeout.unwrap_or_default())),
             Some("Split the batch, or make its operations cheaper"),
@@ -256,18 +256,18 @@ async fn run_op(
     let path = path.strip_prefix("/rest/v1").unwrap_or(path);
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let name = path.trim_start_matches('/');
-    let method: Method = op.method.to_ascii_uppercase().parse().map_err(|_| RestError::bad("PGRST117", format!("unknown method {:?}", op.method)))?;
+    let method: Method = op.method.to_ascii_uppercase().parse().map_err(|_| RestError::of(pgrst::UNSUPPORTED_METHOD, format!("unknown method {:?}", op.method)))?;
     let schema = super::prefer::schema(headers, &method, &cache.schemas)?;
     let q = request::parse_query(query, false)?;
 
     if let Some(fname) = name.strip_prefix("rpc/") {
         let f = cache
             .function(schema, fname)
-            .ok_or_else(|| RestError::new(StatusCode::NOT_FOUND, "PGRST202", format!("Could not find the function {schema}.{fname} in the schema cache"), None, None))?;
+            .ok_or_else(|| RestError::new(pgrst::NO_FUNCTION, format!("Could not find the function {schema}.{fname} in the schema cache"), None, None))?;
         let args: Vec<(String, Value)> = match body {
             Some(Value::Object(m)) => m.into_iter().collect(),
             None => Vec::new(),
-            _ => return Err(RestError::bad("PGRST102", "RPC arguments must be a JSON object")),
+            _ => return Err(RestError::of(pgrst::INVALID_BODY, "RPC arguments must be a JSON object")),
         };
         let sql = plan::call(f, &args, None, &q, None, Accept::Json)?;
         let out = exec::statement(tx, &sql, true, anon).await?;
@@ -285,14 +285,14 @@ async fn run_op(
             (plan::insert(cache, table, &q, &payload, OnConflict::Error, Some(Accept::Json), false)?, StatusCode::CREATED)
         }
         Method::PATCH | Method::DELETE if q.conditions.is_empty() => {
-            return Err(RestError::bad("21000", format!("{} requires a WHERE clause", if method == Method::PATCH { "UPDATE" } else { "DELETE" })))
+            return Err(RestError::of(pgrst::NO_WHERE_CLAUSE, format!("{} requires a WHERE clause", if method == Method::PATCH { "UPDATE" } else { "DELETE" })))
         }
         Method::PATCH => {
             let payload = Payload::from_body(body.unwrap_or(Value::Null), None)?;
             (plan::update(cache, table, &q, &payload, Some(Accept::Json))?, StatusCode::OK)
         }
         Method::DELETE => (plan::delete(cache, table, &q, Some(Accept::Json))?, StatusCode::OK),
-        other => return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST117", format!("Unsupported HTTP method: {other}"), None, None)),
+        other => return Err(RestError::new(pgrst::UNSUPPORTED_METHOD, format!("Unsupported HTTP method: {other}"), None, None)),
     };
     let out = exec::statement(tx, &sql, true, anon).await?;
     budget.take_result(out.body.as_deref())?;
@@ -331,7 +331,7 @@ fn interpolate(s: &str, done: &HashMap<String, Value>, url: bool, budget: &mut B
     let mut out = String::new();
     let mut rest = s;
     while let Some(start) = rest.find("{{") {
-        let end = rest[start..].find("}}").ok_or_else(|| RestError::bad("PGRST102", "unclosed reference"))? + start;
+        let end = rest[start..].find("}}").ok_or_else(|| RestError::of(pgrst::INVALID_BODY, "unclosed reference"))? + start;
         out.push_str(&rest[..start]);
         let found = lookup(&rest[start + 2..end], done)?;
         // Percent-encoding at most triples a byte.
@@ -354,7 +354,7 @@ fn interpolate(s: &str, done: &HashMap<String, Value>, url: bool, budget: &mut B
 
 fn lookup<'a>(reference: &str, done: &'a HashMap<String, Value>) -> Result<&'a Value, RestError> {
     let shown: String = reference.chars().take(64).collect();
-    let unknown = || RestError::bad("PGRST102", format!("unknown reference {{{{{shown}}}}}"));
+    let unknown = || RestError::of(pgrst::INVALID_BODY, format!("unknown reference {{{{{shown}}}}}"));
     let (id, path) = reference.trim().split_once('.').ok_or_else(unknown)?;
     let mut cur = done.get(id).ok_or_else(unknown)?;
     if let Value::Array(a) = cur {

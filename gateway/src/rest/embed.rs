@@ -3,13 +3,13 @@
 //! (object), one-to-many (array), many-to-many through a junction table (array);
 //! `!hint` picks among several by constraint name, column, or junction table.
 
-use axum::http::StatusCode;
 use serde_json::json;
 
 use super::error::RestError;
 use super::request::Embed;
 use crate::db::schema_cache::{ForeignKey, SchemaCache, Table};
 use crate::db::sql::{ident, qualified};
+use crate::error::code::pgrst;
 
 /// How parent and child are related.
 #[derive(Debug, Clone)]
@@ -64,8 +64,7 @@ fn key(t: &Table) -> (String, String) {
 pub fn resolve<'a>(cache: &'a SchemaCache, parent: &Table, e: &Embed) -> Result<(&'a Table, Rel<'a>), RestError> {
     let no_rel = || {
         RestError::new(
-            StatusCode::BAD_REQUEST,
-            "PGRST200",
+            pgrst::NO_RELATIONSHIP,
             format!("Could not find a relationship between '{}' and '{}' in the schema cache", parent.name, e.name),
             None,
             Some("check the foreign keys between the two tables, or the hint after !"),
@@ -102,8 +101,7 @@ pub fn resolve<'a>(cache: &'a SchemaCache, parent: &Table, e: &Embed) -> Result<
         _ => Err(RestError {
             details: serde_json::Value::Array(candidates.iter().map(Rel::describe).collect()),
             ..RestError::new(
-                StatusCode::MULTIPLE_CHOICES,
-                "PGRST201",
+                pgrst::AMBIGUOUS_EMBED,
                 format!("Could not embed because more than one relationship was found for '{}' and '{}'", parent.name, e.name),
                 None,
                 Some(&format!("Try changing '{}' to one of the relationships above, e.g. '{}!<constraint name>'", e.name, e.name)),

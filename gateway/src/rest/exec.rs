@@ -12,6 +12,7 @@ use crate::db::caller as as_caller;
 pub use crate::db::caller::RequestInfo;
 use crate::db::pipeline::Step;
 use crate::db::sql::Sql;
+use crate::error::code::pgrst;
 use crate::http::caller::Caller;
 use crate::state::AppState;
 
@@ -129,8 +130,7 @@ async fn in_transaction(
         if out.count > max {
             tx.rollback().await.map_err(db)?;
             return Err(RestError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "PGRST124",
+                pgrst::MAX_AFFECTED,
                 "Query result exceeds max-affected preference constraint",
                 Some(format!("The query affects {} rows", out.count)),
                 None,

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
 use super::error::RestError;
+use crate::error::code::pgrst;
 
 /// Most columns of a CSV body (Postgres's own limit per table).
 pub const MAX_CSV_COLUMNS: usize = 1600;
@@ -16,7 +17,7 @@ pub const MAX_CSV_CELLS: usize = 250_000;
 /// the field `NULL` is SQL NULL (as in PostgREST). Rows of another width than the
 /// header → PGRST102.
 pub fn parse_csv(body: &[u8]) -> Result<Value, RestError> {
-    let text = std::str::from_utf8(body).map_err(|_| RestError::bad("PGRST102", "CSV body is not UTF-8"))?;
+    let text = std::str::from_utf8(body).map_err(|_| RestError::of(pgrst::INVALID_BODY, "CSV body is not UTF-8"))?;
     let mut records = split_records(text);
     if records.last().is_some_and(|r| r.len() == 1 && r[0].is_empty()) {
         records.pop();
@@ -26,18 +27,13 @@ pub fn parse_csv(body: &[u8]) -> Result<Value, RestError> {
     // Each field becomes a map entry with its own copy of the key: bound the cells so
     // a small CSV of empty fields cannot become a large tree.
     if header.len() > MAX_CSV_COLUMNS || header.len().saturating_mul(it.len()) > MAX_CSV_CELLS {
-        return Err(RestError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PGRST102",
-            format!("A CSV body may hold at most {MAX_CSV_COLUMNS} columns and {MAX_CSV_CELLS} fields"),
-            None,
-            None,
-        ));
+        return Err(RestError::new(pgrst::INVALID_BODY, format!("A CSV body may hold at most {MAX_CSV_COLUMNS} columns and {MAX_CSV_CELLS} fields"), None, None)
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE));
     }
     let mut rows = Vec::new();
     for rec in it {
         if rec.len() != header.len() {
-            return Err(RestError::new(StatusCode::BAD_REQUEST, "PGRST102", "All lines must have same number of fields", None, None));
+            return Err(RestError::new(pgrst::INVALID_BODY, "All lines must have same number of fields", None, None));
         }
         let mut m = Map::new();
         for (k, v) in header.iter().zip(rec) {

@@ -1,8 +1,9 @@
 //! The `Prefer` and `Accept` headers and the schema profile headers.
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method};
 
 use super::error::RestError;
+use crate::error::code::pgrst;
 
 /// `Prefer: return=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,8 +62,7 @@ pub fn prefer_checked(headers: &HeaderMap) -> Result<Prefer, RestError> {
     let p = prefer(headers);
     if p.strict && !p.invalid.is_empty() {
         return Err(RestError::new(
-            StatusCode::BAD_REQUEST,
-            "PGRST122",
+            pgrst::INVALID_PREFERENCES,
             "Invalid preferences given with handling=strict",
             Some(format!("Invalid preferences: {}", p.invalid.join(", "))),
             None,
@@ -146,7 +146,7 @@ pub fn accept(headers: &HeaderMap) -> Result<Accept, RestError> {
             _ => {}
         }
     }
-    Err(RestError::new(StatusCode::NOT_ACCEPTABLE, "PGRST107", format!("None of these media types are available: {v}"), None, None))
+    Err(RestError::new(pgrst::UNACCEPTABLE_MEDIA, format!("None of these media types are available: {v}"), None, None))
 }
 
 /// The schema of the request: Accept-Profile (reads) or Content-Profile (writes),
@@ -155,15 +155,9 @@ pub fn schema<'a>(headers: &HeaderMap, method: &Method, exposed: &'a [String]) -
     let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).map(str::trim);
     let wanted = if matches!(*method, Method::GET | Method::HEAD) { get("accept-profile") } else { get("content-profile").or_else(|| get("accept-profile")) };
     match wanted {
-        None => exposed.first().map(String::as_str).ok_or_else(|| RestError::bad("PGRST106", "No schema is exposed")),
+        None => exposed.first().map(String::as_str).ok_or_else(|| RestError::of(pgrst::UNACCEPTABLE_SCHEMA, "No schema is exposed")),
         Some(w) => exposed.iter().find(|s| s.as_str() == w).map(String::as_str).ok_or_else(|| {
-            RestError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                "PGRST106",
-                format!("Invalid schema: {w}"),
-                None,
-                Some(&format!("Only the following schemas are exposed: {}", exposed.join(", "))),
-            )
+            RestError::new(pgrst::UNACCEPTABLE_SCHEMA, format!("Invalid schema: {w}"), None, Some(&format!("Only the following schemas are exposed: {}", exposed.join(", "))))
         }),
     }
 }
@@ -181,8 +175,7 @@ pub fn apply_range(headers: &HeaderMap, offset: &mut Option<i64>, limit: &mut Op
     if let Some(last) = last {
         if last < first {
             return Err(RestError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "PGRST103",
+                pgrst::INVALID_RANGE,
                 "Requested range not satisfiable",
                 Some("The lower boundary must be lower than or equal to the upper boundary in the Range header.".to_owned()),
                 None,

@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, Response, StatusCode};
 use super::error::RestError;
 use super::exec::Outcome;
 use super::prefer::Accept;
+use crate::error::code::pgrst;
 
 /// `application/json; charset=utf-8`.
 pub const JSON: &str = "application/json; charset=utf-8";
@@ -44,13 +45,7 @@ pub fn rows(out: &Outcome, accept: Accept) -> Result<(String, &'static str), Res
                 o.clone(),
                 if accept == Accept::Object { "application/vnd.pgrst.object+json; charset=utf-8" } else { "application/vnd.pgrst.object+json;nulls=stripped; charset=utf-8" },
             )),
-            _ => Err(RestError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                "PGRST116",
-                "Cannot coerce the result to a single JSON object",
-                Some(format!("The result contains {} rows", out.count)),
-                None,
-            )),
+            _ => Err(RestError::new(pgrst::SINGULAR, "Cannot coerce the result to a single JSON object", Some(format!("The result contains {} rows", out.count)), None)),
         },
     }
 }
@@ -64,15 +59,8 @@ pub fn header_value(s: &str) -> HeaderValue {
 /// objects; headers may repeat, e.g. two Set-Cookie) and `response.status`.
 pub fn apply_gucs(res: &mut Response<Body>, out: &Outcome) -> Result<(), RestError> {
     if let Some(h) = out.response_headers.as_deref().filter(|h| !h.is_empty()) {
-        let bad = || {
-            RestError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "PGRST111",
-                "response.headers guc must be a JSON array composed of objects with a single key and a string value",
-                None,
-                None,
-            )
-        };
+        let bad =
+            || RestError::new(pgrst::INVALID_RESPONSE_HEADERS, "response.headers guc must be a JSON array composed of objects with a single key and a string value", None, None);
         let list: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(h).map_err(|_| bad())?;
         for item in list {
             let (Some((k, v)), 1) = (item.iter().next(), item.len()) else { return Err(bad()) };
@@ -86,7 +74,7 @@ pub fn apply_gucs(res: &mut Response<Body>, out: &Outcome) -> Result<(), RestErr
             .parse::<u16>()
             .ok()
             .and_then(|n| StatusCode::from_u16(n).ok())
-            .ok_or_else(|| RestError::new(StatusCode::INTERNAL_SERVER_ERROR, "PGRST112", "response.status guc must be a valid status code", None, None))?;
+            .ok_or_else(|| RestError::new(pgrst::INVALID_RESPONSE_STATUS, "response.status guc must be a valid status code", None, None))?;
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use super::prefer::{self, Accept, Return};
 use super::request::{self, QueryParams};
 use super::response::{self, JSON};
 use crate::db::schema_cache::SchemaCache;
+use crate::error::code::pgrst;
 use crate::http::caller::{Caller, CallerError};
 use crate::AppState;
 
@@ -54,7 +55,7 @@ fn allow(methods: &str) -> Response<Body> {
 
 /// Nested paths name no resource (PostgREST's PGRST125).
 async fn invalid_path() -> RestError {
-    RestError::new(StatusCode::NOT_FOUND, "PGRST125", "Invalid path specified in request URL", None, None)
+    RestError::new(pgrst::INVALID_PATH, "Invalid path specified in request URL", None, None)
 }
 
 /// GET /rest/v1/rls-debug: the role and claims a request runs with.
@@ -90,7 +91,7 @@ fn parse_json(body: &Bytes) -> Result<Value, RestError> {
     if body.is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body).map_err(|e| RestError::bad("PGRST102", format!("Empty or invalid json: {e}")))
+    serde_json::from_slice(body).map_err(|e| RestError::of(pgrst::INVALID_BODY, format!("Empty or invalid json: {e}")))
 }
 
 /// Any method on /rest/v1/{relation}.
@@ -138,8 +139,7 @@ async fn relation(
             let status = match out.total {
                 Some(t) if offset > 0 && offset >= t => {
                     let mut e = RestError::new(
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        "PGRST103",
+                        pgrst::INVALID_RANGE,
                         "Requested range not satisfiable",
                         Some(format!("An offset of {offset} was requested, but there are only {t} rows.")),
                         None,
@@ -188,7 +188,7 @@ async fn relation(
             if q.conditions.is_empty() {
                 // pg-safeupdate's code and wording, as PostgREST setups report it.
                 let verb = if method == Method::PATCH { "UPDATE" } else { "DELETE" };
-                return Err(RestError::new(StatusCode::BAD_REQUEST, "21000", format!("{verb} requires a WHERE clause"), None, Some("add a filter, e.g. ?id=eq.1")));
+                return Err(RestError::new(pgrst::NO_WHERE_CLAUSE, format!("{verb} requires a WHERE clause"), None, Some("add a filter, e.g. ?id=eq.1")));
             }
             let returning = (pref.ret == Return::Representation).then_some(accept);
             let sql = if method == Method::PATCH {
@@ -213,7 +213,7 @@ async fn relation(
             let (body, ct) = response::rows(&out, accept)?;
             Ok(response::build(status, Some(body), ct, None))
         }
-        _ => Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST117", format!("Unsupported HTTP method: {method}"), None, None)),
+        _ => Err(RestError::new(pgrst::UNSUPPORTED_METHOD, format!("Unsupported HTTP method: {method}"), None, None)),
     }?;
     Ok(decorate(res, &s, &pref, schema, &cache.schemas))
 }
@@ -311,7 +311,7 @@ async fn rpc(
     let schema = prefer::schema(&headers, &method, &cache.schemas)?;
     let overloads = cache.overloads(schema, &name);
     if overloads.is_empty() {
-        return Err(RestError::new(StatusCode::NOT_FOUND, "PGRST202", format!("Could not find the function {schema}.{name} in the schema cache"), None, None));
+        return Err(RestError::new(pgrst::NO_FUNCTION, format!("Could not find the function {schema}.{name} in the schema cache"), None, None));
     }
     if method == Method::OPTIONS {
         // Volatile functions only take POST (GET runs READ ONLY).
@@ -320,7 +320,7 @@ async fn rpc(
     }
     let is_get = matches!(method, Method::GET | Method::HEAD);
     if !is_get && method != Method::POST {
-        return Err(RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST101", format!("Cannot use the {method} method on RPC"), None, None));
+        return Err(RestError::new(pgrst::RPC_METHOD, format!("Cannot use the {method} method on RPC"), None, None));
     }
     let mut q: QueryParams = request::parse_query(raw.as_deref().unwrap_or(""), is_get)?;
     prefer::apply_range(&headers, &mut q.offset, &mut q.limit)?;

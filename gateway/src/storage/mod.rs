@@ -18,7 +18,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde_json::json;
 
 use crate::AppState;
 
@@ -56,8 +55,8 @@ impl StorageError {
 
 impl IntoResponse for StorageError {
     fn into_response(self) -> Response {
-        let code = self.0.as_u16().to_string();
-        let mut res = (self.0, Json(json!({"error": self.1, "message": self.1, "statusCode": code}))).into_response();
+        let body = crate::error::Dialect::Storage.body(self.0, "", &self.1, serde_json::Value::Null, serde_json::Value::Null);
+        let mut res = (self.0, Json(body)).into_response();
         if self.0 == StatusCode::REQUEST_TIMEOUT {
             // The rest of a body that timed out is not waited for.
             res.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));

@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::db::{caller as as_caller, RequestInfo};
+use crate::error::code::pgrst;
 use crate::error::postgrest::RestError;
-use crate::http::caller::{Caller, CallerError, KeyKind};
+use crate::http::caller::Caller;
 use crate::AppState;
 
 /// /rest/v1/webhooks routes (mounted before the table routes).
@@ -26,14 +27,6 @@ pub fn routes() -> Router<AppState> {
         .route("/webhooks/events", get(events))
         .route("/webhooks/events/retry", axum::routing::post(retry))
         .route("/webhooks/{id}", delete(remove))
-}
-
-fn service(caller: Result<Caller, CallerError>) -> Result<Caller, RestError> {
-    let caller = caller?;
-    if caller.kind != KeyKind::Service {
-        return Err(RestError::new(StatusCode::FORBIDDEN, "42501", "service_role key required", None, None));
-    }
-    Ok(caller)
 }
 
 /// Runs `sql` (returning one jsonb / bool) as the service role.
@@ -55,22 +48,21 @@ struct CreateParams {
 }
 
 /// POST /rest/v1/webhooks → 201 webhook (the secret is never returned).
-async fn create(State(s): State<AppState>, caller: Result<Caller, CallerError>, body: Bytes) -> Result<(StatusCode, Json<Value>), RestError> {
-    let caller = service(caller)?;
-    let p: CreateParams = serde_json::from_slice(&body).map_err(|e| RestError::bad("PGRST102", format!("invalid body: {e}")))?;
-    let url = p.url.ok_or_else(|| RestError::bad("PGRST102", "url is required"))?;
-    let checked = s.webhook_policy.check_url(&url).map_err(|e| RestError::bad("PGRST102", e))?;
-    s.webhook_policy.check_name(&checked).await.map_err(|e| RestError::bad("PGRST102", e))?;
+async fn create(State(s): State<AppState>, caller: Caller, body: Bytes) -> Result<(StatusCode, Json<Value>), RestError> {
+    let p: CreateParams = serde_json::from_slice(&body).map_err(|e| RestError::of(pgrst::INVALID_BODY, format!("invalid body: {e}")))?;
+    let url = p.url.ok_or_else(|| RestError::of(pgrst::INVALID_BODY, "url is required"))?;
+    let checked = s.webhook_policy.check_url(&url).map_err(|e| RestError::of(pgrst::INVALID_BODY, e))?;
+    s.webhook_policy.check_name(&checked).await.map_err(|e| RestError::of(pgrst::INVALID_BODY, e))?;
     let events: Vec<String> = p.events.unwrap_or_else(|| vec!["*".into()]).into_iter().map(|e| e.to_ascii_uppercase()).collect();
     if events.is_empty() || events.iter().any(|e| !matches!(e.as_str(), "*" | "INSERT" | "UPDATE" | "DELETE")) {
-        return Err(RestError::bad("PGRST102", "events must be a non-empty list of INSERT, UPDATE, DELETE or *"));
+        return Err(RestError::of(pgrst::INVALID_BODY, "events must be a non-empty list of INSERT, UPDATE, DELETE or *"));
     }
     let table = p.table_name.unwrap_or_else(|| "*".into());
     let secret = p.secret.unwrap_or_default();
     let schema = s.config.db_schemas.first().cloned().unwrap_or_else(|| "public".into());
     let row = call(&s, &caller, "SELECT pgr.webhook_create($1, $2, $3, $4, $5)", &[&url, &events, &table, &secret, &schema]).await.map_err(|e| {
         if e.code == "42P01" {
-            RestError::new(StatusCode::BAD_REQUEST, "42P01", e.message, None, Some("table_name must be an existing table, or * for every table"))
+            RestError::new(pgrst::UNDEFINED_TABLE, e.message, None, Some("table_name must be an existing table, or * for every table"))
         } else {
             e
         }
@@ -79,18 +71,16 @@ async fn create(State(s): State<AppState>, caller: Result<Caller, CallerError>, 
 }
 
 /// GET /rest/v1/webhooks.
-async fn list(State(s): State<AppState>, caller: Result<Caller, CallerError>) -> Result<Json<Value>, RestError> {
-    let caller = service(caller)?;
+async fn list(State(s): State<AppState>, caller: Caller) -> Result<Json<Value>, RestError> {
     Ok(Json(call(&s, &caller, "SELECT pgr.webhook_list()", &[]).await?.get(0)))
 }
 
 /// DELETE /rest/v1/webhooks/{id} → 200 `{"message": "webhook deleted"}`.
-async fn remove(State(s): State<AppState>, caller: Result<Caller, CallerError>, Path(id): Path<String>) -> Result<Json<Value>, RestError> {
-    let caller = service(caller)?;
-    let id: Uuid = id.parse().map_err(|_| RestError::bad("22P02", "invalid webhook id: must be a UUID"))?;
+async fn remove(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, RestError> {
+    let id: Uuid = id.parse().map_err(|_| RestError::of(pgrst::INVALID_TEXT, "invalid webhook id: must be a UUID"))?;
     let found: bool = call(&s, &caller, "SELECT pgr.webhook_delete($1)", &[&id]).await?.get(0);
     if !found {
-        return Err(RestError::new(StatusCode::NOT_FOUND, "PGRST116", "webhook not found", None, None));
+        return Err(RestError::new(pgrst::SINGULAR, "webhook not found", None, None).with_status(StatusCode::NOT_FOUND));
     }
     Ok(Json(json!({"message": "webhook deleted"})))
 }
@@ -102,9 +92,9 @@ struct RetryBody {
 
 /// POST /rest/v1/webhooks/events/retry `{"ids": [...]}` (all dead events without ids):
 /// dead events are delivered again, with fresh attempts → `{"retried": n}`.
-async fn retry(State(s): State<AppState>, caller: Result<Caller, CallerError>, body: Bytes) -> Result<Json<Value>, RestError> {
-    let caller = service(caller)?;
-    let b: RetryBody = serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| RestError::bad("PGRST102", "body must be {\"ids\": [...]} or empty"))?;
+async fn retry(State(s): State<AppState>, caller: Caller, body: Bytes) -> Result<Json<Value>, RestError> {
+    let b: RetryBody =
+        serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| RestError::of(pgrst::INVALID_BODY, "body must be {\"ids\": [...]} or empty"))?;
     let n: i32 = call(&s, &caller, "SELECT pgr.webhook_retry($1)", &[&b.ids]).await?.get(0);
     Ok(Json(json!({"retried": n})))
 }
@@ -117,11 +107,10 @@ struct EventsQuery {
 
 /// GET /rest/v1/webhooks/events?status=dead|pending|delivering|delivered: the outbox,
 /// so nothing that failed is lost from sight.
-async fn events(State(s): State<AppState>, caller: Result<Caller, CallerError>, Query(q): Query<EventsQuery>, _h: HeaderMap) -> Result<Json<Value>, RestError> {
-    let caller = service(caller)?;
+async fn events(State(s): State<AppState>, caller: Caller, Query(q): Query<EventsQuery>, _h: HeaderMap) -> Result<Json<Value>, RestError> {
     let status = q.status.unwrap_or_else(|| "dead".into());
     if !matches!(status.as_str(), "dead" | "pending" | "delivering" | "delivered") {
-        return Err(RestError::bad("PGRST100", "status must be dead, pending, delivering or delivered"));
+        return Err(RestError::of(pgrst::QUERY_PARSE, "status must be dead, pending, delivering or delivered"));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(call(&s, &caller, "SELECT pgr.webhook_events($1, $2)", &[&status, &limit]).await?.get(0)))

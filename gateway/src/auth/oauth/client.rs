@@ -22,6 +22,7 @@ use tokio::sync::Mutex;
 use crate::auth::error::{AuthError, AuthResult};
 use crate::config::oauth::{Protocol, ProviderConfig};
 use crate::config::Secret;
+use crate::error::code::auth as code;
 
 /// How long discovery documents and keys are reused.
 const METADATA_TTL: Duration = Duration::from_secs(600);
@@ -89,7 +90,7 @@ impl OAuthRuntime {
 /// A provider could not be reached or answered nonsense.
 fn upstream(why: String) -> AuthError {
     tracing::warn!(why = %why, "OAuth provider request failed");
-    AuthError::new(StatusCode::BAD_GATEWAY, "oauth_provider_error", "the OAuth provider could not be reached or gave an unexpected answer")
+    AuthError::new(StatusCode::BAD_GATEWAY, code::OAUTH_PROVIDER_ERROR, "the OAuth provider could not be reached or gave an unexpected answer")
 }
 
 /// The per-flow secrets sent to the provider (nonce, PKCE verifier) are derived from
@@ -199,7 +200,7 @@ pub async fn exchange(rt: &OAuthRuntime, p: &ProviderConfig, redirect_uri: &str,
 
 fn denied(why: impl std::fmt::Display) -> AuthError {
     tracing::warn!(why = %why, "OAuth exchange refused");
-    AuthError::new(StatusCode::UNAUTHORIZED, "bad_oauth_callback", "the OAuth provider's answer could not be verified")
+    AuthError::new(StatusCode::UNAUTHORIZED, code::BAD_OAUTH_CALLBACK, "the OAuth provider's answer could not be verified")
 }
 
 async fn oidc_exchange(rt: &OAuthRuntime, p: &ProviderConfig, issuer: &str, check_issuer: bool, redirect_uri: &str, code: &str, s: &FlowSecrets) -> AuthResult<Profile> {

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::client::Profile;
 use crate::auth::error::{AuthError, AuthResult};
+use crate::error::code::auth as code;
 
 /// The account `profile` signs in to (created or linked as needed).
 pub async fn account_for(tx: &Transaction<'_>, provider: &str, profile: &Profile) -> AuthResult<Uuid> {
@@ -38,7 +39,7 @@ pub async fn account_for(tx: &Transaction<'_>, provider: &str, profile: &Profile
         return Err(AuthError::user_not_found());
     }
     if row.get::<_, bool>(1) {
-        return Err(AuthError::new(StatusCode::FORBIDDEN, "user_banned", "user is banned"));
+        return Err(AuthError::new(StatusCode::FORBIDDEN, code::USER_BANNED, "user is banned"));
     }
     Ok(user)
 }
@@ -58,7 +59,11 @@ async fn link_or_create(tx: &Transaction<'_>, provider: &str, profile: &Profile)
     let user = match existing {
         Some((id, proven)) => {
             if !profile.email_verified {
-                return Err(AuthError::new(StatusCode::UNPROCESSABLE_ENTITY, "email_exists", "an account with this email exists and the provider has not verified the address"));
+                return Err(AuthError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    code::EMAIL_EXISTS,
+                    "an account with this email exists and the provider has not verified the address",
+                ));
             }
             if !proven {
                 tx.execute(

@@ -29,6 +29,7 @@ use super::routes::email::{error_redirect, session_fragment};
 use super::tokens::{self, Method};
 use super::{pkce, store, ClientInfo};
 use crate::config::oauth::{self as providers, ProviderConfig};
+use crate::error::code::auth as code;
 use crate::AppState;
 use client::FlowSecrets;
 
@@ -149,7 +150,7 @@ fn parse_form(body: &[u8]) -> CallbackParams {
 }
 
 async fn callback(s: &AppState, client: &ClientInfo, headers: &HeaderMap, p: CallbackParams) -> AuthResult<Response> {
-    let bad_state = || AuthError::new(StatusCode::BAD_REQUEST, "bad_oauth_state", "OAuth state is missing, invalid or expired");
+    let bad_state = || AuthError::new(StatusCode::BAD_REQUEST, code::BAD_OAUTH_STATE, "OAuth state is missing, invalid or expired");
     let state = p.state.filter(|v| !v.is_empty() && v.len() <= 256).ok_or_else(bad_state)?;
     // Without the cookie set by /authorize in this browser, the state is not ours.
     let binding = cookie_value(headers, &binding_cookie_name(&state)).ok_or_else(bad_state)?;
@@ -182,9 +183,9 @@ async fn finish(
 ) -> AuthResult<Response> {
     if let Some(err) = error {
         let why = error_description.unwrap_or_else(|| err.clone());
-        return Err(AuthError::new(StatusCode::UNAUTHORIZED, "oauth_provider_error", format!("{err}: {why}")));
+        return Err(AuthError::new(StatusCode::UNAUTHORIZED, code::OAUTH_PROVIDER_ERROR, format!("{err}: {why}")));
     }
-    let code = code.filter(|c| !c.is_empty()).ok_or_else(|| AuthError::new(StatusCode::BAD_REQUEST, "bad_oauth_callback", "OAuth callback without code"))?;
+    let code = code.filter(|c| !c.is_empty()).ok_or_else(|| AuthError::new(StatusCode::BAD_REQUEST, code::BAD_OAUTH_CALLBACK, "OAuth callback without code"))?;
     let p = provider(s, &flow.provider)?;
     let secrets = FlowSecrets::for_state(&s.config.jwt_secret, state);
     let mut profile = client::exchange(&s.oauth, p, &callback_uri(s, p), &code, &secrets).await?;

@@ -16,6 +16,7 @@ pub use line::{configure, note_sign_in, sign_in_lane, Lane};
 use memory::Memory;
 
 use super::error::{AuthError, AuthResult};
+use crate::error::code::auth as code;
 
 /// Shortest password accepted (contract).
 pub const MIN_LEN: usize = 8;
@@ -78,10 +79,10 @@ fn verify_in_memory(password: &[u8], stored: &PasswordHash<'_>, mem: &mut Memory
 pub fn check(password: &str) -> AuthResult<()> {
     let n = password.chars().count();
     if n < MIN_LEN {
-        return Err(AuthError::new(axum::http::StatusCode::BAD_REQUEST, "weak_password", format!("password must be at least {MIN_LEN} characters")));
+        return Err(AuthError::new(axum::http::StatusCode::BAD_REQUEST, code::WEAK_PASSWORD, format!("password must be at least {MIN_LEN} characters")));
     }
     if n > MAX_LEN || password.len() > MAX_BYTES {
-        return Err(AuthError::new(axum::http::StatusCode::BAD_REQUEST, "weak_password", format!("password must be at most {MAX_LEN} characters")));
+        return Err(AuthError::new(axum::http::StatusCode::BAD_REQUEST, code::WEAK_PASSWORD, format!("password must be at most {MAX_LEN} characters")));
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! /admin/users: account administration with the service key.
+//! /admin/users: account administration with the service key (checked by the
+//! `http::service::only_service` route layer these routes are mounted behind).
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -12,22 +13,14 @@ use super::json;
 use crate::auth::error::{parse_body, AuthError, AuthResult};
 use crate::auth::store::{self, NewUser, UserChanges};
 use crate::auth::{passwords, validate};
-use crate::http::caller::{Caller, KeyKind};
+use crate::error::code::auth as code;
 use crate::AppState;
 
 /// Most users one page can hold.
 pub const MAX_PER_PAGE: i64 = 1000;
 
-fn require_admin(caller: &Caller) -> AuthResult<()> {
-    if caller.kind == KeyKind::Service {
-        Ok(())
-    } else {
-        Err(AuthError::not_admin())
-    }
-}
-
 fn user_id(raw: &str) -> AuthResult<Uuid> {
-    raw.parse().map_err(|_| AuthError::new(StatusCode::BAD_REQUEST, "validation_failed", "invalid user id: must be a UUID"))
+    raw.parse().map_err(|_| AuthError::new(StatusCode::BAD_REQUEST, code::VALIDATION_FAILED, "invalid user id: must be a UUID"))
 }
 
 #[derive(Deserialize)]
@@ -45,8 +38,7 @@ fn page_number(raw: Option<&str>, default: i64, name: &str) -> AuthResult<i64> {
 
 /// GET /auth/v1/admin/users?page=&per_page= → `{"users": [...], "aud"}` plus
 /// X-Total-Count (supabase-js needs the object; empty parameters mean defaults).
-pub async fn list(State(s): State<AppState>, caller: Caller, Query(q): Query<PageQuery>) -> AuthResult<Response> {
-    require_admin(&caller)?;
+pub async fn list(State(s): State<AppState>, Query(q): Query<PageQuery>) -> AuthResult<Response> {
     let page = page_number(q.page.as_deref(), 1, "page")?;
     let per_page = page_number(q.per_page.as_deref(), 50, "per_page")?.min(MAX_PER_PAGE);
     let mut conn = s.pool.get().await?;
@@ -70,8 +62,7 @@ struct CreateParams {
 }
 
 /// POST /auth/v1/admin/users → 201 user.
-pub async fn create(State(s): State<AppState>, caller: Caller, body: Bytes) -> AuthResult<Response> {
-    require_admin(&caller)?;
+pub async fn create(State(s): State<AppState>, body: Bytes) -> AuthResult<Response> {
     let p: CreateParams = parse_body(&body)?;
     let email = validate::email(p.email.as_deref().unwrap_or(""))?;
     let role = p.role.as_deref().unwrap_or("authenticated");
@@ -96,7 +87,7 @@ pub async fn create(State(s): State<AppState>, caller: Caller, body: Bytes) -> A
         is_anonymous: false,
     };
     let Some(id) = store::create_user(&tx, &new).await? else {
-        return Err(AuthError::new(StatusCode::CONFLICT, "email_exists", "email already registered"));
+        return Err(AuthError::new(StatusCode::CONFLICT, code::EMAIL_EXISTS, "email already registered"));
     };
     store::audit(&tx, "user_invited", Some(id), json!({"by": "service_role"}), None).await?;
     let user = store::found(store::user_json(&tx, id).await?)?;
@@ -105,8 +96,7 @@ pub async fn create(State(s): State<AppState>, caller: Caller, body: Bytes) -> A
 }
 
 /// GET /auth/v1/admin/users/{id}.
-pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> AuthResult<Response> {
-    require_admin(&caller)?;
+pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> AuthResult<Response> {
     let id = user_id(&id)?;
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;
@@ -124,8 +114,7 @@ struct UpdateParams {
 }
 
 /// PUT /auth/v1/admin/users/{id}: email, password, metadata (merged).
-pub async fn update(State(s): State<AppState>, caller: Caller, Path(id): Path<String>, body: Bytes) -> AuthResult<Response> {
-    require_admin(&caller)?;
+pub async fn update(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -> AuthResult<Response> {
     let id = user_id(&id)?;
     let p: UpdateParams = parse_body(&body)?;
     let email = p.email.as_deref().filter(|e| !e.is_empty()).map(validate::email).transpose()?;
@@ -140,7 +129,7 @@ pub async fn update(State(s): State<AppState>, caller: Caller, Path(id): Path<St
         app_meta: validate::metadata(p.app_metadata.as_ref())?,
     };
     if !store::update_user(&tx, id, &changes).await? {
-        return Err(AuthError::new(StatusCode::CONFLICT, "email_exists", "email already registered"));
+        return Err(AuthError::new(StatusCode::CONFLICT, code::EMAIL_EXISTS, "email already registered"));
     }
     let user = store::found(store::user_json(&tx, id).await?)?;
     tx.commit().await?;
@@ -155,8 +144,7 @@ struct DeleteParams {
 
 /// DELETE /auth/v1/admin/users/{id} → 200 with the deleted user (supabase-js needs a
 /// JSON body), 404 `{"error": "user not found"}`, 400 for a malformed UUID.
-pub async fn delete(State(s): State<AppState>, caller: Caller, Path(id): Path<String>, body: Bytes) -> AuthResult<Response> {
-    require_admin(&caller)?;
+pub async fn delete(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -> AuthResult<Response> {
     let id = user_id(&id)?;
     let p: DeleteParams = parse_body(&body)?;
     let mut conn = s.pool.get().await?;

@@ -14,6 +14,7 @@ use crate::auth::error::{AuthError, AuthResult};
 use crate::auth::mailer::{Fields, Kind};
 use crate::auth::one_time::{self, TokenType};
 use crate::auth::store;
+use crate::error::code::auth as code;
 use crate::AppState;
 
 /// A recorded change whose e-mails are still to be sent (after commit).
@@ -29,12 +30,12 @@ pub struct Pending {
 /// issues both tokens.
 pub async fn prepare(s: &AppState, tx: &Transaction<'_>, user: Uuid, current: Option<&str>, new_email: &str) -> AuthResult<Pending> {
     if store::find_by_email(tx, new_email).await?.is_some_and(|(other, _, _)| other != user) {
-        return Err(AuthError::new(StatusCode::CONFLICT, "email_exists", "email already registered"));
+        return Err(AuthError::new(StatusCode::CONFLICT, code::EMAIL_EXISTS, "email already registered"));
     }
     if !s.mailer.enabled() {
         return Err(AuthError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "email_send_failed",
+            code::EMAIL_SEND_FAILED,
             "no e-mail can be sent (SMTP_HOST is not set), so a change of address cannot be confirmed",
         ));
     }
@@ -48,7 +49,7 @@ pub async fn prepare(s: &AppState, tx: &Transaction<'_>, user: Uuid, current: Op
                 retry_after: Some(wait.max(1)),
                 ..AuthError::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "over_email_send_rate_limit",
+                    code::OVER_EMAIL_SEND_RATE_LIMIT,
                     format!("For security purposes, you can only request this after {} seconds.", wait.max(1)),
                 )
             });
@@ -84,6 +85,6 @@ pub async fn send_links(s: &AppState, p: Pending) -> AuthResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(AuthError::new(StatusCode::SERVICE_UNAVAILABLE, "email_send_failed", "the confirmation e-mail could not be sent, try again later"))
+        Err(AuthError::new(StatusCode::SERVICE_UNAVAILABLE, code::EMAIL_SEND_FAILED, "the confirmation e-mail could not be sent, try again later"))
     }
 }

@@ -13,6 +13,7 @@ use crate::auth::error::{parse_body, AuthError, AuthResult};
 use crate::auth::store;
 use crate::auth::tokens::{self, Method};
 use crate::auth::{passwords, pkce, validate, ClientInfo};
+use crate::error::code::auth as code;
 use crate::http::caller::Caller;
 use crate::AppState;
 
@@ -45,8 +46,8 @@ pub async fn token(State(s): State<AppState>, Query(q): Query<GrantQuery>, clien
         Some("password") => password_grant(&s, &client, parse_body(&body)?).await,
         Some("refresh_token") => refresh_grant(&s, parse_body(&body)?).await,
         Some("pkce") => pkce_grant(&s, &client, parse_body(&body)?).await,
-        Some(other) => Err(AuthError::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", format!("unsupported grant_type {other:?}"))),
-        None => Err(AuthError::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type is required")),
+        Some(other) => Err(AuthError::new(StatusCode::BAD_REQUEST, code::UNSUPPORTED_GRANT_TYPE, format!("unsupported grant_type {other:?}"))),
+        None => Err(AuthError::new(StatusCode::BAD_REQUEST, code::UNSUPPORTED_GRANT_TYPE, "grant_type is required")),
     }
 }
 
@@ -84,10 +85,10 @@ async fn password_grant(s: &AppState, client: &ClientInfo, p: PasswordGrant) -> 
         return Err(AuthError::invalid_credentials());
     }
     if banned {
-        return Err(AuthError::new(StatusCode::FORBIDDEN, "user_banned", "user is banned"));
+        return Err(AuthError::new(StatusCode::FORBIDDEN, code::USER_BANNED, "user is banned"));
     }
     if !confirmed && s.config.require_email_verification {
-        return Err(AuthError::new(StatusCode::BAD_REQUEST, "email_not_confirmed", "email not confirmed"));
+        return Err(AuthError::new(StatusCode::BAD_REQUEST, code::EMAIL_NOT_CONFIRMED, "email not confirmed"));
     }
     // The account as it is now: deleted, banned or given another password meanwhile → refused.
     match store::find_account(&tx, &email).await? {
@@ -120,10 +121,10 @@ async fn pkce_grant(s: &AppState, client: &ClientInfo, p: PkceGrant) -> AuthResu
     let (user_json, session, provider) = match (outcome.as_str(), account, session, provider) {
         ("session", Some(a), Some(sid), Some(p)) => (a, sid, p),
         ("session" | "user_not_found", ..) => return Err(AuthError::user_not_found()),
-        ("banned", ..) => return Err(AuthError::new(StatusCode::FORBIDDEN, "user_banned", "user is banned")),
-        ("expired", ..) => return Err(AuthError::new(StatusCode::BAD_REQUEST, "flow_state_expired", "authorization code has expired")),
-        ("bad_verifier", ..) => return Err(AuthError::new(StatusCode::FORBIDDEN, "bad_code_verifier", "code challenge does not match previously saved code verifier")),
-        _ => return Err(AuthError::new(StatusCode::NOT_FOUND, "flow_state_not_found", "invalid flow state, no valid flow state found")),
+        ("banned", ..) => return Err(AuthError::new(StatusCode::FORBIDDEN, code::USER_BANNED, "user is banned")),
+        ("expired", ..) => return Err(AuthError::new(StatusCode::BAD_REQUEST, code::FLOW_STATE_EXPIRED, "authorization code has expired")),
+        ("bad_verifier", ..) => return Err(AuthError::new(StatusCode::FORBIDDEN, code::BAD_CODE_VERIFIER, "code challenge does not match previously saved code verifier")),
+        _ => return Err(AuthError::new(StatusCode::NOT_FOUND, code::FLOW_STATE_NOT_FOUND, "invalid flow state, no valid flow state found")),
     };
     let method = if provider == "email" { Method::Otp } else { Method::OAuth };
     Ok(json(StatusCode::OK, tokens::session_body(&s.config, user_json, &session.to_string(), &refresh, method)?))
@@ -142,7 +143,7 @@ async fn refresh_grant(s: &AppState, p: RefreshGrant) -> AuthResult<Response> {
     match (outcome.as_str(), account, session) {
         ("rotated", Some(user), Some(session)) => Ok(json(StatusCode::OK, tokens::session_body(&s.config, user, &session.to_string(), &next, Method::Refresh)?)),
         ("rotated", None, _) => Err(AuthError::user_not_found()),
-        ("reused" | "exhausted", _, _) => Err(AuthError::new(StatusCode::UNAUTHORIZED, "refresh_token_already_used", "invalid refresh token: already used")),
+        ("reused" | "exhausted", _, _) => Err(AuthError::new(StatusCode::UNAUTHORIZED, code::REFRESH_TOKEN_ALREADY_USED, "invalid refresh token: already used")),
         _ => Err(AuthError::invalid_refresh()),
     }
 }
@@ -170,5 +171,5 @@ pub async fn logout(State(s): State<AppState>, Query(q): Query<LogoutQuery>, cal
 
 /// The user id of a user token; 401 for API keys.
 pub fn user_of(caller: &Caller) -> AuthResult<Uuid> {
-    caller.user_id().and_then(|v| v.parse().ok()).ok_or_else(|| AuthError::new(StatusCode::UNAUTHORIZED, "bad_jwt", "invalid JWT: missing sub claim"))
+    caller.user_id().and_then(|v| v.parse().ok()).ok_or_else(|| AuthError::new(StatusCode::UNAUTHORIZED, code::BAD_JWT, "invalid JWT: missing sub claim"))
 }

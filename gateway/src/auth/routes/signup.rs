@@ -13,6 +13,7 @@ use crate::auth::error::{parse_body, AuthError, AuthResult};
 use crate::auth::store::{self, NewUser};
 use crate::auth::tokens::{self, Method};
 use crate::auth::{passwords, pkce, validate, ClientInfo};
+use crate::error::code::auth as code;
 use crate::AppState;
 
 #[derive(Deserialize)]
@@ -32,7 +33,7 @@ pub async fn signup(State(s): State<AppState>, Query(q): Query<super::email::Red
     let meta = validate::metadata(p.data.as_ref())?.cloned().unwrap_or_else(|| json!({}));
     let Some(raw_email) = p.email.as_deref().filter(|e| !e.trim().is_empty()) else {
         if p.phone.as_deref().is_some_and(|v| !v.is_empty()) {
-            return Err(AuthError::new(StatusCode::BAD_REQUEST, "phone_provider_disabled", "phone signups are not supported"));
+            return Err(AuthError::new(StatusCode::BAD_REQUEST, code::PHONE_PROVIDER_DISABLED, "phone signups are not supported"));
         }
         if p.password.is_some() {
             return Err(AuthError::invalid_body("invalid email address"));
@@ -60,7 +61,7 @@ pub async fn signup(State(s): State<AppState>, Query(q): Query<super::email::Red
         is_anonymous: false,
     };
     let Some(id) = store::create_user(&tx, &new).await? else {
-        return Err(AuthError::new(StatusCode::CONFLICT, "user_already_exists", "email already registered"));
+        return Err(AuthError::new(StatusCode::CONFLICT, code::USER_ALREADY_EXISTS, "email already registered"));
     };
     if s.config.require_email_verification {
         // No session until the address is confirmed (contract): 200 with the user.
@@ -89,7 +90,7 @@ pub async fn anonymous(State(s): State<AppState>, client: ClientInfo, body: Byte
 
 async fn anonymous_session(s: &AppState, client: &ClientInfo, role: &str, meta: Value) -> AuthResult<Response> {
     if !s.config.allow_anonymous_signin {
-        return Err(AuthError::new(StatusCode::SERVICE_UNAVAILABLE, "anonymous_provider_disabled", "anonymous sign-ins are disabled (ALLOW_ANONYMOUS_SIGNIN)"));
+        return Err(AuthError::new(StatusCode::SERVICE_UNAVAILABLE, code::ANONYMOUS_PROVIDER_DISABLED, "anonymous sign-ins are disabled (ALLOW_ANONYMOUS_SIGNIN)"));
     }
     let mut conn = s.pool.get().await?;
     let tx = store::begin(&mut conn).await?;

@@ -13,6 +13,7 @@ use super::session::user_of;
 use crate::auth::error::{parse_body, AuthError, AuthResult};
 use crate::auth::store::{self, UserChanges};
 use crate::auth::{passwords, validate};
+use crate::error::code::auth as code;
 use crate::http::caller::Caller;
 use crate::AppState;
 
@@ -84,9 +85,9 @@ pub async fn update_user(State(s): State<AppState>, caller: Caller, body: Bytes)
 
 async fn check_session(tx: &deadpool_postgres::Transaction<'_>, caller: &Caller) -> AuthResult<()> {
     if let Some(sid) = caller.session_id() {
-        let sid: Uuid = sid.parse().map_err(|_| AuthError::new(StatusCode::UNAUTHORIZED, "bad_jwt", "invalid JWT: bad session_id"))?;
+        let sid: Uuid = sid.parse().map_err(|_| AuthError::new(StatusCode::UNAUTHORIZED, code::BAD_JWT, "invalid JWT: bad session_id"))?;
         if !store::session_exists(tx, sid).await? {
-            return Err(AuthError::new(StatusCode::FORBIDDEN, "session_not_found", "session not found"));
+            return Err(AuthError::new(StatusCode::FORBIDDEN, code::SESSION_NOT_FOUND, "session not found"));
         }
     }
     Ok(())

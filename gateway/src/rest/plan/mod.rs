@@ -4,7 +4,6 @@
 //! value becomes a `$n::text` bind cast to the column's catalog type. Postgres builds
 //! the JSON (`json_agg`), so rows are never serialised in Rust.
 
-use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::embed;
@@ -12,6 +11,7 @@ use super::error::RestError;
 use super::request::{parse_list, Condition, Field, Filter, Op, OrderTerm, Quantifier, QueryParams, SelectItem};
 use crate::db::schema_cache::{Function, SchemaCache, Table};
 use crate::db::sql::{array_literal, ident, qualified, Sql};
+use crate::error::code::pgrst;
 use crate::rest::prefer::Accept;
 
 mod render;
@@ -262,7 +262,7 @@ fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut Vec
                         let resolved = src.ctx.and_then(|(cache, _)| cache.cast_type(t));
                         match resolved {
                             Some(ty) => format!("({expr})::{ty}"),
-                            None => return Err(RestError::bad("42704", format!("type \"{t}\" does not exist"))),
+                            None => return Err(RestError::of(pgrst::UNDEFINED_OBJECT, format!("type \"{t}\" does not exist"))),
                         }
                     }
                     None => expr,
@@ -286,8 +286,8 @@ fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut Vec
 /// The correlated subquery of one embed, and whether it yields an object (many-to-one)
 /// rather than an array.
 fn embed_sql(sql: &mut Sql, parent: &Source, e: &super::request::Embed) -> Result<(String, bool), RestError> {
-    let (cache, q) = parent.ctx.ok_or_else(|| RestError::bad("PGRST100", "embedding is only possible on tables and views"))?;
-    let parent_table = parent.columns.ok_or_else(|| RestError::bad("PGRST100", "embedding is only possible on tables and views"))?;
+    let (cache, q) = parent.ctx.ok_or_else(|| RestError::of(pgrst::QUERY_PARSE, "embedding is only possible on tables and views"))?;
+    let parent_table = parent.columns.ok_or_else(|| RestError::of(pgrst::QUERY_PARSE, "embedding is only possible on tables and views"))?;
     let (child, rel) = embed::resolve(cache, parent_table, e)?;
     let mut path = parent.path.clone();
     path.push(e.key().to_owned());
@@ -348,8 +348,7 @@ fn order_sql(sql: &mut Sql, src: &Source, order: &[OrderTerm], select: &[SelectI
 fn related_order_expr(sql: &mut Sql, parent: &Source, key: &str, field: &super::request::Field, select: &[SelectItem], n: usize) -> Result<String, RestError> {
     let not_embedded = || {
         RestError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "PGRST108",
+            pgrst::NOT_EMBEDDED,
             format!("'{key}' is not an embedded resource in this request"),
             None,
             Some(&format!("Verify that '{key}' is included in the 'select' query parameter.")),
@@ -362,8 +361,7 @@ fn related_order_expr(sql: &mut Sql, parent: &Source, key: &str, field: &super::
     let (child, rel) = embed::resolve(cache, parent_table, e)?;
     if !rel.is_to_one() {
         return Err(RestError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "PGRST118",
+            pgrst::RELATED_ORDER,
             format!("A related order on '{key}' is not possible"),
             Some(format!("'{}' and '{}' do not form a many-to-one or one-to-one relationship", parent_table.name, child.name)),
             None,
@@ -488,8 +486,7 @@ pub fn no_function(f: &Function, args: &[(String, Value)]) -> RestError {
     };
     let signature: Vec<&str> = f.args.iter().map(|(n, _)| n.as_str()).collect();
     RestError::new(
-        StatusCode::NOT_FOUND,
-        "PGRST202",
+        pgrst::NO_FUNCTION,
         format!("Could not find the function {func}({}) in the schema cache", names.join(", ")),
         Some(details),
         Some(&format!("Perhaps you meant to call the function {func}({})", signature.join(", "))),

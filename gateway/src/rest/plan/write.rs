@@ -2,12 +2,12 @@
 //! wrapped so that it answers the same 4-column row shape as reads when the client
 //! asks for a representation.
 
-use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::{order_sql, select_sql, where_sql, Source, R};
 use crate::db::schema_cache::{SchemaCache, Table};
 use crate::db::sql::{ident, qualified, Sql};
+use crate::error::code::pgrst;
 use crate::rest::error::RestError;
 use crate::rest::prefer::Accept;
 use crate::rest::request::{Condition, Op, QueryParams};
@@ -28,7 +28,7 @@ impl Payload {
         let rows = match body {
             Value::Object(_) => Value::Array(vec![body]),
             Value::Array(a) if a.iter().all(Value::is_object) => Value::Array(a),
-            _ => return Err(RestError::bad("PGRST102", "All object keys must match")),
+            _ => return Err(RestError::of(pgrst::INVALID_BODY, "All object keys must match")),
         };
         let columns = match columns {
             Some(c) => c.to_vec(),
@@ -41,7 +41,7 @@ impl Payload {
                     for k in r.as_object().into_iter().flat_map(|o| o.keys()) {
                         if seen.insert(k.as_str()) {
                             if cols.len() == MAX_COLUMNS {
-                                return Err(RestError::bad("PGRST102", format!("a body may name at most {MAX_COLUMNS} columns")));
+                                return Err(RestError::of(pgrst::INVALID_BODY, format!("a body may name at most {MAX_COLUMNS} columns")));
                             }
                             cols.push(k.clone());
                         }
@@ -56,9 +56,8 @@ impl Payload {
     fn record_def(&self, table: &Table) -> Result<String, RestError> {
         let mut defs = Vec::new();
         for c in &self.columns {
-            let col = table.column(c).ok_or_else(|| {
-                RestError::new(StatusCode::BAD_REQUEST, "PGRST204", format!("Could not find the '{c}' column of '{}' in the schema cache", table.name), None, None)
-            })?;
+            let col =
+                table.column(c).ok_or_else(|| RestError::new(pgrst::NO_COLUMN, format!("Could not find the '{c}' column of '{}' in the schema cache", table.name), None, None))?;
             defs.push(format!("{} {}", ident(c), col.type_name));
         }
         Ok(defs.join(", "))
@@ -88,7 +87,7 @@ pub fn insert(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, 
             None => table.primary_key.clone(),
         };
         if keys.is_empty() {
-            return Err(RestError::bad("PGRST100", "on_conflict is required for a table without primary key"));
+            return Err(RestError::of(pgrst::QUERY_PARSE, "on_conflict is required for a table without primary key"));
         }
         for k in &keys {
             table.column(k).ok_or_else(|| RestError::no_column(&table.name, k))?;
@@ -109,9 +108,9 @@ pub fn insert(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, 
 /// was created (1) or replaced (0).
 pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, returning: Option<Accept>) -> Result<Sql, RestError> {
     if q.limit.is_some() || q.offset.is_some() {
-        return Err(RestError::bad("PGRST114", "limit/offset querystring parameters are not allowed for PUT"));
+        return Err(RestError::of(pgrst::PUT_LIMIT, "limit/offset querystring parameters are not allowed for PUT"));
     }
-    let not_pk = || RestError::new(StatusCode::METHOD_NOT_ALLOWED, "PGRST105", "Filters must include all and only primary key columns with 'eq' operators", None, None);
+    let not_pk = || RestError::new(pgrst::INVALID_PUT, "Filters must include all and only primary key columns with 'eq' operators", None, None);
     let mut keys: Vec<(&str, &str)> = Vec::new();
     for c in &q.conditions {
         match c {
@@ -128,7 +127,7 @@ pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, ret
         return Err(not_pk());
     }
     let rows = p.rows.as_array().map(Vec::as_slice).unwrap_or_default();
-    let [row] = rows else { return Err(RestError::bad("PGRST102", "PUT takes exactly one row")) };
+    let [row] = rows else { return Err(RestError::of(pgrst::INVALID_BODY, "PUT takes exactly one row")) };
     for (k, v) in &keys {
         let same = match &row[*k] {
             Value::String(s) => s == v,
@@ -137,7 +136,7 @@ pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, ret
             _ => false,
         };
         if !same {
-            return Err(RestError::bad("PGRST115", "Payload values do not match URL in primary key column(s)"));
+            return Err(RestError::of(pgrst::PUT_KEY_MISMATCH, "Payload values do not match URL in primary key column(s)"));
         }
     }
     let mut sql = Sql::default();
@@ -158,7 +157,7 @@ fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool)
     let stmt = if cols.is_empty() {
         // `{}`: one row of defaults.
         if p.rows.as_array().map_or(0, Vec::len) != 1 {
-            return Err(RestError::bad("PGRST102", "Empty objects can only be inserted one at a time"));
+            return Err(RestError::of(pgrst::INVALID_BODY, "Empty objects can only be inserted one at a time"));
         }
         format!("INSERT INTO {target} DEFAULT VALUES")
     } else {
@@ -190,14 +189,14 @@ pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, 
     let mut sql = Sql::default();
     let src = Source::top(table, cache, q);
     if p.rows.as_array().map_or(0, Vec::len) != 1 {
-        return Err(RestError::bad("PGRST102", "PATCH takes a single JSON object"));
+        return Err(RestError::of(pgrst::INVALID_BODY, "PATCH takes a single JSON object"));
     }
     let row = sql.bind(p.rows[0].to_string());
     let def = p.record_def(table)?;
     let wh = where_sql(&mut sql, &src, &q.conditions)?;
     let sets: Vec<String> = p.columns.iter().map(|c| format!("{0} = _x.{0}", ident(c))).collect();
     if sets.is_empty() {
-        return Err(RestError::bad("PGRST102", "PATCH needs at least one column to change"));
+        return Err(RestError::of(pgrst::INVALID_BODY, "PATCH needs at least one column to change"));
     }
     let stmt = format!("UPDATE {} AS {R} SET {} FROM json_to_record({row}::json) AS _x({def}){wh}", qualified(&table.schema, &table.name), sets.join(", "));
     finish_write(sql, cache, table, q, stmt, returning)

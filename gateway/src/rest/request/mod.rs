@@ -7,9 +7,8 @@
 //! Here: the parsed types and the query string's dispatch; `select.rs` parses
 //! `select=` and `order=`, `filter.rs` filters, logic trees and lists.
 
-use axum::http::StatusCode;
-
 use super::error::RestError;
+use crate::error::code::pgrst;
 
 mod filter;
 mod select;
@@ -332,13 +331,9 @@ fn parse_nonneg(name: &str, v: &str) -> Result<i64, RestError> {
     match v.trim().parse::<i64>() {
         Ok(n) if n >= 0 => Ok(n),
         // PostgREST: a negative limit is an unsatisfiable range, not a parse error.
-        Ok(_) if name.ends_with("limit") => Err(RestError::new(
-            axum::http::StatusCode::RANGE_NOT_SATISFIABLE,
-            "PGRST103",
-            "Requested range not satisfiable",
-            Some("Limit should be greater than or equal to zero.".to_owned()),
-            None,
-        )),
+        Ok(_) if name.ends_with("limit") => {
+            Err(RestError::new(pgrst::INVALID_RANGE, "Requested range not satisfiable", Some("Limit should be greater than or equal to zero.".to_owned()), None))
+        }
         _ => Err(RestError::parse(format!("\"failed to parse {name} parameter ({v})\""), "expected a non-negative integer")),
     }
 }

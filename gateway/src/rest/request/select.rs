@@ -1,6 +1,7 @@
 //! `select=` (fields, JSON paths, casts, aliases, embeds) and `order=`.
 
 use super::*;
+use crate::error::code::pgrst;
 
 /// `col`, `col->a->>b`, `"quoted col"`.
 pub fn parse_field(s: &str) -> Result<Field, RestError> {
@@ -216,8 +217,7 @@ pub(super) fn order_syntax_error(v: &str, term_at: usize, term: &str) -> RestErr
         break;
     }
     RestError::new(
-        StatusCode::BAD_REQUEST,
-        "PGRST100",
+        pgrst::QUERY_PARSE,
         format!("\"failed to parse order ({v})\" (line 1, column {})", term_at + pos + 1),
         Some(format!("unexpected '{bad}' expecting \",\" or end of input")),
         None,
