@@ -105,6 +105,8 @@ pub struct Config {
     /// JWT_REQUIRE_EXP: refuse tokens without an `exp` claim (every token pgstack
     /// issues has one). Default true; PostgREST accepts them (`false`).
     pub jwt_require_exp: bool,
+    /// JWT_AUD (PostgREST's jwt-aud): tokens with an `aud` claim must name it.
+    pub jwt_aud: Option<String>,
     /// LOG_FORMAT: `text` (default) or `json`.
     pub log_format: LogFormat,
     /// ALLOW_ANONYMOUS_SIGNIN: anonymous accounts (/auth/v1/anonymous, signup without

@@ -1,5 +1,5 @@
 //! Running statements *as the caller*: the request's role, JWT claims and request
-//! settings (`request.method`, `request.path`, `request.headers`), read-only mode,
+//! settings (`request.method`, `request.path`, `request.headers`, `request.cookies`), read-only mode,
 //! time zone and statement timeout are set transaction-locally, so GRANTs and RLS
 //! decide what the statement may see and do, and a pooled connection carries nothing
 //! over to the next request.
@@ -10,7 +10,7 @@ use super::error::DbError;
 /// in [`setup_params`] order.
 pub const SETUP: &str = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
                             set_config('request.method', $3, true), set_config('request.path', $4, true), \
-                            set_config('request.headers', $5, true), \
+                            set_config('request.headers', $5, true), set_config('request.cookies', $9, true), \
                             set_config('transaction_read_only', CASE WHEN $6 THEN 'on' ELSE 'off' END, true), \
                             CASE WHEN $7::text IS NOT NULL THEN set_config('timezone', $7, true) END, \
                             CASE WHEN $8::text IS NOT NULL THEN set_config('statement_timeout', $8, true) END";
@@ -22,8 +22,10 @@ pub struct RequestInfo<'a> {
     pub method: &'a str,
     /// Path below the product's base (e.g. below /rest/v1).
     pub path: &'a str,
-    /// Lower-cased headers as a JSON object.
+    /// Lower-cased headers (Cookie left out) as a JSON object.
     pub headers: String,
+    /// The request's cookies as a JSON object.
+    pub cookies: String,
     /// Run the transaction READ ONLY (GET on functions).
     pub read_only: bool,
     /// Read `response.headers` / `response.status` after the statement (RPC).
@@ -39,7 +41,17 @@ pub struct RequestInfo<'a> {
 
 impl Default for RequestInfo<'_> {
     fn default() -> Self {
-        RequestInfo { method: "", path: "", headers: "{}".into(), read_only: false, response_gucs: false, timezone: None, statement_timeout: None, max_affected: None }
+        RequestInfo {
+            method: "",
+            path: "",
+            headers: "{}".into(),
+            cookies: "{}".into(),
+            read_only: false,
+            response_gucs: false,
+            timezone: None,
+            statement_timeout: None,
+            max_affected: None,
+        }
     }
 }
 
@@ -71,6 +83,7 @@ pub fn setup_params<'s>(who: &'s RunAs<'_>, info: &'s RequestInfo<'_>) -> Vec<Op
         Some(if info.read_only { "true" } else { "false" }),
         info.timezone.as_deref(),
         info.statement_timeout.as_deref(),
+        Some(&info.cookies),
     ]
 }
 
@@ -92,18 +105,52 @@ pub fn timeout_duration(setting: &str) -> Option<std::time::Duration> {
     (ms.is_finite() && ms >= 1.0).then(|| std::time::Duration::from_millis(ms as u64))
 }
 
+/// `request.headers` and `request.cookies` as PostgREST sets them: the headers with
+/// lower-cased names, Cookie left out; the cookies by name (the first of a repeated
+/// name wins, as PostgREST's lookup does).
+pub fn request_settings(headers: &axum::http::HeaderMap) -> (String, String) {
+    let mut h = serde_json::Map::new();
+    let mut cookies = serde_json::Map::new();
+    for (k, v) in headers {
+        let Ok(v) = v.to_str() else { continue };
+        if k == axum::http::header::COOKIE {
+            for pair in v.split(';') {
+                let Some((name, value)) = pair.split_once('=') else { continue };
+                let name = name.trim();
+                if !name.is_empty() && !cookies.contains_key(name) {
+                    cookies.insert(name.to_owned(), serde_json::Value::String(value.trim().to_owned()));
+                }
+            }
+        } else {
+            h.insert(k.as_str().to_owned(), serde_json::Value::String(v.to_owned()));
+        }
+    }
+    (serde_json::Value::Object(h).to_string(), serde_json::Value::Object(cookies).to_string())
+}
+
 /// Opens a transaction on `client` running as `who`.
 pub async fn begin<'a>(client: &'a mut deadpool_postgres::Object, who: &RunAs<'_>, info: &RequestInfo<'_>) -> Result<deadpool_postgres::Transaction<'a>, DbError> {
     let tx = client.transaction().await?;
     let stmt = tx.prepare_cached(SETUP).await?;
-    tx.query(&stmt, &[&who.role, &who.claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone, &info.statement_timeout]).await?;
+    tx.query(&stmt, &[&who.role, &who.claims, &info.method, &info.path, &info.headers, &info.read_only, &info.timezone, &info.statement_timeout, &info.cookies]).await?;
     Ok(tx)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::timeout_duration;
+    use super::{request_settings, timeout_duration};
+    use serde_json::{json, Value};
     use std::time::Duration;
+
+    #[test]
+    fn cookies_are_split_out_of_the_headers() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("cookie", "a=1; b = two;c=x=y; a=3".parse().unwrap());
+        h.insert("X-Thing", "v".parse().unwrap());
+        let (headers, cookies) = request_settings(&h);
+        assert_eq!(serde_json::from_str::<Value>(&headers).unwrap(), json!({"x-thing": "v"}));
+        assert_eq!(serde_json::from_str::<Value>(&cookies).unwrap(), json!({"a": "1", "b": "two", "c": "x=y"}));
+    }
 
     #[test]
     fn statement_timeouts_read_as_postgres_reads_them() {

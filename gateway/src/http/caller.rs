@@ -53,8 +53,8 @@ pub enum CallerError {
     /// No apikey and no Authorization header.
     #[error("no API key found in request")]
     Missing,
-    /// A token that is not a valid JWT for this project.
-    #[error("invalid JWT: {0}")]
+    /// A token that is not a valid JWT for this project (PGRST301).
+    #[error("{0}")]
     Invalid(String),
     /// `Authorization: Bearer` with nothing after it.
     #[error("Empty JWT is sent in Authorization header")]
@@ -62,7 +62,8 @@ pub enum CallerError {
     /// A valid JWT past its expiry.
     #[error("JWT expired")]
     Expired,
-    /// A signed token whose claims cannot be used (`exp` not a number, a reserved role).
+    /// A signed token whose claims cannot be used (PGRST303: `exp` not a number, not
+    /// yet valid, wrong audience, a reserved role).
     #[error("{0}")]
     BadClaims(String),
 }
@@ -129,26 +130,21 @@ impl Caller {
         Some(Caller { role: Role::Anon, pg_role: r.clone(), claims: serde_json::json!({"role": r}), kind: KeyKind::Anon, token: String::new() })
     }
 
-    /// Resolves one token: an HS256 JWT signed with JWT_SECRET. `exp` (when present)
-    /// must be a number in the future; the role claim may be missing (then the
-    /// anonymous role), a built-in role, or another role name.
+    /// Resolves one token: an HS256 JWT signed with JWT_SECRET, its claims checked as
+    /// PostgREST checks them ([`check_claims`]); the role claim may be missing (then
+    /// the anonymous role), a built-in role, or another role name.
     pub fn from_token(token: &str, cfg: &Config) -> Result<Caller, CallerError> {
-        let claims = keys::verify_any(token, &cfg.jwt_secret).map_err(|e| CallerError::Invalid(e.to_string()))?;
-        let Value::Object(map) = &claims else { return Err(CallerError::Invalid("the claims are not a JSON object".into())) };
+        let parts = token.split('.').count();
+        if parts != 3 {
+            return Err(CallerError::Invalid(format!("Expected 3 parts in JWT; got {parts}")));
+        }
+        let mut claims = keys::verify_any(token, &cfg.jwt_secret).map_err(|e| decode_error(&e))?;
+        let Value::Object(map) = &mut claims else { return Err(CallerError::BadClaims("Parsing claims failed".into())) };
         // A storage signed-URL token (same secret) grants one object, nothing else.
         if map.contains_key("url") {
             return Err(CallerError::BadClaims("a signed-URL token is not an API credential".into()));
         }
-        match map.get("exp") {
-            None | Some(Value::Null) if cfg.jwt_require_exp => return Err(CallerError::BadClaims("The JWT has no 'exp' claim".into())),
-            None | Some(Value::Null) => {}
-            Some(Value::Number(n)) => {
-                if n.as_f64().is_some_and(|exp| exp <= keys::now() as f64) {
-                    return Err(CallerError::Expired);
-                }
-            }
-            Some(_) => return Err(CallerError::BadClaims("The JWT 'exp' claim must be a number".into())),
-        }
+        check_claims(map, keys::now(), cfg)?;
         let anon_name = cfg.db_anon_role.as_deref().unwrap_or("anon");
         let pg_role = match map.get("role") {
             None | Some(Value::Null) => anon_name.to_owned(),
@@ -164,6 +160,10 @@ impl Caller {
                 Role::Authenticated
             }
         };
+        // PostgREST hands the role to Postgres inside the claims as well.
+        if map.get("role").is_none_or(Value::is_null) {
+            map.insert("role".into(), Value::String(pg_role.clone()));
+        }
         let has_sub = map.get("sub").is_some_and(|s| !s.is_null());
         // Project keys are recognised by value as well (constant time), so a key
         // configured explicitly keeps its meaning even if its claims are unusual.
@@ -192,6 +192,64 @@ impl Caller {
     pub fn session_id(&self) -> Option<&str> {
         self.claims.get("session_id").and_then(Value::as_str)
     }
+}
+
+/// Seconds of clock skew allowed on `exp`, `nbf` and `iat` (PostgREST's).
+pub const CLOCK_SKEW_SECS: i64 = 30;
+
+/// The claims PostgREST checks, in its order, the first failure winning: `exp` (in
+/// the past beyond the skew: "JWT expired"), `nbf` and `iat` (in the future beyond
+/// the skew), `aud` (a string or an array of strings; with JWT_AUD set, it must
+/// name it — an empty array passes, as in PostgREST). Each must have its type.
+pub fn check_claims(map: &serde_json::Map<String, Value>, now: i64, cfg: &Config) -> Result<(), CallerError> {
+    let claim = |k: &str| map.get(k).filter(|v| !v.is_null());
+    let number = |k: &str| -> Result<Option<i64>, CallerError> {
+        match claim(k) {
+            None => Ok(None),
+            // Fractions count as their whole seconds, beyond i64 as the bound.
+            Some(Value::Number(n)) => Ok(Some(n.as_i64().unwrap_or_else(|| n.as_f64().map(|f| f as i64).unwrap_or(0)))),
+            Some(_) => Err(CallerError::BadClaims(format!("The JWT '{k}' claim must be a number"))),
+        }
+    };
+    match number("exp")? {
+        None if cfg.jwt_require_exp => return Err(CallerError::BadClaims("The JWT has no 'exp' claim".into())),
+        Some(exp) if now - CLOCK_SKEW_SECS > exp => return Err(CallerError::Expired),
+        _ => {}
+    }
+    if number("nbf")?.is_some_and(|nbf| now + CLOCK_SKEW_SECS < nbf) {
+        return Err(CallerError::BadClaims("JWT not yet valid".into()));
+    }
+    if number("iat")?.is_some_and(|iat| now + CLOCK_SKEW_SECS < iat) {
+        return Err(CallerError::BadClaims("JWT issued at future".into()));
+    }
+    let matches = |a: &str| cfg.jwt_aud.as_deref().is_none_or(|want| want == a);
+    let audience_ok = match claim("aud") {
+        None => true,
+        Some(Value::String(a)) => matches(a),
+        Some(Value::Array(items)) => {
+            let auds: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+            let Some(auds) = auds else { return Err(CallerError::BadClaims("The JWT 'aud' claim must be a string or an array of strings".into())) };
+            auds.is_empty() || auds.iter().any(|a| matches(a))
+        }
+        Some(_) => return Err(CallerError::BadClaims("The JWT 'aud' claim must be a string or an array of strings".into())),
+    };
+    if !audience_ok {
+        return Err(CallerError::BadClaims("JWT not in audience".into()));
+    }
+    Ok(())
+}
+
+/// PostgREST's PGRST301 messages for a token that cannot be decoded or verified.
+fn decode_error(e: &jsonwebtoken::errors::Error) -> CallerError {
+    use jsonwebtoken::errors::ErrorKind;
+    CallerError::Invalid(
+        match e.kind() {
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "Wrong or unsupported encoding algorithm",
+            ErrorKind::Json(_) => return CallerError::BadClaims("Parsing claims failed".into()),
+            _ => "JWT cryptographic operation failed",
+        }
+        .into(),
+    )
 }
 
 /// Roles a token may never name, whatever the login role is a member of: the
@@ -352,5 +410,46 @@ mod tests {
         let e = Caller::from_token(&sign(serde_json::json!({"role": "anon", "exp": 1446678149})), &c).unwrap_err();
         assert_eq!(e, CallerError::Expired);
         assert!(Caller::anonymous(&c).is_none(), "without DB_ANON_ROLE a request needs a key");
+    }
+
+    #[test]
+    fn claims_are_checked_as_postgrest_checks_them() {
+        let mut c = cfg();
+        c.jwt_require_exp = false;
+        let sign = |v: Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &v, &jsonwebtoken::EncodingKey::from_secret(c.jwt_secret.expose().as_bytes())).unwrap();
+        let msg = |e: CallerError| e.to_string();
+        let now = keys::now();
+        // Structure and signature: PGRST301.
+        assert_eq!(msg(Caller::from_token("a.b", &c).unwrap_err()), "Expected 3 parts in JWT; got 2");
+        assert_eq!(msg(Caller::from_token("a.b.c.d", &c).unwrap_err()), "Expected 3 parts in JWT; got 4");
+        let t = sign(serde_json::json!({"role": "anon"}));
+        let forged = format!("{}x", &t[..t.len() - 1]);
+        assert!(matches!(Caller::from_token(&forged, &c).unwrap_err(), CallerError::Invalid(m) if m == "JWT cryptographic operation failed"));
+        // Times, with 30 s of skew either way.
+        assert!(Caller::from_token(&sign(serde_json::json!({"exp": now - 10})), &c).is_ok(), "expired within the skew");
+        assert_eq!(Caller::from_token(&sign(serde_json::json!({"exp": now - 31})), &c).unwrap_err(), CallerError::Expired);
+        assert_eq!(msg(Caller::from_token(&sign(serde_json::json!({"nbf": now + 60})), &c).unwrap_err()), "JWT not yet valid");
+        assert!(Caller::from_token(&sign(serde_json::json!({"nbf": now + 10})), &c).is_ok());
+        assert_eq!(msg(Caller::from_token(&sign(serde_json::json!({"iat": now + 60})), &c).unwrap_err()), "JWT issued at future");
+        assert_eq!(msg(Caller::from_token(&sign(serde_json::json!({"nbf": "x"})), &c).unwrap_err()), "The JWT 'nbf' claim must be a number");
+        assert_eq!(msg(Caller::from_token(&sign(serde_json::json!({"iat": true})), &c).unwrap_err()), "The JWT 'iat' claim must be a number");
+        // exp is checked first.
+        assert_eq!(Caller::from_token(&sign(serde_json::json!({"exp": 1, "nbf": "x"})), &c).unwrap_err(), CallerError::Expired);
+        // Audience: any without JWT_AUD, but always a string or an array of strings.
+        assert!(Caller::from_token(&sign(serde_json::json!({"aud": "whatever"})), &c).is_ok());
+        let bad_aud = "The JWT 'aud' claim must be a string or an array of strings";
+        assert_eq!(msg(Caller::from_token(&sign(serde_json::json!({"aud": 1})), &c).unwrap_err()), bad_aud);
+        assert_eq!(msg(Caller::from_token(&sign(serde_json::json!({"aud": ["a", 1]})), &c).unwrap_err()), bad_aud);
+        c.jwt_aud = Some("youraudience".into());
+        let sign = |v: Value| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &v, &jsonwebtoken::EncodingKey::from_secret(c.jwt_secret.expose().as_bytes())).unwrap();
+        assert!(Caller::from_token(&sign(serde_json::json!({"aud": "youraudience"})), &c).is_ok());
+        assert!(Caller::from_token(&sign(serde_json::json!({"aud": ["other", "youraudience"]})), &c).is_ok());
+        assert!(Caller::from_token(&sign(serde_json::json!({"aud": []})), &c).is_ok(), "an empty audience passes, as in PostgREST");
+        assert!(Caller::from_token(&sign(serde_json::json!({})), &c).is_ok(), "no aud claim passes");
+        assert_eq!(msg(Caller::from_token(&sign(serde_json::json!({"aud": "other"})), &c).unwrap_err()), "JWT not in audience");
+        assert_eq!(msg(Caller::from_token(&sign(serde_json::json!({"aud": ["a", "b"]})), &c).unwrap_err()), "JWT not in audience");
+        // The role is inserted into the claims Postgres receives.
+        let got = Caller::from_token(&sign(serde_json::json!({"id": 1})), &c).unwrap();
+        assert_eq!(got.claims, serde_json::json!({"id": 1, "role": "anon"}));
     }
 }

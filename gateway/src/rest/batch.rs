@@ -147,17 +147,12 @@ pub async fn batch(State(s): State<AppState>, caller: Result<Caller, CallerError
     }
     let cache = super::ensure_cache(&s).await?;
     let anon = caller.role == pgstack_shared::Role::Anon;
-    let mut h = serde_json::Map::new();
-    for (k, v) in &headers {
-        if let Ok(v) = v.to_str() {
-            h.insert(k.as_str().to_owned(), Value::String(v.to_owned()));
-        }
-    }
+    let (headers_json, cookies) = crate::db::caller::request_settings(&headers);
     // The role's statement_timeout holds for each statement, and for the batch as a
     // whole: one request may not buy more database time than one statement.
     let role_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
     let bound = role_timeout.as_deref().and_then(crate::db::caller::timeout_duration);
-    let info = RequestInfo { method: "POST", path: "/batch", headers: Value::Object(h).to_string(), statement_timeout: role_timeout.clone(), ..Default::default() };
+    let info = RequestInfo { method: "POST", path: "/batch", headers: headers_json, cookies, statement_timeout: role_timeout.clone(), ..Default::default() };
     let mut client = crate::db::Guarded::get(&s.rest_tx).await?;
     let run = run_batch(&mut client, &b, &ids, &cache, &caller, &headers, &info, anon);
     let out = match bound {

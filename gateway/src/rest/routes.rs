@@ -13,6 +13,7 @@ use super::error::RestError;
 use super::exec::{self, RequestInfo};
 use super::plan::{self, CountMode, OnConflict, Payload};
 use super::prefer::{self, Accept, Return};
+use super::request::api::{Action, ApiRequest, Target};
 use super::request::{self, QueryParams};
 use super::response::{self, JSON};
 use crate::db::schema_cache::SchemaCache;
@@ -67,34 +68,7 @@ async fn cache(s: &AppState) -> Result<Arc<SchemaCache>, RestError> {
     super::ensure_cache(s).await
 }
 
-fn info<'a>(method: &'a Method, path: &'a str, headers: &HeaderMap) -> RequestInfo<'a> {
-    let mut h = serde_json::Map::new();
-    for (k, v) in headers {
-        if let Ok(v) = v.to_str() {
-            h.insert(k.as_str().to_owned(), Value::String(v.to_owned()));
-        }
-    }
-    RequestInfo { method: method.as_str(), path, headers: Value::Object(h).to_string(), ..Default::default() }
-}
-
-/// A write's payload: JSON, or CSV with `Content-Type: text/csv`.
-fn parse_payload(headers: &HeaderMap, body: &Bytes) -> Result<Value, RestError> {
-    let csv = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().starts_with("text/csv"));
-    if csv {
-        super::format::parse_csv(body)
-    } else {
-        parse_json(body)
-    }
-}
-
-fn parse_json(body: &Bytes) -> Result<Value, RestError> {
-    if body.is_empty() {
-        return Ok(json!({}));
-    }
-    serde_json::from_slice(body).map_err(|e| RestError::of(pgrst::INVALID_BODY, format!("Empty or invalid json: {e}")))
-}
-
-/// Any method on /rest/v1/{relation}.
+/// Any method on /rest/v1/{relation}: parse, find the relation, one handler per action.
 #[tracing::instrument(level = "debug", skip_all, fields(%method, table = %name))]
 async fn relation(
     State(s): State<AppState>,
@@ -107,134 +81,141 @@ async fn relation(
 ) -> Result<Response<Body>, RestError> {
     let caller = caller?;
     let cache = cache(&s).await?;
-    let schema = prefer::schema(&headers, &method, &cache.schemas)?;
-    let table = cache.table(schema, &name).ok_or_else(|| RestError::no_relation(schema, &name))?;
-    if method == Method::OPTIONS {
-        return Ok(allow(&table.allow()));
-    }
-    let mut q = request::parse_query(raw.as_deref().unwrap_or(""), false)?;
-    if matches!(method, Method::GET | Method::HEAD) {
-        prefer::apply_range(&headers, &mut q.offset, &mut q.limit)?;
-    }
-    let mut pref = prefer::prefer_checked(&headers)?;
-    pref.rollback = s.config.db_tx_end.rollback(pref.tx.as_deref());
-    let accept = prefer::accept(&headers)?;
-    let path = format!("/{name}");
-    let mut info = info(&method, &path, &headers);
-    info.timezone = pref.timezone.clone();
+    let mut req = ApiRequest::parse(method, Target::Relation, &name, &headers, raw, &body, &cache.schemas)?;
+    req.prefer.rollback = s.config.db_tx_end.rollback(req.prefer.tx.as_deref());
+    let table = cache.table(&req.schema, &name).ok_or_else(|| RestError::no_relation(&req.schema, &name))?;
+    let mut info = req.info();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
-    // Reads never write, whatever functions the select calls (PostgREST: READ ONLY).
-    info.read_only = matches!(method, Method::GET | Method::HEAD);
-    if pref.strict && matches!(method, Method::PATCH | Method::DELETE) {
-        info.max_affected = pref.max_affected;
+    let cx = Cx { s: &s, caller: &caller, cache: &cache, table, req: &req, info };
+    let res = match req.action {
+        Action::Info => return Ok(allow(&table.allow())),
+        Action::Read { body } => read(&cx, body).await,
+        Action::Create => create(&cx).await,
+        Action::Update | Action::Delete => update_or_delete(&cx).await,
+        Action::Put => put(&cx).await,
+        Action::Call { .. } => Err(RestError::internal(anyhow::anyhow!("a call on a relation"))),
+    }?;
+    Ok(cx.decorate(res))
+}
+
+/// What every relation handler reads: the state, the caller, the schema cache, the
+/// relation and the parsed request.
+struct Cx<'a> {
+    s: &'a AppState,
+    caller: &'a Caller,
+    cache: &'a SchemaCache,
+    table: &'a crate::db::schema_cache::Table,
+    req: &'a ApiRequest,
+    info: RequestInfo<'a>,
+}
+
+impl Cx<'_> {
+    /// Headers every successful answer carries: `Preference-Applied` and, when
+    /// several schemas are exposed, `Content-Profile`.
+    fn decorate(&self, res: Response<Body>) -> Response<Body> {
+        decorate(res, self.s, &self.req.prefer, &self.req.schema, &self.cache.schemas)
     }
 
-    let res = match method {
-        Method::GET | Method::HEAD => {
-            let count = pref.count.as_ref().map(|_| CountMode::Exact);
-            let sql = plan::read(&cache, table, &q, count, accept)?;
-            let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
-            let offset = q.offset.unwrap_or(0);
-            let range = response::content_range(offset, out.count, out.total);
-            let status = match out.total {
-                Some(t) if offset > 0 && offset >= t => {
-                    let mut e = RestError::new(
-                        pgrst::INVALID_RANGE,
-                        "Requested range not satisfiable",
-                        Some(format!("An offset of {offset} was requested, but there are only {t} rows.")),
-                        None,
-                    );
-                    e.headers.push(("content-range".into(), format!("*/{t}")));
-                    return Err(e);
-                }
-                Some(t) if out.count < t => StatusCode::PARTIAL_CONTENT,
-                _ => StatusCode::OK,
-            };
-            let (body, ct) = response::rows(&out, accept)?;
-            let body = (method == Method::GET).then_some(body);
-            let mut res = response::build(status, body, ct, Some(range));
-            if method == Method::HEAD {
-                res.headers_mut().insert("content-type", response::header_value(ct));
-            }
-            if let Ok(v) = axum::http::HeaderValue::from_str(&content_location(&path, raw.as_deref())) {
-                res.headers_mut().insert(axum::http::header::CONTENT_LOCATION, v);
-            }
-            Ok(res)
+    /// `Prefer: return=representation`: the media type of the returned rows.
+    fn returning(&self) -> Option<Accept> {
+        (self.req.prefer.ret == Return::Representation).then_some(self.req.accept)
+    }
+
+    fn payload(&self, columns: Option<&[String]>) -> Result<Payload, RestError> {
+        Payload::from_body(self.req.payload.clone().unwrap_or(Value::Null), columns)
+    }
+}
+
+/// GET / HEAD: the rows, their range and Content-Location.
+async fn read(cx: &Cx<'_>, with_body: bool) -> Result<Response<Body>, RestError> {
+    let (req, q) = (cx.req, &cx.req.query);
+    let count = req.prefer.count.as_ref().map(|_| CountMode::Exact);
+    let sql = plan::read(cx.cache, cx.table, q, count, req.accept)?;
+    let out = exec::run(cx.s, cx.caller, &cx.info, &sql, true, req.prefer.rollback).await?;
+    let offset = q.offset.unwrap_or(0);
+    let range = response::content_range(offset, out.count, out.total);
+    let status = match out.total {
+        Some(t) if offset > 0 && offset >= t => {
+            let mut e =
+                RestError::new(pgrst::INVALID_RANGE, "Requested range not satisfiable", Some(format!("An offset of {offset} was requested, but there are only {t} rows.")), None);
+            e.headers.push(("content-range".into(), format!("*/{t}")));
+            return Err(e);
         }
-        Method::POST => {
-            let payload = Payload::from_body(parse_payload(&headers, &body)?, q.columns.as_deref())?;
-            let conflict = match pref.resolution.as_deref() {
-                Some("merge-duplicates") => OnConflict::Merge,
-                Some("ignore-duplicates") => OnConflict::Ignore,
-                _ => OnConflict::Error,
-            };
-            let returning = (pref.ret == Return::Representation).then_some(accept);
-            if payload.rows.as_array().is_some_and(Vec::is_empty) {
-                // Nothing to insert: no statement (an upsert of nothing is a 200).
-                let status = if conflict == OnConflict::Error { StatusCode::CREATED } else { StatusCode::OK };
-                let body = returning.map(|_| "[]".to_owned());
-                return Ok(decorate(response::build(status, body, JSON, Some("*/*".into())), &s, &pref, schema, &cache.schemas));
-            }
-            if pref.ret == Return::HeadersOnly && !table.primary_key.is_empty() {
-                return Ok(decorate(insert_headers_only(&s, &caller, &info, &pref, &cache, table, q, &payload, conflict).await?, &s, &pref, schema, &cache.schemas));
-            }
-            write(&s, &caller, &info, &pref, accept, plan::insert(&cache, table, &q, &payload, conflict, returning, pref.missing_default)?, StatusCode::CREATED, false).await
-        }
-        Method::PATCH | Method::DELETE => {
-            // An update with nothing to set changes nothing (PostgREST: 204).
-            if method == Method::PATCH && matches!(parse_payload(&headers, &body)?, Value::Object(ref m) if m.is_empty()) {
-                return Ok(decorate(response::build(StatusCode::NO_CONTENT, None, JSON, Some("*/*".into())), &s, &pref, schema, &cache.schemas));
-            }
-            if q.conditions.is_empty() {
-                // pg-safeupdate's code and wording, as PostgREST setups report it.
-                let verb = if method == Method::PATCH { "UPDATE" } else { "DELETE" };
-                return Err(RestError::new(pgrst::NO_WHERE_CLAUSE, format!("{verb} requires a WHERE clause"), None, Some("add a filter, e.g. ?id=eq.1")));
-            }
-            let returning = (pref.ret == Return::Representation).then_some(accept);
-            let sql = if method == Method::PATCH {
-                let payload = Payload::from_body(parse_payload(&headers, &body)?, q.columns.as_deref())?;
-                plan::update(&cache, table, &q, &payload, returning)?
-            } else {
-                plan::delete(&cache, table, &q, returning)?
-            };
-            let ok = if returning.is_some() { StatusCode::OK } else { StatusCode::NO_CONTENT };
-            // PostgREST: an update reports its rows as a range, a delete only the count.
-            write(&s, &caller, &info, &pref, accept, sql, ok, method == Method::PATCH).await
-        }
-        Method::PUT => {
-            let payload = Payload::from_body(parse_payload(&headers, &body)?, None)?;
-            let returning = (pref.ret == Return::Representation).then_some(accept);
-            let sql = plan::put(&cache, table, &q, &payload, returning)?;
-            let out = exec::run(&s, &caller, &info, &sql, returning.is_some(), pref.rollback).await?;
-            if returning.is_none() {
-                return Ok(decorate(response::build(StatusCode::NO_CONTENT, None, JSON, None), &s, &pref, schema, &cache.schemas));
-            }
-            let status = if out.total == Some(1) { StatusCode::CREATED } else { StatusCode::OK };
-            let (body, ct) = response::rows(&out, accept)?;
-            Ok(response::build(status, Some(body), ct, None))
-        }
-        _ => Err(RestError::new(pgrst::UNSUPPORTED_METHOD, format!("Unsupported HTTP method: {method}"), None, None)),
-    }?;
-    Ok(decorate(res, &s, &pref, schema, &cache.schemas))
+        Some(t) if out.count < t => StatusCode::PARTIAL_CONTENT,
+        _ => StatusCode::OK,
+    };
+    let (body, ct) = response::rows(&out, req.accept)?;
+    let mut res = response::build(status, with_body.then_some(body), ct, Some(range));
+    if !with_body {
+        res.headers_mut().insert("content-type", response::header_value(ct));
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&content_location(&req.path, req.raw_query.as_deref())) {
+        res.headers_mut().insert(axum::http::header::CONTENT_LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// POST: insert, or upsert with `Prefer: resolution=`.
+async fn create(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
+    let (req, q) = (cx.req, &cx.req.query);
+    let payload = cx.payload(q.columns.as_deref())?;
+    let conflict = match req.prefer.resolution.as_deref() {
+        Some("merge-duplicates") => OnConflict::Merge,
+        Some("ignore-duplicates") => OnConflict::Ignore,
+        _ => OnConflict::Error,
+    };
+    let returning = cx.returning();
+    if payload.rows.as_array().is_some_and(Vec::is_empty) {
+        // Nothing to insert: no statement (an upsert of nothing is a 200).
+        let status = if conflict == OnConflict::Error { StatusCode::CREATED } else { StatusCode::OK };
+        let body = returning.map(|_| "[]".to_owned());
+        return Ok(response::build(status, body, JSON, Some("*/*".into())));
+    }
+    if req.prefer.ret == Return::HeadersOnly && !cx.table.primary_key.is_empty() {
+        return insert_headers_only(cx, q.clone(), &payload, conflict).await;
+    }
+    let sql = plan::insert(cx.cache, cx.table, q, &payload, conflict, returning, req.prefer.missing_default)?;
+    write(cx, sql, StatusCode::CREATED, false).await
+}
+
+/// PATCH / DELETE: the filtered rows.
+async fn update_or_delete(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
+    let (req, q) = (cx.req, &cx.req.query);
+    let update = req.action == Action::Update;
+    // An update with nothing to set changes nothing (PostgREST: 204).
+    if update && matches!(req.payload, Some(Value::Object(ref m)) if m.is_empty()) {
+        return Ok(response::build(StatusCode::NO_CONTENT, None, JSON, Some("*/*".into())));
+    }
+    if q.conditions.is_empty() {
+        // pg-safeupdate's code and wording, as PostgREST setups report it.
+        let verb = if update { "UPDATE" } else { "DELETE" };
+        return Err(RestError::new(pgrst::NO_WHERE_CLAUSE, format!("{verb} requires a WHERE clause"), None, Some("add a filter, e.g. ?id=eq.1")));
+    }
+    let returning = cx.returning();
+    let sql = if update { plan::update(cx.cache, cx.table, q, &cx.payload(q.columns.as_deref())?, returning)? } else { plan::delete(cx.cache, cx.table, q, returning)? };
+    let ok = if returning.is_some() { StatusCode::OK } else { StatusCode::NO_CONTENT };
+    // PostgREST: an update reports its rows as a range, a delete only the count.
+    write(cx, sql, ok, update).await
+}
+
+/// PUT: one row by its primary key.
+async fn put(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
+    let returning = cx.returning();
+    let sql = plan::put(cx.cache, cx.table, &cx.req.query, &cx.payload(None)?, returning)?;
+    let out = exec::run(cx.s, cx.caller, &cx.info, &sql, returning.is_some(), cx.req.prefer.rollback).await?;
+    let Some(accept) = returning else { return Ok(response::build(StatusCode::NO_CONTENT, None, JSON, None)) };
+    let status = if out.total == Some(1) { StatusCode::CREATED } else { StatusCode::OK };
+    let (body, ct) = response::rows(&out, accept)?;
+    Ok(response::build(status, Some(body), ct, None))
 }
 
 /// POST with `Prefer: return=headers-only`: 201 with `Location: /table?pk=eq.value`
 /// of the (first) inserted row, no body.
-#[allow(clippy::too_many_arguments)]
-async fn insert_headers_only(
-    s: &AppState,
-    caller: &Caller,
-    info: &RequestInfo<'_>,
-    pref: &prefer::Prefer,
-    cache: &SchemaCache,
-    table: &crate::db::schema_cache::Table,
-    mut q: QueryParams,
-    payload: &Payload,
-    conflict: OnConflict,
-) -> Result<Response<Body>, RestError> {
+async fn insert_headers_only(cx: &Cx<'_>, mut q: QueryParams, payload: &Payload, conflict: OnConflict) -> Result<Response<Body>, RestError> {
+    let (table, pref) = (cx.table, &cx.req.prefer);
     q.select = table.primary_key.iter().map(|c| request::SelectItem::Field { field: request::Field { column: c.clone(), path: Vec::new() }, alias: None, cast: None }).collect();
-    let sql = plan::insert(cache, table, &q, payload, conflict, Some(Accept::Json), pref.missing_default)?;
-    let out = exec::run(s, caller, info, &sql, true, pref.rollback).await?;
+    let sql = plan::insert(cx.cache, table, &q, payload, conflict, Some(Accept::Json), pref.missing_default)?;
+    let out = exec::run(cx.s, cx.caller, &cx.info, &sql, true, pref.rollback).await?;
     let rows: Value = serde_json::from_str(out.body.as_deref().unwrap_or("[]")).unwrap_or(Value::Null);
     let total = pref.count.as_ref().map(|_| out.count);
     let mut res = response::build(StatusCode::CREATED, None, JSON, Some(response::content_range(0, 0, total)));
@@ -271,26 +252,17 @@ fn decorate(mut res: Response<Body>, s: &AppState, pref: &prefer::Prefer, schema
     res
 }
 
-#[allow(clippy::too_many_arguments)] // one request's parsed parts; one value once rest/request/ exists (#15)
-async fn write(
-    s: &AppState,
-    caller: &Caller,
-    info: &RequestInfo<'_>,
-    pref: &prefer::Prefer,
-    accept: Accept,
-    sql: crate::db::sql::Sql,
-    status: StatusCode,
-    ranged: bool,
-) -> Result<Response<Body>, RestError> {
-    let returning = pref.ret == Return::Representation;
-    let out = exec::run(s, caller, info, &sql, returning, pref.rollback).await?;
+/// Runs a write and answers with its status, range and (with return=representation)
+/// its rows.
+async fn write(cx: &Cx<'_>, sql: crate::db::sql::Sql, status: StatusCode, ranged: bool) -> Result<Response<Body>, RestError> {
+    let pref = &cx.req.prefer;
+    let returning = cx.returning();
+    let out = exec::run(cx.s, cx.caller, &cx.info, &sql, returning.is_some(), pref.rollback).await?;
     let total = pref.count.as_ref().map(|_| out.count);
     let range = response::content_range(0, if ranged { out.count } else { 0 }, total);
     // An upsert that only updated existing rows created nothing: 200, not 201.
     let status = if status == StatusCode::CREATED && pref.resolution.is_some() && out.total == Some(0) && out.count > 0 { StatusCode::OK } else { status };
-    if !returning {
-        return Ok(response::build(status, None, JSON, Some(range)));
-    }
+    let Some(accept) = returning else { return Ok(response::build(status, None, JSON, Some(range))) };
     let (body, ct) = response::rows(&out, accept)?;
     Ok(response::build(status, Some(body), ct, Some(range)))
 }
@@ -308,27 +280,26 @@ async fn rpc(
 ) -> Result<Response<Body>, RestError> {
     let caller = caller?;
     let cache = cache(&s).await?;
-    let schema = prefer::schema(&headers, &method, &cache.schemas)?;
+    let mut req = ApiRequest::parse(method, Target::Function, &name, &headers, raw, &body, &cache.schemas)?;
+    req.prefer.rollback = s.config.db_tx_end.rollback(req.prefer.tx.as_deref());
+    let schema = req.schema.as_str();
     let overloads = cache.overloads(schema, &name);
     if overloads.is_empty() {
-        return Err(RestError::new(pgrst::NO_FUNCTION, format!("Could not find the function {schema}.{name} in the schema cache"), None, None));
+        return Err(RestError::of(pgrst::NO_FUNCTION, format!("Could not find the function {schema}.{name} in the schema cache")));
     }
-    if method == Method::OPTIONS {
-        // Volatile functions only take POST (GET runs READ ONLY).
-        let volatile = overloads.iter().any(|f| f.volatility == 'v');
-        return Ok(allow(if volatile { "OPTIONS,POST" } else { "OPTIONS,GET,HEAD,POST" }));
-    }
-    let is_get = matches!(method, Method::GET | Method::HEAD);
-    if !is_get && method != Method::POST {
-        return Err(RestError::new(pgrst::RPC_METHOD, format!("Cannot use the {method} method on RPC"), None, None));
-    }
-    let mut q: QueryParams = request::parse_query(raw.as_deref().unwrap_or(""), is_get)?;
-    prefer::apply_range(&headers, &mut q.offset, &mut q.limit)?;
-    let accept = prefer::accept(&headers)?;
-    let body_json = if is_get { None } else { Some(parse_json(&body)?) };
+    let with_body = match req.action {
+        Action::Info => {
+            // Volatile functions only take POST (GET runs READ ONLY).
+            let volatile = overloads.iter().any(|f| f.volatility == 'v');
+            return Ok(allow(if volatile { "OPTIONS,POST" } else { "OPTIONS,GET,HEAD,POST" }));
+        }
+        Action::Call { body, .. } => body,
+        _ => return Err(RestError::internal(anyhow::anyhow!("a relation action on a function"))),
+    };
+    let (q, pref, accept) = (&req.query, &req.prefer, req.accept);
     // Arguments: the query string on GET; the body's object (or an array's first
     // object, as PostgREST binds it) on POST.
-    let named: Vec<(String, Value)> = match &body_json {
+    let named: Vec<(String, Value)> = match &req.payload {
         None => q.rest.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
         Some(Value::Object(m)) => m.clone().into_iter().collect(),
         Some(Value::Array(a)) => match a.first() {
@@ -341,24 +312,14 @@ async fn rpc(
     let single_json = |f: &crate::db::schema_cache::Function| f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
     let (f, args, whole) = if let Some(f) = overloads.iter().find(|f| f.accepts(&given)) {
         (f, named, None)
-    } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), &body_json) {
+    } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), &req.payload) {
         (f, Vec::new(), Some(b.clone()))
     } else {
         return Err(plan::no_function(&overloads[0], &named));
     };
-    let mut pref = prefer::prefer_checked(&headers)?;
-    pref.rollback = s.config.db_tx_end.rollback(pref.tx.as_deref());
-    let sql = plan::call(f, &args, whole.as_ref(), &q, pref.count.as_ref().map(|_| CountMode::Exact), accept)?;
-    let path = format!("/rpc/{name}");
-    let mut info = info(&method, &path, &headers);
-    // GET may call any function, but never lets it write (PostgREST: READ ONLY).
-    info.read_only = is_get;
-    info.response_gucs = true;
-    info.timezone = pref.timezone.clone();
+    let sql = plan::call(f, &args, whole.as_ref(), q, pref.count.as_ref().map(|_| CountMode::Exact), accept)?;
+    let mut info = req.info();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
-    if pref.strict {
-        info.max_affected = pref.max_affected;
-    }
     let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
     // A single value counts as one row.
     let total = out.total.or_else(|| (pref.count.is_some() && !f.returns_set).then_some(out.count));
@@ -380,9 +341,9 @@ async fn rpc(
             None => (Some(v), JSON),
         }
     };
-    let mut res = response::build(status, body.filter(|_| method != Method::HEAD), ct, Some(range));
+    let mut res = response::build(status, body.filter(|_| with_body), ct, Some(range));
     response::apply_gucs(&mut res, &out)?;
-    Ok(decorate(res, &s, &pref, schema, &cache.schemas))
+    Ok(decorate(res, &s, pref, schema, &cache.schemas))
 }
 
 #[cfg(test)]

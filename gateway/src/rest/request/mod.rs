@@ -10,6 +10,7 @@
 use super::error::RestError;
 use crate::error::code::pgrst;
 
+pub mod api;
 mod filter;
 mod select;
 pub use filter::*;

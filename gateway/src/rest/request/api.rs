@@ -1,0 +1,174 @@
+//! One REST request, parsed once (PostgREST's `ApiRequest`): the action, the target,
+//! the schema, the query string, the preferences, the media type, the payload and the
+//! request facts handed to Postgres. Built before any database work; the handlers
+//! in `rest/routes.rs` read it and never the raw request again.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method};
+use serde_json::{Map, Value};
+
+use super::{parse_query, QueryParams};
+use crate::error::code::pgrst;
+use crate::error::postgrest::RestError;
+use crate::rest::prefer::{self, Accept, Prefer};
+
+/// What the request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// GET (`body: true`) or HEAD on a relation.
+    Read {
+        /// GET sends the rows; HEAD only the headers.
+        body: bool,
+    },
+    /// POST on a relation: insert or upsert.
+    Create,
+    /// PATCH on a relation.
+    Update,
+    /// DELETE on a relation.
+    Delete,
+    /// PUT on a relation: upsert of one row by its primary key.
+    Put,
+    /// OPTIONS: the methods the resource takes.
+    Info,
+    /// GET / HEAD / POST on a function; `read_only` for GET and HEAD.
+    Call {
+        /// GET and HEAD run READ ONLY.
+        read_only: bool,
+        /// HEAD sends no body.
+        body: bool,
+    },
+}
+
+/// What the request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A table or view.
+    Relation,
+    /// A function (`/rpc/{name}`).
+    Function,
+}
+
+/// A parsed REST request.
+#[derive(Debug)]
+pub struct ApiRequest {
+    /// The HTTP method.
+    pub method: Method,
+    /// What it does.
+    pub action: Action,
+    /// The relation or function name.
+    pub name: String,
+    /// The exposed schema it runs in (Accept-Profile / Content-Profile).
+    pub schema: String,
+    /// The path below /rest/v1 (`request.path`).
+    pub path: String,
+    /// The raw query string (for Content-Location).
+    pub raw_query: Option<String>,
+    /// The query string, parsed (bounded in size and depth).
+    pub query: QueryParams,
+    /// `Prefer`.
+    pub prefer: Prefer,
+    /// The response's media type.
+    pub accept: Accept,
+    /// The body: JSON, or CSV read into JSON; `None` where the action takes none.
+    pub payload: Option<Value>,
+    /// Lower-cased request headers except Cookie, as a JSON object (`request.headers`).
+    pub headers_json: String,
+    /// The cookies, as a JSON object (`request.cookies`).
+    pub cookies_json: String,
+}
+
+impl ApiRequest {
+    /// Parses a request on `target` `name`. `exposed` are the exposed schemas.
+    /// `prefer.rollback` is left false: the route decides it from DB_TX_END.
+    pub fn parse(method: Method, target: Target, name: &str, headers: &HeaderMap, raw_query: Option<String>, body: &Bytes, exposed: &[String]) -> Result<ApiRequest, RestError> {
+        let schema = prefer::schema(headers, &method, exposed)?.to_owned();
+        let action = action(&method, target)?;
+        let rpc_args = matches!(action, Action::Call { read_only: true, .. });
+        let mut query = parse_query(raw_query.as_deref().unwrap_or(""), rpc_args)?;
+        if matches!(action, Action::Read { .. } | Action::Call { .. }) {
+            prefer::apply_range(headers, &mut query.offset, &mut query.limit)?;
+        }
+        let (prefer, accept) = match action {
+            Action::Info => (Prefer::default(), Accept::Json),
+            _ => (prefer::prefer_checked(headers)?, prefer::accept(headers)?),
+        };
+        let payload = match action {
+            Action::Create | Action::Update | Action::Put => Some(payload(headers, body)?),
+            Action::Call { read_only: false, .. } => Some(json(body)?),
+            _ => None,
+        };
+        let path = match target {
+            Target::Relation => format!("/{name}"),
+            Target::Function => format!("/rpc/{name}"),
+        };
+        let (headers_json, cookies_json) = crate::db::caller::request_settings(headers);
+        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, payload, headers_json, cookies_json })
+    }
+
+    /// The request facts for Postgres (`request.*`), with the caller-independent
+    /// transaction settings; the handler adds the role's statement timeout.
+    pub fn info(&self) -> crate::db::RequestInfo<'_> {
+        let read_only = matches!(self.action, Action::Read { .. } | Action::Call { read_only: true, .. });
+        let strict_limit = self.prefer.strict && matches!(self.action, Action::Update | Action::Delete | Action::Call { .. });
+        crate::db::RequestInfo {
+            method: self.method.as_str(),
+            path: &self.path,
+            headers: self.headers_json.clone(),
+            cookies: self.cookies_json.clone(),
+            // Reads never write, whatever functions they call (PostgREST: READ ONLY).
+            read_only,
+            response_gucs: matches!(self.action, Action::Call { .. }),
+            timezone: self.prefer.timezone.clone(),
+            statement_timeout: None,
+            max_affected: if strict_limit { self.prefer.max_affected } else { None },
+        }
+    }
+}
+
+fn action(method: &Method, target: Target) -> Result<Action, RestError> {
+    Ok(match (target, method) {
+        (_, &Method::OPTIONS) => Action::Info,
+        (Target::Relation, &Method::GET) => Action::Read { body: true },
+        (Target::Relation, &Method::HEAD) => Action::Read { body: false },
+        (Target::Relation, &Method::POST) => Action::Create,
+        (Target::Relation, &Method::PATCH) => Action::Update,
+        (Target::Relation, &Method::DELETE) => Action::Delete,
+        (Target::Relation, &Method::PUT) => Action::Put,
+        (Target::Relation, m) => return Err(RestError::of(pgrst::UNSUPPORTED_METHOD, format!("Unsupported HTTP method: {m}"))),
+        (Target::Function, &Method::GET) => Action::Call { read_only: true, body: true },
+        (Target::Function, &Method::HEAD) => Action::Call { read_only: true, body: false },
+        (Target::Function, &Method::POST) => Action::Call { read_only: false, body: true },
+        (Target::Function, m) => return Err(RestError::of(pgrst::RPC_METHOD, format!("Cannot use the {m} method on RPC"))),
+    })
+}
+
+/// A write's payload: JSON, or CSV with `Content-Type: text/csv`.
+fn payload(headers: &HeaderMap, body: &Bytes) -> Result<Value, RestError> {
+    let csv = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().starts_with("text/csv"));
+    if csv {
+        crate::rest::format::parse_csv(body)
+    } else {
+        json(body)
+    }
+}
+
+/// A JSON body; an empty body is `{}`.
+pub fn json(body: &Bytes) -> Result<Value, RestError> {
+    if body.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    serde_json::from_slice(body).map_err(|e| RestError::of(pgrst::INVALID_BODY, format!("Empty or invalid json: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_map_to_actions() {
+        assert_eq!(action(&Method::HEAD, Target::Relation).unwrap(), Action::Read { body: false });
+        assert_eq!(action(&Method::PUT, Target::Function).unwrap_err().code, "PGRST101");
+        assert_eq!(action(&Method::TRACE, Target::Relation).unwrap_err().code, "PGRST117");
+        assert_eq!(action(&Method::OPTIONS, Target::Function).unwrap(), Action::Info);
+    }
+}
