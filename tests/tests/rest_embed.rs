@@ -46,6 +46,14 @@ INSERT INTO public.tags VALUES (1, 'news'), (2, 'fun'), (3, 'misc');
 INSERT INTO public.post_tags VALUES (1, 1), (1, 2), (2, 2);
 INSERT INTO public.messages VALUES (1, 1, 2, 'hi Bob');
 INSERT INTO public.secrets VALUES (1, 1, 'ada secret');
+CREATE TABLE public.sites (site_id int PRIMARY KEY, name text);
+CREATE TABLE public.projects (project_id int PRIMARY KEY, name text, main_site_id int CONSTRAINT main_site REFERENCES public.sites);
+CREATE TABLE public.jobs (site_id int REFERENCES public.sites, project_id int REFERENCES public.projects, PRIMARY KEY (site_id, project_id));
+CREATE VIEW public.current_jobs AS SELECT * FROM public.jobs;
+INSERT INTO public.sites VALUES (1, 'north'), (2, 'south');
+INSERT INTO public.projects VALUES (1, 'p1', 1), (2, 'p2', NULL);
+INSERT INTO public.jobs VALUES (1, 1), (2, 1);
+GRANT SELECT ON public.sites, public.projects, public.jobs, public.current_jobs TO anon;
 "#;
 
 async fn setup() -> (TestCluster, Gateway, String, String) {
@@ -169,4 +177,64 @@ async fn related_orders_sort_by_a_to_one_embed() {
     assert_eq!((st, &v["code"], &v["hint"]), (StatusCode::BAD_REQUEST, &json!("PGRST108"), &json!("Verify that 'clients' is included in the 'select' query parameter.")), "{v}");
     let (st, v) = get(&gw, &anon, "/orders?select=id,customers(name)&order=customers(nope)").await;
     assert_eq!((st, &v["code"]), (StatusCode::BAD_REQUEST, &json!("42703")), "{v}");
+}
+
+/// Issue 16: PostgREST's relationship rules — embedding by a key's constraint or
+/// column name, every candidate in a PGRST201 (a junction does not lose to a direct
+/// key), a view over a junction is a junction too, spread embeds, empty embeds
+/// filtered with `is.null` (anti-join) / `not.is.null`, and PGRST108 for parameters
+/// of a resource that is not embedded.
+#[tokio::test]
+async fn relationships_follow_postgrest_rules() {
+    let (_tc, gw, anon, _service) = setup().await;
+
+    // By constraint name and by the key's column: the key names the JSON field.
+    let (st, v) = get(&gw, &anon, "/projects?select=name,main_site(name)&order=project_id").await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"name": "p1", "main_site": {"name": "north"}}, {"name": "p2", "main_site": null}])));
+    let (st, v) = get(&gw, &anon, "/projects?select=name,main_site_id(name)&project_id=eq.1").await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"name": "p1", "main_site_id": {"name": "north"}}])));
+
+    // Ambiguous: the direct key and both junctions (the table and the view over it).
+    let (st, e) = get(&gw, &anon, "/projects?select=*,sites(*)").await;
+    assert_eq!(st, StatusCode::MULTIPLE_CHOICES, "{e}");
+    assert_eq!(e["details"].as_array().map(Vec::len), Some(3), "{e}");
+    assert_eq!(
+        e["details"][0],
+        json!({"cardinality": "many-to-one", "relationship": "main_site using projects(main_site_id) and sites(site_id)", "embedding": "projects with sites"})
+    );
+    assert_eq!(e["details"][2]["relationship"], "jobs using jobs_project_id_fkey(project_id) and jobs_site_id_fkey(site_id)");
+    assert_eq!(
+        e["hint"],
+        "Try changing 'sites' to one of the following: 'sites!main_site', 'sites!current_jobs', 'sites!jobs'. Find the desired relationship in the 'details' key."
+    );
+    let (st, v) = get(&gw, &anon, "/projects?select=name,sites!jobs(name)&project_id=eq.1").await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"name": "p1", "sites": [{"name": "north"}, {"name": "south"}]}])));
+    // An unknown hint: PostgREST's details.
+    let (st, e) = get(&gw, &anon, "/projects?select=*,sites!nope(*)").await;
+    assert_eq!(
+        (st, &e["details"]),
+        (
+            StatusCode::BAD_REQUEST,
+            &json!("Searched for a foreign key relationship between 'projects' and 'sites' using the hint 'nope' in the schema 'public', but no matches were found.")
+        )
+    );
+
+    // Spread: to-one columns join the row; to-many become arrays.
+    let (st, v) = get(&gw, &anon, "/orders?select=id,...customers(customer:name)&order=id&limit=2").await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"id": 10, "customer": "Ada"}, {"id": 11, "customer": "Ada"}])));
+    let (st, v) = get(&gw, &anon, "/customers?select=name,...orders(total)&id=eq.1&orders.order=id").await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"name": "Ada", "total": [100.00, 50.00]}])));
+
+    // Empty embeds filtered: customers without orders, then with.
+    let (st, v) = get(&gw, &anon, "/customers?select=name,orders()&orders=is.null").await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"name": "Cy"}])));
+    let (st, v) = get(&gw, &anon, "/customers?select=name,orders()&orders=not.is.null&order=id").await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"name": "Ada"}, {"name": "Bob"}])));
+    // ... with the embed's own filter: customers with an order over 60.
+    let (st, v) = get(&gw, &anon, "/customers?select=name,orders()&orders.total=gt.60&orders=not.is.null&order=id").await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"name": "Ada"}, {"name": "Bob"}])));
+
+    // Parameters of a resource that is not embedded.
+    let (st, e) = get(&gw, &anon, "/customers?select=*&orders.id=eq.1").await;
+    assert_eq!((st, e["code"].as_str(), e["message"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST108"), Some("'orders' is not an embedded resource in this request")));
 }

@@ -19,6 +19,22 @@ CREATE FUNCTION public.context() RETURNS json LANGUAGE sql STABLE AS $$
         'role', current_user)
 $$;
 GRANT EXECUTE ON FUNCTION public.context() TO anon, authenticated;
+CREATE TABLE public.items (id int PRIMARY KEY, tags int[], name text, "a.b c" text, ":odd::name" text);
+INSERT INTO public.items VALUES (1, '{1,2,3}', 'one', 'x', 'y'), (2, '{2}', 'two', 'z', 'w'), (3, '{3}', 'three', NULL, NULL);
+GRANT ALL ON public.items TO anon;
+CREATE FUNCTION public.teapot() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE SQLSTATE 'PGRST' USING
+        MESSAGE = '{"code":"T1","message":"short and stout","details":"d","hint":"h"}',
+        DETAIL = '{"status":418,"status_text":"I Am A Teapot","headers":{"X-Pot":"yes"}}';
+END $$;
+GRANT EXECUTE ON FUNCTION public.teapot() TO anon;
+CREATE FUNCTION public.items_location() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('response.headers', json_build_array(json_build_object('Location', '/items/' || NEW.id))::text, true);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER items_location AFTER INSERT ON public.items FOR EACH ROW EXECUTE FUNCTION public.items_location();
 "#;
 
 fn token(claims: Value) -> String {
@@ -86,4 +102,94 @@ async fn tokens_are_validated_with_postgrest_messages_and_the_request_context_re
     let ok = token(json!({"role": "authenticated", "exp": now() - 5, "aud": ["x", "youraudience"]}));
     let (st, _, err) = get(&http, &gw, "/rpc/context", &[("apikey", &anon), ("authorization", &format!("Bearer {ok}"))]).await;
     assert_eq!(st, StatusCode::OK, "{err}");
+}
+
+#[tokio::test]
+async fn grammar_raised_status_text_and_headers_from_triggers() {
+    let tc = TestCluster::start().await.unwrap();
+    tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    let http = Client::new();
+    let anon = pgstack_gateway::keys::mint(pgstack_shared::Role::Anon, &pgstack_gateway::config::Secret::new(JWT_SECRET)).unwrap();
+    let ids = |v: &Value| v.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect::<Vec<_>>();
+
+    // Logic trees: `not.` on any operator, array braces with commas, whitespace.
+    let (st, _, v) = get(&http, &gw, "/items?select=id&and=(tags.not.cs.{1,2},and(id.not.eq.2,name.not.like.*x*))&order=id", &[("apikey", &anon)]).await;
+    assert_eq!((st, ids(&v)), (StatusCode::OK, vec![3]), "{v}");
+    let (st, _, v) = get(&http, &gw, "/items?select=id&or=( and ( id.in.( 1, 2 ) , name.eq.two ) , id.eq.3 )&order=id", &[("apikey", &anon)]).await;
+    assert_eq!((st, ids(&v)), (StatusCode::OK, vec![2, 3]), "{v}");
+    // Quoted names with reserved characters in select, casts after them, aliases.
+    let (st, _, v) = get(&http, &gw, "/items?select=%22a.b%20c%22,%22:odd::name%22,n:%22a.b%20c%22::text&%22a.b%20c%22=eq.x", &[("apikey", &anon)]).await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"a.b c": "x", ":odd::name": "y", "n": "x"}])));
+
+    // RAISE SQLSTATE 'PGRST' with a status text: the status line carries it.
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    sock.write_all(format!("GET /rest/v1/rpc/teapot HTTP/1.1\r\nHost: x\r\napikey: {anon}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    sock.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 418 I Am A Teapot\r\n"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("x-pot: yes"), "{text}");
+
+    // A trigger's response.headers replace the gateway's Location.
+    let res = http.post(gw.url("/rest/v1/items")).header("apikey", &anon).header("prefer", "return=headers-only").json(&json!({"id": 7, "name": "seven"})).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let locations: Vec<_> = res.headers().get_all("location").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert_eq!(locations, vec!["/items/7"]);
+}
+
+/// `Prefer: count=planned` (the planner's estimate, as PostgREST takes it from
+/// EXPLAIN) and `count=estimated` (exact up to DB_MAX_ROWS, planned beyond), and
+/// VARIADIC functions called with an array body or a repeated query parameter.
+#[tokio::test]
+async fn planned_and_estimated_counts_and_variadic_functions() {
+    let tc = TestCluster::start().await.unwrap();
+    tc.superuser()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE public.nums (id int PRIMARY KEY, even bool);
+             INSERT INTO public.nums SELECT g, g % 2 = 0 FROM generate_series(1, 500) g;
+             ANALYZE public.nums;
+             GRANT SELECT ON public.nums TO anon;
+             CREATE FUNCTION public.joined(sep text, VARIADIC parts text[]) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT array_to_string(parts, sep)';
+             CREATE FUNCTION public.pick(a int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT a';
+             GRANT EXECUTE ON FUNCTION public.joined(text, text[]), public.pick(int) TO anon;",
+        )
+        .await
+        .unwrap();
+    let gw = Gateway::serve(&tc, &[("DB_MAX_ROWS", "100")]).await.unwrap();
+    let http = Client::new();
+    let anon = pgstack_gateway::keys::mint(pgstack_shared::Role::Anon, &pgstack_gateway::config::Secret::new(JWT_SECRET)).unwrap();
+    let range = |prefer: &'static str, path: &'static str| {
+        let (http, gw, anon) = (http.clone(), gw.url(&format!("/rest/v1{path}")), anon.clone());
+        async move {
+            let res = http.get(gw).header("apikey", anon).header("prefer", prefer).send().await.unwrap();
+            (res.status(), res.headers().get("content-range").map(|v| v.to_str().unwrap().to_owned()))
+        }
+    };
+    // The whole (analyzed) table: the estimate is the row count.
+    assert_eq!(range("count=planned", "/nums?select=id&limit=10").await, (StatusCode::PARTIAL_CONTENT, Some("0-9/500".into())));
+    // A filter: the planner's guess (not counted), still over the page.
+    let (st, r) = range("count=planned", "/nums?select=id&even=is.true&limit=10").await;
+    let total: i64 = r.as_deref().unwrap().rsplit('/').next().unwrap().parse().unwrap();
+    assert_eq!(st, StatusCode::PARTIAL_CONTENT);
+    assert!((150..=350).contains(&total), "a planner estimate near 250: {total}");
+    // Estimated: exact below DB_MAX_ROWS (100), planned above it.
+    assert_eq!(range("count=estimated", "/nums?select=id&id=lte.30&limit=10").await, (StatusCode::PARTIAL_CONTENT, Some("0-9/30".into())));
+    assert_eq!(range("count=estimated", "/nums?select=id&limit=10").await, (StatusCode::PARTIAL_CONTENT, Some("0-9/500".into())));
+    assert_eq!(range("count=exact", "/nums?select=id&id=lte.30&limit=10").await, (StatusCode::PARTIAL_CONTENT, Some("0-9/30".into())));
+
+    // VARIADIC: a JSON array in the body, a repeated parameter on GET.
+    let res = http.post(gw.url("/rest/v1/rpc/joined")).header("apikey", &anon).json(&json!({"sep": "-", "parts": ["a", "b", "c"]})).send().await.unwrap();
+    assert_eq!((res.status(), res.json::<Value>().await.unwrap()), (StatusCode::OK, json!("a-b-c")));
+    let (st, _, v) = get(&http, &gw, "/rpc/joined?sep=%2B&parts=x&parts=y", &[("apikey", &anon)]).await;
+    assert_eq!((st, v), (StatusCode::OK, json!("x+y")));
+    let (st, _, v) = get(&http, &gw, "/rpc/joined?sep=,&parts=solo", &[("apikey", &anon)]).await;
+    assert_eq!((st, v), (StatusCode::OK, json!("solo")));
+    // A repeated parameter that is not variadic: the last value counts (PostgREST).
+    let (st, _, v) = get(&http, &gw, "/rpc/pick?a=1&a=2", &[("apikey", &anon)]).await;
+    assert_eq!((st, v), (StatusCode::OK, json!(2)));
 }

@@ -108,8 +108,12 @@ impl DbFields {
 pub struct Step<'a> {
     /// SQL text (parsed once per connection).
     pub sql: &'a str,
-    /// Parameters, all text.
+    /// Parameters, sent in text format.
     pub params: Vec<Option<&'a str>>,
+    /// Declare every parameter `text` (a statement that need not use them all, e.g.
+    /// an EXPLAIN over another statement's parameters); otherwise Postgres infers
+    /// their types.
+    pub text_params: bool,
 }
 
 /// What one step returned: its rows (text columns) and its command tag's count.
@@ -337,7 +341,9 @@ impl WireConn {
                 None => {
                     self.next_statement += 1;
                     let n = format!("s{}", self.next_statement);
-                    frontend::parse(&n, step.sql, std::iter::empty(), &mut self.write)?;
+                    const TEXT_OID: u32 = 25;
+                    let declared = if step.text_params { step.params.len() } else { 0 };
+                    frontend::parse(&n, step.sql, std::iter::repeat_n(TEXT_OID, declared), &mut self.write)?;
                     fresh.push((step.sql.to_owned(), n.clone()));
                     n
                 }

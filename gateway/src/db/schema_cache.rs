@@ -92,6 +92,8 @@ pub struct Function {
     pub returns_void: bool,
     /// The name of the only OUT parameter, if exactly one (answered as an object).
     pub single_out: Option<String>,
+    /// The last argument is VARIADIC (an array of the element type).
+    pub variadic: bool,
 }
 
 impl Function {
@@ -225,6 +227,7 @@ impl SchemaCache {
                 None => entry.push((view, HashMap::from([(base_col, view_col)]))),
             }
         }
+        infer_view_keys(&mut cache.tables, &views);
         cache.foreign_keys = through_views(keys, &views);
         let timeouts = client
             .query(
@@ -272,6 +275,7 @@ impl SchemaCache {
                 returns_void: r.get(8),
                 single_out: r.get(9),
                 result: result_table(&schema, &name, r.get(10)),
+                variadic: r.get(11),
             };
             cache.functions.entry((schema, name)).or_default().push(f);
         }
@@ -281,6 +285,21 @@ impl SchemaCache {
 
 /// Base table → the views over it, each with its base column → view column map.
 type ViewMap = HashMap<(String, String), Vec<((String, String), HashMap<String, String>)>>;
+
+/// A view that shows all of a base table's primary-key columns has that key too
+/// (PostgREST infers view keys from the view's column dependencies): it can then be
+/// a junction, take PUT and upserts, and answer Location.
+fn infer_view_keys(tables: &mut HashMap<(String, String), Table>, views: &ViewMap) {
+    for (base, over) in views {
+        let Some(pk) = tables.get(base).map(|t| t.primary_key.clone()).filter(|pk| !pk.is_empty()) else { continue };
+        for (view, map) in over {
+            let Some(mapped) = pk.iter().map(|c| map.get(c).cloned()).collect::<Option<Vec<String>>>() else { continue };
+            if let Some(v) = tables.get_mut(view).filter(|v| v.primary_key.is_empty()) {
+                v.primary_key = mapped;
+            }
+        }
+    }
+}
 
 /// Every key between tables also relates the views over them (PostgREST's view
 /// relationships): when a view shows all of a key's columns, the key is repeated

@@ -8,6 +8,25 @@ pub struct Sql {
     pub text: String,
     /// Parameters, all sent as text (NULL = None).
     pub params: Vec<Option<String>>,
+    /// A planner estimate of the row count to run beside the statement, over the
+    /// same parameters (REST's `Prefer: count=planned|estimated`).
+    pub estimate: Option<Estimate>,
+}
+
+/// `EXPLAIN (FORMAT JSON)` of a count query, and when its estimate replaces the
+/// statement's own count.
+#[derive(Debug, Clone, Default)]
+pub struct Estimate {
+    /// The EXPLAIN statement (its `$n` are the statement's parameters).
+    pub explain: String,
+    /// `None`: the estimate is the total; `Some(n)`: it replaces an exact count above n.
+    pub above: Option<i64>,
+}
+
+/// "Plan Rows" of an `EXPLAIN (FORMAT JSON)` result.
+pub fn plan_rows(explain_json: &str) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_str(explain_json).ok()?;
+    v.get(0)?.get("Plan")?.get("Plan Rows")?.as_f64().map(|n| n as i64)
 }
 
 impl Sql {

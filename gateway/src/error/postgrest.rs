@@ -31,6 +31,8 @@ pub struct RestError {
     pub cause: Option<anyhow::Error>,
     /// Extra response headers (`RAISE SQLSTATE 'PGRST'` may set them).
     pub headers: Vec<(String, String)>,
+    /// A reason phrase other than the status's own (`status_text` of a raised error).
+    pub reason: Option<String>,
 }
 
 impl RestError {
@@ -44,6 +46,7 @@ impl RestError {
             hint: hint.map(|h| Value::String(h.to_owned())).unwrap_or(Value::Null),
             cause: None,
             headers: Vec::new(),
+            reason: None,
         }
     }
     /// An error with a catalogue code and a message.
@@ -128,6 +131,7 @@ impl RestError {
             hint: hint.map(|h| Value::String(h.to_owned())).unwrap_or(Value::Null),
             cause: None,
             headers: Vec::new(),
+            reason: None,
         }
     }
 
@@ -153,6 +157,7 @@ impl RestError {
             hint: text("hint"),
             cause: None,
             headers: d.get("headers").and_then(Value::as_object).map(|h| h.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect()).unwrap_or_default(),
+            reason: d.get("status_text").and_then(Value::as_str).map(str::to_owned),
         }
     }
 }
@@ -176,6 +181,9 @@ impl IntoResponse for RestError {
         }
         let body = Dialect::PostgRest.body(self.status, &self.code, &self.message, self.details, self.hint);
         let mut res = (self.status, Json(body)).into_response();
+        if let Some(phrase) = self.reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
+            res.extensions_mut().insert(phrase);
+        }
         let h = res.headers_mut();
         h.insert("content-type", HeaderValue::from_static("application/json; charset=utf-8"));
         if let Ok(v) = HeaderValue::from_str(&format!("PostgREST; error={}", self.code)) {

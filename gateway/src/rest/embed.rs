@@ -40,18 +40,57 @@ impl Rel<'_> {
         }
     }
 
-    fn matches_hint(&self, hint: &str) -> bool {
+    /// The (parent column, child column) pairs of a direct key, from the parent's side.
+    fn columns(&self) -> Option<Vec<(&str, &str)>> {
         match self {
-            Rel::ManyToOne(fk) | Rel::OneToMany(fk) => fk.name == hint || fk.columns.iter().any(|c| c == hint),
-            Rel::ManyToMany { junction, to_parent, to_child } => junction.name == hint || to_parent.name == hint || to_child.name == hint,
+            Rel::ManyToOne(fk) => Some(fk.columns.iter().zip(&fk.ref_columns).map(|(a, b)| (a.as_str(), b.as_str())).collect()),
+            Rel::OneToMany(fk) => Some(fk.ref_columns.iter().zip(&fk.columns).map(|(a, b)| (a.as_str(), b.as_str())).collect()),
+            Rel::ManyToMany { .. } => None,
         }
     }
 
-    fn describe(&self) -> serde_json::Value {
+    /// A direct key of one column whose parent-side column is `name`.
+    fn single_column_is(&self, name: &str) -> bool {
+        matches!(self.columns().as_deref(), Some([(col, _)]) if *col == name)
+    }
+
+    /// A direct key of one column whose child-side column is `name`.
+    fn single_ref_column_is(&self, name: &str) -> bool {
+        matches!(self.columns().as_deref(), Some([(_, col)]) if *col == name)
+    }
+
+    fn constraint_is(&self, name: &str) -> bool {
+        matches!(self, Rel::ManyToOne(fk) | Rel::OneToMany(fk) if fk.name == name)
+    }
+
+    fn cardinality(&self) -> &'static str {
         match self {
-            Rel::ManyToOne(fk) => json!({"cardinality": "many-to-one", "relationship": fk.name}),
-            Rel::OneToMany(fk) => json!({"cardinality": "one-to-many", "relationship": fk.name}),
-            Rel::ManyToMany { junction, .. } => json!({"cardinality": "many-to-many", "relationship": junction.name}),
+            Rel::ManyToOne(fk) if fk.unique => "one-to-one",
+            Rel::ManyToOne(_) => "many-to-one",
+            Rel::OneToMany(fk) if fk.unique => "one-to-one",
+            Rel::OneToMany(_) => "one-to-many",
+            Rel::ManyToMany { .. } => "many-to-many",
+        }
+    }
+
+    /// PostgREST's description of a candidate in a PGRST201 body.
+    fn describe(&self, parent: &Table, child: &Table) -> serde_json::Value {
+        let list = |cols: &[String]| format!("({})", cols.join(", "));
+        let relationship = match self {
+            Rel::ManyToOne(fk) => format!("{} using {}{} and {}{}", fk.name, parent.name, list(&fk.columns), child.name, list(&fk.ref_columns)),
+            Rel::OneToMany(fk) => format!("{} using {}{} and {}{}", fk.name, parent.name, list(&fk.ref_columns), child.name, list(&fk.columns)),
+            Rel::ManyToMany { junction, to_parent, to_child } => {
+                format!("{} using {}{} and {}{}", junction.name, to_parent.name, list(&to_parent.columns), to_child.name, list(&to_child.columns))
+            }
+        };
+        json!({"cardinality": self.cardinality(), "relationship": relationship, "embedding": format!("{} with {}", parent.name, child.name)})
+    }
+
+    /// How PostgREST's hint names this candidate in a PGRST201 hint.
+    fn hint_name(&self) -> &str {
+        match self {
+            Rel::ManyToOne(fk) | Rel::OneToMany(fk) => &fk.name,
+            Rel::ManyToMany { junction, .. } => &junction.name,
         }
     }
 }
@@ -60,53 +99,97 @@ fn key(t: &Table) -> (String, String) {
     (t.schema.clone(), t.name.clone())
 }
 
-/// Finds the embedded table and the one relationship to it.
-pub fn resolve<'a>(cache: &'a SchemaCache, parent: &Table, e: &Embed) -> Result<(&'a Table, Rel<'a>), RestError> {
-    let no_rel = || {
-        RestError::new(
-            pgrst::NO_RELATIONSHIP,
-            format!("Could not find a relationship between '{}' and '{}' in the schema cache", parent.name, e.name),
-            None,
-            Some("check the foreign keys between the two tables, or the hint after !"),
-        )
-    };
-    let child = cache.table(&parent.schema, &e.name).ok_or_else(no_rel)?;
-    let (p, c) = (key(parent), key(child));
-    let mut candidates: Vec<Rel> = Vec::new();
+/// Every relationship of `parent` (PostgREST's relationships map): its keys in both
+/// directions, and many-to-many through junctions whose two keys lie within the
+/// junction's primary key.
+fn relationships<'a>(cache: &'a SchemaCache, parent: &Table) -> Vec<(&'a Table, Rel<'a>)> {
+    let p = key(parent);
+    let mut out = Vec::new();
+    // Related resources live in the parent's schema (the request's).
+    let same_schema = |t: &(String, String)| t.0 == parent.schema;
     for fk in &cache.foreign_keys {
-        if fk.table == p && fk.ref_table == c {
-            candidates.push(Rel::ManyToOne(fk));
+        if fk.table == p && same_schema(&fk.ref_table) {
+            if let Some(child) = cache.tables.get(&fk.ref_table) {
+                out.push((child, Rel::ManyToOne(fk)));
+            }
         }
-        if fk.table == c && fk.ref_table == p {
-            candidates.push(Rel::OneToMany(fk));
-        }
-    }
-    for junction in cache.tables.values().filter(|t| t.schema == parent.schema && key(t) != p && key(t) != c) {
-        let j = key(junction);
-        for to_parent in cache.foreign_keys.iter().filter(|f| f.table == j && f.ref_table == p) {
-            for to_child in cache.foreign_keys.iter().filter(|f| f.table == j && f.ref_table == c && f.name != to_parent.name) {
-                candidates.push(Rel::ManyToMany { junction, to_parent, to_child });
+        if fk.ref_table == p && same_schema(&fk.table) {
+            if let Some(child) = cache.tables.get(&fk.table) {
+                out.push((child, Rel::OneToMany(fk)));
             }
         }
     }
-    if let Some(h) = &e.hint {
-        candidates.retain(|r| r.matches_hint(h));
-    } else if candidates.iter().any(|r| !matches!(r, Rel::ManyToMany { .. })) {
-        // Direct keys win over junctions, as in PostgREST.
-        candidates.retain(|r| !matches!(r, Rel::ManyToMany { .. }));
+    // Junctions in name order: candidates (and a PGRST201's list) come out the same
+    // way every time.
+    let mut junctions: Vec<&Table> = cache.tables.values().filter(|t| t.schema == parent.schema && key(t) != p && !t.primary_key.is_empty()).collect();
+    junctions.sort_by(|a, b| a.name.cmp(&b.name));
+    for junction in junctions {
+        let j = key(junction);
+        let in_pk = |cols: &[String]| cols.iter().all(|c| junction.primary_key.contains(c));
+        for to_parent in cache.foreign_keys.iter().filter(|f| f.table == j && f.ref_table == p && in_pk(&f.columns)) {
+            for to_child in cache.foreign_keys.iter().filter(|f| f.table == j && f.name != to_parent.name && f.ref_table != j && same_schema(&f.ref_table) && in_pk(&f.columns)) {
+                if let Some(child) = cache.tables.get(&to_child.ref_table) {
+                    out.push((child, Rel::ManyToMany { junction, to_parent, to_child }));
+                }
+            }
+        }
     }
+    out
+}
+
+/// Finds the embedded table and the one relationship to it, as PostgREST's
+/// `findRel`: the embed names a table or view, or (for tables) a foreign key's
+/// constraint or its single column; `!hint` names a constraint, a column on either
+/// side, or a junction. A self-referencing key reads as one-to-many by the table's
+/// name and many-to-one by its column. No match → 400 PGRST200; several → 300
+/// PGRST201 with every candidate.
+pub fn resolve<'a>(cache: &'a SchemaCache, parent: &Table, e: &Embed) -> Result<(&'a Table, Rel<'a>), RestError> {
+    let target = e.name.as_str();
+    let mut candidates: Vec<(&Table, Rel)> = relationships(cache, parent)
+        .into_iter()
+        .filter(|(child, rel)| {
+            let is_self = key(child) == key(parent) && !matches!(rel, Rel::ManyToMany { .. });
+            let to_many = matches!(rel, Rel::OneToMany(_));
+            let to_one = matches!(rel, Rel::ManyToOne(_));
+            match (&e.hint, is_self) {
+                (None, true) => (child.name == target && to_many) || (rel.single_column_is(target) && to_one),
+                (Some(h), true) => child.name == target && to_many && rel.single_ref_column_is(h),
+                (None, false) => child.name == target || (!child.is_view && (rel.constraint_is(target) || rel.single_column_is(target))),
+                (Some(h), false) => {
+                    child.name == target
+                        && (rel.constraint_is(h)
+                            || rel.single_column_is(h)
+                            || rel.single_ref_column_is(h)
+                            || matches!(rel, Rel::ManyToMany { junction, .. } if junction.name == *h))
+                }
+            }
+        })
+        .collect();
     match candidates.len() {
-        0 => Err(no_rel()),
-        1 => Ok((child, candidates.remove(0))),
-        _ => Err(RestError {
-            details: serde_json::Value::Array(candidates.iter().map(Rel::describe).collect()),
-            ..RestError::new(
-                pgrst::AMBIGUOUS_EMBED,
-                format!("Could not embed because more than one relationship was found for '{}' and '{}'", parent.name, e.name),
-                None,
-                Some(&format!("Try changing '{}' to one of the relationships above, e.g. '{}!<constraint name>'", e.name, e.name)),
-            )
-        }),
+        0 => Err(RestError::new(
+            pgrst::NO_RELATIONSHIP,
+            format!("Could not find a relationship between '{}' and '{target}' in the schema cache", parent.name),
+            Some(format!(
+                "Searched for a foreign key relationship between '{}' and '{target}'{} in the schema '{}', but no matches were found.",
+                parent.name,
+                e.hint.as_ref().map(|h| format!(" using the hint '{h}'")).unwrap_or_default(),
+                parent.schema
+            )),
+            None,
+        )),
+        1 => Ok(candidates.remove(0)),
+        _ => {
+            let hints: Vec<String> = candidates.iter().map(|(child, rel)| format!("'{}!{}'", child.name, rel.hint_name())).collect();
+            Err(RestError {
+                details: serde_json::Value::Array(candidates.iter().map(|(child, rel)| rel.describe(parent, child)).collect()),
+                ..RestError::new(
+                    pgrst::AMBIGUOUS_EMBED,
+                    format!("Could not embed because more than one relationship was found for '{}' and '{target}'", parent.name),
+                    None,
+                    Some(&format!("Try changing '{target}' to one of the following: {}. Find the desired relationship in the 'details' key.", hints.join(", "))),
+                )
+            })
+        }
     }
 }
 

@@ -48,13 +48,34 @@ pub async fn begin<'a>(client: &'a mut deadpool_postgres::Object, caller: &Calle
     Ok(tx)
 }
 
+/// The total with a planner estimate: the estimate itself (count=planned), or in
+/// place of an exact count past its cap (count=estimated).
+fn estimated_total(est: &crate::db::sql::Estimate, exact: Option<i64>, plan_json: Option<&str>) -> Option<i64> {
+    let planned = plan_json.and_then(crate::db::sql::plan_rows);
+    match est.above {
+        None => planned,
+        Some(cap) => match exact {
+            Some(n) if n > cap => planned.map(|p| p.max(n)).or(exact),
+            other => other,
+        },
+    }
+}
+
 /// Runs one statement inside a transaction from [`begin`].
 pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows: bool, anon: bool) -> Result<Outcome, RestError> {
     let db = |e| RestError::from_db(e, anon);
     let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
     if rows {
         let row = tx.query_one(sql.text.as_str(), &params).await.map_err(db)?;
-        Ok(Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3), ..Default::default() })
+        let mut out = Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3), ..Default::default() };
+        if let Some(est) = &sql.estimate {
+            // Every parameter typed text, as the pipeline sends them (the EXPLAIN
+            // need not use them all).
+            let stmt = tx.prepare_typed(&est.explain, &vec![tokio_postgres::types::Type::TEXT; sql.params.len()]).await.map_err(db)?;
+            let plan: Option<serde_json::Value> = tx.query_one(&stmt, &params).await.map_err(db)?.try_get(0).ok();
+            out.total = estimated_total(est, out.total, plan.map(|p| p.to_string()).as_deref());
+        }
+        Ok(out)
     } else {
         Ok(Outcome { count: tx.execute(sql.text.as_str(), &params).await.map_err(db)? as i64, ..Default::default() })
     }
@@ -76,14 +97,18 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
     }
     let anon = caller.role == pgstack_shared::Role::Anon;
     let who = caller.run_as();
-    let mut steps = vec![Step { sql: as_caller::SETUP, params: as_caller::setup_params(&who, info) }];
+    let mut steps = vec![Step { sql: as_caller::SETUP, params: as_caller::setup_params(&who, info), text_params: false }];
     if let Some(pre) = &super::settings().pre_request_sql {
-        steps.push(Step { sql: pre, params: Vec::new() });
+        steps.push(Step { sql: pre, params: Vec::new(), text_params: false });
     }
     let main = steps.len();
-    steps.push(Step { sql: &sql.text, params: sql.params.iter().map(Option::as_deref).collect() });
+    steps.push(Step { sql: &sql.text, params: sql.params.iter().map(Option::as_deref).collect(), text_params: false });
+    if let Some(est) = &sql.estimate {
+        steps.push(Step { sql: &est.explain, params: sql.params.iter().map(Option::as_deref).collect(), text_params: true });
+    }
+    let gucs = steps.len();
     if info.response_gucs {
-        steps.push(Step { sql: RESPONSE_GUCS, params: Vec::new() });
+        steps.push(Step { sql: RESPONSE_GUCS, params: Vec::new(), text_params: false });
     }
     let mut conn = state.wire.get().await?;
     let mut results = conn.pipeline(&steps).await.map_err(|e| RestError::from_db(e, anon))?;
@@ -97,8 +122,12 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
     } else {
         Outcome { count: results.get(main).ok_or_else(short)?.affected as i64, ..Default::default() }
     };
+    if let Some(est) = &sql.estimate {
+        let plan = results.get_mut(main + 1).and_then(|r| r.rows.pop()).and_then(|r| r.into_iter().next().flatten());
+        out.total = estimated_total(est, out.total, plan.as_deref());
+    }
     if info.response_gucs {
-        let mut cols = results.get_mut(main + 1).and_then(|r| r.rows.pop()).ok_or_else(short)?.into_iter();
+        let mut cols = results.get_mut(gucs).and_then(|r| r.rows.pop()).ok_or_else(short)?.into_iter();
         (out.response_headers, out.response_status) = (cols.next().flatten(), cols.next().flatten());
     }
     Ok(out)

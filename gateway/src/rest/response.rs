@@ -62,9 +62,16 @@ pub fn apply_gucs(res: &mut Response<Body>, out: &Outcome) -> Result<(), RestErr
         let bad =
             || RestError::new(pgrst::INVALID_RESPONSE_HEADERS, "response.headers guc must be a JSON array composed of objects with a single key and a string value", None, None);
         let list: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(h).map_err(|_| bad())?;
+        // A header the statement sets replaces the one the gateway made (Location,
+        // Content-Type, ...); repeated ones (Set-Cookie) are all kept.
+        let mut set = Vec::new();
         for item in list {
             let (Some((k, v)), 1) = (item.iter().next(), item.len()) else { return Err(bad()) };
             let (Ok(name), Some(Ok(value))) = (header::HeaderName::from_bytes(k.as_bytes()), v.as_str().map(HeaderValue::from_str)) else { return Err(bad()) };
+            if !set.contains(&name) {
+                res.headers_mut().remove(&name);
+                set.push(name.clone());
+            }
             res.headers_mut().append(name, value);
         }
     }

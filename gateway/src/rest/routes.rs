@@ -129,7 +129,7 @@ impl Cx<'_> {
 /// GET / HEAD: the rows, their range and Content-Location.
 async fn read(cx: &Cx<'_>, with_body: bool) -> Result<Response<Body>, RestError> {
     let (req, q) = (cx.req, &cx.req.query);
-    let count = req.prefer.count.as_ref().map(|_| CountMode::Exact);
+    let count = CountMode::from_prefer(req.prefer.count.as_deref());
     let sql = plan::read(cx.cache, cx.table, q, count, req.accept)?;
     let out = exec::run(cx.s, cx.caller, &cx.info, &sql, true, req.prefer.rollback).await?;
     let offset = q.offset.unwrap_or(0);
@@ -203,10 +203,16 @@ async fn put(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
     let returning = cx.returning();
     let sql = plan::put(cx.cache, cx.table, &cx.req.query, &cx.payload(None)?, returning)?;
     let out = exec::run(cx.s, cx.caller, &cx.info, &sql, returning.is_some(), cx.req.prefer.rollback).await?;
-    let Some(accept) = returning else { return Ok(response::build(StatusCode::NO_CONTENT, None, JSON, None)) };
-    let status = if out.total == Some(1) { StatusCode::CREATED } else { StatusCode::OK };
-    let (body, ct) = response::rows(&out, accept)?;
-    Ok(response::build(status, Some(body), ct, None))
+    let mut res = match returning {
+        None => response::build(StatusCode::NO_CONTENT, None, JSON, None),
+        Some(accept) => {
+            let status = if out.total == Some(1) { StatusCode::CREATED } else { StatusCode::OK };
+            let (body, ct) = response::rows(&out, accept)?;
+            response::build(status, Some(body), ct, None)
+        }
+    };
+    response::apply_gucs(&mut res, &out)?;
+    Ok(res)
 }
 
 /// POST with `Prefer: return=headers-only`: 201 with `Location: /table?pk=eq.value`
@@ -232,6 +238,7 @@ async fn insert_headers_only(cx: &Cx<'_>, mut q: QueryParams, payload: &Payload,
             res.headers_mut().insert("location", v);
         }
     }
+    response::apply_gucs(&mut res, &out)?;
     Ok(res)
 }
 
@@ -262,9 +269,15 @@ async fn write(cx: &Cx<'_>, sql: crate::db::sql::Sql, status: StatusCode, ranged
     let range = response::content_range(0, if ranged { out.count } else { 0 }, total);
     // An upsert that only updated existing rows created nothing: 200, not 201.
     let status = if status == StatusCode::CREATED && pref.resolution.is_some() && out.total == Some(0) && out.count > 0 { StatusCode::OK } else { status };
-    let Some(accept) = returning else { return Ok(response::build(status, None, JSON, Some(range))) };
-    let (body, ct) = response::rows(&out, accept)?;
-    Ok(response::build(status, Some(body), ct, Some(range)))
+    let mut res = match returning {
+        None => response::build(status, None, JSON, Some(range)),
+        Some(accept) => {
+            let (body, ct) = response::rows(&out, accept)?;
+            response::build(status, Some(body), ct, Some(range))
+        }
+    };
+    response::apply_gucs(&mut res, &out)?;
+    Ok(res)
 }
 
 /// GET / HEAD / POST /rest/v1/rpc/{function}.
@@ -308,16 +321,19 @@ async fn rpc(
         },
         Some(_) => Vec::new(),
     };
-    let given: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    let mut given: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    given.dedup();
+    given.sort_unstable();
+    given.dedup();
     let single_json = |f: &crate::db::schema_cache::Function| f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
     let (f, args, whole) = if let Some(f) = overloads.iter().find(|f| f.accepts(&given)) {
-        (f, named, None)
+        (f, merge_repeated(f, named), None)
     } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), &req.payload) {
         (f, Vec::new(), Some(b.clone()))
     } else {
         return Err(plan::no_function(&overloads[0], &named));
     };
-    let sql = plan::call(f, &args, whole.as_ref(), q, pref.count.as_ref().map(|_| CountMode::Exact), accept)?;
+    let sql = plan::call(f, &args, whole.as_ref(), q, CountMode::from_prefer(pref.count.as_deref()), accept)?;
     let mut info = req.info();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
     let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
@@ -344,6 +360,23 @@ async fn rpc(
     let mut res = response::build(status, body.filter(|_| with_body), ct, Some(range));
     response::apply_gucs(&mut res, &out)?;
     Ok(decorate(res, &s, pref, schema, &cache.schemas))
+}
+
+/// Repeated query-string arguments, as PostgREST reads them: all the values of the
+/// VARIADIC argument in order (an array), the last value of any other.
+fn merge_repeated(f: &crate::db::schema_cache::Function, named: Vec<(String, Value)>) -> Vec<(String, Value)> {
+    let variadic = f.args.last().filter(|_| f.variadic).map(|(n, _)| n.clone());
+    let mut out: Vec<(String, Value)> = Vec::with_capacity(named.len());
+    for (name, value) in named {
+        let slot = out.iter_mut().find(|(n, _)| *n == name);
+        match (slot, Some(&name) == variadic.as_ref()) {
+            (Some((_, Value::Array(items))), true) => items.push(value),
+            (Some((_, old)), false) => *old = value,
+            (None, true) => out.push((name, if value.is_array() { value } else { Value::Array(vec![value]) })),
+            (None, false) | (Some(_), true) => out.push((name, value)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ SELECT n.nspname AS schema,
            (SELECT json_agg(json_build_object('name', m.name, 'type', format_type(m.t, NULL)) ORDER BY m.o)
               FROM unnest(p.proallargtypes, p.proargmodes::text[], p.proargnames) WITH ORDINALITY AS m(t, mode, name, o)
              WHERE m.mode IN ('t', 'o', 'b')),
-           '[]') AS result_columns
+           '[]') AS result_columns,
+       p.provariadic <> 0 AS variadic
   FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = ANY ($1)

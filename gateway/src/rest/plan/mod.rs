@@ -10,13 +10,18 @@ use super::embed;
 use super::error::RestError;
 use super::request::{parse_list, Condition, Field, Filter, Op, OrderTerm, Quantifier, QueryParams, SelectItem};
 use crate::db::schema_cache::{Function, SchemaCache, Table};
-use crate::db::sql::{array_literal, ident, qualified, Sql};
+use crate::db::sql::{array_literal, ident, qualified, Estimate, Sql};
 use crate::error::code::pgrst;
 use crate::rest::prefer::Accept;
 
 mod render;
 mod write;
 pub use write::{delete, insert, put, update, OnConflict, Payload};
+
+/// Stack left below which a nesting level continues on a new heap segment.
+const RED_ZONE: usize = 64 * 1024;
+/// Size of such a segment.
+const STACK_GROWTH: usize = 1024 * 1024;
 
 /// Alias of the relation rows are read from.
 const R: &str = "_pgs_r";
@@ -34,12 +39,14 @@ pub struct Source<'a> {
     pub ctx: Option<(&'a SchemaCache, &'a QueryParams)>,
     /// Path of embed keys from the top (empty at the top).
     pub path: Vec<String>,
+    /// This level's select list (where filters on embedded resources find them).
+    pub items: &'a [SelectItem],
 }
 
 impl<'a> Source<'a> {
     /// The top-level source of a table.
     pub fn top(table: &'a Table, cache: &'a SchemaCache, q: &'a QueryParams) -> Self {
-        Source { name: &table.name, columns: Some(table), alias: R.to_owned(), ctx: Some((cache, q)), path: Vec::new() }
+        Source { name: &table.name, columns: Some(table), alias: R.to_owned(), ctx: Some((cache, q)), path: Vec::new(), items: &q.select }
     }
 }
 
@@ -108,8 +115,32 @@ fn array_type(ty: &Option<String>) -> Option<String> {
     ty.as_ref().map(|t| format!("{t}[]"))
 }
 
+/// An embed of this level named by a filter's field (`child_entities=is.null`), when
+/// the field is not a column.
+fn embed_named<'a>(src: &Source<'a>, f: &Filter) -> Option<&'a super::request::Embed> {
+    if !f.field.path.is_empty() || src.columns.is_some_and(|t| t.column(&f.field.column).is_some()) {
+        return None;
+    }
+    src.items.iter().find_map(|it| match it {
+        SelectItem::Embed(e) if e.key() == f.field.column => Some(e),
+        _ => None,
+    })
+}
+
 /// Renders one filter.
 fn filter_sql(sql: &mut Sql, src: &Source, f: &Filter) -> Result<String, RestError> {
+    if let Some(e) = embed_named(src, f) {
+        // PostgREST: `rel=is.null` keeps the rows without a related row (anti-join),
+        // `rel=not.is.null` those with one (as !inner); nothing else applies to a
+        // resource.
+        let present = match (f.op, f.value.to_ascii_lowercase().as_str()) {
+            (Op::Is, "null") => false,
+            (Op::Is, "not_null") => true,
+            _ => return Err(RestError::parse(format!("\"failed to parse filter ({})\"", f.value), "an embedded resource can only be filtered with is.null or not.is.null")),
+        };
+        let exists = embed_exists(sql, src, e)?;
+        return Ok(if present != f.negate { exists } else { format!("NOT {exists}") });
+    }
     let (lhs, ty) = field_expr(sql, src, &f.field)?;
     let lhs = typed_lhs(lhs, &ty);
     let cmp = |op: &str, sql: &mut Sql| -> String {
@@ -218,6 +249,10 @@ fn filter_sql(sql: &mut Sql, src: &Source, f: &Filter) -> Result<String, RestErr
 }
 
 fn condition_sql(sql: &mut Sql, src: &Source, c: &Condition) -> Result<String, RestError> {
+    stacker::maybe_grow(RED_ZONE, STACK_GROWTH, || condition_sql_here(sql, src, c))
+}
+
+fn condition_sql_here(sql: &mut Sql, src: &Source, c: &Condition) -> Result<String, RestError> {
     match c {
         Condition::Filter(f) => filter_sql(sql, src, f),
         Condition::Tree { or, negate, children } => {
@@ -249,50 +284,134 @@ fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut Vec
     if items.is_empty() {
         return Ok(format!("{}.*", src.alias));
     }
+    Ok(join_items(select_items(sql, src, items, inner)?))
+}
+
+fn join_items(items: Vec<(String, Option<String>)>) -> String {
+    let out: Vec<String> = items
+        .into_iter()
+        .map(|(expr, name)| match name {
+            Some(n) => format!("{expr} AS {}", ident(&n)),
+            None => expr,
+        })
+        .collect();
+    out.join(", ")
+}
+
+/// The select list as (expression, output name); `None` for a `*` (`alias.*`).
+/// Embeds recurse through here (select_items → embed_sql → select_items), so the
+/// per-item work lives in helpers and this frame stays small: MAX_DEPTH levels fit
+/// the stack the fuzz harness gives (256 KiB).
+fn select_items(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut Vec<String>) -> Result<Vec<(String, Option<String>)>, RestError> {
     let mut out = Vec::new();
     for it in items {
         match it {
-            SelectItem::Star => out.push(format!("{}.*", src.alias)),
-            SelectItem::Field { field, alias, cast } => {
-                let (expr, _) = field_expr(sql, src, field)?;
-                let expr = match cast {
-                    Some(t) => {
-                        // The name resolves against the catalog; only its quoted,
-                        // qualified spelling is written.
-                        let resolved = src.ctx.and_then(|(cache, _)| cache.cast_type(t));
-                        match resolved {
-                            Some(ty) => format!("({expr})::{ty}"),
-                            None => return Err(RestError::of(pgrst::UNDEFINED_OBJECT, format!("type \"{t}\" does not exist"))),
-                        }
-                    }
-                    None => expr,
-                };
-                // The key of a JSON path names the value; an array index does not.
-                let name = alias.clone().unwrap_or_else(|| field.path.last().map(|s| s.key.clone()).filter(|k| k.parse::<i64>().is_err()).unwrap_or_else(|| field.column.clone()));
-                out.push(format!("{expr} AS {}", ident(&name)));
-            }
-            SelectItem::Embed(e) => {
-                let (sub, is_object) = embed_sql(sql, src, e)?;
+            SelectItem::Star => out.push((format!("{}.*", src.alias), None)),
+            SelectItem::Field { field, alias, cast } => out.push(field_item(sql, src, field, alias.as_deref(), cast.as_deref())?),
+            // An embed with an empty select list is only there to be filtered on.
+            SelectItem::Embed(e) if e.select.is_empty() => {
                 if e.inner {
-                    inner.push(if is_object { format!("({sub}) IS NOT NULL") } else { format!("({sub})::jsonb <> '[]'::jsonb") });
+                    inner.push(embed_exists(sql, src, e)?);
                 }
-                out.push(format!("({sub}) AS {}", ident(e.key())));
             }
+            SelectItem::Embed(e) if e.spread => {
+                if e.inner {
+                    inner.push(embed_exists(sql, src, e)?);
+                }
+                out.extend(spread_items(sql, src, e)?);
+            }
+            SelectItem::Embed(e) => out.push(embed_item(sql, src, e, inner)?),
         }
     }
-    Ok(out.join(", "))
+    Ok(out)
+}
+
+/// One column, JSON path or computed column, cast and named.
+#[inline(never)]
+fn field_item(sql: &mut Sql, src: &Source, field: &Field, alias: Option<&str>, cast: Option<&str>) -> Result<(String, Option<String>), RestError> {
+    let (expr, _) = field_expr(sql, src, field)?;
+    let expr = match cast {
+        Some(t) => {
+            // The name resolves against the catalog; only its quoted, qualified
+            // spelling is written.
+            let resolved = src.ctx.and_then(|(cache, _)| cache.cast_type(t));
+            match resolved {
+                Some(ty) => format!("({expr})::{ty}"),
+                None => return Err(RestError::of(pgrst::UNDEFINED_OBJECT, format!("type \"{t}\" does not exist"))),
+            }
+        }
+        None => expr,
+    };
+    // The key of a JSON path names the value; an array index does not.
+    let name = alias.map(str::to_owned).unwrap_or_else(|| field.path.last().map(|s| s.key.clone()).filter(|k| k.parse::<i64>().is_err()).unwrap_or_else(|| field.column.clone()));
+    Ok((expr, Some(name)))
+}
+
+/// An embed as a JSON column; `!inner` adds its condition to `inner`.
+#[inline(never)]
+fn embed_item(sql: &mut Sql, src: &Source, e: &super::request::Embed, inner: &mut Vec<String>) -> Result<(String, Option<String>), RestError> {
+    let (sub, is_object) = embed_sql(sql, src, e)?;
+    if e.inner {
+        inner.push(if is_object { format!("({sub}) IS NOT NULL") } else { format!("({sub})::jsonb <> '[]'::jsonb") });
+    }
+    Ok((format!("({sub})"), Some(e.key().to_owned())))
+}
+
+/// `...rel(cols)`: each selected column of the related resource becomes a column of
+/// the parent's row — its value for a to-one relationship, the array of its values
+/// for a to-many one (PostgREST's spread embeds).
+fn spread_items(sql: &mut Sql, parent: &Source, e: &super::request::Embed) -> Result<Vec<(String, Option<String>)>, RestError> {
+    stacker::maybe_grow(RED_ZONE, STACK_GROWTH, || spread_items_here(sql, parent, e))
+}
+
+fn spread_items_here(sql: &mut Sql, parent: &Source, e: &super::request::Embed) -> Result<Vec<(String, Option<String>)>, RestError> {
+    let (cache, q) = parent.ctx.ok_or_else(|| RestError::of(pgrst::QUERY_PARSE, "embedding is only possible on tables and views"))?;
+    let parent_table = parent.columns.ok_or_else(|| RestError::of(pgrst::QUERY_PARSE, "embedding is only possible on tables and views"))?;
+    let (child, rel) = embed::resolve(cache, parent_table, e)?;
+    let mut path = parent.path.clone();
+    path.push(e.key().to_owned());
+    let alias = format!("_pgs_s{}", path.len());
+    let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path: path.clone(), items: &e.select };
+    let scope = q.embeds.get(&path).cloned().unwrap_or_default();
+    let mut inner = Vec::new();
+    let items = select_items(sql, &src, &e.select, &mut inner)?;
+    let mut conds = vec![embed::join_condition(&rel, &parent.alias, &alias)];
+    for c in &scope.conditions {
+        conds.push(condition_sql(sql, &src, c)?);
+    }
+    conds.extend(inner);
+    let ord = order_sql(sql, &src, &scope.order, &e.select)?;
+    let from = format!("FROM {} {alias} WHERE {}", qualified(&child.schema, &child.name), conds.join(" AND "));
+    let mut out = Vec::new();
+    for (expr, name) in items {
+        let columns = match name {
+            Some(n) => vec![(expr, n)],
+            None => child.columns.iter().map(|c| (format!("{alias}.{}", ident(&c.name)), c.name.clone())).collect(),
+        };
+        for (expr, name) in columns {
+            let value = if rel.is_to_one() { format!("(SELECT {expr} {from}{ord} LIMIT 1)") } else { format!("(SELECT coalesce(json_agg({expr}{ord}), '[]') {from})") };
+            out.push((value, Some(name)));
+        }
+    }
+    Ok(out)
 }
 
 /// The correlated subquery of one embed, and whether it yields an object (many-to-one)
 /// rather than an array.
 fn embed_sql(sql: &mut Sql, parent: &Source, e: &super::request::Embed) -> Result<(String, bool), RestError> {
+    // Nesting is bounded (MAX_DEPTH) but frames differ by build and platform: the
+    // stack grows on the heap when less than RED_ZONE is left, never overflows.
+    stacker::maybe_grow(RED_ZONE, STACK_GROWTH, || embed_sql_here(sql, parent, e))
+}
+
+fn embed_sql_here(sql: &mut Sql, parent: &Source, e: &super::request::Embed) -> Result<(String, bool), RestError> {
     let (cache, q) = parent.ctx.ok_or_else(|| RestError::of(pgrst::QUERY_PARSE, "embedding is only possible on tables and views"))?;
     let parent_table = parent.columns.ok_or_else(|| RestError::of(pgrst::QUERY_PARSE, "embedding is only possible on tables and views"))?;
     let (child, rel) = embed::resolve(cache, parent_table, e)?;
     let mut path = parent.path.clone();
     path.push(e.key().to_owned());
     let alias = format!("_pgs_e{}", path.len());
-    let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path: path.clone() };
+    let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path: path.clone(), items: &e.select };
     let scope = q.embeds.get(&path).cloned().unwrap_or_default();
 
     let mut inner = Vec::new();
@@ -318,6 +437,49 @@ fn embed_sql(sql: &mut Sql, parent: &Source, e: &super::request::Embed) -> Resul
     } else {
         (format!("SELECT coalesce(json_agg({j}), '[]') FROM ({body}) {j}"), false)
     })
+}
+
+/// `EXISTS (...)`: the parent row has a related row of the embed that passes the
+/// embed's own filters.
+fn embed_exists(sql: &mut Sql, parent: &Source, e: &super::request::Embed) -> Result<String, RestError> {
+    let (cache, q) = parent.ctx.ok_or_else(|| RestError::of(pgrst::QUERY_PARSE, "embedding is only possible on tables and views"))?;
+    let parent_table = parent.columns.ok_or_else(|| RestError::of(pgrst::QUERY_PARSE, "embedding is only possible on tables and views"))?;
+    let (child, rel) = embed::resolve(cache, parent_table, e)?;
+    let mut path = parent.path.clone();
+    path.push(e.key().to_owned());
+    let alias = format!("_pgs_x{}", path.len());
+    let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path: path.clone(), items: &e.select };
+    let mut conds = vec![embed::join_condition(&rel, &parent.alias, &alias)];
+    for c in &q.embeds.get(&path).cloned().unwrap_or_default().conditions {
+        conds.push(condition_sql(sql, &src, c)?);
+    }
+    Ok(format!("EXISTS (SELECT 1 FROM {} {alias} WHERE {})", qualified(&child.schema, &child.name), conds.join(" AND ")))
+}
+
+/// PGRST108 for parameters of an embedded resource (`children.id=eq.1`) that the
+/// select list does not embed.
+fn check_embed_scopes(q: &QueryParams) -> Result<(), RestError> {
+    for path in q.embeds.keys() {
+        let mut items: &[SelectItem] = &q.select;
+        for key in path {
+            let found = items.iter().find_map(|it| match it {
+                SelectItem::Embed(e) if e.key() == key => Some(e),
+                _ => None,
+            });
+            match found {
+                Some(e) => items = &e.select,
+                None => {
+                    return Err(RestError::new(
+                        pgrst::NOT_EMBEDDED,
+                        format!("'{key}' is not an embedded resource in this request"),
+                        None,
+                        Some(&format!("Verify that '{key}' is included in the 'select' query parameter.")),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `ORDER BY ...`; `select` is the level's select list, where related orders find
@@ -368,7 +530,7 @@ fn related_order_expr(sql: &mut Sql, parent: &Source, key: &str, field: &super::
         ));
     }
     let alias = format!("_pgs_o{}_{n}", parent.path.len());
-    let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path: parent.path.clone() };
+    let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path: parent.path.clone(), items: &[] };
     let (col, _) = field_expr(sql, &src, field)?;
     Ok(format!("(SELECT {col} FROM {} {alias} WHERE {} LIMIT 1)", qualified(&child.schema, &child.name), embed::join_condition(&rel, &parent.alias, &alias)))
 }
@@ -378,6 +540,21 @@ fn related_order_expr(sql: &mut Sql, parent: &Source, key: &str, field: &super::
 pub enum CountMode {
     /// count(*) of the filtered relation.
     Exact,
+    /// The planner's estimate (EXPLAIN).
+    Planned,
+    /// Exact up to DB_MAX_ROWS, the planner's estimate beyond (exact without a cap).
+    Estimated,
+}
+
+impl CountMode {
+    /// `Prefer: count=`.
+    pub fn from_prefer(count: Option<&str>) -> Option<CountMode> {
+        match count? {
+            "planned" => Some(CountMode::Planned),
+            "estimated" => Some(CountMode::Estimated),
+            _ => Some(CountMode::Exact),
+        }
+    }
 }
 
 /// The outer SELECT over a row source `from` ("FROM ... _pgs_r"), producing
@@ -401,9 +578,17 @@ fn wrap_rows(sql: &mut Sql, src: &Source, q: &QueryParams, from: &str, count: Op
             paging.push_str(&format!(" OFFSET {}::bigint", sql.bind(o.to_string())));
         }
     }
-    let total = match count {
-        Some(CountMode::Exact) => format!("(SELECT count(*) FROM {from}{wh})"),
-        None => "NULL::bigint".to_owned(),
+    let max_rows = super::settings().max_rows;
+    let total = match (count, max_rows) {
+        (Some(CountMode::Exact), _) | (Some(CountMode::Estimated), None) => format!("(SELECT count(*) FROM {from}{wh})"),
+        // Counted no further than one past the cap: beyond it the estimate is taken.
+        (Some(CountMode::Estimated), Some(m)) => format!("(SELECT count(*) FROM (SELECT 1 FROM {from}{wh} LIMIT {}) _pgs_c)", m.saturating_add(1)),
+        (Some(CountMode::Planned), _) | (None, _) => "NULL::bigint".to_owned(),
+    };
+    sql.estimate = match (count, max_rows) {
+        (Some(CountMode::Planned), _) => Some(Estimate { explain: format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {from}{wh}"), above: None }),
+        (Some(CountMode::Estimated), Some(m)) => Some(Estimate { explain: format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {from}{wh}"), above: Some(m) }),
+        _ => None,
     };
     let columns = render::columns(accept);
     sql.push(&format!("SELECT {columns}, {total} FROM (SELECT {select} FROM {from}{wh}{ord}{paging}) _pgs_t"));
@@ -420,6 +605,7 @@ pub fn capped_limit(limit: Option<i64>) -> Option<i64> {
 
 /// GET / HEAD on a table or view, rendered as `accept`.
 pub fn read(cache: &SchemaCache, table: &Table, q: &QueryParams, count: Option<CountMode>, accept: Accept) -> Result<Sql, RestError> {
+    check_embed_scopes(q)?;
     let mut sql = Sql::default();
     let src = Source::top(table, cache, q);
     let from = format!("{} {R}", qualified(&table.schema, &table.name));
@@ -438,8 +624,23 @@ pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, 
         let p = sql.bind(body.to_string());
         call_args.push(format!("{p}::{ty}"));
     } else {
+        let variadic = f.args.last().filter(|_| f.variadic).map(|(n, _)| n.as_str());
+        // Postgres takes the VARIADIC argument last.
+        let mut variadic_arg = None;
         for (name, value) in args {
             let (_, ty) = f.args.iter().find(|(n, _)| n == name).ok_or_else(|| no_function(f, args))?;
+            if Some(name.as_str()) == variadic {
+                // VARIADIC: a JSON array (the body's, or the repeated query parameter's
+                // values) becomes the array argument; one value an array of one.
+                let items = match value {
+                    Value::Null => None,
+                    Value::Array(_) => Some(value.to_string()),
+                    other => Some(Value::Array(vec![other.clone()]).to_string()),
+                };
+                let p = sql.bind(items);
+                variadic_arg = Some(format!("VARIADIC {} := ARRAY(SELECT json_array_elements_text({p}::json))::{ty}", ident(name)));
+                continue;
+            }
             let text = match value {
                 Value::Null => None,
                 Value::String(s) => Some(s.clone()),
@@ -448,9 +649,10 @@ pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, 
             let p = sql.bind(text);
             call_args.push(format!("{} := {p}::{ty}", ident(name)));
         }
+        call_args.extend(variadic_arg);
     }
     let callee = format!("{}({})", qualified(&f.schema, &f.name), call_args.join(", "));
-    let src = Source { name: &f.name, columns: f.result.as_ref(), alias: R.to_owned(), ctx: None, path: Vec::new() };
+    let src = Source { name: &f.name, columns: f.result.as_ref(), alias: R.to_owned(), ctx: None, path: Vec::new(), items: &q.select };
     if f.returns_scalar && !f.returns_set {
         sql.push(&format!("SELECT to_json({callee})::text, 1::bigint, NULL::text, NULL::bigint"));
     } else if f.returns_scalar {

@@ -117,7 +117,8 @@ impl ApiRequest {
             cookies: self.cookies_json.clone(),
             // Reads never write, whatever functions they call (PostgREST: READ ONLY).
             read_only,
-            response_gucs: matches!(self.action, Action::Call { .. }),
+            // Functions and the triggers of writes may set response.headers / .status.
+            response_gucs: !matches!(self.action, Action::Read { .. } | Action::Info),
             timezone: self.prefer.timezone.clone(),
             statement_timeout: None,
             max_affected: if strict_limit { self.prefer.max_affected } else { None },

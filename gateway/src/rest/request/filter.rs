@@ -35,20 +35,27 @@ pub(super) fn parse_tree_items(inner: &str, depth: usize) -> Result<Vec<Conditio
     let mut out = Vec::new();
     for item in split_top(inner, ',') {
         let item = item.trim();
+        // `and(...)`, `not.or(...)`; whitespace is allowed around the parentheses.
         let (negate, body) = match item.strip_prefix("not.") {
-            Some(b) if b.starts_with("and(") || b.starts_with("or(") => (true, b),
+            Some(b) if logic_group(b).is_some() => (true, b),
             _ => (false, item),
         };
-        if let Some(rest) = body.strip_prefix("and(").or_else(|| body.strip_prefix("or(")) {
-            let inner = rest.strip_suffix(')').ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({item})\""), "unbalanced parentheses"))?;
-            out.push(Condition::Tree { or: body.starts_with("or("), negate, children: parse_tree_items(inner, depth + 1)? });
+        if let Some((or, rest)) = logic_group(body) {
+            let inner = rest.trim_end().strip_suffix(')').ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({item})\""), "unbalanced parentheses"))?;
+            out.push(Condition::Tree { or, negate, children: parse_tree_items(inner, depth + 1)? });
             continue;
         }
         // col.op.value, col.not.op.value, col->a.op.value
         let (col, rest) = split_field_and_filter(item).ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({item})\""), "expected column.operator.value"))?;
-        out.push(Condition::Filter(parse_filter(col, rest)?));
+        out.push(Condition::Filter(parse_filter(col.trim(), rest.trim())?));
     }
     Ok(out)
+}
+
+/// `and(` / `or(` (spaces allowed before the parenthesis) → (is or, what follows `(`).
+fn logic_group(s: &str) -> Option<(bool, &str)> {
+    let (or, rest) = if let Some(r) = s.strip_prefix("and") { (false, r) } else { (true, s.strip_prefix("or")?) };
+    rest.trim_start().strip_prefix('(').map(|r| (or, r))
 }
 
 /// Splits `a->b.not.eq.1` into (`a->b`, `not.eq.1`): the column ends at the first

@@ -189,6 +189,9 @@ pub struct Embed {
     pub inner: bool,
     /// The embedded select list.
     pub select: Vec<SelectItem>,
+    /// `...name(cols)`: the columns are spread into the parent's row (arrays of
+    /// values for a to-many relationship).
+    pub spread: bool,
 }
 
 impl Embed {
@@ -350,7 +353,8 @@ fn unquote(s: &str) -> String {
     }
 }
 
-/// Splits on `sep` outside parentheses and double quotes.
+/// Splits on `sep` outside parentheses, double quotes and the braces of a Postgres
+/// array value (`arr.cs.{1,2,3}` inside a logic tree).
 pub fn split_top(s: &str, sep: char) -> Vec<&str> {
     let (mut out, mut depth, mut quoted, mut start, mut escaped) = (Vec::new(), 0i32, false, 0usize, false);
     for (i, c) in s.char_indices() {
@@ -361,8 +365,8 @@ pub fn split_top(s: &str, sep: char) -> Vec<&str> {
         match c {
             '\\' if quoted => escaped = true,
             '"' => quoted = !quoted,
-            '(' if !quoted => depth += 1,
-            ')' if !quoted => depth -= 1,
+            '(' | '{' if !quoted => depth += 1,
+            ')' | '}' if !quoted => depth -= 1,
             c if c == sep && !quoted && depth == 0 => {
                 out.push(&s[start..i]);
                 start = i + c.len_utf8();

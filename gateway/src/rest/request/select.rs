@@ -70,7 +70,7 @@ pub(super) fn parse_select(v: &str, depth: usize) -> Result<Vec<SelectItem>, Res
             Some((a, r)) => (Some(parse_alias(raw, a)?), r),
             None => (None, raw),
         };
-        let (field_part, cast) = match rest.rsplit_once("::") {
+        let (field_part, cast) = match rsplit_outside_quotes(rest, "::") {
             Some((f, c)) => (f, Some(parse_cast(raw, c)?)),
             None => (rest, None),
         };
@@ -84,13 +84,17 @@ pub(super) fn parse_embed(raw: &str, depth: usize) -> Result<Embed, RestError> {
     let open = raw.find('(').unwrap_or(raw.len());
     let head = &raw[..open];
     let inner = &raw[open + 1..raw.len() - 1];
+    let (spread, head) = match head.trim_start().strip_prefix("...") {
+        Some(rest) => (true, rest),
+        None => (false, head),
+    };
     let (alias, head) = match split_alias(head) {
         Some((a, r)) => (Some(parse_alias(raw, a)?), r.trim()),
         None => (None, head.trim()),
     };
     let mut parts = head.split('!');
     let name = unquote(parts.next().unwrap_or("").trim());
-    if name.is_empty() || name.starts_with("...") {
+    if name.is_empty() || name.starts_with("...") || (spread && alias.is_some()) {
         return Err(RestError::parse(format!("\"failed to parse select ({raw})\""), "embeds look like alias:table!hint(col1,col2)"));
     }
     let (mut hint, mut inner_join) = (None, false);
@@ -102,7 +106,7 @@ pub(super) fn parse_embed(raw: &str, depth: usize) -> Result<Embed, RestError> {
             _ => {}
         }
     }
-    Ok(Embed { name, alias, hint, inner: inner_join, select: parse_select(inner, depth + 1)? })
+    Ok(Embed { name, alias, hint, inner: inner_join, select: parse_select(inner, depth + 1)?, spread })
 }
 
 /// The type after `::` in `select=`: PostgREST's grammar (letters, digits, `_`, `$`
@@ -147,11 +151,29 @@ pub(super) fn is_json_operand(s: &str) -> bool {
     (!digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())) || is_field_name(s)
 }
 
-/// `alias:rest`, ignoring the `::` of casts.
+/// The last `sep` outside double quotes.
+fn rsplit_outside_quotes<'s>(s: &'s str, sep: &str) -> Option<(&'s str, &'s str)> {
+    let mut quoted = false;
+    let mut last = None;
+    for (i, c) in s.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if !quoted && s[i..].starts_with(sep) {
+            last = Some(i);
+        }
+    }
+    last.map(|i| (&s[..i], &s[i + sep.len()..]))
+}
+
+/// `alias:rest`, ignoring the `::` of casts and anything inside double quotes.
 pub(super) fn split_alias(s: &str) -> Option<(&str, &str)> {
     let b = s.as_bytes();
+    let mut quoted = false;
     for i in 0..b.len() {
-        if b[i] == b':' {
+        if b[i] == b'"' {
+            quoted = !quoted;
+        }
+        if b[i] == b':' && !quoted {
             let next_colon = b.get(i + 1) == Some(&b':');
             let prev_colon = i > 0 && b[i - 1] == b':';
             if !next_colon && !prev_colon {
