@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# REST benchmark: pgstack (wrk over HTTP) beside pgbench on the equivalent SQL, in one
-# run, on one private cluster. Prints a markdown table; numbers are this machine's.
+# REST benchmark: pgstack (wrk over HTTP) beside pgbench on the equivalent SQL (simple
+# and prepared protocol) and beside a peer, PostGraphile 4 (GraphQL over HTTP, npm),
+# in one run, on one private cluster. The gateway runs with `pgstack dev`'s defaults
+# (nothing tuned: pool size, logging). Prints a markdown table; numbers are this
+# machine's.
 #
 #   bash bench/rest.sh [seconds per run, default 10] [connections, default 10]
 #   PGSTACK_BIN=/path/to/pgstack bash bench/rest.sh   # another build (before / after)
+#   PEER=none bash bench/rest.sh                      # without PostGraphile
 #
 # Workloads: GET by primary key, a filtered list of 20 rows, a two-level embed, a single
-# insert, a bulk insert of 100 rows. Load generator, gateway and Postgres share the
-# machine, as in shared/docs/performance-baselines.md.
+# insert, a bulk insert of 100 rows (the peer: by key and single insert, the workloads
+# its baseline names). Load generator, gateway, peer and Postgres share the machine, as
+# in shared/docs/performance-baselines.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -22,10 +27,13 @@ if [ -z "$PGSTACK_BIN" ]; then
 fi
 work=$(mktemp -d /tmp/pgstack-bench-XXXX)
 chmod 755 "$work"
-export PGSTACK_DIR="$work/state" LISTEN_ADDR=127.0.0.1:0 RUST_LOG=warn DB_POOL_SIZE=${DB_POOL_SIZE:-8}
+# Defaults only: no pool size, no log level (the access log at info is part of the cost).
+export PGSTACK_DIR="$work/state" LISTEN_ADDR=127.0.0.1:0
+PEER=${PEER:-postgraphile}
 "$PGSTACK_BIN" dev > "$work/dev.out" 2> "$work/dev.err" &
 DEV=$!
-trap 'kill -TERM $DEV 2>/dev/null; wait $DEV 2>/dev/null; rm -rf "$work"' EXIT
+PEER_PID=
+trap 'kill -TERM $DEV $PEER_PID 2>/dev/null; wait $DEV 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 120); do grep -q '^listening on' "$work/dev.out" && break; sleep 0.5; done
 API=$(sed -n 's/^listening on //p' "$work/dev.out")
 ANON=$(sed -n 's/^ *anon key: *//p' "$work/dev.out")
@@ -65,7 +73,11 @@ LUA
 
 run_wrk() { # method path key body -> "req/s p50 p99 non2xx"
   lua "$1" "$2" "$3" "$4" > "$work/s.lua"
-  wrk -t2 -c"$CONN" -d"${DURATION}s" --latency -s "$work/s.lua" "$API" > "$work/wrk.out" 2>&1
+  wrk_script "$work/s.lua" "$API"
+}
+
+wrk_script() { # lua-file base-url -> "req/s p50 p99 non2xx"
+  wrk -t2 -c"$CONN" -d"${DURATION}s" --latency -s "$1" "$2" > "$work/wrk.out" 2>&1
   local rps p50 p99 non2xx
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
   p50=$(awk '$1=="50%" {print $2}' "$work/wrk.out")
@@ -74,8 +86,42 @@ run_wrk() { # method path key body -> "req/s p50 p99 non2xx"
   echo "$rps $p50 $p99 ${non2xx:-0}"
 }
 
-run_pgbench() { # sql-file -> tps
-  "$PGBIN/pgbench" -n -M "${PGBENCH_MODE:-simple}" -c "$CONN" -j 2 -T "$DURATION" -f "$1" "$SU" 2>/dev/null | awk '/^tps/ {print $3; exit}'
+run_pgbench() { # sql-file mode -> tps
+  "$PGBIN/pgbench" -n -M "$2" -c "$CONN" -j 2 -T "$DURATION" -f "$1" "$SU" 2>/dev/null | awk '/^tps/ {print $3; exit}'
+}
+
+# The peer: PostGraphile 4 from npm (cached under ~/.cache/pgstack-bench), on the same
+# database, connected as the superuser (no role switching: its best case).
+peer_url=
+if [ "$PEER" = postgraphile ]; then
+  cache=${XDG_CACHE_HOME:-$HOME/.cache}/pgstack-bench/postgraphile
+  if [ -x "$cache/node_modules/.bin/postgraphile" ] || npm install --silent --no-audit --no-fund --prefix "$cache" postgraphile@4 >/dev/null 2>&1; then
+    PEER_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    "$cache/node_modules/.bin/postgraphile" -c "$SU" --schema public --host 127.0.0.1 --port "$PEER_PORT" --disable-graphiql --quiet > "$work/peer.out" 2>&1 &
+    PEER_PID=$!
+    for _ in $(seq 1 60); do curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' -d '{"query":"{__typename}"}' "http://127.0.0.1:$PEER_PORT/graphql" && break; sleep 0.5; done
+    peer_url="http://127.0.0.1:$PEER_PORT"
+  else
+    echo "(PostGraphile could not be installed from npm: the peer column stays empty)" >&2
+  fi
+fi
+cat > "$work/peer_pk.lua" <<'LUA'
+math.randomseed(os.time())
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  return wrk.format(nil, "/graphql", nil, string.format('{"query":"query($id:Int!){itemById(id:$id){id name price createdAt}}","variables":{"id":%d}}', math.random(1, 100000)))
+end
+LUA
+cat > "$work/peer_insert.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[{"query":"mutation{createEvent(input:{event:{kind:\"click\",payload:\"{\\\"x\\\": 1}\"}}){event{id}}}"}]]
+LUA
+peer() { # lua-file -> req/s or "-"
+  [ -n "$peer_url" ] && [ -n "$1" ] || { echo "-"; return; }
+  read -r rps _ _ bad < <(wrk_script "$1" "$peer_url")
+  [ "${bad:-0}" = 0 ] && [ -n "$rps" ] && echo "$rps" || echo "error"
 }
 
 printf '\\set id random(1, 100000)\nSELECT id, name, price, created_at FROM items WHERE id = :id;\n' > "$work/pk.sql"
@@ -88,21 +134,25 @@ python3 -c 'import json; print(json.dumps([{"kind": "click", "payload": {"x": 1}
 
 echo "## REST benchmark ($(nproc) cores, ${DURATION}s per run, $CONN connections, $(date -u +%F))"
 echo
-echo "| workload | pgstack req/s | p50 | p99 | non-2xx | pgbench tps (same SQL, $CONN clients, ${PGBENCH_MODE:-simple}) | ratio |"
-echo "|---|---|---|---|---|---|---|"
-row() { # label wrk-args... pgbench-file
-  local label=$1 file=$6
+echo "| workload | pgstack req/s | p50 | p99 | non-2xx | pgbench simple tps | ratio | pgbench prepared tps | ratio | PostGraphile 4 req/s |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+pct() { python3 -c "print(f'{100*float(\"$1\")/float(\"$2\"):.0f}%')" 2>/dev/null || echo "?"; }
+row() { # label wrk-args... pgbench-file [peer-lua]
+  local label=$1 file=$6 peer_lua=${7:-}
   read -r rps p50 p99 bad < <(run_wrk "$2" "$3" "$4" "$5")
   [ -n "$rps" ] || { echo "wrk failed:"; cat "$work/wrk.out"; exit 1; }
-  local tps; tps=$(run_pgbench "$file")
-  local ratio; ratio=$(python3 -c "print(f'{100*float(\"$rps\")/float(\"$tps\"):.0f}%')" 2>/dev/null || echo "?")
-  echo "| $label | $rps | $p50 | $p99 | $bad | $tps | $ratio |"
+  local simple prepared peer_rps
+  simple=$(run_pgbench "$file" simple)
+  prepared=$(run_pgbench "$file" prepared)
+  peer_rps=$(peer "$peer_lua")
+  echo "| $label | $rps | $p50 | $p99 | $bad | $simple | $(pct "$rps" "$simple") | $prepared | $(pct "$rps" "$prepared") | $peer_rps |"
 }
 # Warm-up, discarded: the pools' connections and prepared statements, the page cache.
 DURATION=3 run_wrk GET "/rest/v1/items?id=eq.%d&select=id,name,price,created_at" "$ANON" "" >/dev/null
-DURATION=3 run_pgbench "$work/pk.sql" >/dev/null
-row "GET by primary key" GET "/rest/v1/items?id=eq.%d&select=id,name,price,created_at" "$ANON" "" "$work/pk.sql"
+DURATION=3 run_pgbench "$work/pk.sql" simple >/dev/null
+[ -n "$peer_url" ] && DURATION=3 wrk_script "$work/peer_pk.lua" "$peer_url" >/dev/null
+row "GET by primary key" GET "/rest/v1/items?id=eq.%d&select=id,name,price,created_at" "$ANON" "" "$work/pk.sql" "$work/peer_pk.lua"
 row "filtered list, 20 rows" GET "/rest/v1/items?id=gte.%d&price=gt.5&select=id,name,price&order=id&limit=20" "$ANON" "" "$work/list.sql"
 row "two-level embed" GET "/rest/v1/customers?id=eq.%d&select=id,name,orders(id,total,order_items(qty,item_id))" "$ANON" "" "$work/embed.sql"
-row "single insert" POST "/rest/v1/events" "$SERVICE" "$work/one.json" "$work/insert.sql"
+row "single insert" POST "/rest/v1/events" "$SERVICE" "$work/one.json" "$work/insert.sql" "$work/peer_insert.lua"
 row "bulk insert, 100 rows" POST "/rest/v1/events" "$SERVICE" "$work/hundred.json" "$work/bulk.sql"

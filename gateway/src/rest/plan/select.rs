@@ -1,0 +1,215 @@
+//! The select list: columns, casts, computed columns and embedded resources (JSON
+//! objects and arrays, spreads, `!inner`, filters on embeds), each embed as a
+//! correlated subquery over the relationship `rest::embed` resolves.
+
+use super::{condition_sql, embed, field_expr, order_sql, Source, RED_ZONE, STACK_GROWTH};
+use crate::db::schema_cache::Table;
+use crate::db::sql::{ident, qualified, Sql};
+use crate::error::code::pgrst;
+use crate::rest::error::RestError;
+use crate::rest::request::{Embed, Field, QueryParams, Scope, SelectItem};
+
+/// The select list; `inner` collects conditions that `!inner` embeds add to the
+/// WHERE clause of this level.
+pub(super) fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut Vec<String>) -> Result<String, RestError> {
+    if items.is_empty() {
+        return Ok(format!("{}.*", src.alias));
+    }
+    Ok(join_items(select_items(sql, src, items, inner)?))
+}
+
+fn join_items(items: Vec<(String, Option<String>)>) -> String {
+    let out: Vec<String> = items
+        .into_iter()
+        .map(|(expr, name)| match name {
+            Some(n) => format!("{expr} AS {}", ident(&n)),
+            None => expr,
+        })
+        .collect();
+    out.join(", ")
+}
+
+/// The select list as (expression, output name); `None` for a `*` (`alias.*`).
+/// Embeds recurse through here (select_items → embed_sql → select_items), so the
+/// per-item work lives in helpers and this frame stays small: MAX_DEPTH levels fit
+/// the stack the fuzz harness gives (256 KiB).
+fn select_items(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut Vec<String>) -> Result<Vec<(String, Option<String>)>, RestError> {
+    let mut out = Vec::new();
+    for it in items {
+        match it {
+            SelectItem::Star => out.push((format!("{}.*", src.alias), None)),
+            SelectItem::Field { field, alias, cast } => out.push(field_item(sql, src, field, alias.as_deref(), cast.as_deref())?),
+            // An embed with an empty select list is only there to be filtered on.
+            SelectItem::Embed(e) if e.select.is_empty() => {
+                if e.inner {
+                    inner.push(embed_exists(sql, src, e)?);
+                }
+            }
+            SelectItem::Embed(e) if e.spread => {
+                if e.inner {
+                    inner.push(embed_exists(sql, src, e)?);
+                }
+                out.extend(spread_items(sql, src, e)?);
+            }
+            SelectItem::Embed(e) => out.push(embed_item(sql, src, e, inner)?),
+        }
+    }
+    Ok(out)
+}
+
+/// One column, JSON path or computed column, cast and named.
+#[inline(never)]
+fn field_item(sql: &mut Sql, src: &Source, field: &Field, alias: Option<&str>, cast: Option<&str>) -> Result<(String, Option<String>), RestError> {
+    let (expr, _) = field_expr(sql, src, field)?;
+    let expr = match cast {
+        Some(t) => {
+            // The name resolves against the catalog; only its quoted, qualified
+            // spelling is written.
+            let resolved = src.ctx.and_then(|(cache, _)| cache.cast_type(t));
+            match resolved {
+                Some(ty) => format!("({expr})::{ty}"),
+                None => return Err(RestError::of(pgrst::UNDEFINED_OBJECT, format!("type \"{t}\" does not exist"))),
+            }
+        }
+        None => expr,
+    };
+    // The key of a JSON path names the value; an array index does not.
+    let name = alias.map(str::to_owned).unwrap_or_else(|| field.path.last().map(|s| s.key.clone()).filter(|k| k.parse::<i64>().is_err()).unwrap_or_else(|| field.column.clone()));
+    Ok((expr, Some(name)))
+}
+
+/// An embed as a JSON column; `!inner` adds its condition to `inner`.
+#[inline(never)]
+fn embed_item(sql: &mut Sql, src: &Source, e: &Embed, inner: &mut Vec<String>) -> Result<(String, Option<String>), RestError> {
+    let (sub, is_object) = embed_sql(sql, src, e)?;
+    if e.inner {
+        inner.push(if is_object { format!("({sub}) IS NOT NULL") } else { format!("({sub})::jsonb <> '[]'::jsonb") });
+    }
+    Ok((format!("({sub})"), Some(e.key().to_owned())))
+}
+
+/// `...rel(cols)`: each selected column of the related resource becomes a column of
+/// the parent's row — its value for a to-one relationship, the array of its values
+/// for a to-many one (PostgREST's spread embeds).
+fn spread_items(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<Vec<(String, Option<String>)>, RestError> {
+    stacker::maybe_grow(RED_ZONE, STACK_GROWTH, || spread_items_here(sql, parent, e))
+}
+
+fn spread_items_here(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<Vec<(String, Option<String>)>, RestError> {
+    let Child { src, table: child, rel, scope } = child(parent, e, "_pgs_s")?;
+    let alias = src.alias.clone();
+    let mut inner = Vec::new();
+    let items = select_items(sql, &src, &e.select, &mut inner)?;
+    let conds = child_conditions(sql, parent, &src, &rel, &scope, inner)?;
+    let ord = order_sql(sql, &src, &scope.order, &e.select)?;
+    let from = format!("FROM {} {alias} WHERE {}", qualified(&child.schema, &child.name), conds.join(" AND "));
+    let mut out = Vec::new();
+    for (expr, name) in items {
+        let columns = match name {
+            Some(n) => vec![(expr, n)],
+            None => child.columns.iter().map(|c| (format!("{alias}.{}", ident(&c.name)), c.name.clone())).collect(),
+        };
+        for (expr, name) in columns {
+            let value = if rel.is_to_one() { format!("(SELECT {expr} {from}{ord} LIMIT 1)") } else { format!("(SELECT coalesce(json_agg({expr}{ord}), '[]') {from})") };
+            out.push((value, Some(name)));
+        }
+    }
+    Ok(out)
+}
+
+/// The correlated subquery of one embed, and whether it yields an object (many-to-one)
+/// rather than an array.
+pub(super) fn embed_sql(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<(String, bool), RestError> {
+    // Nesting is bounded (MAX_DEPTH) but frames differ by build and platform: the
+    // stack grows on the heap when less than RED_ZONE is left, never overflows.
+    stacker::maybe_grow(RED_ZONE, STACK_GROWTH, || embed_sql_here(sql, parent, e))
+}
+
+fn embed_sql_here(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<(String, bool), RestError> {
+    let Child { src, table: child, rel, scope } = child(parent, e, "_pgs_e")?;
+    let alias = src.alias.clone();
+    let mut inner = Vec::new();
+    let select = select_sql(sql, &src, &e.select, &mut inner)?;
+    let conds = child_conditions(sql, parent, &src, &rel, &scope, inner)?;
+    let ord = order_sql(sql, &src, &scope.order, &e.select)?;
+    let mut paging = String::new();
+    if let Some(l) = scope.limit {
+        paging.push_str(&format!(" LIMIT {}::bigint", sql.bind(l.to_string())));
+    }
+    if let Some(o) = scope.offset {
+        paging.push_str(&format!(" OFFSET {}::bigint", sql.bind(o.to_string())));
+    }
+    let from = format!("{} {alias}", qualified(&child.schema, &child.name));
+    let j = format!("_pgs_j{}", src.path.len());
+    let body = format!("SELECT {select} FROM {from} WHERE {}{ord}{paging}", conds.join(" AND "));
+    Ok(if rel.is_to_one() {
+        (format!("SELECT row_to_json({j}) FROM ({body} LIMIT 1) {j}"), true)
+    } else {
+        (format!("SELECT coalesce(json_agg({j}), '[]') FROM ({body}) {j}"), false)
+    })
+}
+
+/// `EXISTS (...)`: the parent row has a related row of the embed that passes the
+/// embed's own filters.
+pub(super) fn embed_exists(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<String, RestError> {
+    let Child { src, table: child, rel, scope } = child(parent, e, "_pgs_x")?;
+    let conds = child_conditions(sql, parent, &src, &rel, &scope, Vec::new())?;
+    Ok(format!("EXISTS (SELECT 1 FROM {} {} WHERE {})", qualified(&child.schema, &child.name), src.alias, conds.join(" AND ")))
+}
+
+/// An embedded resource, resolved: its source (aliased `prefix` + level), table,
+/// relationship to the parent and its own parameters.
+struct Child<'a> {
+    src: Source<'a>,
+    table: &'a Table,
+    rel: embed::Rel<'a>,
+    scope: Scope,
+}
+
+fn child<'a>(parent: &Source<'a>, e: &'a Embed, prefix: &str) -> Result<Child<'a>, RestError> {
+    let not_here = || RestError::of(pgrst::QUERY_PARSE, "embedding is only possible on tables and views");
+    let (cache, q) = parent.ctx.ok_or_else(not_here)?;
+    let parent_table = parent.columns.ok_or_else(not_here)?;
+    let (table, rel) = embed::resolve(cache, parent_table, e)?;
+    let mut path = parent.path.clone();
+    path.push(e.key().to_owned());
+    let scope = q.embeds.get(&path).cloned().unwrap_or_default();
+    let alias = format!("{prefix}{}", path.len());
+    Ok(Child { src: Source { name: &table.name, columns: Some(table), alias, ctx: Some((cache, q)), path, items: &e.select }, table, rel, scope })
+}
+
+/// The join to the parent, the embed's own filters and its `!inner` conditions.
+fn child_conditions(sql: &mut Sql, parent: &Source, src: &Source, rel: &embed::Rel, scope: &Scope, inner: Vec<String>) -> Result<Vec<String>, RestError> {
+    let mut conds = vec![embed::join_condition(rel, &parent.alias, &src.alias)];
+    for c in &scope.conditions {
+        conds.push(condition_sql(sql, src, c)?);
+    }
+    conds.extend(inner);
+    Ok(conds)
+}
+
+/// PGRST108 for parameters of an embedded resource (`children.id=eq.1`) that the
+/// select list does not embed.
+pub(super) fn check_embed_scopes(q: &QueryParams) -> Result<(), RestError> {
+    for path in q.embeds.keys() {
+        let mut items: &[SelectItem] = &q.select;
+        for key in path {
+            let found = items.iter().find_map(|it| match it {
+                SelectItem::Embed(e) if e.key() == key => Some(e),
+                _ => None,
+            });
+            match found {
+                Some(e) => items = &e.select,
+                None => {
+                    return Err(RestError::new(
+                        pgrst::NOT_EMBEDDED,
+                        format!("'{key}' is not an embedded resource in this request"),
+                        None,
+                        Some(&format!("Verify that '{key}' is included in the 'select' query parameter.")),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
