@@ -97,11 +97,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve { config } => {
             let config = Config::load(&Source::from_env(config.as_deref())?)?;
-            serve::init_logging(config.log_format);
+            let _log = serve::init_logging(config.log_format);
             serve::run(config, serve::shutdown_signal()).await
         }
         Cmd::Dev { dir, pg_port, config } => {
-            serve::init_logging(pgstack_gateway::config::LogFormat::Text);
+            let _log = serve::init_logging(pgstack_gateway::config::LogFormat::Text);
             dev::run(DevOptions { dir, pg_port, config_file: config }).await
         }
         Cmd::Keys { action: None, dir, rotate } => {

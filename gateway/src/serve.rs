@@ -12,15 +12,24 @@ use crate::{app, db, AppState};
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Installs the tracing subscriber once. RUST_LOG overrides the default level.
-pub fn init_logging(format: LogFormat) {
+///
+/// Lines are formatted on the request's thread and written to stderr by a writer
+/// thread (tracing-appender), so a request never waits on the write itself; nothing
+/// is dropped (a full buffer blocks). Keep the returned guard alive until exit: it
+/// flushes what is left.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init_logging(format: LogFormat) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).thread_name("pgstack-log").finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let installed = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    installed.is_ok().then_some(guard)
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish (at most

@@ -54,6 +54,10 @@ INSERT INTO public.sites VALUES (1, 'north'), (2, 'south');
 INSERT INTO public.projects VALUES (1, 'p1', 1), (2, 'p2', NULL);
 INSERT INTO public.jobs VALUES (1, 1), (2, 1);
 GRANT SELECT ON public.sites, public.projects, public.jobs, public.current_jobs TO anon;
+CREATE FUNCTION public.big_orders(public.customers) RETURNS SETOF public.orders LANGUAGE sql STABLE
+    AS $$ SELECT * FROM public.orders WHERE customer_id = $1.id AND total >= 60 $$;
+CREATE FUNCTION public.customers_named(prefix text) RETURNS SETOF public.customers LANGUAGE sql STABLE
+    AS $$ SELECT * FROM public.customers WHERE name LIKE prefix || '%' $$;
 "#;
 
 async fn setup() -> (TestCluster, Gateway, String, String) {
@@ -237,4 +241,20 @@ async fn relationships_follow_postgrest_rules() {
     // Parameters of a resource that is not embedded.
     let (st, e) = get(&gw, &anon, "/customers?select=*&orders.id=eq.1").await;
     assert_eq!((st, e["code"].as_str(), e["message"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST108"), Some("'orders' is not an embedded resource in this request")));
+}
+
+/// Computed relationships (a function of the parent's row type returning the child's
+/// rows) and embedding from a function's results (rows of a table's type).
+#[tokio::test]
+async fn computed_relationships_and_embeds_from_function_results() {
+    let (_tc, gw, anon, _service) = setup().await;
+    let (st, v) = get(&gw, &anon, "/customers?select=name,big_orders(id)&order=id").await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"name": "Ada", "big_orders": [{"id": 10}]}, {"name": "Bob", "big_orders": [{"id": 12}]}, {"name": "Cy", "big_orders": []}])));
+    let (st, v) = get(&gw, &anon, "/rpc/customers_named?prefix=A&select=name,orders(id)&orders.order=id").await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"name": "Ada", "orders": [{"id": 10}, {"id": 11}]}])));
+    // Filters on the embed of a function's results, and PGRST108 there too.
+    let (st, v) = get(&gw, &anon, "/rpc/customers_named?prefix=&select=name,orders()&orders=is.null").await;
+    assert_eq!((st, v), (StatusCode::OK, json!([{"name": "Cy"}])));
+    let (st, e) = get(&gw, &anon, "/rpc/customers_named?prefix=&select=name&orders.id=eq.1").await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST108")));
 }

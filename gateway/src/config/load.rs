@@ -71,7 +71,9 @@ impl Config {
             return Err(ConfigError::Invalid { name: "JWT_EXPIRY", why: "must be at least 1 second".into() });
         }
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let db_pool_size = parse_num(src, "DB_POOL_SIZE", (2 * cores).max(4))?;
+        // PostgREST's default pool is 10: fewer queue requests that Postgres could
+        // serve at once (measured in docs/benchmarks.md).
+        let db_pool_size = parse_num(src, "DB_POOL_SIZE", (2 * cores).max(10))?;
         if db_pool_size == 0 {
             return Err(ConfigError::Invalid { name: "DB_POOL_SIZE", why: "must be at least 1".into() });
         }

@@ -94,6 +94,8 @@ pub struct Function {
     pub single_out: Option<String>,
     /// The last argument is VARIADIC (an array of the element type).
     pub variadic: bool,
+    /// The table or view whose row type it returns (its results embed like it).
+    pub returns_relation: Option<(String, String)>,
 }
 
 impl Function {
@@ -276,6 +278,10 @@ impl SchemaCache {
                 single_out: r.get(9),
                 result: result_table(&schema, &name, r.get(10)),
                 variadic: r.get(11),
+                returns_relation: r.get::<_, Option<Vec<String>>>(12).and_then(|v| match <[String; 2]>::try_from(v) {
+                    Ok([schema, name]) => Some((schema, name)),
+                    Err(_) => None,
+                }),
             };
             cache.functions.entry((schema, name)).or_default().push(f);
         }

@@ -264,7 +264,7 @@ async fn run_op(
             None => Vec::new(),
             _ => return Err(RestError::of(pgrst::INVALID_BODY, "RPC arguments must be a JSON object")),
         };
-        let sql = plan::call(f, &args, None, &q, None, Accept::Json)?;
+        let sql = plan::call(cache, f, &args, None, &q, None, Accept::Json)?;
         let out = exec::statement(tx, &sql, true, anon).await?;
         budget.take_result(out.body.as_deref())?;
         let data = serde_json::from_str(out.body.as_deref().unwrap_or("null")).unwrap_or(Value::Null);

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::error::RestError;
 use super::request::Embed;
-use crate::db::schema_cache::{ForeignKey, SchemaCache, Table};
+use crate::db::schema_cache::{ForeignKey, Function, SchemaCache, Table};
 use crate::db::sql::{ident, qualified};
 use crate::error::code::pgrst;
 
@@ -27,6 +27,9 @@ pub enum Rel<'a> {
         /// Junction → child.
         to_child: &'a ForeignKey,
     },
+    /// A computed relationship: a function of the parent's row type returning rows
+    /// (or one row) of the child's type.
+    Computed(&'a Function),
 }
 
 impl Rel<'_> {
@@ -37,6 +40,7 @@ impl Rel<'_> {
             Rel::ManyToOne(_) => true,
             Rel::OneToMany(fk) => fk.unique,
             Rel::ManyToMany { .. } => false,
+            Rel::Computed(f) => !f.returns_set,
         }
     }
 
@@ -45,7 +49,7 @@ impl Rel<'_> {
         match self {
             Rel::ManyToOne(fk) => Some(fk.columns.iter().zip(&fk.ref_columns).map(|(a, b)| (a.as_str(), b.as_str())).collect()),
             Rel::OneToMany(fk) => Some(fk.ref_columns.iter().zip(&fk.columns).map(|(a, b)| (a.as_str(), b.as_str())).collect()),
-            Rel::ManyToMany { .. } => None,
+            Rel::ManyToMany { .. } | Rel::Computed(_) => None,
         }
     }
 
@@ -70,6 +74,8 @@ impl Rel<'_> {
             Rel::OneToMany(fk) if fk.unique => "one-to-one",
             Rel::OneToMany(_) => "one-to-many",
             Rel::ManyToMany { .. } => "many-to-many",
+            Rel::Computed(f) if f.returns_set => "one-to-many",
+            Rel::Computed(_) => "many-to-one",
         }
     }
 
@@ -82,6 +88,7 @@ impl Rel<'_> {
             Rel::ManyToMany { junction, to_parent, to_child } => {
                 format!("{} using {}{} and {}{}", junction.name, to_parent.name, list(&to_parent.columns), to_child.name, list(&to_child.columns))
             }
+            Rel::Computed(f) => format!("{}({})", f.name, parent.name),
         };
         json!({"cardinality": self.cardinality(), "relationship": relationship, "embedding": format!("{} with {}", parent.name, child.name)})
     }
@@ -91,6 +98,7 @@ impl Rel<'_> {
         match self {
             Rel::ManyToOne(fk) | Rel::OneToMany(fk) => &fk.name,
             Rel::ManyToMany { junction, .. } => &junction.name,
+            Rel::Computed(f) => &f.name,
         }
     }
 }
@@ -134,6 +142,21 @@ fn relationships<'a>(cache: &'a SchemaCache, parent: &Table) -> Vec<(&'a Table, 
             }
         }
     }
+    // Computed relationships: `f(parent) RETURNS [SETOF] child`.
+    let row_type = [parent.name.clone(), format!("{}.{}", parent.schema, parent.name), format!("{}.{}", ident(&parent.schema), ident(&parent.name))];
+    let mut computed: Vec<&Function> = cache
+        .functions
+        .iter()
+        .filter(|((schema, _), _)| *schema == parent.schema)
+        .flat_map(|(_, fs)| fs)
+        .filter(|f| f.args.len() == 1 && row_type.contains(&f.args[0].1) && f.returns_relation.is_some())
+        .collect();
+    computed.sort_by(|a, b| a.name.cmp(&b.name));
+    for f in computed {
+        if let Some(child) = f.returns_relation.as_ref().and_then(|k| cache.tables.get(k)) {
+            out.push((child, Rel::Computed(f)));
+        }
+    }
     out
 }
 
@@ -148,6 +171,10 @@ pub fn resolve<'a>(cache: &'a SchemaCache, parent: &Table, e: &Embed) -> Result<
     let mut candidates: Vec<(&Table, Rel)> = relationships(cache, parent)
         .into_iter()
         .filter(|(child, rel)| {
+            // A computed relationship is named by its function.
+            if let Rel::Computed(f) = rel {
+                return f.name == target;
+            }
             let is_self = key(child) == key(parent) && !matches!(rel, Rel::ManyToMany { .. });
             let to_many = matches!(rel, Rel::OneToMany(_));
             let to_one = matches!(rel, Rel::ManyToOne(_));
@@ -207,5 +234,16 @@ pub fn join_condition(rel: &Rel, p: &str, c: &str) -> String {
             conds.extend(eq(&jt, &to_child.columns, c, &to_child.ref_columns));
             format!("EXISTS (SELECT 1 FROM {} {jt} WHERE {})", qualified(&junction.schema, &junction.name), conds.join(" AND "))
         }
+        // The function takes the parent row: its rows are the related ones.
+        Rel::Computed(_) => "true".to_owned(),
+    }
+}
+
+/// The FROM item of the child under alias `c`: its table, or for a computed
+/// relationship the function called on the parent row `p`.
+pub fn from_item(rel: &Rel, child: &Table, p: &str, c: &str) -> String {
+    match rel {
+        Rel::Computed(f) => format!("{}({p}) {c}", qualified(&f.schema, &f.name)),
+        _ => format!("{} {c}", qualified(&child.schema, &child.name)),
     }
 }

@@ -333,7 +333,7 @@ async fn rpc(
     } else {
         return Err(plan::no_function(&overloads[0], &named));
     };
-    let sql = plan::call(f, &args, whole.as_ref(), q, CountMode::from_prefer(pref.count.as_deref()), accept)?;
+    let sql = plan::call(&cache, f, &args, whole.as_ref(), q, CountMode::from_prefer(pref.count.as_deref()), accept)?;
     let mut info = req.info();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
     let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;

@@ -26,7 +26,10 @@ SELECT n.nspname AS schema,
               FROM unnest(p.proallargtypes, p.proargmodes::text[], p.proargnames) WITH ORDINALITY AS m(t, mode, name, o)
              WHERE m.mode IN ('t', 'o', 'b')),
            '[]') AS result_columns,
-       p.provariadic <> 0 AS variadic
+       p.provariadic <> 0 AS variadic,
+       (SELECT ARRAY[rn.nspname::text, rc.relname::text]
+          FROM pg_type rt JOIN pg_class rc ON rc.oid = rt.typrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+         WHERE rt.oid = p.prorettype AND rc.relkind IN ('r', 'v', 'm', 'p', 'f')) AS returns_relation
   FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = ANY ($1)

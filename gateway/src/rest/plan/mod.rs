@@ -330,7 +330,7 @@ fn related_order_expr(sql: &mut Sql, parent: &Source, key: &str, field: &super::
     let alias = format!("_pgs_o{}_{n}", parent.path.len());
     let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path: parent.path.clone(), items: &[] };
     let (col, _) = field_expr(sql, &src, field)?;
-    Ok(format!("(SELECT {col} FROM {} {alias} WHERE {} LIMIT 1)", qualified(&child.schema, &child.name), embed::join_condition(&rel, &parent.alias, &alias)))
+    Ok(format!("(SELECT {col} FROM {} WHERE {} LIMIT 1)", embed::from_item(&rel, child, &parent.alias, &alias), embed::join_condition(&rel, &parent.alias, &alias)))
 }
 
 /// How many rows to count.
@@ -414,7 +414,15 @@ pub fn read(cache: &SchemaCache, table: &Table, q: &QueryParams, count: Option<C
 /// RPC: call `f` with named arguments (`args`: name → JSON value) or one unnamed
 /// json/jsonb argument (`whole_body`). A set of rows is rendered as `accept`; a
 /// single value is always JSON.
-pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, q: &QueryParams, count: Option<CountMode>, accept: Accept) -> Result<Sql, RestError> {
+pub fn call(
+    cache: &SchemaCache,
+    f: &Function,
+    args: &[(String, Value)],
+    whole_body: Option<&Value>,
+    q: &QueryParams,
+    count: Option<CountMode>,
+    accept: Accept,
+) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
     let mut call_args = Vec::new();
     if let Some(body) = whole_body {
@@ -450,7 +458,12 @@ pub fn call(f: &Function, args: &[(String, Value)], whole_body: Option<&Value>, 
         call_args.extend(variadic_arg);
     }
     let callee = format!("{}({})", qualified(&f.schema, &f.name), call_args.join(", "));
-    let src = Source { name: &f.name, columns: f.result.as_ref(), alias: R.to_owned(), ctx: None, path: Vec::new(), items: &q.select };
+    // Rows of a table's type embed as that table's rows do (PostgREST).
+    let relation = f.returns_relation.as_ref().and_then(|k| cache.tables.get(k));
+    if relation.is_some() {
+        check_embed_scopes(q)?;
+    }
+    let src = Source { name: &f.name, columns: relation.or(f.result.as_ref()), alias: R.to_owned(), ctx: relation.map(|_| (cache, q)), path: Vec::new(), items: &q.select };
     if f.returns_scalar && !f.returns_set {
         sql.push(&format!("SELECT to_json({callee})::text, 1::bigint, NULL::text, NULL::bigint"));
     } else if f.returns_scalar {

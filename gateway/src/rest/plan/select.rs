@@ -4,7 +4,7 @@
 
 use super::{condition_sql, embed, field_expr, order_sql, Source, RED_ZONE, STACK_GROWTH};
 use crate::db::schema_cache::Table;
-use crate::db::sql::{ident, qualified, Sql};
+use crate::db::sql::{ident, Sql};
 use crate::error::code::pgrst;
 use crate::rest::error::RestError;
 use crate::rest::request::{Embed, Field, QueryParams, Scope, SelectItem};
@@ -102,7 +102,7 @@ fn spread_items_here(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<Vec<(S
     let items = select_items(sql, &src, &e.select, &mut inner)?;
     let conds = child_conditions(sql, parent, &src, &rel, &scope, inner)?;
     let ord = order_sql(sql, &src, &scope.order, &e.select)?;
-    let from = format!("FROM {} {alias} WHERE {}", qualified(&child.schema, &child.name), conds.join(" AND "));
+    let from = format!("FROM {} WHERE {}", embed::from_item(&rel, child, &parent.alias, &alias), conds.join(" AND "));
     let mut out = Vec::new();
     for (expr, name) in items {
         let columns = match name {
@@ -139,7 +139,7 @@ fn embed_sql_here(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<(String, 
     if let Some(o) = scope.offset {
         paging.push_str(&format!(" OFFSET {}::bigint", sql.bind(o.to_string())));
     }
-    let from = format!("{} {alias}", qualified(&child.schema, &child.name));
+    let from = embed::from_item(&rel, child, &parent.alias, &alias);
     let j = format!("_pgs_j{}", src.path.len());
     let body = format!("SELECT {select} FROM {from} WHERE {}{ord}{paging}", conds.join(" AND "));
     Ok(if rel.is_to_one() {
@@ -154,7 +154,7 @@ fn embed_sql_here(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<(String, 
 pub(super) fn embed_exists(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<String, RestError> {
     let Child { src, table: child, rel, scope } = child(parent, e, "_pgs_x")?;
     let conds = child_conditions(sql, parent, &src, &rel, &scope, Vec::new())?;
-    Ok(format!("EXISTS (SELECT 1 FROM {} {} WHERE {})", qualified(&child.schema, &child.name), src.alias, conds.join(" AND ")))
+    Ok(format!("EXISTS (SELECT 1 FROM {} WHERE {})", embed::from_item(&rel, child, &parent.alias, &src.alias), conds.join(" AND ")))
 }
 
 /// An embedded resource, resolved: its source (aliased `prefix` + level), table,
