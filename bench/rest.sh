@@ -77,7 +77,7 @@ run_wrk() { # method path key body -> "req/s p50 p99 non2xx"
 }
 
 wrk_script() { # lua-file base-url -> "req/s p50 p99 non2xx"
-  wrk -t2 -c"$CONN" -d"${DURATION}s" --latency -s "$1" "$2" > "$work/wrk.out" 2>&1
+  wrk -t2 -c"$CONN" -d"${DURATION}s" --latency -s "$1" "$2" > "$work/wrk.out" 2>&1 || true
   local rps p50 p99 non2xx
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
   p50=$(awk '$1=="50%" {print $2}' "$work/wrk.out")
@@ -97,10 +97,16 @@ if [ "$PEER" = postgraphile ]; then
   cache=${XDG_CACHE_HOME:-$HOME/.cache}/pgstack-bench/postgraphile
   if [ -x "$cache/node_modules/.bin/postgraphile" ] || npm install --silent --no-audit --no-fund --prefix "$cache" postgraphile@4 >/dev/null 2>&1; then
     PEER_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "$cache/node_modules/.bin/postgraphile" -c "$SU" --schema public --host 127.0.0.1 --port "$PEER_PORT" --disable-graphiql --quiet > "$work/peer.out" 2>&1 &
+    "$cache/node_modules/.bin/postgraphile" -c "$SU" --schema public --host 127.0.0.1 --port "$PEER_PORT" --disable-graphiql > "$work/peer.out" 2>&1 &
     PEER_PID=$!
-    for _ in $(seq 1 60); do curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' -d '{"query":"{__typename}"}' "http://127.0.0.1:$PEER_PORT/graphql" && break; sleep 0.5; done
-    peer_url="http://127.0.0.1:$PEER_PORT"
+    for _ in $(seq 1 60); do
+      if curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' -d '{"query":"{__typename}"}' "http://127.0.0.1:$PEER_PORT/graphql"; then
+        peer_url="http://127.0.0.1:$PEER_PORT"
+        break
+      fi
+      sleep 0.5
+    done
+    [ -n "$peer_url" ] || { echo "(PostGraphile did not start:)" >&2; tail -5 "$work/peer.out" >&2; }
   else
     echo "(PostGraphile could not be installed from npm: the peer column stays empty)" >&2
   fi
@@ -115,13 +121,14 @@ end
 LUA
 cat > "$work/peer_insert.lua" <<'LUA'
 wrk.method = "POST"
+wrk.path = "/graphql"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [[{"query":"mutation{createEvent(input:{event:{kind:\"click\",payload:\"{\\\"x\\\": 1}\"}}){event{id}}}"}]]
 LUA
 peer() { # lua-file -> req/s or "-"
   [ -n "$peer_url" ] && [ -n "$1" ] || { echo "-"; return; }
   read -r rps _ _ bad < <(wrk_script "$1" "$peer_url")
-  [ "${bad:-0}" = 0 ] && [ -n "$rps" ] && echo "$rps" || echo "error"
+  if [ "${bad:-0}" = 0 ] && [ -n "$rps" ]; then echo "$rps"; else echo "error"; tail -3 "$work/wrk.out" >&2; [ -n "${PEER_DEBUG:-}" ] && sed -n 's/^wrk.body = \[\[\(.*\)\]\]$/\1/p' "$1" | curl -s -X POST -H 'Content-Type: application/json' --data-binary @- "$peer_url/graphql" >&2; fi
 }
 
 printf '\\set id random(1, 100000)\nSELECT id, name, price, created_at FROM items WHERE id = :id;\n' > "$work/pk.sql"

@@ -1,6 +1,7 @@
 //! Request ids and one structured log line per request.
 //!
-//! Logged: request id, method, path, status, latency. Never logged: query strings
+//! Logged: request id, method, path, status, latency — at info for errors (4xx,
+//! 5xx) and requests over a second, at debug for the rest. Never logged: query strings
 //! (they may carry `?token=` / `?apikey=`), headers, bodies.
 
 use std::time::Duration;
@@ -12,6 +13,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+/// A request slower than this is logged at the default level whatever its status.
+const SLOW: Duration = Duration::from_secs(1);
+
 /// Wraps `router` with request-id and access-log layers.
 pub fn layer(router: Router) -> Router {
     let trace = TraceLayer::new_for_http()
@@ -21,7 +25,16 @@ pub fn layer(router: Router) -> Router {
         })
         .on_request(())
         .on_response(|res: &Response<Body>, latency: Duration, _span: &Span| {
-            tracing::info!(status = res.status().as_u16(), latency_ms = (latency.as_secs_f64() * 1e6).round() / 1e3, "response");
+            // At the default level only what an operator acts on: errors and slow
+            // requests (PostgREST logs errors only by default). Every request with
+            // RUST_LOG=pgstack_gateway=debug. A line per request cost ~25% of REST
+            // throughput on 2 cores (docs/benchmarks.md).
+            let (status, ms) = (res.status().as_u16(), (latency.as_secs_f64() * 1e6).round() / 1e3);
+            if status >= 400 || latency >= SLOW {
+                tracing::info!(status, latency_ms = ms, "response");
+            } else {
+                tracing::debug!(status, latency_ms = ms, "response");
+            }
         })
         .on_failure(());
     // Outermost first: set the id, log with it, copy it onto the response.
