@@ -139,8 +139,8 @@ pub fn accept(headers: &HeaderMap) -> Result<Accept, RestError> {
         match (media, stripped) {
             ("application/vnd.pgrst.object+json" | "application/vnd.pgrst.object", false) => return Ok(Accept::Object),
             ("application/vnd.pgrst.object+json" | "application/vnd.pgrst.object", true) => return Ok(Accept::ObjectStripped),
-            ("application/vnd.pgrst.array+json", true) => return Ok(Accept::JsonStripped),
-            ("application/vnd.pgrst.array+json", false) => return Ok(Accept::Json),
+            ("application/vnd.pgrst.array+json" | "application/vnd.pgrst.array", true) => return Ok(Accept::JsonStripped),
+            ("application/vnd.pgrst.array+json" | "application/vnd.pgrst.array", false) => return Ok(Accept::Json),
             ("text/csv", _) => return Ok(Accept::Csv),
             ("application/json" | "*/*" | "application/*" | "", _) => return Ok(Accept::Json),
             _ => {}
@@ -196,4 +196,26 @@ pub fn apply_range(headers: &HeaderMap, offset: &mut Option<i64>, limit: &mut Op
         *limit = Some(rest_of_query(l).max(0));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{accept, Accept};
+    use axum::http::HeaderMap;
+
+    fn with(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("accept", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn media_types_as_postgrest_names_them() {
+        assert_eq!(accept(&with("application/vnd.pgrst.array+json;nulls=stripped")).unwrap(), Accept::JsonStripped);
+        assert_eq!(accept(&with("application/vnd.pgrst.array; nulls=stripped")).unwrap(), Accept::JsonStripped);
+        assert_eq!(accept(&with("application/vnd.pgrst.array")).unwrap(), Accept::Json);
+        assert_eq!(accept(&with("application/vnd.pgrst.object+json;nulls=stripped")).unwrap(), Accept::ObjectStripped);
+        assert_eq!(accept(&with("text/plain, text/csv")).unwrap(), Accept::Csv);
+        assert_eq!(accept(&with("image/png")).unwrap_err().code, "PGRST107");
+    }
 }
