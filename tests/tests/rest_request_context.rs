@@ -181,6 +181,13 @@ async fn planned_and_estimated_counts_and_variadic_functions() {
     assert_eq!(range("count=estimated", "/nums?select=id&id=lte.30&limit=10").await, (StatusCode::PARTIAL_CONTENT, Some("0-9/30".into())));
     assert_eq!(range("count=estimated", "/nums?select=id&limit=10").await, (StatusCode::PARTIAL_CONTENT, Some("0-9/500".into())));
     assert_eq!(range("count=exact", "/nums?select=id&id=lte.30&limit=10").await, (StatusCode::PARTIAL_CONTENT, Some("0-9/30".into())));
+    // The same EXPLAIN over a different number of parameters (offset, limit, both),
+    // many times: every connection keeps them apart.
+    for _ in 0..6 {
+        assert_eq!(range("count=planned", "/nums?select=id&offset=1").await.0, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(range("count=planned", "/nums?select=id&limit=5").await.0, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(range("count=planned", "/nums?select=id&limit=5&offset=2").await.0, StatusCode::PARTIAL_CONTENT);
+    }
 
     // VARIADIC: a JSON array in the body, a repeated parameter on GET.
     let res = http.post(gw.url("/rest/v1/rpc/joined")).header("apikey", &anon).json(&json!({"sep": "-", "parts": ["a", "b", "c"]})).send().await.unwrap();

@@ -336,15 +336,19 @@ impl WireConn {
         self.write.clear();
         let mut fresh: Vec<(String, String)> = Vec::new();
         for step in steps {
-            let name = match self.statements.get(step.sql) {
+            // A statement with declared parameters is a different prepared statement
+            // for each parameter count: the count is part of its key (and of its text,
+            // as a comment, so the cache and Postgres agree).
+            let text: std::borrow::Cow<str> = if step.text_params { format!("{} /* {} text parameters */", step.sql, step.params.len()).into() } else { step.sql.into() };
+            let name = match self.statements.get(text.as_ref()) {
                 Some(n) => n.clone(),
                 None => {
                     self.next_statement += 1;
                     let n = format!("s{}", self.next_statement);
                     const TEXT_OID: u32 = 25;
                     let declared = if step.text_params { step.params.len() } else { 0 };
-                    frontend::parse(&n, step.sql, std::iter::repeat_n(TEXT_OID, declared), &mut self.write)?;
-                    fresh.push((step.sql.to_owned(), n.clone()));
+                    frontend::parse(&n, &text, std::iter::repeat_n(TEXT_OID, declared), &mut self.write)?;
+                    fresh.push((text.into_owned(), n.clone()));
                     n
                 }
             };
