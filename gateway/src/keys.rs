@@ -4,6 +4,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use pgstack_shared::{JwtClaims, Role};
 use rand::RngCore;
+use std::collections::HashMap;
 
 /// A string that must never be logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -69,6 +70,33 @@ pub fn verify_any(token: &str, secret: &Secret) -> Result<serde_json::Value, jso
     jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_secret(secret.expose().as_bytes()), &v).map(|d| d.claims)
 }
 
+/// Tokens whose signature was checked (most requests repeat the project's keys or a
+/// session's token): the HMAC and the JSON parse are skipped for a token already
+/// verified with the same secret. Only verified tokens enter; time-based claims are
+/// still checked by the caller on every request. Bounded: cleared when full.
+static VERIFIED: std::sync::LazyLock<std::sync::Mutex<HashMap<String, (String, serde_json::Value)>>> = std::sync::LazyLock::new(Default::default);
+const MAX_VERIFIED: usize = 4096;
+/// Longer tokens are verified every time rather than kept.
+const MAX_CACHED_TOKEN: usize = 4096;
+
+/// [`verify_any`], remembering tokens that verified.
+pub fn verify_cached(token: &str, secret: &Secret) -> Result<serde_json::Value, jsonwebtoken::errors::Error> {
+    if let Some((s, claims)) = VERIFIED.lock().unwrap_or_else(|e| e.into_inner()).get(token) {
+        if constant_time_eq(s, secret.expose()) {
+            return Ok(claims.clone());
+        }
+    }
+    let claims = verify_any(token, secret)?;
+    if token.len() <= MAX_CACHED_TOKEN {
+        let mut m = VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= MAX_VERIFIED {
+            m.clear();
+        }
+        m.insert(token.to_owned(), (secret.expose().to_owned(), claims.clone()));
+    }
+    Ok(claims)
+}
+
 /// Compares two secrets in time independent of where they differ.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
@@ -86,6 +114,16 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 64);
         crate::config::check_secret_strength(&a).unwrap();
+    }
+
+    #[test]
+    fn a_remembered_token_still_needs_its_own_secret() {
+        let (s1, s2) = (Secret::new(generate_secret()), Secret::new(generate_secret()));
+        let k = mint(Role::Anon, &s1).unwrap();
+        assert!(verify_cached(&k, &s1).is_ok());
+        assert!(verify_cached(&k, &s1).is_ok());
+        assert!(verify_cached(&k, &s2).is_err());
+        assert!(verify_cached(&format!("{k}x"), &s1).is_err());
     }
 
     #[test]

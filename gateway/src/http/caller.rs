@@ -138,7 +138,7 @@ impl Caller {
         if parts != 3 {
             return Err(CallerError::Invalid(format!("Expected 3 parts in JWT; got {parts}")));
         }
-        let mut claims = keys::verify_any(token, &cfg.jwt_secret).map_err(|e| decode_error(&e))?;
+        let mut claims = keys::verify_cached(token, &cfg.jwt_secret).map_err(|e| decode_error(&e))?;
         let Value::Object(map) = &mut claims else { return Err(CallerError::BadClaims("Parsing claims failed".into())) };
         // A storage signed-URL token (same secret) grants one object, nothing else.
         if map.contains_key("url") {
