@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod db;
 pub mod dev;

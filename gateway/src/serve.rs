@@ -57,6 +57,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
             crate::listener::SCHEMA_CHANNEL.to_owned(),
             crate::realtime::CHANNEL.to_owned(),
             crate::realtime::relay::CHANNEL.to_owned(),
+            crate::channels::CHANNEL.to_owned(),
             crate::webhooks::deliver::CHANNEL.to_owned(),
         ],
     );
@@ -67,6 +68,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         crate::storage::backend::spawn_sweeper(root.clone(), max_age);
     }
     crate::realtime::spawn_relay(&state, &events);
+    crate::channels::spawn(&state, &events);
     crate::listener::spawn_schema_reloader(state.clone(), &events);
 
     println!("listening on http://{addr}");

@@ -38,6 +38,8 @@ pub struct Shared {
     pub mailer: Mailer,
     /// WebSocket fan-out.
     pub hub: Arc<crate::realtime::hub::Hub>,
+    /// Supabase Realtime channels joined on this gateway.
+    pub channels: Arc<crate::channels::registry::Registry>,
     /// Where webhooks may go.
     pub webhook_policy: Arc<crate::webhooks::ssrf::Policy>,
     /// Where object content lives.
@@ -70,6 +72,7 @@ impl AppState {
             rest_tx,
             schema_cache: CacheHandle::default(),
             hub: crate::realtime::hub::Hub::new(config_queue),
+            channels: crate::channels::registry::Registry::new(),
             webhook_policy,
             functions: Arc::new(crate::functions::Catalog::default()),
             deno,

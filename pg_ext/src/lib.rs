@@ -30,6 +30,9 @@ pgrx::extension_sql_file!("../sql/functions.sql", name = "functions", requires =
 pgrx::extension_sql_file!("../sql/webhooks.sql", name = "webhooks", requires = ["bootstrap", webhook_max_attempts, webhook_max_payload_bytes]);
 // Live queries: registration, statement triggers, diffs, NOTIFY 'pgr'.
 pgrx::extension_sql_file!("../sql/live.sql", name = "live", requires = ["bootstrap", check_live_query, live_query_shape, live_query_viewer_dependency]);
+// Supabase Realtime: realtime.messages (private-channel policies, realtime.send),
+// postgres_changes capture for the tables in the publication supabase_realtime.
+pgrx::extension_sql_file!("../sql/realtime.sql", name = "realtime", requires = ["bootstrap"]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

@@ -187,6 +187,21 @@ pub struct Config {
     /// bucket, `N/s`, `N/m` or `N/h`); past it they get an error frame and are
     /// dropped. Default 100/s.
     pub ws_broadcast_rate: Rate,
+    /// REALTIME_MAX_CHANNELS: channels one Supabase Realtime socket may join.
+    /// Default 100 (as Supabase).
+    pub realtime_max_channels: usize,
+    /// REALTIME_MAX_JOINS_PER_SECOND: joins one socket may send per second; past it
+    /// the socket is closed. Default 100.
+    pub realtime_max_joins_per_second: u32,
+    /// REALTIME_MAX_EVENTS_PER_SECOND: broadcast and presence messages one socket
+    /// may send per second; past it the channel is closed with a system error.
+    /// Default 100.
+    pub realtime_max_events_per_second: u32,
+    /// REALTIME_MAX_PAYLOAD_BYTES: largest broadcast payload. Default 256 KiB.
+    pub realtime_max_payload_bytes: usize,
+    /// REALTIME_CLIENT_QUEUE: frames queued for one Realtime socket; a socket that
+    /// falls further behind is closed (the client reconnects). Default 4096.
+    pub realtime_client_queue: usize,
     /// WS_WRITE_TIMEOUT: seconds a write to a client may stall (a peer that stops
     /// reading) before the socket is dropped. Default 30.
     pub ws_write_timeout_secs: u64,

@@ -1,0 +1,285 @@
+//! postgres_changes: the subscriptions of joined channels, and the dispatcher that
+//! turns captured row changes (`realtime.capture()` in the extension, NOTIFY
+//! `pgr_realtime`, commit order) into frames — each only to the subscribers whose own
+//! role and claims may SELECT the row under RLS.
+//!
+//! Per batch of changes (whatever arrived while the previous batch was checked):
+//! one statement for the table privileges of the subscribers' roles, then one
+//! pipeline (one round trip, one read-only transaction) that, for each distinct
+//! (role, claims), sets them as REST does and asks which of the changed rows are
+//! visible. Subscribers that share claims share the check, so the cost grows with the
+//! number of distinct viewers, not with the number of sockets. DELETEs are not
+//! checked against RLS (the row is gone; its old record carries only the primary
+//! key), only against the SELECT privilege, as Supabase does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::queue::{Outgoing, SocketTx};
+use super::registry::Registry;
+use super::subscription::Who;
+use crate::db::caller::{setup_params, RequestInfo, RunAs, SETUP};
+use crate::db::pipeline::Step;
+use crate::db::sql::ident;
+use crate::AppState;
+
+/// Changes taken into one batch at most.
+const MAX_BATCH: usize = 512;
+/// How long table metadata (columns, primary key) is kept.
+const META_TTL: Duration = Duration::from_secs(5);
+
+/// What the dispatcher knows about a table.
+struct TableMeta {
+    /// `[{name, type}]` as JSON text.
+    columns: String,
+    /// Primary key columns and their SQL types (empty: none).
+    pk: Vec<(String, String)>,
+    /// Which of `$1` (a JSON array of key objects) are visible, as 1-based ordinals.
+    check: String,
+    /// `"schema"."table"`.
+    rel: String,
+    at: Instant,
+}
+
+/// One captured change.
+struct Change {
+    schema: String,
+    table: String,
+    op: String,
+    /// The `data` object of the frame, as JSON text (without `errors` when the
+    /// receiver gets the row).
+    data: Value,
+}
+
+/// Receives changes and delivers them; runs until the sender is dropped.
+pub async fn run(st: AppState, reg: Arc<Registry>, mut rx: mpsc::Receiver<Value>) {
+    let meta: Mutex<HashMap<(String, String), Arc<TableMeta>>> = Mutex::new(HashMap::new());
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = dispatch(&st, &reg, &meta, batch).await {
+            tracing::warn!(error = %e, "postgres_changes batch not delivered");
+        }
+    }
+}
+
+async fn table_meta(st: &AppState, cache: &Mutex<HashMap<(String, String), Arc<TableMeta>>>, schema: &str, table: &str) -> anyhow::Result<Option<Arc<TableMeta>>> {
+    let k = (schema.to_owned(), table.to_owned());
+    if let Some(m) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&k) {
+        if m.at.elapsed() < META_TTL {
+            return Ok(Some(m.clone()));
+        }
+    }
+    let c = st.pool.get().await?;
+    let row = c
+        .query_opt(
+            "SELECT (SELECT json_agg(json_build_object('name', a.attname, 'type', t.typname) ORDER BY a.attnum)
+                       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,
+                    (SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, a.atttypmod)) ORDER BY array_position(i.indkey::int2[], a.attnum))
+                       FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                      WHERE i.indrelid = c.oid AND i.indisprimary)::text
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &table],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let columns: Option<String> = row.get(0);
+    let pk: Vec<(String, String)> = row.get::<_, Option<String>>(1).and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let rel = format!("{}.{}", ident(schema), ident(table));
+    // Identifiers and types come from the catalog, never from a request.
+    let conds: Vec<String> = pk.iter().map(|(n, ty)| format!("t.{} = (x.k ->> {})::{}", ident(n), crate::db::sql::literal(n), ty)).collect();
+    let check = format!(
+        "SELECT coalesce(array_agg(x.i), '{{}}') FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(k, i) WHERE EXISTS (SELECT 1 FROM {rel} t WHERE {})",
+        if conds.is_empty() { "false".to_owned() } else { conds.join(" AND ") }
+    );
+    let m = Arc::new(TableMeta { columns: columns.unwrap_or_else(|| "[]".into()), pk, check, rel, at: Instant::now() });
+    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(k, m.clone());
+    Ok(Some(m))
+}
+
+fn parse_change(v: &Value) -> Option<Change> {
+    let s = |k: &str| v[k].as_str().map(str::to_owned);
+    let (schema, table, op) = (s("schema")?, s("table")?, s("type")?);
+    let mut data = json!({"schema": schema, "table": table, "commit_timestamp": v["commit_timestamp"], "type": op, "errors": v.get("errors").cloned().unwrap_or(Value::Null)});
+    if op != "DELETE" {
+        data["record"] = v["record"].clone();
+    }
+    if op != "INSERT" {
+        data["old_record"] = v["old_record"].clone();
+    }
+    Some(Change { schema, table, op, data })
+}
+
+/// Per viewer, per table (`"schema"."table"`): the changed rows' keys and the
+/// changes they come from.
+type ViewerKeys = HashMap<Arc<Who>, BTreeMap<String, (Vec<Value>, Vec<usize>)>>;
+/// Per viewer: its checks (statement, keys as JSON, changes).
+type ViewerChecks = Vec<(Arc<Who>, Vec<(String, String, Vec<usize>)>)>;
+
+/// One receiver of one change.
+struct Delivery {
+    change: usize,
+    socket: SocketTx,
+    topic: String,
+    ids: Vec<u64>,
+    who: Arc<Who>,
+}
+
+async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, String), Arc<TableMeta>>>, batch: Vec<Value>) -> anyhow::Result<()> {
+    let changes: Vec<Change> = batch.iter().filter_map(parse_change).collect();
+    // Who wants what (filters decided here, on the row's values).
+    let mut deliveries = Vec::new();
+    {
+        let subs = reg.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, c) in changes.iter().enumerate() {
+            let row = if c.op == "DELETE" { &c.data["old_record"] } else { &c.data["record"] };
+            for s in subs.values() {
+                let ids: Vec<u64> = s.bindings.iter().filter(|b| b.wants(&c.schema, &c.table, &c.op, row)).map(|b| b.id).collect();
+                if !ids.is_empty() {
+                    deliveries.push(Delivery { change: i, socket: s.socket.clone(), topic: s.topic.clone(), ids, who: s.who.clone() });
+                }
+            }
+        }
+    }
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let mut metas: Vec<Option<Arc<TableMeta>>> = Vec::with_capacity(changes.len());
+    for c in &changes {
+        metas.push(table_meta(st, cache, &c.schema, &c.table).await?);
+    }
+    // SELECT privilege per (role, table).
+    let mut pairs: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for d in &deliveries {
+        if let Some(m) = &metas[d.change] {
+            pairs.insert((d.who.role.clone(), m.rel.clone()), false);
+        }
+    }
+    {
+        let (roles, rels): (Vec<String>, Vec<String>) = pairs.keys().cloned().unzip();
+        let c = st.pool.get().await?;
+        let rows = c
+            .query(
+                "SELECT x.r, x.t, EXISTS (SELECT 1 FROM pg_roles WHERE rolname = x.r) AND has_table_privilege(x.r, x.t::regclass, 'SELECT')
+                   FROM unnest($1::text[], $2::text[]) AS x(r, t)",
+                &[&roles, &rels],
+            )
+            .await?;
+        for r in rows {
+            pairs.insert((r.get(0), r.get(1)), r.get(2));
+        }
+    }
+    // Row visibility for INSERT / UPDATE: per viewer, per table, the changed keys.
+    let mut viewers: ViewerKeys = HashMap::new();
+    for d in &deliveries {
+        let (c, Some(m)) = (&changes[d.change], &metas[d.change]) else { continue };
+        if c.op == "DELETE" || m.pk.is_empty() || !pairs.get(&(d.who.role.clone(), m.rel.clone())).copied().unwrap_or(false) {
+            continue;
+        }
+        let key: serde_json::Map<String, Value> = m.pk.iter().map(|(n, _)| (n.clone(), c.data["record"][n].clone())).collect();
+        let e = viewers.entry(d.who.clone()).or_default().entry(m.rel.clone()).or_default();
+        if !e.1.contains(&d.change) {
+            e.0.push(Value::Object(key));
+            e.1.push(d.change);
+        }
+    }
+    let visible = check_rows(st, &metas, &changes, viewers).await;
+    for d in deliveries {
+        let c = &changes[d.change];
+        let Some(m) = &metas[d.change] else { continue };
+        if !pairs.get(&(d.who.role.clone(), m.rel.clone())).copied().unwrap_or(false) {
+            continue;
+        }
+        let mut data = c.data.clone();
+        if c.op != "DELETE" {
+            if m.pk.is_empty() {
+                data["record"] = json!({});
+                data["errors"] = json!(["Error 400: Bad Request, no primary key"]);
+            } else if !visible.contains(&(d.who.clone(), d.change)) {
+                continue;
+            }
+        }
+        data["columns"] = serde_json::from_str(&m.columns).unwrap_or(Value::Null);
+        let payload = format!("{{\"ids\":{},\"data\":{}}}", json!(d.ids), data);
+        d.socket.send(Outgoing::new(None, None, &d.topic, "postgres_changes", payload));
+    }
+    Ok(())
+}
+
+/// Which (viewer, change) pairs may see their row: one pipeline, each viewer's
+/// settings then its per-table checks.
+async fn check_rows(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[Change], viewers: ViewerKeys) -> std::collections::HashSet<(Arc<Who>, usize)> {
+    let mut out = std::collections::HashSet::new();
+    if viewers.is_empty() {
+        return out;
+    }
+    let info = RequestInfo { read_only: true, ..RequestInfo::new("GET", "/realtime/v1/websocket") };
+    let viewers: ViewerChecks = viewers
+        .into_iter()
+        .map(|(w, tables)| {
+            let checks = tables
+                .into_iter()
+                .filter_map(|(_, (keys, idx))| {
+                    let m = metas[*idx.first()?].as_ref()?;
+                    debug_assert!(idx.iter().all(|&i| changes[i].table == changes[idx[0]].table));
+                    Some((m.check.clone(), Value::Array(keys).to_string(), idx))
+                })
+                .collect();
+            (w, checks)
+        })
+        .collect();
+    // The settings of every viewer, then its checks, in one round trip; a viewer whose
+    // settings fail (a role dropped since it joined) is checked alone and sees nothing.
+    let runs: Vec<RunAs<'_>> = viewers.iter().map(|(w, _)| RunAs { role: &w.role, claims: w.claims.clone() }).collect();
+    let mut steps = Vec::new();
+    let mut index = Vec::new(); // step → (viewer, check)
+    for (vi, (_, checks)) in viewers.iter().enumerate() {
+        steps.push(Step { sql: SETUP, params: setup_params(&runs[vi], &info), text_params: false });
+        index.push(None);
+        for (ci, (sql, keys, _)) in checks.iter().enumerate() {
+            steps.push(Step { sql, params: vec![Some(keys.as_str())], text_params: false });
+            index.push(Some((vi, ci)));
+        }
+    }
+    let results = match st.wire.get().await {
+        Ok(mut conn) => conn.pipeline(&steps).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match results {
+        Ok(results) => {
+            for (r, at) in results.into_iter().zip(index) {
+                let Some((vi, ci)) = at else { continue };
+                let text = r.rows.into_iter().next().and_then(|row| row.into_iter().next().flatten()).unwrap_or_default();
+                let (who, checks) = &viewers[vi];
+                for ord in text.trim_matches(|c| c == '{' || c == '}').split(',').filter_map(|n| n.parse::<usize>().ok()) {
+                    if let Some(&change) = checks[ci].2.get(ord.wrapping_sub(1)) {
+                        out.insert((who.clone(), change));
+                    }
+                }
+            }
+        }
+        Err(e) if viewers.len() > 1 => {
+            tracing::debug!(error = %e, "row checks failed together; checking viewers one by one");
+            for (who, checks) in viewers {
+                let one: ViewerKeys = HashMap::from([(
+                    who.clone(),
+                    checks.into_iter().enumerate().map(|(i, (_, keys, idx))| (i.to_string(), (serde_json::from_str::<Vec<Value>>(&keys).unwrap_or_default(), idx))).collect(),
+                )]);
+                out.extend(Box::pin(check_rows(st, metas, changes, one)).await);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, role = %viewers[0].0.role, "postgres_changes row check failed: not delivered to this viewer"),
+    }
+    out
+}

@@ -1,0 +1,309 @@
+//! The Supabase Realtime protocol (what @supabase/realtime-js speaks), beside the
+//! contract's `/ws` live queries:
+//!
+//! * `GET /realtime/v1/websocket?apikey=…&vsn=1.0.0|2.0.0`: Phoenix channels
+//!   (`frame`), one task per socket (`socket`), topics joined on this gateway
+//!   (`registry`): broadcast, presence, private channels authorised by RLS on
+//!   `realtime.messages` (`auth`), postgres_changes checked per subscriber under RLS
+//!   (`changes`).
+//! * `POST /realtime/v1/api/broadcast` and `/api/broadcast/{topic}/events/{event}`.
+//! * Across gateways: everything goes through `NOTIFY pgr_realtime` — captured row
+//!   changes and SQL broadcasts (`realtime.send`) from the extension, broadcasts and
+//!   presence relayed by each gateway (`inbound`).
+
+pub mod auth;
+pub mod changes;
+pub mod frame;
+pub mod queue;
+pub mod registry;
+pub mod socket;
+pub mod subscription;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::listener::Event;
+use crate::AppState;
+use registry::{Registry, TopicKey};
+
+/// NOTIFY channel of the extension's changes and messages and of the relay.
+pub const CHANNEL: &str = "pgr_realtime";
+const BEAT: Duration = Duration::from_secs(5);
+const DEAD_AFTER: Duration = Duration::from_secs(15);
+
+/// Per-socket limits (settings `REALTIME_*`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_channels: usize,
+    pub joins_per_sec: u32,
+    pub events_per_sec: u32,
+    pub max_payload: usize,
+    pub max_presence: usize,
+    pub queue: usize,
+    pub write_timeout: Duration,
+}
+
+impl Limits {
+    fn from(c: &crate::config::Config) -> Limits {
+        Limits {
+            max_channels: c.realtime_max_channels,
+            joins_per_sec: c.realtime_max_joins_per_second,
+            events_per_sec: c.realtime_max_events_per_second,
+            max_payload: c.realtime_max_payload_bytes,
+            max_presence: c.ws_presence_max_bytes,
+            queue: c.realtime_client_queue,
+            write_timeout: Duration::from_secs(c.ws_write_timeout_secs),
+        }
+    }
+}
+
+/// `/realtime/v1` routes.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/websocket", get(connect)).route("/api/broadcast", post(broadcast_batch)).route("/api/broadcast/{topic}/events/{event}", post(broadcast_one))
+}
+
+fn refusal(status: StatusCode, msg: &str) -> Response {
+    (status, Json(json!({"error": msg, "message": msg}))).into_response()
+}
+
+/// GET /realtime/v1/websocket: the key is checked before the upgrade.
+async fn connect(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    peer: crate::auth::ClientInfo,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let token = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| q.get("apikey").cloned());
+    let Some(token) = token else { return refusal(StatusCode::UNAUTHORIZED, "API key is missing") };
+    if let Err(reason) = auth::viewer(&token, &s.config) {
+        let msg = reason.split_once(": ").map(|(_, m)| m.to_owned()).unwrap_or(reason);
+        return refusal(StatusCode::UNAUTHORIZED, &msg);
+    }
+    let Some(vsn) = frame::Vsn::parse(q.get("vsn").map(String::as_str)) else {
+        return refusal(StatusCode::BAD_REQUEST, "unsupported vsn (1.0.0 or 2.0.0)");
+    };
+    let ip = peer.ip.and_then(|i| i.parse().ok()).unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let slot = match s.hub.reserve(ip, s.config.ws_max_connections, s.config.ws_max_connections_per_ip) {
+        Ok(slot) => slot,
+        Err(crate::realtime::hub::CapError::PerIp) => return refusal(StatusCode::TOO_MANY_REQUESTS, "Too many connected users"),
+        Err(crate::realtime::hub::CapError::Global) => return refusal(StatusCode::SERVICE_UNAVAILABLE, "Too many connected users"),
+    };
+    let Ok(ws) = ws else { return refusal(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request") };
+    let limits = Limits::from(&s.config);
+    let reg = s.channels.clone();
+    ws.max_message_size(frame::MAX_FRAME)
+        .max_frame_size(frame::MAX_FRAME)
+        .read_buffer_size(8 * 1024)
+        .on_upgrade(move |socket| socket::run(socket, s, reg, vsn, token, limits, slot))
+}
+
+/// The REST caller: `Authorization: Bearer`, else the `apikey` header.
+fn rest_viewer(s: &AppState, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<auth::Viewer, Response> {
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::to_owned);
+    let token = bearer.or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()).map(str::to_owned)).or_else(|| q.get("apikey").cloned());
+    let Some(token) = token else { return Err((StatusCode::UNAUTHORIZED, Json(json!({"message": "Unauthorized"}))).into_response()) };
+    auth::viewer(&token, &s.config).map_err(|_| (StatusCode::UNAUTHORIZED, Json(json!({"message": "Unauthorized"}))).into_response())
+}
+
+/// Largest batch of the REST broadcast.
+const MAX_BATCH: usize = 100;
+
+/// POST /realtime/v1/api/broadcast `{"messages": [{topic, event, payload, private}]}`.
+async fn broadcast_batch(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
+    let v = match rest_viewer(&s, &headers, &q) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let unprocessable = |m: &str| (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"errors": {"messages": [m]}, "message": m}))).into_response();
+    if body.len() > s.config.realtime_max_payload_bytes * 4 {
+        return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"message": "Payload too large"}))).into_response();
+    }
+    let Ok(doc) = serde_json::from_slice::<Value>(&body) else { return unprocessable("body must be JSON: {\"messages\": [...]}") };
+    let Some(msgs) = doc["messages"].as_array() else { return unprocessable("messages must be a list") };
+    if msgs.len() > MAX_BATCH {
+        return (StatusCode::TOO_MANY_REQUESTS, Json(json!({"message": "Too many messages to broadcast, please reduce the batch size"}))).into_response();
+    }
+    let mut parsed = Vec::new();
+    for m in msgs {
+        let (Some(topic), Some(event)) = (m["topic"].as_str(), m["event"].as_str()) else { return unprocessable("each message needs a topic and an event") };
+        if topic.is_empty() || topic.len() > 255 || event.len() > 255 {
+            return unprocessable("topic must be 1-255 bytes, event at most 255");
+        }
+        let private = matches!(m["private"], Value::Bool(true));
+        parsed.push((TopicKey { private, name: topic.to_owned() }, event.to_owned(), m.get("payload").cloned().unwrap_or(json!({}))));
+    }
+    let mut allowed: HashMap<String, bool> = HashMap::new();
+    for (key, event, payload) in parsed {
+        if key.private {
+            let ok = match allowed.get(&key.name) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = auth::may_write(&s, &v.who, &key.name, "broadcast").await;
+                    allowed.insert(key.name.clone(), ok);
+                    ok
+                }
+            };
+            if !ok {
+                continue; // dropped, still 202 (as Supabase)
+            }
+        }
+        s.channels.broadcast(&key, None, &json!({"type": "broadcast", "event": event, "payload": payload}));
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// POST /realtime/v1/api/broadcast/{topic}/events/{event}[?private=true]: the body is
+/// the payload.
+async fn broadcast_one(
+    State(s): State<AppState>,
+    Path((topic, event)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let v = match rest_viewer(&s, &headers, &q) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if body.len() > s.config.realtime_max_payload_bytes {
+        return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"message": "Payload too large"}))).into_response();
+    }
+    if topic.is_empty() || topic.len() > 255 || event.len() > 255 {
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": "topic must be 1-255 bytes, event at most 255"}))).into_response();
+    }
+    let payload: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(_) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(json!({"message": "the payload must be JSON"}))).into_response(),
+        }
+    };
+    let key = TopicKey { private: q.get("private").is_some_and(|p| p == "true"), name: topic };
+    if key.private && !auth::may_write(&s, &v.who, &key.name, "broadcast").await {
+        return (StatusCode::FORBIDDEN, Json(json!({"message": "Unauthorized"}))).into_response();
+    }
+    s.channels.broadcast(&key, None, &json!({"type": "broadcast", "event": event, "payload": payload}));
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// Starts the relay sender, the inbound reader of `pgr_realtime` and the
+/// postgres_changes dispatcher.
+pub fn spawn(s: &AppState, events: &crate::listener::Buses) {
+    let reg = s.channels.clone();
+    let Some(relay_rx) = reg.take_relay() else { return };
+    // Relay: this gateway's broadcasts and presence to the others.
+    let pool = s.pool.clone();
+    let mut relay_rx = relay_rx;
+    tokio::spawn(async move {
+        while let Some(msg) = relay_rx.recv().await {
+            match pool.get().await {
+                Ok(c) => {
+                    if let Err(e) = c.execute("SELECT pg_notify('pgr_realtime', $1)", &[&msg]).await {
+                        tracing::warn!(error = %e, "realtime relay message not sent");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "realtime relay message not sent"),
+            }
+        }
+    });
+    let beat = reg.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(BEAT);
+        let mut m = Map::new();
+        m.insert("k".into(), "hello".into());
+        beat.relay(m);
+        loop {
+            tick.tick().await;
+            let mut m = Map::new();
+            m.insert("k".into(), "beat".into());
+            beat.relay(m);
+            beat.reap(DEAD_AFTER);
+        }
+    });
+    let (changes_tx, changes_rx) = mpsc::channel::<Value>(65_536);
+    tokio::spawn(changes::run(s.clone(), reg.clone(), changes_rx));
+    let mut rx = events.subscribe(CHANNEL);
+    let st = s.clone();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(Event::Notify { payload, .. }) => inbound(&st, &reg, &changes_tx, &payload).await,
+                Ok(Event::Connected) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => tracing::error!(missed = n, "realtime notifications lost: the gateway fell behind"),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+/// One notification on `pgr_realtime`.
+async fn inbound(st: &AppState, reg: &Arc<Registry>, changes: &mpsc::Sender<Value>, payload: &str) {
+    let Ok(v) = serde_json::from_str::<Value>(payload) else { return };
+    if v["k"] == "c" {
+        if changes.try_send(v).is_err() {
+            tracing::error!("postgres_changes queue full: a change was not delivered");
+        }
+        return;
+    }
+    let g = v["g"].as_str();
+    if g == Some(reg.gateway.as_str()) {
+        return;
+    }
+    let key = || TopicKey { private: v["private"].as_bool().unwrap_or(true), name: v["topic"].as_str().unwrap_or_default().to_owned() };
+    match v["k"].as_str() {
+        Some("m") => {
+            let msg = if v["fetch"] == json!(true) { fetch_message(st, v["id"].as_str().unwrap_or_default()).await } else { Some(v.clone()) };
+            if let Some(m) = msg {
+                let k = TopicKey { private: m["private"].as_bool().unwrap_or(true), name: m["topic"].as_str().unwrap_or_default().to_owned() };
+                let payload = json!({"type": "broadcast", "event": m["event"], "payload": m["payload"], "meta": {"id": m["id"]}});
+                reg.broadcast_local(&k, None, &payload);
+            }
+        }
+        Some("b") => {
+            if let Some(g) = g {
+                reg.heard_from(g);
+            }
+            reg.broadcast_local(&key(), None, &v["payload"]);
+        }
+        Some("p") => {
+            if let (Some(g), Some(entries)) = (g, v["entries"].as_object()) {
+                reg.remote_presence(g, &key(), v["kind"].as_str().unwrap_or("join"), entries);
+            }
+        }
+        Some("beat") => {
+            if let Some(g) = g {
+                reg.heard_from(g);
+            }
+        }
+        Some("hello") => {
+            // A gateway started: it learns this one's presences.
+            for m in reg.local_presences() {
+                reg.relay(m);
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn fetch_message(st: &AppState, id: &str) -> Option<Value> {
+    let id = uuid::Uuid::parse_str(id).ok()?;
+    let c = st.pool.get().await.ok()?;
+    let row = c
+        .query_opt("SELECT json_build_object('id', id, 'topic', topic, 'event', event, 'private', private, 'payload', payload)::text FROM realtime.messages WHERE id = $1", &[&id])
+        .await
+        .ok()??;
+    serde_json::from_str(&row.get::<_, String>(0)).ok()
+}

@@ -1,0 +1,77 @@
+//! A socket's outgoing queue and the frames in it (encoded once per protocol
+//! version, however many sockets get the same frame).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{mpsc, Notify};
+
+use super::frame::Vsn;
+
+/// A server frame, encoded once per protocol version however many sockets get it.
+pub struct Outgoing {
+    join_ref: Option<String>,
+    r#ref: Option<String>,
+    topic: String,
+    event: &'static str,
+    /// The payload as JSON text.
+    payload: String,
+    v1: OnceLock<String>,
+    v2: OnceLock<String>,
+}
+
+impl Outgoing {
+    pub fn new(join_ref: Option<&str>, r#ref: Option<&str>, topic: &str, event: &'static str, payload: String) -> Arc<Outgoing> {
+        Arc::new(Outgoing {
+            join_ref: join_ref.map(str::to_owned),
+            r#ref: r#ref.map(str::to_owned),
+            topic: topic.to_owned(),
+            event,
+            payload,
+            v1: OnceLock::new(),
+            v2: OnceLock::new(),
+        })
+    }
+
+    /// The frame's text in `vsn`.
+    pub fn text(&self, vsn: Vsn) -> &str {
+        let s = |o: &Option<String>| serde_json::to_string(o).unwrap_or_else(|_| "null".into());
+        let t = serde_json::to_string(&self.topic).unwrap_or_default();
+        match vsn {
+            Vsn::V2 => self.v2.get_or_init(|| format!("[{},{},{},\"{}\",{}]", s(&self.join_ref), s(&self.r#ref), t, self.event, self.payload)),
+            Vsn::V1 => self.v1.get_or_init(|| {
+                format!("{{\"join_ref\":{},\"ref\":{},\"topic\":{},\"event\":\"{}\",\"payload\":{}}}", s(&self.join_ref), s(&self.r#ref), t, self.event, self.payload)
+            }),
+        }
+    }
+
+    /// Bytes this frame holds.
+    pub fn size(&self) -> usize {
+        self.payload.len() + self.topic.len() + 64
+    }
+}
+
+/// One socket's outgoing queue. A socket that cannot keep up is closed (the client
+/// reconnects and rejoins) rather than losing frames silently.
+#[derive(Clone)]
+pub struct SocketTx {
+    pub id: u64,
+    tx: mpsc::Sender<Arc<Outgoing>>,
+    /// Wakes the socket to close it.
+    pub kill: Arc<Notify>,
+}
+
+impl SocketTx {
+    pub fn new(capacity: usize) -> (SocketTx, mpsc::Receiver<Arc<Outgoing>>) {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let (tx, rx) = mpsc::channel(capacity.max(16));
+        (SocketTx { id: NEXT.fetch_add(1, Ordering::Relaxed), tx, kill: Arc::new(Notify::new()) }, rx)
+    }
+
+    /// Queues a frame; a full queue closes the socket.
+    pub fn send(&self, f: Arc<Outgoing>) {
+        if self.tx.try_send(f).is_err() {
+            self.kill.notify_one();
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! One realtime-js socket: Phoenix frames in (join, leave, heartbeat, broadcast,
+//! presence, access_token), frames out from its queue, token expiry watched.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use serde_json::{json, Value};
+
+use super::auth::{self, Viewer};
+use super::frame::{self, Msg, Vsn};
+use super::queue::{Outgoing, SocketTx};
+use super::registry::{Registry, TopicKey};
+use super::subscription::{parse_bindings, Subscription, Who};
+use super::Limits;
+use crate::AppState;
+
+/// A joined channel of this socket.
+struct Joined {
+    key: TopicKey,
+    member: u64,
+    join_ref: String,
+    who: Arc<Who>,
+    exp: Option<i64>,
+    token: String,
+    presence_key: String,
+    ack: bool,
+    /// Private channels: write checks, asked once per extension.
+    may_broadcast: Option<bool>,
+    may_presence: Option<bool>,
+    has_changes: bool,
+}
+
+/// Counts events in one-second windows.
+struct Window {
+    start: Instant,
+    n: u32,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window { start: Instant::now(), n: 0 }
+    }
+    fn hit(&mut self, max: u32) -> bool {
+        if self.start.elapsed() >= Duration::from_secs(1) {
+            *self = Window::new();
+        }
+        self.n += 1;
+        self.n <= max
+    }
+}
+
+struct Conn {
+    st: AppState,
+    reg: Arc<Registry>,
+    tx: SocketTx,
+    /// The socket's own key (the `apikey` it connected with).
+    socket_token: String,
+    channels: HashMap<String, Joined>,
+    next_binding: u64,
+    joins: Window,
+    events: Window,
+    limits: Limits,
+}
+
+/// Runs the socket until it closes.
+pub async fn run(mut ws: WebSocket, st: AppState, reg: Arc<Registry>, vsn: Vsn, socket_token: String, limits: Limits, slot: crate::realtime::hub::Slot) {
+    let _slot = slot;
+    let (tx, mut rx) = SocketTx::new(limits.queue);
+    let mut c = Conn { st, reg, tx, socket_token, channels: HashMap::new(), next_binding: 0, joins: Window::new(), events: Window::new(), limits };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let kill = c.tx.kill.clone();
+    loop {
+        tokio::select! {
+            m = ws.recv() => {
+                let m = match m {
+                    Some(Ok(m)) => m,
+                    _ => break,
+                };
+                let msg = match m {
+                    Message::Text(t) => frame::decode_text(vsn, t.as_str()),
+                    Message::Binary(b) => frame::decode_binary(&b),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                match msg {
+                    Ok(msg) => {
+                        if c.handle(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        // Nothing to reply to: the frame's refs are unknown.
+                        tracing::debug!(error = e.0, "unreadable realtime frame");
+                    }
+                }
+            }
+            out = rx.recv() => {
+                let Some(out) = out else { break };
+                if !send(&mut ws, &out, vsn, limits.write_timeout).await {
+                    break;
+                }
+                // Drain what is queued before waiting again.
+                let mut n = 0;
+                while let Ok(more) = rx.try_recv() {
+                    if !send(&mut ws, &more, vsn, limits.write_timeout).await {
+                        n = usize::MAX;
+                        break;
+                    }
+                    n += 1;
+                    if n >= 256 {
+                        break;
+                    }
+                }
+                if n == usize::MAX {
+                    break;
+                }
+            }
+            _ = tick.tick() => c.expire(),
+            _ = kill.notified() => {
+                let _ = ws.send(Message::Close(Some(CloseFrame { code: 1013, reason: "client too slow: too many frames queued".into() }))).await;
+                break;
+            }
+        }
+    }
+    for (_, j) in c.channels.drain() {
+        c.reg.leave(&j.key, j.member);
+    }
+}
+
+async fn send(ws: &mut WebSocket, out: &Outgoing, vsn: Vsn, timeout: Duration) -> bool {
+    matches!(tokio::time::timeout(timeout, ws.send(Message::Text(out.text(vsn).to_owned().into()))).await, Ok(Ok(())))
+}
+
+/// Reasons a join fails, as Supabase words them.
+fn join_error(reason: impl Into<String>) -> Value {
+    json!({"reason": reason.into()})
+}
+
+impl Conn {
+    fn push(&self, m: Msg) {
+        self.tx.send(Outgoing::new(m.join_ref.as_deref(), m.r#ref.as_deref(), &m.topic, leak_event(&m.event), m.payload.to_string()));
+    }
+
+    fn reply(&self, to: &Msg, status: &str, response: Value) {
+        self.push(Msg::reply(to, status, response));
+    }
+
+    fn system(&self, j: &Joined, extension: &str, status: &str, message: &str) {
+        let payload = json!({"extension": extension, "status": status, "message": message, "channel": j.key.name});
+        self.push(Msg::push(Some(&j.join_ref), &j.key.topic(), "system", payload));
+    }
+
+    /// Closes a channel from the server side (system error, then phx_close).
+    fn shut(&mut self, topic: &str, message: &str) {
+        if let Some(j) = self.channels.remove(topic) {
+            self.system(&j, "system", "error", message);
+            self.push(Msg { join_ref: Some(j.join_ref.clone()), r#ref: Some(j.join_ref.clone()), topic: topic.into(), event: "phx_close".into(), payload: json!({}) });
+            self.reg.leave(&j.key, j.member);
+        }
+    }
+
+    /// Channels whose token expired are closed.
+    fn expire(&mut self) {
+        let now = crate::keys::now();
+        let gone: Vec<(String, i64)> = self.channels.iter().filter_map(|(t, j)| j.exp.filter(|e| *e < now).map(|e| (t.clone(), now - e))).collect();
+        for (t, ago) in gone {
+            self.shut(&t, &format!("Token has expired {ago} seconds ago"));
+        }
+    }
+
+    /// Handles one client frame; Err closes the socket.
+    async fn handle(&mut self, m: Msg) -> Result<(), ()> {
+        if m.topic == "phoenix" {
+            if m.event == "heartbeat" {
+                self.reply(&m, "ok", json!({}));
+            }
+            return Ok(());
+        }
+        match m.event.as_str() {
+            "phx_join" => return self.join(m).await,
+            "phx_leave" => {
+                if let Some(j) = self.channels.remove(&m.topic) {
+                    self.reply(&m, "ok", json!({}));
+                    self.push(Msg { join_ref: Some(j.join_ref.clone()), r#ref: Some(j.join_ref.clone()), topic: m.topic.clone(), event: "phx_close".into(), payload: json!({}) });
+                    self.reg.leave(&j.key, j.member);
+                } else {
+                    self.reply(&m, "error", json!({"reason": "unmatched topic"}));
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        if !self.channels.contains_key(&m.topic) {
+            self.reply(&m, "error", json!({"reason": "unmatched topic"}));
+            return Ok(());
+        }
+        match m.event.as_str() {
+            "broadcast" => self.broadcast(m).await,
+            "presence" => self.presence(m).await,
+            "access_token" => self.access_token(m).await,
+            _ => self.reply(&m, "error", json!({"reason": format!("unknown event '{}'", m.event)})),
+        }
+        Ok(())
+    }
+
+    async fn join(&mut self, m: Msg) -> Result<(), ()> {
+        let Some(name) = m.topic.strip_prefix("realtime:") else {
+            self.reply(&m, "error", json!({"reason": "unmatched topic"}));
+            return Ok(());
+        };
+        if !self.joins.hit(self.limits.joins_per_sec) {
+            self.reply(&m, "error", join_error("ClientJoinRateLimitReached: Too many joins per second"));
+            return Err(());
+        }
+        if name.is_empty() {
+            self.reply(&m, "error", join_error("TopicNameRequired: You must provide a topic name"));
+            return Ok(());
+        }
+        if name.len() > 255 {
+            self.reply(&m, "error", join_error("TopicNameTooLong: topic names are at most 255 bytes"));
+            return Ok(());
+        }
+        // A second join of a joined topic replaces the first.
+        if let Some(old) = self.channels.remove(&m.topic) {
+            self.push(Msg { join_ref: Some(old.join_ref.clone()), r#ref: Some(old.join_ref.clone()), topic: m.topic.clone(), event: "phx_close".into(), payload: json!({}) });
+            self.reg.leave(&old.key, old.member);
+        }
+        if self.channels.len() >= self.limits.max_channels {
+            self.reply(&m, "error", join_error("ChannelRateLimitReached: Too many channels"));
+            return Ok(());
+        }
+        let p = &m.payload;
+        let token = match p["access_token"].as_str() {
+            Some(t) if !t.is_empty() && !t.starts_with("sb_") => t.to_owned(),
+            _ => self.socket_token.clone(),
+        };
+        let viewer = match auth::viewer(&token, &self.st.config) {
+            Ok(v) => v,
+            Err(reason) => {
+                self.reply(&m, "error", join_error(reason));
+                return Ok(());
+            }
+        };
+        let cfg = &p["config"];
+        let flag = |v: &Value| matches!(v, Value::Bool(true)) || v.as_str() == Some("true");
+        let private = flag(&cfg["private"]);
+        let self_broadcast = flag(&cfg["broadcast"]["self"]);
+        let ack = flag(&cfg["broadcast"]["ack"]);
+        let presence_enabled = flag(&cfg["presence"]["enabled"]) || cfg["presence"]["key"].as_str().is_some_and(|k| !k.is_empty());
+        let presence_key = match cfg["presence"]["key"].as_str() {
+            Some(k) if !k.is_empty() => k.chars().take(255).collect(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        let (echo, bindings) = match parse_bindings(&cfg["postgres_changes"], &mut self.next_binding) {
+            Ok(b) => b,
+            Err(e) => {
+                self.reply(&m, "error", join_error(format!("InvalidJoinPayload: {e}")));
+                return Ok(());
+            }
+        };
+        let (reads_broadcast, reads_presence) = if private {
+            match auth::read_policies(&self.st, &viewer.who, name).await {
+                Ok((b, p)) if b || p => (b, p && presence_enabled),
+                Ok(_) => {
+                    self.reply(&m, "error", join_error(format!("Unauthorized: You do not have permissions to read from this Channel topic: {name}")));
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "private channel read check failed");
+                    self.reply(&m, "error", join_error("Unknown Error on Channel"));
+                    return Ok(());
+                }
+            }
+        } else {
+            (true, presence_enabled)
+        };
+        let key = TopicKey { private, name: name.to_owned() };
+        let member = rand::random::<u64>();
+        let join_ref = m.join_ref.clone().or_else(|| m.r#ref.clone()).unwrap_or_default();
+        self.reg.join(&key, member, &self.tx, &join_ref, self_broadcast, reads_broadcast, reads_presence);
+        let has_changes = !bindings.is_empty();
+        let j = Joined {
+            key: key.clone(),
+            member,
+            join_ref: join_ref.clone(),
+            who: viewer.who.clone(),
+            exp: viewer.exp,
+            token,
+            presence_key,
+            ack,
+            may_broadcast: None,
+            may_presence: None,
+            has_changes,
+        };
+        self.reply(&m, "ok", json!({"postgres_changes": echo}));
+        if reads_presence {
+            self.push(Msg::push(Some(&join_ref), &m.topic, "presence_state", self.reg.presence_state(&key)));
+        }
+        if has_changes {
+            match published(&self.st, &bindings).await {
+                Ok(missing) if missing.is_empty() => {
+                    let sub = Subscription { socket: self.tx.clone(), topic: m.topic.clone(), bindings, who: viewer.who.clone() };
+                    self.reg.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).insert(member, sub);
+                    self.system(&j, "postgres_changes", "ok", "Subscribed to PostgreSQL");
+                }
+                Ok(missing) => {
+                    let msg = format!(
+                        "{{:error, \"Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the given connect parameters: [{}]\"}}",
+                        missing.join(", ")
+                    );
+                    self.system(&j, "postgres_changes", "error", &msg);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "postgres_changes subscription check failed");
+                    self.system(&j, "postgres_changes", "error", "Realtime was unable to connect to the project database");
+                }
+            }
+        }
+        self.channels.insert(m.topic.clone(), j);
+        Ok(())
+    }
+
+    async fn broadcast(&mut self, m: Msg) {
+        if !self.events.hit(self.limits.events_per_sec) {
+            let topic = m.topic.clone();
+            self.shut(&topic, "Too many messages per second");
+            return;
+        }
+        let size = m.payload.to_string().len();
+        let Some(j) = self.channels.get(&m.topic) else { return };
+        let ack = j.ack;
+        if size > self.limits.max_payload {
+            if ack {
+                self.reply(&m, "error", json!("payload_size_exceeded"));
+            }
+            return;
+        }
+        if j.key.private && !self.may(&m.topic, "broadcast").await {
+            return; // dropped without a reply, as Supabase
+        }
+        let Some(j) = self.channels.get(&m.topic) else { return };
+        let mut payload = m.payload.clone();
+        if let Some(o) = payload.as_object_mut() {
+            o.insert("type".into(), "broadcast".into());
+        }
+        self.reg.broadcast(&j.key, Some(j.member), &payload);
+        if ack {
+            self.reply(&m, "ok", json!({}));
+        }
+    }
+
+    async fn presence(&mut self, m: Msg) {
+        if !self.events.hit(self.limits.events_per_sec) {
+            let topic = m.topic.clone();
+            self.shut(&topic, "Too many presence messages per second");
+            return;
+        }
+        let Some(j) = self.channels.get(&m.topic) else { return };
+        if j.key.private && !self.may(&m.topic, "presence").await {
+            self.reply(&m, "error", json!({}));
+            return;
+        }
+        let Some(j) = self.channels.get(&m.topic) else { return };
+        match m.payload["event"].as_str() {
+            Some("track") => {
+                let meta = m.payload.get("payload").cloned().unwrap_or(json!({}));
+                if !meta.is_object() {
+                    self.reply(&m, "error", json!({"reason": "Presence track payload must be a map"}));
+                    return;
+                }
+                if meta.to_string().len() > self.limits.max_presence {
+                    self.shut(&m.topic.clone(), "Track message size exceeded");
+                    return;
+                }
+                self.reg.track(&j.key, j.member, &j.presence_key, meta);
+                self.reply(&m, "ok", json!({}));
+            }
+            Some("untrack") => {
+                self.reg.untrack(&j.key, j.member);
+                self.reply(&m, "ok", json!({}));
+            }
+            _ => self.reply(&m, "error", json!({"reason": "presence event must be track or untrack"})),
+        }
+    }
+
+    /// Write policy of a private channel for `extension`, asked once.
+    async fn may(&mut self, topic: &str, extension: &str) -> bool {
+        let Some(j) = self.channels.get(topic) else { return false };
+        let known = if extension == "broadcast" { j.may_broadcast } else { j.may_presence };
+        if let Some(k) = known {
+            return k;
+        }
+        let (who, name) = (j.who.clone(), j.key.name.clone());
+        let ok = auth::may_write(&self.st, &who, &name, extension).await;
+        if let Some(j) = self.channels.get_mut(topic) {
+            if extension == "broadcast" {
+                j.may_broadcast = Some(ok);
+            } else {
+                j.may_presence = Some(ok);
+            }
+        }
+        ok
+    }
+
+    async fn access_token(&mut self, m: Msg) {
+        let Some(token) = m.payload["access_token"].as_str().map(str::to_owned) else { return };
+        let Some(j) = self.channels.get(&m.topic) else { return };
+        if token.is_empty() || token.starts_with("sb_") || token == j.token {
+            return;
+        }
+        let v: Viewer = match auth::viewer(&token, &self.st.config) {
+            Ok(v) => v,
+            Err(reason) => {
+                let msg = reason.split_once(": ").map(|(_, r)| r.to_owned()).unwrap_or(reason);
+                self.shut(&m.topic.clone(), &msg);
+                return;
+            }
+        };
+        let (key, member, presence_enabled) = (j.key.clone(), j.member, true);
+        if key.private {
+            match auth::read_policies(&self.st, &v.who, &key.name).await {
+                Ok((b, p)) if b || p => self.reg.set_reads(&key, member, b, p && presence_enabled),
+                Ok(_) => {
+                    self.shut(&m.topic.clone(), &format!("You no longer have permission to read from this Channel topic: {}", key.name));
+                    return;
+                }
+                Err(_) => {
+                    self.shut(&m.topic.clone(), "Realtime was unable to connect to the project database");
+                    return;
+                }
+            }
+        }
+        if let Some(j) = self.channels.get_mut(&m.topic) {
+            j.who = v.who.clone();
+            j.exp = v.exp;
+            j.token = token;
+            j.may_broadcast = None;
+            j.may_presence = None;
+            if j.has_changes {
+                if let Some(s) = self.reg.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&member) {
+                    s.who = v.who;
+                }
+            }
+        }
+    }
+}
+
+/// The bindings whose tables are not in the publication supabase_realtime
+/// (described as Supabase does), or none.
+async fn published(st: &AppState, bindings: &[super::subscription::Binding]) -> anyhow::Result<Vec<String>> {
+    let c = st.pool.get().await?;
+    let mut missing = Vec::new();
+    for b in bindings {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'supabase_realtime' AND schemaname = $1 AND ($2::text IS NULL OR tablename = $2)",
+                &[&b.schema, &b.table],
+            )
+            .await?
+            .get(0);
+        if n == 0 {
+            missing.push(format!("event: {:?}, schema: {}, table: {}", b.event, b.schema, b.table.as_deref().unwrap_or("*")));
+        }
+    }
+    Ok(missing)
+}
+
+/// Event names the server sends are a closed set; others are echoed as "phx_reply".
+fn leak_event(e: &str) -> &'static str {
+    match e {
+        "phx_reply" => "phx_reply",
+        "phx_close" => "phx_close",
+        "phx_error" => "phx_error",
+        "presence_state" => "presence_state",
+        "presence_diff" => "presence_diff",
+        "system" => "system",
+        "broadcast" => "broadcast",
+        "postgres_changes" => "postgres_changes",
+        _ => "phx_reply",
+    }
+}

@@ -1,0 +1,210 @@
+//! What a channel subscribed to with `config.postgres_changes`: bindings (event,
+//! schema, table, filter), read from the join and matched against captured rows,
+//! and who the subscriber is to Postgres.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::queue::SocketTx;
+
+/// Which row events a binding wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ev {
+    All,
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Ev {
+    fn parse(s: &str) -> Option<Ev> {
+        match s {
+            "*" => Some(Ev::All),
+            "INSERT" | "insert" => Some(Ev::Insert),
+            "UPDATE" | "update" => Some(Ev::Update),
+            "DELETE" | "delete" => Some(Ev::Delete),
+            _ => None,
+        }
+    }
+    fn wants(self, op: &str) -> bool {
+        matches!((self, op), (Ev::All, _) | (Ev::Insert, "INSERT") | (Ev::Update, "UPDATE") | (Ev::Delete, "DELETE"))
+    }
+}
+
+/// A filter `column=op.value` (eq, neq, lt, lte, gt, gte, in).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Filter {
+    column: String,
+    op: String,
+    values: Vec<String>,
+}
+
+/// Longest filter accepted.
+const MAX_FILTER: usize = 1024;
+/// Most values in an `in.(...)` list.
+const MAX_IN: usize = 100;
+
+impl Filter {
+    pub fn parse(s: &str) -> Result<Filter, String> {
+        let bad = || format!("invalid filter: {s}");
+        if s.len() > MAX_FILTER {
+            return Err("filter too long".into());
+        }
+        let (column, rest) = s.split_once('=').ok_or_else(bad)?;
+        let (op, value) = rest.split_once('.').ok_or_else(bad)?;
+        if column.is_empty() {
+            return Err(bad());
+        }
+        let values = match op {
+            "eq" | "neq" | "lt" | "lte" | "gt" | "gte" => vec![value.to_owned()],
+            "in" => {
+                let inner = value.strip_prefix('(').and_then(|v| v.strip_suffix(')')).ok_or_else(bad)?;
+                let vals: Vec<String> = inner.split(',').map(|v| v.trim().trim_matches('"').to_owned()).collect();
+                if vals.len() > MAX_IN {
+                    return Err(format!("at most {MAX_IN} values in an in filter"));
+                }
+                vals
+            }
+            _ => return Err(format!("unsupported filter operator '{op}' (eq, neq, lt, lte, gt, gte, in)")),
+        };
+        Ok(Filter { column: column.to_owned(), op: op.to_owned(), values })
+    }
+
+    /// Whether a record passes (values compared as numbers when the column holds a
+    /// number, as booleans for booleans, otherwise as text).
+    pub fn matches(&self, record: &Value) -> bool {
+        let v = &record[&self.column];
+        let cmp = |want: &str| -> Option<std::cmp::Ordering> {
+            match v {
+                Value::Number(n) => n.as_f64()?.partial_cmp(&want.parse::<f64>().ok()?),
+                Value::Bool(b) => {
+                    let w = match want {
+                        "true" | "t" => true,
+                        "false" | "f" => false,
+                        _ => return None,
+                    };
+                    Some(b.cmp(&w))
+                }
+                Value::String(s) => Some(s.as_str().cmp(want)),
+                Value::Null => None,
+                other => Some(other.to_string().as_str().cmp(want)),
+            }
+        };
+        use std::cmp::Ordering::*;
+        match self.op.as_str() {
+            "in" => self.values.iter().any(|w| cmp(w) == Some(Equal)),
+            op => {
+                let Some(o) = cmp(&self.values[0]) else { return false };
+                match op {
+                    "eq" => o == Equal,
+                    "neq" => o != Equal,
+                    "lt" => o == Less,
+                    "lte" => o != Greater,
+                    "gt" => o == Greater,
+                    _ => o != Less,
+                }
+            }
+        }
+    }
+}
+
+/// One `postgres_changes` entry of a join.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    pub id: u64,
+    pub event: Ev,
+    pub schema: String,
+    pub table: Option<String>,
+    pub filter: Option<Filter>,
+}
+
+impl Binding {
+    pub fn wants(&self, schema: &str, table: &str, op: &str, row: &Value) -> bool {
+        self.schema == schema && self.table.as_deref().is_none_or(|t| t == table) && self.event.wants(op) && self.filter.as_ref().is_none_or(|f| f.matches(row))
+    }
+}
+
+/// Reads a join's `config.postgres_changes`: each entry echoed with its id.
+pub fn parse_bindings(list: &Value, next_id: &mut u64) -> Result<(Vec<Value>, Vec<Binding>), String> {
+    let Some(items) = list.as_array() else {
+        return if list.is_null() { Ok((vec![], vec![])) } else { Err("postgres_changes must be a list".into()) };
+    };
+    if items.len() > 100 {
+        return Err("at most 100 postgres_changes per channel".into());
+    }
+    let (mut echo, mut out) = (Vec::new(), Vec::new());
+    for it in items {
+        let Some(o) = it.as_object() else { return Err("each postgres_changes entry must be an object".into()) };
+        let text = |k: &str| -> Result<Option<String>, String> {
+            match o.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.len() <= 256 => Ok(Some(s.clone())),
+                _ => Err(format!("postgres_changes.{k} must be a short string")),
+            }
+        };
+        let event = text("event")?.ok_or("postgres_changes.event is required")?;
+        let event = Ev::parse(&event).ok_or_else(|| format!("unknown postgres_changes event '{event}' (INSERT, UPDATE, DELETE or *)"))?;
+        let schema = text("schema")?.unwrap_or_else(|| "public".into());
+        let table = text("table")?.filter(|t| t != "*");
+        let filter = text("filter")?.map(|f| Filter::parse(&f)).transpose()?;
+        *next_id += 1;
+        let mut e = it.clone();
+        e["id"] = json!(*next_id);
+        echo.push(e);
+        out.push(Binding { id: *next_id, event, schema, table, filter });
+    }
+    Ok((echo, out))
+}
+
+/// Who a subscriber is to Postgres.
+#[derive(Debug, PartialEq, Eq, Hash, Clone)]
+pub struct Who {
+    pub role: String,
+    pub claims: String,
+}
+
+/// A channel's postgres_changes.
+pub struct Subscription {
+    pub socket: SocketTx,
+    pub topic: String,
+    pub bindings: Vec<Binding>,
+    pub who: Arc<Who>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_parse_and_match_like_realtime() {
+        let f = Filter::parse("id=eq.3").unwrap();
+        assert!(f.matches(&json!({"id": 3})) && !f.matches(&json!({"id": 4})) && !f.matches(&json!({})));
+        assert!(Filter::parse("n=gt.2").unwrap().matches(&json!({"n": 2.5})));
+        assert!(Filter::parse("n=lte.2").unwrap().matches(&json!({"n": 2})));
+        assert!(Filter::parse("s=neq.a").unwrap().matches(&json!({"s": "b"})));
+        assert!(Filter::parse("s=in.(a,b)").unwrap().matches(&json!({"s": "b"})));
+        assert!(!Filter::parse("s=in.(a,b)").unwrap().matches(&json!({"s": "c"})));
+        assert!(Filter::parse("done=eq.true").unwrap().matches(&json!({"done": true})));
+        assert!(Filter::parse("t=lt.2024-02-01").unwrap().matches(&json!({"t": "2024-01-31T10:00:00"})));
+        for bad in ["id", "id=eq", "id=like.x", "=eq.1", "id=in.1,2"] {
+            assert!(Filter::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Filter::parse(&format!("id=in.({})", vec!["1"; 200].join(","))).is_err());
+    }
+
+    #[test]
+    fn bindings_echo_the_clients_entries_with_ids() {
+        let mut next = 0;
+        let (echo, b) =
+            parse_bindings(&json!([{"event": "INSERT", "schema": "public", "table": "todos"}, {"event": "*", "schema": "public", "filter": "id=eq.1"}]), &mut next).unwrap();
+        assert_eq!(echo[0], json!({"event": "INSERT", "schema": "public", "table": "todos", "id": 1}));
+        assert_eq!(echo[1]["id"], 2);
+        assert!(b[0].wants("public", "todos", "INSERT", &json!({})) && !b[0].wants("public", "todos", "UPDATE", &json!({})));
+        assert!(b[1].wants("public", "any", "DELETE", &json!({"id": 1})) && !b[1].wants("public", "any", "DELETE", &json!({"id": 2})));
+        assert!(parse_bindings(&json!([{"event": "TRUNCATE", "schema": "public"}]), &mut next).is_err());
+        assert!(parse_bindings(&json!([{"schema": "public"}]), &mut next).is_err());
+        assert!(parse_bindings(&json!("x"), &mut next).is_err());
+        assert_eq!(parse_bindings(&Value::Null, &mut next).unwrap().0.len(), 0);
+    }
+}
