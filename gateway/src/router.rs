@@ -20,7 +20,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/catalog/refresh", post(rest::catalog_refresh).route_layer(axum::middleware::from_fn_with_state(state.config.clone(), http::service::only_service)))
         .merge(devtools::routes(&state.config))
         .nest("/ws", realtime::routes())
-        .nest("/realtime/v1", channels::routes())
+        .nest("/realtime/v1", channels::routes().merge(channels::api_routes().layer(timeout()).layer(buffered())))
         .nest("/storage/v1", storage::routes())
         .route("/functions/v1/", get(functions::list))
         .nest("/functions/v1", functions::routes().layer(buffered()))

@@ -13,7 +13,8 @@
 --   event trigger. Each change is one NOTIFY 'pgr_realtime' in commit order; the
 --   gateway decides per subscriber, under that subscriber's role and claims, whether
 --   the row may be seen (RLS), before anything is sent. The old record carries the
---   primary key only, unless the table's replica identity is FULL (as Supabase).
+--   primary key only, unless the table's replica identity is FULL and it has no RLS
+--   (as Supabase).
 --   A change over NOTIFY's size keeps the values of 64 bytes or less and says
 --   "Error 413: Payload Too Large" in its errors, as Supabase does over 1 MB.
 
@@ -122,7 +123,6 @@ GRANT EXECUTE ON FUNCTION realtime.broadcast_changes(text, text, text, text, tex
 -- postgres_changes: one NOTIFY per changed row of a table in supabase_realtime.
 CREATE FUNCTION realtime.capture() RETURNS trigger
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
 DECLARE
@@ -137,7 +137,9 @@ BEGIN
     END IF;
     IF TG_OP <> 'INSERT' THEN
         old_j := to_jsonb(OLD);
-        SELECT c.relreplident = 'f' INTO full_old FROM pg_class c WHERE c.oid = TG_RELID;
+        -- The whole old row only with REPLICA IDENTITY FULL and no RLS (as Supabase):
+        -- a DELETE is not checked against RLS, so it must not carry more than the key.
+        SELECT c.relreplident = 'f' AND NOT c.relrowsecurity INTO full_old FROM pg_class c WHERE c.oid = TG_RELID;
         IF NOT full_old THEN
             old_j := (SELECT coalesce(jsonb_object_agg(a.attname, old_j -> a.attname::text), '{}')
                         FROM pg_index i
@@ -161,7 +163,13 @@ BEGIN
                                       'record', '{}'::jsonb, 'old_record', '{}'::jsonb, 'errors', errors)::text;
         END IF;
     END IF;
-    PERFORM pg_notify('pgr_realtime', msg);
+    -- A full notification queue (a listener that stopped reading) must not fail the
+    -- application's write (no subtransaction per row: checked, not caught).
+    IF pg_notification_queue_usage() < 0.9 THEN
+        PERFORM pg_notify('pgr_realtime', msg);
+    ELSE
+        RAISE WARNING 'realtime: change of %.% not published: the notification queue is full', TG_TABLE_SCHEMA, TG_TABLE_NAME;
+    END IF;
     RETURN NULL;
 END
 $$;

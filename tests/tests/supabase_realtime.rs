@@ -75,5 +75,142 @@ async fn supabase_js_realtime() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     assert!(out.status.success(), "realtime tests failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.stderr());
-    let _: Value = json!(null);
+}
+
+/// A raw Phoenix (vsn 2.0.0) client, as realtime-js frames it.
+struct Phx {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    seen: Vec<Value>,
+}
+
+impl Phx {
+    async fn connect(base: &str, key: &str) -> Phx {
+        let url = format!("{}/realtime/v1/websocket?apikey={key}&vsn=2.0.0", base.replace("http", "ws"));
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Phx { ws, seen: Vec::new() }
+    }
+
+    async fn send(&mut self, frame: Value) {
+        use futures_util::SinkExt;
+        self.ws.send(tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())).await.unwrap();
+    }
+
+    /// The first frame (seen before or arriving within 5 s) that `pred` accepts.
+    async fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.within(5, what, pred).await
+    }
+
+    async fn within(&mut self, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        use futures_util::StreamExt;
+        if let Some(i) = self.seen.iter().position(&pred) {
+            return self.seen.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next()).await.unwrap_or_else(|_| panic!("no {what}; saw {:?}", self.seen));
+            let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = m else { continue };
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if pred(&v) {
+                return v;
+            }
+            self.seen.push(v);
+        }
+    }
+
+    async fn join(&mut self, topic: &str, presence_key: &str) {
+        self.send(json!(["1", "1", format!("realtime:{topic}"), "phx_join", {"config": {
+            "broadcast": {"self": false, "ack": false}, "presence": {"key": presence_key, "enabled": true}, "private": false,
+            "postgres_changes": [{"event": "INSERT", "schema": "public", "table": "todos"}]}}]))
+            .await;
+        let r = self.until("join reply", |f| f[3] == "phx_reply" && f[1] == "1").await;
+        assert_eq!(r[4]["status"], "ok", "{r}");
+        self.until("subscribed", |f| f[3] == "system" && f[4]["status"] == "ok").await;
+    }
+}
+
+/// Two gateways on one cluster: changes, broadcasts and presence made through one reach
+/// clients of the other; a client that reconnects after its gateway restarted receives
+/// later changes.
+#[tokio::test]
+async fn two_gateways_share_changes_broadcast_and_presence() {
+    let tc = TestCluster::start().await.unwrap();
+    let su = tc.superuser().await.unwrap();
+    su.batch_execute(FIXTURE).await.unwrap();
+    let secret = Secret::new(JWT_SECRET);
+    let service = keys::mint(Role::ServiceRole, &secret).unwrap();
+    let g1 = Gateway::serve(&tc, &[]).await.unwrap();
+    let mut g2 = Gateway::serve(&tc, &[]).await.unwrap();
+    let mut c1 = Phx::connect(&g1.base, &service).await;
+    let mut c2 = Phx::connect(&g2.base, &service).await;
+    c1.join("room", "one").await;
+    c2.join("room", "two").await;
+
+    // Presence tracked on gateway 2 reaches the client of gateway 1.
+    c2.send(json!(["1", "2", "realtime:room", "presence", {"type": "presence", "event": "track", "payload": {"at": "g2"}}])).await;
+    let diff = c1.until("presence from the other gateway", |f| f[3] == "presence_diff" && f[4]["joins"]["two"].is_object()).await;
+    assert_eq!(diff[4]["joins"]["two"]["metas"][0]["at"], "g2");
+    // A broadcast through gateway 1 reaches gateway 2's client.
+    c1.send(json!(["1", "3", "realtime:room", "broadcast", {"type": "broadcast", "event": "hi", "payload": {"from": 1}}])).await;
+    let b = c2.until("broadcast from the other gateway", |f| f[3] == "broadcast").await;
+    assert_eq!(b[4]["payload"]["from"], 1);
+    // A row change reaches the clients of both.
+    su.batch_execute("INSERT INTO public.todos (title) VALUES ('everywhere')").await.unwrap();
+    for c in [&mut c1, &mut c2] {
+        let ch = c.until("postgres_changes", |f| f[3] == "postgres_changes").await;
+        assert_eq!(ch[4]["data"]["record"]["title"], "everywhere");
+        assert_eq!(ch[4]["data"]["type"], "INSERT");
+        assert!(ch[4]["ids"].as_array().is_some_and(|a| a.len() == 1));
+    }
+
+    // Gateway 2 stops: its client's presence leaves gateway 1's state once gateway 2
+    // has been silent for 15 s.
+    g2.terminate().await.unwrap();
+    c1.within(30, "presence leave of the stopped gateway's client", |f| f[3] == "presence_diff" && f[4]["leaves"]["two"].is_object()).await;
+    // Gateway 2 comes back; the client reconnects and gets the changes made since.
+    let g2b = Gateway::serve(&tc, &[]).await.unwrap();
+    let mut c2 = Phx::connect(&g2b.base, &service).await;
+    c2.join("room", "two").await;
+    // The new gateway learnt gateway 1's presences.
+    su.batch_execute("INSERT INTO public.todos (title) VALUES ('after restart')").await.unwrap();
+    let ch = c2.until("a change after the restart", |f| f[3] == "postgres_changes").await;
+    assert_eq!(ch[4]["data"]["record"]["title"], "after restart");
+    drop(g1);
+}
+
+/// Hostile frames get errors, never a crash: unknown topics, unjoined channels, bad
+/// JSON, unknown filters; the socket stays usable.
+#[tokio::test]
+async fn bad_frames_are_answered_and_the_socket_survives() {
+    let tc = TestCluster::start().await.unwrap();
+    tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+    let anon = keys::mint(Role::Anon, &Secret::new(JWT_SECRET)).unwrap();
+    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    // The key is checked before the upgrade.
+    let r = reqwest::get(gw.url("/realtime/v1/websocket?apikey=nope&vsn=2.0.0")).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    let mut c = Phx::connect(&gw.base, &anon).await;
+    c.send(json!(["1", "1", "elsewhere", "phx_join", {}])).await;
+    assert_eq!(c.until("unmatched", |f| f[1] == "1").await[4]["response"]["reason"], "unmatched topic");
+    c.send(json!(["1", "2", "realtime:x", "broadcast", {"type": "broadcast", "event": "e", "payload": {}}])).await;
+    assert_eq!(c.until("not joined", |f| f[1] == "2").await[4]["status"], "error");
+    c.send(json!(["1", "3", "realtime:x", "phx_join", {"config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "todos", "filter": "id=like.1"}]}}])).await;
+    let r = c.until("bad filter", |f| f[1] == "3").await;
+    assert_eq!(r[4]["status"], "error");
+    assert!(r[4]["response"]["reason"].as_str().unwrap().contains("unsupported filter operator"), "{r}");
+    c.send(json!(["1", "4", "realtime:x", "phx_join", {"access_token": "not.a.jwt"}])).await;
+    assert!(c.until("bad token", |f| f[1] == "4").await[4]["response"]["reason"].as_str().unwrap().starts_with("MalformedJWT"));
+    {
+        use futures_util::SinkExt;
+        c.ws.send(tokio_tungstenite::tungstenite::Message::Text("{not json".into())).await.unwrap();
+        c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![3u8, 200, 200, 200].into())).await.unwrap();
+    }
+    c.send(json!([null, "5", "phoenix", "heartbeat", {}])).await;
+    assert_eq!(c.until("heartbeat", |f| f[1] == "5").await[4]["status"], "ok");
+    // A table outside supabase_realtime: joined, with the system error Supabase sends.
+    c.send(json!(["6", "6", "realtime:y", "phx_join", {"config": {"postgres_changes": [{"event": "*", "schema": "public", "table": "nope"}]}}])).await;
+    assert_eq!(c.until("join", |f| f[1] == "6").await[4]["status"], "ok");
+    let sys = c.until("system error", |f| f[3] == "system").await;
+    assert_eq!(sys[4]["status"], "error");
+    assert!(sys[4]["message"].as_str().unwrap().contains("Unable to subscribe"), "{sys}");
 }

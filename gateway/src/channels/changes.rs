@@ -130,6 +130,8 @@ type ViewerChecks = Vec<(Arc<Who>, Vec<(String, String, Vec<usize>)>)>;
 /// One receiver of one change.
 struct Delivery {
     change: usize,
+    /// The subscribing channel (its subscription is looked up again before sending).
+    member: u64,
     socket: SocketTx,
     topic: String,
     ids: Vec<u64>,
@@ -144,10 +146,10 @@ async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, 
         let subs = reg.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
         for (i, c) in changes.iter().enumerate() {
             let row = if c.op == "DELETE" { &c.data["old_record"] } else { &c.data["record"] };
-            for s in subs.values() {
+            for (member, s) in subs.iter() {
                 let ids: Vec<u64> = s.bindings.iter().filter(|b| b.wants(&c.schema, &c.table, &c.op, row)).map(|b| b.id).collect();
                 if !ids.is_empty() {
-                    deliveries.push(Delivery { change: i, socket: s.socket.clone(), topic: s.topic.clone(), ids, who: s.who.clone() });
+                    deliveries.push(Delivery { change: i, member: *member, socket: s.socket.clone(), topic: s.topic.clone(), ids, who: s.who.clone() });
                 }
             }
         }
@@ -171,7 +173,9 @@ async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, 
         let c = st.pool.get().await?;
         let rows = c
             .query(
-                "SELECT x.r, x.t, EXISTS (SELECT 1 FROM pg_roles WHERE rolname = x.r) AND has_table_privilege(x.r, x.t::regclass, 'SELECT')
+                "SELECT x.r, x.t, EXISTS (SELECT 1 FROM pg_roles WHERE rolname = x.r)
+                        AND has_schema_privilege(x.r, (SELECT relnamespace FROM pg_class WHERE oid = x.t::regclass), 'USAGE')
+                        AND has_table_privilege(x.r, x.t::regclass, 'SELECT')
                    FROM unnest($1::text[], $2::text[]) AS x(r, t)",
                 &[&roles, &rels],
             )
@@ -195,22 +199,38 @@ async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, 
         }
     }
     let visible = check_rows(st, &metas, &changes, viewers).await;
+    // Each change's `data` is rendered once, whatever the number of receivers.
+    let rendered: Vec<Option<String>> = changes
+        .iter()
+        .zip(&metas)
+        .map(|(c, m)| {
+            let m = m.as_ref()?;
+            let mut data = c.data.clone();
+            if m.pk.is_empty() {
+                // No key to check the row by: nothing of it is sent (as Supabase).
+                data["record"] = json!({});
+                data["old_record"] = json!({});
+                data["errors"] = json!(["Error 400: Bad Request, no primary key"]);
+            }
+            data["columns"] = serde_json::from_str(&m.columns).unwrap_or(Value::Null);
+            Some(data.to_string())
+        })
+        .collect();
+    // A subscriber that left, or changed its token, while the batch was checked gets
+    // nothing that was checked for the old token.
+    let current: std::collections::HashSet<u64> = {
+        let subs = reg.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        deliveries.iter().filter(|d| subs.get(&d.member).is_some_and(|s| Arc::ptr_eq(&s.who, &d.who))).map(|d| d.member).collect()
+    };
     for d in deliveries {
         let c = &changes[d.change];
-        let Some(m) = &metas[d.change] else { continue };
-        if !pairs.get(&(d.who.role.clone(), m.rel.clone())).copied().unwrap_or(false) {
+        let (Some(m), Some(data)) = (&metas[d.change], &rendered[d.change]) else { continue };
+        if !current.contains(&d.member) || !pairs.get(&(d.who.role.clone(), m.rel.clone())).copied().unwrap_or(false) {
             continue;
         }
-        let mut data = c.data.clone();
-        if c.op != "DELETE" {
-            if m.pk.is_empty() {
-                data["record"] = json!({});
-                data["errors"] = json!(["Error 400: Bad Request, no primary key"]);
-            } else if !visible.contains(&(d.who.clone(), d.change)) {
-                continue;
-            }
+        if c.op != "DELETE" && !m.pk.is_empty() && !visible.contains(&(d.who.clone(), d.change)) {
+            continue;
         }
-        data["columns"] = serde_json::from_str(&m.columns).unwrap_or(Value::Null);
         let payload = format!("{{\"ids\":{},\"data\":{}}}", json!(d.ids), data);
         d.socket.send(Outgoing::new(None, None, &d.topic, "postgres_changes", payload));
     }

@@ -68,9 +68,15 @@ impl Limits {
     }
 }
 
-/// `/realtime/v1` routes.
+/// `/realtime/v1/websocket`.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/websocket", get(connect)).route("/api/broadcast", post(broadcast_batch)).route("/api/broadcast/{topic}/events/{event}", post(broadcast_one))
+    Router::new().route("/websocket", get(connect))
+}
+
+/// `/realtime/v1/api/...`: plain HTTP (the router puts them under the body limits and
+/// the request timeout).
+pub fn api_routes() -> Router<AppState> {
+    Router::new().route("/api/broadcast", post(broadcast_batch)).route("/api/broadcast/{topic}/events/{event}", post(broadcast_one))
 }
 
 fn refusal(status: StatusCode, msg: &str) -> Response {
@@ -142,6 +148,9 @@ async fn broadcast_batch(State(s): State<AppState>, Query(q): Query<HashMap<Stri
             return unprocessable("topic must be 1-255 bytes, event at most 255");
         }
         let private = matches!(m["private"], Value::Bool(true));
+        if m.get("payload").is_some_and(|p| p.to_string().len() > s.config.realtime_max_payload_bytes) {
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"message": "Payload too large"}))).into_response();
+        }
         parsed.push((TopicKey { private, name: topic.to_owned() }, event.to_owned(), m.get("payload").cloned().unwrap_or(json!({}))));
     }
     let mut allowed: HashMap<String, bool> = HashMap::new();
@@ -208,14 +217,17 @@ pub fn spawn(s: &AppState, events: &crate::listener::Buses) {
     let pool = s.pool.clone();
     let mut relay_rx = relay_rx;
     tokio::spawn(async move {
-        while let Some(msg) = relay_rx.recv().await {
+        let mut batch = Vec::new();
+        while relay_rx.recv_many(&mut batch, 64).await > 0 {
+            // Whatever queued meanwhile goes in one statement (in order).
+            let msgs = std::mem::take(&mut batch);
             match pool.get().await {
                 Ok(c) => {
-                    if let Err(e) = c.execute("SELECT pg_notify('pgr_realtime', $1)", &[&msg]).await {
-                        tracing::warn!(error = %e, "realtime relay message not sent");
+                    if let Err(e) = c.execute("SELECT pg_notify('pgr_realtime', m) FROM unnest($1::text[]) WITH ORDINALITY AS x(m, i) ORDER BY i", &[&msgs]).await {
+                        tracing::warn!(error = %e, n = msgs.len(), "realtime relay messages not sent");
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "realtime relay message not sent"),
+                Err(e) => tracing::warn!(error = %e, n = msgs.len(), "realtime relay messages not sent"),
             }
         }
     });
@@ -264,14 +276,17 @@ async fn inbound(st: &AppState, reg: &Arc<Registry>, changes: &mpsc::Sender<Valu
     }
     let key = || TopicKey { private: v["private"].as_bool().unwrap_or(true), name: v["topic"].as_str().unwrap_or_default().to_owned() };
     match v["k"].as_str() {
-        Some("m") => {
-            let msg = if v["fetch"] == json!(true) { fetch_message(st, v["id"].as_str().unwrap_or_default()).await } else { Some(v.clone()) };
-            if let Some(m) = msg {
-                let k = TopicKey { private: m["private"].as_bool().unwrap_or(true), name: m["topic"].as_str().unwrap_or_default().to_owned() };
-                let payload = json!({"type": "broadcast", "event": m["event"], "payload": m["payload"], "meta": {"id": m["id"]}});
-                reg.broadcast_local(&k, None, &payload);
-            }
+        Some("m") if v["fetch"] == json!(true) => {
+            // Large messages are read from their table, off the LISTEN loop.
+            let (st, reg) = (st.clone(), reg.clone());
+            let id = v["id"].as_str().unwrap_or_default().to_owned();
+            tokio::spawn(async move {
+                if let Some(m) = fetch_message(&st, &id).await {
+                    deliver_message(&reg, &m);
+                }
+            });
         }
+        Some("m") => deliver_message(reg, &v),
         Some("b") => {
             if let Some(g) = g {
                 reg.heard_from(g);
@@ -296,6 +311,14 @@ async fn inbound(st: &AppState, reg: &Arc<Registry>, changes: &mpsc::Sender<Valu
         }
         _ => {}
     }
+}
+
+/// A message inserted into realtime.messages (realtime.send): to this gateway's
+/// members of its topic, with its id as `meta`.
+fn deliver_message(reg: &Registry, m: &Value) {
+    let k = TopicKey { private: m["private"].as_bool().unwrap_or(true), name: m["topic"].as_str().unwrap_or_default().to_owned() };
+    let payload = json!({"type": "broadcast", "event": m["event"], "payload": m["payload"], "meta": {"id": m["id"]}});
+    reg.broadcast_local(&k, None, &payload);
 }
 
 async fn fetch_message(st: &AppState, id: &str) -> Option<Value> {

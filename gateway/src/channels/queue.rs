@@ -1,7 +1,7 @@
 //! A socket's outgoing queue and the frames in it (encoded once per protocol
 //! version, however many sockets get the same frame).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, Notify};
@@ -51,12 +51,18 @@ impl Outgoing {
     }
 }
 
-/// One socket's outgoing queue. A socket that cannot keep up is closed (the client
-/// reconnects and rejoins) rather than losing frames silently.
+/// Bytes of frames one socket may have queued; past it the socket is closed.
+pub const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
+
+/// One socket's outgoing queue, bounded in frames and in bytes. A socket that cannot
+/// keep up is closed (the client reconnects and rejoins) rather than losing frames
+/// silently or holding memory without bound.
 #[derive(Clone)]
 pub struct SocketTx {
     pub id: u64,
     tx: mpsc::Sender<Arc<Outgoing>>,
+    /// Bytes queued and not yet written.
+    queued: Arc<AtomicUsize>,
     /// Wakes the socket to close it.
     pub kill: Arc<Notify>,
 }
@@ -65,13 +71,25 @@ impl SocketTx {
     pub fn new(capacity: usize) -> (SocketTx, mpsc::Receiver<Arc<Outgoing>>) {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let (tx, rx) = mpsc::channel(capacity.max(16));
-        (SocketTx { id: NEXT.fetch_add(1, Ordering::Relaxed), tx, kill: Arc::new(Notify::new()) }, rx)
+        (SocketTx { id: NEXT.fetch_add(1, Ordering::Relaxed), tx, queued: Arc::new(AtomicUsize::new(0)), kill: Arc::new(Notify::new()) }, rx)
     }
 
     /// Queues a frame; a full queue closes the socket.
     pub fn send(&self, f: Arc<Outgoing>) {
+        let size = f.size();
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            self.kill.notify_one();
+            return;
+        }
         if self.tx.try_send(f).is_err() {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
             self.kill.notify_one();
         }
+    }
+
+    /// A frame left the queue.
+    pub fn written(&self, f: &Outgoing) {
+        self.queued.fetch_sub(f.size(), Ordering::Relaxed);
     }
 }

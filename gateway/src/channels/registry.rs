@@ -75,7 +75,15 @@ pub struct Registry {
     relay_rx: Mutex<Option<mpsc::Receiver<String>>>,
     /// Other gateways: when they were last heard of.
     peers: Mutex<HashMap<String, Instant>>,
+    /// Database checks of joins and private-channel writes running at once (they
+    /// share the gateway's pool with every other product).
+    pub checks: tokio::sync::Semaphore,
 }
+
+/// Concurrent join / write checks against the database.
+const MAX_CHECKS: usize = 4;
+/// Presences one topic holds on this gateway (local and relayed).
+pub const MAX_PRESENCES: usize = 10_000;
 
 /// Relayed messages larger than this stay on this gateway (NOTIFY's limit is 8000).
 pub const MAX_RELAYED: usize = 7800;
@@ -91,6 +99,7 @@ impl Registry {
             relay,
             relay_rx: Mutex::new(Some(rx)),
             peers: Mutex::new(HashMap::new()),
+            checks: tokio::sync::Semaphore::new(MAX_CHECKS),
         };
         Arc::new(r)
     }
@@ -165,12 +174,17 @@ impl Registry {
         Value::Object(out)
     }
 
-    /// Tracks (replaces) the member's presence under `presence_key`.
-    pub fn track(&self, key: &TopicKey, member: u64, presence_key: &str, meta: Value) {
+    /// Tracks (replaces) the member's presence under `presence_key`; false when the
+    /// topic already holds [`MAX_PRESENCES`].
+    pub fn track(&self, key: &TopicKey, member: u64, presence_key: &str, meta: Value) -> bool {
         let phx_ref = format!("{:x}", rand::random::<u64>());
         let (joins, leaves) = {
             let mut t = self.topics();
             let topic = t.entry(key.clone()).or_default();
+            let mine = topic.presence.values().flatten().filter(|m| m.owner == Owner::Local(member)).count();
+            if topic.presence.values().map(Vec::len).sum::<usize>() - mine >= MAX_PRESENCES {
+                return false;
+            }
             let leaves = take_presences(topic, |m| m.owner == Owner::Local(member));
             let m = Meta { phx_ref, owner: Owner::Local(member), meta };
             let mut joins = Map::new();
@@ -183,6 +197,7 @@ impl Registry {
             self.relay(relay_presence(key, "leave", &leaves));
         }
         self.relay(relay_presence(key, "join", &joins));
+        true
     }
 
     /// Untracks the member's presence.
@@ -246,6 +261,7 @@ impl Registry {
         {
             let mut t = self.topics();
             let topic = t.entry(key.clone()).or_default();
+            let mut total: usize = topic.presence.values().map(Vec::len).sum();
             for (pkey, v) in entries {
                 let metas = v["metas"].as_array().cloned().unwrap_or_default();
                 for m in metas {
@@ -256,7 +272,11 @@ impl Registry {
                     }
                     let list = topic.presence.entry(pkey.clone()).or_default();
                     if kind == "join" {
+                        if total >= MAX_PRESENCES {
+                            continue;
+                        }
                         if !list.iter().any(|x| x.phx_ref == phx_ref) {
+                            total += 1;
                             list.push(Meta { phx_ref, owner: Owner::Remote(g.to_owned()), meta });
                             push_meta(&mut joins, pkey, m);
                         }
@@ -268,6 +288,9 @@ impl Registry {
                 if topic.presence.get(pkey).is_some_and(Vec::is_empty) {
                     topic.presence.remove(pkey);
                 }
+            }
+            if topic.members.is_empty() && topic.presence.is_empty() {
+                t.remove(key);
             }
         }
         if !joins.is_empty() || !leaves.is_empty() {
@@ -293,7 +316,10 @@ impl Registry {
         for g in gone {
             let diffs: Vec<(TopicKey, Map<String, Value>)> = {
                 let mut t = self.topics();
-                t.iter_mut().map(|(k, topic)| (k.clone(), take_presences(topic, |m| m.owner == Owner::Remote(g.clone())))).filter(|(_, l)| !l.is_empty()).collect()
+                let d: Vec<(TopicKey, Map<String, Value>)> =
+                    t.iter_mut().map(|(k, topic)| (k.clone(), take_presences(topic, |m| m.owner == Owner::Remote(g.clone())))).filter(|(_, l)| !l.is_empty()).collect();
+                t.retain(|_, topic| !topic.members.is_empty() || !topic.presence.is_empty());
+                d
             };
             for (k, leaves) in diffs {
                 self.presence_diff(&k, Map::new(), leaves, None);
@@ -407,7 +433,7 @@ mod tests {
         let reg = Registry::new();
         let (a, mut ra) = SocketTx::new(16);
         reg.join(&key("room"), 1, &a, "1", false, true, true);
-        reg.track(&key("room"), 1, "u1", json!({"online": true}));
+        assert!(reg.track(&key("room"), 1, "u1", json!({"online": true})));
         let state = reg.presence_state(&key("room"));
         assert_eq!(state["u1"]["metas"][0]["online"], true);
         assert!(state["u1"]["metas"][0]["phx_ref"].is_string());
@@ -415,7 +441,7 @@ mod tests {
         assert_eq!(diff[3], "presence_diff");
         assert_eq!(diff[4]["joins"]["u1"]["metas"][0]["online"], true);
         // Re-tracking replaces: the old meta leaves, the new one joins.
-        reg.track(&key("room"), 1, "u1", json!({"online": false}));
+        assert!(reg.track(&key("room"), 1, "u1", json!({"online": false})));
         let diff: Value = serde_json::from_str(ra.try_recv().unwrap().text(Vsn::V2)).unwrap();
         assert_eq!((diff[4]["leaves"]["u1"]["metas"][0]["online"].clone(), diff[4]["joins"]["u1"]["metas"][0]["online"].clone()), (json!(true), json!(false)));
         reg.leave(&key("room"), 1);

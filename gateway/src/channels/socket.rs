@@ -25,6 +25,7 @@ struct Joined {
     exp: Option<i64>,
     token: String,
     presence_key: String,
+    presence_enabled: bool,
     ack: bool,
     /// Private channels: write checks, asked once per extension.
     may_broadcast: Option<bool>,
@@ -62,13 +63,14 @@ struct Conn {
     joins: Window,
     events: Window,
     limits: Limits,
+    last_seen: Instant,
 }
 
 /// Runs the socket until it closes.
 pub async fn run(mut ws: WebSocket, st: AppState, reg: Arc<Registry>, vsn: Vsn, socket_token: String, limits: Limits, slot: crate::realtime::hub::Slot) {
     let _slot = slot;
     let (tx, mut rx) = SocketTx::new(limits.queue);
-    let mut c = Conn { st, reg, tx, socket_token, channels: HashMap::new(), next_binding: 0, joins: Window::new(), events: Window::new(), limits };
+    let mut c = Conn { st, reg, tx, socket_token, channels: HashMap::new(), next_binding: 0, joins: Window::new(), events: Window::new(), limits, last_seen: Instant::now() };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let kill = c.tx.kill.clone();
     loop {
@@ -78,6 +80,7 @@ pub async fn run(mut ws: WebSocket, st: AppState, reg: Arc<Registry>, vsn: Vsn, 
                     Some(Ok(m)) => m,
                     _ => break,
                 };
+                c.last_seen = Instant::now();
                 let msg = match m {
                     Message::Text(t) => frame::decode_text(vsn, t.as_str()),
                     Message::Binary(b) => frame::decode_binary(&b),
@@ -98,12 +101,14 @@ pub async fn run(mut ws: WebSocket, st: AppState, reg: Arc<Registry>, vsn: Vsn, 
             }
             out = rx.recv() => {
                 let Some(out) = out else { break };
+                c.tx.written(&out);
                 if !send(&mut ws, &out, vsn, limits.write_timeout).await {
                     break;
                 }
                 // Drain what is queued before waiting again.
                 let mut n = 0;
                 while let Ok(more) = rx.try_recv() {
+                    c.tx.written(&more);
                     if !send(&mut ws, &more, vsn, limits.write_timeout).await {
                         n = usize::MAX;
                         break;
@@ -117,17 +122,35 @@ pub async fn run(mut ws: WebSocket, st: AppState, reg: Arc<Registry>, vsn: Vsn, 
                     break;
                 }
             }
-            _ = tick.tick() => c.expire(),
+            _ = tick.tick() => {
+                c.expire();
+                // realtime-js sends a heartbeat every 25 s: a socket silent for longer
+                // than IDLE is gone.
+                if c.last_seen.elapsed() > IDLE {
+                    let _ = ws.send(Message::Close(Some(CloseFrame { code: 1000, reason: "heartbeat timeout".into() }))).await;
+                    break;
+                }
+            }
             _ = kill.notified() => {
                 let _ = ws.send(Message::Close(Some(CloseFrame { code: 1013, reason: "client too slow: too many frames queued".into() }))).await;
                 break;
             }
         }
     }
-    for (_, j) in c.channels.drain() {
-        c.reg.leave(&j.key, j.member);
+    // Conn's Drop leaves every channel (also when a handler panicked).
+    drop(c);
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for (_, j) in self.channels.drain() {
+            self.reg.leave(&j.key, j.member);
+        }
     }
 }
+
+/// A socket with no frame from its client for this long is closed.
+const IDLE: Duration = Duration::from_secs(60);
 
 async fn send(ws: &mut WebSocket, out: &Outgoing, vsn: Vsn, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, ws.send(Message::Text(out.text(vsn).to_owned().into()))).await, Ok(Ok(())))
@@ -212,7 +235,7 @@ impl Conn {
         };
         if !self.joins.hit(self.limits.joins_per_sec) {
             self.reply(&m, "error", join_error("ClientJoinRateLimitReached: Too many joins per second"));
-            return Err(());
+            return Ok(());
         }
         if name.is_empty() {
             self.reply(&m, "error", join_error("TopicNameRequired: You must provide a topic name"));
@@ -260,6 +283,7 @@ impl Conn {
                 return Ok(());
             }
         };
+        let _permit = self.reg.checks.acquire().await;
         let (reads_broadcast, reads_presence) = if private {
             match auth::read_policies(&self.st, &viewer.who, name).await {
                 Ok((b, p)) if b || p => (b, p && presence_enabled),
@@ -289,6 +313,7 @@ impl Conn {
             exp: viewer.exp,
             token,
             presence_key,
+            presence_enabled,
             ack,
             may_broadcast: None,
             may_presence: None,
@@ -341,10 +366,15 @@ impl Conn {
             return; // dropped without a reply, as Supabase
         }
         let Some(j) = self.channels.get(&m.topic) else { return };
-        let mut payload = m.payload.clone();
-        if let Some(o) = payload.as_object_mut() {
-            o.insert("type".into(), "broadcast".into());
-        }
+        // {type, event, payload}: a string event; the server's own `meta` (message ids
+        // of SQL broadcasts) cannot be forged by a client.
+        let (Some(event), Some(body)) = (m.payload["event"].as_str(), m.payload.get("payload")) else {
+            if ack {
+                self.reply(&m, "error", json!({"reason": "a broadcast needs a string event and a payload"}));
+            }
+            return;
+        };
+        let payload = json!({"type": "broadcast", "event": event, "payload": body});
         self.reg.broadcast(&j.key, Some(j.member), &payload);
         if ack {
             self.reply(&m, "ok", json!({}));
@@ -374,8 +404,11 @@ impl Conn {
                     self.shut(&m.topic.clone(), "Track message size exceeded");
                     return;
                 }
-                self.reg.track(&j.key, j.member, &j.presence_key, meta);
-                self.reply(&m, "ok", json!({}));
+                if self.reg.track(&j.key, j.member, &j.presence_key, meta) {
+                    self.reply(&m, "ok", json!({}));
+                } else {
+                    self.reply(&m, "error", json!({"reason": "too many presences on this channel"}));
+                }
             }
             Some("untrack") => {
                 self.reg.untrack(&j.key, j.member);
@@ -393,7 +426,10 @@ impl Conn {
             return k;
         }
         let (who, name) = (j.who.clone(), j.key.name.clone());
-        let ok = auth::may_write(&self.st, &who, &name, extension).await;
+        let ok = {
+            let _permit = self.reg.checks.acquire().await;
+            auth::may_write(&self.st, &who, &name, extension).await
+        };
         if let Some(j) = self.channels.get_mut(topic) {
             if extension == "broadcast" {
                 j.may_broadcast = Some(ok);
@@ -405,6 +441,11 @@ impl Conn {
     }
 
     async fn access_token(&mut self, m: Msg) {
+        if !self.events.hit(self.limits.events_per_sec) {
+            let topic = m.topic.clone();
+            self.shut(&topic, "Too many messages per second");
+            return;
+        }
         let Some(token) = m.payload["access_token"].as_str().map(str::to_owned) else { return };
         let Some(j) = self.channels.get(&m.topic) else { return };
         if token.is_empty() || token.starts_with("sb_") || token == j.token {
@@ -418,9 +459,13 @@ impl Conn {
                 return;
             }
         };
-        let (key, member, presence_enabled) = (j.key.clone(), j.member, true);
+        let (key, member, presence_enabled) = (j.key.clone(), j.member, j.presence_enabled);
         if key.private {
-            match auth::read_policies(&self.st, &v.who, &key.name).await {
+            let reads = {
+                let _permit = self.reg.checks.acquire().await;
+                auth::read_policies(&self.st, &v.who, &key.name).await
+            };
+            match reads {
                 Ok((b, p)) if b || p => self.reg.set_reads(&key, member, b, p && presence_enabled),
                 Ok(_) => {
                     self.shut(&m.topic.clone(), &format!("You no longer have permission to read from this Channel topic: {}", key.name));
@@ -448,23 +493,24 @@ impl Conn {
 }
 
 /// The bindings whose tables are not in the publication supabase_realtime
-/// (described as Supabase does), or none.
+/// (described as Supabase does), or none. One query for all of them.
 async fn published(st: &AppState, bindings: &[super::subscription::Binding]) -> anyhow::Result<Vec<String>> {
     let c = st.pool.get().await?;
-    let mut missing = Vec::new();
-    for b in bindings {
-        let n: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'supabase_realtime' AND schemaname = $1 AND ($2::text IS NULL OR tablename = $2)",
-                &[&b.schema, &b.table],
-            )
-            .await?
-            .get(0);
-        if n == 0 {
-            missing.push(format!("event: {:?}, schema: {}, table: {}", b.event, b.schema, b.table.as_deref().unwrap_or("*")));
-        }
-    }
-    Ok(missing)
+    let schemas: Vec<&str> = bindings.iter().map(|b| b.schema.as_str()).collect();
+    let tables: Vec<Option<&str>> = bindings.iter().map(|b| b.table.as_deref()).collect();
+    let rows = c
+        .query(
+            "SELECT EXISTS (SELECT 1 FROM pg_publication_tables p WHERE p.pubname = 'supabase_realtime' AND p.schemaname = x.s AND (x.t IS NULL OR p.tablename = x.t))
+               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS x(s, t, i) ORDER BY x.i",
+            &[&schemas, &tables],
+        )
+        .await?;
+    Ok(bindings
+        .iter()
+        .zip(rows)
+        .filter(|(_, r)| !r.get::<_, bool>(0))
+        .map(|(b, _)| format!("event: {:?}, schema: {}, table: {}", b.event, b.schema, b.table.as_deref().unwrap_or("*")))
+        .collect())
 }
 
 /// Event names the server sends are a closed set; others are echoed as "phx_reply".

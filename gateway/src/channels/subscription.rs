@@ -56,6 +56,15 @@ impl Filter {
         if column.is_empty() {
             return Err(bad());
         }
+        // One condition per subscription, as Realtime: `a=eq.1,b=eq.2` is refused, not
+        // read as one odd value.
+        let second = value
+            .split(',')
+            .skip(1)
+            .any(|part| part.split_once('=').is_some_and(|(c, rest)| !c.is_empty() && c.chars().all(|ch| ch.is_alphanumeric() || ch == '_') && rest.contains('.')));
+        if op != "in" && second {
+            return Err("only one filter condition is supported".into());
+        }
         let values = match op {
             "eq" | "neq" | "lt" | "lte" | "gt" | "gte" => vec![value.to_owned()],
             "in" => {
@@ -187,7 +196,8 @@ mod tests {
         assert!(!Filter::parse("s=in.(a,b)").unwrap().matches(&json!({"s": "c"})));
         assert!(Filter::parse("done=eq.true").unwrap().matches(&json!({"done": true})));
         assert!(Filter::parse("t=lt.2024-02-01").unwrap().matches(&json!({"t": "2024-01-31T10:00:00"})));
-        for bad in ["id", "id=eq", "id=like.x", "=eq.1", "id=in.1,2"] {
+        assert!(Filter::parse("s=eq.a,b").unwrap().matches(&json!({"s": "a,b"})));
+        for bad in ["id", "id=eq", "id=like.x", "=eq.1", "id=in.1,2", "a=eq.1,b=eq.2"] {
             assert!(Filter::parse(bad).is_err(), "{bad}");
         }
         assert!(Filter::parse(&format!("id=in.({})", vec!["1"; 200].join(","))).is_err());
