@@ -22,7 +22,7 @@ if [ -z "$PGSTACK_BIN" ]; then
   PGSTACK_BIN=target/release/pgstack
 fi
 [ -d tests/js/node_modules/ws ] || (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
-export NODE_PATH="$PWD/tests/js/node_modules"
+
 work=$(mktemp -d /tmp/pgstack-bench-XXXX); chmod 755 "$work"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -44,6 +44,8 @@ GRANT SELECT ON feed TO authenticated, anon;
 SQL
 printf "INSERT INTO feed (owner, body) VALUES (0, 'hello');\n" > "$work/ins.sql"
 pgb() { "$PGBIN/pgbench" -n -M prepared -c 4 -j 2 -T "$DURATION" -f "$work/ins.sql" "$@" "$SU" 2>/dev/null | awk '/^tps/ {print $3; exit}'; }
+
+field() { echo "$2" | python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])"; }
 
 clients() { # mode n -> runs the writer ($WRITER args) once the clients are ready; prints their JSON
   local out="$work/clients.out"
@@ -77,10 +79,10 @@ for n in 100 1000; do
     reset
     WRITER="-R $rate"
     read -r json tps < <(clients "$mode" "$n" "$key") || { echo "| $label | $n | failed |"; continue; }
-    echo "| $label | $n | $rate/s | $tps | $(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["per_sec"])') | $(echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{d[\"p50_ms\"]} ms")') | $(echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{d[\"p99_ms\"]} ms")') | $(echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{d[\"max_ms\"]} ms")') |"
+    echo "| $label | $n | $rate/s | $tps | $(field per_sec "$json") | $(field p50_ms "$json") ms | $(field p99_ms "$json") ms | $(field max_ms "$json") ms |"
     reset
     WRITER=""
     read -r json tps < <(clients "$mode" "$n" "$key") || { echo "| $label | $n | failed |"; continue; }
-    echo "| $label | $n | unthrottled | $tps | $(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["per_sec"])') | $(echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{d[\"p50_ms\"]} ms")') | $(echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{d[\"p99_ms\"]} ms")') | $(echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{d[\"max_ms\"]} ms")') |"
+    echo "| $label | $n | unthrottled | $tps | $(field per_sec "$json") | $(field p50_ms "$json") ms | $(field p99_ms "$json") ms | $(field max_ms "$json") ms |"
   done
 done

@@ -9,7 +9,8 @@
 // Prints "ready" once every subscriber is subscribed, then after <seconds> of
 // measuring one JSON line: {"delivered", "per_sec", "p50_ms", "p99_ms", "max_ms"}.
 import { createHmac, randomUUID } from 'node:crypto';
-import WebSocket from 'ws';
+// ws from the test suite's node_modules (npm ci in tests/js).
+const { default: WebSocket } = await import(new URL('../tests/js/node_modules/ws/wrapper.mjs', import.meta.url));
 
 const [mode, base, nArg, secsArg, key] = process.argv.slice(2);
 const n = Number(nArg), secs = Number(secsArg);

@@ -22,7 +22,10 @@ use tokio::sync::mpsc;
 use super::queue::{Outgoing, SocketTx};
 use super::registry::Registry;
 use super::subscription::Who;
-use crate::db::caller::{setup_params, RequestInfo, RunAs, SETUP};
+/// A viewer's settings for its row checks: role and claims (what RLS policies read,
+/// as Supabase's realtime.apply_rls sets them), read-only. Lighter than REST's
+/// request setup: there is no HTTP request behind a change.
+const VIEWER: &str = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), set_config('transaction_read_only', 'on', true)";
 use crate::db::pipeline::Step;
 use crate::db::sql::ident;
 use crate::AppState;
@@ -31,6 +34,17 @@ use crate::AppState;
 const MAX_BATCH: usize = 512;
 /// How long table metadata (columns, primary key) is kept.
 const META_TTL: Duration = Duration::from_secs(5);
+
+/// How long a (role, table) SELECT privilege is trusted.
+const PRIVILEGE_TTL: Duration = Duration::from_secs(1);
+
+/// (role, table) → may SELECT, and when that was read.
+type Privileges = Mutex<HashMap<(String, String), (bool, Instant)>>;
+
+fn privileges() -> &'static Privileges {
+    static P: std::sync::OnceLock<Privileges> = std::sync::OnceLock::new();
+    P.get_or_init(Default::default)
+}
 
 /// What the dispatcher knows about a table.
 struct TableMeta {
@@ -168,8 +182,19 @@ async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, 
             pairs.insert((d.who.role.clone(), m.rel.clone()), false);
         }
     }
+    // Known within PRIVILEGE_TTL: a GRANT or REVOKE applies within a second.
+    let mut unknown = Vec::new();
     {
-        let (roles, rels): (Vec<String>, Vec<String>) = pairs.keys().cloned().unzip();
+        let known = privileges().lock().unwrap_or_else(|e| e.into_inner());
+        for (k, v) in pairs.iter_mut() {
+            match known.get(k) {
+                Some((ok, at)) if at.elapsed() < PRIVILEGE_TTL => *v = *ok,
+                _ => unknown.push(k.clone()),
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        let (roles, rels): (Vec<String>, Vec<String>) = unknown.into_iter().unzip();
         let c = st.pool.get().await?;
         let rows = c
             .query(
@@ -180,8 +205,14 @@ async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, 
                 &[&roles, &rels],
             )
             .await?;
+        let mut known = privileges().lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() > 10_000 {
+            known.clear();
+        }
         for r in rows {
-            pairs.insert((r.get(0), r.get(1)), r.get(2));
+            let (k, ok): ((String, String), bool) = ((r.get(0), r.get(1)), r.get(2));
+            known.insert(k.clone(), (ok, Instant::now()));
+            pairs.insert(k, ok);
         }
     }
     // Row visibility for INSERT / UPDATE: per viewer, per table, the changed keys.
@@ -244,7 +275,6 @@ async fn check_rows(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[
     if viewers.is_empty() {
         return out;
     }
-    let info = RequestInfo { read_only: true, ..RequestInfo::new("GET", "/realtime/v1/websocket") };
     let viewers: ViewerChecks = viewers
         .into_iter()
         .map(|(w, tables)| {
@@ -261,11 +291,11 @@ async fn check_rows(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[
         .collect();
     // The settings of every viewer, then its checks, in one round trip; a viewer whose
     // settings fail (a role dropped since it joined) is checked alone and sees nothing.
-    let runs: Vec<RunAs<'_>> = viewers.iter().map(|(w, _)| RunAs { role: &w.role, claims: w.claims.clone() }).collect();
     let mut steps = Vec::new();
     let mut index = Vec::new(); // step → (viewer, check)
     for (vi, (_, checks)) in viewers.iter().enumerate() {
-        steps.push(Step { sql: SETUP, params: setup_params(&runs[vi], &info), text_params: false });
+        let w = &viewers[vi].0;
+        steps.push(Step { sql: VIEWER, params: vec![Some(w.role.as_str()), Some(w.claims.as_str())], text_params: false });
         index.push(None);
         for (ci, (sql, keys, _)) in checks.iter().enumerate() {
             steps.push(Step { sql, params: vec![Some(keys.as_str())], text_params: false });
