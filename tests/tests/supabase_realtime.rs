@@ -1,7 +1,9 @@
 //! Issue 17: the Supabase Realtime protocol. The real, unpatched supabase-js
 //! `channel()` API (tests/js/realtime.test.mjs) against a real cluster and the real
 //! gateway: postgres_changes under each subscriber's RLS, broadcast, presence,
-//! private channels, setAuth, removeChannel, token expiry.
+//! private channels, setAuth, removeChannel, token expiry, a reconnect after a gateway
+//! restart; and, with a raw Phoenix client, two gateways on one cluster and hostile
+//! frames.
 
 use std::path::PathBuf;
 
@@ -213,4 +215,43 @@ async fn bad_frames_are_answered_and_the_socket_survives() {
     let sys = c.until("system error", |f| f[3] == "system").await;
     assert_eq!(sys[4]["status"], "error");
     assert!(sys[4]["message"].as_str().unwrap().contains("Unable to subscribe"), "{sys}");
+}
+
+/// The real supabase-js client outlives a gateway restart: realtime-js reconnects by
+/// itself to the same address, rejoins, and receives the changes made after.
+#[tokio::test]
+async fn supabase_js_reconnects_after_a_gateway_restart() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let tc = TestCluster::start().await.unwrap();
+    let su = tc.superuser().await.unwrap();
+    su.batch_execute(FIXTURE).await.unwrap();
+    let secret = Secret::new(JWT_SECRET);
+    let anon = keys::mint(Role::Anon, &secret).unwrap();
+    let service = keys::mint(Role::ServiceRole, &secret).unwrap();
+    let listen = format!("127.0.0.1:{}", pgstack_gateway::dev::cluster::free_port(None).unwrap());
+    let env = [("LISTEN_ADDR", listen.as_str())];
+    let mut gw = Gateway::serve(&tc, &env).await.unwrap();
+    let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
+    let mut node = tokio::process::Command::new("node")
+        .arg("realtime_restart.mjs")
+        .current_dir(&js)
+        .env("PGSTACK_URL", &gw.base)
+        .env("ANON_KEY", &anon)
+        .env("SERVICE_ROLE_KEY", &service)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = node.stdin.take().unwrap();
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut next = async || tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line()).await.expect("node said nothing").unwrap().unwrap_or_default();
+    assert_eq!(next().await, "SUBSCRIBED");
+    gw.terminate().await.unwrap();
+    let _gw = Gateway::serve(&tc, &env).await.unwrap();
+    stdin.write_all(b"RESTARTED\n").await.unwrap();
+    assert_eq!(next().await, "REJOINED");
+    su.batch_execute("INSERT INTO public.todos (title) VALUES ('after restart')").await.unwrap();
+    assert_eq!(next().await, "OK");
+    assert!(node.wait().await.unwrap().success());
 }
