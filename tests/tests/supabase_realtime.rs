@@ -151,6 +151,8 @@ async fn two_gateways_share_changes_broadcast_and_presence() {
     c2.send(json!(["1", "2", "realtime:room", "presence", {"type": "presence", "event": "track", "payload": {"at": "g2"}}])).await;
     let diff = c1.until("presence from the other gateway", |f| f[3] == "presence_diff" && f[4]["joins"]["two"].is_object()).await;
     assert_eq!(diff[4]["joins"]["two"]["metas"][0]["at"], "g2");
+    c1.send(json!(["1", "2", "realtime:room", "presence", {"type": "presence", "event": "track", "payload": {"at": "g1"}}])).await;
+    c2.until("presence from the other gateway", |f| f[3] == "presence_diff" && f[4]["joins"]["one"].is_object()).await;
     // A broadcast through gateway 1 reaches gateway 2's client.
     c1.send(json!(["1", "3", "realtime:room", "broadcast", {"type": "broadcast", "event": "hi", "payload": {"from": 1}}])).await;
     let b = c2.until("broadcast from the other gateway", |f| f[3] == "broadcast").await;
@@ -172,7 +174,13 @@ async fn two_gateways_share_changes_broadcast_and_presence() {
     let g2b = Gateway::serve(&tc, &[]).await.unwrap();
     let mut c2 = Phx::connect(&g2b.base, &service).await;
     c2.join("room", "two").await;
-    // The new gateway learnt gateway 1's presences.
+    // The new gateway learns gateway 1's presences when it starts listening: in the
+    // joining client's presence_state, or in a diff right after it if the answer
+    // arrived after the join.
+    let state = c2.until("presence_state", |f| f[3] == "presence_state").await;
+    if state[4]["one"].is_null() {
+        c2.until("gateway 1's presence", |f| f[3] == "presence_diff" && f[4]["joins"]["one"]["metas"][0]["at"] == "g1").await;
+    }
     su.batch_execute("INSERT INTO public.todos (title) VALUES ('after restart')").await.unwrap();
     let ch = c2.until("a change after the restart", |f| f[3] == "postgres_changes").await;
     assert_eq!(ch[4]["data"]["record"]["title"], "after restart");
@@ -254,4 +262,88 @@ async fn supabase_js_reconnects_after_a_gateway_restart() {
     su.batch_execute("INSERT INTO public.todos (title) VALUES ('after restart')").await.unwrap();
     assert_eq!(next().await, "OK");
     assert!(node.wait().await.unwrap().success());
+}
+
+/// Limits answer with Supabase's frames; vsn 1.0.0 sockets work; broadcast_changes and
+/// REPLICA IDENTITY FULL behave as Supabase's.
+#[tokio::test]
+async fn limits_protocol_v1_broadcast_changes_and_full_identity() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let tc = TestCluster::start().await.unwrap();
+    let su = tc.superuser().await.unwrap();
+    su.batch_execute(FIXTURE).await.unwrap();
+    su.batch_execute(
+        "CREATE TABLE public.plain (id int PRIMARY KEY, secret text);
+         ALTER TABLE public.plain REPLICA IDENTITY FULL;
+         GRANT SELECT ON public.plain TO service_role;
+         ALTER PUBLICATION supabase_realtime ADD TABLE public.plain;
+         INSERT INTO public.plain VALUES (1, 'old');
+         CREATE FUNCTION public.plain_broadcast() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM realtime.broadcast_changes('plain-changes', TG_OP, TG_OP, TG_TABLE_NAME, TG_TABLE_SCHEMA, NEW, OLD); RETURN NULL; END $$;
+         CREATE TRIGGER plain_broadcast AFTER INSERT OR UPDATE OR DELETE ON public.plain FOR EACH ROW EXECUTE FUNCTION public.plain_broadcast();
+         CREATE POLICY read_plain_changes ON realtime.messages FOR SELECT TO service_role USING (realtime.topic() = 'plain-changes');",
+    )
+    .await
+    .unwrap();
+    let service = keys::mint(Role::ServiceRole, &Secret::new(JWT_SECRET)).unwrap();
+    let env = [("REALTIME_MAX_CHANNELS", "2"), ("REALTIME_MAX_EVENTS_PER_SECOND", "3")];
+    let gw = Gateway::serve(&tc, &env).await.unwrap();
+
+    // Channels per socket.
+    let mut c = Phx::connect(&gw.base, &service).await;
+    c.join("one", "a").await;
+    c.send(json!(["2", "2", "realtime:two", "phx_join", {}])).await;
+    assert_eq!(c.until("second join", |f| f[1] == "2").await[4]["status"], "ok");
+    c.send(json!(["3", "3", "realtime:three", "phx_join", {}])).await;
+    assert_eq!(c.until("third join", |f| f[1] == "3").await[4]["response"]["reason"], "ChannelRateLimitReached: Too many channels");
+    // Events per second: past the limit the channel gets a system error and phx_close.
+    for i in 0..5 {
+        c.send(json!(["2", format!("b{i}"), "realtime:two", "broadcast", {"type": "broadcast", "event": "e", "payload": {}}])).await;
+    }
+    let sys = c.until("rate limit", |f| f[3] == "system" && f[2] == "realtime:two").await;
+    assert_eq!(sys[4]["message"], "Too many messages per second");
+    c.until("phx_close", |f| f[3] == "phx_close" && f[2] == "realtime:two").await;
+
+    // REPLICA IDENTITY FULL without RLS: the whole old row, as Supabase.
+    su.batch_execute("UPDATE public.plain SET secret = 'new' WHERE id = 1").await.unwrap();
+    // (channel "one" subscribed to todos only: join another for plain)
+    let mut d = Phx::connect(&gw.base, &service).await;
+    d.send(json!(["1", "1", "realtime:p", "phx_join", {"config": {"postgres_changes": [{"event": "*", "schema": "public", "table": "plain"}]}}])).await;
+    d.until("subscribed", |f| f[3] == "system" && f[4]["status"] == "ok").await;
+    su.batch_execute("UPDATE public.plain SET secret = 'newer' WHERE id = 1").await.unwrap();
+    let ch = d.until("update", |f| f[3] == "postgres_changes").await;
+    assert_eq!(ch[4]["data"]["old_record"], json!({"id": 1, "secret": "new"}));
+    assert_eq!(ch[4]["data"]["record"], json!({"id": 1, "secret": "newer"}));
+    // With RLS on, only the key, whatever the replica identity.
+    su.batch_execute("ALTER TABLE public.plain ENABLE ROW LEVEL SECURITY; CREATE POLICY all_rows ON public.plain FOR SELECT USING (true); DELETE FROM public.plain WHERE id = 1")
+        .await
+        .unwrap();
+    let del = d.until("delete", |f| f[3] == "postgres_changes" && f[4]["data"]["type"] == "DELETE").await;
+    assert_eq!(del[4]["data"]["old_record"], json!({"id": 1}));
+
+    // vsn 1.0.0 (JSON objects) and broadcast_changes on a private channel.
+    let url = format!("{}/realtime/v1/websocket?apikey={service}&vsn=1.0.0", gw.base.replace("http", "ws"));
+    let (mut v1, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let join = json!({"topic": "realtime:plain-changes", "event": "phx_join", "ref": "1", "join_ref": "1", "payload": {"config": {"private": true}}});
+    v1.send(Message::Text(join.to_string().into())).await.unwrap();
+    let mut joined = false;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, v1.next()).await {
+        let f: Value = serde_json::from_str(&t).unwrap();
+        assert!(f.is_object(), "vsn 1.0.0 frames are objects: {f}");
+        if f["event"] == "phx_reply" && f["ref"] == "1" {
+            assert_eq!(f["payload"]["status"], "ok", "{f}");
+            joined = true;
+            su.batch_execute("INSERT INTO public.plain VALUES (2, 'x')").await.unwrap();
+        }
+        if f["event"] == "broadcast" {
+            assert_eq!(f["payload"]["event"], "INSERT");
+            assert_eq!(f["payload"]["payload"]["record"], json!({"id": 2, "secret": "x"}));
+            assert_eq!(f["payload"]["payload"]["operation"], "INSERT");
+            assert!(f["payload"]["meta"]["id"].is_string());
+            return assert!(joined);
+        }
+    }
+    panic!("no broadcast_changes message on the private channel");
 }

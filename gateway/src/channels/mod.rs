@@ -234,9 +234,6 @@ pub fn spawn(s: &AppState, events: &crate::listener::Buses) {
     let beat = reg.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(BEAT);
-        let mut m = Map::new();
-        m.insert("k".into(), "hello".into());
-        beat.relay(m);
         loop {
             tick.tick().await;
             let mut m = Map::new();
@@ -253,7 +250,12 @@ pub fn spawn(s: &AppState, events: &crate::listener::Buses) {
         loop {
             match rx.recv().await {
                 Ok(Event::Notify { payload, .. }) => inbound(&st, &reg, &changes_tx, &payload).await,
-                Ok(Event::Connected) => {}
+                Ok(Event::Connected) => {
+                    // Listening (again): ask the other gateways for their presences.
+                    let mut m = Map::new();
+                    m.insert("k".into(), "hello".into());
+                    reg.relay(m);
+                }
                 Err(broadcast::error::RecvError::Lagged(n)) => tracing::error!(missed = n, "realtime notifications lost: the gateway fell behind"),
                 Err(broadcast::error::RecvError::Closed) => return,
             }
