@@ -453,6 +453,11 @@ async fn bad_requests_get_clear_4xx_errors() {
     assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("22P02")));
     let (st, _, e) = r.req(Method::GET, "/todos?select=id::text;drop", t, &[], None).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+    // Aggregates are off, as PostgREST's default; an fts language must be a name.
+    let (st, _, e) = r.req(Method::GET, "/todos?select=id.count()", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str(), e["message"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST123"), Some("Use of aggregate functions is not allowed")));
+    let (st, _, e) = r.req(Method::GET, "/todos?id=fts(english);drop.x", t, &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST100")));
     let (st, _, e) = r.req(Method::GET, "/todos?or=(id.eq.1", t, &[], None).await;
     assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST100")));
     let (st, _, e) = r.req(Method::GET, "/todos", t, &[("accept-profile", "secret")], None).await;

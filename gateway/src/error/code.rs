@@ -75,6 +75,9 @@ pub mod pgrst {
     pub const RAISE_JSON: Pgrst = p("PGRST121", 500);
     /// An invalid preference with `handling=strict`.
     pub const INVALID_PREFERENCES: Pgrst = p("PGRST122", 400);
+    /// An aggregate (`count()`, `col.sum()`, ...) in `select` while aggregates are
+    /// off (PostgREST's default, `db-aggregates-enabled = false`).
+    pub const AGGREGATES_NOT_ALLOWED: Pgrst = p("PGRST123", 400);
     /// More rows affected than `max-affected` allows.
     pub const MAX_AFFECTED: Pgrst = p("PGRST124", 400);
     /// A path that names no resource.

@@ -12,7 +12,12 @@ pub fn parse_filter(key: &str, value: &str) -> Result<Filter, RestError> {
     let (op_part, val) =
         rest.split_once('.').ok_or_else(|| RestError::parse(format!("\"failed to parse filter ({value})\""), "filters look like column=op.value, e.g. id=eq.1"))?;
     let (op_name, modifier) = match op_part.split_once('(') {
-        Some((o, m)) => (o, m.strip_suffix(')')),
+        Some((o, m)) => {
+            // `op(modifier)`: the modifier is an identifier (as PostgREST's grammar).
+            let m = m.strip_suffix(')').filter(|m| m.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | ' ' | '$')));
+            let m = m.ok_or_else(|| RestError::parse(format!("\"failed to parse filter ({value})\""), "an operator modifier is op(any), op(all) or fts(language)"))?;
+            (o, Some(m))
+        }
         None => (op_part, None),
     };
     let op = Op::parse(op_name).ok_or_else(|| RestError::parse(format!("\"failed to parse filter ({value})\""), format!("unknown operator {op_name:?}")))?;

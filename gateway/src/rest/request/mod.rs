@@ -397,6 +397,8 @@ mod tests {
         assert!(f.field.path[1].as_text);
         assert_eq!(f.value, "1.5");
         assert!(parse_filter("x", "nope.1").is_err());
+        assert!(parse_filter("doc", "fts(english);drop.x").is_err());
+        assert!(parse_filter("doc", "fts(eng)lish.x").is_err());
         assert!(parse_filter("x", "eq").is_err());
     }
 
@@ -412,6 +414,17 @@ mod tests {
         let Condition::Tree { negate: true, children: last, .. } = &children[2] else { panic!() };
         let Condition::Filter(f) = &last[0] else { panic!() };
         assert_eq!(f.value, "(1,2)");
+    }
+
+    #[test]
+    fn aggregates_are_refused_as_postgrest_does_by_default() {
+        for sel in ["count()", "total:count()", "count()::int", "id.count()", "price.sum()::int", "price::numeric.avg()", "c:amount.max()", "b.min()", "rel(x.sum())"] {
+            let e = parse_query(&format!("select={sel}"), false).expect_err(sel);
+            assert_eq!(e.code, "PGRST123", "{sel}");
+        }
+        for sel in ["client(id)", "rel()", "count", "items(count)", "a:b(c)"] {
+            assert!(parse_query(&format!("select={sel}"), false).is_ok(), "{sel}");
+        }
     }
 
     #[test]

@@ -48,6 +48,26 @@ pub fn parse_field(s: &str) -> Result<Field, RestError> {
     Ok(Field { column, path: parts })
 }
 
+/// PostgREST's aggregate select items: `[alias:]count()[::cast]` and
+/// `[alias:]field[::cast].(sum|avg|count|max|min)()[::cast]`.
+fn is_aggregate(raw: &str) -> bool {
+    let rest = match split_alias(raw) {
+        Some((_, r)) => r,
+        None => raw,
+    };
+    // An optional trailing cast of the aggregate's result.
+    let ident = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_alphanumeric() || c == '_');
+    let body = match rest.rsplit_once("::") {
+        Some((b, c)) if ident(c) && b.ends_with("()") => b,
+        _ => rest,
+    };
+    let Some(call) = body.strip_suffix("()") else { return false };
+    if call == "count" {
+        return true;
+    }
+    matches!(call.rsplit_once('.'), Some((field, f)) if !field.is_empty() && matches!(f, "sum" | "avg" | "count" | "max" | "min"))
+}
+
 pub(super) fn parse_select(v: &str, depth: usize) -> Result<Vec<SelectItem>, RestError> {
     if depth > MAX_DEPTH {
         return Err(too_deep("select"));
@@ -61,6 +81,9 @@ pub(super) fn parse_select(v: &str, depth: usize) -> Result<Vec<SelectItem>, Res
         if raw == "*" {
             items.push(SelectItem::Star);
             continue;
+        }
+        if is_aggregate(raw) {
+            return Err(RestError::of(crate::error::code::pgrst::AGGREGATES_NOT_ALLOWED, "Use of aggregate functions is not allowed"));
         }
         if raw.ends_with(')') && raw.contains('(') {
             items.push(SelectItem::Embed(parse_embed(raw, depth)?));
