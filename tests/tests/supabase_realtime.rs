@@ -347,3 +347,41 @@ async fn limits_protocol_v1_broadcast_changes_and_full_identity() {
     }
     panic!("no broadcast_changes message on the private channel");
 }
+
+/// A viewer whose RLS policy errors on its own claims gets nothing, and never keeps
+/// the other subscribers from their changes.
+#[tokio::test]
+async fn a_viewer_whose_policy_errors_does_not_stop_the_others() {
+    let tc = TestCluster::start().await.unwrap();
+    let su = tc.superuser().await.unwrap();
+    su.batch_execute(
+        "CREATE TABLE public.scores (id serial PRIMARY KEY, grp int NOT NULL);
+         ALTER TABLE public.scores ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY by_group ON public.scores FOR SELECT TO authenticated USING (grp = (auth.jwt() ->> 'grp')::int);
+         GRANT SELECT ON public.scores TO authenticated;
+         ALTER PUBLICATION supabase_realtime ADD TABLE public.scores;",
+    )
+    .await
+    .unwrap();
+    let token = |grp: Value| {
+        let claims = json!({"sub": USER_A, "role": "authenticated", "grp": grp, "exp": keys::now() + 3600});
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap()
+    };
+    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    let join = json!(["1", "1", "realtime:s", "phx_join", {"config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "scores"}]}}]);
+    let mut bad = Phx::connect(&gw.base, &token(json!("not a number"))).await;
+    let mut good = Phx::connect(&gw.base, &token(json!(1))).await;
+    for c in [&mut bad, &mut good] {
+        c.send(join.clone()).await;
+        c.until("subscribed", |f| f[3] == "system" && f[4]["status"] == "ok").await;
+    }
+    for i in 0..3 {
+        su.batch_execute("INSERT INTO public.scores (grp) VALUES (1)").await.unwrap();
+        let ch = good.until("the good viewer's change", |f| f[3] == "postgres_changes").await;
+        assert_eq!(ch[4]["data"]["record"]["id"], i + 1);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    bad.send(json!([null, "hb", "phoenix", "heartbeat", {}])).await;
+    bad.until("heartbeat", |f| f[1] == "hb").await;
+    assert!(!bad.seen.iter().any(|f| f[3] == "postgres_changes"), "{:?}", bad.seen);
+}

@@ -275,6 +275,35 @@ async fn check_rows(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[
     if viewers.is_empty() {
         return out;
     }
+    // Viewers whose own check failed lately (a policy that errors on their claims) are
+    // checked alone, so they cannot fail everybody's pipeline batch after batch.
+    if viewers.len() > 1 {
+        let (alone, together): (ViewerKeys, ViewerKeys) = {
+            let q = quarantine().lock().unwrap_or_else(|e| e.into_inner());
+            viewers.into_iter().partition(|(w, _)| q.get(w.as_ref()).is_some_and(|t| t.elapsed() < QUARANTINE))
+        };
+        if !alone.is_empty() {
+            for (w, k) in alone {
+                out.extend(Box::pin(check_rows(st, metas, changes, HashMap::from([(w, k)]))).await);
+            }
+            out.extend(Box::pin(check_rows(st, metas, changes, together)).await);
+            return out;
+        }
+        return Box::pin(check_rows_together(st, metas, changes, together)).await;
+    }
+    check_rows_together(st, metas, changes, viewers).await
+}
+
+/// How long a viewer whose check failed is checked apart from the others.
+const QUARANTINE: Duration = Duration::from_secs(30);
+
+fn quarantine() -> &'static Mutex<HashMap<Who, Instant>> {
+    static Q: std::sync::OnceLock<Mutex<HashMap<Who, Instant>>> = std::sync::OnceLock::new();
+    Q.get_or_init(Default::default)
+}
+
+async fn check_rows_together(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[Change], viewers: ViewerKeys) -> std::collections::HashSet<(Arc<Who>, usize)> {
+    let mut out = std::collections::HashSet::new();
     let viewers: ViewerChecks = viewers
         .into_iter()
         .map(|(w, tables)| {
@@ -329,7 +358,14 @@ async fn check_rows(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[
                 out.extend(Box::pin(check_rows(st, metas, changes, one)).await);
             }
         }
-        Err(e) => tracing::warn!(error = %e, role = %viewers[0].0.role, "postgres_changes row check failed: not delivered to this viewer"),
+        Err(e) => {
+            tracing::warn!(error = %e, role = %viewers[0].0.role, "postgres_changes row check failed: not delivered to this viewer");
+            let mut q = quarantine().lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() > 10_000 {
+                q.clear();
+            }
+            q.insert(viewers[0].0.as_ref().clone(), Instant::now());
+        }
     }
     out
 }
