@@ -100,6 +100,23 @@ END
 $$;
 GRANT EXECUTE ON FUNCTION realtime.send(jsonb, text, text, boolean) TO anon, authenticated, service_role;
 
+-- Messages are kept for REALTIME_MESSAGES_RETENTION (Supabase keeps three days of
+-- them); the gateway calls this periodically. Deletes in bounded batches.
+CREATE FUNCTION realtime._prune(keep interval, max_rows int DEFAULT 10000) RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+    WITH gone AS (
+        DELETE FROM realtime.messages
+         WHERE id IN (SELECT id FROM realtime.messages WHERE inserted_at < now() - keep ORDER BY inserted_at LIMIT max_rows)
+        RETURNING 1
+    )
+    SELECT count(*) FROM gone
+$$;
+REVOKE ALL ON FUNCTION realtime._prune(interval, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION realtime._prune(interval, int) TO authenticator;
+
 -- A row change broadcast from a trigger, as Supabase's realtime.broadcast_changes.
 CREATE FUNCTION realtime.broadcast_changes(topic_name text, event_name text, operation text, table_name text,
                                            table_schema text, new record, old record, level text DEFAULT 'ROW') RETURNS void

@@ -286,9 +286,25 @@ async fn limits_protocol_v1_broadcast_changes_and_full_identity() {
     )
     .await
     .unwrap();
+    su.batch_execute(
+        "INSERT INTO realtime.messages (topic, extension, event, payload, private, inserted_at)
+         VALUES ('old', 'broadcast', 'e', '{}', false, now() - interval '4 days'), ('recent', 'broadcast', 'e', '{}', false, now() - interval '1 day')",
+    )
+    .await
+    .unwrap();
     let service = keys::mint(Role::ServiceRole, &Secret::new(JWT_SECRET)).unwrap();
     let env = [("REALTIME_MAX_CHANNELS", "2"), ("REALTIME_MAX_EVENTS_PER_SECOND", "3")];
     let gw = Gateway::serve(&tc, &env).await.unwrap();
+    // Messages older than REALTIME_MESSAGES_RETENTION (3 days) are pruned at start.
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        left = su.query("SELECT topic FROM realtime.messages ORDER BY topic", &[]).await.unwrap().iter().map(|r| r.get::<_, String>(0)).collect();
+        if left == ["recent"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, ["recent"]);
 
     // Channels per socket.
     let mut c = Phx::connect(&gw.base, &service).await;

@@ -242,6 +242,17 @@ pub fn spawn(s: &AppState, events: &crate::listener::Buses) {
             beat.reap(DEAD_AFTER);
         }
     });
+    let retention = s.config.realtime_messages_retention_secs;
+    if retention > 0 {
+        let pool = s.pool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PRUNE_EVERY);
+            loop {
+                tick.tick().await;
+                prune(&pool, retention).await;
+            }
+        });
+    }
     let (changes_tx, changes_rx) = mpsc::channel::<Value>(65_536);
     tokio::spawn(changes::run(s.clone(), reg.clone(), changes_rx));
     let mut rx = events.subscribe(CHANNEL);
@@ -261,6 +272,38 @@ pub fn spawn(s: &AppState, events: &crate::listener::Buses) {
             }
         }
     });
+}
+
+/// How often old realtime.messages rows are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Rows deleted per statement while pruning.
+const PRUNE_BATCH: i32 = 10_000;
+
+/// Deletes realtime.messages rows older than `retention` seconds, in batches.
+async fn prune(pool: &crate::db::fair::FairPool<deadpool_postgres::Pool>, retention: u64) {
+    let secs = retention.min(i32::MAX as u64) as f64;
+    loop {
+        let gone = match pool.get().await {
+            Ok(c) => c.query_one("SELECT realtime._prune(make_interval(secs => $1), $2)", &[&secs, &PRUNE_BATCH]).await.map(|r| r.get::<_, i64>(0)),
+            Err(e) => {
+                tracing::warn!(error = %e, "realtime.messages not pruned");
+                return;
+            }
+        };
+        match gone {
+            Ok(n) if n >= i64::from(PRUNE_BATCH) => continue,
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(rows = n, "pruned realtime.messages");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "realtime.messages not pruned");
+                return;
+            }
+        }
+    }
 }
 
 /// One notification on `pgr_realtime`.

@@ -150,6 +150,7 @@ impl Config {
             realtime_max_events_per_second: parse_num(src, "REALTIME_MAX_EVENTS_PER_SECOND", 100u32)?.max(1),
             realtime_max_payload_bytes: parse_num(src, "REALTIME_MAX_PAYLOAD_BYTES", 256 * 1024usize)?.clamp(1024, 1024 * 1024),
             realtime_client_queue: parse_num(src, "REALTIME_CLIENT_QUEUE", 4096usize)?.clamp(16, 1_000_000),
+            realtime_messages_retention_secs: parse_num(src, "REALTIME_MESSAGES_RETENTION", 3 * 86_400u64)?,
             ws_write_timeout_secs: parse_num(src, "WS_WRITE_TIMEOUT", 30u64)?.clamp(1, 3600),
             webhook_timeout_secs: parse_num(src, "WEBHOOK_TIMEOUT", 10u64)?.clamp(1, 300),
             webhook_allow_private: parse_bool(src, "WEBHOOK_ALLOW_PRIVATE", false)?,

@@ -202,6 +202,9 @@ pub struct Config {
     /// REALTIME_CLIENT_QUEUE: frames queued for one Realtime socket; a socket that
     /// falls further behind is closed (the client reconnects). Default 4096.
     pub realtime_client_queue: usize,
+    /// REALTIME_MESSAGES_RETENTION: seconds rows of realtime.messages (realtime.send)
+    /// are kept; pruned at start and every 10 minutes. Default 3 days; 0 = forever.
+    pub realtime_messages_retention_secs: u64,
     /// WS_WRITE_TIMEOUT: seconds a write to a client may stall (a peer that stops
     /// reading) before the socket is dropped. Default 30.
     pub ws_write_timeout_secs: u64,
