@@ -24,6 +24,8 @@ pub const MAX_DEPTH: usize = 24;
 /// Most steps of one JSON path (`data->a->b...`): each becomes an operator Postgres
 /// nests, so very long paths reach its stack limit.
 pub const MAX_JSON_PATH: usize = 64;
+/// Levels of resource embedding in one select.
+pub const MAX_EMBED_DEPTH: usize = 8;
 
 /// Longest query string the REST parser reads (the URI itself is capped lower by
 /// hyper; this keeps the parser's cost per request bounded in any case).
@@ -425,6 +427,14 @@ mod tests {
         for sel in ["client(id)", "rel()", "count", "items(count)", "a:b(c)"] {
             assert!(parse_query(&format!("select={sel}"), false).is_ok(), "{sel}");
         }
+    }
+
+    #[test]
+    fn embedding_nests_at_most_eight_levels() {
+        let nest = |n: usize| format!("select={}id{}", "a(".repeat(n), ")".repeat(n));
+        assert!(parse_query(&nest(8), false).is_ok());
+        let e = parse_query(&nest(9), false).unwrap_err();
+        assert_eq!(e.code, "PGRST100");
     }
 
     #[test]

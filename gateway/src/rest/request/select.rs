@@ -104,6 +104,15 @@ pub(super) fn parse_select(v: &str, depth: usize) -> Result<Vec<SelectItem>, Res
 
 /// `alias:name!hint!inner(items)`.
 pub(super) fn parse_embed(raw: &str, depth: usize) -> Result<Embed, RestError> {
+    // Each level of embedding multiplies the rows the statement builds: a short cyclic
+    // request (authors(books(authors(...)))) could otherwise spend the whole statement
+    // timeout of a connection.
+    if depth >= MAX_EMBED_DEPTH {
+        return Err(RestError::parse(
+            format!("\"failed to parse select\": embedding nested deeper than {MAX_EMBED_DEPTH} levels"),
+            format!("resources may be embedded at most {MAX_EMBED_DEPTH} levels deep"),
+        ));
+    }
     let open = raw.find('(').unwrap_or(raw.len());
     let head = &raw[..open];
     let inner = &raw[open + 1..raw.len() - 1];
