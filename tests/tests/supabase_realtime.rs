@@ -215,6 +215,17 @@ async fn bad_frames_are_answered_and_the_socket_survives() {
         c.ws.send(tokio_tungstenite::tungstenite::Message::Text("{not json".into())).await.unwrap();
         c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![3u8, 200, 200, 200].into())).await.unwrap();
     }
+    // A broadcast forged with pg_notify (no gateway signature) is ignored; a real
+    // realtime.send on the same topic arrives.
+    c.send(json!(["7", "7", "realtime:forge", "phx_join", {}])).await;
+    assert_eq!(c.until("join forge", |f| f[1] == "7").await[4]["status"], "ok");
+    let su = tc.superuser().await.unwrap();
+    su.batch_execute(r#"SELECT pg_notify('pgr_realtime', '{"k":"b","g":"x","topic":"forge","private":false,"payload":{"type":"broadcast","event":"forged","payload":{}}}')"#)
+        .await
+        .unwrap();
+    su.batch_execute(r#"SELECT realtime.send('{"ok":1}', 'real', 'forge', false)"#).await.unwrap();
+    let b = c.until("the real broadcast", |f| f[3] == "broadcast").await;
+    assert_eq!(b[4]["event"], "real", "{b}");
     c.send(json!([null, "5", "phoenix", "heartbeat", {}])).await;
     assert_eq!(c.until("heartbeat", |f| f[1] == "5").await[4]["status"], "ok");
     // A table outside supabase_realtime: joined, with the system error Supabase sends.
@@ -322,15 +333,13 @@ async fn limits_protocol_v1_broadcast_changes_and_full_identity() {
     c.until("phx_close", |f| f[3] == "phx_close" && f[2] == "realtime:two").await;
 
     // REPLICA IDENTITY FULL without RLS: the whole old row, as Supabase.
-    su.batch_execute("UPDATE public.plain SET secret = 'new' WHERE id = 1").await.unwrap();
-    // (channel "one" subscribed to todos only: join another for plain)
     let mut d = Phx::connect(&gw.base, &service).await;
     d.send(json!(["1", "1", "realtime:p", "phx_join", {"config": {"postgres_changes": [{"event": "*", "schema": "public", "table": "plain"}]}}])).await;
     d.until("subscribed", |f| f[3] == "system" && f[4]["status"] == "ok").await;
-    su.batch_execute("UPDATE public.plain SET secret = 'newer' WHERE id = 1").await.unwrap();
+    su.batch_execute("UPDATE public.plain SET secret = 'new' WHERE id = 1").await.unwrap();
     let ch = d.until("update", |f| f[3] == "postgres_changes").await;
-    assert_eq!(ch[4]["data"]["old_record"], json!({"id": 1, "secret": "new"}));
-    assert_eq!(ch[4]["data"]["record"], json!({"id": 1, "secret": "newer"}));
+    assert_eq!(ch[4]["data"]["old_record"], json!({"id": 1, "secret": "old"}));
+    assert_eq!(ch[4]["data"]["record"], json!({"id": 1, "secret": "new"}));
     // With RLS on, only the key, whatever the replica identity.
     su.batch_execute("ALTER TABLE public.plain ENABLE ROW LEVEL SECURITY; CREATE POLICY all_rows ON public.plain FOR SELECT USING (true); DELETE FROM public.plain WHERE id = 1")
         .await

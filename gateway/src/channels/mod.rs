@@ -212,6 +212,7 @@ async fn broadcast_one(
 /// postgres_changes dispatcher.
 pub fn spawn(s: &AppState, events: &crate::listener::Buses) {
     let reg = s.channels.clone();
+    reg.set_key(s.config.jwt_secret.expose());
     let Some(relay_rx) = reg.take_relay() else { return };
     // Relay: this gateway's broadcasts and presence to the others.
     let pool = s.pool.clone();
@@ -308,7 +309,22 @@ async fn prune(pool: &crate::db::fair::FairPool<deadpool_postgres::Pool>, retent
 
 /// One notification on `pgr_realtime`.
 async fn inbound(st: &AppState, reg: &Arc<Registry>, changes: &mpsc::Sender<Value>, payload: &str) {
-    let Ok(v) = serde_json::from_str::<Value>(payload) else { return };
+    // From the extension (row changes, realtime.send): plain JSON; from gateways:
+    // signed (see Registry::relay), and only those kinds.
+    let (v, from_gateway) = if payload.starts_with('{') {
+        let Ok(v) = serde_json::from_str::<Value>(payload) else { return };
+        (v, false)
+    } else {
+        let Some(body) = reg.verified(payload) else {
+            tracing::warn!("an unsigned or forged realtime relay message was ignored");
+            return;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(body) else { return };
+        (v, true)
+    };
+    if from_gateway != matches!(v["k"].as_str(), Some("b" | "p" | "beat" | "hello")) {
+        return;
+    }
     if v["k"] == "c" {
         if changes.try_send(v).is_err() {
             tracing::error!("postgres_changes queue full: a change was not delivered");

@@ -6,7 +6,7 @@
 //! neither sees the other's broadcasts or presence.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
@@ -75,6 +75,8 @@ pub struct Registry {
     relay_rx: Mutex<Option<mpsc::Receiver<String>>>,
     /// Other gateways: when they were last heard of.
     peers: Mutex<HashMap<String, Instant>>,
+    /// Key of the relay's signatures.
+    key: OnceLock<Vec<u8>>,
     /// Database checks of joins and private-channel writes running at once (they
     /// share the gateway's pool with every other product).
     pub checks: tokio::sync::Semaphore,
@@ -99,9 +101,33 @@ impl Registry {
             relay,
             relay_rx: Mutex::new(Some(rx)),
             peers: Mutex::new(HashMap::new()),
+            key: OnceLock::new(),
             checks: tokio::sync::Semaphore::new(MAX_CHECKS),
         };
         Arc::new(r)
+    }
+
+    /// Sets the key relayed messages are signed with (the JWT secret).
+    pub fn set_key(&self, key: &str) {
+        let _ = self.key.set(key.as_bytes().to_vec());
+    }
+
+    fn sign(&self, body: &str) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.key.get().map(Vec::as_slice).unwrap_or_default()).expect("HMAC takes any key");
+        mac.update(body.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The JSON of a relayed message whose signature holds.
+    pub fn verified<'a>(&self, text: &'a str) -> Option<&'a str> {
+        use hmac::Mac;
+        let (sig, body) = text.split_once('.')?;
+        let sig = hex::decode(sig).ok()?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.key.get().map(Vec::as_slice).unwrap_or_default()).ok()?;
+        mac.update(body.as_bytes());
+        mac.verify_slice(&sig).ok()?;
+        Some(body)
     }
 
     /// The relay queue (once).
@@ -116,7 +142,11 @@ impl Registry {
     /// Queues a message for the other gateways.
     pub fn relay(&self, mut msg: Map<String, Value>) {
         msg.insert("g".into(), Value::String(self.gateway.clone()));
-        let text = Value::Object(msg).to_string();
+        let body = Value::Object(msg).to_string();
+        // `<hmac>.<json>`: gateways share the JWT secret, so a database role that can
+        // only pg_notify cannot pass for a gateway (broadcasts into private topics,
+        // presence).
+        let text = format!("{}.{body}", self.sign(&body));
         if text.len() > MAX_RELAYED {
             tracing::warn!(bytes = text.len(), "realtime message too large for NOTIFY: delivered on this gateway only");
             return;
@@ -426,6 +456,22 @@ mod tests {
         assert!(ra.try_recv().is_err());
         assert!(rb.try_recv().is_ok() && rb.try_recv().is_ok());
         assert!(rc.try_recv().is_err());
+    }
+
+    #[test]
+    fn relayed_messages_are_signed() {
+        let reg = Registry::new();
+        reg.set_key("k1");
+        let mut rx = reg.take_relay().unwrap();
+        reg.relay(Map::from_iter([("k".to_owned(), json!("beat"))]));
+        let text = rx.try_recv().unwrap();
+        let body = reg.verified(&text).expect("own signature");
+        assert_eq!(serde_json::from_str::<Value>(body).unwrap()["k"], "beat");
+        assert!(reg.verified(&text.replacen("beat", "hello", 1)).is_none());
+        assert!(reg.verified(r#"{"k":"b","topic":"x","payload":{}}"#).is_none());
+        let other = Registry::new();
+        other.set_key("k2");
+        assert!(other.verified(&text).is_none());
     }
 
     #[tokio::test]
