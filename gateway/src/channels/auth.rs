@@ -57,7 +57,7 @@ fn dberr(e: tokio_postgres::Error) -> String {
 
 /// Read policies of a private topic: (broadcast, presence).
 pub async fn read_policies(st: &AppState, who: &Who, topic: &str) -> Result<(bool, bool), String> {
-    let run = async {
+    {
         let mut c = st.pool.get().await.map_err(|e| e.to_string())?;
         let tx = c.transaction().await.map_err(|e| e.to_string())?;
         let ids: Vec<uuid::Uuid> = vec![uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
@@ -74,8 +74,7 @@ pub async fn read_policies(st: &AppState, who: &Who, topic: &str) -> Result<(boo
         };
         let has = |x: &str| rows.iter().any(|r| r.get::<_, String>(0) == x);
         Ok((has("broadcast"), has("presence")))
-    };
-    run.await
+    }
 }
 
 /// Whether the write policies of a private topic accept `extension` (broadcast or

@@ -215,11 +215,14 @@ async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, 
             pairs.insert(k, ok);
         }
     }
+    // Each delivery's privilege, looked up once.
+    let privileged: Vec<bool> =
+        deliveries.iter().map(|d| metas[d.change].as_ref().is_some_and(|m| pairs.get(&(d.who.role.clone(), m.rel.clone())).copied().unwrap_or(false))).collect();
     // Row visibility for INSERT / UPDATE: per viewer, per table, the changed keys.
     let mut viewers: ViewerKeys = HashMap::new();
-    for d in &deliveries {
+    for (d, &ok) in deliveries.iter().zip(&privileged) {
         let (c, Some(m)) = (&changes[d.change], &metas[d.change]) else { continue };
-        if c.op == "DELETE" || m.pk.is_empty() || !pairs.get(&(d.who.role.clone(), m.rel.clone())).copied().unwrap_or(false) {
+        if c.op == "DELETE" || m.pk.is_empty() || !ok {
             continue;
         }
         let key: serde_json::Map<String, Value> = m.pk.iter().map(|(n, _)| (n.clone(), c.data["record"][n].clone())).collect();
@@ -253,10 +256,10 @@ async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, 
         let subs = reg.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
         deliveries.iter().filter(|d| subs.get(&d.member).is_some_and(|s| Arc::ptr_eq(&s.who, &d.who))).map(|d| d.member).collect()
     };
-    for d in deliveries {
+    for (d, ok) in deliveries.into_iter().zip(privileged) {
         let c = &changes[d.change];
         let (Some(m), Some(data)) = (&metas[d.change], &rendered[d.change]) else { continue };
-        if !current.contains(&d.member) || !pairs.get(&(d.who.role.clone(), m.rel.clone())).copied().unwrap_or(false) {
+        if !current.contains(&d.member) || !ok {
             continue;
         }
         if c.op != "DELETE" && !m.pk.is_empty() && !visible.contains(&(d.who.clone(), d.change)) {

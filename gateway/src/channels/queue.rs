@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, Notify};
 
 use super::frame::Vsn;
@@ -13,35 +14,36 @@ pub struct Outgoing {
     join_ref: Option<String>,
     r#ref: Option<String>,
     topic: String,
-    event: &'static str,
+    event: String,
     /// The payload as JSON text.
     payload: String,
-    v1: OnceLock<String>,
-    v2: OnceLock<String>,
+    /// The frame's text per version, shared (not copied) by every socket that sends it.
+    v1: OnceLock<Utf8Bytes>,
+    v2: OnceLock<Utf8Bytes>,
 }
 
 impl Outgoing {
-    pub fn new(join_ref: Option<&str>, r#ref: Option<&str>, topic: &str, event: &'static str, payload: String) -> Arc<Outgoing> {
+    pub fn new(join_ref: Option<&str>, r#ref: Option<&str>, topic: &str, event: &str, payload: String) -> Arc<Outgoing> {
         Arc::new(Outgoing {
             join_ref: join_ref.map(str::to_owned),
             r#ref: r#ref.map(str::to_owned),
             topic: topic.to_owned(),
-            event,
+            event: event.to_owned(),
             payload,
             v1: OnceLock::new(),
             v2: OnceLock::new(),
         })
     }
 
-    /// The frame's text in `vsn`.
-    pub fn text(&self, vsn: Vsn) -> &str {
+    /// The frame's text in `vsn` (encoded once; clones share the bytes).
+    pub fn text(&self, vsn: Vsn) -> &Utf8Bytes {
         let s = |o: &Option<String>| serde_json::to_string(o).unwrap_or_else(|_| "null".into());
-        let t = serde_json::to_string(&self.topic).unwrap_or_default();
+        let (t, e) = (serde_json::to_string(&self.topic).unwrap_or_default(), serde_json::to_string(&self.event).unwrap_or_default());
         match vsn {
-            Vsn::V2 => self.v2.get_or_init(|| format!("[{},{},{},\"{}\",{}]", s(&self.join_ref), s(&self.r#ref), t, self.event, self.payload)),
-            Vsn::V1 => self.v1.get_or_init(|| {
-                format!("{{\"join_ref\":{},\"ref\":{},\"topic\":{},\"event\":\"{}\",\"payload\":{}}}", s(&self.join_ref), s(&self.r#ref), t, self.event, self.payload)
-            }),
+            Vsn::V2 => self.v2.get_or_init(|| format!("[{},{},{t},{e},{}]", s(&self.join_ref), s(&self.r#ref), self.payload).into()),
+            Vsn::V1 => {
+                self.v1.get_or_init(|| format!("{{\"join_ref\":{},\"ref\":{},\"topic\":{t},\"event\":{e},\"payload\":{}}}", s(&self.join_ref), s(&self.r#ref), self.payload).into())
+            }
         }
     }
 

@@ -32,7 +32,6 @@ impl TopicKey {
 /// A joined channel on this gateway.
 struct Member {
     socket: SocketTx,
-    join_ref: String,
     /// `config.broadcast.self`.
     self_broadcast: bool,
     /// Receives broadcasts (private channels: the read policy allowed it).
@@ -157,11 +156,10 @@ impl Registry {
     }
 
     /// Adds a member to a topic.
-    #[allow(clippy::too_many_arguments)]
-    pub fn join(&self, key: &TopicKey, member: u64, socket: &SocketTx, join_ref: &str, self_broadcast: bool, reads_broadcast: bool, reads_presence: bool) {
+    pub fn join(&self, key: &TopicKey, member: u64, socket: &SocketTx, self_broadcast: bool, reads_broadcast: bool, reads_presence: bool) {
         let mut t = self.topics();
         let topic = t.entry(key.clone()).or_default();
-        topic.members.insert(member, Member { socket: socket.clone(), join_ref: join_ref.to_owned(), self_broadcast, reads_broadcast, reads_presence });
+        topic.members.insert(member, Member { socket: socket.clone(), self_broadcast, reads_broadcast, reads_presence });
     }
 
     /// Changes what a member may read (after a new token).
@@ -187,7 +185,7 @@ impl Registry {
             leaves
         };
         if !leaves.is_empty() {
-            self.presence_diff(key, Map::new(), leaves.clone(), None);
+            self.presence_diff(key, Map::new(), leaves.clone());
             self.relay(relay_presence(key, "leave", &leaves));
         }
     }
@@ -222,7 +220,7 @@ impl Registry {
             topic.presence.entry(presence_key.to_owned()).or_default().push(m);
             (joins, leaves)
         };
-        self.presence_diff(key, joins.clone(), leaves.clone(), None);
+        self.presence_diff(key, joins.clone(), leaves.clone());
         if !leaves.is_empty() {
             self.relay(relay_presence(key, "leave", &leaves));
         }
@@ -238,13 +236,13 @@ impl Registry {
             take_presences(topic, |m| m.owner == Owner::Local(member))
         };
         if !leaves.is_empty() {
-            self.presence_diff(key, Map::new(), leaves.clone(), None);
+            self.presence_diff(key, Map::new(), leaves.clone());
             self.relay(relay_presence(key, "leave", &leaves));
         }
     }
 
     /// Sends a presence diff to the topic's members that read presence.
-    fn presence_diff(&self, key: &TopicKey, joins: Map<String, Value>, leaves: Map<String, Value>, _from: Option<&str>) {
+    fn presence_diff(&self, key: &TopicKey, joins: Map<String, Value>, leaves: Map<String, Value>) {
         let frame = Outgoing::new(None, None, &key.topic(), "presence_diff", json!({"joins": joins, "leaves": leaves}).to_string());
         let t = self.topics();
         if let Some(topic) = t.get(key) {
@@ -277,11 +275,6 @@ impl Registry {
         m.insert("private".into(), key.private.into());
         m.insert("payload".into(), payload.clone());
         self.relay(m);
-    }
-
-    /// The join refs of a socket's members (to address frames to one channel).
-    pub fn join_ref(&self, key: &TopicKey, member: u64) -> Option<String> {
-        self.topics().get(key).and_then(|t| t.members.get(&member)).map(|m| m.join_ref.clone())
     }
 
     /// Applies presence relayed by gateway `g`.
@@ -324,7 +317,7 @@ impl Registry {
             }
         }
         if !joins.is_empty() || !leaves.is_empty() {
-            self.presence_diff(key, joins, leaves, Some(g));
+            self.presence_diff(key, joins, leaves);
         }
     }
 
@@ -352,7 +345,7 @@ impl Registry {
                 d
             };
             for (k, leaves) in diffs {
-                self.presence_diff(&k, Map::new(), leaves, None);
+                self.presence_diff(&k, Map::new(), leaves);
             }
         }
     }
@@ -373,11 +366,6 @@ impl Registry {
             }
         }
         out
-    }
-
-    /// Members on this gateway (all topics).
-    pub fn member_count(&self) -> usize {
-        self.topics().values().map(|t| t.members.len()).sum()
     }
 }
 
@@ -436,8 +424,8 @@ mod tests {
     #[test]
     fn frames_encode_in_both_versions() {
         let f = Outgoing::new(Some("1"), None, "realtime:a", "broadcast", r#"{"x":1}"#.into());
-        assert_eq!(f.text(Vsn::V2), r#"["1",null,"realtime:a","broadcast",{"x":1}]"#);
-        let v: Value = serde_json::from_str(f.text(Vsn::V1)).unwrap();
+        assert_eq!(f.text(Vsn::V2).as_str(), r#"["1",null,"realtime:a","broadcast",{"x":1}]"#);
+        let v: Value = serde_json::from_str(f.text(Vsn::V1).as_str()).unwrap();
         assert_eq!(v, json!({"join_ref": "1", "ref": null, "topic": "realtime:a", "event": "broadcast", "payload": {"x": 1}}));
     }
 
@@ -447,12 +435,15 @@ mod tests {
         let (a, mut ra) = SocketTx::new(16);
         let (b, mut rb) = SocketTx::new(16);
         let (c, mut rc) = SocketTx::new(16);
-        reg.join(&key("room"), 1, &a, "1", false, true, false);
-        reg.join(&key("room"), 2, &b, "1", true, true, false);
-        reg.join(&TopicKey { private: true, name: "room".into() }, 3, &c, "1", true, true, false);
+        reg.join(&key("room"), 1, &a, false, true, false);
+        reg.join(&key("room"), 2, &b, true, true, false);
+        reg.join(&TopicKey { private: true, name: "room".into() }, 3, &c, true, true, false);
         reg.broadcast(&key("room"), Some(1), &json!({"type": "broadcast", "event": "e", "payload": {}}));
         reg.broadcast(&key("room"), Some(2), &json!({"type": "broadcast", "event": "e", "payload": {}}));
-        assert_eq!(ra.try_recv().map(|f| f.text(Vsn::V2).to_owned()).ok(), Some(r#"[null,null,"realtime:room","broadcast",{"event":"e","payload":{},"type":"broadcast"}]"#.into()));
+        assert_eq!(
+            ra.try_recv().map(|f| f.text(Vsn::V2).as_str().to_owned()).ok(),
+            Some(r#"[null,null,"realtime:room","broadcast",{"event":"e","payload":{},"type":"broadcast"}]"#.into())
+        );
         assert!(ra.try_recv().is_err());
         assert!(rb.try_recv().is_ok() && rb.try_recv().is_ok());
         assert!(rc.try_recv().is_err());
@@ -478,22 +469,22 @@ mod tests {
     async fn presence_tracks_diffs_and_leaves_with_the_member() {
         let reg = Registry::new();
         let (a, mut ra) = SocketTx::new(16);
-        reg.join(&key("room"), 1, &a, "1", false, true, true);
+        reg.join(&key("room"), 1, &a, false, true, true);
         assert!(reg.track(&key("room"), 1, "u1", json!({"online": true})));
         let state = reg.presence_state(&key("room"));
         assert_eq!(state["u1"]["metas"][0]["online"], true);
         assert!(state["u1"]["metas"][0]["phx_ref"].is_string());
-        let diff: Value = serde_json::from_str(ra.try_recv().unwrap().text(Vsn::V2)).unwrap();
+        let diff: Value = serde_json::from_str(ra.try_recv().unwrap().text(Vsn::V2).as_str()).unwrap();
         assert_eq!(diff[3], "presence_diff");
         assert_eq!(diff[4]["joins"]["u1"]["metas"][0]["online"], true);
         // Re-tracking replaces: the old meta leaves, the new one joins.
         assert!(reg.track(&key("room"), 1, "u1", json!({"online": false})));
-        let diff: Value = serde_json::from_str(ra.try_recv().unwrap().text(Vsn::V2)).unwrap();
+        let diff: Value = serde_json::from_str(ra.try_recv().unwrap().text(Vsn::V2).as_str()).unwrap();
         assert_eq!((diff[4]["leaves"]["u1"]["metas"][0]["online"].clone(), diff[4]["joins"]["u1"]["metas"][0]["online"].clone()), (json!(true), json!(false)));
         reg.leave(&key("room"), 1);
         assert_eq!(reg.presence_state(&key("room")), json!({}));
         // Remote presences join and are reaped with their gateway.
-        reg.join(&key("room"), 2, &a, "1", false, true, true);
+        reg.join(&key("room"), 2, &a, false, true, true);
         let mut entries = Map::new();
         entries.insert("u9".into(), json!({"metas": [{"phx_ref": "r1", "x": 1}]}));
         reg.remote_presence("g2", &key("room"), "join", &entries);

@@ -153,7 +153,7 @@ impl Drop for Conn {
 const IDLE: Duration = Duration::from_secs(60);
 
 async fn send(ws: &mut WebSocket, out: &Outgoing, vsn: Vsn, timeout: Duration) -> bool {
-    matches!(tokio::time::timeout(timeout, ws.send(Message::Text(out.text(vsn).to_owned().into()))).await, Ok(Ok(())))
+    matches!(tokio::time::timeout(timeout, ws.send(Message::Text(out.text(vsn).clone()))).await, Ok(Ok(())))
 }
 
 /// Reasons a join fails, as Supabase words them.
@@ -163,7 +163,7 @@ fn join_error(reason: impl Into<String>) -> Value {
 
 impl Conn {
     fn push(&self, m: Msg) {
-        self.tx.send(Outgoing::new(m.join_ref.as_deref(), m.r#ref.as_deref(), &m.topic, leak_event(&m.event), m.payload.to_string()));
+        self.tx.send(Outgoing::new(m.join_ref.as_deref(), m.r#ref.as_deref(), &m.topic, &m.event, m.payload.to_string()));
     }
 
     fn reply(&self, to: &Msg, status: &str, response: Value) {
@@ -303,7 +303,7 @@ impl Conn {
         let key = TopicKey { private, name: name.to_owned() };
         let member = rand::random::<u64>();
         let join_ref = m.join_ref.clone().or_else(|| m.r#ref.clone()).unwrap_or_default();
-        self.reg.join(&key, member, &self.tx, &join_ref, self_broadcast, reads_broadcast, reads_presence);
+        self.reg.join(&key, member, &self.tx, self_broadcast, reads_broadcast, reads_presence);
         let has_changes = !bindings.is_empty();
         let j = Joined {
             key: key.clone(),
@@ -511,19 +511,4 @@ async fn published(st: &AppState, bindings: &[super::subscription::Binding]) -> 
         .filter(|(_, r)| !r.get::<_, bool>(0))
         .map(|(b, _)| format!("event: {:?}, schema: {}, table: {}", b.event, b.schema, b.table.as_deref().unwrap_or("*")))
         .collect())
-}
-
-/// Event names the server sends are a closed set; others are echoed as "phx_reply".
-fn leak_event(e: &str) -> &'static str {
-    match e {
-        "phx_reply" => "phx_reply",
-        "phx_close" => "phx_close",
-        "phx_error" => "phx_error",
-        "presence_state" => "presence_state",
-        "presence_diff" => "presence_diff",
-        "system" => "system",
-        "broadcast" => "broadcast",
-        "postgres_changes" => "postgres_changes",
-        _ => "phx_reply",
-    }
 }
