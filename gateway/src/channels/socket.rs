@@ -14,6 +14,7 @@ use super::queue::{Outgoing, SocketTx};
 use super::registry::{Registry, TopicKey};
 use super::subscription::{parse_bindings, Subscription, Who};
 use super::Limits;
+use crate::realtime::socket::Bucket;
 use crate::AppState;
 
 /// A joined channel of this socket.
@@ -33,25 +34,6 @@ struct Joined {
     has_changes: bool,
 }
 
-/// Counts events in one-second windows.
-struct Window {
-    start: Instant,
-    n: u32,
-}
-
-impl Window {
-    fn new() -> Window {
-        Window { start: Instant::now(), n: 0 }
-    }
-    fn hit(&mut self, max: u32) -> bool {
-        if self.start.elapsed() >= Duration::from_secs(1) {
-            *self = Window::new();
-        }
-        self.n += 1;
-        self.n <= max
-    }
-}
-
 struct Conn {
     st: AppState,
     reg: Arc<Registry>,
@@ -60,8 +42,8 @@ struct Conn {
     socket_token: String,
     channels: HashMap<String, Joined>,
     next_binding: u64,
-    joins: Window,
-    events: Window,
+    joins: Bucket,
+    events: Bucket,
     limits: Limits,
     last_seen: Instant,
 }
@@ -70,7 +52,18 @@ struct Conn {
 pub async fn run(mut ws: WebSocket, st: AppState, reg: Arc<Registry>, vsn: Vsn, socket_token: String, limits: Limits, slot: crate::realtime::hub::Slot) {
     let _slot = slot;
     let (tx, mut rx) = SocketTx::new(limits.queue);
-    let mut c = Conn { st, reg, tx, socket_token, channels: HashMap::new(), next_binding: 0, joins: Window::new(), events: Window::new(), limits, last_seen: Instant::now() };
+    let mut c = Conn {
+        st,
+        reg,
+        tx,
+        socket_token,
+        channels: HashMap::new(),
+        next_binding: 0,
+        joins: Bucket::new((limits.joins_per_sec, 1)),
+        events: Bucket::new((limits.events_per_sec, 1)),
+        limits,
+        last_seen: Instant::now(),
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let kill = c.tx.kill.clone();
     loop {
@@ -233,7 +226,7 @@ impl Conn {
             self.reply(&m, "error", json!({"reason": "unmatched topic"}));
             return Ok(());
         };
-        if !self.joins.hit(self.limits.joins_per_sec) {
+        if !self.joins.take() {
             self.reply(&m, "error", join_error("ClientJoinRateLimitReached: Too many joins per second"));
             return Ok(());
         }
@@ -348,7 +341,7 @@ impl Conn {
     }
 
     async fn broadcast(&mut self, m: Msg) {
-        if !self.events.hit(self.limits.events_per_sec) {
+        if !self.events.take() {
             let topic = m.topic.clone();
             self.shut(&topic, "Too many messages per second");
             return;
@@ -382,7 +375,7 @@ impl Conn {
     }
 
     async fn presence(&mut self, m: Msg) {
-        if !self.events.hit(self.limits.events_per_sec) {
+        if !self.events.take() {
             let topic = m.topic.clone();
             self.shut(&topic, "Too many presence messages per second");
             return;
@@ -441,7 +434,7 @@ impl Conn {
     }
 
     async fn access_token(&mut self, m: Msg) {
-        if !self.events.hit(self.limits.events_per_sec) {
+        if !self.events.take() {
             let topic = m.topic.clone();
             self.shut(&topic, "Too many messages per second");
             return;

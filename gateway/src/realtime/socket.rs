@@ -42,8 +42,9 @@ pub struct Limits {
     pub write_timeout: Duration,
 }
 
-/// A token bucket of `n` frames refilled over `per_secs`.
-struct Bucket {
+/// A token bucket of `n` frames refilled over `per_secs` (also the Supabase Realtime
+/// sockets' join and event limits).
+pub struct Bucket {
     tokens: f64,
     burst: f64,
     per_sec: f64,
@@ -51,12 +52,12 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new((n, per_secs): (u32, u64)) -> Bucket {
+    pub fn new((n, per_secs): (u32, u64)) -> Bucket {
         let burst = f64::from(n.max(1));
         Bucket { tokens: burst, burst, per_sec: burst / per_secs.max(1) as f64, last: Instant::now() }
     }
 
-    fn take(&mut self) -> bool {
+    pub fn take(&mut self) -> bool {
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(self.burst);
         self.last = now;
