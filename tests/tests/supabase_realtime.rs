@@ -226,8 +226,21 @@ async fn bad_frames_are_answered_and_the_socket_survives() {
     su.batch_execute(r#"SELECT realtime.send('{"ok":1}', 'real', 'forge', false)"#).await.unwrap();
     let b = c.until("the real broadcast", |f| f[3] == "broadcast").await;
     assert_eq!(b[4]["event"], "real", "{b}");
+    // One transaction inserts a row anon may not see, then makes it visible: anon gets
+    // the visible version only, never the hidden one (RLS is asked about the row as it
+    // is now, so only the version that is still current is sent).
+    c.send(json!(["8", "8", "realtime:tx", "phx_join", {"config": {"postgres_changes": [{"event": "*", "schema": "public", "table": "todos"}]}}])).await;
+    c.until("subscribed", |f| f[3] == "system" && f[2] == "realtime:tx" && f[4]["status"] == "ok").await;
+    su.batch_execute(&format!(
+        "BEGIN; INSERT INTO public.todos (id, owner, title) VALUES (900, '{USER_A}', 'TOPSECRET'); UPDATE public.todos SET owner = NULL, title = 'harmless' WHERE id = 900; COMMIT;"
+    ))
+    .await
+    .unwrap();
+    let ch = c.until("the visible version", |f| f[3] == "postgres_changes").await;
+    assert_eq!((ch[4]["data"]["type"].as_str(), ch[4]["data"]["record"]["title"].as_str()), (Some("UPDATE"), Some("harmless")), "{ch}");
     c.send(json!([null, "5", "phoenix", "heartbeat", {}])).await;
     assert_eq!(c.until("heartbeat", |f| f[1] == "5").await[4]["status"], "ok");
+    assert!(!c.seen.iter().any(|f| f.to_string().contains("TOPSECRET")), "{:?}", c.seen);
     // A table outside supabase_realtime: joined, with the system error Supabase sends.
     c.send(json!(["6", "6", "realtime:y", "phx_join", {"config": {"postgres_changes": [{"event": "*", "schema": "public", "table": "nope"}]}}])).await;
     assert_eq!(c.until("join", |f| f[1] == "6").await[4]["status"], "ok");

@@ -112,9 +112,14 @@ async fn table_meta(st: &AppState, cache: &Mutex<HashMap<(String, String), Arc<T
     let pk: Vec<(String, String)> = row.get::<_, Option<String>>(1).and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
     let rel = format!("{}.{}", ident(schema), ident(table));
     // Identifiers and types come from the catalog, never from a request.
-    let conds: Vec<String> = pk.iter().map(|(n, ty)| format!("t.{} = (x.k ->> {})::{}", ident(n), crate::db::sql::literal(n), ty)).collect();
+    // Each element is {"k": key, "r": the captured record}. The row must be visible AND
+    // still be the captured version (`*=`: same image; keys a trimmed record lacks
+    // take the row's own values): a version changed again before the check (e.g. an
+    // INSERT then an UPDATE in one transaction) is not sent, since RLS was only asked
+    // about the row as it is now.
+    let conds: Vec<String> = pk.iter().map(|(n, ty)| format!("t.{} = (x.k -> 'k' ->> {})::{}", ident(n), crate::db::sql::literal(n), ty)).collect();
     let check = format!(
-        "SELECT coalesce(array_agg(x.i), '{{}}') FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(k, i) WHERE EXISTS (SELECT 1 FROM {rel} t WHERE {})",
+        "SELECT coalesce(array_agg(x.i), '{{}}') FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(k, i) WHERE EXISTS (SELECT 1 FROM {rel} t WHERE {} AND t *= jsonb_populate_record(t, x.k -> 'r'))",
         if conds.is_empty() { "false".to_owned() } else { conds.join(" AND ") }
     );
     let m = Arc::new(TableMeta { columns: columns.unwrap_or_else(|| "[]".into()), pk, check, rel, at: Instant::now() });
@@ -228,7 +233,7 @@ async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, 
         let key: serde_json::Map<String, Value> = m.pk.iter().map(|(n, _)| (n.clone(), c.data["record"][n].clone())).collect();
         let e = viewers.entry(d.who.clone()).or_default().entry(m.rel.clone()).or_default();
         if !e.1.contains(&d.change) {
-            e.0.push(Value::Object(key));
+            e.0.push(json!({"k": key, "r": c.data["record"]}));
             e.1.push(d.change);
         }
     }

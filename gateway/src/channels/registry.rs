@@ -151,7 +151,12 @@ impl Registry {
             return;
         }
         if self.relay.try_send(text).is_err() {
-            tracing::warn!("realtime relay queue full: message delivered on this gateway only");
+            // At most one line a second: a flood must not become a log flood too.
+            static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+            let now = crate::keys::now();
+            if LAST.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+                tracing::warn!("realtime relay queue full: messages delivered on this gateway only");
+            }
         }
     }
 
