@@ -113,13 +113,14 @@ async fn table_meta(st: &AppState, cache: &Mutex<HashMap<(String, String), Arc<T
     let rel = format!("{}.{}", ident(schema), ident(table));
     // Identifiers and types come from the catalog, never from a request.
     // Each element is {"k": key, "r": the captured record}. The row must be visible AND
-    // still be the captured version (`*=`: same image; keys a trimmed record lacks
-    // take the row's own values): a version changed again before the check (e.g. an
+    // still be the captured version (compared as jsonb rendered in this session, so
+    // time zones and json text layout do not matter; keys a trimmed record lacks take
+    // the row's own values): a version changed again before the check (e.g. an
     // INSERT then an UPDATE in one transaction) is not sent, since RLS was only asked
     // about the row as it is now.
     let conds: Vec<String> = pk.iter().map(|(n, ty)| format!("t.{} = (x.k -> 'k' ->> {})::{}", ident(n), crate::db::sql::literal(n), ty)).collect();
     let check = format!(
-        "SELECT coalesce(array_agg(x.i), '{{}}') FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(k, i) WHERE EXISTS (SELECT 1 FROM {rel} t WHERE {} AND t *= jsonb_populate_record(t, x.k -> 'r'))",
+        "SELECT coalesce(array_agg(x.i), '{{}}') FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(k, i) WHERE EXISTS (SELECT 1 FROM {rel} t WHERE {} AND to_jsonb(t) = to_jsonb(jsonb_populate_record(t, x.k -> 'r')))",
         if conds.is_empty() { "false".to_owned() } else { conds.join(" AND ") }
     );
     let m = Arc::new(TableMeta { columns: columns.unwrap_or_else(|| "[]".into()), pk, check, rel, at: Instant::now() });
