@@ -51,6 +51,8 @@ for (const k of ['port', 'client-id', 'client-secret', 'redirect-uri']) {
 }
 
 const issuer = `http://127.0.0.1:${args.port}`;
+const stage = (what) => console.error(`oidc_provider: ${what} after ${Math.round(performance.now())} ms`);
+stage('modules loaded');
 const ACCOUNT_ID = 'oidc-user-1';
 const accountClaims = {
   sub: ACCOUNT_ID,
@@ -65,6 +67,7 @@ const signingKey = {
   kid: 'test-rs256', alg: 'RS256', use: 'sig',
 };
 
+stage('signing key generated');
 const provider = new Provider(issuer, {
   clients: [{
     client_id: args['client-id'],

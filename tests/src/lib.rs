@@ -323,3 +323,53 @@ pub fn first_link(message: &serde_json::Value) -> String {
     let start = text.find("http").expect("a link in the e-mail");
     text[start..].split_whitespace().next().unwrap_or_default().to_owned()
 }
+
+/// A real OpenID Connect provider on loopback (npm oidc-provider,
+/// tests/js/oidc_provider.mjs), killed on drop.
+pub struct OidcProvider {
+    _child: Child,
+    /// Its issuer, `http://127.0.0.1:<port>`.
+    pub issuer: String,
+}
+
+impl OidcProvider {
+    /// Starts the provider for client `pgstack-test` / `provider-secret-1` with one
+    /// account (`email`). A start that prints nothing for 30 s is killed and tried
+    /// again on another port (three tries): under a fully loaded CI machine one
+    /// start was seen to stall, and its stderr is kept for the failure message.
+    pub async fn start(redirect_uri: &str, email: &str) -> anyhow::Result<OidcProvider> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/oidc_provider.mjs");
+        let mut failures = String::new();
+        for attempt in 1..=3 {
+            let port = cluster::free_port(None)?;
+            let mut child = Command::new("node")
+                .arg(&script)
+                .args(["--port", &port.to_string(), "--client-id", "pgstack-test", "--client-secret", "provider-secret-1"])
+                .args(["--redirect-uri", redirect_uri, "--email", email])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .context("node and tests/js/node_modules (npm ci in tests/js)")?;
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+            let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+            if let Ok(Ok(Some(line))) = &first {
+                if let Some(issuer) = line.strip_prefix("READY ") {
+                    let issuer = issuer.trim().to_owned();
+                    // Keep reading both pipes: a closed pipe would kill the provider.
+                    tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
+                    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                    return Ok(OidcProvider { _child: child, issuer });
+                }
+            }
+            let _ = child.start_kill();
+            failures.push_str(&format!("try {attempt} (port {port}): {first:?}; stderr:\n"));
+            while let Ok(Ok(Some(l))) = tokio::time::timeout(Duration::from_millis(300), errors.next_line()).await {
+                failures.push_str(&l);
+                failures.push('\n');
+            }
+        }
+        bail!("the OpenID provider did not start:\n{failures}")
+    }
+}

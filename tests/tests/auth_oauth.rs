@@ -5,58 +5,16 @@
 //! e-mail; state single use; every refusal.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
 use base64::Engine;
 use pgstack_gateway::config::Secret;
-use pgstack_tests::{Gateway, TestCluster, JWT_SECRET};
+use pgstack_tests::{Gateway, OidcProvider, TestCluster, JWT_SECRET};
 use reqwest::{redirect::Policy, Client, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const SITE: &str = "http://app.test";
 const EMAIL: &str = "oidc.user@example.com";
-
-struct Provider {
-    _child: Child,
-    issuer: String,
-}
-
-async fn start_provider(redirect_uri: &str) -> Provider {
-    let port = free_port();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/oidc_provider.mjs");
-    let mut child = Command::new("node")
-        .arg(script)
-        .args(["--port", &port.to_string(), "--client-id", "pgstack-test", "--client-secret", "provider-secret-1"])
-        .args(["--redirect-uri", redirect_uri, "--email", EMAIL])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node and tests/js/node_modules (npm ci in tests/js)");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = match tokio::time::timeout(Duration::from_secs(90), lines.next_line()).await {
-        Ok(Ok(Some(l))) => l,
-        other => {
-            let mut err = String::new();
-            while let Ok(Ok(Some(l))) = tokio::time::timeout(Duration::from_millis(200), errors.next_line()).await {
-                err.push_str(&l);
-                err.push('\n');
-            }
-            panic!("the OpenID provider did not start ({other:?}); its stderr:\n{err}");
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
-    let issuer = line.strip_prefix("READY ").expect("provider READY line").trim().to_owned();
-    // Keep reading: a closed pipe would kill the provider at its next write.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Provider { _child: child, issuer }
-}
 
 fn free_port() -> u16 {
     pgstack_gateway::dev::cluster::free_port(None).unwrap()
@@ -64,7 +22,7 @@ fn free_port() -> u16 {
 
 struct Env {
     gw: Gateway,
-    provider: Provider,
+    provider: OidcProvider,
     service_key: String,
     tc: TestCluster,
 }
@@ -73,7 +31,7 @@ async fn start() -> Env {
     let tc = TestCluster::start().await.unwrap();
     let port = free_port();
     let callback = format!("http://127.0.0.1:{port}/auth/v1/callback");
-    let provider = start_provider(&callback).await;
+    let provider = OidcProvider::start(&callback, EMAIL).await.unwrap();
     let service_key = pgstack_gateway::keys::mint(pgstack_shared::Role::ServiceRole, &Secret::new(JWT_SECRET)).unwrap();
     let listen = format!("127.0.0.1:{port}");
     let iss = provider.issuer.as_str();

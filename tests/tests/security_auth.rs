@@ -12,18 +12,13 @@
 //! - the OAuth state is bound to the browser that started the flow.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
 use futures_util::future::join_all;
 use pgstack_gateway::config::Secret;
-use pgstack_tests::{first_link, Gateway, SmtpSink, TestCluster, JWT_SECRET};
+use pgstack_tests::{first_link, Gateway, OidcProvider, SmtpSink, TestCluster, JWT_SECRET};
 use reqwest::{redirect::Policy, Client, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const SITE: &str = "http://app.test";
 
@@ -314,25 +309,6 @@ async fn an_email_change_needs_both_addresses() {
 
 const OIDC_EMAIL: &str = "oidc.user@example.com";
 
-async fn start_provider(redirect_uri: &str) -> (Child, String) {
-    let port = pgstack_gateway::dev::cluster::free_port(None).unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/oidc_provider.mjs");
-    let mut child = Command::new("node")
-        .arg(script)
-        .args(["--port", &port.to_string(), "--client-id", "pgstack-test", "--client-secret", "provider-secret-1"])
-        .args(["--redirect-uri", redirect_uri, "--email", OIDC_EMAIL])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node and tests/js/node_modules (npm ci in tests/js)");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(90), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let issuer = line.strip_prefix("READY ").expect("provider READY line").trim().to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, issuer)
-}
-
 fn browser() -> Client {
     Client::builder().redirect(Policy::none()).cookie_store(true).build().unwrap()
 }
@@ -365,7 +341,8 @@ async fn oauth_state_is_bound_to_the_browser_and_links_only_to_proven_addresses(
     let smtp = SmtpSink::start().await.unwrap();
     let tc = TestCluster::start().await.unwrap();
     let port = pgstack_gateway::dev::cluster::free_port(None).unwrap();
-    let (_provider, issuer) = start_provider(&format!("http://127.0.0.1:{port}/auth/v1/callback")).await;
+    let provider = OidcProvider::start(&format!("http://127.0.0.1:{port}/auth/v1/callback"), OIDC_EMAIL).await.unwrap();
+    let issuer = provider.issuer.clone();
     let service_key = pgstack_gateway::keys::mint(pgstack_shared::Role::ServiceRole, &Secret::new(JWT_SECRET)).unwrap();
     let listen = format!("127.0.0.1:{port}");
     let mut env = mail_env(&smtp, &[]);
