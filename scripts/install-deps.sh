@@ -5,7 +5,7 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.1
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib sudo clang libclang-dev pkg-config libssl-dev)
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib sudo clang libclang-dev pkg-config libssl-dev openssl)
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 

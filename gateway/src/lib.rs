@@ -25,9 +25,11 @@ pub mod realtime;
 pub mod rest;
 pub mod router;
 pub mod serve;
+pub mod ssrf;
 pub mod state;
 pub mod storage;
 pub mod webhooks;
+pub mod workbench;
 
 pub use router::app;
 pub use state::AppState;

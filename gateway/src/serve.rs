@@ -69,6 +69,7 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
     }
     crate::realtime::spawn_relay(&state, &events);
     crate::channels::spawn(&state, &events);
+    crate::workbench::spawn(&state);
     crate::listener::spawn_schema_reloader(state.clone(), &events);
 
     println!("listening on http://{addr}");

@@ -41,7 +41,7 @@ pub struct Shared {
     /// Supabase Realtime channels joined on this gateway.
     pub channels: Arc<crate::channels::registry::Registry>,
     /// Where webhooks may go.
-    pub webhook_policy: Arc<crate::webhooks::ssrf::Policy>,
+    pub webhook_policy: Arc<crate::ssrf::Policy>,
     /// Where object content lives.
     pub storage_backend: crate::storage::backend::Backend,
     /// Edge functions catalog.
@@ -52,6 +52,8 @@ pub struct Shared {
     pub functions_http: reqwest::Client,
     /// OAuth providers' HTTP client and discovery cache.
     pub oauth: Arc<crate::auth::oauth::client::OAuthRuntime>,
+    /// The SQL workbench's pools, sessions and cache.
+    pub workbench: Arc<crate::workbench::Workbench>,
 }
 
 impl AppState {
@@ -60,8 +62,10 @@ impl AppState {
         let config_queue = config.ws_client_queue;
         let config_backend_disk = config.storage_backend == "disk";
         let config_root = config.storage_root.clone();
+        let config_workbench = config.workbench.clone();
         let deno = Arc::new(crate::functions::deno::DenoWorker::new(config.deno_path.clone(), config.function_memory_mb).expect("a temporary folder for function modules"));
-        let webhook_policy = Arc::new(crate::webhooks::ssrf::Policy { allow_private: config.webhook_allow_private, allowed_hosts: config.webhook_allowed_hosts.clone() });
+        let webhook_policy =
+            Arc::new(crate::ssrf::Policy { allow_private: config.webhook_allow_private, allowed_hosts: config.webhook_allowed_hosts.clone(), setting: "WEBHOOK_ALLOWED_HOSTS" });
         let fair = |size| (size, crate::db::POOL_WAIT);
         let (size, wait) = fair(config.db_pool_size);
         let (pool, wire, rest_tx) = (FairPool::new(pool, size, wait), FairPool::new(wire, size, wait), FairPool::new(rest_tx, size, wait));
@@ -84,6 +88,7 @@ impl AppState {
             },
             mailer,
             oauth: Arc::new(crate::auth::oauth::client::OAuthRuntime::new()),
+            workbench: crate::workbench::Workbench::new(&config_workbench),
         }))
     }
 }

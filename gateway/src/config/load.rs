@@ -174,6 +174,7 @@ impl Config {
             enable_sql_endpoint: parse_bool(src, "ENABLE_SQL_ENDPOINT", false)?,
             enable_demo_endpoint: parse_bool(src, "ENABLE_DEMO_ENDPOINT", false)?,
             oauth_providers: oauth::from_source(src)?,
+            workbench: super::workbench::from_source(src)?,
             db_anon_role: match src.get("DB_ANON_ROLE").map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()) {
                 Some(r) if r.starts_with("pgstack_") || r.starts_with("pg_") || r.len() > 63 => {
                     return Err(ConfigError::Invalid { name: "DB_ANON_ROLE", why: format!("{r:?} is reserved or too long") })
@@ -271,14 +272,14 @@ fn check_api_key(name: &'static str, key: Option<&Secret>, secret: &Secret, role
     }
 }
 
-fn parse_num<T: std::str::FromStr>(src: &Source, name: &'static str, default: T) -> Result<T, ConfigError> {
+pub(super) fn parse_num<T: std::str::FromStr>(src: &Source, name: &'static str, default: T) -> Result<T, ConfigError> {
     match src.get(name) {
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| ConfigError::Invalid { name, why: format!("{v:?} is not a number") }),
     }
 }
 
-fn parse_bool(src: &Source, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+pub(super) fn parse_bool(src: &Source, name: &'static str, default: bool) -> Result<bool, ConfigError> {
     match src.get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
         None => Ok(default),
         Some("true" | "1" | "yes" | "on") => Ok(true),

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 mod load;
 pub mod oauth;
+pub mod workbench;
 
 pub use load::{check_secret_strength, redact_url, Source};
 
@@ -269,6 +270,8 @@ pub struct Config {
     pub rest_error_format_postgrest: bool,
     /// EXTERNAL_*: the enabled OAuth / OpenID providers (see `auth::oauth::providers`).
     pub oauth_providers: Vec<oauth::ProviderConfig>,
+    /// WORKBENCH_*: the SQL workbench APIs (`config::workbench`).
+    pub workbench: workbench::WorkbenchConfig,
 }
 
 /// How REST transactions end.

@@ -222,6 +222,81 @@ pub mod generic {
     }
 }
 
+/// The workbench's codes (/proxy, /poge/api, the database configurations): the Rowsel
+/// proxy's `ERR_*` (seed 003; the seed lists a selection, the rest follow its naming).
+/// Poge answers with node-postgres' codes and SQLSTATEs, passed through as they come.
+pub mod workbench {
+    use axum::http::StatusCode;
+
+    /// Database authentication failed (SQLSTATE 28P01 / 28000).
+    pub const AUTH_REJECTED: &str = "ERR_AUTH_REJECTED";
+    /// Network, host or port connection failed.
+    pub const DB_UNREACHABLE: &str = "ERR_DB_UNREACHABLE";
+    /// The query endpoint got SQL that is not one read.
+    pub const READ_ONLY_QUERY_REQUIRED: &str = "ERR_READ_ONLY_QUERY_REQUIRED";
+    /// Syntax, table or column error.
+    pub const SQL_INVALID: &str = "ERR_SQL_INVALID";
+    /// The statement timeout was reached.
+    pub const QUERY_TIMEOUT: &str = "ERR_QUERY_TIMEOUT";
+    /// The SSH tunnel failed before it was ready.
+    pub const SSH_TUNNEL_FAILED: &str = "ERR_SSH_TUNNEL_FAILED";
+    /// The statement was cancelled (`/cancel`).
+    pub const CANCELLED: &str = "ERR_QUERY_CANCELLED";
+    /// The database refused the user's privilege (SQLSTATE 42501).
+    pub const PERMISSION_DENIED: &str = "ERR_PERMISSION_DENIED";
+    /// Any other error the database raised (its SQLSTATE travels beside).
+    pub const SQL_FAILED: &str = "ERR_SQL_FAILED";
+    /// Execute without `confirm: true`.
+    pub const CONFIRMATION_REQUIRED: &str = "ERR_CONFIRMATION_REQUIRED";
+    /// Execute got several statements, or a transaction statement.
+    pub const SINGLE_STATEMENT_REQUIRED: &str = "ERR_SINGLE_STATEMENT_REQUIRED";
+    /// A malformed request body or parameter.
+    pub const INVALID_REQUEST: &str = "ERR_INVALID_REQUEST";
+    /// The target is refused by the address policy.
+    pub const TARGET_FORBIDDEN: &str = "ERR_TARGET_FORBIDDEN";
+    /// No such session (or not the caller's).
+    pub const SESSION_NOT_FOUND: &str = "ERR_SESSION_NOT_FOUND";
+    /// The session is busy with another statement.
+    pub const SESSION_BUSY: &str = "ERR_SESSION_BUSY";
+    /// Transaction action not valid in the session's state.
+    pub const TRANSACTION_STATE: &str = "ERR_TRANSACTION_STATE";
+    /// Too many pools, sessions or waiting requests.
+    pub const CAPACITY: &str = "ERR_CAPACITY";
+    /// The answer would exceed the result size limit.
+    pub const RESULT_TOO_LARGE: &str = "ERR_RESULT_TOO_LARGE";
+    /// No such saved configuration.
+    pub const CONFIG_NOT_FOUND: &str = "ERR_CONFIG_NOT_FOUND";
+    /// No credential.
+    pub const UNAUTHORIZED: &str = "ERR_UNAUTHORIZED";
+    /// A credential that does not grant the workbench.
+    pub const FORBIDDEN: &str = "ERR_FORBIDDEN";
+    /// The workbench is switched off (WORKBENCH_ENABLED).
+    pub const DISABLED: &str = "ERR_WORKBENCH_DISABLED";
+    /// No such route.
+    pub const NOT_FOUND: &str = "ERR_NOT_FOUND";
+
+    /// The code a layer that knows only the status answers with.
+    pub fn for_status(status: StatusCode) -> &'static str {
+        match status {
+            StatusCode::UNAUTHORIZED => UNAUTHORIZED,
+            StatusCode::FORBIDDEN => FORBIDDEN,
+            StatusCode::NOT_FOUND => NOT_FOUND,
+            StatusCode::METHOD_NOT_ALLOWED => "ERR_METHOD_NOT_ALLOWED",
+            StatusCode::PAYLOAD_TOO_LARGE => "ERR_PAYLOAD_TOO_LARGE",
+            StatusCode::TOO_MANY_REQUESTS => "ERR_RATE_LIMITED",
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => QUERY_TIMEOUT,
+            StatusCode::SERVICE_UNAVAILABLE => CAPACITY,
+            s if s.is_server_error() => "ERR_INTERNAL",
+            _ => INVALID_REQUEST,
+        }
+    }
+
+    /// Whether a client may retry the same request as it is.
+    pub fn retryable(status: StatusCode) -> bool {
+        matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT | StatusCode::BAD_GATEWAY | StatusCode::REQUEST_TIMEOUT)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::pgrst;

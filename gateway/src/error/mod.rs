@@ -29,6 +29,13 @@ pub enum Dialect {
     GoTrue,
     /// storage-api's `{statusCode, message}` plus `error` (storage).
     Storage,
+    /// The Rowsel proxy's envelope (seed 003, /proxy):
+    /// `{status:"error", message, error:{code, hint, retryable}}`.
+    Rowsel,
+    /// Poge's `{error, details, code}` (seed 000, /poge/api).
+    Poge,
+    /// The database configurations' `{success:false, error, code}` (seed 001).
+    Configs,
 }
 
 impl Dialect {
@@ -40,6 +47,12 @@ impl Dialect {
             Dialect::GoTrue
         } else if path.starts_with("/storage/v1") {
             Dialect::Storage
+        } else if path == "/proxy" || path.starts_with("/proxy/") {
+            Dialect::Rowsel
+        } else if path.starts_with("/poge/api") {
+            Dialect::Poge
+        } else if path.starts_with("/api/database-configs") || path.starts_with("/api/db/") {
+            Dialect::Configs
         } else {
             Dialect::Plain
         }
@@ -51,6 +64,7 @@ impl Dialect {
             (Dialect::PostgRest, StatusCode::BAD_REQUEST) => code::pgrst::QUERY_PARSE.code,
             (Dialect::PostgRest, StatusCode::METHOD_NOT_ALLOWED) => code::pgrst::UNSUPPORTED_METHOD.code,
             (Dialect::PostgRest, StatusCode::NOT_FOUND) => code::pgrst::INVALID_PATH.code,
+            (Dialect::Rowsel | Dialect::Poge | Dialect::Configs, _) => code::workbench::for_status(status),
             _ => generic::for_status(status),
         }
     }
@@ -69,6 +83,16 @@ impl Dialect {
             }
             Dialect::GoTrue => json!({ "error": message, "msg": message, "message": message, "code": code, "error_code": code }),
             Dialect::Storage => json!({ "error": message, "message": message, "statusCode": status.as_u16().to_string() }),
+            Dialect::Rowsel => {
+                let retryable = code::workbench::retryable(status);
+                let mut error = json!({ "code": code, "hint": hint, "retryable": retryable });
+                if !details.is_null() {
+                    error["detail"] = details;
+                }
+                json!({ "status": "error", "message": message, "error": error })
+            }
+            Dialect::Poge => json!({ "error": message, "details": if details.is_null() { Value::String(message.to_owned()) } else { details }, "code": code }),
+            Dialect::Configs => json!({ "success": false, "error": message, "message": message, "code": code }),
         }
     }
 }

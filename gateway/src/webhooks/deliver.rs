@@ -11,7 +11,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::ssrf::{Policy, Resolver};
+use crate::ssrf::{Policy, Resolver};
 use crate::AppState;
 
 /// NOTIFY channel the outbox trigger uses.

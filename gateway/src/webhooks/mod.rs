@@ -3,7 +3,6 @@
 
 pub mod deliver;
 pub mod retention;
-pub mod ssrf;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};

@@ -19,7 +19,7 @@ use pgstack_gateway::config::{Config, Source};
 use pgstack_gateway::http::caller::Caller;
 use pgstack_gateway::keys;
 use pgstack_gateway::realtime::{gate, hub::Hub};
-use pgstack_gateway::webhooks::ssrf::{is_internal, Policy};
+use pgstack_gateway::ssrf::{is_internal, Policy};
 
 const SITE: &str = "http://app.test";
 
@@ -177,7 +177,7 @@ fn webhook_urls() {
         (prop_oneof![structured, mixed(URL, 12)], any::<u32>(), any::<bool>())
     };
     fuzz("webhook_urls", SMALL_STACK, make, |(raw, n, allow_listed)| {
-        let policy = if allow_listed { Policy { allow_private: false, allowed_hosts: vec!["10.0.0.1".into(), "localhost:8080".into()] } } else { Policy::default() };
+        let policy = if allow_listed { Policy { allow_private: false, allowed_hosts: vec!["10.0.0.1".into(), "localhost:8080".into()], setting: "X" } } else { Policy::default() };
         if let Ok(url) = policy.check_url(&raw) {
             prop_assert!(matches!(url.scheme(), "http" | "https") && url.username().is_empty() && url.password().is_none(), "{url}");
             // The parsed host as the connection would use it (IP literals are normalised).
@@ -234,6 +234,108 @@ fn realtime_frames() {
         }
         let _ = gate::satisfies(&audience, &claims);
         let _ = gate::satisfies(&json!({"role": "authenticated", "app_metadata.team": ["red"]}), &claims);
+        Ok(())
+    });
+}
+
+/// SQL pieces that make statements, and the pieces that hide or split them.
+const SQL: &[&str] = &[
+    "select",
+    "1",
+    "*",
+    "from",
+    "t",
+    "where",
+    "a",
+    "=",
+    "'x'",
+    "'; delete from t; '",
+    ";",
+    ";;",
+    "--",
+    "\n",
+    "/*",
+    "*/",
+    "$$",
+    "$q$",
+    "(",
+    ")",
+    "with",
+    "d",
+    "as",
+    "delete",
+    "update",
+    "insert",
+    "into",
+    "values",
+    "for",
+    "share",
+    "union",
+    "all",
+    "explain",
+    "analyze",
+    "show",
+    "lateral",
+    ",",
+    "\"",
+    "E'\\''",
+    "begin",
+    "commit",
+    "set",
+    "x",
+    "returning",
+    "table",
+    "recursive",
+    "e'\\\\'",
+    "::int",
+    "$1",
+    " not ",
+    " join ",
+    " on ",
+    " case ",
+    " when ",
+    " then ",
+    " else ",
+    " end ",
+    " and ",
+    " or ",
+    "||",
+    "array[",
+    "]",
+    " is ",
+    " null",
+    " in ",
+    " between ",
+    "-",
+    " cross join ",
+    " union ",
+];
+
+#[test]
+fn workbench_sql() {
+    let make = || prop_oneof![4 => soup(SQL, 24), 1 => mixed(SQL, 24), 1 => depth().prop_map(|d| nest("(select ", "1", ")", d))];
+    // Production parses on a thread of its own with this stack (workbench::classify).
+    fuzz("workbench_sql", pgstack_gateway::workbench::classify::PARSE_STACK, make, |sql| {
+        use pgstack_gateway::workbench::classify::{classify_now, nesting_estimate, tree_depth, Kind, MAX_NESTING};
+        // The token estimate bounds the real depth (the estimate is what keeps the
+        // recursive decode within the parsing thread's stack).
+        if let Ok(estimate) = nesting_estimate(&sql) {
+            if estimate <= MAX_NESTING {
+                if let Some(depth) = tree_depth(&sql) {
+                    prop_assert!(depth <= estimate + 24, "{sql:?}: depth {depth} > estimate {estimate}");
+                }
+            }
+        }
+        if let Ok(st) = classify_now(&sql) {
+            // A read is wrapped as a subquery for paging: the wrapped text must still
+            // be exactly one read, whatever comments and quotes the statement holds.
+            if st.kind == Kind::Select && nesting_estimate(&sql).is_ok_and(|e| e + 20 < MAX_NESTING) {
+                let wrapped = format!("SELECT * FROM (\n{}\n) AS pgstack_q", st.text);
+                let again = classify_now(&wrapped);
+                prop_assert!(matches!(&again, Ok(w) if w.kind == Kind::Select), "{sql:?} wraps into {again:?}");
+            }
+            prop_assert!(!st.text.is_empty());
+        }
         Ok(())
     });
 }

@@ -1,6 +1,8 @@
-//! SSRF limits for outgoing webhook requests: only http/https, and no loopback,
-//! private, link-local, CGNAT, multicast, reserved or unspecified addresses unless
-//! WEBHOOK_ALLOW_PRIVATE=true or the host (or host:port) is in WEBHOOK_ALLOWED_HOSTS.
+//! SSRF limits for outgoing connections (webhook deliveries, the workbench's database
+//! targets): only http/https for URLs, and no loopback, private, link-local, CGNAT,
+//! multicast, reserved or unspecified addresses unless the product's *_ALLOW_PRIVATE
+//! is true or the host (or host:port) is in its *_ALLOWED_HOSTS (the [`Policy`]
+//! names its own setting in refusals).
 //! IPv6 addresses that embed an IPv4 one (mapped, compatible, NAT64 64:ff9b::/96,
 //! 6to4 2002::/16) are judged by the IPv4 address; Teredo and the other IETF
 //! protocol ranges (2001::/23), local-use NAT64 (64:ff9b:1::/48), unique-local,
@@ -24,6 +26,8 @@ pub struct Policy {
     pub allow_private: bool,
     /// WEBHOOK_ALLOWED_HOSTS: `host` or `host:port` entries exempt from the address check.
     pub allowed_hosts: Vec<String>,
+    /// The setting named in refusals (WEBHOOK_ALLOWED_HOSTS, WORKBENCH_ALLOWED_HOSTS).
+    pub setting: &'static str,
 }
 
 /// True for addresses a webhook must not reach by default.
@@ -106,7 +110,7 @@ impl Policy {
         }
         if let Ok(ip) = host.parse::<IpAddr>() {
             if is_internal(ip) && !self.exempt(&host, url.port_or_known_default()) {
-                return Err(format!("url points to an internal address ({ip}); allow it with WEBHOOK_ALLOWED_HOSTS"));
+                return Err(format!("url points to an internal address ({ip}); allow it with {}", self.setting));
             }
         }
         Ok(url)
@@ -134,7 +138,7 @@ impl Policy {
         }
         let ok: Vec<SocketAddr> = addrs.into_iter().filter(|a| !is_internal(a.ip())).collect();
         if ok.is_empty() {
-            return Err(format!("{host} resolves to internal addresses only; allow it with WEBHOOK_ALLOWED_HOSTS"));
+            return Err(format!("{host} resolves to internal addresses only; allow it with {}", self.setting));
         }
         Ok(ok)
     }
@@ -274,12 +278,12 @@ mod tests {
         let r = Resolver(p.clone()).resolve("localhost".parse().unwrap()).await;
         assert!(r.is_err());
         assert!(p.resolve("localhost", 80).await.is_err());
-        let open = Policy { allow_private: true, allowed_hosts: vec![] };
+        let open = Policy { allow_private: true, allowed_hosts: vec![], setting: "X" };
         assert!(!open.resolve("localhost", 80).await.unwrap().is_empty());
         // At registration too.
         assert!(p.check_name(&Url::parse("http://localhost:9000/x").unwrap()).await.is_err());
         assert!(p.check_name(&Url::parse("http://no-such-host.invalid/x").unwrap()).await.is_ok());
-        let allow = Policy { allow_private: false, allowed_hosts: vec!["localhost:9000".into()] };
+        let allow = Policy { allow_private: false, allowed_hosts: vec!["localhost:9000".into()], setting: "X" };
         assert!(allow.check_name(&Url::parse("http://localhost:9000/x").unwrap()).await.is_ok());
     }
 
@@ -293,7 +297,7 @@ mod tests {
         assert!(p.check_url("http://169.254.169.254/latest").is_err());
         assert!(p.check_url("http://user:pw@example.com").is_err());
         assert!(p.check_url("not a url").is_err());
-        let allow = Policy { allow_private: false, allowed_hosts: vec!["127.0.0.1:9000".into()] };
+        let allow = Policy { allow_private: false, allowed_hosts: vec!["127.0.0.1:9000".into()], setting: "X" };
         assert!(allow.check_url("http://127.0.0.1:9000/x").is_ok());
         assert!(allow.check_url("http://127.0.0.1:9001/x").is_err());
     }

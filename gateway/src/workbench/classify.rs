@@ -1,0 +1,392 @@
+//! What a piece of SQL is, decided by PostgreSQL's own parser (libpg_query through
+//! the `pg_query` crate), never by looking at the text: exactly one statement, and
+//! whether it only reads.
+//!
+//! A read is a SELECT (VALUES, TABLE and WITH included) with no data-modifying CTE,
+//! no `SELECT … INTO` and no row locks (`FOR UPDATE / SHARE` anywhere, subqueries
+//! too), `SHOW`, or `EXPLAIN` without ANALYZE of such a read. The whole parse tree
+//! is walked (every node, through its serde form: no node type can be missed), so a
+//! DELETE in a CTE, a lock in a lateral subquery or an INTO deep in a UNION all
+//! count. Functions a read calls may still try to write; the read-only transaction
+//! the reads run in refuses that.
+//!
+//! Parsing runs on its own thread with a large stack, over input bounded in size:
+//! the parser and the tree walk are recursive and the text is the caller's.
+
+use serde_json::Value;
+
+/// Stack of the parsing thread: libpg_query stops at 2 MiB of its own recursion
+/// ("stack depth limit exceeded"); decoding and walking its tree take the rest.
+pub const PARSE_STACK: usize = 64 * 1024 * 1024;
+
+/// Longest SQL text accepted.
+pub const MAX_SQL_BYTES: usize = 1024 * 1024;
+
+/// One parsed statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The statement's own text: no trailing semicolon, no neighbouring statements.
+    pub text: String,
+    /// What it is.
+    pub kind: Kind,
+    /// The parser's name for it (`SelectStmt`, `InsertStmt`, …).
+    pub node: String,
+}
+
+/// The kinds the workbench treats differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A read that can be wrapped as a subquery for paging (SELECT, VALUES, TABLE, WITH).
+    Select,
+    /// A read that cannot be wrapped (SHOW, EXPLAIN).
+    OtherRead,
+    /// INSERT / UPDATE / DELETE / MERGE: `returning` when it has a RETURNING list.
+    Dml {
+        /// Whether it returns rows.
+        returning: bool,
+    },
+    /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, …: only through the session transaction API.
+    Transaction,
+    /// SET, RESET, DISCARD, LISTEN, PREPARE, DECLARE …: change the connection itself.
+    SessionState,
+    /// Anything else (DDL, DCL, utility statements) and reads that are not plain reads.
+    Other,
+}
+
+impl Kind {
+    /// Whether the statement only reads.
+    pub fn is_read(&self) -> bool {
+        matches!(self, Kind::Select | Kind::OtherRead)
+    }
+}
+
+/// Why SQL was refused before it reached a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not valid SQL (the parser's message), or too long, or too deeply nested.
+    Invalid(String),
+    /// No statement at all.
+    Empty,
+    /// More than one statement.
+    Several(usize),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Invalid(m) => write!(f, "{m}"),
+            Refusal::Empty => f.write_str("no SQL statement was given"),
+            Refusal::Several(n) => write!(f, "exactly one statement is allowed; got {n}"),
+        }
+    }
+}
+
+/// Parses `sql` (on a thread of its own) and classifies its one statement.
+pub async fn classify(sql: &str) -> Result<Statement, Refusal> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(Refusal::Invalid(format!("the SQL text is longer than {MAX_SQL_BYTES} bytes")));
+    }
+    if sql.contains('\0') {
+        return Err(Refusal::Invalid("the SQL text contains a NUL character".into()));
+    }
+    let owned = sql.to_owned();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("sql-parse".into()).stack_size(PARSE_STACK).spawn(move || {
+        let _ = tx.send(classify_now(&owned));
+    });
+    if spawned.is_err() {
+        return Err(Refusal::Invalid("the server is out of threads to parse SQL; try again".into()));
+    }
+    rx.await.unwrap_or_else(|_| Err(Refusal::Invalid("the SQL could not be parsed".into())))
+}
+
+/// Largest [`nesting_estimate`] parsed: the tree is decoded and walked recursively,
+/// so its depth is bounded before it is built (250 nested subqueries or a 1000-term
+/// sum still fit; 64 MiB of stack holds it even in a debug build).
+pub const MAX_NESTING: usize = 3000;
+
+/// An upper bound of the parse tree's depth from the tokens alone (the scanner is
+/// not recursive), in levels of the tree's serde form (a node is about three). Each
+/// open group — parenthesis, bracket, CASE … END — costs 12 (a subquery is about
+/// 10); in a group, set operations and JOINs chain left-deep (3 each, for the whole
+/// group), and so do expression operators (3 each), but only until the next sibling
+/// starts (a comma, AND, OR, WHEN, THEN, ELSE: those lists are flat).
+pub fn nesting_estimate(sql: &str) -> Result<usize, Refusal> {
+    // `scan`, not `scan_tokens`: the latter builds a slice from a null pointer when
+    // there are no tokens (a comment alone), which is undefined behaviour.
+    let tokens = pg_query::scan(sql).map_err(|e| Refusal::Invalid(parse_message(e)))?.tokens;
+    // Per open group: (levels it adds so far, of which the current operator chain).
+    let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
+    let (mut total, mut max) = (0usize, 0usize);
+    for t in tokens {
+        match t.token {
+            // ( [ CASE
+            40 | 91 | 322 => {
+                stack.push((12, 0));
+                total += 12;
+            }
+            // ) ] END
+            41 | 93 | 404 if stack.len() > 1 => {
+                total -= stack.pop().map(|g| g.0).unwrap_or(0);
+            }
+            // ;
+            59 => {
+                stack = vec![(0, 0)];
+                total = 0;
+            }
+            // , AND OR WHEN THEN ELSE: a sibling starts, the operator chain ends.
+            44 | 292 | 572 | 746 | 701 | 399 => {
+                if let Some(g) = stack.last_mut() {
+                    total -= g.1;
+                    g.0 -= g.1;
+                    g.1 = 0;
+                }
+            }
+            // UNION INTERSECT EXCEPT JOIN: left-deep for the whole group.
+            722 | 478 | 410 | 485 => {
+                if let Some(g) = stack.last_mut() {
+                    g.0 += 3;
+                }
+                total += 3;
+            }
+            // % * + - / < = > ^, Op, ::, <= >= <>, and the keyword operators.
+            37 | 42 | 43 | 45 | 47 | 60 | 61 | 62 | 94 | 265 | 268 | 272 | 273 | 274 | 302 | 309 | 335 | 408 | 454 | 459 | 482 | 483 | 510 | 550 | 553 | 569 | 579 | 665 => {
+                if let Some(g) = stack.last_mut() {
+                    g.0 += 3;
+                    g.1 += 3;
+                }
+                total += 3;
+            }
+            _ => {}
+        }
+        max = max.max(total);
+    }
+    Ok(max)
+}
+
+/// The parse and the walk, on the calling thread (which needs [`PARSE_STACK`]).
+pub fn classify_now(sql: &str) -> Result<Statement, Refusal> {
+    if nesting_estimate(sql)? > MAX_NESTING {
+        return Err(Refusal::Invalid(format!("the statement is nested too deeply (more than {MAX_NESTING} levels)")));
+    }
+    let parsed = pg_query::parse(sql, 0).map_err(|e| Refusal::Invalid(parse_message(e)))?;
+    let stmts = &parsed.protobuf.stmts;
+    match stmts.len() {
+        0 => return Err(Refusal::Empty),
+        1 => {}
+        n => return Err(Refusal::Several(n)),
+    }
+    let raw = &stmts[0];
+    let text = statement_text(sql, raw.stmt_location, raw.stmt_len);
+    let tree = serde_json::to_value(raw).map_err(|_| Refusal::Invalid("the statement is too deeply nested".into()))?;
+    let top = tree.get("stmt").and_then(|n| n.get("node")).and_then(Value::as_object).and_then(|o| o.iter().next());
+    let Some((node, body)) = top else { return Err(Refusal::Empty) };
+    let walk = Walk::of(&tree);
+    let kind = match node.as_str() {
+        "SelectStmt" if walk.plain_read() => Kind::Select,
+        "VariableShowStmt" => Kind::OtherRead,
+        "ExplainStmt" if walk.plain_read() && !explain_analyze(body) => Kind::OtherRead,
+        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
+            let list = body.get("returning_list").or_else(|| body.pointer("/returning_clause/exprs"));
+            Kind::Dml { returning: list.and_then(Value::as_array).is_some_and(|l| !l.is_empty()) }
+        }
+        "TransactionStmt" => Kind::Transaction,
+        "VariableSetStmt" | "DiscardStmt" | "ListenStmt" | "UnlistenStmt" | "PrepareStmt" | "DeallocateStmt" | "DeclareCursorStmt" | "ClosePortalStmt" | "FetchStmt"
+        | "LoadStmt" => Kind::SessionState,
+        _ => Kind::Other,
+    };
+    Ok(Statement { text, kind, node: node.clone() })
+}
+
+/// Nesting of objects in a parse tree's serde form (for tests of the estimate).
+pub fn tree_depth(sql: &str) -> Option<usize> {
+    let parsed = pg_query::parse(sql, 0).ok()?;
+    let tree = serde_json::to_value(&parsed.protobuf).ok()?;
+    let (mut max, mut stack) = (0, vec![(&tree, 0usize)]);
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                max = max.max(d + 1);
+                stack.extend(m.values().map(|c| (c, d + 1)));
+            }
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, d))),
+            _ => {}
+        }
+    }
+    Some(max)
+}
+
+/// libpg_query's message, with the position it gives.
+fn parse_message(e: pg_query::Error) -> String {
+    match e {
+        pg_query::Error::Parse(m) => m,
+        pg_query::Error::Decode(_) => "the statement is too deeply nested".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The statement's own text: `stmt_len` 0 means "to the end"; byte offsets.
+fn statement_text(sql: &str, location: i32, len: i32) -> String {
+    let start = usize::try_from(location).unwrap_or(0).min(sql.len());
+    let end = if len <= 0 { sql.len() } else { start.saturating_add(len as usize).min(sql.len()) };
+    let text = sql.get(start..end).unwrap_or(sql);
+    text.trim_end_matches(|c: char| c == ';' || c.is_whitespace()).trim_start().to_owned()
+}
+
+/// `EXPLAIN ANALYZE …` / `EXPLAIN (ANALYZE …)` runs the statement: not a read.
+fn explain_analyze(explain: &Value) -> bool {
+    explain
+        .get("options")
+        .and_then(Value::as_array)
+        .is_some_and(|opts| opts.iter().any(|o| o.pointer("/node/DefElem/defname").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case("analyze"))))
+}
+
+/// What the walk over every node found.
+struct Walk {
+    writes: bool,
+    into: bool,
+    locks: bool,
+}
+
+impl Walk {
+    /// Visits every node with an explicit stack (no recursion over caller input).
+    fn of(tree: &Value) -> Walk {
+        let mut w = Walk { writes: false, into: false, locks: false };
+        let mut stack = vec![tree];
+        while let Some(v) = stack.pop() {
+            match v {
+                Value::Object(map) => {
+                    for (k, child) in map {
+                        match k.as_str() {
+                            "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => w.writes = true,
+                            "into_clause" if !child.is_null() => w.into = true,
+                            "locking_clause" if child.as_array().is_some_and(|a| !a.is_empty()) => w.locks = true,
+                            "LockingClause" => w.locks = true,
+                            "IntoClause" => w.into = true,
+                            _ => {}
+                        }
+                        stack.push(child);
+                    }
+                }
+                Value::Array(items) => stack.extend(items.iter()),
+                _ => {}
+            }
+        }
+        w
+    }
+
+    fn plain_read(&self) -> bool {
+        !self.writes && !self.into && !self.locks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(sql: &str) -> Result<Kind, Refusal> {
+        classify_now(sql).map(|s| s.kind)
+    }
+
+    #[test]
+    fn reads() {
+        for sql in [
+            "select 1",
+            "SELECT * FROM t WHERE a = 'x; delete from t'",
+            "with a as (select 1) select * from a",
+            "values (1), (2)",
+            "table t",
+            "show search_path",
+            "explain select * from t",
+            "explain (costs off) select 1",
+            "select 1; -- trailing comment",
+            "select $$ ; drop table x; $$",
+            "select 1 /* ; drop table x */",
+            "with recursive r(n) as (select 1 union all select n + 1 from r where n < 3) select * from r",
+        ] {
+            assert!(kind(sql).unwrap().is_read(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn not_reads() {
+        for sql in [
+            "with d as (delete from t returning *) select * from d",
+            "with u as (update t set a = 1 returning *) select 1",
+            "with i as (insert into t values (1) returning *) select 1",
+            "select * into newtable from t",
+            "select * from t for update",
+            "select * from t for share",
+            "select * from t for key share",
+            "select * from (select * from t for update) s",
+            "select 1 union all (select 1 from t for no key update)",
+            "select * from t, lateral (select * from u for update) x",
+            "explain analyze select 1",
+            "explain (analyze, costs off) select 1",
+            "explain (analyze false) select 1",
+            "explain insert into t values (1)",
+            "insert into t values (1)",
+            "create table x (a int)",
+            "copy t to stdout",
+            "do $$ begin end $$",
+            "call p()",
+            "begin",
+            "set role postgres",
+            "lock table t",
+        ] {
+            assert!(!kind(sql).unwrap().is_read(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn one_statement_only() {
+        assert_eq!(kind("select 1; drop table x"), Err(Refusal::Several(2)));
+        assert_eq!(kind("select 1; select 2;"), Err(Refusal::Several(2)));
+        assert_eq!(kind("/* c */ select 1 -- ; drop table x\n; drop table x"), Err(Refusal::Several(2)));
+        assert_eq!(kind(""), Err(Refusal::Empty));
+        assert_eq!(kind(" ; ;"), Err(Refusal::Empty));
+        assert!(matches!(kind("select 1 /* unterminated"), Err(Refusal::Invalid(_))));
+        assert!(matches!(kind("select $$ unterminated"), Err(Refusal::Invalid(_))));
+        assert!(matches!(kind("selec 1"), Err(Refusal::Invalid(m)) if m.contains("syntax error")));
+    }
+
+    #[test]
+    fn kinds_and_text() {
+        let s = classify_now("  select 1 ;  ").unwrap();
+        assert_eq!((s.text.as_str(), s.kind, s.node.as_str()), ("select 1", Kind::Select, "SelectStmt"));
+        assert_eq!(kind("insert into t values (1) returning id").unwrap(), Kind::Dml { returning: true });
+        assert_eq!(kind("delete from t").unwrap(), Kind::Dml { returning: false });
+        assert_eq!(kind("commit").unwrap(), Kind::Transaction);
+        assert_eq!(kind("savepoint a").unwrap(), Kind::Transaction);
+        assert_eq!(kind("set search_path = x").unwrap(), Kind::SessionState);
+        assert_eq!(kind("show all").unwrap(), Kind::OtherRead);
+        assert_eq!(kind("grant select on t to u").unwrap(), Kind::Other);
+    }
+
+    #[tokio::test]
+    async fn deep_queries_parse_and_hostile_nesting_is_refused_not_fatal() {
+        let nested = format!("select {}1{}", "(select ".repeat(60), ")".repeat(60));
+        assert_eq!(classify(&nested).await.map(|s| s.kind), Ok(Kind::Select));
+        let long_sum = format!("select a{} from t", " + a".repeat(500));
+        assert_eq!(classify(&long_sum).await.map(|s| s.kind), Ok(Kind::Select));
+        let many = format!("select 1 where {}", (0..1500).map(|i| format!("c{i} = {i}")).collect::<Vec<_>>().join(" and "));
+        assert_eq!(classify(&many).await.map(|s| s.kind), Ok(Kind::Select), "a long AND list is flat");
+        let too_deep = |r: Result<Statement, Refusal>| matches!(r, Err(Refusal::Invalid(m)) if m.contains("nested too deeply"));
+        for d in [300, 5000, 50_000] {
+            assert!(too_deep(classify(&format!("select {}1{}", "(select ".repeat(d), ")".repeat(d))).await), "{d}");
+        }
+        assert!(too_deep(classify(&format!("select 1{}", "+1".repeat(1001))).await));
+        assert!(too_deep(classify(&format!("select {}true", "not ".repeat(100_000))).await));
+        assert!(too_deep(classify(&format!("select {}1{}", "array[".repeat(300), "]".repeat(300))).await));
+        let union = (0..1200).map(|i| format!("select {i}, {i}")).collect::<Vec<_>>().join(" union all ");
+        assert!(too_deep(classify(&union).await), "commas do not hide a UNION chain");
+        assert!(too_deep(classify(&format!("select {}1{}", "case when true then ".repeat(300), " end".repeat(300))).await));
+        let wide = format!("select {} from t", (0..3000).map(|i| format!("a{i} + 1 as b{i}")).collect::<Vec<_>>().join(", "));
+        assert_eq!(classify(&wide).await.map(|s| s.kind), Ok(Kind::Select), "a wide select list is flat");
+        let parens = format!("select {}1{}", "(".repeat(200_000), ")".repeat(200_000));
+        let _ = classify(&parens).await;
+        let sum = format!("select 1{}", "+1".repeat(5000));
+        let _ = classify(&sum).await;
+        assert!(classify(&"x".repeat(MAX_SQL_BYTES + 1)).await.is_err());
+    }
+}

@@ -1,0 +1,232 @@
+//! One pool per distinct target (server, database, user, password, TLS mode,
+//! tunnel) with Poge's limits: WORKBENCH_POOL_SIZE clients (10), 5 s to connect,
+//! connections idle for 30 s closed, a pool unused for 5 minutes dropped, at most
+//! WORKBENCH_MAX_POOLS pools (the least recently used idle one makes room).
+//!
+//! The address is checked by the SSRF policy when the pool is made, and the pool
+//! connects to that checked address only (no second DNS lookup can redirect it).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use serde::Serialize;
+use tokio_postgres::CancelToken;
+
+use super::error::WbError;
+use super::target::{Key, Target};
+use crate::config::workbench::WorkbenchConfig;
+use crate::error::code::workbench as code;
+use crate::ssrf::Policy;
+
+/// Time to open a connection (Poge: 5 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections are closed after this (Poge: 30 s).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A pool nobody used for this long is dropped.
+const POOL_IDLE: Duration = Duration::from_secs(300);
+
+struct Entry {
+    pool: Pool,
+    label: String,
+    tls: postgres_native_tls::MakeTlsConnector,
+    last_used: Instant,
+}
+
+/// Every target's pool.
+pub struct Pools {
+    map: Mutex<HashMap<Key, Entry>>,
+    policy: Policy,
+    max_pools: usize,
+    pool_size: usize,
+}
+
+/// One pool's numbers.
+#[derive(Debug, Serialize)]
+pub struct PoolStats {
+    /// `user@host:port/database`.
+    pub key: String,
+    /// Open connections.
+    pub total: usize,
+    /// Open connections not in use.
+    pub idle: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+    /// Most connections.
+    pub max: usize,
+    /// Seconds since it was last used.
+    #[serde(rename = "idleSeconds")]
+    pub idle_seconds: u64,
+}
+
+impl Pools {
+    /// Empty, with the settings' limits.
+    pub fn new(cfg: &WorkbenchConfig) -> Arc<Pools> {
+        Arc::new(Pools {
+            map: Mutex::new(HashMap::new()),
+            policy: Policy { allow_private: cfg.allow_private, allowed_hosts: cfg.allowed_hosts.clone(), setting: "WORKBENCH_ALLOWED_HOSTS (or WORKBENCH_ALLOW_PRIVATE=true)" },
+            max_pools: cfg.max_pools,
+            pool_size: cfg.pool_size,
+        })
+    }
+
+    /// A connection to `t`, from its pool (made on first use).
+    pub async fn connect(&self, t: &Target) -> Result<Lease, WbError> {
+        t.no_tunnel()?;
+        let key = t.key();
+        let found = {
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.get_mut(&key).map(|e| {
+                e.last_used = Instant::now();
+                (e.pool.clone(), e.tls.clone())
+            })
+        };
+        let (pool, tls) = match found {
+            Some(p) => p,
+            None => self.open(t, key).await?,
+        };
+        let got = pool.get().await;
+        if got.is_err() && pool.status().size == 0 {
+            // Never connected (wrong password, no such database, down): no pool kept.
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            if map.get(&key).is_some_and(|e| e.pool.status().size == 0) {
+                if let Some(e) = map.remove(&key) {
+                    e.pool.close();
+                }
+            }
+        }
+        let obj = match got {
+            Ok(o) => o,
+            Err(deadpool_postgres::PoolError::Backend(e)) => return Err(WbError::from_pg(&e)),
+            Err(deadpool_postgres::PoolError::Timeout(deadpool::managed::TimeoutType::Create)) => {
+                return Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, "Connection timed out").net("ETIMEDOUT"))
+            }
+            Err(deadpool_postgres::PoolError::Timeout(_)) => {
+                return Err(WbError::new(StatusCode::SERVICE_UNAVAILABLE, code::CAPACITY, "every connection to this database is busy").hint("Retry shortly."))
+            }
+            Err(e) => return Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, format!("cannot connect: {e}")).net("ECONNRESET")),
+        };
+        let cancel = obj.cancel_token();
+        Ok(Lease { obj: Some(obj), cancel, tls, busy: false })
+    }
+
+    async fn open(&self, t: &Target, key: Key) -> Result<(Pool, postgres_native_tls::MakeTlsConnector), WbError> {
+        let addrs = match tokio::time::timeout(CONNECT_TIMEOUT, self.policy.resolve(&t.host, t.port)).await {
+            Err(_) => return Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, format!("resolving {} timed out", t.host)).net("ENOTFOUND")),
+            Ok(Err(e)) if e.starts_with("cannot resolve") => return Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, e).net("ENOTFOUND")),
+            Ok(Err(e)) => return Err(WbError::new(StatusCode::FORBIDDEN, code::TARGET_FORBIDDEN, e)),
+            Ok(Ok(a)) => a,
+        };
+        let addr = *addrs.first().ok_or_else(|| WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, format!("{} has no address", t.host)).net("ENOTFOUND"))?;
+        let tls = t.tls()?;
+        let mgr = Manager::from_config(t.pg_config(addr, CONNECT_TIMEOUT), tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr)
+            .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(CONNECT_TIMEOUT + Duration::from_secs(1)))
+            .recycle_timeout(Some(Duration::from_secs(2)))
+            .build()
+            .map_err(|e| WbError::new(StatusCode::INTERNAL_SERVER_ERROR, "ERR_INTERNAL", e.to_string()))?;
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = map.get_mut(&key) {
+            // Another request made it meanwhile.
+            e.last_used = Instant::now();
+            return Ok((e.pool.clone(), e.tls.clone()));
+        }
+        if map.len() >= self.max_pools {
+            let victim = map.iter().filter(|(_, e)| e.pool.status().size == e.pool.status().available).min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k);
+            match victim {
+                Some(k) => {
+                    if let Some(e) = map.remove(&k) {
+                        e.pool.close();
+                    }
+                }
+                None => {
+                    return Err(WbError::new(StatusCode::SERVICE_UNAVAILABLE, code::CAPACITY, format!("{} databases are in use at once (WORKBENCH_MAX_POOLS)", self.max_pools))
+                        .hint("Retry shortly."))
+                }
+            }
+        }
+        map.insert(key, Entry { pool: pool.clone(), label: t.label(), tls: tls.clone(), last_used: Instant::now() });
+        Ok((pool, tls))
+    }
+
+    /// Closes idle connections and drops unused pools; called periodically.
+    pub fn reap(&self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, e| {
+            e.pool.retain(|_, m| m.last_used() < IDLE_TIMEOUT);
+            let s = e.pool.status();
+            let keep = s.size > 0 || e.last_used.elapsed() < POOL_IDLE;
+            if !keep {
+                e.pool.close();
+            }
+            keep
+        });
+    }
+
+    /// Every pool's numbers, busiest first.
+    pub fn stats(&self) -> Vec<PoolStats> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<PoolStats> = map
+            .values()
+            .map(|e| {
+                let s = e.pool.status();
+                PoolStats { key: e.label.clone(), total: s.size, idle: s.available, waiting: s.waiting, max: s.max_size, idle_seconds: e.last_used.elapsed().as_secs() }
+            })
+            .collect();
+        out.sort_by(|a, b| (b.total - b.idle).cmp(&(a.total - a.idle)).then(a.key.cmp(&b.key)));
+        out
+    }
+}
+
+/// A pooled connection in use. A lease dropped while a statement runs (the client
+/// went away, the request timed out) cancels the statement on the server and
+/// closes the connection instead of returning it mid-transaction to the pool.
+pub struct Lease {
+    obj: Option<Object>,
+    /// Cancels the running statement.
+    pub cancel: CancelToken,
+    /// The TLS connector the cancel request uses.
+    pub tls: postgres_native_tls::MakeTlsConnector,
+    busy: bool,
+}
+
+impl Lease {
+    /// The client.
+    pub fn client(&self) -> &tokio_postgres::Client {
+        self.obj.as_ref().expect("a lease holds its connection until dropped")
+    }
+
+    /// Marks the start and end of work that leaves the connection in an unknown
+    /// state if interrupted.
+    pub fn set_busy(&mut self, busy: bool) {
+        self.busy = busy;
+    }
+
+    /// Closes the connection instead of pooling it (its session state was changed).
+    pub fn discard(mut self) {
+        if let Some(o) = self.obj.take() {
+            drop(Object::take(o));
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.busy {
+            return;
+        }
+        if let Some(o) = self.obj.take() {
+            drop(Object::take(o));
+        }
+        let (cancel, tls) = (self.cancel.clone(), self.tls.clone());
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(CONNECT_TIMEOUT, cancel.cancel_query(tls)).await;
+        });
+    }
+}

@@ -1,0 +1,170 @@
+//! Sessions (Rowsel `/v1/sessions`): one connection held for a caller, where
+//! queries, executes and an explicit transaction run one after the other; an idle
+//! session is closed after WORKBENCH_SESSION_IDLE. A session belongs to the caller
+//! that opened it: anyone else gets "not found". `cancel` sends PostgreSQL's cancel
+//! request for the statement running in it, without waiting for that statement.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use tokio_postgres::CancelToken;
+
+use super::error::WbError;
+use super::pools::{Lease, CONNECT_TIMEOUT};
+use crate::error::code::workbench as code;
+
+/// Sessions one caller may hold at once.
+const PER_OWNER: usize = 16;
+
+/// One open session.
+pub struct Session {
+    /// Its id.
+    pub id: uuid::Uuid,
+    /// Who opened it.
+    pub owner: String,
+    /// `user@host:port/database`.
+    pub label: String,
+    /// The connection; locked while a statement runs.
+    pub conn: tokio::sync::Mutex<Lease>,
+    cancel: CancelToken,
+    tls: postgres_native_tls::MakeTlsConnector,
+    /// Inside BEGIN … COMMIT/ROLLBACK.
+    pub in_transaction: AtomicBool,
+    last_used: Mutex<Instant>,
+    /// When it was opened.
+    pub created: std::time::SystemTime,
+}
+
+impl Session {
+    /// Notes a use.
+    pub fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+
+    /// Whether a statement is running.
+    pub fn busy(&self) -> bool {
+        self.conn.try_lock().is_err()
+    }
+
+    /// Sends a cancel request for the running statement; false when none runs.
+    pub async fn cancel(&self) -> Result<bool, WbError> {
+        if !self.busy() {
+            return Ok(false);
+        }
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.cancel.cancel_query(self.tls.clone())).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e)) => Err(WbError::from_pg(&e)),
+            Err(_) => Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, "the cancel request timed out").net("ETIMEDOUT")),
+        }
+    }
+}
+
+/// Every open session.
+pub struct Sessions {
+    map: Mutex<HashMap<uuid::Uuid, Arc<Session>>>,
+    max: usize,
+    idle: Duration,
+}
+
+impl Sessions {
+    /// No sessions; at most `max`, closed after `idle`.
+    pub fn new(max: usize, idle: Duration) -> Sessions {
+        Sessions { map: Mutex::new(HashMap::new()), max, idle }
+    }
+
+    /// The idle limit.
+    pub fn idle_limit(&self) -> Duration {
+        self.idle
+    }
+
+    /// Opens a session on a leased connection.
+    pub fn open(&self, owner: &str, label: String, lease: Lease) -> Result<Arc<Session>, WbError> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.max {
+            return Err(WbError::new(StatusCode::SERVICE_UNAVAILABLE, code::CAPACITY, format!("{} sessions are open (WORKBENCH_SESSIONS)", self.max))
+                .hint("Close a session or retry later."));
+        }
+        if map.values().filter(|s| s.owner == owner).count() >= PER_OWNER {
+            return Err(WbError::new(StatusCode::TOO_MANY_REQUESTS, code::CAPACITY, format!("a caller may hold {PER_OWNER} sessions at once")).hint("Close a session first."));
+        }
+        let s = Arc::new(Session {
+            id: uuid::Uuid::new_v4(),
+            owner: owner.to_owned(),
+            label,
+            cancel: lease.cancel.clone(),
+            tls: lease.tls.clone(),
+            conn: tokio::sync::Mutex::new(lease),
+            in_transaction: AtomicBool::new(false),
+            last_used: Mutex::new(Instant::now()),
+            created: std::time::SystemTime::now(),
+        });
+        map.insert(s.id, s.clone());
+        Ok(s)
+    }
+
+    /// The caller's session `id`.
+    pub fn get(&self, owner: &str, id: &str) -> Result<Arc<Session>, WbError> {
+        let not_found = || WbError::new(StatusCode::NOT_FOUND, code::SESSION_NOT_FOUND, "no such session").hint("Sessions close after being idle; open a new one.");
+        let id: uuid::Uuid = id.parse().map_err(|_| not_found())?;
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&id) {
+            Some(s) if s.owner == owner => {
+                s.touch();
+                Ok(s.clone())
+            }
+            _ => Err(not_found()),
+        }
+    }
+
+    /// Closes the caller's session `id`; its connection is closed, not pooled (it
+    /// may hold a transaction or settings).
+    pub async fn close(&self, owner: &str, id: &str) -> Result<(), WbError> {
+        let s = self.get(owner, id)?;
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&s.id);
+        let _ = s.cancel().await;
+        end(s);
+        Ok(())
+    }
+
+    /// Closes sessions idle for longer than the limit.
+    pub fn reap(&self) {
+        let idle = self.idle;
+        let gone: Vec<Arc<Session>> = {
+            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<uuid::Uuid> = map.values().filter(|s| !s.busy() && s.idle_for() > idle).map(|s| s.id).collect();
+            ids.iter().filter_map(|id| map.remove(id)).collect()
+        };
+        for s in gone {
+            end(s);
+        }
+    }
+
+    /// Open sessions.
+    pub fn count(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Drops the session's connection once nobody uses it.
+fn end(s: Arc<Session>) {
+    tokio::spawn(async move {
+        let lease = s.conn.lock().await;
+        let _ = lease.client().batch_execute("ROLLBACK").await;
+        drop(lease);
+        if let Ok(s) = Arc::try_unwrap(s) {
+            s.conn.into_inner().discard();
+        }
+    });
+}
+
+/// Marks the session in or out of a transaction.
+pub fn set_transaction(s: &Session, on: bool) {
+    s.in_transaction.store(on, Ordering::SeqCst);
+}
