@@ -47,6 +47,16 @@ impl Source {
     pub fn get(&self, key: &str) -> Option<String> {
         (self.env)(key).or_else(|| self.file.get(key).cloned()).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
+
+    /// A number, `default` when unset.
+    pub fn num<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError> {
+        parse_num(self, name, default)
+    }
+
+    /// A boolean, `default` when unset.
+    pub fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        parse_bool(self, name, default)
+    }
 }
 
 impl Config {
@@ -272,14 +282,14 @@ fn check_api_key(name: &'static str, key: Option<&Secret>, secret: &Secret, role
     }
 }
 
-pub(super) fn parse_num<T: std::str::FromStr>(src: &Source, name: &'static str, default: T) -> Result<T, ConfigError> {
+fn parse_num<T: std::str::FromStr>(src: &Source, name: &'static str, default: T) -> Result<T, ConfigError> {
     match src.get(name) {
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| ConfigError::Invalid { name, why: format!("{v:?} is not a number") }),
     }
 }
 
-pub(super) fn parse_bool(src: &Source, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+fn parse_bool(src: &Source, name: &'static str, default: bool) -> Result<bool, ConfigError> {
     match src.get(name).map(|v| v.to_ascii_lowercase()).as_deref() {
         None => Ok(default),
         Some("true" | "1" | "yes" | "on") => Ok(true),

@@ -3,7 +3,6 @@
 //! WORKBENCH_ENABLED=true, and only the service key or a token whose claims grant
 //! the workbench may use them.
 
-use super::load::{parse_bool, parse_num};
 use super::{ConfigError, Source};
 
 /// The workbench's settings.
@@ -47,22 +46,22 @@ fn list(src: &Source, name: &str) -> Vec<String> {
 
 /// Reads the settings.
 pub fn from_source(src: &Source) -> Result<WorkbenchConfig, ConfigError> {
-    let max_statement_timeout_ms = parse_num(src, "WORKBENCH_MAX_STATEMENT_TIMEOUT_MS", 30_000u64)?.clamp(100, 3_600_000);
+    let max_statement_timeout_ms = src.num("WORKBENCH_MAX_STATEMENT_TIMEOUT_MS", 30_000u64)?.clamp(100, 3_600_000);
     Ok(WorkbenchConfig {
-        enabled: parse_bool(src, "WORKBENCH_ENABLED", false)?,
+        enabled: src.flag("WORKBENCH_ENABLED", false)?,
         roles: list(src, "WORKBENCH_ROLES"),
         claim: src.get("WORKBENCH_CLAIM").map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()),
-        allow_private: parse_bool(src, "WORKBENCH_ALLOW_PRIVATE", false)?,
+        allow_private: src.flag("WORKBENCH_ALLOW_PRIVATE", false)?,
         allowed_hosts: list(src, "WORKBENCH_ALLOWED_HOSTS"),
-        statement_timeout_ms: parse_num(src, "WORKBENCH_STATEMENT_TIMEOUT_MS", 10_000u64)?.clamp(100, max_statement_timeout_ms),
+        statement_timeout_ms: src.num("WORKBENCH_STATEMENT_TIMEOUT_MS", 10_000u64)?.clamp(100, max_statement_timeout_ms),
         max_statement_timeout_ms,
-        max_pools: parse_num(src, "WORKBENCH_MAX_POOLS", 32usize)?.clamp(1, 1024),
-        pool_size: parse_num(src, "WORKBENCH_POOL_SIZE", 10usize)?.clamp(1, 100),
-        max_sessions: parse_num(src, "WORKBENCH_SESSIONS", 64usize)?.clamp(1, 10_000),
-        session_idle_secs: parse_num(src, "WORKBENCH_SESSION_IDLE", 300u64)?.clamp(5, 86_400),
-        max_rows: parse_num(src, "WORKBENCH_MAX_ROWS", 1000usize)?.clamp(1, 100_000),
-        max_result_bytes: parse_num(src, "WORKBENCH_MAX_RESULT_BYTES", 16 * 1024 * 1024usize)?.clamp(64 * 1024, 256 * 1024 * 1024),
-        cache_ttl_secs: parse_num(src, "WORKBENCH_CACHE_TTL", 60u64)?,
-        cache_max_bytes: parse_num(src, "WORKBENCH_CACHE_MAX_BYTES", 32 * 1024 * 1024usize)?,
+        max_pools: src.num("WORKBENCH_MAX_POOLS", 32usize)?.clamp(1, 1024),
+        pool_size: src.num("WORKBENCH_POOL_SIZE", 10usize)?.clamp(1, 100),
+        max_sessions: src.num("WORKBENCH_SESSIONS", 64usize)?.clamp(1, 10_000),
+        session_idle_secs: src.num("WORKBENCH_SESSION_IDLE", 300u64)?.clamp(5, 86_400),
+        max_rows: src.num("WORKBENCH_MAX_ROWS", 1000usize)?.clamp(1, 100_000),
+        max_result_bytes: src.num("WORKBENCH_MAX_RESULT_BYTES", 16 * 1024 * 1024usize)?.clamp(64 * 1024, 256 * 1024 * 1024),
+        cache_ttl_secs: src.num("WORKBENCH_CACHE_TTL", 60u64)?,
+        cache_max_bytes: src.num("WORKBENCH_CACHE_MAX_BYTES", 32 * 1024 * 1024usize)?,
     })
 }
