@@ -5,7 +5,7 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.1
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib sudo clang libclang-dev pkg-config libssl-dev openssl)
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib sudo clang libclang-dev pkg-config libssl-dev openssl openssh-server)
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
@@ -20,6 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian's package starts its own cluster on 5432; pgstack never uses it.
   pg_ctlcluster 15 main stop 2>/dev/null || true
+  # openssh-server is for the tests' own sshd (SSH tunnels); the system one stays off.
+  service ssh stop >/dev/null 2>&1 || true
 fi
 
 # rustfmt and clippy: the test script checks format and lints.

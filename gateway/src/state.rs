@@ -63,6 +63,7 @@ impl AppState {
         let config_backend_disk = config.storage_backend == "disk";
         let config_root = config.storage_root.clone();
         let config_workbench = config.workbench.clone();
+        let workbench_db = pool.clone();
         let deno = Arc::new(crate::functions::deno::DenoWorker::new(config.deno_path.clone(), config.function_memory_mb).expect("a temporary folder for function modules"));
         let webhook_policy =
             Arc::new(crate::ssrf::Policy { allow_private: config.webhook_allow_private, allowed_hosts: config.webhook_allowed_hosts.clone(), setting: "WEBHOOK_ALLOWED_HOSTS" });
@@ -88,7 +89,7 @@ impl AppState {
             },
             mailer,
             oauth: Arc::new(crate::auth::oauth::client::OAuthRuntime::new()),
-            workbench: crate::workbench::Workbench::new(&config_workbench),
+            workbench: crate::workbench::Workbench::new(&config_workbench, workbench_db),
         }))
     }
 }

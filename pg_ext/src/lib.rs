@@ -33,6 +33,8 @@ pgrx::extension_sql_file!("../sql/live.sql", name = "live", requires = ["bootstr
 // Supabase Realtime: realtime.messages (private-channel policies, realtime.send),
 // postgres_changes capture for the tables in the publication supabase_realtime.
 pgrx::extension_sql_file!("../sql/realtime.sql", name = "realtime", requires = ["bootstrap"]);
+// The SQL workbench: saved database configurations, remembered SSH host keys.
+pgrx::extension_sql_file!("../sql/workbench.sql", name = "workbench", requires = ["bootstrap"]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

@@ -485,3 +485,241 @@ async fn tls_modes_against_a_tls_only_server() {
     let r = http.post(gw.url("/poge/api/query")).bearer_auth(&service).json(&poge).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+/// A real OpenSSH server on loopback: a generated host key, the test user's
+/// authorised key, TCP forwarding on. Killed on drop.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(path.with_extension("pub"));
+    let out = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(path).output().expect("ssh-keygen (openssh-client)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Sshd {
+    /// Starts sshd on `port` (a free one when None) with the keys in `dir` (made when missing).
+    async fn start(dir: tempfile::TempDir, port: Option<u16>) -> Sshd {
+        let d = dir.path();
+        if !d.join("host_key").exists() {
+            keygen(&d.join("host_key"));
+        }
+        if !d.join("user_key").exists() {
+            keygen(&d.join("user_key"));
+            std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
+        }
+        let port = port.unwrap_or_else(|| pgstack_gateway::dev::cluster::free_port(None).unwrap());
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {h}\nPidFile {p}\nAuthorizedKeysFile {a}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nAllowTcpForwarding yes\nStrictModes no\nUsePAM no\nLogLevel VERBOSE\n",
+            h = d.join("host_key").display(),
+            p = d.join("sshd.pid").display(),
+            a = d.join("authorized_keys").display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let child = std::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("/usr/sbin/sshd (openssh-server; scripts/install-deps.sh installs it)");
+        let ready = pgstack_tests::eventually(Duration::from_secs(15), || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() }).await;
+        assert!(ready, "sshd did not listen: {}", std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default());
+        Sshd { child, port, dir }
+    }
+
+    fn user_key(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("user_key")).unwrap()
+    }
+
+    fn host_key_line(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host_key.pub")).unwrap().trim().to_owned()
+    }
+
+    fn tunnel(&self, host: &str, check: &str) -> Value {
+        json!({"type": "ssh", "host": host, "port": self.port, "username": whoami(), "auth": {"method": "private_key", "private_key": self.user_key()}, "host_key_check": check})
+    }
+}
+
+fn whoami() -> String {
+    String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn ssh_tunnels_through_a_real_sshd() {
+    let e = start(&[]).await;
+    let ssh = Sshd::start(tempfile::tempdir().unwrap(), None).await;
+    let through = |tunnel: Value, db: &str| {
+        let mut c = e.conn();
+        c["database"] = json!(db);
+        c["tunnel"] = tunnel;
+        c
+    };
+
+    // accept_new: the first use remembers the bastion's key.
+    let (st, r) = e.post("/proxy/v1/query", json!({"connection": through(ssh.tunnel("127.0.0.1", "accept_new"), "postgres"), "sql": "select count(*) as n from items"})).await;
+    assert_eq!((st, r["data"]["rows"][0]["n"].as_i64()), (StatusCode::OK, Some(450)), "{r}");
+    let gw_db = e._tc.superuser().await.unwrap();
+    let kept: String = gw_db.query_one("select fingerprint from workbench.known_hosts where host = '127.0.0.1'", &[]).await.unwrap().get(0);
+    assert!(kept.starts_with("SHA256:"), "{kept}");
+
+    // strict: a host never seen is refused; a pinned key or a remembered one passes.
+    let (st, r) = e.post("/proxy/v1/test-connection", json!({"connection": through(ssh.tunnel("localhost", "strict"), "postgres")})).await;
+    assert_eq!((st, code(&r)), (StatusCode::BAD_GATEWAY, "ERR_SSH_TUNNEL_FAILED"), "{r}");
+    assert!(r["message"].as_str().unwrap().contains("not known"), "{r}");
+    let mut pinned = ssh.tunnel("localhost", "strict");
+    pinned["host_key"] = json!(ssh.host_key_line());
+    let (st, r) = e.post("/proxy/v1/test-connection", json!({"connection": through(pinned, "postgres")})).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let (st, r) = e.post("/proxy/v1/test-connection", json!({"connection": through(ssh.tunnel("127.0.0.1", "strict"), "template1")})).await;
+    assert_eq!(st, StatusCode::OK, "a remembered key passes strict: {r}");
+
+    // A wrong user key.
+    let mut wrong = ssh.tunnel("127.0.0.1", "accept_new");
+    let other = tempfile::tempdir().unwrap();
+    keygen(&other.path().join("k"));
+    wrong["auth"]["private_key"] = json!(std::fs::read_to_string(other.path().join("k")).unwrap());
+    let (st, r) = e.post("/proxy/v1/test-connection", json!({"connection": through(wrong, "postgres")})).await;
+    assert_eq!((st, code(&r)), (StatusCode::BAD_GATEWAY, "ERR_SSH_TUNNEL_FAILED"), "{r}");
+    let mut garbage = ssh.tunnel("127.0.0.1", "accept_new");
+    garbage["auth"]["private_key"] = json!("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n-----END OPENSSH PRIVATE KEY-----");
+    let (st, r) = e.post("/proxy/v1/test-connection", json!({"connection": through(garbage, "postgres")})).await;
+    assert_eq!((st, code(&r)), (StatusCode::BAD_REQUEST, "ERR_SSH_TUNNEL_FAILED"), "{r}");
+
+    // A session and a real cancel, both through the tunnel.
+    let (st, s) = e.post("/proxy/v1/sessions", json!({"connection": through(ssh.tunnel("127.0.0.1", "accept_new"), "postgres")})).await;
+    assert_eq!(st, StatusCode::CREATED, "{s}");
+    let id = s["data"]["session_id"].as_str().unwrap().to_owned();
+    let (http, url, key) = (e.http.clone(), e.gw.url(&format!("/proxy/v1/sessions/{id}/query")), e.service.clone());
+    let running = tokio::spawn(async move {
+        let r = http.post(url).bearer_auth(&key).header("apikey", &key).json(&json!({"sql": "select pg_sleep(25)", "timeout_ms": 30000})).send().await.unwrap();
+        r.json::<Value>().await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (st, c) = e.post(&format!("/proxy/v1/sessions/{id}/cancel"), json!({})).await;
+    assert_eq!((st, c["data"]["cancelled"].as_bool()), (StatusCode::OK, Some(true)), "{c}");
+    let r = tokio::time::timeout(Duration::from_secs(10), running).await.unwrap().unwrap();
+    assert_eq!(code(&r), "ERR_QUERY_CANCELLED", "{r}");
+
+    // The bastion's key changes (same address): accept_new refuses it.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["user_key", "user_key.pub", "authorized_keys"] {
+        std::fs::copy(ssh.dir.path().join(f), dir.path().join(f)).unwrap();
+    }
+    let port = ssh.port;
+    let user_key = ssh.user_key();
+    drop(ssh);
+    let rotated = Sshd::start(dir, Some(port)).await;
+    assert_eq!(rotated.user_key(), user_key);
+    let (st, r) = e.post("/proxy/v1/test-connection", json!({"connection": through(rotated.tunnel("127.0.0.1", "accept_new"), "template0x")})).await;
+    assert_eq!((st, code(&r)), (StatusCode::BAD_GATEWAY, "ERR_SSH_TUNNEL_FAILED"), "{r}");
+    assert!(r["message"].as_str().unwrap().contains("changed"), "{r}");
+}
+
+#[tokio::test]
+async fn saved_database_configurations() {
+    let e = start(&[("WORKBENCH_SECRET_KEY", "workbench-test-key-0123456789-abcdefghij")]).await;
+    let port = e.target.cluster.running_port().unwrap();
+    let conn = json!({"host": "127.0.0.1", "port": port, "database": "postgres", "username": "postgres", "password": PASSWORD, "ssl": false});
+    let (st, a) = e
+        .post(
+            "/api/database-configs",
+            json!({"name": "Target", "description": "scratch", "provider": "postgresql", "connection_config": conn,
+        "settings": {"allowed_tables": ["public.items", "public.child"]}, "is_primary": true, "is_active": true}),
+        )
+        .await;
+    assert_eq!((st, a["success"].as_bool()), (StatusCode::CREATED, Some(true)), "{a}");
+    assert!(!a.to_string().contains(PASSWORD), "the password is never returned: {a}");
+    assert_eq!(a["data"]["connection_config"]["has_password"], true);
+    let id = a["data"]["id"].as_str().unwrap().to_owned();
+    let stored: Vec<u8> = e._tc.superuser().await.unwrap().query_one("select password_enc from workbench.database_configs where id::text = $1", &[&id]).await.unwrap().get(0);
+    assert!(!String::from_utf8_lossy(&stored).contains(PASSWORD), "encrypted at rest");
+
+    // One primary at a time.
+    let (st, b) = e.post("/api/database-configs", json!({"name": "Second", "connection_config": conn, "is_primary": true, "is_active": false})).await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let (_, first) = e.call(reqwest::Method::GET, &format!("/api/database-configs/{id}"), Some(&e.service), None).await;
+    assert_eq!(first["data"]["is_primary"], false);
+    let (_, list) = e.call(reqwest::Method::GET, "/api/database-configs?activeOnly=true", Some(&e.service), None).await;
+    assert_eq!((list["count"].as_u64(), list["data"][0]["name"].as_str()), (Some(1), Some("Target")), "{list}");
+
+    // PATCH keeps the password unless one is given.
+    let (st, p) = e.call(reqwest::Method::PATCH, &format!("/api/database-configs/{id}"), Some(&e.service), Some(json!({"name": "Renamed", "is_primary": true}))).await;
+    assert_eq!((st, p["data"]["name"].as_str(), p["data"]["is_primary"].as_bool()), (StatusCode::OK, Some("Renamed"), Some(true)), "{p}");
+
+    // Schema: only the allowed tables; freshness by age and by DDL.
+    let (st, f) = e.call(reqwest::Method::GET, &format!("/api/database-configs/{id}/freshness"), Some(&e.service), None).await;
+    assert_eq!((st, f["needs_refresh"].as_bool(), f["reason"].as_str()), (StatusCode::OK, Some(true), Some("never_refreshed")), "{f}");
+    let (st, r) = e.post(&format!("/api/database-configs/{id}/refresh-schema"), json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let names: Vec<&str> = r["schema"]["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["child", "items"], "{r}");
+    assert_eq!(r["schema"]["tables"][1]["columns"][0], json!({"name": "id", "type": "bigint", "nullable": false}));
+    assert!(r["refreshed_at"].as_str().unwrap().ends_with('Z'));
+    let (_, f) = e.call(reqwest::Method::GET, &format!("/api/database-configs/{id}/freshness"), Some(&e.service), None).await;
+    assert_eq!((f["needs_refresh"].as_bool(), f["age_hours"].as_u64()), (Some(false), Some(0)), "{f}");
+    e.target.superuser().await.unwrap().batch_execute("alter table items add column added int").await.unwrap();
+    let (_, f) = e.call(reqwest::Method::GET, &format!("/api/database-configs/{id}/freshness"), Some(&e.service), None).await;
+    assert_eq!((f["needs_refresh"].as_bool(), f["reason"].as_str()), (Some(true), Some("schema_changed")), "{f}");
+
+    // Queries may name the configuration instead of a connection; its allowed tables hold.
+    let (st, r) = e.post("/proxy/v1/query", json!({"config_id": id, "sql": "select count(*) as n from items i join child c on c.item_id = i.id"})).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    for sql in
+        ["select * from big", "select * from public.audit", "with x as (select 1) select * from x, pg_catalog.pg_authid", "select * from items where id in (select id from big)"]
+    {
+        let (st, r) = e.post("/proxy/v1/query", json!({"config_id": id, "sql": sql})).await;
+        assert_eq!((st, code(&r)), (StatusCode::FORBIDDEN, "ERR_PERMISSION_DENIED"), "{sql}: {r}");
+    }
+    let (st, r) = e.post("/proxy/v1/query", json!({"config_id": id, "sql": "with items as (select 1 as n) select n from items"})).await;
+    assert_eq!(st, StatusCode::OK, "a CTE is not a table: {r}");
+    let (st, r) = e.post("/proxy/v1/query", json!({"config_id": b["data"]["id"], "sql": "select 1"})).await;
+    assert_eq!((st, code(&r)), (StatusCode::CONFLICT, "ERR_CONFIG_NOT_FOUND"), "an inactive configuration: {r}");
+
+    // Stateless tests.
+    let mut t = conn.clone();
+    t["allowed_tables"] = json!(["public.items"]);
+    let (st, r) = e.post("/api/db/test-postgres", t.clone()).await;
+    assert_eq!((st, r["tested_table"].as_str(), r["tested_table_accessible"].as_bool()), (StatusCode::OK, Some("public.items"), Some(true)), "{r}");
+    assert!(r["latency_ms"].is_u64());
+    t["allowed_tables"] = json!(["public.nope'; drop table items; --"]);
+    let (st, r) = e.post("/api/db/test-postgres", t).await;
+    assert_eq!((st, r["tested_table_accessible"].as_bool()), (StatusCode::OK, Some(false)), "{r}");
+    let (st, d) = e.post("/api/db/discover-postgres-schema", conn.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{d}");
+    let public = d["schemas"].as_array().unwrap().iter().find(|s| s["name"] == "public").unwrap();
+    assert!(public["tables"].as_array().unwrap().iter().any(|t| t["full_name"] == "public.big"), "{d}");
+    let mut bad = conn.clone();
+    bad["password"] = json!("wrong");
+    let (st, r) = e.post("/api/db/test-postgres", bad).await;
+    assert_eq!((st, r["success"].as_bool(), r["code"].as_str()), (StatusCode::BAD_REQUEST, Some(false), Some("ERR_AUTH_REJECTED")), "{r}");
+
+    // Soft delete.
+    let (st, _) = e.call(reqwest::Method::DELETE, &format!("/api/database-configs/{id}"), Some(&e.service), None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, r) = e.call(reqwest::Method::GET, &format!("/api/database-configs/{id}"), Some(&e.service), None).await;
+    assert_eq!((st, r["success"].as_bool()), (StatusCode::NOT_FOUND, Some(false)), "{r}");
+    let (_, all) = e.call(reqwest::Method::GET, "/api/database-configs?includeDeleted=true", Some(&e.service), None).await;
+    assert_eq!(all["count"], 2);
+    assert!(all["data"].as_array().unwrap().iter().any(|c| c["id"] == json!(id) && c["deleted_at"].is_string()));
+    let (st, r) = e.call(reqwest::Method::GET, "/api/database-configs/not-a-uuid", Some(&e.service), None).await;
+    assert_eq!((st, r["code"].as_str()), (StatusCode::NOT_FOUND, Some("ERR_CONFIG_NOT_FOUND")));
+    let anon = keys::mint(Role::Anon, &Secret::new(JWT_SECRET)).unwrap();
+    let (st, r) = e.call(reqwest::Method::GET, "/api/database-configs", Some(&anon), None).await;
+    assert_eq!((st, r["success"].as_bool()), (StatusCode::FORBIDDEN, Some(false)), "{r}");
+    let (st, r) = e.post("/api/database-configs", json!({"name": "x", "provider": "mysql", "connection_config": conn})).await;
+    assert_eq!((st, r["code"].as_str()), (StatusCode::BAD_REQUEST, Some("ERR_INVALID_REQUEST")), "{r}");
+}

@@ -3,7 +3,7 @@
 //! WORKBENCH_ENABLED=true, and only the service key or a token whose claims grant
 //! the workbench may use them.
 
-use super::{ConfigError, Source};
+use super::{ConfigError, Secret, Source};
 
 /// The workbench's settings.
 #[derive(Debug, Clone)]
@@ -38,6 +38,11 @@ pub struct WorkbenchConfig {
     pub cache_ttl_secs: u64,
     /// WORKBENCH_CACHE_MAX_BYTES: size of the read cache (32 MiB).
     pub cache_max_bytes: usize,
+    /// WORKBENCH_SECRET_KEY: encrypts saved configurations' passwords (at least 32
+    /// characters); without it a configuration cannot keep a password.
+    pub secret_key: Option<Secret>,
+    /// WORKBENCH_SCHEMA_MAX_AGE_HOURS: a schema snapshot older than this needs a refresh (24).
+    pub schema_max_age_hours: u64,
 }
 
 fn list(src: &Source, name: &str) -> Vec<String> {
@@ -63,5 +68,10 @@ pub fn from_source(src: &Source) -> Result<WorkbenchConfig, ConfigError> {
         max_result_bytes: src.num("WORKBENCH_MAX_RESULT_BYTES", 16 * 1024 * 1024usize)?.clamp(64 * 1024, 256 * 1024 * 1024),
         cache_ttl_secs: src.num("WORKBENCH_CACHE_TTL", 60u64)?,
         cache_max_bytes: src.num("WORKBENCH_CACHE_MAX_BYTES", 32 * 1024 * 1024usize)?,
+        secret_key: match src.get("WORKBENCH_SECRET_KEY") {
+            Some(k) if k.len() < 32 => return Err(ConfigError::Invalid { name: "WORKBENCH_SECRET_KEY", why: "must be at least 32 characters".into() }),
+            k => k.map(Secret::new),
+        },
+        schema_max_age_hours: src.num("WORKBENCH_SCHEMA_MAX_AGE_HOURS", 24u64)?.max(1),
     })
 }

@@ -31,6 +31,8 @@ pub struct Statement {
     pub kind: Kind,
     /// The parser's name for it (`SelectStmt`, `InsertStmt`, …).
     pub node: String,
+    /// The relations it names (`schema` when qualified), CTE names left out.
+    pub relations: Vec<(Option<String>, String)>,
 }
 
 /// The kinds the workbench treats differently.
@@ -195,7 +197,8 @@ pub fn classify_now(sql: &str) -> Result<Statement, Refusal> {
         | "LoadStmt" => Kind::SessionState,
         _ => Kind::Other,
     };
-    Ok(Statement { text, kind, node: node.clone() })
+    let relations = walk.relations.iter().filter(|(schema, name)| schema.is_some() || !walk.ctes.contains(name)).cloned().collect();
+    Ok(Statement { text, kind, node: node.clone(), relations })
 }
 
 /// Nesting of objects in a parse tree's serde form (for tests of the estimate).
@@ -246,12 +249,14 @@ struct Walk {
     writes: bool,
     into: bool,
     locks: bool,
+    relations: Vec<(Option<String>, String)>,
+    ctes: Vec<String>,
 }
 
 impl Walk {
     /// Visits every node with an explicit stack (no recursion over caller input).
     fn of(tree: &Value) -> Walk {
-        let mut w = Walk { writes: false, into: false, locks: false };
+        let mut w = Walk { writes: false, into: false, locks: false, relations: Vec::new(), ctes: Vec::new() };
         let mut stack = vec![tree];
         while let Some(v) = stack.pop() {
             match v {
@@ -263,6 +268,13 @@ impl Walk {
                             "locking_clause" if child.as_array().is_some_and(|a| !a.is_empty()) => w.locks = true,
                             "LockingClause" => w.locks = true,
                             "IntoClause" => w.into = true,
+                            "RangeVar" => {
+                                let text = |k: &str| child.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
+                                if let Some(rel) = text("relname") {
+                                    w.relations.push((text("schemaname"), rel));
+                                }
+                            }
+                            "CommonTableExpr" => w.ctes.extend(child.get("ctename").and_then(Value::as_str).map(str::to_owned)),
                             _ => {}
                         }
                         stack.push(child);
@@ -361,6 +373,10 @@ mod tests {
         assert_eq!(kind("set search_path = x").unwrap(), Kind::SessionState);
         assert_eq!(kind("show all").unwrap(), Kind::OtherRead);
         assert_eq!(kind("grant select on t to u").unwrap(), Kind::Other);
+        let rels = classify_now("with c as (select 1) select * from c, public.a join b on true where x in (select y from s.z)").unwrap().relations;
+        let mut rels: Vec<String> = rels.iter().map(|(s, n)| format!("{}.{n}", s.as_deref().unwrap_or("-"))).collect();
+        rels.sort();
+        assert_eq!(rels, ["-.b", "public.a", "s.z"]);
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The SQL workbench: the backends of database tools on the gateway, each at its
-//! seed's base path — the Rowsel proxy (`/proxy`, seed 003) and Poge (`/poge/api`,
-//! seed 000).
+//! seed's base path — the Rowsel proxy (`/proxy`, seed 003), Poge (`/poge/api`,
+//! seed 000) and the saved database configurations (`/api/database-configs`,
+//! `/api/db`, seed 001).
 //!
 //! request → [`access`] (enabled, credential grants it) → body → [`target`] (which
 //! server, checked by the SSRF policy in [`pools`]) → [`classify`] (PostgreSQL's
@@ -17,6 +18,7 @@ use serde::de::DeserializeOwned;
 pub mod access;
 pub mod cache;
 pub mod classify;
+pub mod configs;
 pub mod error;
 pub mod poge;
 pub mod pools;
@@ -25,6 +27,7 @@ pub mod run;
 pub mod schema;
 pub mod sessions;
 pub mod target;
+pub mod tunnel;
 
 use crate::config::workbench::WorkbenchConfig;
 use crate::AppState;
@@ -43,10 +46,10 @@ pub struct Workbench {
 }
 
 impl Workbench {
-    /// From the settings.
-    pub fn new(cfg: &WorkbenchConfig) -> Arc<Workbench> {
+    /// From the settings; `db` is the gateway's own database (remembered host keys).
+    pub fn new(cfg: &WorkbenchConfig, db: deadpool_postgres::Pool) -> Arc<Workbench> {
         Arc::new(Workbench {
-            pools: pools::Pools::new(cfg),
+            pools: pools::Pools::new(cfg, Arc::new(DbKnownHosts(db))),
             sessions: sessions::Sessions::new(cfg.max_sessions, Duration::from_secs(cfg.session_idle_secs)),
             cache: cache::ReadCache::new(Duration::from_secs(cfg.cache_ttl_secs), cfg.cache_max_bytes),
             cfg: cfg.clone(),
@@ -54,10 +57,41 @@ impl Workbench {
     }
 }
 
+/// SSH host keys remembered in `workbench.known_hosts`.
+struct DbKnownHosts(deadpool_postgres::Pool);
+
+impl DbKnownHosts {
+    async fn run(&self, host: &str, port: u16, remember: Option<&str>) -> Result<Option<String>, String> {
+        let mut c = self.0.get().await.map_err(|e| e.to_string())?;
+        let tx = c.transaction().await.map_err(|e| e.to_string())?;
+        tx.batch_execute("SET LOCAL ROLE pgstack_workbench_admin").await.map_err(|e| e.to_string())?;
+        let port = i32::from(port);
+        if let Some(fp) = remember {
+            tx.execute("insert into workbench.known_hosts (host, port, fingerprint) values ($1, $2, $3) on conflict do nothing", &[&host, &port, &fp])
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let row = tx.query_opt("select fingerprint from workbench.known_hosts where host = $1 and port = $2", &[&host, &port]).await.map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+impl tunnel::KnownHosts for DbKnownHosts {
+    fn get(&self, host: &str, port: u16) -> futures_util::future::BoxFuture<'_, Result<Option<String>, String>> {
+        let host = host.to_owned();
+        Box::pin(async move { self.run(&host, port, None).await })
+    }
+    fn remember(&self, host: &str, port: u16, fingerprint: &str) -> futures_util::future::BoxFuture<'_, Result<String, String>> {
+        let (host, fp) = (host.to_owned(), fingerprint.to_owned());
+        Box::pin(async move { self.run(&host, port, Some(&fp)).await?.ok_or_else(|| "the key was not kept".to_owned()) })
+    }
+}
+
 /// Every workbench route, behind the access check.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let gate = axum::middleware::from_fn_with_state(state.clone(), access::gate);
-    Router::new().nest("/proxy", proxy::routes()).nest("/poge/api", poge::routes()).route_layer(gate)
+    Router::new().nest("/proxy", proxy::routes()).nest("/poge/api", poge::routes()).nest("/api", configs::routes()).route_layer(gate)
 }
 
 /// Closes idle connections, pools and sessions every few seconds.

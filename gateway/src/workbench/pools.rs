@@ -17,6 +17,7 @@ use tokio_postgres::CancelToken;
 
 use super::error::WbError;
 use super::target::{Key, Target};
+use super::tunnel::{KnownHosts, SshLink, TunnelConnect};
 use crate::config::workbench::WorkbenchConfig;
 use crate::error::code::workbench as code;
 use crate::ssrf::Policy;
@@ -31,13 +32,51 @@ const POOL_IDLE: Duration = Duration::from_secs(300);
 struct Entry {
     pool: Pool,
     label: String,
-    tls: postgres_native_tls::MakeTlsConnector,
+    cancel: CancelVia,
     last_used: Instant,
+}
+
+/// How a cancel request reaches the server: straight, or through the pool's tunnel.
+#[derive(Clone)]
+pub struct CancelVia {
+    tls: postgres_native_tls::MakeTlsConnector,
+    tunnel: Option<(Arc<SshLink>, String, u16)>,
+}
+
+/// Cancels one connection's running statement.
+#[derive(Clone)]
+pub struct Canceller {
+    token: CancelToken,
+    via: CancelVia,
+}
+
+impl Canceller {
+    /// Sends PostgreSQL's cancel request (a connection of its own).
+    pub async fn cancel(&self) -> Result<(), WbError> {
+        let sent = async {
+            match &self.via.tunnel {
+                None => self.token.cancel_query(self.via.tls.clone()).await.map_err(|e| WbError::from_pg(&e)),
+                Some((link, host, port)) => {
+                    use tokio_postgres::tls::MakeTlsConnect;
+                    let stream = link.stream(host, *port).await.map_err(|m| WbError::new(StatusCode::BAD_GATEWAY, code::SSH_TUNNEL_FAILED, m))?;
+                    let mut tls = self.via.tls.clone();
+                    let connector = <postgres_native_tls::MakeTlsConnector as MakeTlsConnect<russh::ChannelStream<russh::client::Msg>>>::make_tls_connect(&mut tls, host)
+                        .map_err(|e| WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, e.to_string()))?;
+                    self.token.cancel_query_raw(stream, connector).await.map_err(|e| WbError::from_pg(&e))
+                }
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, sent).await {
+            Ok(r) => r,
+            Err(_) => Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, "the cancel request timed out").net("ETIMEDOUT")),
+        }
+    }
 }
 
 /// Every target's pool.
 pub struct Pools {
     map: Mutex<HashMap<Key, Entry>>,
+    known_hosts: Arc<dyn KnownHosts>,
     policy: Policy,
     max_pools: usize,
     pool_size: usize,
@@ -63,9 +102,10 @@ pub struct PoolStats {
 
 impl Pools {
     /// Empty, with the settings' limits.
-    pub fn new(cfg: &WorkbenchConfig) -> Arc<Pools> {
+    pub fn new(cfg: &WorkbenchConfig, known_hosts: Arc<dyn KnownHosts>) -> Arc<Pools> {
         Arc::new(Pools {
             map: Mutex::new(HashMap::new()),
+            known_hosts,
             policy: Policy { allow_private: cfg.allow_private, allowed_hosts: cfg.allowed_hosts.clone(), setting: "WORKBENCH_ALLOWED_HOSTS (or WORKBENCH_ALLOW_PRIVATE=true)" },
             max_pools: cfg.max_pools,
             pool_size: cfg.pool_size,
@@ -74,16 +114,15 @@ impl Pools {
 
     /// A connection to `t`, from its pool (made on first use).
     pub async fn connect(&self, t: &Target) -> Result<Lease, WbError> {
-        t.no_tunnel()?;
         let key = t.key();
         let found = {
             let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
             map.get_mut(&key).map(|e| {
                 e.last_used = Instant::now();
-                (e.pool.clone(), e.tls.clone())
+                (e.pool.clone(), e.cancel.clone())
             })
         };
-        let (pool, tls) = match found {
+        let (pool, via) = match found {
             Some(p) => p,
             None => self.open(t, key).await?,
         };
@@ -108,20 +147,39 @@ impl Pools {
             }
             Err(e) => return Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, format!("cannot connect: {e}")).net("ECONNRESET")),
         };
-        let cancel = obj.cancel_token();
-        Ok(Lease { obj: Some(obj), cancel, tls, busy: false })
+        let canceller = Canceller { token: obj.cancel_token(), via };
+        Ok(Lease { obj: Some(obj), canceller, busy: false })
     }
 
-    async fn open(&self, t: &Target, key: Key) -> Result<(Pool, postgres_native_tls::MakeTlsConnector), WbError> {
-        let addrs = match tokio::time::timeout(CONNECT_TIMEOUT, self.policy.resolve(&t.host, t.port)).await {
-            Err(_) => return Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, format!("resolving {} timed out", t.host)).net("ENOTFOUND")),
+    /// The checked address of `host:port`.
+    async fn resolve(&self, host: &str, port: u16) -> Result<std::net::SocketAddr, WbError> {
+        let addrs = match tokio::time::timeout(CONNECT_TIMEOUT, self.policy.resolve(host, port)).await {
+            Err(_) => return Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, format!("resolving {host} timed out")).net("ENOTFOUND")),
             Ok(Err(e)) if e.starts_with("cannot resolve") => return Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, e).net("ENOTFOUND")),
             Ok(Err(e)) => return Err(WbError::new(StatusCode::FORBIDDEN, code::TARGET_FORBIDDEN, e)),
             Ok(Ok(a)) => a,
         };
-        let addr = *addrs.first().ok_or_else(|| WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, format!("{} has no address", t.host)).net("ENOTFOUND"))?;
+        addrs.first().copied().ok_or_else(|| WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, format!("{host} has no address")).net("ENOTFOUND"))
+    }
+
+    async fn open(&self, t: &Target, key: Key) -> Result<(Pool, CancelVia), WbError> {
         let tls = t.tls()?;
-        let mgr = Manager::from_config(t.pg_config(addr, CONNECT_TIMEOUT), tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let (mgr, via) = match t.tunnel_spec()? {
+            None => {
+                let addr = self.resolve(&t.host, t.port).await?;
+                (Manager::from_config(t.pg_config(addr, CONNECT_TIMEOUT), tls.clone(), manager_config), CancelVia { tls: tls.clone(), tunnel: None })
+            }
+            Some(spec) => {
+                // The bastion is checked like any target; the database behind it is
+                // reached as the bastion sees it.
+                let addr = self.resolve(&spec.host, spec.port).await?;
+                let link = SshLink::open(&spec, addr, self.known_hosts.as_ref()).await?;
+                let connect = TunnelConnect { link: link.clone(), db_host: t.host.clone(), db_port: t.port, tls: tls.clone() };
+                let via = CancelVia { tls: tls.clone(), tunnel: Some((link, t.host.clone(), t.port)) };
+                (Manager::from_connect(t.pg_config_tunnelled(CONNECT_TIMEOUT), connect, manager_config), via)
+            }
+        };
         let pool = Pool::builder(mgr)
             .max_size(self.pool_size)
             .runtime(Runtime::Tokio1)
@@ -134,7 +192,7 @@ impl Pools {
         if let Some(e) = map.get_mut(&key) {
             // Another request made it meanwhile.
             e.last_used = Instant::now();
-            return Ok((e.pool.clone(), e.tls.clone()));
+            return Ok((e.pool.clone(), e.cancel.clone()));
         }
         if map.len() >= self.max_pools {
             let victim = map.iter().filter(|(_, e)| e.pool.status().size == e.pool.status().available).min_by_key(|(_, e)| e.last_used).map(|(k, _)| *k);
@@ -150,8 +208,8 @@ impl Pools {
                 }
             }
         }
-        map.insert(key, Entry { pool: pool.clone(), label: t.label(), tls: tls.clone(), last_used: Instant::now() });
-        Ok((pool, tls))
+        map.insert(key, Entry { pool: pool.clone(), label: t.label(), cancel: via.clone(), last_used: Instant::now() });
+        Ok((pool, via))
     }
 
     /// Closes idle connections and drops unused pools; called periodically.
@@ -189,9 +247,7 @@ impl Pools {
 pub struct Lease {
     obj: Option<Object>,
     /// Cancels the running statement.
-    pub cancel: CancelToken,
-    /// The TLS connector the cancel request uses.
-    pub tls: postgres_native_tls::MakeTlsConnector,
+    pub canceller: Canceller,
     busy: bool,
 }
 
@@ -223,10 +279,10 @@ impl Drop for Lease {
         if let Some(o) = self.obj.take() {
             drop(Object::take(o));
         }
-        let (cancel, tls) = (self.cancel.clone(), self.tls.clone());
+        let canceller = self.canceller.clone();
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         rt.spawn(async move {
-            let _ = tokio::time::timeout(CONNECT_TIMEOUT, cancel.cancel_query(tls)).await;
+            let _ = canceller.cancel().await;
         });
     }
 }

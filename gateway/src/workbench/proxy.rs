@@ -70,6 +70,8 @@ struct ConnectionBody {
 #[serde(deny_unknown_fields)]
 struct SqlBody {
     connection: Option<RowselConnection>,
+    /// A saved configuration instead of `connection` (seed 001).
+    config_id: Option<String>,
     #[serde(alias = "query")]
     sql: String,
     #[serde(default)]
@@ -87,8 +89,20 @@ struct TransactionBody {
     action: String,
 }
 
-fn target(c: Option<RowselConnection>) -> Result<Target, WbError> {
-    Target::from_rowsel(c.ok_or_else(|| WbError::invalid("connection is required"))?)
+/// The request's target: its `connection`, or a saved configuration (whose
+/// allowed_tables the statement must keep to).
+async fn target(s: &AppState, b: &mut SqlBody, st: &Statement, lim: &mut Limits) -> Result<Target, WbError> {
+    match (b.connection.take(), b.config_id.as_deref()) {
+        (Some(c), None) => Target::from_rowsel(c),
+        (None, Some(id)) => {
+            let (t, allowed) = super::configs::resolve(s, id).await?;
+            super::configs::check_allowed(st, &allowed)?;
+            lim.public_only = allowed.is_some();
+            Ok(t)
+        }
+        (Some(_), Some(_)) => Err(WbError::invalid("give connection or config_id, not both")),
+        (None, None) => Err(WbError::invalid("connection (or config_id) is required")),
+    }
 }
 
 async fn health() -> Response {
@@ -199,9 +213,9 @@ fn execute_data(out: &Output) -> ExecuteData<'_> {
 
 async fn query(State(s): State<AppState>, body: Bytes) -> Reply {
     let mut b: SqlBody = parse_body(&body)?;
-    let lim = limits(&s.workbench, &b)?;
+    let mut lim = limits(&s.workbench, &b)?;
     let st = read_statement(&b.sql).await?;
-    let t = target(b.connection.take())?;
+    let t = target(&s, &mut b, &st, &mut lim).await?;
     let mut lease = s.workbench.pools.connect(&t).await?;
     lease.set_busy(true);
     let out = run::read(lease.client(), &st, &b.params, lim, false).await?;
@@ -211,9 +225,9 @@ async fn query(State(s): State<AppState>, body: Bytes) -> Reply {
 
 async fn execute(State(s): State<AppState>, body: Bytes) -> Reply {
     let mut b: SqlBody = parse_body(&body)?;
-    let lim = limits(&s.workbench, &b)?;
+    let mut lim = limits(&s.workbench, &b)?;
     let st = write_statement(&b.sql, b.confirm).await?;
-    let t = target(b.connection.take())?;
+    let t = target(&s, &mut b, &st, &mut lim).await?;
     let mut lease = s.workbench.pools.connect(&t).await?;
     lease.set_busy(true);
     let out = run::write(lease.client(), &st, &b.params, lim).await;
@@ -262,7 +276,7 @@ fn busy() -> WbError {
 
 async fn session_query(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>, body: Bytes) -> Reply {
     let b: SqlBody = parse_body(&body)?;
-    if b.connection.is_some() {
+    if b.connection.is_some() || b.config_id.is_some() {
         return Err(WbError::invalid("a session's requests carry no connection").into());
     }
     let lim = limits(&s.workbench, &b)?;
@@ -279,7 +293,7 @@ async fn session_query(State(s): State<AppState>, Extension(owner): Extension<Ow
 
 async fn session_execute(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>, body: Bytes) -> Reply {
     let b: SqlBody = parse_body(&body)?;
-    if b.connection.is_some() {
+    if b.connection.is_some() || b.config_id.is_some() {
         return Err(WbError::invalid("a session's requests carry no connection").into());
     }
     let lim = limits(&s.workbench, &b)?;

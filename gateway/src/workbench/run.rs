@@ -104,6 +104,20 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Most bytes of rows.
     pub max_bytes: usize,
+    /// Run with `search_path = public` (a saved configuration with allowed_tables:
+    /// unqualified names must mean what the check took them for).
+    pub public_only: bool,
+}
+
+impl Limits {
+    fn settings(&self, local: bool) -> String {
+        let set = if local { "SET LOCAL" } else { "SET" };
+        let mut s = format!("{set} statement_timeout = {}", self.timeout_ms);
+        if self.public_only {
+            s.push_str(&format!("; {set} search_path = public"));
+        }
+        s
+    }
 }
 
 fn type_name(t: &Type) -> String {
@@ -200,7 +214,7 @@ pub async fn read(client: &Client, stmt: &Statement, params: &[Value], lim: Limi
     } else {
         ("BEGIN READ ONLY", "ROLLBACK")
     };
-    client.batch_execute(&format!("{open}; SET LOCAL statement_timeout = {}", lim.timeout_ms)).await.map_err(|e| WbError::from_pg(&e))?;
+    client.batch_execute(&format!("{open}; {}", lim.settings(true))).await.map_err(|e| WbError::from_pg(&e))?;
     let result = read_in(client, stmt, params, lim).await;
     let closed = client.batch_execute(close).await;
     let mut out = result?;
@@ -276,9 +290,9 @@ async fn read_direct(client: &Client, stmt: &Statement, params: &[Value], lim: L
 /// RETURNING list come back (at most `lim.page_size`, all counted).
 pub async fn write(client: &Client, stmt: &Statement, params: &[Value], lim: Limits) -> Result<Output, WbError> {
     let started = Instant::now();
-    client.batch_execute(&format!("SET statement_timeout = {}", lim.timeout_ms)).await.map_err(|e| WbError::from_pg(&e))?;
+    client.batch_execute(&lim.settings(false)).await.map_err(|e| WbError::from_pg(&e))?;
     let result = write_in(client, stmt, params, lim).await;
-    let reset = client.batch_execute("RESET statement_timeout").await;
+    let reset = client.batch_execute(if lim.public_only { "RESET statement_timeout; RESET search_path" } else { "RESET statement_timeout" }).await;
     let mut out = result?;
     reset.map_err(|e| WbError::from_pg(&e))?;
     out.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -337,5 +351,5 @@ pub fn limits(
         Some(t) if t == 0 || t > cfg.max_statement_timeout_ms => return Err(WbError::invalid(format!("timeout_ms must be 1 to {}", cfg.max_statement_timeout_ms))),
         Some(t) => t,
     };
-    Ok(Limits { page_size, offset, timeout_ms, max_bytes: cfg.max_result_bytes })
+    Ok(Limits { page_size, offset, timeout_ms, max_bytes: cfg.max_result_bytes, public_only: false })
 }

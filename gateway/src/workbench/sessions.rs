@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use tokio_postgres::CancelToken;
 
 use super::error::WbError;
-use super::pools::{Lease, CONNECT_TIMEOUT};
+use super::pools::{Canceller, Lease};
 use crate::error::code::workbench as code;
 
 /// Sessions one caller may hold at once.
@@ -29,8 +28,7 @@ pub struct Session {
     pub label: String,
     /// The connection; locked while a statement runs.
     pub conn: tokio::sync::Mutex<Lease>,
-    cancel: CancelToken,
-    tls: postgres_native_tls::MakeTlsConnector,
+    canceller: Canceller,
     /// Inside BEGIN … COMMIT/ROLLBACK.
     pub in_transaction: AtomicBool,
     last_used: Mutex<Instant>,
@@ -58,11 +56,7 @@ impl Session {
         if !self.busy() {
             return Ok(false);
         }
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.cancel.cancel_query(self.tls.clone())).await {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(e)) => Err(WbError::from_pg(&e)),
-            Err(_) => Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, "the cancel request timed out").net("ETIMEDOUT")),
-        }
+        self.canceller.cancel().await.map(|()| true)
     }
 }
 
@@ -98,8 +92,7 @@ impl Sessions {
             id: uuid::Uuid::new_v4(),
             owner: owner.to_owned(),
             label,
-            cancel: lease.cancel.clone(),
-            tls: lease.tls.clone(),
+            canceller: lease.canceller.clone(),
             conn: tokio::sync::Mutex::new(lease),
             in_transaction: AtomicBool::new(false),
             last_used: Mutex::new(Instant::now()),

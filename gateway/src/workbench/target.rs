@@ -12,7 +12,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::error::WbError;
-use crate::error::code::workbench as code;
 
 /// How TLS is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -232,12 +231,19 @@ impl Target {
         Ok(postgres_native_tls::MakeTlsConnector::new(c))
     }
 
-    /// Refuses tunnels until they are built.
-    pub fn no_tunnel(&self) -> Result<(), WbError> {
+    /// The SSH tunnel, when one is given.
+    pub fn tunnel_spec(&self) -> Result<Option<super::tunnel::TunnelSpec>, WbError> {
         match &self.tunnel {
-            None | Some(Value::Null) => Ok(()),
-            Some(_) => Err(WbError::new(StatusCode::BAD_REQUEST, code::SSH_TUNNEL_FAILED, "SSH tunnels are not available on this server yet")
-                .hint("Connect to the database directly, or through a tunnel you open yourself.")),
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => super::tunnel::TunnelSpec::parse(v).map(Some),
         }
+    }
+
+    /// The client configuration behind a tunnel (the stream is the tunnel's channel;
+    /// the host name stays for TLS).
+    pub fn pg_config_tunnelled(&self, connect_timeout: Duration) -> tokio_postgres::Config {
+        let mut c = self.pg_config(SocketAddr::from(([127, 0, 0, 1], self.port)), connect_timeout);
+        c.port(self.port);
+        c
     }
 }
