@@ -151,6 +151,18 @@ async fn rowsel_query_policy_paging_and_types() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(b["data"]["page"]["returned"], 200);
     assert!(b.to_string().len() < 1_200_000, "one page of big rows");
+    // Paging the whole 10 MB table keeps the gateway's memory flat.
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", e.gw.pid().unwrap())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse::<u64>().unwrap()
+    };
+    let before = rss();
+    for page in 0..4 {
+        let (st, b) = e.query("select * from big order by id", json!({"page_size": 500, "offset": page * 500})).await;
+        assert_eq!((st, b["data"]["page"]["returned"].as_u64()), (StatusCode::OK, Some(500)));
+    }
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 40_000, "the gateway grew by {grown} kB while paging 10 MB");
 
     // SHOW and EXPLAIN are reads.
     let (st, s) = e.query("show server_version_num", json!({})).await;
@@ -241,6 +253,18 @@ async fn rowsel_execute_sessions_transactions_and_cancel() {
     let (st, r) = e.post("/proxy/v1/execute", json!({"connection": e.conn(), "sql": "insert into items (id, name) values (2, 'dup')", "confirm": true})).await;
     assert_eq!((st, code(&r), r["error"]["sqlstate"].as_str()), (StatusCode::CONFLICT, "ERR_SQL_FAILED", Some("23505")), "{r}");
     assert!(r["error"]["detail"].as_str().unwrap().contains("already exists"), "{r}");
+
+    // Nothing one request leaves on a pooled connection reaches the next one.
+    for sql in ["select set_config('application_name', 'evil', false)", "create temp table items (id int)", "select pg_advisory_lock(42)"] {
+        let (st, r) = e.post("/proxy/v1/execute", json!({"connection": e.conn(), "sql": sql, "confirm": true})).await;
+        assert_eq!(st, StatusCode::OK, "{sql}: {r}");
+    }
+    for _ in 0..12 {
+        let (_, r) = e.query("select current_setting('application_name') as app, (select count(*) from items) as n, pg_try_advisory_lock(42) as free", json!({})).await;
+        assert_eq!(r["data"]["rows"][0]["app"], "pgstack-workbench", "{r}");
+        assert_eq!(r["data"]["rows"][0]["n"], 449, "no temp table shadows items: {r}");
+        assert_eq!(r["data"]["rows"][0]["free"], true, "no advisory lock left behind: {r}");
+    }
 
     // A session: a transaction only it sees, rolled back.
     let (st, s) = e.post("/proxy/v1/sessions", json!({"connection": e.conn()})).await;
@@ -416,6 +440,12 @@ async fn who_may_use_it_and_where_it_may_connect() {
         let b: Value = r.json().await.unwrap();
         assert_eq!(b["status"], "error", "{b}");
     }
+    let user = user_token("00000000-0000-0000-0000-0000000000ad");
+    let gw2 = Gateway::serve(&tc, &[("WORKBENCH_ENABLED", "true"), ("WORKBENCH_ROLES", "authenticated")]).await.unwrap();
+    let r = http.get(gw2.url("/poge/api/stats/pools")).bearer_auth(&user).header("apikey", &user).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "pool statistics are the service key's");
+    let r = http.get(gw2.url("/poge/api/stats/cache")).bearer_auth(&user).header("apikey", &user).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "cache numbers are anyone's");
     let r = http.get(gw.url("/poge/api/stats/pools")).header("apikey", &anon).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let b: Value = r.json().await.unwrap();
@@ -631,7 +661,7 @@ async fn ssh_tunnels_through_a_real_sshd() {
 
 #[tokio::test]
 async fn saved_database_configurations() {
-    let e = start(&[("WORKBENCH_SECRET_KEY", "workbench-test-key-0123456789-abcdefghij")]).await;
+    let e = start(&[("WORKBENCH_SECRET_KEY", "workbench-test-key-0123456789-abcdefghij"), ("WORKBENCH_ROLES", "authenticated")]).await;
     let port = e.target.cluster.running_port().unwrap();
     let conn = json!({"host": "127.0.0.1", "port": port, "database": "postgres", "username": "postgres", "password": PASSWORD, "ssl": false});
     let (st, a) = e
@@ -686,6 +716,23 @@ async fn saved_database_configurations() {
     }
     let (st, r) = e.post("/proxy/v1/query", json!({"config_id": id, "sql": "with items as (select 1 as n) select n from items"})).await;
     assert_eq!(st, StatusCode::OK, "a CTE is not a table: {r}");
+    for sql in ["drop table big", "do $$ begin execute 'delete from big'; end $$", "comment on table big is 'x'"] {
+        let (st, r) = e.post("/proxy/v1/execute", json!({"config_id": id, "sql": sql, "confirm": true})).await;
+        assert_eq!((st, code(&r)), (StatusCode::FORBIDDEN, "ERR_PERMISSION_DENIED"), "{sql}: {r}");
+    }
+    // Another caller granted the workbench sees none of these configurations.
+    let user = user_token("00000000-0000-0000-0000-0000000000cc");
+    let (st, r) = e.call(reqwest::Method::GET, &format!("/api/database-configs/{id}"), Some(&user), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{r}");
+    let (_, r) = e.call(reqwest::Method::GET, "/api/database-configs", Some(&user), None).await;
+    assert_eq!(r["count"], 0, "{r}");
+    let (st, r) = e.call(reqwest::Method::POST, "/proxy/v1/query", Some(&user), Some(json!({"config_id": id, "sql": "select 1 from items"}))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{r}");
+    let (st, r) = e.call(reqwest::Method::PATCH, &format!("/api/database-configs/{id}"), Some(&user), Some(json!({"connection_config": {"host": "attacker.example"}}))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{r}");
+    // Pointing a configuration elsewhere needs its password again.
+    let (st, r) = e.call(reqwest::Method::PATCH, &format!("/api/database-configs/{id}"), Some(&e.service), Some(json!({"connection_config": {"host": "localhost"}}))).await;
+    assert_eq!((st, r["code"].as_str()), (StatusCode::BAD_REQUEST, Some("ERR_INVALID_REQUEST")), "{r}");
     let (st, r) = e.post("/proxy/v1/query", json!({"config_id": b["data"]["id"], "sql": "select 1"})).await;
     assert_eq!((st, code(&r)), (StatusCode::CONFLICT, "ERR_CONFIG_NOT_FOUND"), "an inactive configuration: {r}");
 

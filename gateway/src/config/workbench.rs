@@ -43,6 +43,9 @@ pub struct WorkbenchConfig {
     pub secret_key: Option<Secret>,
     /// WORKBENCH_SCHEMA_MAX_AGE_HOURS: a schema snapshot older than this needs a refresh (24).
     pub schema_max_age_hours: u64,
+    /// WORKBENCH_CONCURRENCY: workbench requests served at once, all callers (32); the
+    /// rest wait up to 10 s, then 503.
+    pub concurrency: usize,
 }
 
 fn list(src: &Source, name: &str) -> Vec<String> {
@@ -73,5 +76,6 @@ pub fn from_source(src: &Source) -> Result<WorkbenchConfig, ConfigError> {
             k => k.map(Secret::new),
         },
         schema_max_age_hours: src.num("WORKBENCH_SCHEMA_MAX_AGE_HOURS", 24u64)?.max(1),
+        concurrency: src.num("WORKBENCH_CONCURRENCY", 32usize)?.clamp(1, 10_000),
     })
 }

@@ -61,5 +61,16 @@ pub async fn gate(State(s): State<AppState>, mut req: Request, next: Next) -> Re
         _ => format!("{}:{}", caller.pg_role, caller.user_id().unwrap_or("")),
     };
     req.extensions_mut().insert(Owner(owner));
-    next.run(req).await.into_response()
+    // Connections, parses and result buffers are bounded by how many requests run at once.
+    let permit = match tokio::time::timeout(std::time::Duration::from_secs(10), s.workbench.running.clone().acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            let mut res = WbError::new(StatusCode::SERVICE_UNAVAILABLE, code::CAPACITY, "the workbench is busy").hint("Retry shortly (WORKBENCH_CONCURRENCY).").respond(dialect);
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            return res;
+        }
+    };
+    let res = next.run(req).await.into_response();
+    drop(permit);
+    res
 }

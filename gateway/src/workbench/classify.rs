@@ -8,7 +8,9 @@
 //! is walked (every node, through its serde form: no node type can be missed), so a
 //! DELETE in a CTE, a lock in a lateral subquery or an INTO deep in a UNION all
 //! count. Functions a read calls may still try to write; the read-only transaction
-//! the reads run in refuses that.
+//! the reads run in refuses writes to tables, though not every side effect (advisory
+//! locks, pg_notify, pg_terminate_backend are allowed in a read-only transaction: the
+//! target's own privileges decide those).
 //!
 //! Parsing runs on its own thread with a large stack, over input bounded in size:
 //! the parser and the tree walk are recursive and the text is the caller's.
@@ -22,6 +24,12 @@ pub const PARSE_STACK: usize = 64 * 1024 * 1024;
 /// Longest SQL text accepted.
 pub const MAX_SQL_BYTES: usize = 1024 * 1024;
 
+/// Most tokens a statement may have (its tree is built and walked in memory).
+pub const MAX_TOKENS: usize = 200_000;
+
+/// Parses at once, gateway-wide: each holds a thread and its tree in memory.
+static PARSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// One parsed statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
@@ -33,6 +41,8 @@ pub struct Statement {
     pub node: String,
     /// The relations it names (`schema` when qualified), CTE names left out.
     pub relations: Vec<(Option<String>, String)>,
+    /// The functions it calls (unqualified name, lower case).
+    pub functions: Vec<String>,
 }
 
 /// The kinds the workbench treats differently.
@@ -91,6 +101,7 @@ pub async fn classify(sql: &str) -> Result<Statement, Refusal> {
     if sql.contains('\0') {
         return Err(Refusal::Invalid("the SQL text contains a NUL character".into()));
     }
+    let _permit = PARSING.acquire().await.map_err(|_| Refusal::Invalid("the SQL parser is shutting down".into()))?;
     let owned = sql.to_owned();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new().name("sql-parse".into()).stack_size(PARSE_STACK).spawn(move || {
@@ -117,45 +128,50 @@ pub fn nesting_estimate(sql: &str) -> Result<usize, Refusal> {
     // `scan`, not `scan_tokens`: the latter builds a slice from a null pointer when
     // there are no tokens (a comment alone), which is undefined behaviour.
     let tokens = pg_query::scan(sql).map_err(|e| Refusal::Invalid(parse_message(e)))?.tokens;
-    // Per open group: (levels it adds so far, of which the current operator chain).
-    let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
+    // Per open group: what opened it, the levels it adds so far, and of those the
+    // current operator chain. A closer only closes its own opener (`END` the column
+    // name does not close a parenthesis).
+    let mut stack: Vec<(i32, usize, usize)> = vec![(0, 0, 0)];
     let (mut total, mut max) = (0usize, 0usize);
+    if tokens.len() > MAX_TOKENS {
+        return Err(Refusal::Invalid(format!("the statement has more than {MAX_TOKENS} tokens")));
+    }
     for t in tokens {
         match t.token {
             // ( [ CASE
             40 | 91 | 322 => {
-                stack.push((12, 0));
+                stack.push((t.token, 12, 0));
                 total += 12;
             }
-            // ) ] END
-            41 | 93 | 404 if stack.len() > 1 => {
-                total -= stack.pop().map(|g| g.0).unwrap_or(0);
+            // ) ] END, each closing its own opener only
+            41 | 93 | 404 if stack.len() > 1 && stack.last().is_some_and(|g| g.0 == opener_of(t.token)) => {
+                total -= stack.pop().map(|g| g.1).unwrap_or(0);
             }
             // ;
             59 => {
-                stack = vec![(0, 0)];
+                stack = vec![(0, 0, 0)];
                 total = 0;
             }
             // , AND OR WHEN THEN ELSE: a sibling starts, the operator chain ends.
             44 | 292 | 572 | 746 | 701 | 399 => {
                 if let Some(g) = stack.last_mut() {
-                    total -= g.1;
-                    g.0 -= g.1;
-                    g.1 = 0;
+                    total -= g.2;
+                    g.1 -= g.2;
+                    g.2 = 0;
                 }
             }
             // UNION INTERSECT EXCEPT JOIN: left-deep for the whole group.
             722 | 478 | 410 | 485 => {
                 if let Some(g) = stack.last_mut() {
-                    g.0 += 3;
+                    g.1 += 3;
                 }
                 total += 3;
             }
             // % * + - / < = > ^, Op, ::, <= >= <>, and the keyword operators.
             37 | 42 | 43 | 45 | 47 | 60 | 61 | 62 | 94 | 265 | 268 | 272 | 273 | 274 | 302 | 309 | 335 | 408 | 454 | 459 | 482 | 483 | 510 | 550 | 553 | 569 | 579 | 665 => {
                 if let Some(g) = stack.last_mut() {
-                    g.0 += 3;
                     g.1 += 3;
+                    g.2 += 3;
                 }
                 total += 3;
             }
@@ -164,6 +180,15 @@ pub fn nesting_estimate(sql: &str) -> Result<usize, Refusal> {
         max = max.max(total);
     }
     Ok(max)
+}
+
+/// The opener a closing token closes: `)` `(`, `]` `[`, END CASE.
+fn opener_of(closer: i32) -> i32 {
+    match closer {
+        41 => 40,
+        93 => 91,
+        _ => 322,
+    }
 }
 
 /// The parse and the walk, on the calling thread (which needs [`PARSE_STACK`]).
@@ -198,7 +223,7 @@ pub fn classify_now(sql: &str) -> Result<Statement, Refusal> {
         _ => Kind::Other,
     };
     let relations = walk.relations.iter().filter(|(schema, name)| schema.is_some() || !walk.ctes.contains(name)).cloned().collect();
-    Ok(Statement { text, kind, node: node.clone(), relations })
+    Ok(Statement { text, kind, node: node.clone(), relations, functions: walk.functions })
 }
 
 /// Nesting of objects in a parse tree's serde form (for tests of the estimate).
@@ -251,12 +276,13 @@ struct Walk {
     locks: bool,
     relations: Vec<(Option<String>, String)>,
     ctes: Vec<String>,
+    functions: Vec<String>,
 }
 
 impl Walk {
     /// Visits every node with an explicit stack (no recursion over caller input).
     fn of(tree: &Value) -> Walk {
-        let mut w = Walk { writes: false, into: false, locks: false, relations: Vec::new(), ctes: Vec::new() };
+        let mut w = Walk { writes: false, into: false, locks: false, relations: Vec::new(), ctes: Vec::new(), functions: Vec::new() };
         let mut stack = vec![tree];
         while let Some(v) = stack.pop() {
             match v {
@@ -275,6 +301,11 @@ impl Walk {
                                 }
                             }
                             "CommonTableExpr" => w.ctes.extend(child.get("ctename").and_then(Value::as_str).map(str::to_owned)),
+                            "FuncCall" => {
+                                let name =
+                                    child.get("funcname").and_then(Value::as_array).and_then(|n| n.last()).and_then(|n| n.pointer("/node/String/sval")).and_then(Value::as_str);
+                                w.functions.push(name.unwrap_or("?").to_ascii_lowercase());
+                            }
                             _ => {}
                         }
                         stack.push(child);
@@ -377,6 +408,9 @@ mod tests {
         let mut rels: Vec<String> = rels.iter().map(|(s, n)| format!("{}.{n}", s.as_deref().unwrap_or("-"))).collect();
         rels.sort();
         assert_eq!(rels, ["-.b", "public.a", "s.z"]);
+        let mut f = classify_now("select count(*), pg_catalog.query_to_xml('select 1', true, false, '') from t").unwrap().functions;
+        f.sort();
+        assert_eq!(f, ["count", "query_to_xml"]);
     }
 
     #[tokio::test]
@@ -397,6 +431,11 @@ mod tests {
         let union = (0..1200).map(|i| format!("select {i}, {i}")).collect::<Vec<_>>().join(" union all ");
         assert!(too_deep(classify(&union).await), "commas do not hide a UNION chain");
         assert!(too_deep(classify(&format!("select {}1{}", "case when true then ".repeat(300), " end".repeat(300))).await));
+        // END as a name closes nothing.
+        let ends = format!("select {}1{}", "t.end and (".repeat(400), ")".repeat(400));
+        assert!(too_deep(classify(&ends).await), "END does not close a parenthesis");
+        let named = format!("select {}1{}", "(select 1 as end, ".repeat(400), ")".repeat(400));
+        assert!(too_deep(classify(&named).await));
         let wide = format!("select {} from t", (0..3000).map(|i| format!("a{i} + 1 as b{i}")).collect::<Vec<_>>().join(", "));
         assert_eq!(classify(&wide).await.map(|s| s.kind), Ok(Kind::Select), "a wide select list is flat");
         let parens = format!("select {}1{}", "(".repeat(200_000), ")".repeat(200_000));

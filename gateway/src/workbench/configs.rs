@@ -4,8 +4,10 @@
 //!
 //! Rows live in `workbench.database_configs` (the extension's table), reached as
 //! `pgstack_workbench_admin`. Passwords are encrypted with AES-256-GCM under
-//! WORKBENCH_SECRET_KEY (the row id is the associated data, so a ciphertext cannot be
-//! moved to another row) and never returned. `settings.allowed_tables` limits which
+//! WORKBENCH_SECRET_KEY (bound to the row, host, port, database and user as associated
+//! data: a ciphertext cannot be moved to another row or pointed at another server)
+//! and never returned. A configuration belongs to whoever created it; the service key
+//! sees all of them. `settings.allowed_tables` limits which
 //! tables the configuration's schema shows and its test touches. Freshness: a
 //! snapshot older than WORKBENCH_SCHEMA_MAX_AGE_HOURS, or whose DDL fingerprint no
 //! longer matches the database's, needs a refresh.
@@ -82,19 +84,31 @@ fn cipher(s: &AppState) -> Result<Aes256Gcm, WbError> {
     Aes256Gcm::new_from_slice(&digest).map_err(|e| WbError::invalid(e.to_string()))
 }
 
-fn seal(s: &AppState, id: &uuid::Uuid, password: &str) -> Result<Vec<u8>, WbError> {
+/// What a sealed password is bound to: the row and the server and user it is for (a
+/// configuration pointed at another host cannot take its password along).
+fn aad(id: &uuid::Uuid, t: &Target) -> Vec<u8> {
+    let mut a = id.as_bytes().to_vec();
+    for part in [t.host.as_str(), &t.port.to_string(), &t.database, &t.user] {
+        a.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        a.extend_from_slice(part.as_bytes());
+    }
+    a
+}
+
+fn seal(s: &AppState, id: &uuid::Uuid, t: &Target, password: &str) -> Result<Vec<u8>, WbError> {
     let mut nonce = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut nonce);
-    let sealed = cipher(s)?.encrypt(Nonce::from_slice(&nonce), Payload { msg: password.as_bytes(), aad: id.as_bytes() }).map_err(|_| WbError::invalid("cannot encrypt"))?;
+    let aad = aad(id, t);
+    let sealed = cipher(s)?.encrypt(Nonce::from_slice(&nonce), Payload { msg: password.as_bytes(), aad: &aad }).map_err(|_| WbError::invalid("cannot encrypt"))?;
     Ok([nonce.to_vec(), sealed].concat())
 }
 
-fn open(s: &AppState, id: &uuid::Uuid, sealed: &[u8]) -> Result<String, WbError> {
+fn open(s: &AppState, id: &uuid::Uuid, t: &Target, sealed: &[u8]) -> Result<String, WbError> {
     if sealed.len() < 12 {
         return Err(WbError::new(StatusCode::CONFLICT, code::INVALID_REQUEST, "the stored password is damaged; set it again"));
     }
     let plain = cipher(s)?
-        .decrypt(Nonce::from_slice(&sealed[..12]), Payload { msg: &sealed[12..], aad: id.as_bytes() })
+        .decrypt(Nonce::from_slice(&sealed[..12]), Payload { msg: &sealed[12..], aad: &aad(id, t) })
         .map_err(|_| WbError::new(StatusCode::CONFLICT, code::INVALID_REQUEST, "the stored password cannot be decrypted (WORKBENCH_SECRET_KEY changed?); set it again"))?;
     String::from_utf8(plain).map_err(|_| WbError::invalid("the stored password is not text"))
 }
@@ -162,42 +176,155 @@ fn parse_id(id: &str) -> Result<uuid::Uuid, WbError> {
     id.parse().map_err(|_| not_found())
 }
 
-async fn load(s: &AppState, id: &str) -> Result<Row, WbError> {
+/// Whose configurations a caller sees: all for the service key, else its own.
+fn owner_filter(owner: &Owner) -> Option<String> {
+    (owner.0 != "service").then(|| owner.0.clone())
+}
+
+async fn load(s: &AppState, owner: &Owner, id: &str) -> Result<Row, WbError> {
     let id = parse_id(id)?;
-    let sql = format!("select {COLUMNS} from workbench.database_configs where id = $1 and deleted_at is null");
-    store(s, async |tx| tx.query_opt(&sql, &[&id]).await.map_err(db_err)).await?.map(|r| row(&r)).ok_or_else(not_found)
+    let mine = owner_filter(owner);
+    let sql = format!("select {COLUMNS} from workbench.database_configs where id = $1 and deleted_at is null and ($2::text is null or created_by = $2)");
+    store(s, async |tx| tx.query_opt(&sql, &[&id, &mine]).await.map_err(db_err)).await?.map(|r| row(&r)).ok_or_else(not_found)
 }
 
 /// The target a saved configuration names (its password decrypted).
 async fn target_of(s: &AppState, r: &Row) -> Result<Target, WbError> {
-    let password = match &r.target.password {
-        Some(sealed) => open(s, &r.id, sealed)?,
-        None => String::new(),
-    };
     let t = &r.target;
-    Target::from_config(ConfigConnection {
+    let mut target = Target::from_config(ConfigConnection {
         host: t.host.clone(),
         port: Some(t.port),
         database: t.database.clone(),
         username: t.username.clone(),
-        password,
+        password: String::new(),
         ssl: Value::String(t.ssl.clone()),
-    })
+    })?;
+    if let Some(sealed) = &t.password {
+        target.password = open(s, &r.id, &target, sealed)?;
+    }
+    Ok(target)
 }
 
 /// A saved configuration named by a query or execute request (`config_id`): its
 /// target, and its allowed tables when it has a list.
-pub async fn resolve(s: &AppState, id: &str) -> Result<(Target, Option<Vec<String>>), WbError> {
-    let r = load(s, id).await?;
+pub async fn resolve(s: &AppState, owner: &Owner, id: &str) -> Result<(Target, Option<Vec<String>>), WbError> {
+    let r = load(s, owner, id).await?;
     if r.json["is_active"] != true {
         return Err(WbError::new(StatusCode::CONFLICT, code::CONFIG_NOT_FOUND, "this database configuration is not active"));
     }
     Ok((target_of(s, &r).await?, r.allowed))
 }
 
-/// Refuses a statement that names a table outside `allowed` (unqualified names are
-/// `public.` ones: the statement then runs with `search_path = public`).
+/// Functions a configuration with allowed_tables may call: ones that compute, none
+/// that runs SQL text or reads files or other objects by name.
+const PLAIN_FUNCTIONS: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "coalesce",
+    "nullif",
+    "greatest",
+    "least",
+    "now",
+    "date_trunc",
+    "extract",
+    "date_part",
+    "to_char",
+    "to_date",
+    "to_timestamp",
+    "to_number",
+    "round",
+    "trunc",
+    "floor",
+    "ceil",
+    "ceiling",
+    "abs",
+    "mod",
+    "power",
+    "sqrt",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "substring",
+    "substr",
+    "concat",
+    "concat_ws",
+    "replace",
+    "split_part",
+    "position",
+    "strpos",
+    "left",
+    "right",
+    "lpad",
+    "rpad",
+    "md5",
+    "string_agg",
+    "array_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_build_object",
+    "jsonb_build_object",
+    "json_build_array",
+    "jsonb_build_array",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "ntile",
+    "percent_rank",
+    "cume_dist",
+    "bool_and",
+    "bool_or",
+    "every",
+    "age",
+    "make_date",
+    "make_interval",
+    "array_length",
+    "cardinality",
+    "unnest",
+    "stddev",
+    "variance",
+    "percentile_cont",
+    "percentile_disc",
+    "initcap",
+    "regexp_replace",
+    "regexp_match",
+    "starts_with",
+    "to_json",
+    "to_jsonb",
+    "jsonb_array_length",
+    "jsonb_typeof",
+    "date",
+    "timezone",
+];
+
+/// Refuses a statement that could reach past `allowed`: a relation outside it
+/// (unqualified names are `public.` ones: the statement then runs with `search_path =
+/// public`), a statement other than a read or DML, or a function outside
+/// [`PLAIN_FUNCTIONS`] (`query_to_xml`, `dblink` … run SQL of their own). The
+/// database user's own privileges stay the real limit; this keeps the tool to the
+/// configuration's tables.
 pub fn check_allowed(st: &super::classify::Statement, allowed: &Option<Vec<String>>) -> Result<(), WbError> {
+    if allowed.is_none() {
+        return Ok(());
+    }
+    let refuse = |m: String| WbError::new(StatusCode::FORBIDDEN, code::PERMISSION_DENIED, m).hint("This configuration is limited to its allowed_tables.");
+    if !matches!(st.kind, super::classify::Kind::Select | super::classify::Kind::Dml { .. }) && st.node != "ExplainStmt" {
+        return Err(refuse(format!("{} is not allowed on a configuration with allowed_tables", super::run::command_of(&st.node))));
+    }
+    if let Some(f) = st.functions.iter().find(|f| !PLAIN_FUNCTIONS.contains(&f.as_str())) {
+        return Err(refuse(format!("the function {f} is not allowed on a configuration with allowed_tables")));
+    }
     for (schema, name) in &st.relations {
         let schema = schema.as_deref().unwrap_or("public");
         if !self::allowed(allowed, schema, name) {
@@ -216,8 +343,9 @@ struct ListQuery {
     active_only: Option<bool>,
 }
 
-async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Reply {
-    let mut sql = format!("select {COLUMNS} from workbench.database_configs where true");
+async fn list(State(s): State<AppState>, Extension(owner): Extension<Owner>, Query(q): Query<ListQuery>) -> Reply {
+    let mine = owner_filter(&owner);
+    let mut sql = format!("select {COLUMNS} from workbench.database_configs where ($1::text is null or created_by = $1)");
     if !q.include_deleted.unwrap_or(false) {
         sql.push_str(" and deleted_at is null");
     }
@@ -225,13 +353,13 @@ async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Reply {
         sql.push_str(" and is_active");
     }
     sql.push_str(" order by is_primary desc, created_at, id");
-    let rows = store(&s, async |tx| tx.query(&sql, &[]).await.map_err(db_err)).await?;
+    let rows = store(&s, async |tx| tx.query(&sql, &[&mine]).await.map_err(db_err)).await?;
     let data: Vec<Value> = rows.iter().map(|r| row(r).json).collect();
     Ok(ok(StatusCode::OK, json!({ "data": data, "count": data.len() })))
 }
 
-async fn one(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
-    let r = load(&s, &id).await?;
+async fn one(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>) -> Reply {
+    let r = load(&s, &owner, &id).await?;
     Ok(ok(StatusCode::OK, json!({ "data": r.json })))
 }
 
@@ -270,7 +398,7 @@ async fn create(State(s): State<AppState>, Extension(owner): Extension<Owner>, b
     // Validates host, port, names and SSL like any target.
     let t = Target::from_config(b.connection_config.clone())?;
     let id = uuid::Uuid::new_v4();
-    let sealed = if t.password.is_empty() { None } else { Some(seal(&s, &id, &t.password)?) };
+    let sealed = if t.password.is_empty() { None } else { Some(seal(&s, &id, &t, &t.password)?) };
     let (is_primary, is_active) = (b.is_primary.unwrap_or(false), b.is_active.unwrap_or(true));
     let port = i32::from(t.port);
     let settings = Value::Object(settings);
@@ -302,10 +430,10 @@ struct Patch {
     is_active: Option<bool>,
 }
 
-async fn update(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -> Reply {
+async fn update(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>, body: Bytes) -> Reply {
     let p: Patch = parse_body(&body)?;
     check_provider(p.provider.as_deref())?;
-    let current = load(&s, &id).await?;
+    let current = load(&s, &owner, &id).await?;
     // The connection: the stored one with the given fields on top; a password is
     // replaced only when one is given.
     let mut conn = current.json["connection_config"].as_object().cloned().unwrap_or_default();
@@ -325,9 +453,14 @@ async fn update(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) 
     conn.insert("password".into(), json!(new_password.clone().unwrap_or_default()));
     let cc: ConfigConnection = serde_json::from_value(Value::Object(conn)).map_err(|e| WbError::invalid(format!("connection_config: {e}")))?;
     let t = Target::from_config(cc)?;
+    let moved = t.host != current.target.host || t.port != current.target.port || t.database != current.target.database;
+    let other_user = moved || t.user != current.target.username;
     let sealed = match &new_password {
-        Some(pw) if !pw.is_empty() => Some(seal(&s, &current.id, pw)?),
+        Some(pw) if !pw.is_empty() => Some(seal(&s, &current.id, &t, pw)?),
         Some(_) => None,
+        None if other_user && current.target.password.is_some() => {
+            return Err(WbError::invalid("a new password is required when the host, port, database or username changes").hint("Send connection_config.password too.").into());
+        }
         None => current.target.password.clone(),
     };
     let settings = match &p.settings {
@@ -342,7 +475,6 @@ async fn update(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) 
     let is_primary = p.is_primary.unwrap_or(current.json["is_primary"] == true);
     let is_active = p.is_active.unwrap_or(current.json["is_active"] == true);
     let port = i32::from(t.port);
-    let moved = t.host != current.target.host || t.port != current.target.port || t.database != current.target.database;
     let sql = format!(
         "update workbench.database_configs set name = $2, description = $3, host = $4, port = $5, database = $6, username = $7, password_enc = $8, \
          ssl_mode = $9, settings = $10, is_primary = $11, is_active = $12, updated_at = now(), \
@@ -411,12 +543,13 @@ const FINGERPRINT_SQL: &str = "select md5(coalesce(string_agg(format('%s.%s.%s:%
     join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
     where c.relkind in ('r', 'p', 'v', 'm', 'f') and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_toast%'";
 
-async fn refresh_schema(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
-    let r = load(&s, &id).await?;
+async fn refresh_schema(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>) -> Reply {
+    let r = load(&s, &owner, &id).await?;
     let t = target_of(&s, &r).await?;
-    let lease = s.workbench.pools.connect(&t).await?;
+    let mut lease = s.workbench.pools.connect(&t).await?;
     let tree = super::schema::discover(lease.client(), None, s.config.workbench.statement_timeout_ms).await?;
     let fingerprint: String = lease.client().query_one(FINGERPRINT_SQL, &[]).await.map_err(|e| WbError::from_pg(&e))?.get(0);
+    lease.done();
     drop(lease);
     let tables = tables_of(&tree, &r.allowed);
     let snapshot = json!({ "tables": tables });
@@ -433,8 +566,8 @@ async fn refresh_schema(State(s): State<AppState>, Path(id): Path<String>) -> Re
     Ok(ok(StatusCode::OK, json!({ "schema": snapshot, "refreshed_at": super::iso8601(at) })))
 }
 
-async fn freshness(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
-    let r = load(&s, &id).await?;
+async fn freshness(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>) -> Reply {
+    let r = load(&s, &owner, &id).await?;
     let Some(at) = r.refreshed_at else {
         return Ok(ok(StatusCode::OK, json!({ "needs_refresh": true, "last_refresh": null, "age_hours": null, "reason": "never_refreshed" })));
     };
@@ -447,8 +580,9 @@ async fn freshness(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
         // Young enough: has the DDL changed since? (A database that cannot be reached
         // now says so instead of guessing.)
         let t = target_of(&s, &r).await?;
-        let lease = s.workbench.pools.connect(&t).await?;
+        let mut lease = s.workbench.pools.connect(&t).await?;
         let now: String = lease.client().query_one(FINGERPRINT_SQL, &[]).await.map_err(|e| WbError::from_pg(&e))?.get(0);
+        lease.done();
         if r.fingerprint.as_deref() != Some(now.as_str()) || r.snapshot.is_none() {
             reason = json!("schema_changed");
         }
@@ -475,7 +609,7 @@ async fn test_postgres(State(s): State<AppState>, body: Bytes) -> Reply {
     let b: TestBody = parse_body(&body)?;
     let t = b.target()?;
     let started = Instant::now();
-    let lease = s.workbench.pools.connect(&t).await?;
+    let mut lease = s.workbench.pools.connect(&t).await?;
     lease.client().simple_query("select 1").await.map_err(|e| WbError::from_pg(&e))?;
     let latency = started.elapsed().as_millis() as u64;
     let mut body = json!({ "latency_ms": latency, "ssl": t.ssl != Ssl::Disable });
@@ -499,6 +633,7 @@ async fn test_postgres(State(s): State<AppState>, body: Bytes) -> Reply {
             Err(e) => return Err(WbError::from_pg(&e).into()),
         }
     }
+    lease.done();
     Ok(ok(StatusCode::OK, body))
 }
 
@@ -506,8 +641,10 @@ async fn discover(State(s): State<AppState>, body: Bytes) -> Reply {
     let b: TestBody = parse_body(&body)?;
     let t = b.target()?;
     let started = Instant::now();
-    let lease = s.workbench.pools.connect(&t).await?;
-    let tree = super::schema::discover(lease.client(), None, s.config.workbench.statement_timeout_ms).await?;
+    let mut lease = s.workbench.pools.connect(&t).await?;
+    let tree = super::schema::discover(lease.client(), None, s.config.workbench.statement_timeout_ms).await;
+    lease.done();
+    let tree = tree?;
     let list = if b.allowed_tables.is_empty() { None } else { Some(b.allowed_tables.clone()) };
     let schemas: Vec<Value> = tree["schemas"]
         .as_array()

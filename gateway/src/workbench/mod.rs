@@ -43,6 +43,8 @@ pub struct Workbench {
     pub sessions: sessions::Sessions,
     /// Poge's read cache.
     pub cache: cache::ReadCache,
+    /// Requests served at once (WORKBENCH_CONCURRENCY).
+    pub running: Arc<tokio::sync::Semaphore>,
 }
 
 impl Workbench {
@@ -52,6 +54,7 @@ impl Workbench {
             pools: pools::Pools::new(cfg, Arc::new(DbKnownHosts(db))),
             sessions: sessions::Sessions::new(cfg.max_sessions, Duration::from_secs(cfg.session_idle_secs)),
             cache: cache::ReadCache::new(Duration::from_secs(cfg.cache_ttl_secs), cfg.cache_max_bytes),
+            running: Arc::new(tokio::sync::Semaphore::new(cfg.concurrency)),
             cfg: cfg.clone(),
         })
     }

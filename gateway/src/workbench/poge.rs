@@ -10,12 +10,13 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::access::Owner;
 use super::cache::key_of;
 use super::classify::{classify, Kind, Refusal};
 use super::error::{Poge, WbError};
@@ -89,9 +90,8 @@ async fn query(State(s): State<AppState>, body: Bytes) -> Reply {
         }
     }
     let mut lease = wb.pools.connect(&t).await?;
-    lease.set_busy(true);
     let out = if read { run::read(lease.client(), &st, &b.params, lim, false).await } else { run::write(lease.client(), &st, &b.params, lim).await };
-    lease.set_busy(false);
+    lease.done();
     if !read {
         wb.cache.invalidate(t.key());
     }
@@ -126,8 +126,10 @@ async fn test_connection(State(s): State<AppState>, body: Bytes) -> Reply {
     let started = Instant::now();
     let b: ConnectionBody = parse_body(&body)?;
     let t = Target::from_poge(b.connection)?;
-    let lease = s.workbench.pools.connect(&t).await?;
-    let (version, user, database) = super::schema::server_info(lease.client()).await?;
+    let mut lease = s.workbench.pools.connect(&t).await?;
+    let info = super::schema::server_info(lease.client()).await;
+    lease.done();
+    let (version, user, database) = info?;
     Ok(ok(json!({ "connected": true, "version": version, "user": user, "database": database, "sslMode": t.ssl.name() }), started))
 }
 
@@ -135,12 +137,25 @@ async fn schema(State(s): State<AppState>, body: Bytes) -> Reply {
     let started = Instant::now();
     let b: ConnectionBody = parse_body(&body)?;
     let t = Target::from_poge(b.connection)?;
-    let lease = s.workbench.pools.connect(&t).await?;
-    let tree = super::schema::discover(lease.client(), b.schemas, s.config.workbench.statement_timeout_ms).await?;
+    let mut lease = s.workbench.pools.connect(&t).await?;
+    let tree = super::schema::discover(lease.client(), b.schemas, s.config.workbench.statement_timeout_ms).await;
+    lease.done();
+    let tree = tree?;
     Ok(ok(tree, started))
 }
 
-async fn pool_stats(State(s): State<AppState>) -> Response {
+/// Pool statistics and clearing the cache concern every caller's databases: the
+/// service key's.
+fn service_only(owner: &Owner) -> Result<(), WbError> {
+    if owner.0 == "service" {
+        Ok(())
+    } else {
+        Err(WbError::new(StatusCode::FORBIDDEN, code::FORBIDDEN, "pool statistics and clearing the cache need the service key"))
+    }
+}
+
+async fn pool_stats(State(s): State<AppState>, Extension(owner): Extension<Owner>) -> Reply {
+    service_only(&owner)?;
     let started = Instant::now();
     let pools = s.workbench.pools.stats();
     let totals = json!({
@@ -149,17 +164,16 @@ async fn pool_stats(State(s): State<AppState>) -> Response {
         "idle": pools.iter().map(|p| p.idle).sum::<usize>(),
         "waiting": pools.iter().map(|p| p.waiting).sum::<usize>(),
     });
-    ok(
-        json!({ "pools": pools, "totals": totals, "config": { "max": s.config.workbench.pool_size, "idleTimeoutMillis": super::pools::IDLE_TIMEOUT.as_millis() as u64, "connectionTimeoutMillis": super::pools::CONNECT_TIMEOUT.as_millis() as u64 } }),
-        started,
-    )
+    let config = json!({ "max": s.config.workbench.pool_size, "idleTimeoutMillis": super::pools::IDLE_TIMEOUT.as_millis() as u64, "connectionTimeoutMillis": super::pools::CONNECT_TIMEOUT.as_millis() as u64 });
+    Ok(ok(json!({ "pools": pools, "totals": totals, "config": config }), started))
 }
 
 async fn cache_stats(State(s): State<AppState>) -> Response {
     ok(json!(s.workbench.cache.stats()), Instant::now())
 }
 
-async fn cache_clear(State(s): State<AppState>) -> Response {
+async fn cache_clear(State(s): State<AppState>, Extension(owner): Extension<Owner>) -> Reply {
+    service_only(&owner)?;
     let n = s.workbench.cache.clear();
-    ok(json!({ "cleared": n }), Instant::now())
+    Ok(ok(json!({ "cleared": n }), Instant::now()))
 }

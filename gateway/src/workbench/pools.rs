@@ -148,7 +148,9 @@ impl Pools {
             Err(e) => return Err(WbError::new(StatusCode::BAD_GATEWAY, code::DB_UNREACHABLE, format!("cannot connect: {e}")).net("ECONNRESET")),
         };
         let canceller = Canceller { token: obj.cancel_token(), via };
-        Ok(Lease { obj: Some(obj), canceller, busy: false })
+        // Busy until the handler says its work ended cleanly: a lease dropped early (an
+        // error mid-way, the client gone) is closed, never pooled in an unknown state.
+        Ok(Lease { obj: Some(obj), canceller, busy: true })
     }
 
     /// The checked address of `host:port`.
@@ -164,7 +166,10 @@ impl Pools {
 
     async fn open(&self, t: &Target, key: Key) -> Result<(Pool, CancelVia), WbError> {
         let tls = t.tls()?;
-        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        // Clean: a connection goes back with its settings, role, temp tables, advisory
+        // locks, prepared statements and LISTENs reset (RESET ALL, DISCARD …), so one
+        // request's SET or set_config never reaches the next one on the pool.
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Clean };
         let (mgr, via) = match t.tunnel_spec()? {
             None => {
                 let addr = self.resolve(&t.host, t.port).await?;
@@ -254,26 +259,41 @@ pub struct Lease {
 impl Lease {
     /// The client.
     pub fn client(&self) -> &tokio_postgres::Client {
-        self.obj.as_ref().expect("a lease holds its connection until dropped")
+        self.obj.as_ref().expect("a lease holds its connection until closed, and a closed session is never used")
     }
 
     /// Marks the start and end of work that leaves the connection in an unknown
-    /// state if interrupted.
+    /// state if interrupted (a new lease is busy).
     pub fn set_busy(&mut self, busy: bool) {
         self.busy = busy;
     }
 
+    /// The work ended with the connection in a known state: it may go back to the pool.
+    pub fn done(&mut self) {
+        self.busy = false;
+    }
+
     /// Closes the connection instead of pooling it (its session state was changed).
     pub fn discard(mut self) {
+        self.close();
+    }
+
+    /// Closes the connection now; the lease is empty afterwards.
+    pub fn close(&mut self) {
         if let Some(o) = self.obj.take() {
             drop(Object::take(o));
         }
+    }
+
+    /// Whether the connection was closed.
+    pub fn is_closed(&self) -> bool {
+        self.obj.is_none()
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if !self.busy {
+        if !self.busy || self.obj.is_none() {
             return;
         }
         if let Some(o) = self.obj.take() {

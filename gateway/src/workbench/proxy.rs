@@ -91,11 +91,11 @@ struct TransactionBody {
 
 /// The request's target: its `connection`, or a saved configuration (whose
 /// allowed_tables the statement must keep to).
-async fn target(s: &AppState, b: &mut SqlBody, st: &Statement, lim: &mut Limits) -> Result<Target, WbError> {
+async fn target(s: &AppState, owner: &Owner, b: &mut SqlBody, st: &Statement, lim: &mut Limits) -> Result<Target, WbError> {
     match (b.connection.take(), b.config_id.as_deref()) {
         (Some(c), None) => Target::from_rowsel(c),
         (None, Some(id)) => {
-            let (t, allowed) = super::configs::resolve(s, id).await?;
+            let (t, allowed) = super::configs::resolve(s, owner, id).await?;
             super::configs::check_allowed(st, &allowed)?;
             lim.public_only = allowed.is_some();
             Ok(t)
@@ -113,8 +113,10 @@ async fn test_connection(State(s): State<AppState>, body: Bytes) -> Reply {
     let b: ConnectionBody = parse_body(&body)?;
     let t = Target::from_rowsel(b.connection)?;
     let started = std::time::Instant::now();
-    let lease = s.workbench.pools.connect(&t).await?;
-    let (version, user, database) = super::schema::server_info(lease.client()).await?;
+    let mut lease = s.workbench.pools.connect(&t).await?;
+    let info = super::schema::server_info(lease.client()).await;
+    lease.done();
+    let (version, user, database) = info?;
     Ok(ok(
         StatusCode::OK,
         "Connection succeeded.",
@@ -125,8 +127,10 @@ async fn test_connection(State(s): State<AppState>, body: Bytes) -> Reply {
 async fn schema(State(s): State<AppState>, body: Bytes) -> Reply {
     let b: ConnectionBody = parse_body(&body)?;
     let t = Target::from_rowsel(b.connection)?;
-    let lease = s.workbench.pools.connect(&t).await?;
-    let tree = super::schema::discover(lease.client(), b.schemas, s.config.workbench.statement_timeout_ms).await?;
+    let mut lease = s.workbench.pools.connect(&t).await?;
+    let tree = super::schema::discover(lease.client(), b.schemas, s.config.workbench.statement_timeout_ms).await;
+    lease.done();
+    let tree = tree?;
     Ok(ok(StatusCode::OK, "Schema loaded.", tree))
 }
 
@@ -211,27 +215,26 @@ fn execute_data(out: &Output) -> ExecuteData<'_> {
     }
 }
 
-async fn query(State(s): State<AppState>, body: Bytes) -> Reply {
+async fn query(State(s): State<AppState>, Extension(owner): Extension<Owner>, body: Bytes) -> Reply {
     let mut b: SqlBody = parse_body(&body)?;
     let mut lim = limits(&s.workbench, &b)?;
     let st = read_statement(&b.sql).await?;
-    let t = target(&s, &mut b, &st, &mut lim).await?;
+    let t = target(&s, &owner, &mut b, &st, &mut lim).await?;
     let mut lease = s.workbench.pools.connect(&t).await?;
-    lease.set_busy(true);
-    let out = run::read(lease.client(), &st, &b.params, lim, false).await?;
-    lease.set_busy(false);
+    let out = run::read(lease.client(), &st, &b.params, lim, false).await;
+    lease.done();
+    let out = out?;
     Ok(ok(StatusCode::OK, "Query executed.", query_data(&out, lim)))
 }
 
-async fn execute(State(s): State<AppState>, body: Bytes) -> Reply {
+async fn execute(State(s): State<AppState>, Extension(owner): Extension<Owner>, body: Bytes) -> Reply {
     let mut b: SqlBody = parse_body(&body)?;
     let mut lim = limits(&s.workbench, &b)?;
     let st = write_statement(&b.sql, b.confirm).await?;
-    let t = target(&s, &mut b, &st, &mut lim).await?;
+    let t = target(&s, &owner, &mut b, &st, &mut lim).await?;
     let mut lease = s.workbench.pools.connect(&t).await?;
-    lease.set_busy(true);
     let out = run::write(lease.client(), &st, &b.params, lim).await;
-    lease.set_busy(false);
+    lease.done();
     if st.kind == Kind::SessionState {
         // SET, PREPARE, LISTEN … would stay on a pooled connection: close it instead.
         lease.discard();
@@ -255,19 +258,29 @@ fn session_data(wb: &Workbench, se: &Session) -> Value {
 async fn open_session(State(s): State<AppState>, Extension(owner): Extension<Owner>, body: Bytes) -> Reply {
     let b: ConnectionBody = parse_body(&body)?;
     let t = Target::from_rowsel(b.connection)?;
-    let lease = s.workbench.pools.connect(&t).await?;
+    let mut lease = s.workbench.pools.connect(&t).await?;
+    lease.done();
     let se = s.workbench.sessions.open(&owner.0, t.label(), lease)?;
     Ok(ok(StatusCode::CREATED, "Session created.", session_data(&s.workbench, &se)))
 }
 
 async fn session_info(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>) -> Reply {
-    let se = s.workbench.sessions.get(&owner.0, &id)?;
+    let se = s.workbench.sessions.peek(&owner.0, &id)?;
     Ok(ok(StatusCode::OK, "Session found.", session_data(&s.workbench, &se)))
 }
 
 async fn close_session(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>) -> Reply {
     s.workbench.sessions.close(&owner.0, &id).await?;
     Ok(ok(StatusCode::OK, "Session closed.", json!({ "session_id": id, "closed": true })))
+}
+
+/// The session's connection, if no statement runs in it and it is still open.
+fn lock(se: &Session) -> Result<tokio::sync::MutexGuard<'_, super::pools::Lease>, WbError> {
+    let lease = se.conn.try_lock().map_err(|_| busy())?;
+    if lease.is_closed() {
+        return Err(WbError::new(StatusCode::NOT_FOUND, code::SESSION_NOT_FOUND, "no such session"));
+    }
+    Ok(lease)
 }
 
 fn busy() -> WbError {
@@ -282,10 +295,9 @@ async fn session_query(State(s): State<AppState>, Extension(owner): Extension<Ow
     let lim = limits(&s.workbench, &b)?;
     let st = read_statement(&b.sql).await?;
     let se = s.workbench.sessions.get(&owner.0, &id)?;
-    let mut lease = se.conn.try_lock().map_err(|_| busy())?;
+    let lease = lock(&se)?;
     let in_tx = se.in_transaction.load(std::sync::atomic::Ordering::SeqCst);
     let out = run::read(lease.client(), &st, &b.params, lim, in_tx).await;
-    lease.set_busy(false);
     se.touch();
     let out = out?;
     Ok(ok(StatusCode::OK, "Query executed.", query_data(&out, lim)))
@@ -299,7 +311,7 @@ async fn session_execute(State(s): State<AppState>, Extension(owner): Extension<
     let lim = limits(&s.workbench, &b)?;
     let st = write_statement(&b.sql, b.confirm).await?;
     let se = s.workbench.sessions.get(&owner.0, &id)?;
-    let lease = se.conn.try_lock().map_err(|_| busy())?;
+    let lease = lock(&se)?;
     let out = run::write(lease.client(), &st, &b.params, lim).await;
     se.touch();
     let out = out?;
@@ -309,7 +321,7 @@ async fn session_execute(State(s): State<AppState>, Extension(owner): Extension<
 async fn session_transaction(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>, body: Bytes) -> Reply {
     let b: TransactionBody = parse_body(&body)?;
     let se = s.workbench.sessions.get(&owner.0, &id)?;
-    let lease = se.conn.try_lock().map_err(|_| busy())?;
+    let lease = lock(&se)?;
     let in_tx = se.in_transaction.load(std::sync::atomic::Ordering::SeqCst);
     let (sql, now_in, message) = match (b.action.to_ascii_lowercase().as_str(), in_tx) {
         ("begin", false) => ("BEGIN", true, "Transaction started."),
@@ -328,7 +340,7 @@ async fn session_transaction(State(s): State<AppState>, Extension(owner): Extens
 }
 
 async fn session_cancel(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>) -> Reply {
-    let se: Arc<Session> = s.workbench.sessions.get(&owner.0, &id)?;
+    let se: Arc<Session> = s.workbench.sessions.peek(&owner.0, &id)?;
     let cancelled = se.cancel().await?;
     let message = if cancelled { "Cancel request sent." } else { "Nothing was running." };
     Ok(ok(StatusCode::OK, message, json!({ "session_id": se.id, "cancelled": cancelled })))

@@ -16,7 +16,10 @@ use super::pools::{Canceller, Lease};
 use crate::error::code::workbench as code;
 
 /// Sessions one caller may hold at once.
-const PER_OWNER: usize = 16;
+const PER_OWNER: usize = 8;
+
+/// The longest a session lives, used or not.
+const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// One open session.
 pub struct Session {
@@ -102,7 +105,18 @@ impl Sessions {
         Ok(s)
     }
 
-    /// The caller's session `id`.
+    /// The caller's session `id`, without counting as a use.
+    pub fn peek(&self, owner: &str, id: &str) -> Result<Arc<Session>, WbError> {
+        let not_found = || WbError::new(StatusCode::NOT_FOUND, code::SESSION_NOT_FOUND, "no such session").hint("Sessions close after being idle; open a new one.");
+        let id: uuid::Uuid = id.parse().map_err(|_| not_found())?;
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&id) {
+            Some(s) if s.owner == owner => Ok(s.clone()),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// The caller's session `id`, for a statement (a use).
     pub fn get(&self, owner: &str, id: &str) -> Result<Arc<Session>, WbError> {
         let not_found = || WbError::new(StatusCode::NOT_FOUND, code::SESSION_NOT_FOUND, "no such session").hint("Sessions close after being idle; open a new one.");
         let id: uuid::Uuid = id.parse().map_err(|_| not_found())?;
@@ -131,7 +145,8 @@ impl Sessions {
         let idle = self.idle;
         let gone: Vec<Arc<Session>> = {
             let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            let ids: Vec<uuid::Uuid> = map.values().filter(|s| !s.busy() && s.idle_for() > idle).map(|s| s.id).collect();
+            let old = |s: &Session| s.created.elapsed().unwrap_or_default() > MAX_LIFETIME;
+            let ids: Vec<uuid::Uuid> = map.values().filter(|s| (!s.busy() && s.idle_for() > idle) || old(s)).map(|s| s.id).collect();
             ids.iter().filter_map(|id| map.remove(id)).collect()
         };
         for s in gone {
@@ -145,15 +160,16 @@ impl Sessions {
     }
 }
 
-/// Drops the session's connection once nobody uses it.
+/// Closes the session's connection (never back to the pool: it may hold a
+/// transaction, settings or temp tables) once the statement running in it, if any,
+/// has ended (a session past its lifetime has it cancelled first).
 fn end(s: Arc<Session>) {
     tokio::spawn(async move {
-        let lease = s.conn.lock().await;
-        let _ = lease.client().batch_execute("ROLLBACK").await;
-        drop(lease);
-        if let Ok(s) = Arc::try_unwrap(s) {
-            s.conn.into_inner().discard();
+        if s.busy() {
+            let _ = s.canceller.cancel().await;
         }
+        let mut lease = s.conn.lock().await;
+        lease.close();
     });
 }
 
