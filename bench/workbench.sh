@@ -110,4 +110,4 @@ for w in "Rowsel /proxy/v1/query:proxy" "Poge /poge/api/query, uncached:poge" "P
 done
 stats=$(curl -s -H "apikey: $SERVICE" -H "Authorization: Bearer $SERVICE" "$API/poge/api/stats/cache")
 echo
-echo "Poge cache after the runs: $(echo "$stats" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(f"{d[\"hits\"]} hits, {d[\"misses\"]} misses, {d[\"entries\"]} entries")')"
+echo "Poge cache after the runs: $(echo "$stats" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d["hits"], "hits,", d["misses"], "misses,", d["entries"], "entries")')"

@@ -27,9 +27,6 @@ pub const MAX_SQL_BYTES: usize = 1024 * 1024;
 /// Most tokens a statement may have (its tree is built and walked in memory).
 pub const MAX_TOKENS: usize = 200_000;
 
-/// Parses at once, gateway-wide: each holds a thread and its tree in memory.
-static PARSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
 /// One parsed statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
@@ -43,6 +40,8 @@ pub struct Statement {
     pub relations: Vec<(Option<String>, String)>,
     /// The functions it calls (unqualified name, lower case).
     pub functions: Vec<String>,
+    /// The highest `$n` it uses.
+    pub params: usize,
 }
 
 /// The kinds the workbench treats differently.
@@ -93,7 +92,40 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Parses `sql` (on a thread of its own) and classifies its one statement.
+/// Parser threads (each with [`PARSE_STACK`]), started on first use: at most this
+/// many statements parse at once, gateway-wide.
+const PARSERS: usize = 2;
+
+type Job = (String, tokio::sync::oneshot::Sender<Result<Statement, Refusal>>);
+
+fn parsers() -> Option<&'static std::sync::mpsc::SyncSender<Job>> {
+    static QUEUE: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<Job>>> = std::sync::OnceLock::new();
+    QUEUE
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(256);
+            let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+            let mut started = 0;
+            for i in 0..PARSERS {
+                let rx = rx.clone();
+                let spawned = std::thread::Builder::new().name(format!("sql-parse-{i}")).stack_size(PARSE_STACK).spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((sql, reply)) = job else { return };
+                    let _ = reply.send(classify_now(&sql));
+                });
+                started += usize::from(spawned.is_ok());
+            }
+            (started > 0).then_some(tx)
+        })
+        .as_ref()
+}
+
+/// Statements classified lately, by their text (dashboards send the same SQL again
+/// and again; parsing is most of a small query's cost). Cleared when full.
+static RECENT: std::sync::Mutex<Option<std::collections::HashMap<String, Statement>>> = std::sync::Mutex::new(None);
+const RECENT_MAX: usize = 1024;
+const RECENT_MAX_SQL: usize = 8 * 1024;
+
+/// Parses `sql` (on a parser thread) and classifies its one statement.
 pub async fn classify(sql: &str) -> Result<Statement, Refusal> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(Refusal::Invalid(format!("the SQL text is longer than {MAX_SQL_BYTES} bytes")));
@@ -101,16 +133,25 @@ pub async fn classify(sql: &str) -> Result<Statement, Refusal> {
     if sql.contains('\0') {
         return Err(Refusal::Invalid("the SQL text contains a NUL character".into()));
     }
-    let _permit = PARSING.acquire().await.map_err(|_| Refusal::Invalid("the SQL parser is shutting down".into()))?;
-    let owned = sql.to_owned();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new().name("sql-parse".into()).stack_size(PARSE_STACK).spawn(move || {
-        let _ = tx.send(classify_now(&owned));
-    });
-    if spawned.is_err() {
-        return Err(Refusal::Invalid("the server is out of threads to parse SQL; try again".into()));
+    if let Some(hit) = RECENT.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|r| r.get(sql).cloned()) {
+        return Ok(hit);
     }
-    rx.await.unwrap_or_else(|_| Err(Refusal::Invalid("the SQL could not be parsed".into())))
+    let busy = || Refusal::Invalid("the SQL parser is busy; try again".into());
+    let queue = parsers().ok_or_else(busy)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    queue.try_send((sql.to_owned(), tx)).map_err(|_| busy())?;
+    let result = rx.await.unwrap_or_else(|_| Err(Refusal::Invalid("the SQL could not be parsed".into())));
+    if let Ok(st) = &result {
+        if sql.len() <= RECENT_MAX_SQL {
+            let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+            let r = recent.get_or_insert_with(std::collections::HashMap::new);
+            if r.len() >= RECENT_MAX {
+                r.clear();
+            }
+            r.insert(sql.to_owned(), st.clone());
+        }
+    }
+    result
 }
 
 /// Largest [`nesting_estimate`] parsed: the tree is decoded and walked recursively,
@@ -223,7 +264,7 @@ pub fn classify_now(sql: &str) -> Result<Statement, Refusal> {
         _ => Kind::Other,
     };
     let relations = walk.relations.iter().filter(|(schema, name)| schema.is_some() || !walk.ctes.contains(name)).cloned().collect();
-    Ok(Statement { text, kind, node: node.clone(), relations, functions: walk.functions })
+    Ok(Statement { text, kind, node: node.clone(), relations, functions: walk.functions, params: walk.params })
 }
 
 /// Nesting of objects in a parse tree's serde form (for tests of the estimate).
@@ -277,12 +318,13 @@ struct Walk {
     relations: Vec<(Option<String>, String)>,
     ctes: Vec<String>,
     functions: Vec<String>,
+    params: usize,
 }
 
 impl Walk {
     /// Visits every node with an explicit stack (no recursion over caller input).
     fn of(tree: &Value) -> Walk {
-        let mut w = Walk { writes: false, into: false, locks: false, relations: Vec::new(), ctes: Vec::new(), functions: Vec::new() };
+        let mut w = Walk { writes: false, into: false, locks: false, relations: Vec::new(), ctes: Vec::new(), functions: Vec::new(), params: 0 };
         let mut stack = vec![tree];
         while let Some(v) = stack.pop() {
             match v {
@@ -301,6 +343,10 @@ impl Walk {
                                 }
                             }
                             "CommonTableExpr" => w.ctes.extend(child.get("ctename").and_then(Value::as_str).map(str::to_owned)),
+                            "ParamRef" => {
+                                let n = child.get("number").and_then(Value::as_u64).unwrap_or(0);
+                                w.params = w.params.max(usize::try_from(n).unwrap_or(usize::MAX));
+                            }
                             "FuncCall" => {
                                 let name =
                                     child.get("funcname").and_then(Value::as_array).and_then(|n| n.last()).and_then(|n| n.pointer("/node/String/sval")).and_then(Value::as_str);
@@ -395,6 +441,7 @@ mod tests {
 
     #[test]
     fn kinds_and_text() {
+        assert_eq!(classify_now("select $2, $1 + $3").unwrap().params, 3);
         let s = classify_now("  select 1 ;  ").unwrap();
         assert_eq!((s.text.as_str(), s.kind, s.node.as_str()), ("select 1", Kind::Select, "SelectStmt"));
         assert_eq!(kind("insert into t values (1) returning id").unwrap(), Kind::Dml { returning: true });

@@ -166,10 +166,10 @@ impl Pools {
 
     async fn open(&self, t: &Target, key: Key) -> Result<(Pool, CancelVia), WbError> {
         let tls = t.tls()?;
-        // Clean: a connection goes back with its settings, role, temp tables, advisory
-        // locks, prepared statements and LISTENs reset (RESET ALL, DISCARD …), so one
-        // request's SET or set_config never reaches the next one on the pool.
-        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Clean };
+        // Fast: the statements themselves leave the connection clean (reads roll back
+        // and release advisory locks, other statements are followed by a reset, see
+        // `run`), and the statement cache survives for repeated reads.
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
         let (mgr, via) = match t.tunnel_spec()? {
             None => {
                 let addr = self.resolve(&t.host, t.port).await?;
@@ -258,7 +258,7 @@ pub struct Lease {
 
 impl Lease {
     /// The client.
-    pub fn client(&self) -> &tokio_postgres::Client {
+    pub fn client(&self) -> &deadpool_postgres::ClientWrapper {
         self.obj.as_ref().expect("a lease holds its connection until closed, and a closed session is never used")
     }
 

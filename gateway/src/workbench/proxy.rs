@@ -292,7 +292,8 @@ async fn session_query(State(s): State<AppState>, Extension(owner): Extension<Ow
     if b.connection.is_some() || b.config_id.is_some() {
         return Err(WbError::invalid("a session's requests carry no connection").into());
     }
-    let lim = limits(&s.workbench, &b)?;
+    let mut lim = limits(&s.workbench, &b)?;
+    lim.stateless = false;
     let st = read_statement(&b.sql).await?;
     let se = s.workbench.sessions.get(&owner.0, &id)?;
     let lease = lock(&se)?;
@@ -308,7 +309,8 @@ async fn session_execute(State(s): State<AppState>, Extension(owner): Extension<
     if b.connection.is_some() || b.config_id.is_some() {
         return Err(WbError::invalid("a session's requests carry no connection").into());
     }
-    let lim = limits(&s.workbench, &b)?;
+    let mut lim = limits(&s.workbench, &b)?;
+    lim.stateless = false;
     let st = write_statement(&b.sql, b.confirm).await?;
     let se = s.workbench.sessions.get(&owner.0, &id)?;
     let lease = lock(&se)?;

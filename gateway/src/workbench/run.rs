@@ -20,7 +20,6 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type};
-use tokio_postgres::Client;
 
 use super::classify::{Kind, Statement};
 use super::error::WbError;
@@ -107,7 +106,22 @@ pub struct Limits {
     /// Run with `search_path = public` (a saved configuration with allowed_tables:
     /// unqualified names must mean what the check took them for).
     pub public_only: bool,
+    /// On a pooled connection (not a session's): whatever the statement left on the
+    /// connection is reset before it goes back.
+    pub stateless: bool,
 }
+
+/// What a pooled connection is reset with after a statement that may have changed
+/// it (settings, role, temp tables, advisory locks, LISTENs, cursors); the statement
+/// cache stays.
+const RESET_CONNECTION: &str = "RESET ALL; SET SESSION AUTHORIZATION DEFAULT; SELECT pg_catalog.pg_advisory_unlock_all(); UNLISTEN *; \
+                                DISCARD TEMP; DISCARD SEQUENCES; CLOSE ALL";
+
+/// Statements kept prepared per connection at most (then the cache starts over).
+const MAX_CACHED_STATEMENTS: usize = 256;
+
+/// A pooled connection (its statement cache is used for repeated reads).
+pub type Conn = deadpool_postgres::ClientWrapper;
 
 impl Limits {
     fn settings(&self, local: bool) -> String {
@@ -155,8 +169,11 @@ fn params_of(values: &[Value]) -> Vec<TextParam> {
     values.iter().map(TextParam::from_json).collect()
 }
 
+const NULLABILITY_SQL: &str =
+    "select a.attrelid, a.attnum, a.attnotnull from pg_catalog.pg_attribute a join unnest($1::oid[], $2::int2[]) k(r, n) on a.attrelid = k.r and a.attnum = k.n";
+
 /// Looks up which table columns may be null.
-async fn nullability(client: &Client, cols: &[tokio_postgres::Column]) -> Vec<Option<bool>> {
+async fn nullability(client: &Conn, cols: &[tokio_postgres::Column]) -> Vec<Option<bool>> {
     let wanted: Vec<(u32, i16)> = cols.iter().filter_map(|c| Some((c.table_oid()?, c.column_id()?))).filter(|(t, _)| *t != 0).collect();
     if wanted.is_empty() {
         return vec![None; cols.len()];
@@ -178,7 +195,7 @@ async fn nullability(client: &Client, cols: &[tokio_postgres::Column]) -> Vec<Op
         .collect()
 }
 
-async fn columns(client: &Client, cols: &[tokio_postgres::Column]) -> Vec<ColumnInfo> {
+async fn columns(client: &Conn, cols: &[tokio_postgres::Column]) -> Vec<ColumnInfo> {
     let nulls = nullability(client, cols).await;
     cols.iter().zip(nulls).map(|(c, nullable)| ColumnInfo { name: c.name().to_owned(), data_type: type_name(c.type_()), oid: c.type_().oid(), nullable }).collect()
 }
@@ -207,43 +224,63 @@ async fn collect_rows(stream: tokio_postgres::RowStream, keep: usize, max_bytes:
 
 /// Runs a read. `in_transaction`: inside the session's open transaction (a
 /// savepoint, made read-only and rolled back, instead of a transaction of its own).
-pub async fn read(client: &Client, stmt: &Statement, params: &[Value], lim: Limits, in_transaction: bool) -> Result<Output, WbError> {
+/// The paged statement and its column query stay prepared on the connection, and go
+/// out in one flight with BEGIN: a repeated read is two round trips.
+pub async fn read(client: &Conn, stmt: &Statement, params: &[Value], lim: Limits, in_transaction: bool) -> Result<Output, WbError> {
     let started = Instant::now();
-    let (open, close) = if in_transaction {
-        ("SAVEPOINT pgstack_read; SET LOCAL transaction_read_only = on", "ROLLBACK TO SAVEPOINT pgstack_read; RELEASE SAVEPOINT pgstack_read")
-    } else {
-        ("BEGIN READ ONLY", "ROLLBACK")
-    };
-    client.batch_execute(&format!("{open}; {}", lim.settings(true))).await.map_err(|e| WbError::from_pg(&e))?;
-    let result = read_in(client, stmt, params, lim).await;
-    let closed = client.batch_execute(close).await;
-    let mut out = result?;
-    closed.map_err(|e| WbError::from_pg(&e))?;
+    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+        client.statement_cache.clear();
+    }
+    let mut out = read_once(client, stmt, params, lim, in_transaction).await;
+    // A prepared `SELECT *` whose tables changed ("cached plan must not change result
+    // type"): prepare again, once.
+    if matches!(&out, Err(e) if e.sqlstate.as_deref() == Some("0A000") && e.message.contains("cached plan")) {
+        client.statement_cache.clear();
+        out = read_once(client, stmt, params, lim, in_transaction).await;
+    }
+    let mut out = out?;
     out.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(out)
 }
 
-async fn read_in(client: &Client, stmt: &Statement, params: &[Value], lim: Limits) -> Result<Output, WbError> {
+async fn read_once(client: &Conn, stmt: &Statement, params: &[Value], lim: Limits, in_transaction: bool) -> Result<Output, WbError> {
+    let (open, close) = match (in_transaction, lim.stateless) {
+        (true, _) => ("SAVEPOINT pgstack_read; SET LOCAL transaction_read_only = on", "ROLLBACK TO SAVEPOINT pgstack_read; RELEASE SAVEPOINT pgstack_read"),
+        // Session-level advisory locks survive ROLLBACK.
+        (false, true) => ("BEGIN READ ONLY", "ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()"),
+        (false, false) => ("BEGIN READ ONLY", "ROLLBACK"),
+    };
+    let open = format!("{open}; {}", lim.settings(true));
+    let (opened, result) = tokio::join!(client.batch_execute(&open), read_in(client, stmt, params, lim));
+    let closed = client.batch_execute(close).await;
+    opened.map_err(|e| WbError::from_pg(&e))?;
+    let out = result?;
+    closed.map_err(|e| WbError::from_pg(&e))?;
+    Ok(out)
+}
+
+async fn read_in(client: &Conn, stmt: &Statement, params: &[Value], lim: Limits) -> Result<Output, WbError> {
     let mut out = Output { command: command_of(&stmt.node), ..Output::default() };
     if stmt.kind != Kind::Select {
         return read_direct(client, stmt, params, lim, out).await;
     }
     let text = &stmt.text;
-    let meta = client.prepare(&format!("SELECT * FROM (\n{text}\n) AS pgstack_q")).await.map_err(|e| WbError::from_pg(&e))?;
-    let n = meta.params().len();
+    let n = stmt.params;
     if n != params.len() {
         return Err(WbError::invalid(format!("the statement has {n} parameters; {} were given", params.len())));
     }
-    out.columns = columns(client, meta.columns()).await;
-    let mut types: Vec<Type> = meta.params().to_vec();
-    types.extend([Type::INT8, Type::INT8]);
-    let paged = client
-        .prepare_typed(&format!("SELECT to_json(pgstack_q)::text FROM (\n{text}\n) AS pgstack_q LIMIT ${} OFFSET ${}", n + 1, n + 2), &types)
-        .await
-        .map_err(|e| WbError::from_pg(&e))?;
+    let meta_sql = format!("SELECT * FROM (\n{text}\n) AS pgstack_q");
+    let paged_sql = format!("SELECT to_json(pgstack_q)::text FROM (\n{text}\n) AS pgstack_q LIMIT ${}::int8 OFFSET ${}::int8", n + 1, n + 2);
+    // All three prepared (or found prepared) before anything runs: the column query
+    // then goes out ahead of the paged one, and its answer is read first. (A column
+    // query prepared later would queue behind the rows nobody reads yet.)
+    let (meta, paged, nulls) = tokio::join!(client.prepare_cached(&meta_sql), client.prepare_cached(&paged_sql), client.prepare_cached(NULLABILITY_SQL));
+    let (meta, paged) = (meta.map_err(|e| WbError::from_pg(&e))?, paged.map_err(|e| WbError::from_pg(&e))?);
+    nulls.map_err(|e| WbError::from_pg(&e))?;
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = params_of(params).into_iter().map(|p| Box::new(p) as Box<dyn ToSql + Sync + Send>).collect();
     args.push(Box::new(lim.page_size as i64 + 1));
     args.push(Box::new(i64::try_from(lim.offset).unwrap_or(i64::MAX)));
+    out.columns = columns(client, meta.columns()).await;
     let stream = client.query_raw(&paged, args.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync))).await.map_err(|e| WbError::from_pg(&e))?;
     collect_rows(stream, lim.page_size, lim.max_bytes, &mut out).await?;
     out.has_next = out.truncated;
@@ -252,7 +289,7 @@ async fn read_in(client: &Client, stmt: &Statement, params: &[Value], lim: Limit
 }
 
 /// SHOW and EXPLAIN cannot be subqueries: their few rows are paged here.
-async fn read_direct(client: &Client, stmt: &Statement, params: &[Value], lim: Limits, mut out: Output) -> Result<Output, WbError> {
+async fn read_direct(client: &Conn, stmt: &Statement, params: &[Value], lim: Limits, mut out: Output) -> Result<Output, WbError> {
     let prepared = client.prepare(&stmt.text).await.map_err(|e| WbError::from_pg(&e))?;
     out.columns = columns(client, prepared.columns()).await;
     let rows = client.query_raw(&prepared, params_of(params)).await.map_err(|e| WbError::from_pg(&e))?;
@@ -288,18 +325,22 @@ async fn read_direct(client: &Client, stmt: &Statement, params: &[Value], lim: L
 
 /// Runs a write or any other statement, with its own statement_timeout. Rows of a
 /// RETURNING list come back (at most `lim.page_size`, all counted).
-pub async fn write(client: &Client, stmt: &Statement, params: &[Value], lim: Limits) -> Result<Output, WbError> {
+pub async fn write(client: &Conn, stmt: &Statement, params: &[Value], lim: Limits) -> Result<Output, WbError> {
     let started = Instant::now();
     client.batch_execute(&lim.settings(false)).await.map_err(|e| WbError::from_pg(&e))?;
     let result = write_in(client, stmt, params, lim).await;
-    let reset = client.batch_execute(if lim.public_only { "RESET statement_timeout; RESET search_path" } else { "RESET statement_timeout" }).await;
+    let reset = match (lim.stateless, lim.public_only) {
+        (true, _) => client.batch_execute(RESET_CONNECTION).await,
+        (false, true) => client.batch_execute("RESET statement_timeout; RESET search_path").await,
+        (false, false) => client.batch_execute("RESET statement_timeout").await,
+    };
     let mut out = result?;
     reset.map_err(|e| WbError::from_pg(&e))?;
     out.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(out)
 }
 
-async fn write_in(client: &Client, stmt: &Statement, params: &[Value], lim: Limits) -> Result<Output, WbError> {
+async fn write_in(client: &Conn, stmt: &Statement, params: &[Value], lim: Limits) -> Result<Output, WbError> {
     let mut out = Output { command: command_of(&stmt.node), ..Output::default() };
     let text = &stmt.text;
     if matches!(stmt.kind, Kind::Dml { returning: true }) && stmt.node != "MergeStmt" {
@@ -351,5 +392,5 @@ pub fn limits(
         Some(t) if t == 0 || t > cfg.max_statement_timeout_ms => return Err(WbError::invalid(format!("timeout_ms must be 1 to {}", cfg.max_statement_timeout_ms))),
         Some(t) => t,
     };
-    Ok(Limits { page_size, offset, timeout_ms, max_bytes: cfg.max_result_bytes, public_only: false })
+    Ok(Limits { page_size, offset, timeout_ms, max_bytes: cfg.max_result_bytes, public_only: false, stateless: true })
 }
