@@ -106,6 +106,12 @@ async fn rowsel_query_policy_paging_and_types() {
 
     let (st, t) = e.post("/proxy/v1/test-connection", json!({"connection": e.conn()})).await;
     assert_eq!(st, StatusCode::OK, "{t}");
+    let (st, sc) = e.post("/proxy/v1/schema", json!({"connection": e.conn(), "schemas": ["public"]})).await;
+    assert_eq!(st, StatusCode::OK, "{sc}");
+    let tables = sc["data"]["schemas"][0]["tables"].as_array().unwrap();
+    let items = tables.iter().find(|t| t["name"] == "items").unwrap();
+    assert_eq!((items["primary_key"].clone(), items["columns"][0]["name"].as_str()), (json!(["id"]), Some("id")));
+    assert_eq!(sc["data"]["schemas"].as_array().unwrap().len(), 1, "only the schemas asked for");
     assert!(t["data"]["server_version"].as_str().unwrap().starts_with("15"));
 
     // Types: numbers stay numbers with every digit, json is json, bytea is hex.
@@ -271,6 +277,8 @@ async fn rowsel_execute_sessions_transactions_and_cancel() {
     assert_eq!(st, StatusCode::CREATED, "{s}");
     let id = s["data"]["session_id"].as_str().unwrap().to_owned();
     let sp = |p: &str| format!("/proxy/v1/sessions/{id}/{p}");
+    let (st, info) = e.call(reqwest::Method::GET, &format!("/proxy/v1/sessions/{id}"), Some(&e.service), None).await;
+    assert_eq!((st, info["data"]["in_transaction"].as_bool(), info["data"]["busy"].as_bool()), (StatusCode::OK, Some(false), Some(false)), "{info}");
     let (st, r) = e.post(&sp("transaction"), json!({"action": "begin"})).await;
     assert_eq!((st, r["data"]["in_transaction"].as_bool()), (StatusCode::OK, Some(true)), "{r}");
     let (st, r) = e.post(&sp("transaction"), json!({"action": "begin"})).await;
