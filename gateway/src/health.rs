@@ -12,8 +12,8 @@ use crate::{db, AppState};
 /// 503 `{"status":"degraded","pg_connected":false}`.
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     if db::ping(&state.pool).await {
-        (StatusCode::OK, Json(json!({ "status": "ok", "pg_connected": true })))
+        (StatusCode::OK, Json(json!({ "status": "ok", "pg_connected": true, "server": "pgstack", "version": env!("CARGO_PKG_VERSION") })))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "degraded", "pg_connected": false })))
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "degraded", "pg_connected": false, "server": "pgstack", "version": env!("CARGO_PKG_VERSION") })))
     }
 }

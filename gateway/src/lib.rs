@@ -8,6 +8,7 @@
 // boxing it would save a copy on the error path only.
 #![allow(clippy::result_large_err)]
 
+pub mod agent;
 pub mod auth;
 pub mod channels;
 pub mod config;

@@ -3,7 +3,7 @@
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::{auth, channels, devtools, functions, health, http, realtime, rest, storage, webhooks, workbench, AppState};
+use crate::{agent, auth, channels, devtools, functions, health, http, realtime, rest, storage, webhooks, workbench, AppState};
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -23,6 +23,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/realtime/v1", channels::routes().merge(channels::api_routes().layer(timeout()).layer(buffered())))
         .nest("/storage/v1", storage::routes())
         .merge(workbench::routes(&state).layer(timeout()).layer(buffered()))
+        .merge(agent::routes(&state).layer(timeout()).layer(buffered()))
         .route("/functions/v1/", get(functions::list))
         .nest("/functions/v1", functions::routes().layer(buffered()))
         .fallback(http::errors::not_found)

@@ -54,6 +54,8 @@ pub struct Shared {
     pub oauth: Arc<crate::auth::oauth::client::OAuthRuntime>,
     /// The SQL workbench's pools, sessions and cache.
     pub workbench: Arc<crate::workbench::Workbench>,
+    /// The agent API's per-token database selections.
+    pub agent: crate::agent::Agent,
 }
 
 impl AppState {
@@ -90,6 +92,7 @@ impl AppState {
             mailer,
             oauth: Arc::new(crate::auth::oauth::client::OAuthRuntime::new()),
             workbench: crate::workbench::Workbench::new(&config_workbench, workbench_db),
+            agent: crate::agent::Agent::default(),
         }))
     }
 }

@@ -373,3 +373,19 @@ impl OidcProvider {
         bail!("the OpenID provider did not start:\n{failures}")
     }
 }
+
+/// Runs one `node --test` file of tests/js (one test at a time, spec reporter) with
+/// `env`, and panics with its output and the gateway's log when it fails.
+pub async fn node_tests(file: &str, needs: &str, env: &[(&str, String)], gw: &Gateway) {
+    let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
+    assert!(js.join("node_modules").join(needs).exists(), "run scripts/install-deps.sh (npm ci in tests/js)");
+    let mut cmd = Command::new("node");
+    cmd.args(["--test", "--test-reporter=spec", "--test-concurrency=1", file]).current_dir(&js).env("PGSTACK_URL", &gw.base);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success(), "{file} failed:\n{stdout}\n{}\ngateway log:\n{}", String::from_utf8_lossy(&out.stderr), gw.stderr());
+}

@@ -57,26 +57,16 @@ async fn supabase_js_realtime() {
     let env = [("ANON_KEY", anon.as_str()), ("SERVICE_ROLE_KEY", service.as_str())];
     let gw = Gateway::serve(&tc, &env).await.unwrap();
 
-    let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
-    assert!(js.join("node_modules/@supabase/supabase-js").exists(), "run scripts/install-deps.sh (npm ci in tests/js)");
-    let out = tokio::process::Command::new("node")
-        .args(["--test", "--test-reporter=spec", "--test-concurrency=1", "realtime.test.mjs"])
-        .current_dir(&js)
-        .env("PGSTACK_URL", &gw.base)
-        .env("ANON_KEY", &anon)
-        .env("SERVICE_ROLE_KEY", &service)
-        .env("USER_A", user_token(USER_A, 3600))
-        .env("USER_B", user_token(USER_B, 3600))
-        .env("USER_B_SHORT", user_token(USER_B, 3))
-        .env("USER_A_ID", USER_A)
-        .env("USER_B_ID", USER_B)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(out.status.success(), "realtime tests failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.stderr());
+    let env = [
+        ("ANON_KEY", anon.clone()),
+        ("SERVICE_ROLE_KEY", service.clone()),
+        ("USER_A", user_token(USER_A, 3600)),
+        ("USER_B", user_token(USER_B, 3600)),
+        ("USER_B_SHORT", user_token(USER_B, 3)),
+        ("USER_A_ID", USER_A.to_owned()),
+        ("USER_B_ID", USER_B.to_owned()),
+    ];
+    pgstack_tests::node_tests("realtime.test.mjs", "@supabase/supabase-js", &env, &gw).await;
 }
 
 /// A raw Phoenix (vsn 2.0.0) client, as realtime-js frames it.

@@ -227,23 +227,46 @@ async fn collect_rows(stream: tokio_postgres::RowStream, keep: usize, max_bytes:
 /// The paged statement and its column query stay prepared on the connection, and go
 /// out in one flight with BEGIN: a repeated read is two round trips.
 pub async fn read(client: &Conn, stmt: &Statement, params: &[Value], lim: Limits, in_transaction: bool) -> Result<Output, WbError> {
+    read_as(client, stmt, params, lim, in_transaction, None).await
+}
+
+/// A statement run right after BEGIN, in the same flight (the MCP tools set the
+/// caller's role and claims with it, so RLS decides what the read sees).
+pub struct Prelude {
+    /// The statement.
+    pub sql: &'static str,
+    /// Its parameters.
+    pub params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Prelude {
+    /// Runs it (prepared once per connection).
+    pub async fn run(&self, client: &Conn) -> Result<(), WbError> {
+        let st = client.prepare_cached(self.sql).await.map_err(|e| WbError::from_pg(&e))?;
+        client.query(&st, &self.params.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect::<Vec<_>>()).await.map_err(|e| WbError::from_pg(&e))?;
+        Ok(())
+    }
+}
+
+/// [`read`] with a [`Prelude`].
+pub async fn read_as(client: &Conn, stmt: &Statement, params: &[Value], lim: Limits, in_transaction: bool, prelude: Option<&Prelude>) -> Result<Output, WbError> {
     let started = Instant::now();
     if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
         client.statement_cache.clear();
     }
-    let mut out = read_once(client, stmt, params, lim, in_transaction).await;
+    let mut out = read_once(client, stmt, params, lim, in_transaction, prelude).await;
     // A prepared `SELECT *` whose tables changed ("cached plan must not change result
     // type"): prepare again, once.
     if matches!(&out, Err(e) if e.sqlstate.as_deref() == Some("0A000") && e.message.contains("cached plan")) {
         client.statement_cache.clear();
-        out = read_once(client, stmt, params, lim, in_transaction).await;
+        out = read_once(client, stmt, params, lim, in_transaction, prelude).await;
     }
     let mut out = out?;
     out.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(out)
 }
 
-async fn read_once(client: &Conn, stmt: &Statement, params: &[Value], lim: Limits, in_transaction: bool) -> Result<Output, WbError> {
+async fn read_once(client: &Conn, stmt: &Statement, params: &[Value], lim: Limits, in_transaction: bool, prelude: Option<&Prelude>) -> Result<Output, WbError> {
     let (open, close) = match (in_transaction, lim.stateless) {
         (true, _) => ("SAVEPOINT pgstack_read; SET LOCAL transaction_read_only = on", "ROLLBACK TO SAVEPOINT pgstack_read; RELEASE SAVEPOINT pgstack_read"),
         // Session-level advisory locks survive ROLLBACK.
@@ -251,7 +274,13 @@ async fn read_once(client: &Conn, stmt: &Statement, params: &[Value], lim: Limit
         (false, false) => ("BEGIN READ ONLY", "ROLLBACK"),
     };
     let open = format!("{open}; {}", lim.settings(true));
-    let (opened, result) = tokio::join!(client.batch_execute(&open), read_in(client, stmt, params, lim));
+    let work = async {
+        if let Some(p) = prelude {
+            p.run(client).await?;
+        }
+        read_in(client, stmt, params, lim).await
+    };
+    let (opened, result) = tokio::join!(client.batch_execute(&open), work);
     let closed = client.batch_execute(close).await;
     opened.map_err(|e| WbError::from_pg(&e))?;
     let out = result?;

@@ -15,6 +15,7 @@ with rels as (
   where c.relkind in ('r', 'p', 'v', 'm', 'f')
     and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\_toast%' and n.nspname not like 'pg\_temp%'
     and ($1::text[] is null or n.nspname = any($1))
+    and ($2::bool is not true or pg_catalog.has_table_privilege(c.oid, 'SELECT'))
 ), cols as (
   select a.attrelid, json_agg(json_build_object('name', a.attname, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod),
            'nullable', not a.attnotnull, 'default', pg_catalog.pg_get_expr(d.adbin, d.adrelid), 'position', a.attnum) order by a.attnum) as columns
@@ -61,11 +62,28 @@ select json_build_object('schemas', coalesce((select json_agg(s order by s.name)
 "#;
 
 /// Discovers the schema of the connected database (only `schemas` when given).
-pub async fn discover(client: &Client, schemas: Option<Vec<String>>, timeout_ms: u64) -> Result<Value, WbError> {
+pub async fn discover(client: &deadpool_postgres::ClientWrapper, schemas: Option<Vec<String>>, timeout_ms: u64) -> Result<Value, WbError> {
+    discover_as(client, schemas, timeout_ms, None).await
+}
+
+/// [`discover`] after a prelude (the caller's role): only the relations it may read.
+pub async fn discover_as(
+    client: &deadpool_postgres::ClientWrapper,
+    schemas: Option<Vec<String>>,
+    timeout_ms: u64,
+    prelude: Option<&super::run::Prelude>,
+) -> Result<Value, WbError> {
     client.batch_execute(&format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}")).await.map_err(|e| WbError::from_pg(&e))?;
-    let row = client.query_one(SCHEMA_SQL, &[&schemas]).await;
+    let visible_only = prelude.is_some();
+    let row = async {
+        if let Some(p) = prelude {
+            p.run(client).await?;
+        }
+        client.query_one(SCHEMA_SQL, &[&schemas, &visible_only]).await.map_err(|e| WbError::from_pg(&e))
+    }
+    .await;
     let _ = client.batch_execute("ROLLBACK").await;
-    let text: String = row.map_err(|e| WbError::from_pg(&e))?.get(0);
+    let text: String = row?.get(0);
     serde_json::from_str(&text).map_err(|e| WbError::invalid(format!("schema answer: {e}")))
 }
 

@@ -1,0 +1,42 @@
+//! Who may use the agent: a signed-in user (its own role and claims) or the service
+//! key. The anon key is refused: an agent acts for someone.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::http::caller::{Caller, KeyKind};
+use crate::http::errors::original_uri;
+use crate::AppState;
+
+/// The refusal, as JSON-RPC on /mcp/v1 and as the seed's `{success, error}` elsewhere.
+fn refuse(path: &str, status: StatusCode, message: &str) -> Response {
+    let body = if path.starts_with("/mcp") {
+        json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32001, "message": message } })
+    } else {
+        json!({ "success": false, "error": message })
+    };
+    let mut res = (status, Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    res
+}
+
+/// Middleware in front of every agent route: puts the [`Caller`] in the request.
+pub async fn gate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = original_uri(&req).path().to_owned();
+    let caller = match Caller::resolve(req.headers(), None, &s.config) {
+        Ok(Some(c)) => c,
+        Ok(None) => return refuse(&path, StatusCode::UNAUTHORIZED, "Authorization: Bearer <token> is required"),
+        Err(e) => return refuse(&path, StatusCode::UNAUTHORIZED, &e.to_string()),
+    };
+    if caller.kind == KeyKind::Anon {
+        return refuse(&path, StatusCode::UNAUTHORIZED, "the anon key cannot use the agent; sign in");
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}

@@ -1,0 +1,249 @@
+//! The MCP tools and resources, each run on this cluster **as the caller** (its role
+//! and claims set in a read-only transaction with a statement timeout, so RLS
+//! decides), SQL classified by PostgreSQL's parser as in the workbench.
+//!
+//! Tools: `execute_sql` (one read), `explain_query` (EXPLAIN of a read, ANALYZE on
+//! request), `get_schema_info` (the tables and views the caller may read),
+//! `query_database` (natural language through the configured LLM). Resources:
+//! `pg://system_info`, `pg://settings`, `pg://schema/{schema}`.
+
+use serde_json::{json, Value};
+
+use crate::db::caller::SETUP;
+use crate::http::caller::Caller;
+use crate::workbench::classify::{self, Kind, Statement};
+use crate::workbench::error::WbError;
+use crate::workbench::run::{self, Limits, Prelude};
+use crate::AppState;
+
+/// A JSON-RPC error of a method (not of a tool: tool failures are results with
+/// `isError`).
+#[derive(Debug)]
+pub struct RpcError {
+    /// JSON-RPC code.
+    pub code: i64,
+    /// Message.
+    pub message: String,
+}
+
+impl RpcError {
+    /// -32602.
+    pub fn params(message: impl Into<String>) -> Self {
+        RpcError { code: -32602, message: message.into() }
+    }
+    /// -32603.
+    pub fn internal(message: impl Into<String>) -> Self {
+        RpcError { code: -32603, message: message.into() }
+    }
+}
+
+/// Rows a tool returns by default and at most.
+const DEFAULT_ROWS: u64 = 100;
+const MAX_ROWS: u64 = 1000;
+/// Bytes of rows a tool returns at most.
+const MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// `tools/list`.
+pub fn list() -> Value {
+    json!([
+        {
+            "name": "query_database",
+            "description": "Execute natural language queries against the database: the configured LLM writes one read-only SQL statement, which runs as you (your role and row-level security) and is shown with its result.",
+            "inputSchema": { "type": "object", "properties": { "query": { "type": "string", "description": "Natural language query" } }, "required": ["query"] }
+        },
+        {
+            "name": "execute_sql",
+            "description": "Run one read-only SQL statement (SELECT, WITH, VALUES, SHOW, EXPLAIN) as you, under your row-level security. Returns columns and rows as JSON.",
+            "inputSchema": { "type": "object", "properties": {
+                "sql": { "type": "string", "description": "One read-only SQL statement" },
+                "params": { "type": "array", "description": "Values for $1, $2, ...", "items": {} },
+                "limit": { "type": "integer", "minimum": 1, "maximum": MAX_ROWS, "description": "Rows to return (default 100)" }
+            }, "required": ["sql"] }
+        },
+        {
+            "name": "explain_query",
+            "description": "Show PostgreSQL's plan (EXPLAIN, FORMAT JSON) for one read-only statement; analyze: true runs it (read-only) and adds timings.",
+            "inputSchema": { "type": "object", "properties": {
+                "sql": { "type": "string", "description": "One read-only SQL statement" },
+                "analyze": { "type": "boolean", "description": "Run it and report actual timings (default false)" }
+            }, "required": ["sql"] }
+        },
+        {
+            "name": "get_schema_info",
+            "description": "The schemas, tables, views, columns, keys and indexes you may read.",
+            "inputSchema": { "type": "object", "properties": { "schema": { "type": "string", "description": "Only this schema" } } }
+        }
+    ])
+}
+
+/// `resources/list`.
+pub fn resources() -> Value {
+    json!([
+        { "uri": "pg://system_info", "name": "system_info", "description": "PostgreSQL version, database, current user and role, database size", "mimeType": "application/json" },
+        { "uri": "pg://settings", "name": "settings", "description": "Server settings visible to you", "mimeType": "application/json" },
+    ])
+}
+
+/// `resources/templates/list`.
+pub fn templates() -> Value {
+    json!([{ "uriTemplate": "pg://schema/{schema}", "name": "schema", "description": "Tables, views and columns of one schema that you may read", "mimeType": "application/json" }])
+}
+
+/// The caller's role and claims, set right after BEGIN.
+fn as_caller(caller: &Caller) -> Prelude {
+    let who = caller.run_as();
+    Prelude {
+        sql: SETUP,
+        params: vec![
+            Box::new(who.role.to_owned()),
+            Box::new(who.claims.clone()),
+            Box::new("POST".to_owned()),
+            Box::new("/mcp/v1".to_owned()),
+            Box::new("{}".to_owned()),
+            Box::new(true),
+            Box::new(None::<String>),
+            Box::new(None::<String>),
+            Box::new("{}".to_owned()),
+        ],
+    }
+}
+
+fn limits(s: &AppState, rows: u64) -> Limits {
+    Limits { page_size: rows as usize, offset: 0, timeout_ms: s.config.workbench.statement_timeout_ms, max_bytes: MAX_BYTES, public_only: false, stateless: true }
+}
+
+/// A tool result.
+fn result(text: String, structured: Option<Value>, is_error: bool) -> Value {
+    let mut r = json!({ "content": [{ "type": "text", "text": text }], "isError": is_error });
+    if let Some(v) = structured {
+        r["structuredContent"] = v;
+    }
+    r
+}
+
+fn failed(e: &WbError) -> Value {
+    let mut text = e.message.clone();
+    if let Some(state) = &e.sqlstate {
+        text = format!("{text} (SQLSTATE {state})");
+    }
+    if let Some(hint) = &e.hint {
+        text = format!("{text}\nHint: {hint}");
+    }
+    result(text, Some(json!({ "error": { "code": e.code, "message": e.message, "sqlstate": e.sqlstate } })), true)
+}
+
+/// One read, classified first (refused unless it is exactly one read).
+async fn read_statement(sql: &str) -> Result<Statement, WbError> {
+    match classify::classify(sql).await {
+        Ok(st) if st.kind.is_read() => Ok(st),
+        Ok(st) => Err(WbError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            crate::error::code::workbench::READ_ONLY_QUERY_REQUIRED,
+            format!("only read-only SQL runs here; this is {}", run::command_of(&st.node)),
+        )),
+        Err(e) => Err(WbError::new(axum::http::StatusCode::BAD_REQUEST, crate::error::code::workbench::SQL_INVALID, e.to_string())),
+    }
+}
+
+/// Runs a read as the caller on this cluster.
+async fn run_read(s: &AppState, caller: &Caller, st: &Statement, params: &[Value], rows: u64) -> Result<Value, WbError> {
+    let conn =
+        s.pool.get().await.map_err(|e| WbError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, crate::error::code::workbench::CAPACITY, format!("database unavailable: {e}")))?;
+    let client: &deadpool_postgres::ClientWrapper = &conn;
+    let out = run::read_as(client, st, params, limits(s, rows), false, Some(&as_caller(caller))).await?;
+    Ok(json!({ "sql": st.text, "columns": out.columns, "rows": out.rows, "row_count": out.rows.len(), "truncated": out.has_next }))
+}
+
+/// `tools/call`.
+pub async fn call(s: &AppState, caller: &Caller, name: &str, args: &Value) -> Result<Value, RpcError> {
+    let text_arg = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_owned);
+    match name {
+        "execute_sql" => {
+            let sql = text_arg("sql").ok_or_else(|| RpcError::params("execute_sql needs \"sql\" (a string)"))?;
+            let rows = match args.get("limit") {
+                None | Some(Value::Null) => DEFAULT_ROWS,
+                Some(v) => v.as_u64().filter(|n| (1..=MAX_ROWS).contains(n)).ok_or_else(|| RpcError::params(format!("limit must be 1 to {MAX_ROWS}")))?,
+            };
+            let params = match args.get("params") {
+                None | Some(Value::Null) => vec![],
+                Some(Value::Array(a)) if a.len() <= 100 => a.clone(),
+                Some(_) => return Err(RpcError::params("params must be an array of at most 100 values")),
+            };
+            let outcome = async { run_read(s, caller, &read_statement(&sql).await?, &params, rows).await }.await;
+            Ok(match outcome {
+                Ok(v) => result(format!("SQL: {sql}\n{}", serde_json::to_string(&v["rows"]).unwrap_or_default()), Some(v), false),
+                Err(e) => failed(&e),
+            })
+        }
+        "explain_query" => {
+            let sql = text_arg("sql").ok_or_else(|| RpcError::params("explain_query needs \"sql\" (a string)"))?;
+            let analyze = args.get("analyze").and_then(Value::as_bool).unwrap_or(false);
+            let outcome = async {
+                let st = read_statement(&sql).await?;
+                if st.kind != Kind::Select && analyze {
+                    return Err(WbError::invalid("ANALYZE is for SELECT statements"));
+                }
+                let text = format!("EXPLAIN ({}FORMAT JSON) {}", if analyze { "ANALYZE, " } else { "" }, st.text);
+                let explain =
+                    Statement { text, kind: Kind::OtherRead, node: "ExplainStmt".into(), relations: st.relations.clone(), functions: st.functions.clone(), params: st.params };
+                let params: Vec<Value> = vec![];
+                if st.params > 0 {
+                    return Err(WbError::invalid("explain_query takes a statement without $n parameters"));
+                }
+                run_read(s, caller, &explain, &params, 10).await
+            }
+            .await;
+            Ok(match outcome {
+                Ok(v) => {
+                    let plan = v["rows"].get(0).and_then(|r| r.get("QUERY PLAN")).cloned().unwrap_or(Value::Null);
+                    result(format!("SQL: {sql}\n{}", serde_json::to_string_pretty(&plan).unwrap_or_default()), Some(json!({ "sql": sql, "plan": plan })), false)
+                }
+                Err(e) => failed(&e),
+            })
+        }
+        "get_schema_info" => {
+            let schema = text_arg("schema");
+            Ok(match schema_of(s, caller, schema).await {
+                Ok(v) => result(serde_json::to_string(&v).unwrap_or_default(), Some(v), false),
+                Err(e) => failed(&e),
+            })
+        }
+        "query_database" => {
+            let q = text_arg("query").filter(|q| !q.trim().is_empty()).ok_or_else(|| RpcError::params("query_database needs \"query\" (a string)"))?;
+            Ok(result(
+                format!("query_database needs an LLM provider, and none is configured on this server; run SQL with execute_sql instead. (Asked: {q})"),
+                Some(json!({ "error": { "code": "ERR_LLM_NOT_CONFIGURED" } })),
+                true,
+            ))
+        }
+        other => Err(RpcError::params(format!("unknown tool {other:?}"))),
+    }
+}
+
+async fn schema_of(s: &AppState, caller: &Caller, schema: Option<String>) -> Result<Value, WbError> {
+    let conn =
+        s.pool.get().await.map_err(|e| WbError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, crate::error::code::workbench::CAPACITY, format!("database unavailable: {e}")))?;
+    let client: &deadpool_postgres::ClientWrapper = &conn;
+    crate::workbench::schema::discover_as(client, schema.map(|s| vec![s]), s.config.workbench.statement_timeout_ms, Some(&as_caller(caller))).await
+}
+
+const SYSTEM_INFO_SQL: &str = "select version() as version, current_setting('server_version') as server_version, current_database() as database, \
+    session_user as login_role, current_user as role, pg_database_size(current_database()) as database_size_bytes, now() as server_time";
+const SETTINGS_SQL: &str = "select name, setting, unit, category, short_desc from pg_settings order by name";
+
+/// `resources/read`.
+pub async fn read_resource(s: &AppState, caller: &Caller, uri: &str) -> Result<Value, RpcError> {
+    let body = if uri == "pg://system_info" {
+        let st = read_statement(SYSTEM_INFO_SQL).await.map_err(|e| RpcError::internal(e.message))?;
+        run_read(s, caller, &st, &[], 1).await.map(|v| v["rows"].get(0).cloned().unwrap_or(Value::Null))
+    } else if uri == "pg://settings" {
+        let st = read_statement(SETTINGS_SQL).await.map_err(|e| RpcError::internal(e.message))?;
+        run_read(s, caller, &st, &[], MAX_ROWS).await.map(|v| v["rows"].clone())
+    } else if let Some(schema) = uri.strip_prefix("pg://schema/").filter(|s| !s.is_empty() && s.len() <= 63 && !s.contains('/')) {
+        schema_of(s, caller, Some(schema.to_owned())).await
+    } else {
+        return Err(RpcError { code: -32002, message: format!("resource not found: {uri}") });
+    };
+    let v = body.map_err(|e| RpcError::internal(e.message))?;
+    Ok(json!({ "contents": [{ "uri": uri, "mimeType": "application/json", "text": serde_json::to_string(&v).unwrap_or_default() }] }))
+}

@@ -1,0 +1,163 @@
+//! Issue 19: the database agent API — MCP over HTTP driven by the official MCP
+//! TypeScript SDK (tests/js/mcp.test.mjs) with RLS deciding per user, raw JSON-RPC
+//! edge cases, and the seed's REST paths with their errors.
+
+use pgstack_gateway::config::Secret;
+use pgstack_gateway::keys;
+use pgstack_shared::Role;
+use pgstack_tests::{Gateway, TestCluster, JWT_SECRET};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+const FIXTURE: &str = r#"
+create table notes (id int primary key, owner_id uuid not null, body text not null);
+alter table notes enable row level security;
+create policy own on notes for select to authenticated using (owner_id = auth.uid());
+grant select on notes to authenticated;
+insert into notes values (1, '00000000-0000-0000-0000-00000000000a', 'a1'), (2, '00000000-0000-0000-0000-00000000000a', 'a2'),
+                         (3, '00000000-0000-0000-0000-00000000000b', 'b1');
+create table secrets (id int primary key, value text);
+insert into secrets values (1, 'hidden');
+"#;
+
+const USER_A: &str = "00000000-0000-0000-0000-00000000000a";
+const USER_B: &str = "00000000-0000-0000-0000-00000000000b";
+
+fn user_token(sub: &str, extra: Value) -> String {
+    let mut claims = json!({"sub": sub, "role": "authenticated", "aud": "authenticated", "email": format!("{sub}@example.com"), "exp": keys::now() + 3600});
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        claims[k] = v;
+    }
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap()
+}
+
+async fn start() -> (TestCluster, Gateway) {
+    let tc = TestCluster::start().await.unwrap();
+    tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    (tc, gw)
+}
+
+#[tokio::test]
+async fn the_official_mcp_sdk_under_rls() {
+    let (_tc, gw) = start().await;
+    let env = [("USER_A", user_token(USER_A, json!({}))), ("USER_B", user_token(USER_B, json!({}))), ("USER_A_ID", USER_A.to_owned()), ("USER_B_ID", USER_B.to_owned())];
+    pgstack_tests::node_tests("mcp.test.mjs", "@modelcontextprotocol/sdk", &env, &gw).await;
+}
+
+async fn rpc(http: &Client, gw: &Gateway, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    let mut r = http.post(gw.url("/mcp/v1")).header("accept", "application/json, text/event-stream");
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let res = r.body(body.to_string()).header("content-type", "application/json").send().await.unwrap();
+    let st = res.status();
+    let text = res.text().await.unwrap();
+    (st, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({st}): {text}")) })
+}
+
+#[tokio::test]
+async fn json_rpc_edges_and_the_rest_side() {
+    let (_tc, gw) = start().await;
+    let http = Client::new();
+    let a = user_token(USER_A, json!({}));
+    let anon = keys::mint(Role::Anon, &Secret::new(JWT_SECRET)).unwrap();
+
+    // Who may call.
+    let (st, b) = rpc(&http, &gw, None, json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await;
+    assert_eq!((st, b["error"]["code"].as_i64()), (StatusCode::UNAUTHORIZED, Some(-32001)), "{b}");
+    let (st, _) = rpc(&http, &gw, Some(&anon), json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // initialize negotiates the version; an unknown one gets the newest.
+    let (st, b) = rpc(&http, &gw, Some(&a), json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "pgedge-nla-web", "version": "1"}}})).await;
+    assert_eq!((st, b["result"]["protocolVersion"].as_str()), (StatusCode::OK, Some("2024-11-05")), "{b}");
+    let (_, b) = rpc(&http, &gw, Some(&a), json!({"jsonrpc": "2.0", "id": "x", "method": "initialize", "params": {"protocolVersion": "1999-01-01"}})).await;
+    assert_eq!((b["id"].as_str(), b["result"]["protocolVersion"].as_str()), (Some("x"), Some("2025-11-25")));
+
+    // Notifications: 202, no body. Batches answer each request.
+    let (st, b) = rpc(&http, &gw, Some(&a), json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    assert_eq!((st, b), (StatusCode::ACCEPTED, Value::Null));
+    let (st, b) = rpc(
+        &http,
+        &gw,
+        Some(&a),
+        json!([
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "execute_sql", "arguments": {"sql": "select count(*) as n from notes"}}},
+            {"jsonrpc": "2.0", "id": 3, "method": "nope"},
+            {"jsonrpc": "1.0", "id": 4, "method": "ping"},
+            {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "execute_sql", "arguments": {"sql": 5}}},
+            {"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "nope"}},
+        ]),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let by_id = |id: i64| b.as_array().unwrap().iter().find(|m| m["id"] == id).cloned().unwrap();
+    assert_eq!(b.as_array().unwrap().len(), 6, "{b}");
+    assert_eq!(by_id(1)["result"]["tools"].as_array().unwrap().len(), 4);
+    assert_eq!(by_id(2)["result"]["structuredContent"]["rows"][0]["n"], 2, "user A sees two notes");
+    assert_eq!(by_id(3)["error"]["code"], -32601);
+    assert_eq!(by_id(4)["error"]["code"], -32600);
+    assert_eq!(by_id(5)["error"]["code"], -32602);
+    assert_eq!(by_id(6)["error"]["code"], -32602);
+    let (st, b) = rpc(&http, &gw, Some(&a), json!("not an object")).await;
+    assert_eq!((st, b["error"]["code"].as_i64()), (StatusCode::OK, Some(-32600)));
+    let res = http.post(gw.url("/mcp/v1")).bearer_auth(&a).body("{nope").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], -32700);
+    let res = http.post(gw.url("/mcp/v1")).bearer_auth(&a).header("mcp-protocol-version", "1999-01-01").body("{}").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(http.get(gw.url("/mcp/v1")).bearer_auth(&a).send().await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
+    let too_many: Vec<Value> = (0..40).map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "ping"})).collect();
+    let (st, _) = rpc(&http, &gw, Some(&a), Value::Array(too_many)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // A statement that runs too long ends at the timeout, as a tool error.
+    let (_, b) =
+        rpc(&http, &gw, Some(&a), json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "execute_sql", "arguments": {"sql": "select * from secrets"}}}))
+            .await;
+    assert_eq!(b["result"]["isError"], true, "no grant on secrets: {b}");
+    assert!(b["result"]["content"][0]["text"].as_str().unwrap().contains("42501"), "{b}");
+
+    // REST side: databases, selection, bound tokens, user info.
+    let get = |path: &str, token: &str| {
+        let (http, url, token) = (http.clone(), gw.url(path), token.to_owned());
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let post = |path: &str, token: &str, body: Value| {
+        let (http, url, token) = (http.clone(), gw.url(path), token.to_owned());
+        async move {
+            let r = http.post(url).bearer_auth(token).json(&body).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, d) = get("/api/databases", &a).await;
+    assert_eq!((st, d["current"].as_str(), d["databases"][0]["name"].as_str()), (StatusCode::OK, Some("default"), Some("default")), "{d}");
+    assert_eq!(d["databases"][0]["user"], "authenticated");
+    let (st, r) = post("/api/databases/select", &a, json!({"name": "default"})).await;
+    assert_eq!((st, r["success"].as_bool(), r["current"].as_str()), (StatusCode::OK, Some(true), Some("default")), "{r}");
+    let (st, r) = post("/api/databases/select", &a, json!({})).await;
+    assert_eq!((st, r["error"].as_str()), (StatusCode::BAD_REQUEST, Some("Database name is required")));
+    let (st, r) = post("/api/databases/select", &a, json!({"name": "analytics"})).await;
+    assert_eq!((st, r["error"].as_str()), (StatusCode::NOT_FOUND, Some("Database not found")));
+    let bound = user_token(USER_A, json!({"database": "analytics"}));
+    let (st, r) = post("/api/databases/select", &bound, json!({"name": "default"})).await;
+    assert_eq!((st, r["error"].as_str()), (StatusCode::FORBIDDEN, Some("API token is bound to a different database")));
+    let (_, d) = get("/api/databases", &bound).await;
+    assert_eq!(d["databases"], json!([]), "a bound token sees only its database");
+    let (st, u) = get("/api/user/info", &a).await;
+    assert_eq!((st, u["username"].as_str()), (StatusCode::OK, Some("00000000-0000-0000-0000-00000000000a@example.com")));
+    let r = http.get(gw.url("/api/user/info")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json::<Value>().await.unwrap()["success"], false);
+
+    // /health carries the seed's fields beside the contract's.
+    let h: Value = http.get(gw.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((h["status"].as_str(), h["server"].as_str()), (Some("ok"), Some("pgstack")));
+    assert!(h["version"].is_string());
+}
