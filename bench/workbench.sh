@@ -20,21 +20,9 @@ CONN=${2:-10}
 PGBIN=/usr/lib/postgresql/15/bin
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 
-PGSTACK_BIN=${PGSTACK_BIN:-}
-if [ -z "$PGSTACK_BIN" ]; then
-  cargo build --release --bin pgstack -j2 >/dev/null 2>&1
-  PGSTACK_BIN=target/release/pgstack
-fi
-work=$(mktemp -d /tmp/pgstack-bench-XXXX)
-chmod 755 "$work"
-export PGSTACK_DIR="$work/state" LISTEN_ADDR=127.0.0.1:0 WORKBENCH_ENABLED=true WORKBENCH_ALLOW_PRIVATE=true
-"$PGSTACK_BIN" dev > "$work/dev.out" 2> "$work/dev.err" &
-DEV=$!
-trap 'kill -TERM $DEV 2>/dev/null; wait $DEV 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 120); do grep -q '^listening on' "$work/dev.out" && break; sleep 0.5; done
-API=$(sed -n 's/^listening on //p' "$work/dev.out")
-SERVICE=$(sed -n 's/^ *service_role key: *//p' "$work/dev.out")
-SU=$(sed -n 's/^ *Superuser URL: *//p' "$work/dev.out")
+export WORKBENCH_ENABLED=true WORKBENCH_ALLOW_PRIVATE=true
+source bench/lib.sh
+start_dev
 # postgres://user:password@host:port/db
 read -r DBUSER DBPASS DBHOST DBPORT DBNAME < <(python3 -c 'import sys, urllib.parse as u; p = u.urlparse(sys.argv[1]); print(p.username, u.unquote(p.password), p.hostname, p.port, p.path.lstrip("/"))' "$SU")
 

@@ -161,3 +161,84 @@ async fn json_rpc_edges_and_the_rest_side() {
     assert_eq!((h["status"].as_str(), h["server"].as_str()), (Some("ok"), Some("pgstack")));
     assert!(h["version"].is_string());
 }
+
+#[tokio::test]
+async fn conversations_are_each_users_own_and_chats_compact() {
+    let (tc, gw) = start().await;
+    let http = Client::new();
+    let (a, b) = (user_token(USER_A, json!({})), user_token(USER_B, json!({})));
+    let call = |method: reqwest::Method, path: &str, token: &str, body: Option<Value>| {
+        let (http, url, token) = (http.clone(), gw.url(path), token.to_owned());
+        async move {
+            let mut r = http.request(method, url).bearer_auth(token);
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let r = r.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    use reqwest::Method;
+    let messages = json!([{"role": "user", "content": "Show me the users table"}, {"role": "assistant", "content": "Here's the schema for the users table..."}]);
+    let (st, c) =
+        call(Method::POST, "/api/conversations", &a, Some(json!({"provider": "anthropic", "model": "claude-sonnet-4-20250514", "connection": "default", "messages": messages})))
+            .await;
+    assert_eq!(st, StatusCode::CREATED, "{c}");
+    assert_eq!(
+        (c["title"].as_str(), c["username"].as_str(), c["connection"].as_str()),
+        (Some("Show me the users table"), Some("00000000-0000-0000-0000-00000000000a@example.com"), Some("default"))
+    );
+    assert!(c["id"].as_str().unwrap().starts_with("conv_") && c["created_at"].as_str().unwrap().ends_with('Z'));
+    let id = c["id"].as_str().unwrap().to_owned();
+    let (_, other) = call(Method::POST, "/api/conversations", &b, Some(json!({"messages": [{"role": "user", "content": "B's question"}]}))).await;
+
+    let (st, l) = call(Method::GET, "/api/conversations?limit=50&offset=0", &a, None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(l["conversations"].as_array().unwrap().len(), 1, "A sees only A's: {l}");
+    assert_eq!(l["conversations"][0]["preview"], "Show me the users table");
+    let (st, _) = call(Method::GET, &format!("/api/conversations/{id}"), &b, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "B cannot read A's conversation");
+    let (st, _) = call(Method::DELETE, &format!("/api/conversations/{id}"), &b, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "nor delete it");
+    let (st, g) = call(Method::GET, &format!("/api/conversations/{id}"), &a, None).await;
+    assert_eq!((st, g["messages"].as_array().unwrap().len()), (StatusCode::OK, 2));
+
+    let (st, p) = call(Method::PUT, &format!("/api/conversations/{id}"), &a, Some(json!({"messages": [{"role": "user", "content": "only one now"}]}))).await;
+    assert_eq!((st, p["messages"].as_array().unwrap().len(), p["provider"].as_str()), (StatusCode::OK, 1, Some("anthropic")), "{p}");
+    let (st, r) = call(Method::PATCH, &format!("/api/conversations/{id}"), &a, Some(json!({"title": "Renamed"}))).await;
+    assert_eq!((st, r["success"].as_bool()), (StatusCode::OK, Some(true)));
+    let (_, g) = call(Method::GET, &format!("/api/conversations/{id}"), &a, None).await;
+    assert_eq!(g["title"], "Renamed");
+    let (st, _) = call(Method::PATCH, &format!("/api/conversations/{id}"), &a, Some(json!({"title": ""}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = call(Method::POST, "/api/conversations", &a, Some(json!({"messages": [{"role": "hacker", "content": 1}]}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = call(Method::GET, "/api/conversations?limit=0", &a, None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = call(Method::DELETE, "/api/conversations", &a, None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "DELETE without ?all=true");
+
+    // The table's RLS is the protection: B's rows survive A's delete-all.
+    call(Method::POST, "/api/conversations", &a, Some(json!({"messages": []}))).await;
+    let (st, d) = call(Method::DELETE, "/api/conversations?all=true", &a, None).await;
+    assert_eq!((st, d["deleted"].as_u64()), (StatusCode::OK, Some(2)), "{d}");
+    let left: i64 = tc.superuser().await.unwrap().query_one("select count(*) from agent.conversations", &[]).await.unwrap().get(0);
+    assert_eq!(left, 1);
+    let (_, g) = call(Method::GET, &format!("/api/conversations/{}", other["id"].as_str().unwrap()), &b, None).await;
+    assert_eq!(g["title"], "B's question");
+
+    // Compaction through the API.
+    let mut chat = vec![json!({"role": "user", "content": "Show me the users table"})];
+    for i in 0..60 {
+        chat.push(json!({"role": "assistant", "content": format!("SELECT * FROM orders WHERE id = {i} -- and some more words to count")}));
+        chat.push(json!({"role": "user", "content": "ok"}));
+    }
+    let (st, out) =
+        call(Method::POST, "/api/chat/compact", &a, Some(json!({"messages": chat, "max_tokens": 300, "recent_window": 4, "options": {"token_counter_type": "anthropic"}}))).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert_eq!(out["compaction_info"]["original_count"], 121);
+    assert!(out["compaction_info"]["tokens_saved"].as_u64().unwrap() > 0);
+    assert!(out["summary"]["description"].as_str().unwrap().contains("orders"));
+    let (st, _) = call(Method::POST, "/api/chat/compact", &a, Some(json!({"messages": [], "options": {"token_counter_type": "gpt9"}}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}

@@ -30,7 +30,8 @@ async fn dev_runs_the_stack_and_a_second_run_keeps_data_and_keys() {
     assert!(db_url.starts_with("postgres://authenticator:"), "{db_url}");
     let r = reqwest::get(gw.url("/health")).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap(), json!({"status": "ok", "pg_connected": true}));
+    let h = r.json::<serde_json::Value>().await.unwrap();
+    assert_eq!((&h["status"], &h["pg_connected"], &h["server"]), (&json!("ok"), &json!(true), &json!("pgstack")), "{h}");
 
     let su = connect(&su_url).await.unwrap();
     su.batch_execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('survives restarts')").await.unwrap();

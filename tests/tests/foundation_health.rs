@@ -9,7 +9,10 @@ use serde_json::{json, Value};
 async fn health(client: &reqwest::Client, gw: &Gateway) -> (u16, Value) {
     let r = client.get(gw.url("/health")).send().await.expect("gateway answers");
     let status = r.status().as_u16();
-    (status, r.json().await.expect("JSON body"))
+    let body: Value = r.json().await.expect("JSON body");
+    // The seed 002 fields ride beside the contract's.
+    assert_eq!((&body["server"], body["version"].is_string()), (&json!("pgstack"), true), "{body}");
+    (status, json!({ "status": body["status"], "pg_connected": body["pg_connected"] }))
 }
 
 #[tokio::test]

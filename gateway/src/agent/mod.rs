@@ -13,6 +13,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub mod access;
+pub mod compact;
+pub mod conversations;
 pub mod databases;
 pub mod mcp;
 pub mod tools;
@@ -26,6 +28,27 @@ pub struct Agent {
     pub selections: databases::Selections,
 }
 
+/// `POST /api/chat/compact`.
+async fn compact_chat(body: bytes::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let fail = |m: String| (axum::http::StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "success": false, "error": m }))).into_response();
+    let req: compact::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("invalid request: {e}")),
+    };
+    if req.messages.len() > 100_000 {
+        return fail("at most 100000 messages".into());
+    }
+    if !matches!(req.options.token_counter_type.as_str(), "generic" | "openai" | "anthropic" | "ollama") {
+        return fail("token_counter_type must be generic, openai, anthropic or ollama".into());
+    }
+    // CPU work of the size of the body (bounded by the 2 MiB body limit): off the runtime.
+    match tokio::task::spawn_blocking(move || compact::compact(&req)).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(_) => fail("compaction failed".into()),
+    }
+}
+
 /// Every agent route, behind the access check.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let gate = axum::middleware::from_fn_with_state(state.clone(), access::gate);
@@ -34,5 +57,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/api/databases", get(databases::list))
         .route("/api/databases/select", post(databases::select))
         .route("/api/user/info", get(databases::user_info))
+        .route("/api/chat/compact", post(compact_chat))
+        .route("/api/conversations", get(conversations::list).post(conversations::create).delete(conversations::delete_all))
+        .route("/api/conversations/{id}", get(conversations::get).put(conversations::replace).patch(conversations::rename).delete(conversations::delete))
         .route_layer(gate)
 }
