@@ -28,7 +28,7 @@ kinds = [
     lambda i: {"role": "tool", "content": json.dumps([{"count": i % 17, "sum": i * 3.5}])},
     lambda i: {"role": "assistant", "content": f"Customer {i} placed {i % 17} orders for a total of {i * 3.5}. Nothing unusual compared with the previous month."},
     lambda i: {"role": "user", "content": "ok thanks"},
-    lambda i: {"role": "assistant", "content": "ERROR: permission denied for table payments (SQLSTATE 42501)"} if i % 50 == 0 else {"role": "user", "content": "what about the week before that one?"},
+    lambda i: {"role": "assistant", "content": "ERROR: permission denied for table payments (SQLSTATE 42501)"} if i % 30 == 5 else {"role": "user", "content": "what about the week before that one?"},
 ]
 i = 1
 while len(msgs) < n:
