@@ -66,6 +66,7 @@ impl AppState {
         let config_root = config.storage_root.clone();
         let config_workbench = config.workbench.clone();
         let workbench_db = pool.clone();
+        let agent_state = crate::agent::Agent::new(&config);
         let deno = Arc::new(crate::functions::deno::DenoWorker::new(config.deno_path.clone(), config.function_memory_mb).expect("a temporary folder for function modules"));
         let webhook_policy =
             Arc::new(crate::ssrf::Policy { allow_private: config.webhook_allow_private, allowed_hosts: config.webhook_allowed_hosts.clone(), setting: "WEBHOOK_ALLOWED_HOSTS" });
@@ -92,7 +93,7 @@ impl AppState {
             mailer,
             oauth: Arc::new(crate::auth::oauth::client::OAuthRuntime::new()),
             workbench: crate::workbench::Workbench::new(&config_workbench, workbench_db),
-            agent: crate::agent::Agent::default(),
+            agent: agent_state,
         }))
     }
 }

@@ -242,3 +242,97 @@ async fn conversations_are_each_users_own_and_chats_compact() {
     let (st, _) = call(Method::POST, "/api/chat/compact", &a, Some(json!({"messages": [], "options": {"token_counter_type": "gpt9"}}))).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
+
+/// The LLM stand-in (tests/js/llm_standin.mjs: a scripted local server speaking
+/// OpenAI's, Anthropic's and Ollama's wire formats — not a model).
+async fn standin() -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt;
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js/llm_standin.mjs");
+    let mut child = tokio::process::Command::new("node").arg(script).stdout(std::process::Stdio::piped()).kill_on_drop(true).spawn().expect("node");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let port = line.strip_prefix("READY ").unwrap().trim().parse().unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
+#[tokio::test]
+async fn the_llm_proxy_and_query_database_through_each_wire_format() {
+    let tc = TestCluster::start().await.unwrap();
+    tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+    let (_llm, port) = standin().await;
+    let (openai, ollama) = (format!("http://127.0.0.1:{port}/v1"), format!("http://127.0.0.1:{port}"));
+    let http = Client::new();
+    let a = user_token(USER_A, json!({}));
+    for (provider, env) in [
+        ("openai", vec![("LLM_OPENAI_API_KEY", "sk-openai-test"), ("LLM_OPENAI_URL", openai.as_str()), ("LLM_DEFAULT_MODEL", "gpt-standin")]),
+        ("anthropic", vec![("LLM_ANTHROPIC_API_KEY", "sk-ant-test"), ("LLM_ANTHROPIC_URL", ollama.as_str()), ("LLM_DEFAULT_MODEL", "claude-standin")]),
+        ("ollama", vec![("LLM_OLLAMA_URL", ollama.as_str()), ("LLM_DEFAULT_MODEL", "llama-standin")]),
+    ] {
+        let gw = Gateway::serve(&tc, &env).await.unwrap();
+        let p: Value = http.get(gw.url("/api/llm/providers")).bearer_auth(&a).send().await.unwrap().json().await.unwrap();
+        assert_eq!((p["providers"][0]["name"].as_str(), p["default_provider"].as_str()), (Some(provider), Some(provider)), "{p}");
+        assert!(!p.to_string().contains("sk-"), "keys are never returned: {p}");
+        let m: Value = http.get(gw.url(&format!("/api/llm/models?provider={provider}"))).bearer_auth(&a).send().await.unwrap().json().await.unwrap();
+        assert!(m["models"][0]["id"].as_str().unwrap_or_else(|| panic!("{provider}: {m}")).contains("standin"), "{m}");
+        let c: Value = http
+            .post(gw.url("/api/llm/chat"))
+            .bearer_auth(&a)
+            .json(&json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "how many notes?"}]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(c["provider"], provider, "{c}");
+        assert!(c["message"]["content"].as_str().unwrap().contains("SELECT count(*)"), "{c}");
+        let t: Value = http
+            .post(gw.url("/api/llm/chat"))
+            .bearer_auth(&a)
+            .json(&json!({"messages": [{"role": "user", "content": "count notes"}], "tools": ["execute_sql"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!((t["tool_calls"][0]["name"].as_str(), t["tool_calls"][0]["arguments"]["sql"].as_str()), (Some("execute_sql"), Some("SELECT count(*) AS n FROM notes")), "{t}");
+        // query_database end to end: the LLM writes the SQL, it runs as user A under RLS.
+        let (_, r) = rpc(
+            &http,
+            &gw,
+            Some(&a),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "query_database", "arguments": {"query": "How many notes are there?"}}}),
+        )
+        .await;
+        let res = &r["result"];
+        assert_eq!(res["isError"], false, "{r}");
+        assert_eq!(
+            (res["structuredContent"]["sql"].as_str(), res["structuredContent"]["rows"][0]["n"].as_i64()),
+            (Some("SELECT count(*) AS n FROM notes"), Some(2)),
+            "A sees her two notes: {r}"
+        );
+        assert!(res["content"][0]["text"].as_str().unwrap().starts_with("SQL: SELECT count(*)"));
+        let bad = http.get(gw.url("/api/llm/models?provider=gpt9")).bearer_auth(&a).send().await.unwrap();
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    }
+    // Wrong key and a provider that is down: 502 naming the provider, never a 500.
+    let closed = format!("http://127.0.0.1:{}", pgstack_gateway::dev::cluster::free_port(None).unwrap());
+    let gw = Gateway::serve(&tc, &[("LLM_OPENAI_API_KEY", "sk-wrong"), ("LLM_OPENAI_URL", openai.as_str()), ("LLM_OLLAMA_URL", closed.as_str())]).await.unwrap();
+    let r = http
+        .post(gw.url("/api/llm/chat"))
+        .bearer_auth(&a)
+        .json(&json!({"provider": "openai", "model": "x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("Incorrect API key"));
+    let r = http.get(gw.url("/api/llm/models?provider=ollama")).bearer_auth(&a).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let r = http.get(gw.url("/api/llm/models?provider=anthropic")).bearer_auth(&a).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "not configured");
+    let r = http.post(gw.url("/api/llm/chat")).bearer_auth(&a).json(&json!({"provider": "openai", "messages": []})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}

@@ -9,6 +9,8 @@
 //! one message or a batch) → [`tools`] (classified by PostgreSQL's parser, run as
 //! the caller) → JSON-RPC answer.
 
+use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -16,21 +18,29 @@ pub mod access;
 pub mod compact;
 pub mod conversations;
 pub mod databases;
+pub mod llm;
 pub mod mcp;
 pub mod tools;
 
 use crate::AppState;
 
 /// The agent's shared state.
-#[derive(Default)]
 pub struct Agent {
     /// The database each token selected.
     pub selections: databases::Selections,
+    /// HTTP client to the LLM providers.
+    pub llm_http: reqwest::Client,
+}
+
+impl Agent {
+    /// From the settings.
+    pub fn new(cfg: &crate::config::Config) -> Agent {
+        Agent { selections: databases::Selections::default(), llm_http: llm::client(cfg.llm.timeout_secs) }
+    }
 }
 
 /// `POST /api/chat/compact`.
 async fn compact_chat(body: bytes::Bytes) -> axum::response::Response {
-    use axum::response::IntoResponse;
     let fail = |m: String| (axum::http::StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "success": false, "error": m }))).into_response();
     let req: compact::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -49,6 +59,41 @@ async fn compact_chat(body: bytes::Bytes) -> axum::response::Response {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct ChatBody {
+    provider: Option<String>,
+    model: Option<String>,
+    messages: Vec<serde_json::Value>,
+    #[serde(default)]
+    tools: Vec<serde_json::Value>,
+    max_tokens: Option<u64>,
+}
+
+/// `POST /api/llm/chat`: one turn through the chosen provider, answered in one shape.
+/// `tools: true`-style bridging is the client's: the tool calls come back as asked.
+pub async fn llm_chat(State(s): State<AppState>, body: bytes::Bytes) -> axum::response::Response {
+    let b: ChatBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return llm::fail(axum::http::StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+    };
+    if b.messages.is_empty() || b.messages.len() > 1000 || b.messages.iter().any(|m| !m["role"].is_string()) {
+        return llm::fail(axum::http::StatusCode::BAD_REQUEST, "messages must be 1 to 1000 {role, content} objects");
+    }
+    let tools =
+        if b.tools.is_empty() { vec![] } else { tools::list().as_array().cloned().unwrap_or_default().into_iter().filter(|t| b.tools.iter().any(|n| *n == t["name"])).collect() };
+    match llm::chat(&s, b.provider.as_deref(), b.model.as_deref(), &b.messages, &tools, b.max_tokens.unwrap_or(1024).clamp(1, 32_000)).await {
+        Ok((provider, a)) => axum::Json(serde_json::json!({
+            "provider": provider,
+            "model": a.model,
+            "message": { "role": "assistant", "content": a.content },
+            "tool_calls": a.tool_calls,
+            "usage": a.usage,
+        }))
+        .into_response(),
+        Err((st, m)) => llm::fail(st, m),
+    }
+}
+
 /// Every agent route, behind the access check.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let gate = axum::middleware::from_fn_with_state(state.clone(), access::gate);
@@ -58,6 +103,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/api/databases/select", post(databases::select))
         .route("/api/user/info", get(databases::user_info))
         .route("/api/chat/compact", post(compact_chat))
+        .route("/api/llm/providers", get(llm::providers))
+        .route("/api/llm/models", get(llm::models))
+        .route("/api/llm/chat", post(llm_chat))
         .route("/api/conversations", get(conversations::list).post(conversations::create).delete(conversations::delete_all))
         .route("/api/conversations/{id}", get(conversations::get).put(conversations::replace).patch(conversations::rename).delete(conversations::delete))
         .route_layer(gate)

@@ -209,15 +209,46 @@ pub async fn call(s: &AppState, caller: &Caller, name: &str, args: &Value) -> Re
             })
         }
         "query_database" => {
-            let q = text_arg("query").filter(|q| !q.trim().is_empty()).ok_or_else(|| RpcError::params("query_database needs \"query\" (a string)"))?;
-            Ok(result(
-                format!("query_database needs an LLM provider, and none is configured on this server; run SQL with execute_sql instead. (Asked: {q})"),
-                Some(json!({ "error": { "code": "ERR_LLM_NOT_CONFIGURED" } })),
-                true,
-            ))
+            let q = text_arg("query")
+                .filter(|q| !q.trim().is_empty() && q.len() <= 4000)
+                .ok_or_else(|| RpcError::params("query_database needs \"query\" (a string of at most 4000 bytes)"))?;
+            Ok(match natural(s, caller, &q).await {
+                Ok(v) => result(format!("SQL: {}\n{}", v["sql"].as_str().unwrap_or(""), serde_json::to_string(&v["rows"]).unwrap_or_default()), Some(v), false),
+                Err(text) => result(text, Some(json!({ "error": { "code": "ERR_LLM" } })), true),
+            })
         }
         other => Err(RpcError::params(format!("unknown tool {other:?}"))),
     }
+}
+
+/// Natural language → one read through the configured LLM → run as the caller. The
+/// model sees the names and types of the tables the caller may read; what it writes is
+/// classified and run like any `execute_sql` (it cannot write, and RLS still decides).
+async fn natural(s: &AppState, caller: &Caller, question: &str) -> Result<Value, String> {
+    let tree = schema_of(s, caller, None).await.map_err(|e| e.message)?;
+    let mut schema = String::new();
+    'outer: for sch in tree["schemas"].as_array().into_iter().flatten() {
+        for t in sch["tables"].as_array().into_iter().flatten().chain(sch["views"].as_array().into_iter().flatten()) {
+            let cols: Vec<String> =
+                t["columns"].as_array().into_iter().flatten().map(|c| format!("{} {}", c["name"].as_str().unwrap_or(""), c["type"].as_str().unwrap_or(""))).collect();
+            schema.push_str(&format!("{}.{}({})\n", sch["name"].as_str().unwrap_or(""), t["name"].as_str().unwrap_or(""), cols.join(", ")));
+            if schema.len() > 24_000 {
+                break 'outer;
+            }
+        }
+    }
+    let system = format!(
+        "You translate questions into exactly one read-only PostgreSQL query (SELECT or WITH). Answer with the SQL in one ```sql block and nothing else.\nTables:\n{schema}"
+    );
+    let messages = [json!({ "role": "system", "content": system }), json!({ "role": "user", "content": question })];
+    let (provider, answer) = super::llm::chat(s, None, None, &messages, &[], 1024).await.map_err(|(_, m)| format!("query_database needs an LLM: {m}"))?;
+    let sql = super::llm::sql_in(&answer.content);
+    let st = read_statement(&sql).await.map_err(|e| format!("the model wrote SQL that cannot run here ({}): {sql}", e.message))?;
+    let mut v = run_read(s, caller, &st, &[], DEFAULT_ROWS).await.map_err(|e| format!("{} (SQL: {sql})", e.message))?;
+    v["question"] = json!(question);
+    v["provider"] = json!(provider);
+    v["model"] = json!(answer.model);
+    Ok(v)
 }
 
 async fn schema_of(s: &AppState, caller: &Caller, schema: Option<String>) -> Result<Value, WbError> {

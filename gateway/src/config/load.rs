@@ -185,6 +185,7 @@ impl Config {
             enable_demo_endpoint: parse_bool(src, "ENABLE_DEMO_ENDPOINT", false)?,
             oauth_providers: oauth::from_source(src)?,
             workbench: super::workbench::from_source(src)?,
+            llm: super::llm::from_source(src)?,
             db_anon_role: match src.get("DB_ANON_ROLE").map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()) {
                 Some(r) if r.starts_with("pgstack_") || r.starts_with("pg_") || r.len() > 63 => {
                     return Err(ConfigError::Invalid { name: "DB_ANON_ROLE", why: format!("{r:?} is reserved or too long") })

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+pub mod llm;
 mod load;
 pub mod oauth;
 pub mod workbench;
@@ -272,6 +273,8 @@ pub struct Config {
     pub oauth_providers: Vec<oauth::ProviderConfig>,
     /// WORKBENCH_*: the SQL workbench APIs (`config::workbench`).
     pub workbench: workbench::WorkbenchConfig,
+    /// LLM_*: the agent's LLM providers (`config::llm`).
+    pub llm: llm::LlmConfig,
 }
 
 /// How REST transactions end.
