@@ -298,6 +298,22 @@ async fn the_llm_proxy_and_query_database_through_each_wire_format() {
             .await
             .unwrap();
         assert_eq!((t["tool_calls"][0]["name"].as_str(), t["tool_calls"][0]["arguments"]["sql"].as_str()), (Some("execute_sql"), Some("SELECT count(*) AS n FROM notes")), "{t}");
+        // Streaming: server-sent events, the text in pieces, then done.
+        let text = http
+            .post(gw.url("/api/llm/chat"))
+            .bearer_auth(&a)
+            .json(&json!({"messages": [{"role": "user", "content": "how many notes?"}], "stream": true}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let events: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+        let deltas: String = events.iter().filter(|e| e["type"] == "delta").map(|e| e["content"].as_str().unwrap()).collect();
+        assert_eq!(deltas, "```sql\nSELECT count(*) AS n FROM notes\n```", "{provider}: {text}");
+        assert!(events.iter().filter(|e| e["type"] == "delta").count() >= 3, "{text}");
+        assert_eq!((events.last().unwrap()["type"].as_str(), events.last().unwrap()["provider"].as_str()), (Some("done"), Some(provider)), "{text}");
         // query_database end to end: the LLM writes the SQL, it runs as user A under RLS.
         let (_, r) = rpc(
             &http,

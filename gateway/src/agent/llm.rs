@@ -135,6 +135,111 @@ fn function_tools(tools: &[Value]) -> Value {
         .collect::<Vec<_>>())
 }
 
+/// The provider's path and request body for one chat turn.
+fn body_for(p: &LlmProvider, model: &str, messages: &[Value], tools: &[Value], max_tokens: u64, stream: bool) -> (&'static str, Value) {
+    match p.name {
+        "anthropic" => {
+            let system: Vec<&str> = messages.iter().filter(|m| m["role"] == "system").filter_map(|m| m["content"].as_str()).collect();
+            let msgs: Vec<&Value> = messages.iter().filter(|m| m["role"] != "system").collect();
+            let mut body = json!({ "model": model, "max_tokens": max_tokens, "messages": msgs, "stream": stream });
+            if !system.is_empty() {
+                body["system"] = json!(system.join("\n\n"));
+            }
+            if !tools.is_empty() {
+                body["tools"] = json!(tools.iter().map(|t| json!({ "name": t["name"], "description": t["description"], "input_schema": t["inputSchema"] })).collect::<Vec<_>>());
+            }
+            ("/v1/messages", body)
+        }
+        "ollama" => {
+            let mut body = json!({ "model": model, "messages": messages, "stream": stream });
+            if !tools.is_empty() {
+                body["tools"] = function_tools(tools);
+            }
+            ("/api/chat", body)
+        }
+        _ => {
+            let mut body = json!({ "model": model, "messages": messages, "max_tokens": max_tokens, "stream": stream });
+            if !tools.is_empty() {
+                body["tools"] = function_tools(tools);
+            }
+            ("/chat/completions", body)
+        }
+    }
+}
+
+/// One chat turn streamed to the client as server-sent events: `{"type": "delta",
+/// "content"}` per piece of text as the provider sends it (OpenAI's and Anthropic's
+/// SSE, Ollama's JSON lines), then `{"type": "done", provider, model, content}` (or
+/// `{"type": "error", error}` when the provider breaks off).
+pub async fn chat_stream(s: &AppState, provider_name: Option<&str>, model: Option<&str>, messages: &[Value], max_tokens: u64) -> Result<Response, (StatusCode, String)> {
+    let p = provider(s, provider_name)?.clone();
+    let model =
+        model.map(str::to_owned).or_else(|| s.config.llm.default_model.clone()).ok_or((StatusCode::BAD_REQUEST, "model is required (or set LLM_DEFAULT_MODEL)".to_owned()))?;
+    let (path, body) = body_for(&p, &model, messages, &[], max_tokens, true);
+    let res = request(s, &p, reqwest::Method::POST, path).json(&body).send().await.map_err(|_| (StatusCode::BAD_GATEWAY, format!("the {} provider did not answer", p.name)))?;
+    if !res.status().is_success() {
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let msg = v.pointer("/error/message").or_else(|| v.get("error")).and_then(Value::as_str).unwrap_or("an error");
+        return Err((StatusCode::BAD_GATEWAY, format!("the {} provider answered {status}: {msg}", p.name)));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let event = |v: Value| bytes::Bytes::from(format!("data: {v}\n\n"));
+        let mut stream = res.bytes_stream();
+        let (mut pending, mut full, mut read) = (Vec::<u8>::new(), String::new(), 0usize);
+        let mut finished = false;
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                let _ = tx.send(event(json!({ "type": "error", "error": format!("the {} provider broke off", p.name) }))).await;
+                return;
+            };
+            read += chunk.len();
+            if read > MAX_ANSWER {
+                let _ = tx.send(event(json!({ "type": "error", "error": "the answer is too large" }))).await;
+                return;
+            }
+            pending.extend_from_slice(&chunk);
+            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line).trim().to_owned();
+                let payload = if p.name == "ollama" { line.as_str() } else { line.strip_prefix("data:").map(str::trim).unwrap_or("") };
+                if payload.is_empty() {
+                    continue;
+                }
+                if payload == "[DONE]" {
+                    finished = true;
+                    break;
+                }
+                let Ok(v) = serde_json::from_str::<Value>(payload) else { continue };
+                let piece = match p.name {
+                    "anthropic" => v.pointer("/delta/text").and_then(Value::as_str),
+                    "ollama" => v.pointer("/message/content").and_then(Value::as_str),
+                    _ => v.pointer("/choices/0/delta/content").and_then(Value::as_str),
+                };
+                if let Some(piece) = piece.filter(|t| !t.is_empty()) {
+                    full.push_str(piece);
+                    if tx.send(event(json!({ "type": "delta", "content": piece }))).await.is_err() {
+                        return;
+                    }
+                }
+                if v["type"] == "message_stop" || v["done"] == true {
+                    finished = true;
+                    break;
+                }
+            }
+            if finished {
+                break;
+            }
+        }
+        let _ = tx.send(event(json!({ "type": "done", "provider": p.name, "model": model, "content": full }))).await;
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx)) });
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/event-stream"), (axum::http::header::CACHE_CONTROL, "no-cache")], axum::body::Body::from_stream(body)).into_response())
+}
+
 /// One chat call: `messages` as `{role, content}` (system messages become Anthropic's
 /// `system`), optional `tools` as MCP tool definitions.
 pub async fn chat(
@@ -149,18 +254,10 @@ pub async fn chat(
     let model =
         model.map(str::to_owned).or_else(|| s.config.llm.default_model.clone()).ok_or((StatusCode::BAD_REQUEST, "model is required (or set LLM_DEFAULT_MODEL)".to_owned()))?;
     let bad = |m: &str| (StatusCode::BAD_GATEWAY, format!("the {} provider answered without {m}", p.name));
+    let (path, body) = body_for(p, &model, messages, tools, max_tokens, false);
+    let v = send(p, request(s, p, reqwest::Method::POST, path).json(&body)).await?;
     let answer = match p.name {
         "anthropic" => {
-            let system: Vec<&str> = messages.iter().filter(|m| m["role"] == "system").filter_map(|m| m["content"].as_str()).collect();
-            let msgs: Vec<&Value> = messages.iter().filter(|m| m["role"] != "system").collect();
-            let mut body = json!({ "model": model, "max_tokens": max_tokens, "messages": msgs });
-            if !system.is_empty() {
-                body["system"] = json!(system.join("\n\n"));
-            }
-            if !tools.is_empty() {
-                body["tools"] = json!(tools.iter().map(|t| json!({ "name": t["name"], "description": t["description"], "input_schema": t["inputSchema"] })).collect::<Vec<_>>());
-            }
-            let v = send(p, request(s, p, reqwest::Method::POST, "/v1/messages").json(&body)).await?;
             let blocks = v["content"].as_array().ok_or_else(|| bad("content"))?;
             Answer {
                 content: blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join(""),
@@ -170,11 +267,6 @@ pub async fn chat(
             }
         }
         "ollama" => {
-            let mut body = json!({ "model": model, "messages": messages, "stream": false });
-            if !tools.is_empty() {
-                body["tools"] = function_tools(tools);
-            }
-            let v = send(p, request(s, p, reqwest::Method::POST, "/api/chat").json(&body)).await?;
             let m = v.get("message").ok_or_else(|| bad("message"))?;
             Answer {
                 content: m["content"].as_str().unwrap_or("").to_owned(),
@@ -189,11 +281,6 @@ pub async fn chat(
             }
         }
         _ => {
-            let mut body = json!({ "model": model, "messages": messages, "max_tokens": max_tokens });
-            if !tools.is_empty() {
-                body["tools"] = function_tools(tools);
-            }
-            let v = send(p, request(s, p, reqwest::Method::POST, "/chat/completions").json(&body)).await?;
             let m = v.pointer("/choices/0/message").ok_or_else(|| bad("choices"))?;
             Answer {
                 content: m["content"].as_str().unwrap_or("").to_owned(),

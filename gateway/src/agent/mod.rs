@@ -67,6 +67,9 @@ struct ChatBody {
     #[serde(default)]
     tools: Vec<serde_json::Value>,
     max_tokens: Option<u64>,
+    /// Answer as server-sent events.
+    #[serde(default)]
+    stream: bool,
 }
 
 /// `POST /api/llm/chat`: one turn through the chosen provider, answered in one shape.
@@ -78,6 +81,12 @@ pub async fn llm_chat(State(s): State<AppState>, body: bytes::Bytes) -> axum::re
     };
     if b.messages.is_empty() || b.messages.len() > 1000 || b.messages.iter().any(|m| !m["role"].is_string()) {
         return llm::fail(axum::http::StatusCode::BAD_REQUEST, "messages must be 1 to 1000 {role, content} objects");
+    }
+    if b.stream {
+        return match llm::chat_stream(&s, b.provider.as_deref(), b.model.as_deref(), &b.messages, b.max_tokens.unwrap_or(1024).clamp(1, 32_000)).await {
+            Ok(r) => r,
+            Err((st, m)) => llm::fail(st, m),
+        };
     }
     let tools =
         if b.tools.is_empty() { vec![] } else { tools::list().as_array().cloned().unwrap_or_default().into_iter().filter(|t| b.tools.iter().any(|n| *n == t["name"])).collect() };
