@@ -6,20 +6,16 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use crate::http::caller::{Caller, KeyKind};
 use crate::http::errors::original_uri;
 use crate::AppState;
 
-/// The refusal, as JSON-RPC on /mcp/v1 and as the seed's `{success, error}` elsewhere.
+/// The refusal in the dialect of the path: JSON-RPC on /mcp/v1, the seed's
+/// `{success: false, error}` elsewhere.
 fn refuse(path: &str, status: StatusCode, message: &str) -> Response {
-    let body = if path.starts_with("/mcp") {
-        json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32001, "message": message } })
-    } else {
-        json!({ "success": false, "error": message })
-    };
-    let mut res = (status, Json(body)).into_response();
+    let d = crate::error::Dialect::for_path(path);
+    let mut res = (status, Json(d.body(status, d.code_for_status(status), message, serde_json::Value::Null, serde_json::Value::Null))).into_response();
     if status == StatusCode::UNAUTHORIZED {
         res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }

@@ -11,16 +11,13 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::fail;
 use crate::db::caller::{self, RequestInfo};
 use crate::http::caller::Caller;
 use crate::AppState;
 
 /// Messages in one conversation at most.
 const MAX_MESSAGES: usize = 10_000;
-
-fn fail(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "success": false, "error": message }))).into_response()
-}
 
 fn unavailable(e: impl std::fmt::Display) -> Response {
     tracing::warn!(error = %e, "conversations");
@@ -42,7 +39,7 @@ async fn as_caller(s: &AppState, who: &Caller, sql: &str, params: &[&(dyn tokio_
         Err(e) => {
             return Err(match e.as_db_error().map(|d| d.code().code()) {
                 Some("42501") => fail(StatusCode::FORBIDDEN, "this role may not keep conversations"),
-                Some(c) if c.starts_with("23") || c.starts_with("22") => fail(StatusCode::BAD_REQUEST, &e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default()),
+                Some(c) if c.starts_with("23") || c.starts_with("22") => fail(StatusCode::BAD_REQUEST, e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_default()),
                 _ => unavailable(e),
             })
         }
@@ -92,9 +89,9 @@ struct Body {
 }
 
 fn parse(body: &Bytes) -> Result<Body, Response> {
-    let b: Body = serde_json::from_slice(body).map_err(|e| fail(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))?;
+    let b: Body = serde_json::from_slice(body).map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?;
     if b.messages.len() > MAX_MESSAGES {
-        return Err(fail(StatusCode::BAD_REQUEST, &format!("a conversation holds at most {MAX_MESSAGES} messages")));
+        return Err(fail(StatusCode::BAD_REQUEST, format!("a conversation holds at most {MAX_MESSAGES} messages")));
     }
     for m in &b.messages {
         let role_ok = m.get("role").and_then(Value::as_str).is_some_and(|r| matches!(r, "user" | "assistant" | "system" | "tool"));

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::fail;
 use crate::http::caller::Caller;
 use crate::AppState;
 
@@ -86,10 +87,6 @@ fn visible(s: &AppState, caller: &Caller) -> Vec<Value> {
 pub async fn list(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
     let databases = visible(&s, &caller);
     Json(json!({ "databases": databases, "current": s.agent.selections.current(&caller) })).into_response()
-}
-
-fn fail(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "success": false, "error": message }))).into_response()
 }
 
 /// `POST /api/databases/select` `{name}`.

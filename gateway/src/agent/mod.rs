@@ -24,6 +24,13 @@ pub mod tools;
 
 use crate::AppState;
 
+/// A refusal in the seed's shape, `{success: false, error}` (with `message` and `code`
+/// beside, as every product's error body).
+pub fn fail(status: axum::http::StatusCode, message: impl AsRef<str>) -> axum::response::Response {
+    let d = crate::error::Dialect::Success;
+    (status, axum::Json(d.body(status, d.code_for_status(status), message.as_ref(), serde_json::Value::Null, serde_json::Value::Null))).into_response()
+}
+
 /// The agent's shared state.
 pub struct Agent {
     /// The database each token selected.
@@ -41,7 +48,7 @@ impl Agent {
 
 /// `POST /api/chat/compact`.
 async fn compact_chat(body: bytes::Bytes) -> axum::response::Response {
-    let fail = |m: String| (axum::http::StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "success": false, "error": m }))).into_response();
+    let fail = |m: String| fail(axum::http::StatusCode::BAD_REQUEST, m);
     let req: compact::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return fail(format!("invalid request: {e}")),
@@ -77,15 +84,15 @@ struct ChatBody {
 pub async fn llm_chat(State(s): State<AppState>, body: bytes::Bytes) -> axum::response::Response {
     let b: ChatBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(e) => return llm::fail(axum::http::StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+        Err(e) => return fail(axum::http::StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
     if b.messages.is_empty() || b.messages.len() > 1000 || b.messages.iter().any(|m| !m["role"].is_string()) {
-        return llm::fail(axum::http::StatusCode::BAD_REQUEST, "messages must be 1 to 1000 {role, content} objects");
+        return fail(axum::http::StatusCode::BAD_REQUEST, "messages must be 1 to 1000 {role, content} objects");
     }
     if b.stream {
         return match llm::chat_stream(&s, b.provider.as_deref(), b.model.as_deref(), &b.messages, b.max_tokens.unwrap_or(1024).clamp(1, 32_000)).await {
             Ok(r) => r,
-            Err((st, m)) => llm::fail(st, m),
+            Err((st, m)) => fail(st, m),
         };
     }
     let tools =
@@ -99,7 +106,7 @@ pub async fn llm_chat(State(s): State<AppState>, body: bytes::Bytes) -> axum::re
             "usage": a.usage,
         }))
         .into_response(),
-        Err((st, m)) => llm::fail(st, m),
+        Err((st, m)) => fail(st, m),
     }
 }
 

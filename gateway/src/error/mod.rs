@@ -34,8 +34,11 @@ pub enum Dialect {
     Rowsel,
     /// Poge's `{error, details, code}` (seed 000, /poge/api).
     Poge,
-    /// The database configurations' `{success:false, error, code}` (seed 001).
-    Configs,
+    /// `{success: false, error, message, code}`: the database configurations (seed 001)
+    /// and the agent's REST side (seed 002).
+    Success,
+    /// JSON-RPC 2.0 `{jsonrpc, id: null, error: {code, message, data: {code}}}` (/mcp).
+    JsonRpc,
 }
 
 impl Dialect {
@@ -51,8 +54,10 @@ impl Dialect {
             Dialect::Rowsel
         } else if path.starts_with("/poge/api") {
             Dialect::Poge
-        } else if path.starts_with("/api/database-configs") || path.starts_with("/api/db/") {
-            Dialect::Configs
+        } else if ["/api/database-configs", "/api/db/", "/api/databases", "/api/user/", "/api/chat/", "/api/conversations", "/api/llm/"].iter().any(|p| path.starts_with(p)) {
+            Dialect::Success
+        } else if path == "/mcp" || path.starts_with("/mcp/") {
+            Dialect::JsonRpc
         } else {
             Dialect::Plain
         }
@@ -64,7 +69,7 @@ impl Dialect {
             (Dialect::PostgRest, StatusCode::BAD_REQUEST) => code::pgrst::QUERY_PARSE.code,
             (Dialect::PostgRest, StatusCode::METHOD_NOT_ALLOWED) => code::pgrst::UNSUPPORTED_METHOD.code,
             (Dialect::PostgRest, StatusCode::NOT_FOUND) => code::pgrst::INVALID_PATH.code,
-            (Dialect::Rowsel | Dialect::Poge | Dialect::Configs, _) => code::workbench::for_status(status),
+            (Dialect::Rowsel | Dialect::Poge | Dialect::Success | Dialect::JsonRpc, _) => code::workbench::for_status(status),
             _ => generic::for_status(status),
         }
     }
@@ -92,7 +97,15 @@ impl Dialect {
                 json!({ "status": "error", "message": message, "error": error })
             }
             Dialect::Poge => json!({ "error": message, "details": if details.is_null() { Value::String(message.to_owned()) } else { details }, "code": code }),
-            Dialect::Configs => json!({ "success": false, "error": message, "message": message, "code": code }),
+            Dialect::Success => json!({ "success": false, "error": message, "message": message, "code": code }),
+            Dialect::JsonRpc => {
+                let rpc = match status.as_u16() {
+                    401 | 403 => -32001,
+                    s if s >= 500 => -32603,
+                    _ => -32600,
+                };
+                json!({ "jsonrpc": "2.0", "id": null, "error": { "code": rpc, "message": message, "data": { "code": code } } })
+            }
         }
     }
 }

@@ -60,7 +60,7 @@ impl WbError {
                 let details = self.detail.clone().or_else(|| self.hint.clone()).unwrap_or_else(|| self.message.clone());
                 json!({ "error": self.message, "details": details, "code": code })
             }
-            Dialect::Configs => {
+            Dialect::Success => {
                 let mut b = json!({ "success": false, "error": self.message, "message": self.message, "code": self.code });
                 if let Some(s) = &self.sqlstate {
                     b["sqlstate"] = json!(s);
@@ -181,6 +181,6 @@ impl IntoResponse for Poge {
 }
 impl IntoResponse for Configs {
     fn into_response(self) -> Response {
-        self.0.respond(Dialect::Configs)
+        self.0.respond(Dialect::Success)
     }
 }
