@@ -15,6 +15,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::fail;
 use crate::config::llm::LlmProvider;
 use crate::AppState;
 
@@ -22,11 +23,6 @@ use crate::AppState;
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Largest provider answer read.
 const MAX_ANSWER: usize = 8 * 1024 * 1024;
-
-/// The seed's `{success: false, error}`.
-pub fn fail(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "success": false, "error": message.into() }))).into_response()
-}
 
 /// The HTTP client for providers: no redirects, no proxy, the configured timeout.
 pub fn client(timeout_secs: u64) -> reqwest::Client {
@@ -133,6 +129,17 @@ fn function_tools(tools: &[Value]) -> Value {
         .iter()
         .map(|t| json!({ "type": "function", "function": { "name": t["name"], "description": t["description"], "parameters": t["inputSchema"] } }))
         .collect::<Vec<_>>())
+}
+
+/// OpenAI's and Ollama's `tool_calls` as `{id, name, arguments}` (OpenAI sends the
+/// arguments as JSON text, Ollama as an object).
+fn function_calls(calls: &Value) -> Vec<Value> {
+    let args = |c: &Value| match c.pointer("/function/arguments") {
+        Some(Value::String(text)) => serde_json::from_str(text).unwrap_or(Value::Null),
+        Some(v) => v.clone(),
+        None => Value::Null,
+    };
+    calls.as_array().into_iter().flatten().map(|c| json!({ "id": c["id"], "name": c.pointer("/function/name"), "arguments": args(c) })).collect()
 }
 
 /// The provider's path and request body for one chat turn.
@@ -270,12 +277,7 @@ pub async fn chat(
             let m = v.get("message").ok_or_else(|| bad("message"))?;
             Answer {
                 content: m["content"].as_str().unwrap_or("").to_owned(),
-                tool_calls: m["tool_calls"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|c| json!({ "id": null, "name": c.pointer("/function/name"), "arguments": c.pointer("/function/arguments") }))
-                    .collect(),
+                tool_calls: function_calls(&m["tool_calls"]),
                 usage: json!({ "prompt_eval_count": v["prompt_eval_count"], "eval_count": v["eval_count"] }),
                 model: v["model"].as_str().unwrap_or(&model).to_owned(),
             }
@@ -284,15 +286,7 @@ pub async fn chat(
             let m = v.pointer("/choices/0/message").ok_or_else(|| bad("choices"))?;
             Answer {
                 content: m["content"].as_str().unwrap_or("").to_owned(),
-                tool_calls: m["tool_calls"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|c| {
-                        let args = c.pointer("/function/arguments").and_then(Value::as_str).and_then(|a| serde_json::from_str::<Value>(a).ok()).unwrap_or(Value::Null);
-                        json!({ "id": c["id"], "name": c.pointer("/function/name"), "arguments": args })
-                    })
-                    .collect(),
+                tool_calls: function_calls(&m["tool_calls"]),
                 usage: v["usage"].clone(),
                 model: v["model"].as_str().unwrap_or(&model).to_owned(),
             }
