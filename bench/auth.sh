@@ -15,20 +15,11 @@ PGBIN=/usr/lib/postgresql/15/bin
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 
 # PGSTACK_BIN: another build of the gateway (e.g. a before/after comparison).
-PGSTACK_BIN=${PGSTACK_BIN:-target/release/pgstack}
-[ "$PGSTACK_BIN" != target/release/pgstack ] || cargo build --release --bin pgstack -j2 >/dev/null 2>&1
 cargo build --release -p pgstack-gateway --example hash_cost -j2 >/dev/null 2>&1
-work=$(mktemp -d /tmp/pgstack-bench-XXXX)
-chmod 755 "$work"
-export PGSTACK_DIR="$work/state" LISTEN_ADDR=127.0.0.1:0 RUST_LOG=warn DB_POOL_SIZE=${DB_POOL_SIZE:-8}
+export RUST_LOG=warn DB_POOL_SIZE=${DB_POOL_SIZE:-8}
 export AUTH_RATE_LIMIT=100000000/m ANONYMOUS_RATE_LIMIT=100000000/m ALLOW_ANONYMOUS_SIGNIN=true
-"$PGSTACK_BIN" dev > "$work/dev.out" 2> "$work/dev.err" &
-DEV=$!
-trap 'kill -TERM $DEV 2>/dev/null; wait $DEV 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 120); do grep -q '^listening on' "$work/dev.out" && break; sleep 0.5; done
-API=$(sed -n 's/^listening on //p' "$work/dev.out")
-ANON=$(sed -n 's/^ *anon key: *//p' "$work/dev.out")
-SU=$(sed -n 's/^ *Superuser URL: *//p' "$work/dev.out")
+source bench/lib.sh
+start_dev
 EMAIL=bench@example.com PASS=bench-password-1
 curl -sf -o /dev/null -X POST "$API/auth/v1/signup" -H "apikey: $ANON" -H 'content-type: application/json' \
   -d "{\"email\":\"$EMAIL\",\"password\":\"$PASS\"}"
@@ -40,13 +31,7 @@ wrk.headers["apikey"] = "$ANON"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '$2'
 LUA
-  wrk -t1 -c"$CONN" -d"${DURATION}s" --latency -s "$work/s.lua" "$API$1" > "$work/wrk.out" 2>&1
-  local rps p50 p99 non2xx
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
-  p50=$(awk '$1=="50%" {print $2}' "$work/wrk.out")
-  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' "$work/wrk.out")
-  echo "$rps $p50 $p99 ${non2xx:-0}"
+  WRK_THREADS=1 wrk_script "$work/s.lua" "$API$1"
 }
 
 read -r si_rps si_p50 si_p99 si_bad < <(run_wrk "/auth/v1/token?grant_type=password" "{\"email\":\"$EMAIL\",\"password\":\"$PASS\"}")

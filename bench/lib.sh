@@ -21,3 +21,15 @@ start_dev() {
   SU=$(sed -n 's/^ *Superuser URL: *//p' "$work/dev.out")
   [ -n "$API" ] || { echo "pgstack dev did not start:" >&2; tail -20 "$work/dev.err" >&2; exit 1; }
 }
+
+# wrk_script LUA-FILE URL: wrk with DURATION, CONN and WRK_THREADS (2); prints
+# "req/s p50 p99 non2xx".
+wrk_script() {
+  wrk -t"${WRK_THREADS:-2}" -c"$CONN" -d"${DURATION}s" --latency -s "$1" "$2" > "$work/wrk.out" 2>&1 || true
+  local rps p50 p99 non2xx
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
+  p50=$(awk '$1=="50%" {print $2}' "$work/wrk.out")
+  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' "$work/wrk.out")
+  echo "$rps $p50 $p99 ${non2xx:-0}"
+}

@@ -20,25 +20,12 @@ CONN=${2:-10}
 PGBIN=/usr/lib/postgresql/15/bin
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 
-PGSTACK_BIN=${PGSTACK_BIN:-}
-if [ -z "$PGSTACK_BIN" ]; then
-  cargo build --release --bin pgstack -j2 >/dev/null 2>&1
-  PGSTACK_BIN=target/release/pgstack
-fi
-work=$(mktemp -d /tmp/pgstack-bench-XXXX)
-chmod 755 "$work"
 # Defaults only: no pool size, no log level (the access log at info is part of the cost).
-export PGSTACK_DIR="$work/state" LISTEN_ADDR=127.0.0.1:0
 PEER=${PEER:-postgraphile}
-"$PGSTACK_BIN" dev > "$work/dev.out" 2> "$work/dev.err" &
-DEV=$!
 PEER_PID=
+source bench/lib.sh
+start_dev
 trap 'kill -TERM $DEV $PEER_PID 2>/dev/null; wait $DEV 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 120); do grep -q '^listening on' "$work/dev.out" && break; sleep 0.5; done
-API=$(sed -n 's/^listening on //p' "$work/dev.out")
-ANON=$(sed -n 's/^ *anon key: *//p' "$work/dev.out")
-SERVICE=$(sed -n 's/^ *service_role key: *//p' "$work/dev.out")
-SU=$(sed -n 's/^ *Superuser URL: *//p' "$work/dev.out")
 
 "$PGBIN/psql" -q "$SU" <<'SQL'
 CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2), created_at timestamptz DEFAULT now());
@@ -76,15 +63,6 @@ run_wrk() { # method path key body -> "req/s p50 p99 non2xx"
   wrk_script "$work/s.lua" "$API"
 }
 
-wrk_script() { # lua-file base-url -> "req/s p50 p99 non2xx"
-  wrk -t2 -c"$CONN" -d"${DURATION}s" --latency -s "$1" "$2" > "$work/wrk.out" 2>&1 || true
-  local rps p50 p99 non2xx
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
-  p50=$(awk '$1=="50%" {print $2}' "$work/wrk.out")
-  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' "$work/wrk.out")
-  echo "$rps $p50 $p99 ${non2xx:-0}"
-}
 
 run_pgbench() { # sql-file mode -> tps
   "$PGBIN/pgbench" -n -M "$2" -c "$CONN" -j 2 -T "$DURATION" -f "$1" "$SU" 2>/dev/null | awk '/^tps/ {print $3; exit}'

@@ -61,15 +61,7 @@ with open(f"{work}/probe.json", "w") as f:
     json.dump({"connection": conn, "sql": sql, "params": [1]}, f)
 PY
 
-wrk_run() { # lua -> "req/s p50 p99 non2xx"
-  wrk -t2 -c"$CONN" -d"${DURATION}s" --latency -s "$1" "$API" > "$work/wrk.out" 2>&1 || true
-  local rps p50 p99 non2xx
-  rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
-  p50=$(awk '$1=="50%" {print $2}' "$work/wrk.out")
-  p99=$(awk '$1=="99%" {print $2}' "$work/wrk.out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' "$work/wrk.out")
-  echo "$rps $p50 $p99 ${non2xx:-0}"
-}
+wrk_run() { wrk_script "$1" "$API"; }
 printf '\\set id random(1, 100000)\nSELECT id, name, price, created_at FROM items WHERE id = :id;\n' > "$work/pk.sql"
 pgb() { "$PGBIN/pgbench" -n -M "$1" -c "$CONN" -j 2 -T "$DURATION" -f "$work/pk.sql" "$SU" 2>/dev/null | awk '/^tps/ {print $3; exit}'; }
 
