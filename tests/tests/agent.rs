@@ -114,6 +114,14 @@ async fn json_rpc_edges_and_the_rest_side() {
     let (st, _) = rpc(&http, &gw, Some(&a), Value::Array(too_many)).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
+    // A JSON value nested deeper than JSON readers go: a tool error, not a 500.
+    let deep = format!("select '{}1{}'::jsonb as v", "[".repeat(200), "]".repeat(200));
+    let (st, b) = rpc(&http, &gw, Some(&a), json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "execute_sql", "arguments": {"sql": deep}}})).await;
+    assert_eq!((st, b["result"]["isError"].as_bool()), (StatusCode::OK, Some(true)), "{b}");
+    let (st, b) = rpc(&http, &gw, Some(&a), json!({"jsonrpc": "2.0", "id": 7, "method": "resources/read", "params": {"uri": format!("pg://{}", "x".repeat(100_000))}})).await;
+    assert_eq!((st, b["error"]["code"].as_i64()), (StatusCode::OK, Some(-32002)));
+    assert!(b.to_string().len() < 1000, "the URI is not echoed whole");
+
     // A statement that runs too long ends at the timeout, as a tool error.
     let (_, b) =
         rpc(&http, &gw, Some(&a), json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "execute_sql", "arguments": {"sql": "select * from secrets"}}}))

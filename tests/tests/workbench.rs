@@ -738,6 +738,10 @@ async fn saved_database_configurations() {
     assert_eq!(st, StatusCode::NOT_FOUND, "{r}");
     let (st, r) = e.call(reqwest::Method::PATCH, &format!("/api/database-configs/{id}"), Some(&user), Some(json!({"connection_config": {"host": "attacker.example"}}))).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{r}");
+    let (st, r) = e.call(reqwest::Method::DELETE, &format!("/api/database-configs/{id}"), Some(&user), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "nor delete it: {r}");
+    let (st, _) = e.call(reqwest::Method::GET, &format!("/api/database-configs/{id}"), Some(&e.service), None).await;
+    assert_eq!(st, StatusCode::OK, "still there");
     // Pointing a configuration elsewhere needs its password again.
     let (st, r) = e.call(reqwest::Method::PATCH, &format!("/api/database-configs/{id}"), Some(&e.service), Some(json!({"connection_config": {"host": "localhost"}}))).await;
     assert_eq!((st, r["code"].as_str()), (StatusCode::BAD_REQUEST, Some("ERR_INVALID_REQUEST")), "{r}");

@@ -37,12 +37,18 @@ pub struct Agent {
     pub selections: databases::Selections,
     /// HTTP client to the LLM providers.
     pub llm_http: reqwest::Client,
+    /// Tool calls running at once: half the gateway's pool.
+    pub running: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Agent {
     /// From the settings.
     pub fn new(cfg: &crate::config::Config) -> Agent {
-        Agent { selections: databases::Selections::default(), llm_http: llm::client(cfg.llm.timeout_secs) }
+        Agent {
+            selections: databases::Selections::default(),
+            llm_http: llm::client(cfg.llm.timeout_secs),
+            running: std::sync::Arc::new(tokio::sync::Semaphore::new((cfg.db_pool_size / 2).max(1))),
+        }
     }
 }
 
@@ -59,7 +65,12 @@ async fn compact_chat(body: bytes::Bytes) -> axum::response::Response {
     if !matches!(req.options.token_counter_type.as_str(), "generic" | "openai" | "anthropic" | "ollama") {
         return fail("token_counter_type must be generic, openai, anthropic or ollama".into());
     }
-    // CPU work of the size of the body (bounded by the 2 MiB body limit): off the runtime.
+    // CPU work of the size of the body (bounded by the 2 MiB body limit): off the
+    // runtime, and as many at once as there are cores (the rest wait up to 10 s).
+    static COMPACTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let Ok(Ok(_permit)) = tokio::time::timeout(std::time::Duration::from_secs(10), COMPACTING.acquire()).await else {
+        return self::fail(axum::http::StatusCode::SERVICE_UNAVAILABLE, "too many compactions are running; retry shortly");
+    };
     match tokio::task::spawn_blocking(move || compact::compact(&req)).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(_) => fail("compaction failed".into()),

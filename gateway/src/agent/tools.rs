@@ -147,11 +147,24 @@ async fn read_statement(sql: &str) -> Result<Statement, WbError> {
 
 /// Runs a read as the caller on this cluster.
 async fn run_read(s: &AppState, caller: &Caller, st: &Statement, params: &[Value], rows: u64) -> Result<Value, WbError> {
+    let _turn = turn(s).await?;
     let conn =
         s.pool.get().await.map_err(|e| WbError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, crate::error::code::workbench::CAPACITY, format!("database unavailable: {e}")))?;
     let client: &deadpool_postgres::ClientWrapper = &conn;
     let out = run::read_as(client, st, params, limits(s, rows), false, Some(&as_caller(caller))).await?;
-    Ok(json!({ "sql": st.text, "columns": out.columns, "rows": out.rows, "row_count": out.rows.len(), "truncated": out.has_next }))
+    // Rows are PostgreSQL's JSON text; a value nested deeper than serde_json reads
+    // (128 levels) is refused here, not a panic.
+    let rows = serde_json::to_value(&out.rows).map_err(|_| WbError::invalid("the result holds JSON nested more than 128 levels deep; select it as text"))?;
+    Ok(json!({ "sql": st.text, "columns": out.columns, "rows": rows, "row_count": out.rows.len(), "truncated": out.has_next }))
+}
+
+/// A place among the tool calls running at once (half the gateway's pool, so auth,
+/// storage and /health keep the rest); waits up to 5 s.
+async fn turn(s: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, WbError> {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), s.agent.running.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(WbError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, crate::error::code::workbench::CAPACITY, "too many tool calls are running; retry shortly")),
+    }
 }
 
 /// `tools/call`.
@@ -252,6 +265,7 @@ async fn natural(s: &AppState, caller: &Caller, question: &str) -> Result<Value,
 }
 
 async fn schema_of(s: &AppState, caller: &Caller, schema: Option<String>) -> Result<Value, WbError> {
+    let _turn = turn(s).await?;
     let conn =
         s.pool.get().await.map_err(|e| WbError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, crate::error::code::workbench::CAPACITY, format!("database unavailable: {e}")))?;
     let client: &deadpool_postgres::ClientWrapper = &conn;
@@ -273,7 +287,8 @@ pub async fn read_resource(s: &AppState, caller: &Caller, uri: &str) -> Result<V
     } else if let Some(schema) = uri.strip_prefix("pg://schema/").filter(|s| !s.is_empty() && s.len() <= 63 && !s.contains('/')) {
         schema_of(s, caller, Some(schema.to_owned())).await
     } else {
-        return Err(RpcError { code: -32002, message: format!("resource not found: {uri}") });
+        let shown: String = uri.chars().take(200).collect();
+        return Err(RpcError { code: -32002, message: format!("resource not found: {shown}") });
     };
     let v = body.map_err(|e| RpcError::internal(e.message))?;
     Ok(json!({ "contents": [{ "uri": uri, "mimeType": "application/json", "text": serde_json::to_string(&v).unwrap_or_default() }] }))

@@ -498,12 +498,14 @@ async fn update(State(s): State<AppState>, Extension(owner): Extension<Owner>, P
     Ok(ok(StatusCode::OK, json!({ "data": row(&r).json })))
 }
 
-async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+async fn remove(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>) -> Reply {
     let id = parse_id(&id)?;
+    let mine = owner_filter(&owner);
     let n = store(&s, async |tx| {
         tx.execute(
-            "update workbench.database_configs set deleted_at = now(), is_primary = false, is_active = false, updated_at = now() where id = $1 and deleted_at is null",
-            &[&id],
+            "update workbench.database_configs set deleted_at = now(), is_primary = false, is_active = false, updated_at = now() \
+             where id = $1 and deleted_at is null and ($2::text is null or created_by = $2)",
+            &[&id, &mine],
         )
         .await
         .map_err(db_err)
