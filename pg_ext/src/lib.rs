@@ -35,8 +35,8 @@ pgrx::extension_sql_file!("../sql/live.sql", name = "live", requires = ["bootstr
 pgrx::extension_sql_file!("../sql/realtime.sql", name = "realtime", requires = ["bootstrap"]);
 // The SQL workbench: saved database configurations, remembered SSH host keys.
 pgrx::extension_sql_file!("../sql/workbench.sql", name = "workbench", requires = ["bootstrap"]);
-// The database agent's conversations (RLS on the owner).
-pgrx::extension_sql_file!("../sql/agent.sql", name = "agent", requires = ["bootstrap"]);
+// The database agent: conversations (RLS on the owner), API tokens (hashed).
+pgrx::extension_sql_file!("../sql/agent.sql", name = "agent", requires = ["bootstrap", "auth"]);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]

@@ -264,6 +264,15 @@ async fn standin() -> (tokio::process::Child, u16) {
     (child, port)
 }
 
+/// A streamed chat's events.
+async fn sse(http: &Client, gw: &Gateway, token: &str, body: Value) -> Vec<Value> {
+    let r = http.post(gw.url("/api/llm/chat")).bearer_auth(token).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let text = r.text().await.unwrap();
+    text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect()
+}
+
 #[tokio::test]
 async fn the_llm_proxy_and_query_database_through_each_wire_format() {
     let tc = TestCluster::start().await.unwrap();
@@ -272,6 +281,7 @@ async fn the_llm_proxy_and_query_database_through_each_wire_format() {
     let (openai, ollama) = (format!("http://127.0.0.1:{port}/v1"), format!("http://127.0.0.1:{port}"));
     let http = Client::new();
     let a = user_token(USER_A, json!({}));
+    let b = user_token(USER_B, json!({}));
     for (provider, env) in [
         ("openai", vec![("LLM_OPENAI_API_KEY", "sk-openai-test"), ("LLM_OPENAI_URL", openai.as_str()), ("LLM_DEFAULT_MODEL", "gpt-standin")]),
         ("anthropic", vec![("LLM_ANTHROPIC_API_KEY", "sk-ant-test"), ("LLM_ANTHROPIC_URL", ollama.as_str()), ("LLM_DEFAULT_MODEL", "claude-standin")]),
@@ -322,6 +332,48 @@ async fn the_llm_proxy_and_query_database_through_each_wire_format() {
         assert_eq!(deltas, "```sql\nSELECT count(*) AS n FROM notes\n```", "{provider}: {text}");
         assert!(events.iter().filter(|e| e["type"] == "delta").count() >= 3, "{text}");
         assert_eq!((events.last().unwrap()["type"].as_str(), events.last().unwrap()["provider"].as_str()), (Some("done"), Some(provider)), "{text}");
+        // A streamed turn that asks for a tool: the call assembled from its pieces.
+        let events = sse(&http, &gw, &a, json!({"messages": [{"role": "user", "content": "count notes"}], "tools": ["execute_sql"], "stream": true})).await;
+        let call = events.iter().find(|e| e["type"] == "tool_call").unwrap_or_else(|| panic!("{provider}: {events:?}"));
+        assert_eq!((call["name"].as_str(), call["arguments"]["sql"].as_str()), (Some("execute_sql"), Some("SELECT count(*) AS n FROM notes")), "{provider}: {events:?}");
+        let done = events.last().unwrap();
+        assert_eq!((done["type"].as_str(), done["tool_calls"][0]["name"].as_str()), (Some("done"), Some("execute_sql")), "{events:?}");
+        // The server-side loop: the gateway runs the call as the caller (RLS decides:
+        // A counts 2 notes, B 1), hands the result back in the provider's format (the
+        // stand-in refuses a malformed one) and returns the model's final answer.
+        for (token, n) in [(&a, 2), (&b, 1)] {
+            let r = http
+                .post(gw.url("/api/llm/chat"))
+                .bearer_auth(token)
+                .json(&json!({"messages": [{"role": "user", "content": "count notes"}], "run_tools": true}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{provider}");
+            let t: Value = r.json().await.unwrap();
+            let answer = t["message"]["content"].as_str().unwrap_or_else(|| panic!("{provider}: {t}"));
+            assert!(answer.starts_with("Tool said: SQL: SELECT count(*) AS n FROM notes") && answer.contains(&format!("[{{\"n\":{n}}}]")), "{provider}: {t}");
+            assert_eq!((t["rounds"].as_u64(), t["tool_results"][0]["is_error"].as_bool(), t["tool_calls"].as_array().map(Vec::len)), (Some(1), Some(false), Some(0)), "{t}");
+            let events = sse(&http, &gw, token, json!({"messages": [{"role": "user", "content": "count notes"}], "run_tools": true, "stream": true})).await;
+            let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).filter(|k| *k != "delta").collect();
+            assert_eq!(kinds, ["tool_call", "tool_result", "done"], "{provider}: {events:?}");
+            let result = events.iter().find(|e| e["type"] == "tool_result").unwrap();
+            assert!(result["content"].as_str().unwrap().contains(&format!("[{{\"n\":{n}}}]")), "{result}");
+            let text: String = events.iter().filter(|e| e["type"] == "delta").map(|e| e["content"].as_str().unwrap()).collect();
+            assert!(text.starts_with("Tool said: SQL: SELECT count(*)"), "{provider}: {text}");
+            assert_eq!(events.last().unwrap()["rounds"], 1);
+        }
+        // max_tool_rounds out of range.
+        let r = http
+            .post(gw.url("/api/llm/chat"))
+            .bearer_auth(&a)
+            .json(&json!({"messages": [{"role": "user", "content": "x"}], "run_tools": true, "max_tool_rounds": 99}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = http.post(gw.url("/api/llm/chat")).bearer_auth(&a).json(&json!({"messages": [{"role": "user", "content": "x"}], "tools": ["drop_database"]})).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         // query_database end to end: the LLM writes the SQL, it runs as user A under RLS.
         let (_, r) = rpc(
             &http,
@@ -359,4 +411,134 @@ async fn the_llm_proxy_and_query_database_through_each_wire_format() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "not configured");
     let r = http.post(gw.url("/api/llm/chat")).bearer_auth(&a).json(&json!({"provider": "openai", "messages": []})).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+/// Saved workbench configurations are agent databases: each user sees its own (the
+/// service key all), selects one, and the tools run there as the configuration's user
+/// within its allowed_tables. API tokens made by the service key are stored hashed,
+/// carry their user's claims and may be bound to one database (403 on switching).
+#[tokio::test]
+async fn saved_databases_and_api_tokens() {
+    let tc = TestCluster::start().await.unwrap();
+    tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+    tc.superuser()
+        .await
+        .unwrap()
+        .batch_execute(&format!("insert into auth.users (id, email) values ('{USER_A}', 'alice@example.com'), ('{USER_B}', 'bob@example.com')"))
+        .await
+        .unwrap();
+    let target = TestCluster::start_bare().unwrap();
+    target.superuser().await.unwrap().batch_execute("create table items (id int primary key, name text); insert into items values (1, 'x'), (2, 'y'); create table payroll (id int, pay int); insert into payroll values (1, 100);").await.unwrap();
+    let gw = Gateway::serve(
+        &tc,
+        &[
+            ("WORKBENCH_ENABLED", "true"),
+            ("WORKBENCH_ALLOW_PRIVATE", "true"),
+            ("WORKBENCH_ROLES", "authenticated"),
+            ("WORKBENCH_SECRET_KEY", "agent-test-key-0123456789-abcdefghijkl"),
+        ],
+    )
+    .await
+    .unwrap();
+    let http = Client::new();
+    let (a, b) = (user_token(USER_A, json!({})), user_token(USER_B, json!({})));
+    let service = keys::mint(Role::ServiceRole, &Secret::new(JWT_SECRET)).unwrap();
+    let call = |method: reqwest::Method, path: &str, token: &str, body: Option<Value>| {
+        let mut r = http.request(method, gw.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let res = r.send().await.unwrap();
+            let st = res.status();
+            (st, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // A saves a configuration of the target limited to `items`.
+    let conn = json!({"host": "127.0.0.1", "port": target.cluster.running_port().unwrap(), "database": "postgres", "username": "postgres", "password": pgstack_tests::PASSWORD, "ssl": false});
+    let (st, cfg) =
+        call(reqwest::Method::POST, "/api/database-configs", &a, Some(json!({"name": "shop", "connection_config": conn, "settings": {"allowed_tables": ["public.items"]}}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{cfg}");
+    let (_, d) = call(reqwest::Method::GET, "/api/databases", &a, None).await;
+    let names: Vec<&str> = d["databases"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["default", "shop"], "{d}");
+    assert_eq!(d["databases"][1]["user"], "postgres");
+    assert!(!d.to_string().contains(pgstack_tests::PASSWORD));
+    let (_, d) = call(reqwest::Method::GET, "/api/databases", &b, None).await;
+    assert_eq!(d["databases"].as_array().unwrap().len(), 1, "B does not see A's configuration: {d}");
+    let (st, r) = call(reqwest::Method::POST, "/api/databases/select", &b, Some(json!({"name": "shop"}))).await;
+    assert_eq!((st, r["error"].as_str()), (StatusCode::FORBIDDEN, Some("Access denied to this database")), "{r}");
+    // A selects it: the tools run on the target, within allowed_tables.
+    let (st, r) = call(reqwest::Method::POST, "/api/databases/select", &a, Some(json!({"name": "shop"}))).await;
+    assert_eq!((st, r["current"].as_str()), (StatusCode::OK, Some("shop")), "{r}");
+    let tool = |token: String, sql: &str| {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "execute_sql", "arguments": {"sql": sql}}});
+        let (http, gw) = (&http, &gw);
+        async move {
+            let (st, v) = rpc(http, gw, Some(&token), body).await;
+            assert!(v["result"].is_object(), "{st}: {v}");
+            v["result"].clone()
+        }
+    };
+    let r = tool(a.clone(), "select count(*) as n from items").await;
+    assert_eq!((r["isError"].as_bool(), r["structuredContent"]["rows"][0]["n"].as_i64()), (Some(false), Some(2)), "{r}");
+    let r = tool(a.clone(), "select * from payroll").await;
+    assert_eq!(r["isError"], true, "outside allowed_tables: {r}");
+    assert!(r["content"][0]["text"].as_str().unwrap().contains("payroll"), "{r}");
+    let r = tool(a.clone(), "delete from items").await;
+    assert_eq!(r["isError"], true, "reads only: {r}");
+    let r = tool(b.clone(), "select count(*) as n from notes").await;
+    assert_eq!(r["structuredContent"]["rows"][0]["n"], 1, "B stays on this cluster under RLS: {r}");
+    let (_, schema) = rpc(&http, &gw, Some(&a), json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_schema_info", "arguments": {}}})).await;
+    let text = schema["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("\"items\"") && !text.contains("payroll"), "only allowed tables are shown: {text}");
+
+    // API tokens: only the service key makes them.
+    let (st, _) = call(reqwest::Method::POST, "/api/tokens", &a, Some(json!({"name": "bot"}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, r) = call(reqwest::Method::POST, "/api/tokens", &service, Some(json!({"name": "bot", "user_id": USER_A, "database": "nowhere"}))).await;
+    assert_eq!((st, r["error"].as_str()), (StatusCode::NOT_FOUND, Some("Database not found")), "{r}");
+    let (st, r) = call(reqwest::Method::POST, "/api/tokens", &service, Some(json!({"name": "bot", "user_id": "00000000-0000-0000-0000-0000000000ff"}))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{r}");
+    let (st, r) = call(reqwest::Method::POST, "/api/tokens", &service, Some(json!({"name": "bot", "role": "postgres"}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{r}");
+    let (st, made) = call(reqwest::Method::POST, "/api/tokens", &service, Some(json!({"name": "a-bot", "user_id": USER_A, "database": "default"}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{made}");
+    let token = made["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("pgsa_") && token.len() >= 40, "{made}");
+    let stored: Vec<u8> = tc.superuser().await.unwrap().query_one("select token_hash from agent.api_tokens where name = 'a-bot'", &[]).await.unwrap().get(0);
+    assert_eq!(stored.len(), 32);
+    assert!(!String::from_utf8_lossy(&stored).contains(&token[5..]), "stored hashed");
+    let (_, list) = call(reqwest::Method::GET, "/api/tokens", &service, None).await;
+    assert_eq!(list["tokens"][0]["name"], "a-bot");
+    assert!(!list.to_string().contains(&token), "never shown again: {list}");
+    // The token acts as A (RLS: A's two notes), is bound to `default`.
+    let r = tool(token.clone(), "select count(*) as n from notes").await;
+    assert_eq!(r["structuredContent"]["rows"][0]["n"], 2, "{r}");
+    let (st, u) = call(reqwest::Method::GET, "/api/user/info", &token, None).await;
+    assert_eq!((st, u["username"].as_str()), (StatusCode::OK, Some("alice@example.com")), "{u}");
+    let (st, r) = call(reqwest::Method::POST, "/api/databases/select", &token, Some(json!({"name": "shop"}))).await;
+    assert_eq!((st, r["error"].as_str()), (StatusCode::FORBIDDEN, Some("API token is bound to a different database")), "{r}");
+    let (_, d) = call(reqwest::Method::GET, "/api/databases", &token, None).await;
+    assert_eq!((d["databases"].as_array().unwrap().len(), d["current"].as_str()), (1, Some("default")), "{d}");
+    // A token bound to the saved configuration runs there.
+    let (_, shop_token) = call(reqwest::Method::POST, "/api/tokens", &service, Some(json!({"name": "shop-bot", "user_id": USER_A, "database": "shop"}))).await;
+    let r = tool(shop_token["token"].as_str().unwrap().to_owned(), "select count(*) as n from items").await;
+    assert_eq!(r["structuredContent"]["rows"][0]["n"], 2, "{r}");
+    // Unknown, revoked and forged tokens: 401.
+    let (st, _) = call(reqwest::Method::GET, "/api/databases", "pgsa_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = call(reqwest::Method::GET, "/api/databases", "pgsa_'; drop table notes; --", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = call(reqwest::Method::DELETE, &format!("/api/tokens/{}", made["id"].as_str().unwrap()), &service, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = call(reqwest::Method::GET, "/api/databases", &token, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "revoked at once");
+    let (st, _) = call(reqwest::Method::DELETE, &format!("/api/tokens/{}", made["id"].as_str().unwrap()), &service, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // An expired token.
+    let (_, old) = call(reqwest::Method::POST, "/api/tokens", &service, Some(json!({"name": "old", "user_id": USER_B, "expires_in_days": 1}))).await;
+    tc.superuser().await.unwrap().batch_execute("update agent.api_tokens set expires_at = now() - interval '1 second' where name = 'old'").await.unwrap();
+    let (st, _) = call(reqwest::Method::GET, "/api/databases", old["token"].as_str().unwrap(), None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
 }

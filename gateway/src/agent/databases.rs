@@ -2,8 +2,13 @@
 //! for its token, and who it is.
 //!
 //! The databases are this cluster, named `default` (the agent's tools run on it as
-//! the caller). A token may be bound to one database by a `database` claim: it sees
-//! only that one and cannot switch (403), as the seed's API tokens.
+//! the caller, under RLS), and, when the workbench is enabled and grants the caller,
+//! the workbench's saved configurations the caller may use (its own; all for the
+//! service key), named by their `name` (a repeated name gets `#` and the first 8
+//! characters of its id). Tools on a saved configuration run as its database user,
+//! read-only, within its allowed_tables. A token may be bound to one database (an API
+//! token's `database`, or a `database` claim): it sees only that one and cannot switch
+//! (403), as the seed's API tokens.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,10 +23,31 @@ use sha2::{Digest, Sha256};
 
 use super::fail;
 use crate::http::caller::Caller;
+use crate::workbench::access::{granted, Owner};
+use crate::workbench::configs;
 use crate::AppState;
 
-/// The one database the agent serves: this cluster.
+/// This cluster's name among the agent's databases.
 pub const DEFAULT: &str = "default";
+
+/// Where a database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// This cluster, as the caller.
+    Cluster,
+    /// A saved workbench configuration (its id).
+    Saved(String),
+}
+
+/// One database the caller may use.
+pub struct Database {
+    /// Its name in the agent's API.
+    pub name: String,
+    /// Where it is.
+    pub place: Place,
+    /// Its entry in `GET /api/databases`.
+    pub json: Value,
+}
 
 /// Selections per token (by its hash), bounded.
 #[derive(Default)]
@@ -56,37 +82,86 @@ pub fn bound(caller: &Caller) -> Option<&str> {
     caller.claims.get("database").and_then(Value::as_str)
 }
 
-/// The databases `caller` may use.
-fn visible(s: &AppState, caller: &Caller) -> Vec<Value> {
+/// This cluster, as the caller sees it.
+fn cluster(s: &AppState, caller: &Caller) -> Database {
     let url: Option<tokio_postgres::Config> = s.config.database_url.parse().ok();
-    let (host, port, dbname, ssl) = match &url {
-        Some(c) => (
-            c.get_hosts().first().map(|h| match h {
-                tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                #[allow(unreachable_patterns)]
-                _ => "localhost".to_owned(),
-            }),
-            c.get_ports().first().copied().unwrap_or(5432),
-            c.get_dbname().unwrap_or("postgres").to_owned(),
-            match c.get_ssl_mode() {
-                tokio_postgres::config::SslMode::Disable => "disable",
-                tokio_postgres::config::SslMode::Require => "require",
-                _ => "prefer",
-            },
-        ),
-        None => (None, 5432, "postgres".to_owned(), "prefer"),
+    let host = url.as_ref().and_then(|c| c.get_hosts().first()).map(|h| match h {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        #[allow(unreachable_patterns)]
+        _ => "localhost".to_owned(),
+    });
+    let port = url.as_ref().and_then(|c| c.get_ports().first().copied()).unwrap_or(5432);
+    let dbname = url.as_ref().and_then(|c| c.get_dbname()).unwrap_or("postgres").to_owned();
+    let ssl = match url.as_ref().map(|c| c.get_ssl_mode()) {
+        Some(tokio_postgres::config::SslMode::Disable) => "disable",
+        Some(tokio_postgres::config::SslMode::Require) => "require",
+        _ => "prefer",
     };
-    let all = vec![json!({ "name": DEFAULT, "host": host.unwrap_or_else(|| "localhost".into()), "port": port, "database": dbname, "user": caller.pg_role, "sslmode": ssl })];
-    match bound(caller) {
-        Some(b) => all.into_iter().filter(|d| d["name"] == b).collect(),
-        None => all,
+    Database {
+        name: DEFAULT.to_owned(),
+        place: Place::Cluster,
+        json: json!({ "name": DEFAULT, "host": host.unwrap_or_else(|| "localhost".into()), "port": port, "database": dbname, "user": caller.pg_role, "sslmode": ssl }),
     }
+}
+
+/// The saved configurations `owner` may use, named uniquely.
+async fn saved(s: &AppState, owner: &Owner) -> Result<Vec<Database>, String> {
+    let list = configs::usable(s, owner).await.map_err(|e| e.message)?;
+    let mut seen = std::collections::HashSet::from([DEFAULT.to_owned()]);
+    Ok(list
+        .into_iter()
+        .map(|c| {
+            let name = if seen.contains(&c.name) { format!("{}#{}", c.name, &c.id[..8]) } else { c.name.clone() };
+            seen.insert(name.clone());
+            Database {
+                json: json!({ "name": name, "host": c.host, "port": c.port, "database": c.database, "user": c.user, "sslmode": c.ssl, "config_id": c.id }),
+                name,
+                place: Place::Saved(c.id),
+            }
+        })
+        .collect())
+}
+
+/// The databases `caller` may use: this cluster, then the saved configurations when
+/// the workbench grants the caller; only the bound one for a bound token.
+pub async fn visible(s: &AppState, caller: &Caller) -> Result<Vec<Database>, String> {
+    let mut all = vec![cluster(s, caller)];
+    if s.config.workbench.enabled && granted(&s.config.workbench, caller) {
+        all.extend(saved(s, &Owner::of(caller)).await?);
+    }
+    Ok(match bound(caller) {
+        Some(b) => all.into_iter().filter(|d| d.name == b).collect(),
+        None => all,
+    })
+}
+
+/// Whether a database of this name exists for the service key (an API token may be
+/// bound to it).
+pub async fn exists(s: &AppState, name: &str) -> bool {
+    name == DEFAULT || (s.config.workbench.enabled && saved(s, &Owner("service".into())).await.is_ok_and(|l| l.iter().any(|d| d.name == name)))
+}
+
+/// Where the caller's tools run: its selected (or bound) database, if it may still
+/// use it.
+pub async fn place(s: &AppState, caller: &Caller) -> Result<Place, String> {
+    let name = s.agent.selections.current(caller);
+    if name == DEFAULT && bound(caller).is_none_or(|b| b == DEFAULT) {
+        return Ok(Place::Cluster);
+    }
+    visible(s, caller).await?.into_iter().find(|d| d.name == name).map(|d| d.place).ok_or_else(|| format!("the database {name:?} is no longer available; select another"))
+}
+
+fn unavailable(e: String) -> Response {
+    tracing::error!(error = %e, "agent databases");
+    fail(StatusCode::SERVICE_UNAVAILABLE, "the saved databases cannot be listed right now; retry shortly")
 }
 
 /// `GET /api/databases`.
 pub async fn list(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
-    let databases = visible(&s, &caller);
-    Json(json!({ "databases": databases, "current": s.agent.selections.current(&caller) })).into_response()
+    match visible(&s, &caller).await {
+        Ok(dbs) => Json(json!({ "databases": dbs.into_iter().map(|d| d.json).collect::<Vec<_>>(), "current": s.agent.selections.current(&caller) })).into_response(),
+        Err(e) => unavailable(e),
+    }
 }
 
 /// `POST /api/databases/select` `{name}`.
@@ -100,12 +175,13 @@ pub async fn select(State(s): State<AppState>, Extension(caller): Extension<Call
             return fail(StatusCode::FORBIDDEN, "API token is bound to a different database");
         }
     }
-    let known = name == DEFAULT;
-    if !known {
-        return fail(StatusCode::NOT_FOUND, "Database not found");
-    }
-    if !visible(&s, &caller).iter().any(|d| d["name"] == name) {
-        return fail(StatusCode::FORBIDDEN, "Access denied to this database");
+    let mine = match visible(&s, &caller).await {
+        Ok(d) => d,
+        Err(e) => return unavailable(e),
+    };
+    if !mine.iter().any(|d| d.name == name) {
+        // Someone else's configuration is "denied", a name nobody has "not found".
+        return if exists(&s, name).await { fail(StatusCode::FORBIDDEN, "Access denied to this database") } else { fail(StatusCode::NOT_FOUND, "Database not found") };
     }
     s.agent.selections.set(&caller, name);
     Json(json!({ "success": true, "current": name, "message": "Database selected successfully" })).into_response()

@@ -174,77 +174,238 @@ fn body_for(p: &LlmProvider, model: &str, messages: &[Value], tools: &[Value], m
     }
 }
 
-/// One chat turn streamed to the client as server-sent events: `{"type": "delta",
-/// "content"}` per piece of text as the provider sends it (OpenAI's and Anthropic's
-/// SSE, Ollama's JSON lines), then `{"type": "done", provider, model, content}` (or
-/// `{"type": "error", error}` when the provider breaks off).
-pub async fn chat_stream(s: &AppState, provider_name: Option<&str>, model: Option<&str>, messages: &[Value], max_tokens: u64) -> Result<Response, (StatusCode, String)> {
+/// The provider and model of a chat.
+#[derive(Clone)]
+pub struct Route {
+    /// The provider.
+    pub p: LlmProvider,
+    /// The model asked for.
+    pub model: String,
+}
+
+/// The provider (named, else LLM_DEFAULT_PROVIDER, else the first configured) and the
+/// model (named, else LLM_DEFAULT_MODEL).
+pub fn route(s: &AppState, provider_name: Option<&str>, model: Option<&str>) -> Result<Route, (StatusCode, String)> {
     let p = provider(s, provider_name)?.clone();
     let model =
         model.map(str::to_owned).or_else(|| s.config.llm.default_model.clone()).ok_or((StatusCode::BAD_REQUEST, "model is required (or set LLM_DEFAULT_MODEL)".to_owned()))?;
-    let (path, body) = body_for(&p, &model, messages, &[], max_tokens, true);
-    let res = request(s, &p, reqwest::Method::POST, path).json(&body).send().await.map_err(|_| (StatusCode::BAD_GATEWAY, format!("the {} provider did not answer", p.name)))?;
+    Ok(Route { p, model })
+}
+
+/// Sends one turn; an answer other than 2xx is an error naming the provider.
+pub async fn open(s: &AppState, r: &Route, messages: &[Value], tools: &[Value], max_tokens: u64, stream: bool) -> Result<reqwest::Response, (StatusCode, String)> {
+    let p = &r.p;
+    let (path, body) = body_for(p, &r.model, messages, tools, max_tokens, stream);
+    let res =
+        request(s, p, reqwest::Method::POST, path).json(&body).send().await.map_err(|e| {
+            (StatusCode::BAD_GATEWAY, format!("the {} provider did not answer: {}", p.name, if e.is_timeout() { "timed out (LLM_TIMEOUT)" } else { "unreachable" }))
+        })?;
     if !res.status().is_success() {
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let msg = v.pointer("/error/message").or_else(|| v.get("error")).and_then(Value::as_str).unwrap_or("an error");
+        let msg: String = msg.chars().take(500).collect();
         return Err((StatusCode::BAD_GATEWAY, format!("the {} provider answered {status}: {msg}", p.name)));
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
-    tokio::spawn(async move {
-        use futures_util::StreamExt;
-        let event = |v: Value| bytes::Bytes::from(format!("data: {v}\n\n"));
-        let mut stream = res.bytes_stream();
-        let (mut pending, mut full, mut read) = (Vec::<u8>::new(), String::new(), 0usize);
-        let mut finished = false;
-        while let Some(chunk) = stream.next().await {
-            let Ok(chunk) = chunk else {
-                let _ = tx.send(event(json!({ "type": "error", "error": format!("the {} provider broke off", p.name) }))).await;
-                return;
-            };
-            read += chunk.len();
-            if read > MAX_ANSWER {
-                let _ = tx.send(event(json!({ "type": "error", "error": "the answer is too large" }))).await;
-                return;
-            }
-            pending.extend_from_slice(&chunk);
-            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=nl).collect();
-                let line = String::from_utf8_lossy(&line).trim().to_owned();
-                let payload = if p.name == "ollama" { line.as_str() } else { line.strip_prefix("data:").map(str::trim).unwrap_or("") };
-                if payload.is_empty() {
-                    continue;
-                }
-                if payload == "[DONE]" {
-                    finished = true;
-                    break;
-                }
-                let Ok(v) = serde_json::from_str::<Value>(payload) else { continue };
-                let piece = match p.name {
-                    "anthropic" => v.pointer("/delta/text").and_then(Value::as_str),
-                    "ollama" => v.pointer("/message/content").and_then(Value::as_str),
-                    _ => v.pointer("/choices/0/delta/content").and_then(Value::as_str),
-                };
-                if let Some(piece) = piece.filter(|t| !t.is_empty()) {
-                    full.push_str(piece);
-                    if tx.send(event(json!({ "type": "delta", "content": piece }))).await.is_err() {
-                        return;
-                    }
-                }
-                if v["type"] == "message_stop" || v["done"] == true {
-                    finished = true;
-                    break;
-                }
-            }
-            if finished {
-                break;
+    Ok(res)
+}
+
+/// Reads a whole (not streamed) answer.
+pub async fn answer(r: &Route, res: reqwest::Response) -> Result<Answer, (StatusCode, String)> {
+    let p = &r.p;
+    let down = |e: &str| (StatusCode::BAD_GATEWAY, format!("the {} provider {e}", p.name));
+    let body = res.bytes().await.map_err(|_| down("broke off its answer"))?;
+    if body.len() > MAX_ANSWER {
+        return Err(down("answered too much"));
+    }
+    let v: Value = serde_json::from_slice(&body).map_err(|_| down("answered with a body that is not JSON"))?;
+    let bad = |m: &str| (StatusCode::BAD_GATEWAY, format!("the {} provider answered without {m}", p.name));
+    let model = v["model"].as_str().unwrap_or(&r.model).to_owned();
+    Ok(match p.name {
+        "anthropic" => {
+            let blocks = v["content"].as_array().ok_or_else(|| bad("content"))?;
+            Answer {
+                content: blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join(""),
+                tool_calls: blocks.iter().filter(|b| b["type"] == "tool_use").map(|b| json!({ "id": b["id"], "name": b["name"], "arguments": b["input"] })).collect(),
+                usage: v["usage"].clone(),
+                model,
             }
         }
-        let _ = tx.send(event(json!({ "type": "done", "provider": p.name, "model": model, "content": full }))).await;
-    });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx)) });
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/event-stream"), (axum::http::header::CACHE_CONTROL, "no-cache")], axum::body::Body::from_stream(body)).into_response())
+        "ollama" => {
+            let m = v.get("message").ok_or_else(|| bad("message"))?;
+            Answer {
+                content: m["content"].as_str().unwrap_or("").to_owned(),
+                tool_calls: function_calls(&m["tool_calls"]),
+                usage: json!({ "prompt_eval_count": v["prompt_eval_count"], "eval_count": v["eval_count"] }),
+                model,
+            }
+        }
+        _ => {
+            let m = v.pointer("/choices/0/message").ok_or_else(|| bad("choices"))?;
+            Answer { content: m["content"].as_str().unwrap_or("").to_owned(), tool_calls: function_calls(&m["tool_calls"]), usage: v["usage"].clone(), model }
+        }
+    })
+}
+
+/// Tool calls being assembled from a stream: id, name and the arguments as they
+/// arrive (JSON text in pieces, or a whole object from Ollama).
+#[derive(Default)]
+struct Partial {
+    id: String,
+    name: String,
+    text: String,
+    object: Option<Value>,
+}
+
+/// Reads a streamed answer (OpenAI's and Anthropic's server-sent events, Ollama's
+/// JSON lines), sending `{"type": "delta", "content"}` to `out` per piece of text as
+/// it comes. Tool calls are assembled (OpenAI's argument pieces by index,
+/// Anthropic's `input_json_delta`s by block, Ollama's whole calls) and returned.
+pub async fn answer_streamed(r: &Route, res: reqwest::Response, out: &tokio::sync::mpsc::Sender<bytes::Bytes>) -> Result<Answer, String> {
+    use futures_util::StreamExt;
+    let p = &r.p;
+    let mut stream = res.bytes_stream();
+    let (mut pending, mut content, mut read) = (Vec::<u8>::new(), String::new(), 0usize);
+    let mut calls: std::collections::BTreeMap<u64, Partial> = Default::default();
+    let (mut usage, mut model) = (Value::Null, r.model.clone());
+    'read: while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| format!("the {} provider broke off", p.name))?;
+        read += chunk.len();
+        if read > MAX_ANSWER {
+            return Err(format!("the {} provider answered too much", p.name));
+        }
+        pending.extend_from_slice(&chunk);
+        while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line).trim().to_owned();
+            let payload = if p.name == "ollama" { line.as_str() } else { line.strip_prefix("data:").map(str::trim).unwrap_or("") };
+            if payload.is_empty() {
+                continue;
+            }
+            if payload == "[DONE]" {
+                break 'read;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(payload) else { continue };
+            let piece = match p.name {
+                "anthropic" => v.pointer("/delta/text").and_then(Value::as_str),
+                "ollama" => v.pointer("/message/content").and_then(Value::as_str),
+                _ => v.pointer("/choices/0/delta/content").and_then(Value::as_str),
+            };
+            if let Some(piece) = piece.filter(|t| !t.is_empty()) {
+                content.push_str(piece);
+                if out.send(event(json!({ "type": "delta", "content": piece }))).await.is_err() {
+                    return Err("the client went away".into());
+                }
+            }
+            if let Some(m) = v["model"].as_str().or_else(|| v.pointer("/message/model").and_then(Value::as_str)) {
+                model = m.to_owned();
+            }
+            match p.name {
+                "anthropic" => {
+                    let index = v["index"].as_u64().unwrap_or(0);
+                    if v["type"] == "content_block_start" && v.pointer("/content_block/type") == Some(&json!("tool_use")) {
+                        let b = &v["content_block"];
+                        calls.insert(index, Partial { id: b["id"].as_str().unwrap_or("").into(), name: b["name"].as_str().unwrap_or("").into(), ..Default::default() });
+                    }
+                    if let (Some(part), Some(c)) = (v.pointer("/delta/partial_json").and_then(Value::as_str), calls.get_mut(&index)) {
+                        c.text.push_str(part);
+                    }
+                    if let Some(u) = v.pointer("/message/usage").or_else(|| v.get("usage")).and_then(Value::as_object) {
+                        let mut merged = usage.as_object().cloned().unwrap_or_default();
+                        merged.extend(u.clone());
+                        usage = Value::Object(merged);
+                    }
+                    if v["type"] == "message_stop" {
+                        break 'read;
+                    }
+                }
+                "ollama" => {
+                    for c in v.pointer("/message/tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                        let n = calls.len() as u64;
+                        calls.insert(
+                            n,
+                            Partial {
+                                name: c.pointer("/function/name").and_then(Value::as_str).unwrap_or("").into(),
+                                object: c.pointer("/function/arguments").cloned(),
+                                ..Default::default()
+                            },
+                        );
+                    }
+                    if v["done"] == true {
+                        usage = json!({ "prompt_eval_count": v["prompt_eval_count"], "eval_count": v["eval_count"] });
+                        break 'read;
+                    }
+                }
+                _ => {
+                    for c in v.pointer("/choices/0/delta/tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                        let e = calls.entry(c["index"].as_u64().unwrap_or(0)).or_default();
+                        if let Some(id) = c["id"].as_str() {
+                            e.id = id.to_owned();
+                        }
+                        if let Some(name) = c.pointer("/function/name").and_then(Value::as_str) {
+                            e.name.push_str(name);
+                        }
+                        if let Some(args) = c.pointer("/function/arguments").and_then(Value::as_str) {
+                            e.text.push_str(args);
+                        }
+                    }
+                    if v["usage"].is_object() {
+                        usage = v["usage"].clone();
+                    }
+                }
+            }
+            if calls.len() > 64 {
+                return Err(format!("the {} provider asked for more than 64 tool calls", p.name));
+            }
+        }
+    }
+    let tool_calls = calls
+        .into_values()
+        .enumerate()
+        .map(|(i, c)| {
+            let arguments = c.object.unwrap_or_else(|| if c.text.trim().is_empty() { json!({}) } else { serde_json::from_str(&c.text).unwrap_or(Value::Null) });
+            let id = if c.id.is_empty() { format!("call_{i}") } else { c.id };
+            json!({ "id": id, "name": c.name, "arguments": arguments })
+        })
+        .collect();
+    Ok(Answer { content, tool_calls, usage, model })
+}
+
+/// One server-sent event.
+pub fn event(v: Value) -> bytes::Bytes {
+    bytes::Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// The provider's own messages recording `a` (an answer with tool calls) and the
+/// results of those calls, appended so the next turn can go on from them: OpenAI's
+/// assistant `tool_calls` and `tool` messages, Anthropic's `tool_use` and
+/// `tool_result` blocks, Ollama's `tool_calls` and `tool` messages.
+pub fn continue_with(r: &Route, messages: &mut Vec<Value>, a: &Answer, results: &[(String, bool)]) {
+    let calls = a.tool_calls.iter().zip(results);
+    match r.p.name {
+        "anthropic" => {
+            let mut blocks = vec![];
+            if !a.content.is_empty() {
+                blocks.push(json!({ "type": "text", "text": a.content }));
+            }
+            blocks.extend(a.tool_calls.iter().map(|c| json!({ "type": "tool_use", "id": c["id"], "name": c["name"], "input": c["arguments"] })));
+            messages.push(json!({ "role": "assistant", "content": blocks }));
+            let results: Vec<Value> = calls.map(|(c, (text, is_error))| json!({ "type": "tool_result", "tool_use_id": c["id"], "content": text, "is_error": is_error })).collect();
+            messages.push(json!({ "role": "user", "content": results }));
+        }
+        "ollama" => {
+            let tc: Vec<Value> = a.tool_calls.iter().map(|c| json!({ "function": { "name": c["name"], "arguments": c["arguments"] } })).collect();
+            messages.push(json!({ "role": "assistant", "content": a.content, "tool_calls": tc }));
+            messages.extend(calls.map(|(c, (text, _))| json!({ "role": "tool", "content": text, "tool_name": c["name"] })));
+        }
+        _ => {
+            let tc: Vec<Value> =
+                a.tool_calls.iter().map(|c| json!({ "id": c["id"], "type": "function", "function": { "name": c["name"], "arguments": c["arguments"].to_string() } })).collect();
+            messages.push(json!({ "role": "assistant", "content": if a.content.is_empty() { Value::Null } else { json!(a.content) }, "tool_calls": tc }));
+            messages.extend(calls.map(|(c, (text, _))| json!({ "role": "tool", "tool_call_id": c["id"], "content": text })));
+        }
+    }
 }
 
 /// One chat call: `messages` as `{role, content}` (system messages become Anthropic's
@@ -257,42 +418,9 @@ pub async fn chat(
     tools: &[Value],
     max_tokens: u64,
 ) -> Result<(&'static str, Answer), (StatusCode, String)> {
-    let p = provider(s, provider_name)?;
-    let model =
-        model.map(str::to_owned).or_else(|| s.config.llm.default_model.clone()).ok_or((StatusCode::BAD_REQUEST, "model is required (or set LLM_DEFAULT_MODEL)".to_owned()))?;
-    let bad = |m: &str| (StatusCode::BAD_GATEWAY, format!("the {} provider answered without {m}", p.name));
-    let (path, body) = body_for(p, &model, messages, tools, max_tokens, false);
-    let v = send(p, request(s, p, reqwest::Method::POST, path).json(&body)).await?;
-    let answer = match p.name {
-        "anthropic" => {
-            let blocks = v["content"].as_array().ok_or_else(|| bad("content"))?;
-            Answer {
-                content: blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join(""),
-                tool_calls: blocks.iter().filter(|b| b["type"] == "tool_use").map(|b| json!({ "id": b["id"], "name": b["name"], "arguments": b["input"] })).collect(),
-                usage: v["usage"].clone(),
-                model: v["model"].as_str().unwrap_or(&model).to_owned(),
-            }
-        }
-        "ollama" => {
-            let m = v.get("message").ok_or_else(|| bad("message"))?;
-            Answer {
-                content: m["content"].as_str().unwrap_or("").to_owned(),
-                tool_calls: function_calls(&m["tool_calls"]),
-                usage: json!({ "prompt_eval_count": v["prompt_eval_count"], "eval_count": v["eval_count"] }),
-                model: v["model"].as_str().unwrap_or(&model).to_owned(),
-            }
-        }
-        _ => {
-            let m = v.pointer("/choices/0/message").ok_or_else(|| bad("choices"))?;
-            Answer {
-                content: m["content"].as_str().unwrap_or("").to_owned(),
-                tool_calls: function_calls(&m["tool_calls"]),
-                usage: v["usage"].clone(),
-                model: v["model"].as_str().unwrap_or(&model).to_owned(),
-            }
-        }
-    };
-    Ok((p.name, answer))
+    let r = route(s, provider_name, model)?;
+    let res = open(s, &r, messages, tools, max_tokens, false).await?;
+    Ok((r.p.name, answer(&r, res).await?))
 }
 
 /// The SQL in a model's answer: a ```sql block, else the whole text.

@@ -1,25 +1,29 @@
 //! The database agent API (seed 002, pgEdge's Natural Language Agent): MCP over
-//! HTTP at `/mcp/v1` and its REST side under `/api` (databases, user info).
+//! HTTP at `/mcp/v1` and its REST side under `/api`: [`databases`] (this cluster and
+//! the workbench's saved configurations, selection per token), [`conversations`],
+//! [`compact`], the LLM proxy ([`llm`] wire formats, [`chat`] turns with the tools
+//! bridged) and admin-made API [`tokens`].
 //!
 //! Every tool call runs **as the caller**: the request's token gives the Postgres
 //! role and `request.jwt.claims` inside a read-only transaction, so GRANTs and RLS
 //! decide what an agent may read, exactly as for REST.
 //!
-//! request → [`access`] (a user token or the service key) → [`mcp`] (JSON-RPC 2.0,
+//! request → [`access`] (a user token, an API token or the service key) → [`mcp`] (JSON-RPC 2.0,
 //! one message or a batch) → [`tools`] (classified by PostgreSQL's parser, run as
 //! the caller) → JSON-RPC answer.
 
-use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
 pub mod access;
+pub mod chat;
 pub mod compact;
 pub mod conversations;
 pub mod databases;
 pub mod llm;
 pub mod mcp;
+pub mod tokens;
 pub mod tools;
 
 use crate::AppState;
@@ -77,50 +81,6 @@ async fn compact_chat(body: bytes::Bytes) -> axum::response::Response {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct ChatBody {
-    provider: Option<String>,
-    model: Option<String>,
-    messages: Vec<serde_json::Value>,
-    #[serde(default)]
-    tools: Vec<serde_json::Value>,
-    max_tokens: Option<u64>,
-    /// Answer as server-sent events.
-    #[serde(default)]
-    stream: bool,
-}
-
-/// `POST /api/llm/chat`: one turn through the chosen provider, answered in one shape.
-/// `tools: true`-style bridging is the client's: the tool calls come back as asked.
-pub async fn llm_chat(State(s): State<AppState>, body: bytes::Bytes) -> axum::response::Response {
-    let b: ChatBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return fail(axum::http::StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
-    };
-    if b.messages.is_empty() || b.messages.len() > 1000 || b.messages.iter().any(|m| !m["role"].is_string()) {
-        return fail(axum::http::StatusCode::BAD_REQUEST, "messages must be 1 to 1000 {role, content} objects");
-    }
-    if b.stream {
-        return match llm::chat_stream(&s, b.provider.as_deref(), b.model.as_deref(), &b.messages, b.max_tokens.unwrap_or(1024).clamp(1, 32_000)).await {
-            Ok(r) => r,
-            Err((st, m)) => fail(st, m),
-        };
-    }
-    let tools =
-        if b.tools.is_empty() { vec![] } else { tools::list().as_array().cloned().unwrap_or_default().into_iter().filter(|t| b.tools.iter().any(|n| *n == t["name"])).collect() };
-    match llm::chat(&s, b.provider.as_deref(), b.model.as_deref(), &b.messages, &tools, b.max_tokens.unwrap_or(1024).clamp(1, 32_000)).await {
-        Ok((provider, a)) => axum::Json(serde_json::json!({
-            "provider": provider,
-            "model": a.model,
-            "message": { "role": "assistant", "content": a.content },
-            "tool_calls": a.tool_calls,
-            "usage": a.usage,
-        }))
-        .into_response(),
-        Err((st, m)) => fail(st, m),
-    }
-}
-
 /// Every agent route, behind the access check.
 pub fn routes(state: &AppState) -> Router<AppState> {
     let gate = axum::middleware::from_fn_with_state(state.clone(), access::gate);
@@ -132,7 +92,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/api/chat/compact", post(compact_chat))
         .route("/api/llm/providers", get(llm::providers))
         .route("/api/llm/models", get(llm::models))
-        .route("/api/llm/chat", post(llm_chat))
+        .route("/api/llm/chat", post(chat::post))
+        .route("/api/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/api/conversations", get(conversations::list).post(conversations::create).delete(conversations::delete_all))
         .route("/api/conversations/{id}", get(conversations::get).put(conversations::replace).patch(conversations::rename).delete(conversations::delete))
         .route_layer(gate)

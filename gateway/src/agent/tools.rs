@@ -9,11 +9,14 @@
 
 use serde_json::{json, Value};
 
+use super::databases::{self, Place};
 use crate::db::caller::SETUP;
+use crate::db::classify::{self, Kind, Statement};
 use crate::http::caller::Caller;
-use crate::workbench::classify::{self, Kind, Statement};
+use crate::workbench::access::Owner;
 use crate::workbench::error::WbError;
 use crate::workbench::run::{self, Limits, Prelude};
+use crate::workbench::target::Target;
 use crate::AppState;
 
 /// A JSON-RPC error of a method (not of a tool: tool failures are results with
@@ -145,17 +148,54 @@ async fn read_statement(sql: &str) -> Result<Statement, WbError> {
     }
 }
 
-/// Runs a read as the caller on this cluster.
-async fn run_read(s: &AppState, caller: &Caller, st: &Statement, params: &[Value], rows: u64) -> Result<Value, WbError> {
-    let _turn = turn(s).await?;
-    let conn =
-        s.pool.get().await.map_err(|e| WbError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, crate::error::code::workbench::CAPACITY, format!("database unavailable: {e}")))?;
-    let client: &deadpool_postgres::ClientWrapper = &conn;
-    let out = run::read_as(client, st, params, limits(s, rows), false, Some(&as_caller(caller))).await?;
+/// Where a tool runs: this cluster as the caller, or a saved configuration (its
+/// target and allowed tables) as its own database user.
+enum Where {
+    Cluster,
+    Saved(Target, Option<Vec<String>>),
+}
+
+/// The caller's selected database, resolved for one tool call.
+async fn place(s: &AppState, caller: &Caller) -> Result<Where, WbError> {
+    match databases::place(s, caller).await.map_err(WbError::invalid)? {
+        Place::Cluster => Ok(Where::Cluster),
+        Place::Saved(id) => {
+            let (t, allowed) = crate::workbench::configs::resolve(s, &Owner::of(caller), &id).await?;
+            Ok(Where::Saved(t, allowed))
+        }
+    }
+}
+
+/// Runs a read as the caller on this cluster, or on a saved configuration within its
+/// allowed tables.
+async fn run_read(s: &AppState, caller: &Caller, at: &Where, st: &Statement, params: &[Value], rows: u64) -> Result<Value, WbError> {
+    let out = match at {
+        Where::Cluster => {
+            let _turn = turn(s).await?;
+            let conn = cluster_connection(s).await?;
+            let client: &deadpool_postgres::ClientWrapper = &conn;
+            run::read_as(client, st, params, limits(s, rows), false, Some(&as_caller(caller))).await?
+        }
+        Where::Saved(target, allowed) => {
+            crate::workbench::configs::check_allowed(st, allowed)?;
+            let mut lim = limits(s, rows);
+            lim.public_only = allowed.is_some();
+            let _turn = turn(s).await?;
+            let mut lease = s.workbench.pools.connect(target).await?;
+            let out = run::read(lease.client(), st, params, lim, false).await;
+            lease.done();
+            out?
+        }
+    };
     // Rows are PostgreSQL's JSON text; a value nested deeper than serde_json reads
     // (128 levels) is refused here, not a panic.
     let rows = serde_json::to_value(&out.rows).map_err(|_| WbError::invalid("the result holds JSON nested more than 128 levels deep; select it as text"))?;
     Ok(json!({ "sql": st.text, "columns": out.columns, "rows": rows, "row_count": out.rows.len(), "truncated": out.has_next }))
+}
+
+/// A connection of the gateway's own pool (for tools on this cluster).
+async fn cluster_connection(s: &AppState) -> Result<crate::db::fair::Fair<deadpool_postgres::Object>, WbError> {
+    s.pool.get().await.map_err(|e| WbError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, crate::error::code::workbench::CAPACITY, format!("database unavailable: {e}")))
 }
 
 /// A place among the tool calls running at once (half the gateway's pool, so auth,
@@ -169,6 +209,15 @@ async fn turn(s: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, WbError
 
 /// `tools/call`.
 pub async fn call(s: &AppState, caller: &Caller, name: &str, args: &Value) -> Result<Value, RpcError> {
+    if !list().as_array().is_some_and(|l| l.iter().any(|t| t["name"] == name)) {
+        let shown: String = name.chars().take(100).collect();
+        return Err(RpcError::params(format!("unknown tool {shown:?}")));
+    }
+    let at = match place(s, caller).await {
+        Ok(at) => at,
+        Err(e) => return Ok(failed(&e)),
+    };
+    let at = &at;
     let text_arg = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_owned);
     match name {
         "execute_sql" => {
@@ -182,7 +231,7 @@ pub async fn call(s: &AppState, caller: &Caller, name: &str, args: &Value) -> Re
                 Some(Value::Array(a)) if a.len() <= 100 => a.clone(),
                 Some(_) => return Err(RpcError::params("params must be an array of at most 100 values")),
             };
-            let outcome = async { run_read(s, caller, &read_statement(&sql).await?, &params, rows).await }.await;
+            let outcome = async { run_read(s, caller, at, &read_statement(&sql).await?, &params, rows).await }.await;
             Ok(match outcome {
                 Ok(v) => result(format!("SQL: {sql}\n{}", serde_json::to_string(&v["rows"]).unwrap_or_default()), Some(v), false),
                 Err(e) => failed(&e),
@@ -203,7 +252,7 @@ pub async fn call(s: &AppState, caller: &Caller, name: &str, args: &Value) -> Re
                 if st.params > 0 {
                     return Err(WbError::invalid("explain_query takes a statement without $n parameters"));
                 }
-                run_read(s, caller, &explain, &params, 10).await
+                run_read(s, caller, at, &explain, &params, 10).await
             }
             .await;
             Ok(match outcome {
@@ -216,7 +265,7 @@ pub async fn call(s: &AppState, caller: &Caller, name: &str, args: &Value) -> Re
         }
         "get_schema_info" => {
             let schema = text_arg("schema");
-            Ok(match schema_of(s, caller, schema).await {
+            Ok(match schema_of(s, caller, at, schema).await {
                 Ok(v) => result(serde_json::to_string(&v).unwrap_or_default(), Some(v), false),
                 Err(e) => failed(&e),
             })
@@ -225,7 +274,7 @@ pub async fn call(s: &AppState, caller: &Caller, name: &str, args: &Value) -> Re
             let q = text_arg("query")
                 .filter(|q| !q.trim().is_empty() && q.len() <= 4000)
                 .ok_or_else(|| RpcError::params("query_database needs \"query\" (a string of at most 4000 bytes)"))?;
-            Ok(match natural(s, caller, &q).await {
+            Ok(match natural(s, caller, at, &q).await {
                 Ok(v) => result(format!("SQL: {}\n{}", v["sql"].as_str().unwrap_or(""), serde_json::to_string(&v["rows"]).unwrap_or_default()), Some(v), false),
                 Err(text) => result(text, Some(json!({ "error": { "code": "ERR_LLM" } })), true),
             })
@@ -237,8 +286,8 @@ pub async fn call(s: &AppState, caller: &Caller, name: &str, args: &Value) -> Re
 /// Natural language → one read through the configured LLM → run as the caller. The
 /// model sees the names and types of the tables the caller may read; what it writes is
 /// classified and run like any `execute_sql` (it cannot write, and RLS still decides).
-async fn natural(s: &AppState, caller: &Caller, question: &str) -> Result<Value, String> {
-    let tree = schema_of(s, caller, None).await.map_err(|e| e.message)?;
+async fn natural(s: &AppState, caller: &Caller, at: &Where, question: &str) -> Result<Value, String> {
+    let tree = schema_of(s, caller, at, None).await.map_err(|e| e.message)?;
     let mut schema = String::new();
     'outer: for sch in tree["schemas"].as_array().into_iter().flatten() {
         for t in sch["tables"].as_array().into_iter().flatten().chain(sch["views"].as_array().into_iter().flatten()) {
@@ -257,19 +306,47 @@ async fn natural(s: &AppState, caller: &Caller, question: &str) -> Result<Value,
     let (provider, answer) = super::llm::chat(s, None, None, &messages, &[], 1024).await.map_err(|(_, m)| format!("query_database needs an LLM: {m}"))?;
     let sql = super::llm::sql_in(&answer.content);
     let st = read_statement(&sql).await.map_err(|e| format!("the model wrote SQL that cannot run here ({}): {sql}", e.message))?;
-    let mut v = run_read(s, caller, &st, &[], DEFAULT_ROWS).await.map_err(|e| format!("{} (SQL: {sql})", e.message))?;
+    let mut v = run_read(s, caller, at, &st, &[], DEFAULT_ROWS).await.map_err(|e| format!("{} (SQL: {sql})", e.message))?;
     v["question"] = json!(question);
     v["provider"] = json!(provider);
     v["model"] = json!(answer.model);
     Ok(v)
 }
 
-async fn schema_of(s: &AppState, caller: &Caller, schema: Option<String>) -> Result<Value, WbError> {
+async fn schema_of(s: &AppState, caller: &Caller, at: &Where, schema: Option<String>) -> Result<Value, WbError> {
     let _turn = turn(s).await?;
-    let conn =
-        s.pool.get().await.map_err(|e| WbError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, crate::error::code::workbench::CAPACITY, format!("database unavailable: {e}")))?;
-    let client: &deadpool_postgres::ClientWrapper = &conn;
-    crate::workbench::schema::discover_as(client, schema.map(|s| vec![s]), s.config.workbench.statement_timeout_ms, Some(&as_caller(caller))).await
+    let timeout = s.config.workbench.statement_timeout_ms;
+    match at {
+        Where::Cluster => {
+            let conn = cluster_connection(s).await?;
+            let client: &deadpool_postgres::ClientWrapper = &conn;
+            crate::workbench::schema::discover_as(client, schema.map(|s| vec![s]), timeout, Some(&as_caller(caller))).await
+        }
+        Where::Saved(target, allowed) => {
+            let mut lease = s.workbench.pools.connect(target).await?;
+            let tree = crate::workbench::schema::discover(lease.client(), schema.map(|s| vec![s]), timeout).await;
+            lease.done();
+            let mut tree = tree?;
+            if let Some(allowed) = allowed {
+                keep_allowed(&mut tree, allowed);
+            }
+            Ok(tree)
+        }
+    }
+}
+
+/// Drops from a schema tree the tables and views outside a configuration's
+/// allowed_tables (the agent shows only what it may query).
+fn keep_allowed(tree: &mut Value, allowed: &[String]) {
+    let ok = |schema: &str, name: &str| crate::workbench::configs::allowed(&Some(allowed.to_vec()), schema, name);
+    for sch in tree["schemas"].as_array_mut().into_iter().flatten() {
+        let schema = sch["name"].as_str().unwrap_or("").to_owned();
+        for key in ["tables", "views"] {
+            if let Some(list) = sch[key].as_array_mut() {
+                list.retain(|t| ok(&schema, t["name"].as_str().unwrap_or("")));
+            }
+        }
+    }
 }
 
 const SYSTEM_INFO_SQL: &str = "select version() as version, current_setting('server_version') as server_version, current_database() as database, \
@@ -278,14 +355,21 @@ const SETTINGS_SQL: &str = "select name, setting, unit, category, short_desc fro
 
 /// `resources/read`.
 pub async fn read_resource(s: &AppState, caller: &Caller, uri: &str) -> Result<Value, RpcError> {
+    let at = &place(s, caller).await.map_err(|e| RpcError::internal(e.message))?;
+    // The server-information statements are the gateway's own: a configuration's
+    // allowed_tables (which limit the caller's SQL) do not apply to them.
+    let own = &match at {
+        Where::Saved(t, _) => Where::Saved(t.clone(), None),
+        Where::Cluster => Where::Cluster,
+    };
     let body = if uri == "pg://system_info" {
         let st = read_statement(SYSTEM_INFO_SQL).await.map_err(|e| RpcError::internal(e.message))?;
-        run_read(s, caller, &st, &[], 1).await.map(|v| v["rows"].get(0).cloned().unwrap_or(Value::Null))
+        run_read(s, caller, own, &st, &[], 1).await.map(|v| v["rows"].get(0).cloned().unwrap_or(Value::Null))
     } else if uri == "pg://settings" {
         let st = read_statement(SETTINGS_SQL).await.map_err(|e| RpcError::internal(e.message))?;
-        run_read(s, caller, &st, &[], MAX_ROWS).await.map(|v| v["rows"].clone())
+        run_read(s, caller, own, &st, &[], MAX_ROWS).await.map(|v| v["rows"].clone())
     } else if let Some(schema) = uri.strip_prefix("pg://schema/").filter(|s| !s.is_empty() && s.len() <= 63 && !s.contains('/')) {
-        schema_of(s, caller, Some(schema.to_owned())).await
+        schema_of(s, caller, at, Some(schema.to_owned())).await
     } else {
         let shown: String = uri.chars().take(200).collect();
         return Err(RpcError { code: -32002, message: format!("resource not found: {shown}") });

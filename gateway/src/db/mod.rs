@@ -6,6 +6,7 @@
 //! - [`guarded`]: a pooled connection that cancels its statement if abandoned.
 //! - [`pipeline`]: one round trip per request (setup + statement under one Sync).
 //! - [`caller`]: the role, claims and `request.*` settings of a transaction.
+//! - [`classify`]: what a piece of SQL is (one statement; a read or not), by PostgreSQL's parser.
 //! - [`fair`]: fair shares of a pool among clients under contention.
 //! - [`error`]: [`DbError`] and [`error::http_status`].
 //! - [`schema_cache`]: the tables, columns, keys, functions and types of the exposed schemas.
@@ -14,6 +15,7 @@
 //! Nothing here knows a product; products (rest, auth, storage, ...) import from here.
 
 pub mod caller;
+pub mod classify;
 pub mod error;
 pub mod fair;
 pub mod guarded;

@@ -54,7 +54,10 @@ impl Dialect {
             Dialect::Rowsel
         } else if path.starts_with("/poge/api") {
             Dialect::Poge
-        } else if ["/api/database-configs", "/api/db/", "/api/databases", "/api/user/", "/api/chat/", "/api/conversations", "/api/llm/"].iter().any(|p| path.starts_with(p)) {
+        } else if ["/api/database-configs", "/api/db/", "/api/databases", "/api/user/", "/api/chat/", "/api/conversations", "/api/llm/", "/api/tokens"]
+            .iter()
+            .any(|p| path.starts_with(p))
+        {
             Dialect::Success
         } else if path == "/mcp" || path.starts_with("/mcp/") {
             Dialect::JsonRpc

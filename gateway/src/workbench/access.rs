@@ -21,6 +21,16 @@ use crate::AppState;
 #[derive(Debug, Clone)]
 pub struct Owner(pub String);
 
+impl Owner {
+    /// The owner a caller is: `service` for the service key, else its role and user id.
+    pub fn of(caller: &Caller) -> Owner {
+        Owner(match caller.kind {
+            KeyKind::Service => "service".to_owned(),
+            _ => format!("{}:{}", caller.pg_role, caller.user_id().unwrap_or("")),
+        })
+    }
+}
+
 /// Whether `caller` is granted the workbench.
 pub fn granted(cfg: &WorkbenchConfig, caller: &Caller) -> bool {
     match caller.kind {
@@ -56,11 +66,7 @@ pub async fn gate(State(s): State<AppState>, mut req: Request, next: Next) -> Re
             .hint("Use the service key, or a token whose role is in WORKBENCH_ROLES.")
             .respond(dialect);
     }
-    let owner = match caller.kind {
-        KeyKind::Service => "service".to_owned(),
-        _ => format!("{}:{}", caller.pg_role, caller.user_id().unwrap_or("")),
-    };
-    req.extensions_mut().insert(Owner(owner));
+    req.extensions_mut().insert(Owner::of(&caller));
     // Connections, parses and result buffers are bounded by how many requests run at once.
     let permit = match tokio::time::timeout(std::time::Duration::from_secs(10), s.workbench.running.clone().acquire_owned()).await {
         Ok(Ok(p)) => p,

@@ -215,6 +215,45 @@ pub async fn resolve(s: &AppState, owner: &Owner, id: &str) -> Result<(Target, O
     Ok((target_of(s, &r).await?, r.allowed))
 }
 
+/// A saved configuration a caller may use, as the agent lists it.
+pub struct Usable {
+    /// Its id.
+    pub id: String,
+    /// Its name (not unique).
+    pub name: String,
+    /// Where it points.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// Database user.
+    pub user: String,
+    /// SSL mode.
+    pub ssl: String,
+}
+
+/// The active configurations `owner` may use (all for the service key), the primary
+/// first, then by age.
+pub async fn usable(s: &AppState, owner: &Owner) -> Result<Vec<Usable>, WbError> {
+    let mine = owner_filter(owner);
+    let sql = "select id::text, name, host, port, database, username, ssl_mode from workbench.database_configs \
+               where deleted_at is null and is_active and ($1::text is null or created_by = $1) order by is_primary desc, created_at, id limit 500";
+    let rows = store(s, async |tx| tx.query(sql, &[&mine]).await.map_err(db_err)).await?;
+    Ok(rows
+        .iter()
+        .map(|r| Usable {
+            id: r.get(0),
+            name: r.get(1),
+            host: r.get(2),
+            port: u16::try_from(r.get::<_, i32>(3)).unwrap_or(5432),
+            database: r.get(4),
+            user: r.get(5),
+            ssl: r.get(6),
+        })
+        .collect())
+}
+
 /// Functions a configuration with allowed_tables may call: ones that compute, none
 /// that runs SQL text or reads files or other objects by name.
 const PLAIN_FUNCTIONS: &[&str] = &[
@@ -314,12 +353,12 @@ const PLAIN_FUNCTIONS: &[&str] = &[
 /// [`PLAIN_FUNCTIONS`] (`query_to_xml`, `dblink` … run SQL of their own). The
 /// database user's own privileges stay the real limit; this keeps the tool to the
 /// configuration's tables.
-pub fn check_allowed(st: &super::classify::Statement, allowed: &Option<Vec<String>>) -> Result<(), WbError> {
+pub fn check_allowed(st: &crate::db::classify::Statement, allowed: &Option<Vec<String>>) -> Result<(), WbError> {
     if allowed.is_none() {
         return Ok(());
     }
     let refuse = |m: String| WbError::new(StatusCode::FORBIDDEN, code::PERMISSION_DENIED, m).hint("This configuration is limited to its allowed_tables.");
-    if !matches!(st.kind, super::classify::Kind::Select | super::classify::Kind::Dml { .. }) && st.node != "ExplainStmt" {
+    if !matches!(st.kind, crate::db::classify::Kind::Select | crate::db::classify::Kind::Dml { .. }) && st.node != "ExplainStmt" {
         return Err(refuse(format!("{} is not allowed on a configuration with allowed_tables", super::run::command_of(&st.node))));
     }
     if let Some(f) = st.functions.iter().find(|f| !PLAIN_FUNCTIONS.contains(&f.as_str())) {
@@ -518,7 +557,7 @@ async fn remove(State(s): State<AppState>, Extension(owner): Extension<Owner>, P
 }
 
 /// Whether `schema.table` is allowed (no list = everything).
-fn allowed(list: &Option<Vec<String>>, schema: &str, table: &str) -> bool {
+pub fn allowed(list: &Option<Vec<String>>, schema: &str, table: &str) -> bool {
     list.as_ref().is_none_or(|l| l.iter().any(|a| a == &format!("{schema}.{table}") || (schema == "public" && a == table)))
 }
 

@@ -4,7 +4,7 @@
 //! `/api/db`, seed 001).
 //!
 //! request → [`access`] (enabled, credential grants it) → body → [`target`] (which
-//! server, checked by the SSRF policy in [`pools`]) → [`classify`] (PostgreSQL's
+//! server, checked by the SSRF policy in [`pools`]) → [`crate::db::classify`] (PostgreSQL's
 //! parser decides what the SQL is) → [`run`] (read-only transaction, timeout,
 //! paging) → the product's answer, errors in its dialect ([`error`]).
 
@@ -17,7 +17,6 @@ use serde::de::DeserializeOwned;
 
 pub mod access;
 pub mod cache;
-pub mod classify;
 pub mod configs;
 pub mod error;
 pub mod poge;

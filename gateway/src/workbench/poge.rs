@@ -18,11 +18,11 @@ use serde_json::{json, Value};
 
 use super::access::Owner;
 use super::cache::key_of;
-use super::classify::{classify, Kind, Refusal};
 use super::error::{Poge, WbError};
 use super::parse_body;
 use super::run::{self};
 use super::target::{PogeConnection, Target};
+use crate::db::classify::{classify, Kind, Refusal};
 use crate::error::code::workbench as code;
 use crate::AppState;
 

@@ -15,12 +15,12 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::access::Owner;
-use super::classify::{classify, Kind, Statement};
 use super::error::{Rowsel, WbError};
 use super::run::{self, Limits, Output};
 use super::sessions::{set_transaction, Session};
 use super::target::{RowselConnection, Target};
 use super::{parse_body, Workbench};
+use crate::db::classify::{classify, Kind, Statement};
 use crate::error::code::workbench as code;
 use crate::AppState;
 
@@ -142,7 +142,7 @@ async fn read_statement(sql: &str) -> Result<Statement, WbError> {
     match classify(sql).await {
         Ok(st) if st.kind.is_read() => Ok(st),
         Ok(st) => Err(refuse(format!("{} is not a read", run::command_of(&st.node)))),
-        Err(super::classify::Refusal::Invalid(m)) => Err(WbError::new(StatusCode::BAD_REQUEST, code::SQL_INVALID, m)),
+        Err(crate::db::classify::Refusal::Invalid(m)) => Err(WbError::new(StatusCode::BAD_REQUEST, code::SQL_INVALID, m)),
         Err(e) => Err(refuse(e.to_string())),
     }
 }
@@ -151,7 +151,7 @@ async fn read_statement(sql: &str) -> Result<Statement, WbError> {
 async fn write_statement(sql: &str, confirm: bool) -> Result<Statement, WbError> {
     let st = match classify(sql).await {
         Ok(st) => st,
-        Err(super::classify::Refusal::Invalid(m)) => return Err(WbError::new(StatusCode::BAD_REQUEST, code::SQL_INVALID, m)),
+        Err(crate::db::classify::Refusal::Invalid(m)) => return Err(WbError::new(StatusCode::BAD_REQUEST, code::SQL_INVALID, m)),
         Err(e) => return Err(WbError::new(StatusCode::BAD_REQUEST, code::SINGLE_STATEMENT_REQUIRED, e.to_string()).hint("Send one statement per request.")),
     };
     if st.kind == Kind::Transaction {

@@ -21,8 +21,8 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_postgres::types::{Format, IsNull, ToSql, Type};
 
-use super::classify::{Kind, Statement};
 use super::error::WbError;
+use crate::db::classify::{Kind, Statement};
 use crate::error::code::workbench as code;
 
 /// A request value bound as text; PostgreSQL parses it as the parameter's type.

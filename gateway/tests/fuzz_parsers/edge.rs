@@ -314,9 +314,9 @@ const SQL: &[&str] = &[
 #[test]
 fn workbench_sql() {
     let make = || prop_oneof![4 => soup(SQL, 24), 1 => mixed(SQL, 24), 1 => depth().prop_map(|d| nest("(select ", "1", ")", d))];
-    // Production parses on a thread of its own with this stack (workbench::classify).
-    fuzz("workbench_sql", pgstack_gateway::workbench::classify::PARSE_STACK, make, |sql| {
-        use pgstack_gateway::workbench::classify::{classify_now, nesting_estimate, tree_depth, Kind, MAX_NESTING};
+    // Production parses on a thread of its own with this stack (db::classify).
+    fuzz("workbench_sql", pgstack_gateway::db::classify::PARSE_STACK, make, |sql| {
+        use pgstack_gateway::db::classify::{classify_now, nesting_estimate, tree_depth, Kind, MAX_NESTING};
         // The token estimate bounds the real depth (the estimate is what keeps the
         // recursive decode within the parsing thread's stack).
         if let Ok(estimate) = nesting_estimate(&sql) {
