@@ -27,7 +27,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON agent.conversations TO authenticated, se
 
 -- API tokens for unattended agents: created by an admin (the service key), stored as
 -- the SHA-256 of the token (the token itself is shown once), optionally bound to one
--- database (the agent's `default` or a saved workbench configuration's name) and to
+-- database (the agent's `default` or a saved workbench configuration's id) and to
 -- a user whose claims it carries. Only service_role reads them: the gateway looks a
 -- token up with its own login, never as the caller.
 CREATE TABLE agent.api_tokens (
@@ -35,7 +35,7 @@ CREATE TABLE agent.api_tokens (
     name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
     token_hash  bytea NOT NULL UNIQUE CHECK (length(token_hash) = 32),
     role        text NOT NULL DEFAULT 'authenticated' CHECK (role IN ('authenticated', 'service_role')),
-    user_id     uuid,
+    user_id     uuid REFERENCES auth.users (id) ON DELETE CASCADE,
     database    text CHECK (length(database) BETWEEN 1 AND 200),
     expires_at  timestamptz,
     created_at  timestamptz NOT NULL DEFAULT now(),
@@ -56,6 +56,8 @@ AS $$
         SELECT t.id, t.role, t.user_id, t.database, u.email, t.last_used_at
         FROM agent.api_tokens t LEFT JOIN auth.users u ON u.id = t.user_id
         WHERE t.token_hash = p_hash AND (t.expires_at IS NULL OR t.expires_at > now())
+          -- A token acting for a user lives only as long as that user may sign in.
+          AND (t.user_id IS NULL OR (u.id IS NOT NULL AND u.deleted_at IS NULL AND (u.banned_until IS NULL OR u.banned_until <= now())))
     ), touched AS (
         UPDATE agent.api_tokens t SET last_used_at = now()
         FROM live WHERE t.id = live.id AND (live.last_used_at IS NULL OR live.last_used_at < now() - interval '1 minute')

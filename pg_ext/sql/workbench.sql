@@ -43,7 +43,8 @@ CREATE TABLE workbench.database_configs (
     updated_at      timestamptz NOT NULL DEFAULT now(),
     deleted_at      timestamptz
 );
-CREATE UNIQUE INDEX database_configs_one_primary ON workbench.database_configs ((true)) WHERE is_primary AND deleted_at IS NULL;
+-- One live primary per owner (a user's primary never unsets another user's).
+CREATE UNIQUE INDEX database_configs_one_primary ON workbench.database_configs ((coalesce(created_by, ''))) WHERE is_primary AND deleted_at IS NULL;
 
 CREATE TABLE workbench.known_hosts (
     host        text NOT NULL,

@@ -489,6 +489,22 @@ async fn saved_databases_and_api_tokens() {
     assert_eq!(r["isError"], true, "reads only: {r}");
     let r = tool(b.clone(), "select count(*) as n from notes").await;
     assert_eq!(r["structuredContent"]["rows"][0]["n"], 1, "B stays on this cluster under RLS: {r}");
+    // A CTE named like a table outside allowed_tables does not hide the table.
+    for sql in ["with payroll as (select * from payroll) select * from payroll", "select * from payroll where exists (with payroll as (select 1) select 1 from payroll)"] {
+        let r = tool(a.clone(), sql).await;
+        assert_eq!(r["isError"], true, "{sql}: {r}");
+        assert!(!r.to_string().contains("100"), "{r}");
+    }
+    // On this cluster nothing may switch the role or the claims the SQL runs as.
+    for sql in [
+        "select set_config('role', 'service_role', true) as r, (select count(*) from notes) as n",
+        "select query_to_xml('select * from notes', true, false, '') as x",
+        "select * from pg_catalog.set_config('request.jwt.claims', '{\"sub\":\"00000000-0000-0000-0000-00000000000a\"}', true)",
+    ] {
+        let r = tool(b.clone(), sql).await;
+        assert_eq!(r["isError"], true, "{sql}: {r}");
+        assert!(r["content"][0]["text"].as_str().unwrap().contains("cannot be called here"), "{r}");
+    }
     let (_, schema) = rpc(&http, &gw, Some(&a), json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "get_schema_info", "arguments": {}}})).await;
     let text = schema["result"]["content"][0]["text"].as_str().unwrap();
     assert!(text.contains("\"items\"") && !text.contains("payroll"), "only allowed tables are shown: {text}");
@@ -510,7 +526,7 @@ async fn saved_databases_and_api_tokens() {
     assert_eq!(stored.len(), 32);
     assert!(!String::from_utf8_lossy(&stored).contains(&token[5..]), "stored hashed");
     let (_, list) = call(reqwest::Method::GET, "/api/tokens", &service, None).await;
-    assert_eq!(list["tokens"][0]["name"], "a-bot");
+    assert_eq!((list["tokens"][0]["name"].as_str(), list["tokens"][0]["database"].as_str()), (Some("a-bot"), Some("default")), "{list}");
     assert!(!list.to_string().contains(&token), "never shown again: {list}");
     // The token acts as A (RLS: A's two notes), is bound to `default`.
     let r = tool(token.clone(), "select count(*) as n from notes").await;
@@ -521,10 +537,34 @@ async fn saved_databases_and_api_tokens() {
     assert_eq!((st, r["error"].as_str()), (StatusCode::FORBIDDEN, Some("API token is bound to a different database")), "{r}");
     let (_, d) = call(reqwest::Method::GET, "/api/databases", &token, None).await;
     assert_eq!((d["databases"].as_array().unwrap().len(), d["current"].as_str()), (1, Some("default")), "{d}");
-    // A token bound to the saved configuration runs there.
+    // A token bound to the saved configuration runs there, bound by its id: a
+    // configuration B names the same later does not take its place.
     let (_, shop_token) = call(reqwest::Method::POST, "/api/tokens", &service, Some(json!({"name": "shop-bot", "user_id": USER_A, "database": "shop"}))).await;
-    let r = tool(shop_token["token"].as_str().unwrap().to_owned(), "select count(*) as n from items").await;
+    assert_eq!(shop_token["database"], cfg["data"]["id"], "{shop_token}");
+    let shop_token = shop_token["token"].as_str().unwrap().to_owned();
+    let r = tool(shop_token.clone(), "select count(*) as n from items").await;
     assert_eq!(r["structuredContent"]["rows"][0]["n"], 2, "{r}");
+    let (st, _) = call(reqwest::Method::POST, "/api/database-configs", &b, Some(json!({"name": "shop", "is_primary": true, "connection_config": conn}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (_, d) = call(reqwest::Method::GET, "/api/databases", &service, None).await;
+    assert_eq!(d["databases"][1]["config_id"], cfg["data"]["id"], "the oldest keeps the name: {d}");
+    assert!(d["databases"][2]["name"].as_str().unwrap().starts_with("shop#"), "{d}");
+    let (_, a_cfg) = call(reqwest::Method::GET, &format!("/api/database-configs/{}", cfg["data"]["id"].as_str().unwrap()), &a, None).await;
+    assert_eq!(a_cfg["data"]["is_primary"], false, "A's flags are A's: {a_cfg}");
+    let r = tool(shop_token.clone(), "select count(*) as n from items").await;
+    assert_eq!(r["structuredContent"]["rows"][0]["n"], 2, "{r}");
+    // A service_role API token is not the service key: it cannot make tokens.
+    let (_, svc_token) =
+        call(reqwest::Method::POST, "/api/tokens", &service, Some(json!({"name": "svc", "role": "service_role", "database": "default", "expires_in_days": 1}))).await;
+    let (st, _) = call(reqwest::Method::POST, "/api/tokens", svc_token["token"].as_str().unwrap(), Some(json!({"name": "escaped", "role": "service_role"}))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    // A banned user's tokens stop working; a deleted user's are gone.
+    tc.superuser().await.unwrap().batch_execute(&format!("update auth.users set banned_until = now() + interval '1 day' where id = '{USER_A}'")).await.unwrap();
+    let (st, _) = call(reqwest::Method::GET, "/api/databases", &shop_token, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "banned");
+    tc.superuser().await.unwrap().batch_execute(&format!("update auth.users set banned_until = null where id = '{USER_A}'")).await.unwrap();
+    let (st, _) = call(reqwest::Method::GET, "/api/databases", &shop_token, None).await;
+    assert_eq!(st, StatusCode::OK);
     // Unknown, revoked and forged tokens: 401.
     let (st, _) = call(reqwest::Method::GET, "/api/databases", "pgsa_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", None).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);

@@ -5,10 +5,13 @@
 //! the caller, under RLS), and, when the workbench is enabled and grants the caller,
 //! the workbench's saved configurations the caller may use (its own; all for the
 //! service key), named by their `name` (a repeated name gets `#` and the first 8
-//! characters of its id). Tools on a saved configuration run as its database user,
-//! read-only, within its allowed_tables. A token may be bound to one database (an API
-//! token's `database`, or a `database` claim): it sees only that one and cannot switch
-//! (403), as the seed's API tokens.
+//! characters of its id; the oldest keeps the name). Tools on a saved configuration
+//! run as its database user, read-only, within its allowed_tables. Selections and
+//! bindings hold the database's key (`default` or the configuration's id), never its
+//! name, so a configuration named like another later cannot take its place. A token
+//! may be bound to one database (an API token's `database`, or a `database` claim
+//! holding the key): it sees only that one and cannot switch (403), as the seed's API
+//! tokens.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,6 +44,9 @@ pub enum Place {
 
 /// One database the caller may use.
 pub struct Database {
+    /// What selections and bindings hold: `default`, or the configuration's id
+    /// (names can be repeated by other users; ids cannot).
+    pub key: String,
     /// Its name in the agent's API.
     pub name: String,
     /// Where it is.
@@ -98,6 +104,7 @@ fn cluster(s: &AppState, caller: &Caller) -> Database {
         _ => "prefer",
     };
     Database {
+        key: DEFAULT.to_owned(),
         name: DEFAULT.to_owned(),
         place: Place::Cluster,
         json: json!({ "name": DEFAULT, "host": host.unwrap_or_else(|| "localhost".into()), "port": port, "database": dbname, "user": caller.pg_role, "sslmode": ssl }),
@@ -115,6 +122,7 @@ async fn saved(s: &AppState, owner: &Owner) -> Result<Vec<Database>, String> {
             seen.insert(name.clone());
             Database {
                 json: json!({ "name": name, "host": c.host, "port": c.port, "database": c.database, "user": c.user, "sslmode": c.ssl, "config_id": c.id }),
+                key: c.id.clone(),
                 name,
                 place: Place::Saved(c.id),
             }
@@ -130,25 +138,37 @@ pub async fn visible(s: &AppState, caller: &Caller) -> Result<Vec<Database>, Str
         all.extend(saved(s, &Owner::of(caller)).await?);
     }
     Ok(match bound(caller) {
-        Some(b) => all.into_iter().filter(|d| d.name == b).collect(),
+        Some(b) => all.into_iter().filter(|d| d.key == b).collect(),
         None => all,
     })
 }
 
-/// Whether a database of this name exists for the service key (an API token may be
-/// bound to it).
-pub async fn exists(s: &AppState, name: &str) -> bool {
-    name == DEFAULT || (s.config.workbench.enabled && saved(s, &Owner("service".into())).await.is_ok_and(|l| l.iter().any(|d| d.name == name)))
+/// The key of the database `name_or_id` names among all of them (as the service
+/// key sees them; a repeated name is the oldest configuration): `Ok(None)` if none.
+pub async fn key_of(s: &AppState, name_or_id: &str) -> Result<Option<String>, String> {
+    if name_or_id == DEFAULT {
+        return Ok(Some(DEFAULT.to_owned()));
+    }
+    if !s.config.workbench.enabled {
+        return Ok(None);
+    }
+    let all = saved(s, &Owner("service".into())).await?;
+    Ok(all.into_iter().find(|d| d.key == name_or_id || d.name == name_or_id).map(|d| d.key))
 }
 
 /// Where the caller's tools run: its selected (or bound) database, if it may still
 /// use it.
 pub async fn place(s: &AppState, caller: &Caller) -> Result<Place, String> {
-    let name = s.agent.selections.current(caller);
-    if name == DEFAULT && bound(caller).is_none_or(|b| b == DEFAULT) {
+    let key = s.agent.selections.current(caller);
+    if key == DEFAULT {
         return Ok(Place::Cluster);
     }
-    visible(s, caller).await?.into_iter().find(|d| d.name == name).map(|d| d.place).ok_or_else(|| format!("the database {name:?} is no longer available; select another"))
+    visible(s, caller).await?.into_iter().find(|d| d.key == key).map(|d| d.place).ok_or_else(|| "the selected database is no longer available; select another".to_owned())
+}
+
+/// The name of the caller's current database (`default` if it is gone).
+fn current_name(caller_dbs: &[Database], key: &str) -> String {
+    caller_dbs.iter().find(|d| d.key == key).map(|d| d.name.clone()).unwrap_or_else(|| DEFAULT.to_owned())
 }
 
 fn unavailable(e: String) -> Response {
@@ -159,7 +179,10 @@ fn unavailable(e: String) -> Response {
 /// `GET /api/databases`.
 pub async fn list(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> Response {
     match visible(&s, &caller).await {
-        Ok(dbs) => Json(json!({ "databases": dbs.into_iter().map(|d| d.json).collect::<Vec<_>>(), "current": s.agent.selections.current(&caller) })).into_response(),
+        Ok(dbs) => {
+            let current = current_name(&dbs, &s.agent.selections.current(&caller));
+            Json(json!({ "databases": dbs.into_iter().map(|d| d.json).collect::<Vec<_>>(), "current": current })).into_response()
+        }
         Err(e) => unavailable(e),
     }
 }
@@ -170,20 +193,26 @@ pub async fn select(State(s): State<AppState>, Extension(caller): Extension<Call
     let Some(name) = v.get("name").and_then(Value::as_str).filter(|n| !n.trim().is_empty()) else {
         return fail(StatusCode::BAD_REQUEST, "Database name is required");
     };
-    if let Some(b) = bound(&caller) {
-        if b != name {
-            return fail(StatusCode::FORBIDDEN, "API token is bound to a different database");
-        }
-    }
     let mine = match visible(&s, &caller).await {
         Ok(d) => d,
         Err(e) => return unavailable(e),
     };
-    if !mine.iter().any(|d| d.name == name) {
-        // Someone else's configuration is "denied", a name nobody has "not found".
-        return if exists(&s, name).await { fail(StatusCode::FORBIDDEN, "Access denied to this database") } else { fail(StatusCode::NOT_FOUND, "Database not found") };
+    let chosen = mine.iter().find(|d| d.name == name);
+    if let Some(b) = bound(&caller) {
+        if chosen.is_none_or(|d| d.key != b) {
+            return fail(StatusCode::FORBIDDEN, "API token is bound to a different database");
+        }
     }
-    s.agent.selections.set(&caller, name);
+    let Some(chosen) = chosen else {
+        // Someone else's configuration is "denied", a name nobody has "not found".
+        return match key_of(&s, name).await {
+            Ok(Some(_)) => fail(StatusCode::FORBIDDEN, "Access denied to this database"),
+            Ok(None) => fail(StatusCode::NOT_FOUND, "Database not found"),
+            Err(e) => unavailable(e),
+        };
+    };
+    // Kept by key: a configuration someone names the same later cannot take its place.
+    s.agent.selections.set(&caller, &chosen.key);
     Json(json!({ "success": true, "current": name, "message": "Database selected successfully" })).into_response()
 }
 

@@ -23,6 +23,8 @@ use crate::AppState;
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Largest provider answer read.
 const MAX_ANSWER: usize = 8 * 1024 * 1024;
+/// Most tool calls one answer may ask for.
+const MAX_TOOL_CALLS: usize = 64;
 
 /// The HTTP client for providers: no redirects, no proxy, the configured timeout.
 pub fn client(timeout_secs: u64) -> reqwest::Client {
@@ -51,14 +53,27 @@ fn request(s: &AppState, p: &LlmProvider, method: reqwest::Method, path: &str) -
     }
 }
 
+/// A provider's whole answer, read piece by piece and refused past `max` bytes
+/// (never buffered beyond it).
+async fn read_bounded(res: reqwest::Response, max: usize) -> Result<Vec<u8>, &'static str> {
+    use futures_util::StreamExt;
+    let mut stream = res.bytes_stream();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| "broke off its answer")?;
+        if body.len() + chunk.len() > max {
+            return Err("answered too much");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 async fn send(p: &LlmProvider, r: reqwest::RequestBuilder) -> Result<Value, (StatusCode, String)> {
     let down = |e: String| (StatusCode::BAD_GATEWAY, format!("the {} provider did not answer: {e}", p.name));
     let res = r.send().await.map_err(|e| down(if e.is_timeout() { "timed out (LLM_TIMEOUT)".into() } else { "unreachable".into() }))?;
     let status = res.status();
-    let body = res.bytes().await.map_err(|_| down("the answer broke off".into()))?;
-    if body.len() > MAX_ANSWER {
-        return Err(down("the answer is too large".into()));
-    }
+    let body = read_bounded(res, MAX_ANSWER).await.map_err(|e| down(e.into()))?;
     let v: Value = serde_json::from_slice(&body).map_err(|_| down(format!("answered {status} with a body that is not JSON")))?;
     if !status.is_success() {
         let msg = v.pointer("/error/message").or_else(|| v.get("error")).and_then(Value::as_str).unwrap_or("an error");
@@ -202,8 +217,8 @@ pub async fn open(s: &AppState, r: &Route, messages: &[Value], tools: &[Value], 
         })?;
     if !res.status().is_success() {
         let status = res.status();
-        let text = res.text().await.unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let text = read_bounded(res, 64 * 1024).await.unwrap_or_default();
+        let v: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
         let msg = v.pointer("/error/message").or_else(|| v.get("error")).and_then(Value::as_str).unwrap_or("an error");
         let msg: String = msg.chars().take(500).collect();
         return Err((StatusCode::BAD_GATEWAY, format!("the {} provider answered {status}: {msg}", p.name)));
@@ -215,14 +230,11 @@ pub async fn open(s: &AppState, r: &Route, messages: &[Value], tools: &[Value], 
 pub async fn answer(r: &Route, res: reqwest::Response) -> Result<Answer, (StatusCode, String)> {
     let p = &r.p;
     let down = |e: &str| (StatusCode::BAD_GATEWAY, format!("the {} provider {e}", p.name));
-    let body = res.bytes().await.map_err(|_| down("broke off its answer"))?;
-    if body.len() > MAX_ANSWER {
-        return Err(down("answered too much"));
-    }
+    let body = read_bounded(res, MAX_ANSWER).await.map_err(down)?;
     let v: Value = serde_json::from_slice(&body).map_err(|_| down("answered with a body that is not JSON"))?;
     let bad = |m: &str| (StatusCode::BAD_GATEWAY, format!("the {} provider answered without {m}", p.name));
     let model = v["model"].as_str().unwrap_or(&r.model).to_owned();
-    Ok(match p.name {
+    let answer = match p.name {
         "anthropic" => {
             let blocks = v["content"].as_array().ok_or_else(|| bad("content"))?;
             Answer {
@@ -245,7 +257,11 @@ pub async fn answer(r: &Route, res: reqwest::Response) -> Result<Answer, (Status
             let m = v.pointer("/choices/0/message").ok_or_else(|| bad("choices"))?;
             Answer { content: m["content"].as_str().unwrap_or("").to_owned(), tool_calls: function_calls(&m["tool_calls"]), usage: v["usage"].clone(), model }
         }
-    })
+    };
+    if answer.tool_calls.len() > MAX_TOOL_CALLS {
+        return Err(down(&format!("asked for more than {MAX_TOOL_CALLS} tool calls")));
+    }
+    Ok(answer)
 }
 
 /// Tool calls being assembled from a stream: id, name and the arguments as they
@@ -355,8 +371,8 @@ pub async fn answer_streamed(r: &Route, res: reqwest::Response, out: &tokio::syn
                     }
                 }
             }
-            if calls.len() > 64 {
-                return Err(format!("the {} provider asked for more than 64 tool calls", p.name));
+            if calls.len() > MAX_TOOL_CALLS {
+                return Err(format!("the {} provider asked for more than {MAX_TOOL_CALLS} tool calls", p.name));
             }
         }
     }

@@ -78,8 +78,10 @@ struct NewToken {
     expires_in_days: Option<u32>,
 }
 
+/// The service key itself: not a service_role API token (a bound, expiring token
+/// must not mint an unbound, lasting one).
 fn admin_only(caller: &Caller) -> Option<Response> {
-    (caller.kind != KeyKind::Service).then(|| fail(StatusCode::FORBIDDEN, "only the service key manages API tokens"))
+    (caller.kind != KeyKind::Service || is_api_token(&caller.token)).then(|| fail(StatusCode::FORBIDDEN, "only the service key manages API tokens"))
 }
 
 fn store_err(e: impl std::fmt::Display) -> Response {
@@ -129,11 +131,15 @@ pub async fn create(State(s): State<AppState>, Extension(caller): Extension<Call
     if !matches!(role.as_str(), "authenticated" | "service_role") {
         return fail(StatusCode::BAD_REQUEST, "role must be authenticated or service_role");
     }
-    if let Some(d) = &b.database {
-        if !super::databases::exists(&s, d).await {
-            return fail(StatusCode::NOT_FOUND, "Database not found");
-        }
-    }
+    // Bound by key (`default` or the configuration's id), never by a name.
+    let database = match &b.database {
+        None => None,
+        Some(d) => match super::databases::key_of(&s, d).await {
+            Ok(Some(k)) => Some(k),
+            Ok(None) => return fail(StatusCode::NOT_FOUND, "Database not found"),
+            Err(e) => return store_err(e),
+        },
+    };
     if let Some(days) = b.expires_in_days {
         if !(1..=3650).contains(&days) {
             return fail(StatusCode::BAD_REQUEST, "expires_in_days must be 1 to 3650");
@@ -148,7 +154,7 @@ pub async fn create(State(s): State<AppState>, Extension(caller): Extension<Call
          SELECT $1, $2, $3, $4, $5, now() + make_interval(days => $6::float8::int) \
          WHERE $4::uuid IS NULL OR EXISTS (SELECT FROM auth.users WHERE id = $4) RETURNING {COLUMNS}"
     );
-    let rows = match as_service(&s, &sql, &[&name, &hash(&token), &role, &b.user_id, &b.database, &days]).await {
+    let rows = match as_service(&s, &sql, &[&name, &hash(&token), &role, &b.user_id, &database, &days]).await {
         Ok(r) => r,
         Err(r) => return r,
     };

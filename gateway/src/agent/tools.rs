@@ -171,6 +171,15 @@ async fn place(s: &AppState, caller: &Caller) -> Result<Where, WbError> {
 async fn run_read(s: &AppState, caller: &Caller, at: &Where, st: &Statement, params: &[Value], rows: u64) -> Result<Value, WbError> {
     let out = match at {
         Where::Cluster => {
+            // The SQL runs on the gateway's login, a member of every API role: nothing
+            // in it may switch the role or the claims, or run SQL text of its own.
+            if let Some(f) = crate::db::classify::caller_unsafe(st) {
+                return Err(WbError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    crate::error::code::workbench::PERMISSION_DENIED,
+                    format!("the function {f} cannot be called here: it could change who the SQL runs as, or run SQL of its own"),
+                ));
+            }
             let _turn = turn(s).await?;
             let conn = cluster_connection(s).await?;
             let client: &deadpool_postgres::ClientWrapper = &conn;

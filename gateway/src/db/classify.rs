@@ -36,7 +36,8 @@ pub struct Statement {
     pub kind: Kind,
     /// The parser's name for it (`SelectStmt`, `InsertStmt`, …).
     pub node: String,
-    /// The relations it names (`schema` when qualified), CTE names left out.
+    /// The relations it names (`schema` when qualified); a name is left out where a
+    /// CTE of that name is in scope.
     pub relations: Vec<(Option<String>, String)>,
     /// The functions it calls (unqualified name, lower case).
     pub functions: Vec<String>,
@@ -263,8 +264,7 @@ pub fn classify_now(sql: &str) -> Result<Statement, Refusal> {
         | "LoadStmt" => Kind::SessionState,
         _ => Kind::Other,
     };
-    let relations = walk.relations.iter().filter(|(schema, name)| schema.is_some() || !walk.ctes.contains(name)).cloned().collect();
-    Ok(Statement { text, kind, node: node.clone(), relations, functions: walk.functions, params: walk.params })
+    Ok(Statement { text, kind, node: node.clone(), relations: walk.relations, functions: walk.functions, params: walk.params })
 }
 
 /// Nesting of objects in a parse tree's serde form (for tests of the estimate).
@@ -310,25 +310,98 @@ fn explain_analyze(explain: &Value) -> bool {
         .is_some_and(|opts| opts.iter().any(|o| o.pointer("/node/DefElem/defname").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case("analyze"))))
 }
 
+/// Functions that must not run in SQL a caller writes to run *as itself* on the
+/// gateway's own login (the agent's tools on this cluster): they change the role or
+/// the request's claims (`set_config`; the login is a member of every API role), run
+/// SQL text of their own (the `*_to_xml` family, `ts_stat`, dblink), signal other
+/// backends, reach files, or leave state on a pooled connection (session locks,
+/// NOTIFY).
+pub const CALLER_UNSAFE: &[&str] = &[
+    "set_config",
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+    "ts_stat",
+    "dblink",
+    "dblink_exec",
+    "dblink_open",
+    "dblink_fetch",
+    "dblink_send_query",
+    "dblink_connect",
+    "dblink_connect_u",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+    "pg_notify",
+    "pg_logical_emit_message",
+    "lo_import",
+    "lo_export",
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_stat_file",
+];
+
+/// The first function of [`CALLER_UNSAFE`] a statement calls.
+pub fn caller_unsafe(st: &Statement) -> Option<&'static str> {
+    CALLER_UNSAFE.iter().copied().find(|f| st.functions.iter().any(|g| g == f))
+}
+
 /// What the walk over every node found.
 struct Walk {
     writes: bool,
     into: bool,
     locks: bool,
     relations: Vec<(Option<String>, String)>,
-    ctes: Vec<String>,
     functions: Vec<String>,
     params: usize,
 }
 
 impl Walk {
     /// Visits every node with an explicit stack (no recursion over caller input).
+    /// CTE names are scoped as PostgreSQL scopes them: a WITH's names are visible in
+    /// its statement's body and to the later CTEs of the same list (all of them when
+    /// RECURSIVE) — so `with secret as (select * from secret) …` still names the
+    /// table `secret` inside the CTE.
     fn of(tree: &Value) -> Walk {
-        let mut w = Walk { writes: false, into: false, locks: false, relations: Vec::new(), ctes: Vec::new(), functions: Vec::new(), params: 0 };
-        let mut stack = vec![tree];
-        while let Some(v) = stack.pop() {
+        let mut w = Walk { writes: false, into: false, locks: false, relations: Vec::new(), functions: Vec::new(), params: 0 };
+        let root: std::rc::Rc<Vec<String>> = Default::default();
+        let mut stack = vec![(tree, root)];
+        while let Some((v, scope)) = stack.pop() {
             match v {
                 Value::Object(map) => {
+                    let with = map.get("with_clause").filter(|c| !c.is_null());
+                    let cte_names: Vec<String> = with
+                        .and_then(|c| c.get("ctes"))
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c.pointer("/node/CommonTableExpr/ctename").or_else(|| c.pointer("/CommonTableExpr/ctename")).and_then(Value::as_str))
+                        .map(str::to_owned)
+                        .collect();
+                    let body_scope = if cte_names.is_empty() {
+                        scope.clone()
+                    } else {
+                        let mut s = (*scope).clone();
+                        s.extend(cte_names.iter().cloned());
+                        std::rc::Rc::new(s)
+                    };
                     for (k, child) in map {
                         match k.as_str() {
                             "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => w.writes = true,
@@ -339,10 +412,12 @@ impl Walk {
                             "RangeVar" => {
                                 let text = |k: &str| child.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
                                 if let Some(rel) = text("relname") {
-                                    w.relations.push((text("schemaname"), rel));
+                                    let schema = text("schemaname");
+                                    if schema.is_some() || !scope.contains(&rel) {
+                                        w.relations.push((schema, rel));
+                                    }
                                 }
                             }
-                            "CommonTableExpr" => w.ctes.extend(child.get("ctename").and_then(Value::as_str).map(str::to_owned)),
                             "ParamRef" => {
                                 let n = child.get("number").and_then(Value::as_u64).unwrap_or(0);
                                 w.params = w.params.max(usize::try_from(n).unwrap_or(usize::MAX));
@@ -354,10 +429,20 @@ impl Walk {
                             }
                             _ => {}
                         }
-                        stack.push(child);
+                        if k == "with_clause" && !cte_names.is_empty() {
+                            // Each CTE sees the earlier ones (all, when RECURSIVE).
+                            let recursive = child.get("recursive").and_then(Value::as_bool).unwrap_or(false);
+                            for (i, cte) in child.get("ctes").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                                let mut s = (*scope).clone();
+                                s.extend(cte_names[..if recursive { cte_names.len() } else { i.min(cte_names.len()) }].iter().cloned());
+                                stack.push((cte, std::rc::Rc::new(s)));
+                            }
+                            continue;
+                        }
+                        stack.push((child, body_scope.clone()));
                     }
                 }
-                Value::Array(items) => stack.extend(items.iter()),
+                Value::Array(items) => stack.extend(items.iter().map(|i| (i, scope.clone()))),
                 _ => {}
             }
         }
@@ -458,6 +543,21 @@ mod tests {
         let mut f = classify_now("select count(*), pg_catalog.query_to_xml('select 1', true, false, '') from t").unwrap().functions;
         f.sort();
         assert_eq!(f, ["count", "query_to_xml"]);
+        // A CTE hides a table only where it is in scope.
+        let rels = |sql: &str| {
+            let mut r: Vec<String> = classify_now(sql).unwrap().relations.iter().map(|(s, n)| format!("{}.{n}", s.as_deref().unwrap_or("-"))).collect();
+            r.sort();
+            r
+        };
+        assert_eq!(rels("with secret as (select * from secret) select * from secret"), ["-.secret"]);
+        assert_eq!(rels("select * from secret where exists (with secret as (select 1) select 1 from secret)"), ["-.secret"]);
+        assert_eq!(rels("with a as (select 1), b as (select * from a) select * from b"), Vec::<String>::new());
+        assert_eq!(rels("with b as (select * from a), a as (select 1) select * from b"), ["-.a"]);
+        assert_eq!(rels("with recursive a as (select 1 union all select * from a) select * from a"), Vec::<String>::new());
+        assert_eq!(rels("select * from (with t as (select 1) select * from t) x, t"), ["-.t"]);
+        assert_eq!(caller_unsafe(&classify_now("select pg_catalog.set_config('role', 'service_role', true)").unwrap()), Some("set_config"));
+        assert_eq!(caller_unsafe(&classify_now("select * from t where x in (select ts_stat('select 1'))").unwrap()), Some("ts_stat"));
+        assert_eq!(caller_unsafe(&classify_now("select count(*), now() from t").unwrap()), None);
     }
 
     #[tokio::test]

@@ -233,12 +233,11 @@ pub struct Usable {
     pub ssl: String,
 }
 
-/// The active configurations `owner` may use (all for the service key), the primary
-/// first, then by age.
+/// The active configurations `owner` may use (all for the service key), oldest first.
 pub async fn usable(s: &AppState, owner: &Owner) -> Result<Vec<Usable>, WbError> {
     let mine = owner_filter(owner);
     let sql = "select id::text, name, host, port, database, username, ssl_mode from workbench.database_configs \
-               where deleted_at is null and is_active and ($1::text is null or created_by = $1) order by is_primary desc, created_at, id limit 500";
+               where deleted_at is null and is_active and ($1::text is null or created_by = $1) order by created_at, id limit 500";
     let rows = store(s, async |tx| tx.query(sql, &[&mine]).await.map_err(db_err)).await?;
     Ok(rows
         .iter()
@@ -447,7 +446,10 @@ async fn create(State(s): State<AppState>, Extension(owner): Extension<Owner>, b
     );
     let r = store(&s, async |tx| {
         if is_primary {
-            tx.execute("update workbench.database_configs set is_primary = false, updated_at = now() where is_primary and deleted_at is null", &[]).await.map_err(db_err)?;
+            // One primary per owner: another user's configurations are not touched.
+            tx.execute("update workbench.database_configs set is_primary = false, updated_at = now() where is_primary and deleted_at is null and created_by = $1", &[&owner.0])
+                .await
+                .map_err(db_err)?;
         }
         tx.query_one(&sql, &[&id, &b.name, &b.description, &t.host, &port, &t.database, &t.user, &sealed, &t.ssl.name(), &settings, &is_primary, &is_active, &owner.0])
             .await
@@ -524,9 +526,13 @@ async fn update(State(s): State<AppState>, Extension(owner): Extension<Owner>, P
     let id = current.id;
     let r = store(&s, async |tx| {
         if is_primary {
-            tx.execute("update workbench.database_configs set is_primary = false, updated_at = now() where is_primary and id <> $1 and deleted_at is null", &[&id])
-                .await
-                .map_err(db_err)?;
+            tx.execute(
+                "update workbench.database_configs set is_primary = false, updated_at = now() where is_primary and id <> $1 and deleted_at is null \
+                 and created_by is not distinct from (select created_by from workbench.database_configs where id = $1)",
+                &[&id],
+            )
+            .await
+            .map_err(db_err)?;
         }
         tx.query_opt(&sql, &[&id, &name, &description, &t.host, &port, &t.database, &t.user, &sealed, &t.ssl.name(), &settings, &is_primary, &is_active, &moved])
             .await

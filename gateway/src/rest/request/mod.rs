@@ -12,6 +12,8 @@ use crate::error::code::pgrst;
 
 pub mod api;
 mod filter;
+mod grammar;
+mod parsec;
 mod select;
 pub use filter::*;
 pub use select::*;
@@ -262,11 +264,26 @@ pub fn parse_query(raw: &str, rpc_args: bool) -> Result<QueryParams, RestError> 
     let mut q = QueryParams::default();
     for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
         let (k, v) = (k.into_owned(), v.into_owned());
+        // A refused parameter gets PostgREST's own message when its grammar refuses
+        // it too; `columns` and `on_conflict` are checked by that grammar first.
+        let explained = |e: RestError| grammar::explain(&k, &v, rpc_args).unwrap_or(e);
+        if k == "columns" || k == "on_conflict" {
+            if let Some(e) = grammar::explain(&k, &v, rpc_args) {
+                return Err(e);
+            }
+        }
+        parse_param(&mut q, k.clone(), v.clone(), rpc_args).map_err(explained)?;
+    }
+    Ok(q)
+}
+
+/// One parameter into `q`.
+fn parse_param(q: &mut QueryParams, k: String, v: String, rpc_args: bool) -> Result<(), RestError> {
+    {
         // `items.order=...`, `items.qty=gt.1`: parameters of an embedded resource.
         if let Some((path, last)) = embed_key(&k) {
             let scope = q.embeds.entry(path).or_default();
-            apply_scope(scope, &last, &v)?;
-            continue;
+            return apply_scope(scope, &last, &v);
         }
         match k.as_str() {
             "select" => q.select = parse_select(&v, 0)?,
@@ -286,7 +303,7 @@ pub fn parse_query(raw: &str, rpc_args: bool) -> Result<QueryParams, RestError> 
             _ => q.conditions.push(Condition::Filter(parse_filter(&k, &v)?)),
         }
     }
-    Ok(q)
+    Ok(())
 }
 
 /// `a.b.col` → (["a", "b"], "col"); `not.or` and plain keys → None.

@@ -1,7 +1,6 @@
 //! `select=` (fields, JSON paths, casts, aliases, embeds) and `order=`.
 
 use super::*;
-use crate::error::code::pgrst;
 
 /// `col`, `col->a->>b`, `"quoted col"`.
 pub fn parse_field(s: &str) -> Result<Field, RestError> {
@@ -240,8 +239,8 @@ pub(super) fn parse_order(v: &str) -> Result<Vec<OrderTerm>, RestError> {
             }
         }
         if pieces.len() > 1 && !term.contains(['(', '"']) && !term.contains("->") {
-            let at = v.find(raw).unwrap_or(0) + raw.len() - raw.trim_start().len();
-            return Err(order_syntax_error(v, at, term));
+            // PostgREST's exact message comes from its grammar (super::grammar).
+            return Err(RestError::parse(format!("\"failed to parse order ({v})\""), "order terms look like column.asc.nullslast"));
         }
         let target = pieces.join(".");
         // `relation(column)`: a related order, by a column of a to-one embed.
@@ -252,28 +251,4 @@ pub(super) fn parse_order(v: &str) -> Result<Vec<OrderTerm>, RestError> {
         out.push(OrderTerm { relation, field, desc, nulls_first });
     }
     Ok(out)
-}
-
-/// PostgREST's parse error for a bad `order` term, pointing at the first character
-/// its grammar (`field[.asc|.desc][.nullsfirst|.nullslast]`) cannot take.
-pub(super) fn order_syntax_error(v: &str, term_at: usize, term: &str) -> RestError {
-    let mut segs = term.split('.');
-    let mut pos = segs.next().map_or(0, str::len);
-    let mut bad = '.';
-    for s in segs {
-        if ["asc", "desc", "nullsfirst", "nullslast"].contains(&s) {
-            pos += 1 + s.len();
-            continue;
-        }
-        let kw = ["nullsfirst", "nullslast", "desc", "asc"].into_iter().find(|k| s.starts_with(k));
-        pos += 1 + kw.map_or(0, str::len);
-        bad = s[kw.map_or(0, str::len)..].chars().next().unwrap_or('.');
-        break;
-    }
-    RestError::new(
-        pgrst::QUERY_PARSE,
-        format!("\"failed to parse order ({v})\" (line 1, column {})", term_at + pos + 1),
-        Some(format!("unexpected '{bad}' expecting \",\" or end of input")),
-        None,
-    )
 }
