@@ -273,14 +273,19 @@ async fn inserts_upserts_updates_and_deletes() {
     let (st, h, body) = r.req(Method::POST, "/todos", a, &[], Some(json!({"title": "mine"}))).await;
     assert_eq!((st, body), (StatusCode::CREATED, Value::Null));
     assert!(h.get("content-type").is_none());
-    // With missing=default, keys absent from some objects take the column default
-    // (owner comes from auth.uid()); without it they are NULL, as in PostgREST.
-    let (st, _, e) = r.req(Method::POST, "/todos", a, &[], Some(json!([{"title": "n1", "owner": USER_A}, {"title": "n2", "done": true, "owner": USER_A}]))).await;
+    // Objects with different keys need columns= (PGRST102 otherwise, as PostgREST;
+    // supabase-js always sends it). With missing=default, keys absent from some
+    // objects take the column default (owner comes from auth.uid()); without it they
+    // are NULL.
+    let ragged = json!([{"title": "n1", "owner": USER_A}, {"title": "n2", "done": true, "owner": USER_A}]);
+    let (st, _, e) = r.req(Method::POST, "/todos", a, &[], Some(ragged.clone())).await;
+    assert_eq!((st, e["code"].as_str(), e["message"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST102"), Some("All object keys must match")));
+    let (st, _, e) = r.req(Method::POST, "/todos?columns=title,done,owner", a, &[], Some(ragged)).await;
     assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("23502")));
     let (st, _, rows) = r
         .req(
             Method::POST,
-            "/todos?select=title,done,owner",
+            "/todos?columns=title,done&select=title,done,owner",
             a,
             &[("prefer", "return=representation,missing=default")],
             Some(json!([{"title": "x1"}, {"title": "x2", "done": true}])),

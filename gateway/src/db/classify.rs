@@ -313,7 +313,7 @@ fn explain_analyze(explain: &Value) -> bool {
 /// Functions that must not run in SQL a caller writes to run *as itself* on the
 /// gateway's own login (the agent's tools on this cluster): they change the role or
 /// the request's claims (`set_config`; the login is a member of every API role), run
-/// SQL text of their own (the `*_to_xml` family, `ts_stat`, dblink), signal other
+/// SQL text of their own (the `*_to_xml` family, `ts_stat`, `ts_rewrite`, dblink), signal other
 /// backends, reach files, or leave state on a pooled connection (session locks,
 /// NOTIFY).
 pub const CALLER_UNSAFE: &[&str] = &[
@@ -333,6 +333,7 @@ pub const CALLER_UNSAFE: &[&str] = &[
     "database_to_xmlschema",
     "database_to_xml_and_xmlschema",
     "ts_stat",
+    "ts_rewrite",
     "dblink",
     "dblink_exec",
     "dblink_open",

@@ -90,8 +90,6 @@ pub struct Function {
     pub result: Option<Table>,
     /// RETURNS void (answered 204).
     pub returns_void: bool,
-    /// The name of the only OUT parameter, if exactly one (answered as an object).
-    pub single_out: Option<String>,
     /// The last argument is VARIADIC (an array of the element type).
     pub variadic: bool,
     /// The table or view whose row type it returns (its results embed like it).
@@ -275,10 +273,9 @@ impl SchemaCache {
                 returns_scalar: r.get(6),
                 volatility: r.get::<_, i8>(7) as u8 as char,
                 returns_void: r.get(8),
-                single_out: r.get(9),
-                result: result_table(&schema, &name, r.get(10)),
-                variadic: r.get(11),
-                returns_relation: r.get::<_, Option<Vec<String>>>(12).and_then(|v| match <[String; 2]>::try_from(v) {
+                result: result_table(&schema, &name, r.get(9)),
+                variadic: r.get(10),
+                returns_relation: r.get::<_, Option<Vec<String>>>(11).and_then(|v| match <[String; 2]>::try_from(v) {
                     Ok([schema, name]) => Some((schema, name)),
                     Err(_) => None,
                 }),

@@ -351,11 +351,7 @@ async fn rpc(
         let (b, ct) = response::rows(&out, accept)?;
         (Some(b), ct)
     } else {
-        let v = out.body.clone().unwrap_or_else(|| "null".into());
-        match &f.single_out {
-            Some(n) => (Some(format!("{{{}:{v}}}", Value::String(n.clone()))), JSON),
-            None => (Some(v), JSON),
-        }
+        (Some(out.body.clone().unwrap_or_else(|| "null".into())), JSON)
     };
     let mut res = response::build(status, body.filter(|_| with_body), ct, Some(range));
     response::apply_gucs(&mut res, &out)?;

@@ -11,13 +11,13 @@ SELECT n.nspname AS schema,
              FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY AS u(t, o)), '{}') AS arg_types,
        p.pronargdefaults AS n_defaults,
        p.proretset AS returns_set,
+       -- As PostgREST: TABLE, OUT or INOUT parameters make the result rows of named
+       -- columns (a one-column RETURNS TABLE answers [{"x": 1}], not [1]).
        NOT EXISTS (SELECT 1 FROM pg_type rt WHERE rt.oid = p.prorettype AND rt.typtype = 'c')
-           AND p.prorettype <> 'record'::regtype AS returns_scalar,
+           AND p.prorettype <> 'record'::regtype
+           AND NOT coalesce(p.proargmodes::text[] && '{t,b,o}', false) AS returns_scalar,
        p.provolatile::"char" AS volatility,
        p.prorettype = 'void'::regtype AS returns_void,
-       (SELECT CASE WHEN count(*) = 1 THEN min(m.name) END
-          FROM unnest(p.proallargtypes, p.proargmodes::text[], p.proargnames) AS m(t, mode, name)
-         WHERE m.mode IN ('o', 'b')) AS single_out,
        coalesce(
            (SELECT json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
               FROM pg_type rt JOIN pg_attribute a ON a.attrelid = rt.typrelid

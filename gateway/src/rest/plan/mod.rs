@@ -73,6 +73,11 @@ fn field_expr(sql: &mut Sql, src: &Source, f: &Field) -> Result<(String, Option<
     if f.path.is_empty() {
         return Ok((expr, ty));
     }
+    // As PostgREST: a path into anything but json / jsonb (a composite, an array, a
+    // computed column) reads `to_jsonb(col)`.
+    if !matches!(ty.as_deref(), Some("json" | "jsonb")) {
+        expr = format!("to_jsonb({expr})");
+    }
     for step in &f.path {
         expr.push_str(if step.as_text { "->>" } else { "->" });
         // An array index is written as the integer it parses to (never as the
@@ -480,7 +485,9 @@ pub fn call(
              FROM (SELECT {R} AS v FROM {callee} AS {R}{wh}{paging}) _pgs_t"
         ));
     } else if !f.returns_set {
-        sql.push(&format!("SELECT coalesce((SELECT row_to_json({R})::text FROM {callee} AS {R}), 'null'), 1::bigint, NULL::text, NULL::bigint"));
+        // `{R}.*` names the columns of a composite result and the OUT / TABLE
+        // parameters of a scalar one alike.
+        sql.push(&format!("SELECT coalesce((SELECT row_to_json(_pgs_o)::text FROM (SELECT {R}.* FROM {callee} AS {R}) _pgs_o), 'null'), 1::bigint, NULL::text, NULL::bigint"));
     } else {
         let from = format!("{callee} AS {R}");
         wrap_rows(&mut sql, &src, q, &from, count, true, accept)?;

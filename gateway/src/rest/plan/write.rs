@@ -33,21 +33,19 @@ impl Payload {
         let columns = match columns {
             Some(c) => c.to_vec(),
             None => {
-                // Column order of first appearance; the set keeps this linear in the
-                // body's size (a Vec lookup made wide or ragged bodies quadratic).
-                let mut seen = std::collections::HashSet::<&str>::new();
-                let mut cols = Vec::<String>::new();
-                for r in rows.as_array().into_iter().flatten() {
-                    for k in r.as_object().into_iter().flat_map(|o| o.keys()) {
-                        if seen.insert(k.as_str()) {
-                            if cols.len() == MAX_COLUMNS {
-                                return Err(RestError::of(pgrst::INVALID_BODY, format!("a body may name at most {MAX_COLUMNS} columns")));
-                            }
-                            cols.push(k.clone());
-                        }
-                    }
+                // As PostgREST: without `columns=`, every object has the first one's
+                // keys (PGRST102 "All object keys must match" otherwise).
+                let list = rows.as_array().map(Vec::as_slice).unwrap_or_default();
+                let first: Vec<String> = list.first().and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
+                if first.len() > MAX_COLUMNS {
+                    return Err(RestError::of(pgrst::INVALID_BODY, format!("a body may name at most {MAX_COLUMNS} columns")));
                 }
-                cols
+                let keys: std::collections::HashSet<&str> = first.iter().map(String::as_str).collect();
+                let uniform = list.iter().all(|r| r.as_object().is_some_and(|o| o.len() == keys.len() && o.keys().all(|k| keys.contains(k.as_str()))));
+                if !uniform {
+                    return Err(RestError::of(pgrst::INVALID_BODY, "All object keys must match"));
+                }
+                first
             }
         };
         Ok(Payload { rows, columns })

@@ -158,7 +158,8 @@ pub fn json(body: &Bytes) -> Result<Value, RestError> {
     if body.is_empty() {
         return Ok(Value::Object(Map::new()));
     }
-    serde_json::from_slice(body).map_err(|e| RestError::of(pgrst::INVALID_BODY, format!("Empty or invalid json: {e}")))
+    // PostgREST's message, without the parser's detail (PostgREST issue 2344).
+    serde_json::from_slice(body).map_err(|_| RestError::of(pgrst::INVALID_BODY, "Empty or invalid json"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,98 @@
+//! Issue 16: PostgREST behaviours beyond the shared cases — its own PGRST100 parse
+//! errors (Parsec's position and alternatives), JSON paths into composite and array
+//! columns (`to_jsonb`), functions with TABLE / OUT parameters answering objects,
+//! uniform bulk bodies (PGRST102) unless `columns=` is given, and its JSON body error.
+
+use pgstack_gateway::config::Secret;
+use pgstack_gateway::keys;
+use pgstack_shared::Role;
+use pgstack_tests::{Gateway, TestCluster, JWT_SECRET};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+const FIXTURE: &str = r#"
+CREATE TYPE public.dims AS (w int, h int, meta jsonb);
+CREATE TABLE public.boxes (id int PRIMARY KEY, d public.dims, tags text[], doc jsonb, name text);
+INSERT INTO public.boxes VALUES
+  (1, row(2, 3, '{"k": {"z": 5}}'), '{a,b}', '{"n": 1}', 'small'),
+  (2, row(7, 1, '{"k": {"z": 9}}'), '{c}', '{"n": 2}', 'wide');
+CREATE TABLE public.loose (a int, b text);
+CREATE FUNCTION public.one_col() RETURNS TABLE (x int) LANGUAGE sql AS $$ SELECT 1 UNION ALL SELECT 2 $$;
+CREATE FUNCTION public.one_out(OUT y int) LANGUAGE sql AS $$ SELECT 5 $$;
+CREATE FUNCTION public.two_out(OUT y int, OUT z text) LANGUAGE sql AS $$ SELECT 5, 'five' $$;
+CREATE FUNCTION public.ints() RETURNS SETOF int LANGUAGE sql AS $$ SELECT 7 $$;
+GRANT ALL ON public.boxes, public.loose TO anon;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO anon;
+"#;
+
+async fn call(http: &Client, gw: &Gateway, method: reqwest::Method, path: &str, body: Option<&str>) -> (StatusCode, Value) {
+    let anon = keys::mint(Role::Anon, &Secret::new(JWT_SECRET)).unwrap();
+    let mut r = http.request(method, gw.url(&format!("/rest/v1{path}"))).header("apikey", anon);
+    if let Some(b) = body {
+        r = r.header("content-type", "application/json").header("prefer", "return=representation").body(b.to_owned());
+    }
+    let res = r.send().await.unwrap();
+    let st = res.status();
+    (st, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn postgrest_parity_beyond_the_shared_cases() {
+    let tc = TestCluster::start().await.unwrap();
+    tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    let http = Client::new();
+    let get = |path: &'static str| call(&http, &gw, reqwest::Method::GET, path, None);
+
+    // Parse errors: PostgREST's message and details, hint null.
+    for (path, message, details) in [
+        ("/boxes?select=id,name::", "\"failed to parse select parameter (id,name::)\" (line 1, column 10)", "unexpected end of input expecting letter or digit"),
+        (
+            "/boxes?select=id,tags[]",
+            "\"failed to parse select parameter (id,tags[])\" (line 1, column 8)",
+            "unexpected '[' expecting letter, digit, \"-\", \"->>\", \"->\", \"::\", \".\", \")\", \",\" or end of input",
+        ),
+        ("/boxes?id=val", "\"failed to parse filter (val)\" (line 1, column 1)", "unexpected \"v\" expecting \"not\" or operator (eq, gt, ...)"),
+        ("/boxes?id=eq().1", "\"failed to parse filter (eq().1)\" (line 1, column 4)", "unexpected \")\" expecting operator (eq, gt, ...)"),
+        ("/boxes?order=id.ac", "\"failed to parse order (id.ac)\" (line 1, column 4)", "unexpected \"c\" expecting \"asc\", \"desc\", \"nullsfirst\" or \"nullslast\""),
+        (
+            "/boxes?or=(id.eq.1,not.xor(id.eq.2))",
+            "\"failed to parse logic tree ((id.eq.1,not.xor(id.eq.2)))\" (line 1, column 16)",
+            "unexpected \"x\" expecting logic operator (and, or)",
+        ),
+    ] {
+        let (st, b) = get(path).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path}: {b}");
+        assert_eq!((b["code"].as_str(), b["message"].as_str(), b["details"].as_str(), &b["hint"]), (Some("PGRST100"), Some(message), Some(details), &Value::Null), "{path}: {b}");
+    }
+
+    // JSON paths into a composite and an array read to_jsonb(col), in select, filter and order.
+    let (st, b) = get("/boxes?select=id,w:d->w,z:d->meta->k->>z&d->>h=eq.3").await;
+    assert_eq!((st, b), (StatusCode::OK, json!([{"id": 1, "w": 2, "z": "5"}])));
+    let (_, b) = get("/boxes?select=id&order=d->w.desc").await;
+    assert_eq!(b, json!([{"id": 2}, {"id": 1}]));
+    let (_, b) = get("/boxes?select=id,first:tags->0&tags->>0=eq.c").await;
+    assert_eq!(b, json!([{"id": 2, "first": "c"}]));
+    let (_, b) = get("/boxes?select=n:doc->n&doc->n=eq.2").await;
+    assert_eq!(b, json!([{"n": 2}]), "json columns keep their own arrows");
+
+    // TABLE / OUT parameters: rows of named columns, as PostgREST.
+    assert_eq!(get("/rpc/one_col").await.1, json!([{"x": 1}, {"x": 2}]));
+    assert_eq!(get("/rpc/one_col?x=gt.1").await.1, json!([{"x": 2}]));
+    assert_eq!(get("/rpc/one_out").await.1, json!({"y": 5}));
+    assert_eq!(get("/rpc/two_out").await.1, json!({"y": 5, "z": "five"}));
+    assert_eq!(get("/rpc/ints").await.1, json!([7]), "a plain SETOF scalar stays an array of values");
+
+    // Bulk bodies: the same keys in every object unless columns= names them.
+    let (st, b) = call(&http, &gw, reqwest::Method::POST, "/loose", Some(r#"[{"a":1},{"b":"x"}]"#)).await;
+    assert_eq!((st, b["code"].as_str(), b["message"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST102"), Some("All object keys must match")), "{b}");
+    let (st, b) = call(&http, &gw, reqwest::Method::POST, "/loose?columns=a,b", Some(r#"[{"a":1},{"b":"x"}]"#)).await;
+    assert_eq!((st, b), (StatusCode::CREATED, json!([{"a": 1, "b": null}, {"a": null, "b": "x"}])));
+    let (st, b) = call(&http, &gw, reqwest::Method::POST, "/loose", Some(r#"[{"a":2,"b":"y"},{"b":"z","a":3}]"#)).await;
+    assert_eq!((st, b), (StatusCode::CREATED, json!([{"a": 2, "b": "y"}, {"a": 3, "b": "z"}])), "key order does not matter");
+    let (st, b) = call(&http, &gw, reqwest::Method::POST, "/loose", Some(r#"[{"a":1,"#)).await;
+    assert_eq!((st, b["code"].as_str(), b["message"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST102"), Some("Empty or invalid json")), "{b}");
+    let (st, b) = call(&http, &gw, reqwest::Method::POST, "/loose?columns=a,,b", Some(r#"[{"a":1}]"#)).await;
+    assert_eq!((st, b["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST100")), "{b}");
+    assert!(b["message"].as_str().unwrap().starts_with("\"failed to parse columns parameter (a,,b)\""), "{b}");
+}
