@@ -7,6 +7,8 @@ use crate::{agent, auth, channels, devtools, functions, health, http, realtime, 
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
+    // REST's process-wide settings (error format, pre-request, max rows), set once.
+    rest::init_settings(&state.config);
     let cors = http::cors::layer(&state.config);
     // REST and auth: the body is received first (under the body-rate limits), then the
     // handler runs under REQUEST_TIMEOUT. Functions receive their body the same way.

@@ -46,7 +46,6 @@ pub async fn run(mut config: Config, shutdown: impl Future<Output = ()> + Send +
         config.api_external_url = format!("http://{addr}");
     }
     check_database(&pool).await;
-    crate::rest::init_settings(&config);
     let database_url = config.database_url.clone();
     let wire = db::wire_pool(&config)?;
     let rest_tx = db::pool(&config)?;

@@ -74,7 +74,8 @@ test('RLS decides what each user reads through MCP', async () => {
   const sneaky = rowsOf(await b.callTool({ name: 'execute_sql', arguments: { sql: "select body from notes where owner_id = $1", params: [process.env.USER_A_ID] } }));
   assert.deepEqual(sneaky, [], "user B never sees user A's rows");
   const forced = await b.callTool({ name: 'execute_sql', arguments: { sql: "select set_config('role', 'service_role', false), (select count(*) from notes)" } });
-  // Whatever it returns, it ran as B: the count is B's one row, or it was refused.
-  if (!forced.isError) assert.equal(Number(forced.structuredContent.rows[0].count), 1);
+  // The login is a member of every API role: switching the role (or the claims) is refused.
+  assert.equal(forced.isError, true, JSON.stringify(forced));
+  assert.match(forced.content[0].text, /set_config/);
   await b.close();
 });

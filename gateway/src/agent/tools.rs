@@ -186,7 +186,7 @@ async fn run_read(s: &AppState, caller: &Caller, at: &Where, st: &Statement, par
             run::read_as(client, st, params, limits(s, rows), false, Some(&as_caller(caller))).await?
         }
         Where::Saved(target, allowed) => {
-            crate::workbench::configs::check_allowed(st, allowed)?;
+            crate::workbench::allowed::check_allowed(st, allowed)?;
             let mut lim = limits(s, rows);
             lim.public_only = allowed.is_some();
             let _turn = turn(s).await?;
@@ -347,7 +347,7 @@ async fn schema_of(s: &AppState, caller: &Caller, at: &Where, schema: Option<Str
 /// Drops from a schema tree the tables and views outside a configuration's
 /// allowed_tables (the agent shows only what it may query).
 fn keep_allowed(tree: &mut Value, allowed: &[String]) {
-    let ok = |schema: &str, name: &str| crate::workbench::configs::allowed(&Some(allowed.to_vec()), schema, name);
+    let ok = |schema: &str, name: &str| crate::workbench::allowed::allowed(&Some(allowed.to_vec()), schema, name);
     for sch in tree["schemas"].as_array_mut().into_iter().flatten() {
         let schema = sch["name"].as_str().unwrap_or("").to_owned();
         for key in ["tables", "views"] {

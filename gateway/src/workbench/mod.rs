@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 pub mod access;
+pub mod allowed;
 pub mod cache;
 pub mod configs;
 pub mod error;

@@ -96,7 +96,7 @@ async fn target(s: &AppState, owner: &Owner, b: &mut SqlBody, st: &Statement, li
         (Some(c), None) => Target::from_rowsel(c),
         (None, Some(id)) => {
             let (t, allowed) = super::configs::resolve(s, owner, id).await?;
-            super::configs::check_allowed(st, &allowed)?;
+            super::allowed::check_allowed(st, &allowed)?;
             lim.public_only = allowed.is_some();
             Ok(t)
         }
