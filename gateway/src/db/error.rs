@@ -70,7 +70,7 @@ impl DbError {
     /// error (no credentials vs the wrong ones).
     pub fn status(&self, anon: bool) -> StatusCode {
         match self {
-            DbError::Postgres(d) => http_status(&d.code, anon),
+            DbError::Postgres(d) => http_status_of(&d.code, &d.message, anon),
             DbError::NoConnection(_) | DbError::Busy | DbError::Lost(_) => StatusCode::SERVICE_UNAVAILABLE,
             DbError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             DbError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -78,25 +78,37 @@ impl DbError {
     }
 }
 
-/// The one SQLSTATE → HTTP table (PostgREST's, which the contract follows).
+/// The one SQLSTATE → HTTP table (PostgREST's `mapSQLtoHTTP`, which the contract
+/// follows; one departure: a statement timeout, 57014, is 504 rather than 500).
 pub fn http_status(code: &str, anon: bool) -> StatusCode {
+    http_status_of(code, "", anon)
+}
+
+/// [`http_status`] where the message decides too (PostgREST: pg-safeupdate's
+/// "… requires a WHERE clause" is a client error, a role that does not exist 401).
+pub fn http_status_of(code: &str, message: &str, anon: bool) -> StatusCode {
+    let class = code.get(..2).unwrap_or("");
     match code {
-        "23505" | "23503" => StatusCode::CONFLICT,
+        "57014" => StatusCode::GATEWAY_TIMEOUT,
+        "23503" | "23505" => StatusCode::CONFLICT,
+        "25006" => StatusCode::METHOD_NOT_ALLOWED,
+        "21000" if message.ends_with("requires a WHERE clause") => StatusCode::BAD_REQUEST,
+        "21000" => StatusCode::INTERNAL_SERVER_ERROR,
+        "22023" if message.starts_with("role") && message.ends_with("does not exist") => StatusCode::UNAUTHORIZED,
+        "53400" | "42P17" => StatusCode::INTERNAL_SERVER_ERROR,
+        "57P01" => StatusCode::SERVICE_UNAVAILABLE,
+        "P0001" => StatusCode::BAD_REQUEST,
+        "42883" if message.starts_with("function xmlagg(") => StatusCode::NOT_ACCEPTABLE,
+        "42883" | "42P01" => StatusCode::NOT_FOUND,
         "42501" if anon => StatusCode::UNAUTHORIZED,
         "42501" => StatusCode::FORBIDDEN,
-        "42P01" | "42883" => StatusCode::NOT_FOUND,
-        "P0001" => StatusCode::BAD_REQUEST,
-        // A write inside a READ ONLY transaction: a GET that calls a writing function.
-        "25006" => StatusCode::METHOD_NOT_ALLOWED,
-        // A failed ASSERT or a subquery with several rows: the function is at fault,
-        // not the request (PostgREST answers 500 too).
-        "P0004" | "21000" => StatusCode::INTERNAL_SERVER_ERROR,
-        c if c.starts_with("PT") => StatusCode::INTERNAL_SERVER_ERROR,
-        "57014" => StatusCode::GATEWAY_TIMEOUT,
-        c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") => StatusCode::SERVICE_UNAVAILABLE,
-        c if c.starts_with("22") || c.starts_with("23") || c.starts_with("42") || c.starts_with("2F") => StatusCode::BAD_REQUEST,
-        c if c.starts_with("25") || c.starts_with("40") => StatusCode::CONFLICT,
-        _ => StatusCode::BAD_REQUEST,
+        c if c.starts_with("PT") => c[2..].parse::<u16>().ok().and_then(|n| StatusCode::from_u16(n).ok()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        _ => match class {
+            "08" | "53" => StatusCode::SERVICE_UNAVAILABLE,
+            "0L" | "0P" | "28" => StatusCode::FORBIDDEN,
+            "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0" | "HV" | "P0" | "XX" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        },
     }
 }
 
@@ -154,7 +166,11 @@ mod tests {
         assert_eq!(http_status("57014", false), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(http_status("53300", false), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(http_status("22P02", false), StatusCode::BAD_REQUEST);
-        assert_eq!(http_status("40001", false), StatusCode::CONFLICT);
+        assert_eq!(http_status("40001", false), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(http_status("42P17", false), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(http_status("PT418", false).as_u16(), 418);
+        assert_eq!(http_status_of("21000", "UPDATE requires a WHERE clause", false), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status_of("22023", "role \"x\" does not exist", false), StatusCode::UNAUTHORIZED);
         assert_eq!(http_status("P0004", false), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -121,7 +121,7 @@ impl RestError {
                 ..Self::sqlstate(st, code, message)
             };
         }
-        let status = crate::db::error::http_status(code, anon);
+        let status = crate::db::error::http_status_of(code, message, anon);
         let message = if code == "57014" { "canceling statement due to statement timeout".to_owned() } else { message.to_owned() };
         RestError {
             status,

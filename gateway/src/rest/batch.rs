@@ -256,9 +256,10 @@ async fn run_op(
     let q = request::parse_query(query, false)?;
 
     if let Some(fname) = name.strip_prefix("rpc/") {
-        let f = cache
-            .function(schema, fname)
-            .ok_or_else(|| RestError::new(pgrst::NO_FUNCTION, format!("Could not find the function {schema}.{fname} in the schema cache"), None, None))?;
+        let f = cache.function(schema, fname).ok_or_else(|| {
+            let all: Vec<&str> = cache.functions.keys().filter(|(s, _)| s == schema).map(|(_, n)| n.as_str()).collect();
+            super::plan::no_function(schema, fname, &[], &[], &all, false)
+        })?;
         let args: Vec<(String, Value)> = match body {
             Some(Value::Object(m)) => m.into_iter().collect(),
             None => Vec::new(),
@@ -271,7 +272,7 @@ async fn run_op(
         return Ok((StatusCode::OK, data));
     }
 
-    let table = cache.table(schema, name).ok_or_else(|| RestError::no_relation(schema, name))?;
+    let table = cache.table(schema, name).ok_or_else(|| super::plan::no_table(cache, schema, name))?;
     let single = matches!(body, Some(Value::Object(_))) && method == Method::POST;
     let (sql, status) = match method {
         Method::GET => (plan::read(cache, table, &q, None, Accept::Json)?, StatusCode::OK),

@@ -8,6 +8,7 @@ pub mod embed;
 pub mod error;
 pub mod exec;
 pub mod format;
+pub mod fuzzy;
 pub mod openapi;
 pub mod plan;
 pub mod prefer;

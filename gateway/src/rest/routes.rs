@@ -83,7 +83,7 @@ async fn relation(
     let cache = cache(&s).await?;
     let mut req = ApiRequest::parse(method, Target::Relation, &name, &headers, raw, &body, &cache.schemas)?;
     req.prefer.rollback = s.config.db_tx_end.rollback(req.prefer.tx.as_deref());
-    let table = cache.table(&req.schema, &name).ok_or_else(|| RestError::no_relation(&req.schema, &name))?;
+    let table = cache.table(&req.schema, &name).ok_or_else(|| plan::no_table(&cache, &req.schema, &name))?;
     let mut info = req.info();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
     let cx = Cx { s: &s, caller: &caller, cache: &cache, table, req: &req, info };
@@ -297,8 +297,21 @@ async fn rpc(
     req.prefer.rollback = s.config.db_tx_end.rollback(req.prefer.tx.as_deref());
     let schema = req.schema.as_str();
     let overloads = cache.overloads(schema, &name);
+    // The argument names as given (the query string's on GET, the body's on POST).
+    let given_names = || -> Vec<String> {
+        match &req.payload {
+            None => req.query.rest.iter().map(|(k, _)| k.clone()).collect(),
+            Some(Value::Object(m)) => m.keys().cloned().collect(),
+            Some(Value::Array(a)) => a.first().and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default(),
+            Some(_) => Vec::new(),
+        }
+    };
+    let post_json = req.payload.is_some();
     if overloads.is_empty() {
-        return Err(RestError::of(pgrst::NO_FUNCTION, format!("Could not find the function {schema}.{name} in the schema cache")));
+        let all: Vec<&str> = cache.functions.keys().filter(|(s, _)| s == schema).map(|(_, n)| n.as_str()).collect();
+        let names = given_names();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        return Err(plan::no_function(schema, &name, &names, &[], &all, post_json));
     }
     let with_body = match req.action {
         Action::Info => {
@@ -331,7 +344,8 @@ async fn rpc(
     } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), &req.payload) {
         (f, Vec::new(), Some(b.clone()))
     } else {
-        return Err(plan::no_function(&overloads[0], &named));
+        let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(plan::no_function(schema, &name, &names, overloads, &[], post_json));
     };
     let sql = plan::call(&cache, f, &args, whole.as_ref(), q, CountMode::from_prefer(pref.count.as_deref()), accept)?;
     let mut info = req.info();
@@ -353,7 +367,12 @@ async fn rpc(
     } else {
         (Some(out.body.clone().unwrap_or_else(|| "null".into())), JSON)
     };
+    let has_body = body.is_some();
     let mut res = response::build(status, body.filter(|_| with_body), ct, Some(range));
+    // HEAD answers the Content-Type GET would have.
+    if !with_body && has_body {
+        res.headers_mut().insert("content-type", response::header_value(ct));
+    }
     response::apply_gucs(&mut res, &out)?;
     Ok(decorate(res, &s, pref, schema, &cache.schemas))
 }

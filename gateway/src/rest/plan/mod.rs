@@ -439,7 +439,10 @@ pub fn call(
         // Postgres takes the VARIADIC argument last.
         let mut variadic_arg = None;
         for (name, value) in args {
-            let (_, ty) = f.args.iter().find(|(n, _)| n == name).ok_or_else(|| no_function(f, args))?;
+            let (_, ty) = f.args.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                let given: Vec<&str> = args.iter().map(|(n, _)| n.as_str()).collect();
+                no_function(&f.schema, &f.name, &given, std::slice::from_ref(f), &[], false)
+            })?;
             if Some(name.as_str()) == variadic {
                 // VARIADIC: a JSON array (the body's, or the repeated query parameter's
                 // values) becomes the array argument; one value an array of one.
@@ -495,20 +498,42 @@ pub fn call(
     Ok(sql)
 }
 
-/// PGRST202 for an unknown function or argument list.
-pub fn no_function(f: &Function, args: &[(String, Value)]) -> RestError {
-    let names: Vec<&str> = args.iter().map(|(n, _)| n.as_str()).collect();
-    let func = format!("{}.{}", f.schema, f.name);
-    let details = if names.is_empty() {
-        format!("Searched for the function {func} without parameters, but no matches were found in the schema cache.")
+/// PGRST205 with PostgREST's fuzzy hint of another table or view of the schema.
+pub fn no_table(cache: &SchemaCache, schema: &str, name: &str) -> RestError {
+    let all: Vec<&str> = cache.tables.keys().filter(|(s, _)| s == schema).map(|(_, n)| n.as_str()).collect();
+    let mut e = RestError::no_relation(schema, name);
+    if let Some(t) = super::fuzzy::best(&all, name, 0.75) {
+        e.hint = serde_json::Value::String(format!("Perhaps you meant the table '{schema}.{t}'"));
+    }
+    e
+}
+
+/// PGRST202 as PostgREST words it: no function `schema.name` takes `args` (given in
+/// the request's order). The hint is PostgREST's fuzzy guess: another function of the
+/// schema (`all_names`) when none has this name, else the closest argument list of
+/// its `overloads`. `post_json`: a POST with a JSON body (one unnamed json/jsonb
+/// parameter would also have taken it).
+pub fn no_function(schema: &str, name: &str, args: &[&str], overloads: &[Function], all_names: &[&str], post_json: bool) -> RestError {
+    let func = format!("{schema}.{name}");
+    let prms = args.join(", ");
+    let message = if args.is_empty() {
+        format!("Could not find the function {func} without parameters in the schema cache")
     } else {
-        format!("Searched for the function {func} with parameters {}, but no matches were found in the schema cache.", names.join(", "))
+        format!("Could not find the function {func}({prms}) in the schema cache")
     };
-    let signature: Vec<&str> = f.args.iter().map(|(n, _)| n.as_str()).collect();
-    RestError::new(
-        pgrst::NO_FUNCTION,
-        format!("Could not find the function {func}({}) in the schema cache", names.join(", ")),
-        Some(details),
-        Some(&format!("Perhaps you meant to call the function {func}({})", signature.join(", "))),
-    )
+    let searched = if args.is_empty() { " without parameters".to_owned() } else { format!(" with parameter{} {prms}", if args.len() > 1 { "s" } else { "" }) };
+    let json = if post_json { " or with a single unnamed json/jsonb parameter" } else { "" };
+    let details = format!("Searched for the function {func}{searched}{json}, but no matches were found in the schema cache.");
+    let list = |names: &mut Vec<&str>| {
+        names.sort_unstable();
+        format!("({})", names.join(", "))
+    };
+    let hint = if overloads.is_empty() {
+        super::fuzzy::best(all_names, name, 0.75).map(|p| format!("Perhaps you meant to call the function {schema}.{p}"))
+    } else {
+        let lists: Vec<String> = overloads.iter().map(|f| list(&mut f.args.iter().map(|(n, _)| n.as_str()).collect())).collect();
+        let refs: Vec<&str> = lists.iter().map(String::as_str).collect();
+        super::fuzzy::best(&refs, &list(&mut args.to_vec()), 0.33).map(|p| format!("Perhaps you meant to call the function {func}{p}"))
+    };
+    RestError::new(pgrst::NO_FUNCTION, message, Some(details), hint.as_deref())
 }

@@ -39,8 +39,9 @@ fn select_items(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut V
         match it {
             SelectItem::Star => out.push((format!("{}.*", src.alias), None)),
             SelectItem::Field { field, alias, cast } => out.push(field_item(sql, src, field, alias.as_deref(), cast.as_deref())?),
-            // An embed with an empty select list is only there to be filtered on.
-            SelectItem::Embed(e) if e.select.is_empty() => {
+            // An embed that outputs nothing (an empty select list, or only such
+            // embeds) is only there to be filtered on: PostgREST leaves it out.
+            SelectItem::Embed(e) if outputs_nothing(&e.select) => {
                 if e.inner {
                     inner.push(embed_exists(sql, src, e)?);
                 }
@@ -55,6 +56,12 @@ fn select_items(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut V
         }
     }
     Ok(out)
+}
+
+/// Whether a select list yields no column: empty, or only embeds that yield none.
+/// (Embeds nest at most MAX_DEPTH levels: the recursion is bounded.)
+fn outputs_nothing(items: &[SelectItem]) -> bool {
+    items.iter().all(|it| matches!(it, SelectItem::Embed(e) if outputs_nothing(&e.select)))
 }
 
 /// One column, JSON path or computed column, cast and named.
@@ -74,7 +81,8 @@ fn field_item(sql: &mut Sql, src: &Source, field: &Field, alias: Option<&str>, c
         None => expr,
     };
     // The key of a JSON path names the value; an array index does not.
-    let name = alias.map(str::to_owned).unwrap_or_else(|| field.path.last().map(|s| s.key.clone()).filter(|k| k.parse::<i64>().is_err()).unwrap_or_else(|| field.column.clone()));
+    let name =
+        alias.map(str::to_owned).unwrap_or_else(|| field.path.iter().rev().map(|s| &s.key).find(|k| k.parse::<i64>().is_err()).cloned().unwrap_or_else(|| field.column.clone()));
     Ok((expr, Some(name)))
 }
 
@@ -110,7 +118,7 @@ fn spread_items_here(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<Vec<(S
             None => child.columns.iter().map(|c| (format!("{alias}.{}", ident(&c.name)), c.name.clone())).collect(),
         };
         for (expr, name) in columns {
-            let value = if rel.is_to_one() { format!("(SELECT {expr} {from}{ord} LIMIT 1)") } else { format!("(SELECT coalesce(json_agg({expr}{ord}), '[]') {from})") };
+            let value = if rel.is_to_one() { format!("(SELECT {expr} {from}{ord} LIMIT 1)") } else { format!("(SELECT coalesce(json_agg({expr}{ord}), '[]')::jsonb {from})") };
             out.push((value, Some(name)));
         }
     }
@@ -142,18 +150,33 @@ fn embed_sql_here(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<(String, 
     let from = embed::from_item(&rel, child, &parent.alias, &alias);
     let j = format!("_pgs_j{}", src.path.len());
     let body = format!("SELECT {select} FROM {from} WHERE {}{ord}{paging}", conds.join(" AND "));
+    // Embedded values are jsonb, as PostgREST renders them (the same bytes: jsonb's
+    // spacing and key order inside embeds).
     Ok(if rel.is_to_one() {
-        (format!("SELECT row_to_json({j}) FROM ({body} LIMIT 1) {j}"), true)
+        (format!("SELECT row_to_json({j})::jsonb FROM ({body} LIMIT 1) {j}"), true)
     } else {
-        (format!("SELECT coalesce(json_agg({j}), '[]') FROM ({body}) {j}"), false)
+        (format!("SELECT coalesce(json_agg({j}), '[]')::jsonb FROM ({body}) {j}"), false)
     })
 }
 
 /// `EXISTS (...)`: the parent row has a related row of the embed that passes the
 /// embed's own filters.
 pub(super) fn embed_exists(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<String, RestError> {
+    stacker::maybe_grow(RED_ZONE, STACK_GROWTH, || embed_exists_here(sql, parent, e))
+}
+
+fn embed_exists_here(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<String, RestError> {
     let Child { src, table: child, rel, scope } = child(parent, e, "_pgs_x")?;
-    let conds = child_conditions(sql, parent, &src, &rel, &scope, Vec::new())?;
+    // Its own `!inner` embeds must exist too (`a!inner(b!inner())&a.b.id=eq.3`).
+    let mut nested = Vec::new();
+    for it in &e.select {
+        if let SelectItem::Embed(n) = it {
+            if n.inner {
+                nested.push(embed_exists(sql, &src, n)?);
+            }
+        }
+    }
+    let conds = child_conditions(sql, parent, &src, &rel, &scope, nested)?;
     Ok(format!("EXISTS (SELECT 1 FROM {} WHERE {})", embed::from_item(&rel, child, &parent.alias, &src.alias), conds.join(" AND ")))
 }
 

@@ -85,7 +85,9 @@ impl ApiRequest {
         let action = action(&method, target)?;
         let rpc_args = matches!(action, Action::Call { read_only: true, .. });
         let mut query = parse_query(raw_query.as_deref().unwrap_or(""), rpc_args)?;
-        if matches!(action, Action::Read { .. } | Action::Call { .. }) {
+        // The Range header is read on GET only (RFC 9110; PostgREST ignores it on
+        // HEAD and POST).
+        if method == Method::GET && matches!(action, Action::Read { .. } | Action::Call { .. }) {
             prefer::apply_range(headers, &mut query.offset, &mut query.limit)?;
         }
         let (prefer, accept) = match action {

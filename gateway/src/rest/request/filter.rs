@@ -52,7 +52,13 @@ pub(super) fn parse_tree_items(inner: &str, depth: usize) -> Result<Vec<Conditio
         }
         // col.op.value, col.not.op.value, col->a.op.value
         let (col, rest) = split_field_and_filter(item).ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({item})\""), "expected column.operator.value"))?;
-        out.push(Condition::Filter(parse_filter(col.trim(), rest.trim())?));
+        let mut f = parse_filter(col.trim(), rest.trim())?;
+        // Inside a tree a value may be quoted to hold `,` or `)` (PostgREST's
+        // pLogicSingleVal); the quotes are not part of it. Lists unquote their items.
+        if f.op != Op::In && f.value.len() >= 2 && f.value.starts_with('"') && f.value.ends_with('"') {
+            f.value = unquote(&f.value);
+        }
+        out.push(Condition::Filter(f));
     }
     Ok(out)
 }

@@ -332,9 +332,11 @@ fn apply_scope(scope: &mut Scope, k: &str, v: &str) -> Result<(), RestError> {
         "offset" => scope.offset = Some(parse_nonneg("offset", v)?),
         "or" | "and" | "not.or" | "not.and" => {
             let negate = k.starts_with("not.");
+            // As PostgREST's parser, the tree ends at the parenthesis that closes it
+            // (anything after it is not read).
             let inner = v
                 .strip_prefix('(')
-                .and_then(|s| s.strip_suffix(')'))
+                .and_then(|s| closing_paren(s).map(|end| &s[..end]))
                 .ok_or_else(|| RestError::parse(format!("\"failed to parse logic tree ({v})\""), "logic trees look like or=(a.eq.1,b.eq.2)"))?;
             scope.conditions.push(Condition::Tree { or: k.ends_with("or"), negate, children: parse_tree_items(inner, 1)? });
         }
@@ -365,17 +367,27 @@ fn split_names(v: &str) -> Vec<String> {
     split_top(v, ',').into_iter().map(|s| unquote(s.trim())).filter(|s| !s.is_empty()).collect()
 }
 
+/// A `"quoted"` name or value as PostgREST reads it (a backslash takes the next
+/// character as it is); anything else unchanged.
 fn unquote(s: &str) -> String {
     match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-        Some(inner) => inner.replace("\\\"", "\"").replace("\\\\", "\\"),
+        Some(inner) => {
+            let mut out = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' { chars.next().unwrap_or('\\') } else { c });
+            }
+            out
+        }
         None => s.to_owned(),
     }
 }
 
-/// Splits on `sep` outside parentheses, double quotes and the braces of a Postgres
-/// array value (`arr.cs.{1,2,3}` inside a logic tree).
-pub fn split_top(s: &str, sep: char) -> Vec<&str> {
-    let (mut out, mut depth, mut quoted, mut start, mut escaped) = (Vec::new(), 0i32, false, 0usize, false);
+/// Walks `s` outside double quotes (a backslash escapes inside them), calling `f`
+/// with each character's index, the character and the nesting depth before it
+/// (parentheses, and braces when `braces`); `f` returns true to stop.
+fn walk_top(s: &str, braces: bool, mut f: impl FnMut(usize, char, i32) -> bool) {
+    let (mut depth, mut quoted, mut escaped) = (0i32, false, false);
     for (i, c) in s.char_indices() {
         if escaped {
             escaped = false;
@@ -384,15 +396,47 @@ pub fn split_top(s: &str, sep: char) -> Vec<&str> {
         match c {
             '\\' if quoted => escaped = true,
             '"' => quoted = !quoted,
-            '(' | '{' if !quoted => depth += 1,
-            ')' | '}' if !quoted => depth -= 1,
-            c if c == sep && !quoted && depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + c.len_utf8();
+            _ if quoted => {}
+            _ => {
+                if f(i, c, depth) {
+                    return;
+                }
+                match c {
+                    '(' => depth += 1,
+                    '{' if braces => depth += 1,
+                    ')' => depth -= 1,
+                    '}' if braces => depth -= 1,
+                    _ => {}
+                }
             }
-            _ => {}
         }
     }
+}
+
+/// Where the parenthesis closing an opened one is in `s` (quotes and nesting skipped).
+fn closing_paren(s: &str) -> Option<usize> {
+    let mut at = None;
+    walk_top(s, false, |i, c, depth| {
+        let found = c == ')' && depth == 0;
+        if found {
+            at = Some(i);
+        }
+        found
+    });
+    at
+}
+
+/// Splits on `sep` outside parentheses, double quotes and the braces of a Postgres
+/// array value (`arr.cs.{1,2,3}` inside a logic tree).
+pub fn split_top(s: &str, sep: char) -> Vec<&str> {
+    let (mut out, mut start) = (Vec::new(), 0usize);
+    walk_top(s, true, |i, c, depth| {
+        if c == sep && depth == 0 {
+            out.push(&s[start..i]);
+            start = i + c.len_utf8();
+        }
+        false
+    });
     out.push(&s[start..]);
     out
 }

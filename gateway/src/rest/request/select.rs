@@ -179,7 +179,9 @@ pub(super) fn is_json_operand(s: &str) -> bool {
         return true;
     }
     let digits = s.strip_prefix('-').unwrap_or(s);
-    (!digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())) || is_field_name(s)
+    // PostgREST's key: pieces of anything but `(-:.,>)` joined by single dashes
+    // (keys are bind parameters, never SQL text).
+    (!digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())) || is_field_name(s) || s.split('-').all(|p| !p.is_empty() && !p.contains(['(', ':', '.', ',', '>', ')']))
 }
 
 /// The last `sep` outside double quotes.
