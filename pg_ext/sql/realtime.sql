@@ -55,6 +55,20 @@ $$;
 REVOKE ALL ON FUNCTION realtime._probe(uuid[], text, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION realtime._probe(uuid[], text, text[]) TO authenticator;
 
+-- The gateway's read of broadcast messages by id (on its own login, which has no
+-- grant on the table): payloads over NOTIFY's limit, and the check that a message
+-- announced on the bus really was committed (a NOTIFY anyone may send is not trusted).
+CREATE FUNCTION realtime._messages(ids uuid[]) RETURNS SETOF text
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+    SELECT json_build_object('id', m.id, 'topic', m.topic, 'event', m.event, 'private', m.private, 'payload', m.payload)::text
+    FROM realtime.messages m WHERE m.id = ANY (ids)
+$$;
+REVOKE ALL ON FUNCTION realtime._messages(uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION realtime._messages(uuid[]) TO authenticator;
+
 -- Committed broadcast messages go to every gateway. Payloads over NOTIFY's limit
 -- are fetched by id.
 CREATE FUNCTION realtime._notify_message() RETURNS trigger

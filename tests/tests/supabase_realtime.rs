@@ -413,3 +413,89 @@ async fn a_viewer_whose_policy_errors_does_not_stop_the_others() {
     bad.until("heartbeat", |f| f[1] == "hb").await;
     assert!(!bad.seen.iter().any(|f| f[3] == "postgres_changes"), "{:?}", bad.seen);
 }
+
+/// From an attack review: a published table in a schema the gateway's login cannot
+/// use does not cost other subscribers their changes; a broadcast announced by a bare
+/// NOTIFY (any database role can send one) is not delivered, while realtime.send's
+/// messages are, however large; a REST broadcast's `private` is a boolean as Supabase
+/// casts it ("true" goes to the private topic, anything else is refused); a socket
+/// holds at most 500 postgres_changes bindings.
+#[tokio::test]
+async fn hostile_databases_and_inputs_do_not_leak_or_stall_changes() {
+    let tc = TestCluster::start().await.unwrap();
+    let su = tc.superuser().await.unwrap();
+    su.batch_execute(FIXTURE).await.unwrap();
+    su.batch_execute(
+        "CREATE SCHEMA app; GRANT USAGE ON SCHEMA app TO anon, authenticated, service_role;
+         CREATE TABLE app.items (id bigint PRIMARY KEY, v text); GRANT SELECT ON app.items TO anon, authenticated, service_role;
+         ALTER PUBLICATION supabase_realtime ADD TABLE app.items;
+         CREATE ROLE mallory LOGIN PASSWORD 'mallory';",
+    )
+    .await
+    .unwrap();
+    let service = keys::mint(Role::ServiceRole, &Secret::new(JWT_SECRET)).unwrap();
+    let anon = keys::mint(Role::Anon, &Secret::new(JWT_SECRET)).unwrap();
+    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    let mut victim = Phx::connect(&gw.base, &service).await;
+    victim.join("room", "v").await;
+    let mut other = Phx::connect(&gw.base, &anon).await;
+    other.send(json!(["1", "1", "realtime:app", "phx_join", {"config": {"postgres_changes": [{"event": "*", "schema": "app", "table": "items"}]}}])).await;
+    other.until("app join", |f| f[3] == "phx_reply" && f[1] == "1").await;
+    // One transaction touching both tables: the victim still gets its change.
+    su.batch_execute("BEGIN; INSERT INTO public.todos (title) VALUES ('mixed batch'); INSERT INTO app.items VALUES (1, 'x'); COMMIT;").await.unwrap();
+    let f = victim.until("todos change", |f| f[3] == "postgres_changes").await;
+    assert_eq!(f[4]["data"]["record"]["title"], "mixed batch", "{f}");
+    other.until("app change", |f| f[3] == "postgres_changes").await;
+
+    // A forged announcement (a NOTIFY by a role with no grants) is not delivered; a
+    // real realtime.send of 9 000 bytes is.
+    victim.send(json!(["2", "2", "realtime:bus", "phx_join", {"config": {"private": false}}])).await;
+    victim.until("bus join", |f| f[3] == "phx_reply" && f[1] == "2").await;
+    let mut cfg: tokio_postgres::Config = tc.superuser_url().parse().unwrap();
+    cfg.user("mallory").password("mallory");
+    let (mallory, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    mallory
+        .batch_execute(
+            r#"SELECT pg_notify('pgr_realtime', '{"k":"m","id":"00000000-0000-0000-0000-000000000001","topic":"bus","event":"forged","private":false,"payload":{"x":1}}')"#,
+        )
+        .await
+        .unwrap();
+    su.batch_execute("SELECT realtime.send(jsonb_build_object('pad', repeat('x', 9000)), 'big', 'bus', false)").await.unwrap();
+    let f = victim.until("the large message", |f| f[3] == "broadcast" && f[2] == "realtime:bus").await;
+    assert_eq!((f[4]["event"].as_str(), f[4]["payload"]["pad"].as_str().map(str::len)), (Some("big"), Some(9000)), "{f}");
+    assert!(!victim.seen.iter().any(|f| f[4]["event"] == "forged"), "{:?}", victim.seen);
+
+    // REST broadcast: "true" is private (the public topic of that name hears nothing),
+    // a value that is not a boolean is refused.
+    let http = reqwest::Client::new();
+    let send = |private: Value| {
+        http.post(format!("{}/realtime/v1/api/broadcast", gw.base))
+            .bearer_auth(&service)
+            .header("apikey", &service)
+            .json(&json!({"messages": [{"topic": "bus", "event": "rest", "payload": {}, "private": private}]}))
+            .send()
+    };
+    assert_eq!(send(json!("maybe")).await.unwrap().status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(send(json!("true")).await.unwrap().status(), reqwest::StatusCode::ACCEPTED);
+    assert_eq!(send(json!(false)).await.unwrap().status(), reqwest::StatusCode::ACCEPTED);
+    let f = victim.until("the public REST broadcast", |f| f[3] == "broadcast" && f[4]["event"] == "rest").await;
+    assert_eq!(f[2], "realtime:bus");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!victim.seen.iter().any(|f| f[4]["event"] == "rest"), "the private one reached the public topic: {:?}", victim.seen);
+
+    // At most 500 postgres_changes bindings per socket.
+    let mut greedy = Phx::connect(&gw.base, &anon).await;
+    let hundred: Vec<Value> = (0..100).map(|i| json!({"event": "*", "schema": "public", "table": "todos", "filter": format!("id=eq.{i}")})).collect();
+    for n in 1..=6 {
+        let r#ref = n.to_string();
+        greedy.send(json!([r#ref, r#ref, format!("realtime:g{n}"), "phx_join", {"config": {"postgres_changes": hundred}}])).await;
+        let r = greedy.until("greedy join", |f| f[3] == "phx_reply" && f[1] == r#ref.as_str()).await;
+        if n <= 5 {
+            assert_eq!(r[4]["status"], "ok", "{r}");
+        } else {
+            assert_eq!(r[4]["status"], "error", "{r}");
+            assert!(r[4]["response"]["reason"].as_str().unwrap().contains("at most 500"), "{r}");
+        }
+    }
+}

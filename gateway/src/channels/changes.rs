@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::queue::{Outgoing, SocketTx};
 use super::registry::Registry;
-use super::subscription::Who;
+use super::subscription::{Subscription, Who};
 /// A viewer's settings for its row checks: role and claims (what RLS policies read,
 /// as Supabase's realtime.apply_rls sets them), read-only. Lighter than REST's
 /// request setup: there is no HTTP request behind a change.
@@ -56,6 +56,9 @@ struct TableMeta {
     check: String,
     /// `"schema"."table"`.
     rel: String,
+    /// Its oid (privileges are asked by oid: the gateway's own login needs no USAGE
+    /// on the table's schema to ask).
+    oid: u32,
     at: Instant,
 }
 
@@ -101,7 +104,8 @@ async fn table_meta(st: &AppState, cache: &Mutex<HashMap<(String, String), Arc<T
                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,
                     (SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, a.atttypmod)) ORDER BY array_position(i.indkey::int2[], a.attnum))
                        FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-                      WHERE i.indrelid = c.oid AND i.indisprimary)::text
+                      WHERE i.indrelid = c.oid AND i.indisprimary)::text,
+                    c.oid
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = $1 AND c.relname = $2",
             &[&schema, &table],
@@ -123,7 +127,8 @@ async fn table_meta(st: &AppState, cache: &Mutex<HashMap<(String, String), Arc<T
         "SELECT coalesce(array_agg(x.i), '{{}}') FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(k, i) WHERE EXISTS (SELECT 1 FROM {rel} t WHERE {} AND to_jsonb(t) = to_jsonb(jsonb_populate_record(t, x.k -> 'r')))",
         if conds.is_empty() { "false".to_owned() } else { conds.join(" AND ") }
     );
-    let m = Arc::new(TableMeta { columns: columns.unwrap_or_else(|| "[]".into()), pk, check, rel, at: Instant::now() });
+    let oid: u32 = row.get(2);
+    let m = Arc::new(TableMeta { columns: columns.unwrap_or_else(|| "[]".into()), pk, check, rel, oid, at: Instant::now() });
     cache.lock().unwrap_or_else(|e| e.into_inner()).insert(k, m.clone());
     Ok(Some(m))
 }
@@ -158,34 +163,52 @@ struct Delivery {
     who: Arc<Who>,
 }
 
+/// Bindings matched between two yields to the runtime.
+const YIELD_EVERY: usize = 4096;
+
 async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, String), Arc<TableMeta>>>, batch: Vec<Value>) -> anyhow::Result<()> {
     let changes: Vec<Change> = batch.iter().filter_map(parse_change).collect();
     // Who wants what (filters decided here, on the row's values).
+    // Matched on a snapshot, outside the registry's lock (joins and leaves never wait
+    // on a batch), yielding as it goes so a large set of subscriptions cannot hold a
+    // runtime thread.
+    let subs: Vec<(u64, Arc<Subscription>)> = reg.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(m, s)| (*m, s.clone())).collect();
+    let now = crate::keys::now();
+    let subs: Vec<(u64, Arc<Subscription>)> = subs.into_iter().filter(|(_, s)| s.exp.is_none_or(|e| e > now)).collect();
     let mut deliveries = Vec::new();
-    {
-        let subs = reg.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, c) in changes.iter().enumerate() {
-            let row = if c.op == "DELETE" { &c.data["old_record"] } else { &c.data["record"] };
-            for (member, s) in subs.iter() {
-                let ids: Vec<u64> = s.bindings.iter().filter(|b| b.wants(&c.schema, &c.table, &c.op, row)).map(|b| b.id).collect();
-                if !ids.is_empty() {
-                    deliveries.push(Delivery { change: i, member: *member, socket: s.socket.clone(), topic: s.topic.clone(), ids, who: s.who.clone() });
-                }
+    let mut checked = 0usize;
+    for (i, c) in changes.iter().enumerate() {
+        let row = if c.op == "DELETE" { &c.data["old_record"] } else { &c.data["record"] };
+        for (member, s) in &subs {
+            checked += s.bindings.len();
+            if checked >= YIELD_EVERY {
+                checked = 0;
+                tokio::task::yield_now().await;
+            }
+            let ids: Vec<u64> = s.bindings.iter().filter(|b| b.wants(&c.schema, &c.table, &c.op, row)).map(|b| b.id).collect();
+            if !ids.is_empty() {
+                deliveries.push(Delivery { change: i, member: *member, socket: s.socket.clone(), topic: s.topic.clone(), ids, who: s.who.clone() });
             }
         }
     }
     if deliveries.is_empty() {
         return Ok(());
     }
+    // A table that cannot be described is not delivered; the rest of the batch is.
     let mut metas: Vec<Option<Arc<TableMeta>>> = Vec::with_capacity(changes.len());
     for c in &changes {
-        metas.push(table_meta(st, cache, &c.schema, &c.table).await?);
+        metas.push(table_meta(st, cache, &c.schema, &c.table).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, schema = %c.schema, table = %c.table, "postgres_changes: table not described");
+            None
+        }));
     }
     // SELECT privilege per (role, table).
     let mut pairs: BTreeMap<(String, String), bool> = BTreeMap::new();
+    let mut oids: HashMap<String, u32> = HashMap::new();
     for d in &deliveries {
         if let Some(m) = &metas[d.change] {
             pairs.insert((d.who.role.clone(), m.rel.clone()), false);
+            oids.insert(m.rel.clone(), m.oid);
         }
     }
     // Known within PRIVILEGE_TTL: a GRANT or REVOKE applies within a second.
@@ -201,16 +224,27 @@ async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, 
     }
     if !unknown.is_empty() {
         let (roles, rels): (Vec<String>, Vec<String>) = unknown.into_iter().unzip();
-        let c = st.pool.get().await?;
-        let rows = c
-            .query(
-                "SELECT x.r, x.t, EXISTS (SELECT 1 FROM pg_roles WHERE rolname = x.r)
-                        AND has_schema_privilege(x.r, (SELECT relnamespace FROM pg_class WHERE oid = x.t::regclass), 'USAGE')
-                        AND has_table_privilege(x.r, x.t::regclass, 'SELECT')
-                   FROM unnest($1::text[], $2::text[]) AS x(r, t)",
-                &[&roles, &rels],
-            )
-            .await?;
+        let rel_oids: Vec<u32> = rels.iter().map(|r| oids.get(r).copied().unwrap_or(0)).collect();
+        // By oid, so the login needs no USAGE on the schema to ask; CASE so a role
+        // that does not exist is never passed to the privilege functions. A failure
+        // leaves these pairs refused for this batch, never the whole batch lost.
+        let rows = match st.pool.get().await {
+            Ok(c) => c
+                .query(
+                    "SELECT x.r, x.t, CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = x.r) AND cl.oid IS NOT NULL
+                            THEN has_schema_privilege(x.r, cl.relnamespace, 'USAGE') AND has_table_privilege(x.r, cl.oid, 'SELECT')
+                            ELSE false END
+                       FROM unnest($1::text[], $2::text[], $3::oid[]) AS x(r, t, o) LEFT JOIN pg_class cl ON cl.oid = x.o",
+                    &[&roles, &rels, &rel_oids],
+                )
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow::Error::from(e)),
+        };
+        let rows = rows.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "postgres_changes: privileges not checked");
+            Vec::new()
+        });
         let mut known = privileges().lock().unwrap_or_else(|e| e.into_inner());
         if known.len() > 10_000 {
             known.clear();

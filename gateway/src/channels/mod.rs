@@ -126,13 +126,17 @@ fn rest_viewer(s: &AppState, headers: &HeaderMap, q: &HashMap<String, String>) -
 /// Largest batch of the REST broadcast.
 const MAX_BATCH: usize = 100;
 
+/// 422 in Realtime's shape.
+fn unprocessable(m: &str) -> Response {
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"errors": {"messages": [m]}, "message": m}))).into_response()
+}
+
 /// POST /realtime/v1/api/broadcast `{"messages": [{topic, event, payload, private}]}`.
 async fn broadcast_batch(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
     let v = match rest_viewer(&s, &headers, &q) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let unprocessable = |m: &str| (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"errors": {"messages": [m]}, "message": m}))).into_response();
     if body.len() > s.config.realtime_max_payload_bytes * 4 {
         return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"message": "Payload too large"}))).into_response();
     }
@@ -147,7 +151,9 @@ async fn broadcast_batch(State(s): State<AppState>, Query(q): Query<HashMap<Stri
         if topic.is_empty() || topic.len() > 255 || event.len() > 255 {
             return unprocessable("topic must be 1-255 bytes, event at most 255");
         }
-        let private = matches!(m["private"], Value::Bool(true));
+        // Read as Supabase casts it (true, "true", "1", 1); anything that is not a
+        // boolean is refused rather than sent to the public topic.
+        let Some(private) = private_flag(&m["private"]) else { return unprocessable("private must be a boolean") };
         if m.get("payload").is_some_and(|p| p.to_string().len() > s.config.realtime_max_payload_bytes) {
             return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"message": "Payload too large"}))).into_response();
         }
@@ -200,7 +206,12 @@ async fn broadcast_one(
             Err(_) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, Json(json!({"message": "the payload must be JSON"}))).into_response(),
         }
     };
-    let key = TopicKey { private: q.get("private").is_some_and(|p| p == "true"), name: topic };
+    let private = match q.get("private") {
+        None => Some(false),
+        Some(p) => private_flag(&Value::String(p.clone())),
+    };
+    let Some(private) = private else { return unprocessable("private must be a boolean") };
+    let key = TopicKey { private, name: topic };
     if key.private && !auth::may_write(&s, &v.who, &key.name, "broadcast").await {
         return (StatusCode::FORBIDDEN, Json(json!({"message": "Unauthorized"}))).into_response();
     }
@@ -256,12 +267,13 @@ pub fn spawn(s: &AppState, events: &crate::listener::Buses) {
     }
     let (changes_tx, changes_rx) = mpsc::channel::<Value>(65_536);
     tokio::spawn(changes::run(s.clone(), reg.clone(), changes_rx));
+    let (messages_tx, messages_rx) = mpsc::channel::<uuid::Uuid>(MESSAGE_QUEUE);
+    tokio::spawn(read_messages(s.clone(), reg.clone(), messages_rx));
     let mut rx = events.subscribe(CHANNEL);
-    let st = s.clone();
     tokio::spawn(async move {
         loop {
             match rx.recv().await {
-                Ok(Event::Notify { payload, .. }) => inbound(&st, &reg, &changes_tx, &payload).await,
+                Ok(Event::Notify { payload, .. }) => inbound(&reg, &changes_tx, &messages_tx, &payload),
                 Ok(Event::Connected) => {
                     // Listening (again): ask the other gateways for their presences.
                     let mut m = Map::new();
@@ -307,8 +319,56 @@ async fn prune(pool: &crate::db::fair::FairPool<deadpool_postgres::Pool>, retent
     }
 }
 
+/// A broadcast's `private` as Supabase's boolean cast reads it: `None` if it is not
+/// one (refused, never taken as public).
+fn private_flag(v: &Value) -> Option<bool> {
+    match v {
+        Value::Null => Some(false),
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) if n.as_u64() == Some(1) => Some(true),
+        Value::Number(n) if n.as_u64() == Some(0) => Some(false),
+        Value::String(t) if t.eq_ignore_ascii_case("true") || t == "1" => Some(true),
+        Value::String(t) if t.eq_ignore_ascii_case("false") || t == "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Announced broadcast messages waiting to be read back.
+const MESSAGE_QUEUE: usize = 16_384;
+/// Messages read back in one statement at most.
+const MESSAGE_BATCH: usize = 256;
+
+/// Reads announced messages back from realtime.messages by id, in batches, and
+/// delivers those that exist: a NOTIFY on `pgr_realtime` can be sent by any database
+/// role, so only what was committed to the table (under its INSERT policies) counts.
+async fn read_messages(st: AppState, reg: Arc<Registry>, mut rx: mpsc::Receiver<uuid::Uuid>) {
+    let mut ids = Vec::new();
+    while rx.recv_many(&mut ids, MESSAGE_BATCH).await > 0 {
+        let batch = std::mem::take(&mut ids);
+        let rows = match st.pool.get().await {
+            Ok(c) => c.query("SELECT m FROM realtime._messages($1) AS m", &[&batch]).await.map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow::Error::from(e)),
+        };
+        let rows = match rows {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, n = batch.len(), "realtime messages not read back");
+                continue;
+            }
+        };
+        // In the order they were announced.
+        let mut found: HashMap<String, Value> =
+            rows.iter().filter_map(|r| serde_json::from_str::<Value>(&r.get::<_, String>(0)).ok()).map(|m| (m["id"].as_str().unwrap_or("").to_owned(), m)).collect();
+        for id in batch {
+            if let Some(m) = found.remove(&id.to_string()) {
+                deliver_message(&reg, &m);
+            }
+        }
+    }
+}
+
 /// One notification on `pgr_realtime`.
-async fn inbound(st: &AppState, reg: &Arc<Registry>, changes: &mpsc::Sender<Value>, payload: &str) {
+fn inbound(reg: &Arc<Registry>, changes: &mpsc::Sender<Value>, messages: &mpsc::Sender<uuid::Uuid>, payload: &str) {
     // From the extension (row changes, realtime.send): plain JSON; from gateways:
     // signed (see Registry::relay), and only those kinds.
     let (v, from_gateway) = if payload.starts_with('{') {
@@ -337,17 +397,14 @@ async fn inbound(st: &AppState, reg: &Arc<Registry>, changes: &mpsc::Sender<Valu
     }
     let key = || TopicKey { private: v["private"].as_bool().unwrap_or(true), name: v["topic"].as_str().unwrap_or_default().to_owned() };
     match v["k"].as_str() {
-        Some("m") if v["fetch"] == json!(true) => {
-            // Large messages are read from their table, off the LISTEN loop.
-            let (st, reg) = (st.clone(), reg.clone());
-            let id = v["id"].as_str().unwrap_or_default().to_owned();
-            tokio::spawn(async move {
-                if let Some(m) = fetch_message(&st, &id).await {
-                    deliver_message(&reg, &m);
+        // Any role can NOTIFY: a message is delivered as read back from its table.
+        Some("m") => {
+            if let Some(id) = v["id"].as_str().and_then(|i| uuid::Uuid::parse_str(i).ok()) {
+                if messages.try_send(id).is_err() {
+                    tracing::error!("realtime message queue full: a broadcast message was not delivered");
                 }
-            });
+            }
         }
-        Some("m") => deliver_message(reg, &v),
         Some("b") => {
             if let Some(g) = g {
                 reg.heard_from(g);
@@ -380,14 +437,4 @@ fn deliver_message(reg: &Registry, m: &Value) {
     let k = TopicKey { private: m["private"].as_bool().unwrap_or(true), name: m["topic"].as_str().unwrap_or_default().to_owned() };
     let payload = json!({"type": "broadcast", "event": m["event"], "payload": m["payload"], "meta": {"id": m["id"]}});
     reg.broadcast_local(&k, None, &payload);
-}
-
-async fn fetch_message(st: &AppState, id: &str) -> Option<Value> {
-    let id = uuid::Uuid::parse_str(id).ok()?;
-    let c = st.pool.get().await.ok()?;
-    let row = c
-        .query_opt("SELECT json_build_object('id', id, 'topic', topic, 'event', event, 'private', private, 'payload', payload)::text FROM realtime.messages WHERE id = $1", &[&id])
-        .await
-        .ok()??;
-    serde_json::from_str(&row.get::<_, String>(0)).ok()
 }

@@ -66,7 +66,7 @@ struct Topic {
 pub struct Registry {
     topics: Mutex<HashMap<TopicKey, Topic>>,
     /// postgres_changes subscriptions by member id.
-    pub subscriptions: Mutex<HashMap<u64, Subscription>>,
+    pub subscriptions: Mutex<HashMap<u64, Arc<Subscription>>>,
     /// This gateway's id in relayed messages.
     pub gateway: String,
     relay: mpsc::Sender<String>,

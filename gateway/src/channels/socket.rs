@@ -17,6 +17,9 @@ use super::Limits;
 use crate::realtime::socket::Bucket;
 use crate::AppState;
 
+/// postgres_changes bindings one socket may hold over all its channels.
+const MAX_BINDINGS: usize = 500;
+
 /// A joined channel of this socket.
 struct Joined {
     key: TopicKey,
@@ -32,6 +35,8 @@ struct Joined {
     may_broadcast: Option<bool>,
     may_presence: Option<bool>,
     has_changes: bool,
+    /// How many postgres_changes bindings it holds.
+    bindings: usize,
 }
 
 struct Conn {
@@ -276,7 +281,15 @@ impl Conn {
                 return Ok(());
             }
         };
-        let _permit = self.reg.checks.acquire().await;
+        // postgres_changes bindings are matched against every change: a socket holds
+        // at most MAX_BINDINGS of them over all its channels.
+        let held: usize = self.channels.values().map(|j| j.bindings).sum();
+        if held + bindings.len() > MAX_BINDINGS {
+            self.reply(&m, "error", join_error(format!("InvalidJoinPayload: at most {MAX_BINDINGS} postgres_changes per connection")));
+            return Ok(());
+        }
+        // Only joins that ask the database wait for a place among the checks.
+        let _permit = if private || !bindings.is_empty() { Some(self.reg.checks.acquire().await) } else { None };
         let (reads_broadcast, reads_presence) = if private {
             match auth::read_policies(&self.st, &viewer.who, name).await {
                 Ok((b, p)) if b || p => (b, p && presence_enabled),
@@ -299,6 +312,7 @@ impl Conn {
         self.reg.join(&key, member, &self.tx, self_broadcast, reads_broadcast, reads_presence);
         let has_changes = !bindings.is_empty();
         let j = Joined {
+            bindings: bindings.len(),
             key: key.clone(),
             member,
             join_ref: join_ref.clone(),
@@ -319,8 +333,8 @@ impl Conn {
         if has_changes {
             match published(&self.st, &bindings).await {
                 Ok(missing) if missing.is_empty() => {
-                    let sub = Subscription { socket: self.tx.clone(), topic: m.topic.clone(), bindings, who: viewer.who.clone() };
-                    self.reg.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).insert(member, sub);
+                    let sub = Subscription { socket: self.tx.clone(), topic: m.topic.clone(), bindings, who: viewer.who.clone(), exp: viewer.exp };
+                    self.reg.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).insert(member, Arc::new(sub));
                     self.system(&j, "postgres_changes", "ok", "Subscribed to PostgreSQL");
                 }
                 Ok(missing) => {
@@ -478,7 +492,7 @@ impl Conn {
             j.may_presence = None;
             if j.has_changes {
                 if let Some(s) = self.reg.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&member) {
-                    s.who = v.who;
+                    *s = Arc::new(Subscription { who: v.who, exp: v.exp, ..(**s).clone() });
                 }
             }
         }

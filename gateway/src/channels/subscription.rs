@@ -174,11 +174,15 @@ pub struct Who {
 }
 
 /// A channel's postgres_changes.
+#[derive(Clone)]
 pub struct Subscription {
     pub socket: SocketTx,
     pub topic: String,
     pub bindings: Vec<Binding>,
     pub who: Arc<Who>,
+    /// When the subscriber's token expires (seconds since the epoch): nothing is
+    /// delivered after it, even before the socket's own loop closes the channel.
+    pub exp: Option<i64>,
 }
 
 #[cfg(test)]
