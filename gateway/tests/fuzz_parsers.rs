@@ -197,7 +197,7 @@ fn rest_plan() {
         let payload = Payload::from_body(body, qp.columns.as_deref());
         client_error(&payload)?;
         if let Ok(p) = payload {
-            for r in [plan::insert(c, t, &qp, &p, OnConflict::Merge, Some(accept), true), plan::update(c, t, &qp, &p, None), plan::put(c, t, &qp, &p, Some(accept))] {
+            for r in [plan::insert(c, t, &qp, &p, OnConflict::Merge, Some(accept), true), plan::update(c, t, &qp, &p, None, true), plan::put(c, t, &qp, &p, Some(accept))] {
                 client_error(&r)?;
                 sql_shape(&r)?;
             }

@@ -63,30 +63,24 @@ LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
+    -- Only recent messages: an old id announced again is not a new message.
     SELECT json_build_object('id', m.id, 'topic', m.topic, 'event', m.event, 'private', m.private, 'payload', m.payload)::text
-    FROM realtime.messages m WHERE m.id = ANY (ids)
+    FROM realtime.messages m WHERE m.id = ANY (ids) AND m.inserted_at > now() - interval '10 minutes'
 $$;
 REVOKE ALL ON FUNCTION realtime._messages(uuid[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION realtime._messages(uuid[]) TO authenticator;
 
--- Committed broadcast messages go to every gateway. Payloads over NOTIFY's limit
--- are fetched by id.
+-- Committed broadcast messages go to every gateway: the NOTIFY carries only the id
+-- (any role may NOTIFY, so the gateways read each message back from the table).
 CREATE FUNCTION realtime._notify_message() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog
 AS $$
-DECLARE
-    msg text;
 BEGIN
     IF NEW.extension <> 'broadcast' OR (NEW.event IS NULL AND NEW.payload IS NULL) THEN
         RETURN NULL;  -- authorisation probes (always rolled back) carry neither
     END IF;
-    msg := json_build_object('k', 'm', 'id', NEW.id, 'topic', NEW.topic, 'event', NEW.event,
-                             'private', coalesce(NEW.private, true), 'payload', NEW.payload)::text;
-    IF octet_length(msg) > 7900 THEN
-        msg := json_build_object('k', 'm', 'id', NEW.id, 'fetch', true)::text;
-    END IF;
-    PERFORM pg_notify('pgr_realtime', msg);
+    PERFORM pg_notify('pgr_realtime', json_build_object('k', 'm', 'id', NEW.id)::text);
     RETURN NULL;
 END
 $$;

@@ -21,15 +21,27 @@ CREATE FUNCTION public.one_col() RETURNS TABLE (x int) LANGUAGE sql AS $$ SELECT
 CREATE FUNCTION public.one_out(OUT y int) LANGUAGE sql AS $$ SELECT 5 $$;
 CREATE FUNCTION public.two_out(OUT y int, OUT z text) LANGUAGE sql AS $$ SELECT 5, 'five' $$;
 CREATE FUNCTION public.ints() RETURNS SETOF int LANGUAGE sql AS $$ SELECT 7 $$;
-GRANT ALL ON public.boxes, public.loose TO anon;
+CREATE TABLE public.counters (id serial PRIMARY KEY, n int NOT NULL DEFAULT 7, label text);
+CREATE TABLE public.keys_only (id int PRIMARY KEY);
+INSERT INTO public.keys_only VALUES (1), (2);
+CREATE FUNCTION public.words(VARIADIC v text[]) RETURNS text[] LANGUAGE sql AS $$ SELECT v $$;
+GRANT ALL ON public.boxes, public.loose, public.counters, public.keys_only TO anon;
+GRANT USAGE ON SEQUENCE public.counters_id_seq TO anon;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO anon;
 "#;
 
 async fn call(http: &Client, gw: &Gateway, method: reqwest::Method, path: &str, body: Option<&str>) -> (StatusCode, Value) {
+    call_with(http, gw, method, path, body, &[("content-type", "application/json"), ("prefer", "return=representation")]).await
+}
+
+async fn call_with(http: &Client, gw: &Gateway, method: reqwest::Method, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (StatusCode, Value) {
     let anon = keys::mint(Role::Anon, &Secret::new(JWT_SECRET)).unwrap();
     let mut r = http.request(method, gw.url(&format!("/rest/v1{path}"))).header("apikey", anon);
     if let Some(b) = body {
-        r = r.header("content-type", "application/json").header("prefer", "return=representation").body(b.to_owned());
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r = r.body(b.to_owned());
     }
     let res = r.send().await.unwrap();
     let st = res.status();
@@ -95,4 +107,29 @@ async fn postgrest_parity_beyond_the_shared_cases() {
     let (st, b) = call(&http, &gw, reqwest::Method::POST, "/loose?columns=a,,b", Some(r#"[{"a":1}]"#)).await;
     assert_eq!((st, b["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST100")), "{b}");
     assert!(b["message"].as_str().unwrap().starts_with("\"failed to parse columns parameter (a,,b)\""), "{b}");
+
+    // Empty payloads: no body is not a payload; `[{},{}]` is two rows of defaults;
+    // PATCH with nothing to set changes nothing (200 [] with a representation).
+    let (st, b) = call_with(&http, &gw, reqwest::Method::POST, "/counters", Some(""), &[("content-type", "application/json")]).await;
+    assert_eq!((st, b["message"].as_str()), (StatusCode::BAD_REQUEST, Some("Empty or invalid json")), "{b}");
+    let (st, b) = call(&http, &gw, reqwest::Method::POST, "/counters", Some("[{},{}]")).await;
+    assert_eq!((st, b), (StatusCode::CREATED, json!([{"id": 1, "n": 7, "label": null}, {"id": 2, "n": 7, "label": null}])));
+    let (st, b) = call(&http, &gw, reqwest::Method::PATCH, "/counters", Some("[]")).await;
+    assert_eq!((st, b), (StatusCode::OK, json!([])), "a no-op, filter or not");
+    // Forms: an insert and a VARIADIC call.
+    let form = [("content-type", "application/x-www-form-urlencoded"), ("prefer", "return=representation")];
+    let (st, b) = call_with(&http, &gw, reqwest::Method::POST, "/counters", Some("n=3&label=form+post"), &form).await;
+    assert_eq!((st, b), (StatusCode::CREATED, json!([{"id": 3, "n": 3, "label": "form post"}])));
+    let (st, b) = call_with(&http, &gw, reqwest::Method::POST, "/rpc/words", Some("v=hi&v=there"), &form).await;
+    assert_eq!((st, b), (StatusCode::OK, json!(["hi", "there"])));
+    // A singular write touching several rows is refused and rolled back.
+    let single = [("content-type", "application/json"), ("accept", "application/vnd.pgrst.object+json")];
+    let (st, b) = call_with(&http, &gw, reqwest::Method::PATCH, "/counters?n=eq.7", Some(r#"{"label":"x"}"#), &single).await;
+    assert_eq!((st, b["code"].as_str(), b["details"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST116"), Some("The result contains 2 rows")), "{b}");
+    let (_, b) = get("/counters?label=eq.x").await;
+    assert_eq!(b, json!([]), "rolled back");
+    // An upsert of keys only returns every row it met, as PostgREST.
+    let upsert = [("content-type", "application/json"), ("prefer", "return=representation,resolution=merge-duplicates")];
+    let (st, b) = call_with(&http, &gw, reqwest::Method::POST, "/keys_only", Some(r#"[{"id":1},{"id":2},{"id":3}]"#), &upsert).await;
+    assert_eq!((st, b), (StatusCode::CREATED, json!([{"id": 1}, {"id": 2}, {"id": 3}])));
 }

@@ -465,6 +465,12 @@ async fn hostile_databases_and_inputs_do_not_leak_or_stall_changes() {
     let f = victim.until("the large message", |f| f[3] == "broadcast" && f[2] == "realtime:bus").await;
     assert_eq!((f[4]["event"].as_str(), f[4]["payload"]["pad"].as_str().map(str::len)), (Some("big"), Some(9000)), "{f}");
     assert!(!victim.seen.iter().any(|f| f[4]["event"] == "forged"), "{:?}", victim.seen);
+    // Announcing a real message's id again does not deliver it again.
+    let id = f[4]["meta"]["id"].as_str().unwrap_or_else(|| panic!("{f}")).to_owned();
+    mallory.batch_execute(&format!(r#"SELECT pg_notify('pgr_realtime', '{{"k":"m","id":"{id}"}}')"#)).await.unwrap();
+    su.batch_execute("SELECT realtime.send('{}'::jsonb, 'after', 'bus', false)").await.unwrap();
+    victim.until("the next message", |f| f[3] == "broadcast" && f[4]["event"] == "after").await;
+    assert!(!victim.seen.iter().any(|f| f[4]["event"] == "big"), "a replayed id was delivered again: {:?}", victim.seen);
 
     // REST broadcast: "true" is private (the public topic of that name hears nothing),
     // a value that is not a boolean is refused.

@@ -20,7 +20,7 @@ pub mod socket;
 pub mod subscription;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -336,15 +336,26 @@ fn private_flag(v: &Value) -> Option<bool> {
 /// Announced broadcast messages waiting to be read back.
 const MESSAGE_QUEUE: usize = 16_384;
 /// Messages read back in one statement at most.
-const MESSAGE_BATCH: usize = 256;
+const MESSAGE_BATCH: usize = 1024;
+/// Delivered message ids remembered before old ones are dropped.
+const DELIVERED_KEPT: usize = 200_000;
 
 /// Reads announced messages back from realtime.messages by id, in batches, and
 /// delivers those that exist: a NOTIFY on `pgr_realtime` can be sent by any database
 /// role, so only what was committed to the table (under its INSERT policies) counts.
 async fn read_messages(st: AppState, reg: Arc<Registry>, mut rx: mpsc::Receiver<uuid::Uuid>) {
     let mut ids = Vec::new();
+    // Messages already delivered (an id announced again is a replay), kept for
+    // longer than the read-back window of realtime._messages (10 minutes).
+    let mut delivered: HashMap<uuid::Uuid, std::time::Instant> = HashMap::new();
     while rx.recv_many(&mut ids, MESSAGE_BATCH).await > 0 {
-        let batch = std::mem::take(&mut ids);
+        let mut batch = std::mem::take(&mut ids);
+        // Each id once, in the order announced, and never one already delivered.
+        let mut seen = std::collections::HashSet::new();
+        batch.retain(|id| !delivered.contains_key(id) && seen.insert(*id));
+        if batch.is_empty() {
+            continue;
+        }
         let rows = match st.pool.get().await {
             Ok(c) => c.query("SELECT m FROM realtime._messages($1) AS m", &[&batch]).await.map_err(anyhow::Error::from),
             Err(e) => Err(anyhow::Error::from(e)),
@@ -359,11 +370,31 @@ async fn read_messages(st: AppState, reg: Arc<Registry>, mut rx: mpsc::Receiver<
         // In the order they were announced.
         let mut found: HashMap<String, Value> =
             rows.iter().filter_map(|r| serde_json::from_str::<Value>(&r.get::<_, String>(0)).ok()).map(|m| (m["id"].as_str().unwrap_or("").to_owned(), m)).collect();
+        // In the order they were announced.
+        let now = std::time::Instant::now();
         for id in batch {
             if let Some(m) = found.remove(&id.to_string()) {
+                delivered.insert(id, now);
                 deliver_message(&reg, &m);
             }
         }
+        if delivered.len() > DELIVERED_KEPT {
+            delivered.retain(|_, at| at.elapsed() < Duration::from_secs(15 * 60));
+        }
+    }
+}
+
+/// "Queue full", logged at most every 10 s with the count (a flood of announcements
+/// must not become a flood of log lines).
+fn queue_full_logged() {
+    static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+    let n = DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+        *last = Some(std::time::Instant::now());
+        DROPPED.store(0, std::sync::atomic::Ordering::Relaxed);
+        tracing::error!(dropped = n, "realtime message queue full: broadcast messages were not delivered");
     }
 }
 
@@ -401,7 +432,7 @@ fn inbound(reg: &Arc<Registry>, changes: &mpsc::Sender<Value>, messages: &mpsc::
         Some("m") => {
             if let Some(id) = v["id"].as_str().and_then(|i| uuid::Uuid::parse_str(i).ok()) {
                 if messages.try_send(id).is_err() {
-                    tracing::error!("realtime message queue full: a broadcast message was not delivered");
+                    queue_full_logged();
                 }
             }
         }

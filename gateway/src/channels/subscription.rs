@@ -38,6 +38,20 @@ pub struct Filter {
     column: String,
     op: String,
     values: Vec<String>,
+    /// The values read as numbers once, when parsed (never per change).
+    numbers: Vec<Option<f64>>,
+    /// `in`: the values as a set, and their numbers' bits, for one look-up per row.
+    text_set: std::collections::HashSet<String>,
+    number_set: std::collections::HashSet<u64>,
+}
+
+/// An f64's bits, with -0 as 0 (so `0` finds `-0.0`).
+fn number_key(n: f64) -> u64 {
+    if n == 0.0 {
+        0
+    } else {
+        n.to_bits()
+    }
 }
 
 /// Longest filter accepted.
@@ -77,16 +91,27 @@ impl Filter {
             }
             _ => return Err(format!("unsupported filter operator '{op}' (eq, neq, lt, lte, gt, gte, in)")),
         };
-        Ok(Filter { column: column.to_owned(), op: op.to_owned(), values })
+        let numbers: Vec<Option<f64>> = values.iter().map(|v| v.parse::<f64>().ok()).collect();
+        let (text_set, number_set) = if op == "in" { (values.iter().cloned().collect(), numbers.iter().flatten().map(|n| number_key(*n)).collect()) } else { Default::default() };
+        Ok(Filter { column: column.to_owned(), op: op.to_owned(), values, numbers, text_set, number_set })
     }
 
     /// Whether a record passes (values compared as numbers when the column holds a
     /// number, as booleans for booleans, otherwise as text).
     pub fn matches(&self, record: &Value) -> bool {
         let v = &record[&self.column];
-        let cmp = |want: &str| -> Option<std::cmp::Ordering> {
+        if self.op == "in" {
+            return match v {
+                Value::Number(n) => n.as_f64().is_some_and(|n| self.number_set.contains(&number_key(n))),
+                Value::Bool(b) => self.text_set.iter().any(|w| matches!((b, w.as_str()), (true, "true" | "t") | (false, "false" | "f"))),
+                Value::String(s) => self.text_set.contains(s.as_str()),
+                Value::Null => false,
+                other => self.text_set.contains(&other.to_string()),
+            };
+        }
+        let cmp = |want: &str, number: Option<f64>| -> Option<std::cmp::Ordering> {
             match v {
-                Value::Number(n) => n.as_f64()?.partial_cmp(&want.parse::<f64>().ok()?),
+                Value::Number(n) => n.as_f64()?.partial_cmp(&number?),
                 Value::Bool(b) => {
                     let w = match want {
                         "true" | "t" => true,
@@ -101,19 +126,14 @@ impl Filter {
             }
         };
         use std::cmp::Ordering::*;
+        let Some(o) = cmp(&self.values[0], self.numbers[0]) else { return false };
         match self.op.as_str() {
-            "in" => self.values.iter().any(|w| cmp(w) == Some(Equal)),
-            op => {
-                let Some(o) = cmp(&self.values[0]) else { return false };
-                match op {
-                    "eq" => o == Equal,
-                    "neq" => o != Equal,
-                    "lt" => o == Less,
-                    "lte" => o != Greater,
-                    "gt" => o == Greater,
-                    _ => o != Less,
-                }
-            }
+            "eq" => o == Equal,
+            "neq" => o != Equal,
+            "lt" => o == Less,
+            "lte" => o != Greater,
+            "gt" => o == Greater,
+            _ => o != Less,
         }
     }
 }

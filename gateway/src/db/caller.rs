@@ -37,6 +37,9 @@ pub struct RequestInfo<'a> {
     /// `Prefer: handling=strict, max-affected=n`: roll back (400 PGRST124) when the
     /// statement touches more rows.
     pub max_affected: Option<i64>,
+    /// A write under `Accept: application/vnd.pgrst.object`: exactly one row, or the
+    /// transaction rolls back (406 PGRST116), as PostgREST.
+    pub singular: bool,
 }
 
 impl Default for RequestInfo<'_> {
@@ -51,6 +54,7 @@ impl Default for RequestInfo<'_> {
             timezone: None,
             statement_timeout: None,
             max_affected: None,
+            singular: false,
         }
     }
 }

@@ -285,7 +285,7 @@ async fn run_op(
         }
         Method::PATCH => {
             let payload = Payload::from_body(body.unwrap_or(Value::Null), None)?;
-            (plan::update(cache, table, &q, &payload, Some(Accept::Json))?, StatusCode::OK)
+            (plan::update(cache, table, &q, &payload, Some(Accept::Json), false)?, StatusCode::OK)
         }
         Method::DELETE => (plan::delete(cache, table, &q, Some(Accept::Json))?, StatusCode::OK),
         other => return Err(RestError::new(pgrst::UNSUPPORTED_METHOD, format!("Unsupported HTTP method: {other}"), None, None)),

@@ -92,7 +92,7 @@ pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows:
 /// sequential path.
 #[tracing::instrument(level = "debug", skip_all, fields(role = %caller.pg_role, read_only = info.read_only))]
 pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
-    if info.max_affected.is_some() || rollback {
+    if info.max_affected.is_some() || info.singular || rollback {
         return run_in_transaction(&state.rest_tx, caller, info, sql, rows, rollback).await;
     }
     let anon = caller.role == pgstack_shared::Role::Anon;
@@ -165,6 +165,10 @@ async fn in_transaction(
                 None,
             ));
         }
+    }
+    if info.singular && out.count != 1 {
+        tx.rollback().await.map_err(db)?;
+        return Err(RestError::new(pgrst::SINGULAR, "Cannot coerce the result to a single JSON object", Some(format!("The result contains {} rows", out.count)), None));
     }
     if info.response_gucs {
         let row = tx.query_one(RESPONSE_GUCS, &[]).await.map_err(db)?;

@@ -46,6 +46,13 @@ pub struct Prefer {
 }
 
 impl Prefer {
+    /// Drops `resolution=` (PostgREST ignores it on a table without a primary key
+    /// when no `on_conflict` is given: a plain insert, not echoed as applied).
+    pub fn forget_resolution(&mut self) {
+        self.resolution = None;
+        self.given.retain(|(rank, _)| *rank != 0);
+    }
+
     /// `Preference-Applied`: the honoured preferences, in PostgREST's order
     /// (resolution, missing, return, count, tx); `tx` only when it may override.
     pub fn applied(&self, tx_overridable: bool) -> Option<String> {

@@ -84,6 +84,9 @@ async fn relation(
     let mut req = ApiRequest::parse(method, Target::Relation, &name, &headers, raw, &body, &cache.schemas)?;
     req.prefer.rollback = s.config.db_tx_end.rollback(req.prefer.tx.as_deref());
     let table = cache.table(&req.schema, &name).ok_or_else(|| plan::no_table(&cache, &req.schema, &name))?;
+    if req.action == Action::Create && table.primary_key.is_empty() && req.query.on_conflict.is_none() {
+        req.prefer.forget_resolution();
+    }
     let mut info = req.info();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
     let cx = Cx { s: &s, caller: &caller, cache: &cache, table, req: &req, info };
@@ -166,6 +169,9 @@ async fn create(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
     };
     let returning = cx.returning();
     if payload.rows.as_array().is_some_and(Vec::is_empty) {
+        if cx.info.singular {
+            return Err(RestError::new(pgrst::SINGULAR, "Cannot coerce the result to a single JSON object", Some("The result contains 0 rows".into()), None));
+        }
         // Nothing to insert: no statement (an upsert of nothing is a 200).
         let status = if conflict == OnConflict::Error { StatusCode::CREATED } else { StatusCode::OK };
         let body = returning.map(|_| "[]".to_owned());
@@ -182,9 +188,13 @@ async fn create(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
 async fn update_or_delete(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
     let (req, q) = (cx.req, &cx.req.query);
     let update = req.action == Action::Update;
-    // An update with nothing to set changes nothing (PostgREST: 204).
-    if update && matches!(req.payload, Some(Value::Object(ref m)) if m.is_empty()) {
-        return Ok(response::build(StatusCode::NO_CONTENT, None, JSON, Some("*/*".into())));
+    // An update with nothing to set (`{}`, `[]`, `[{}]`) changes nothing, filtered or
+    // not (PostgREST: 204, or 200 `[]` with a representation).
+    let payload = if update { Some(cx.payload(q.columns.as_deref())?) } else { None };
+    if payload.as_ref().is_some_and(|p| p.columns.is_empty()) {
+        let returning = cx.returning();
+        let status = if returning.is_some() { StatusCode::OK } else { StatusCode::NO_CONTENT };
+        return Ok(response::build(status, returning.map(|_| "[]".to_owned()), JSON, Some("*/*".into())));
     }
     if q.conditions.is_empty() {
         // pg-safeupdate's code and wording, as PostgREST setups report it.
@@ -192,7 +202,10 @@ async fn update_or_delete(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
         return Err(RestError::new(pgrst::NO_WHERE_CLAUSE, format!("{verb} requires a WHERE clause"), None, Some("add a filter, e.g. ?id=eq.1")));
     }
     let returning = cx.returning();
-    let sql = if update { plan::update(cx.cache, cx.table, q, &cx.payload(q.columns.as_deref())?, returning)? } else { plan::delete(cx.cache, cx.table, q, returning)? };
+    let sql = match &payload {
+        Some(p) => plan::update(cx.cache, cx.table, q, p, returning, req.prefer.missing_default)?,
+        None => plan::delete(cx.cache, cx.table, q, returning)?,
+    };
     let ok = if returning.is_some() { StatusCode::OK } else { StatusCode::NO_CONTENT };
     // PostgREST: an update reports its rows as a range, a delete only the count.
     write(cx, sql, ok, update).await
@@ -306,7 +319,7 @@ async fn rpc(
             Some(_) => Vec::new(),
         }
     };
-    let post_json = req.payload.is_some();
+    let post_json = req.payload.is_some() && req.form.is_none();
     if overloads.is_empty() {
         let all: Vec<&str> = cache.functions.keys().filter(|(s, _)| s == schema).map(|(_, n)| n.as_str()).collect();
         let names = given_names();
@@ -325,14 +338,17 @@ async fn rpc(
     let (q, pref, accept) = (&req.query, &req.prefer, req.accept);
     // Arguments: the query string on GET; the body's object (or an array's first
     // object, as PostgREST binds it) on POST.
-    let named: Vec<(String, Value)> = match &req.payload {
-        None => q.rest.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
-        Some(Value::Object(m)) => m.clone().into_iter().collect(),
-        Some(Value::Array(a)) => match a.first() {
+    let named: Vec<(String, Value)> = match (&req.form, &req.payload) {
+        (Some(pairs), _) => pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+        (None, payload) => match payload {
+            None => q.rest.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
             Some(Value::Object(m)) => m.clone().into_iter().collect(),
-            _ => Vec::new(),
+            Some(Value::Array(a)) => match a.first() {
+                Some(Value::Object(m)) => m.clone().into_iter().collect(),
+                _ => Vec::new(),
+            },
+            Some(_) => Vec::new(),
         },
-        Some(_) => Vec::new(),
     };
     let mut given: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
     given.dedup();

@@ -17,6 +17,9 @@ SELECT n.nspname AS schema,
                           WHEN a.atthasdef AND a.attgenerated = '' THEN
                               (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
                                 WHERE d.adrelid = c.oid AND d.adnum = a.attnum)
+                          -- A domain's own default (what an INSERT without the column uses).
+                          ELSE (SELECT pg_get_expr(t.typdefaultbin, 0) FROM pg_type t
+                                 WHERE t.oid = a.atttypid AND t.typtype = 'd' AND t.typdefaultbin IS NOT NULL)
                       END) ORDER BY a.attnum)
              FROM pg_attribute a
             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '[]') AS columns,

@@ -91,7 +91,9 @@ pub fn insert(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, 
             table.column(k).ok_or_else(|| RestError::no_column(&table.name, k))?;
         }
         let keys_sql: Vec<String> = keys.iter().map(|k| ident(k)).collect();
-        let updates: Vec<String> = p.columns.iter().filter(|c| !keys.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
+        // As PostgREST: every given column is set, the conflict keys included (a
+        // body of keys only then returns each row it met).
+        let updates: Vec<String> = p.columns.iter().map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
         if conflict == OnConflict::Ignore || updates.is_empty() {
             stmt.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys_sql.join(", ")));
         } else {
@@ -153,11 +155,10 @@ fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool)
     let target = format!("{} AS {INS}", qualified(&table.schema, &table.name));
     let cols: Vec<String> = p.columns.iter().map(|c| ident(c)).collect();
     let stmt = if cols.is_empty() {
-        // `{}`: one row of defaults.
-        if p.rows.as_array().map_or(0, Vec::len) != 1 {
-            return Err(RestError::of(pgrst::INVALID_BODY, "Empty objects can only be inserted one at a time"));
-        }
-        format!("INSERT INTO {target} DEFAULT VALUES")
+        // `{}` or `[{}, {}]`: a row of defaults per object (an empty select list
+        // inserts every column's default, as PostgREST's statement does).
+        let rows = sql.bind(p.rows.to_string());
+        format!("INSERT INTO {target} SELECT FROM jsonb_array_elements({rows}::jsonb)")
     } else {
         let def = p.record_def(table)?;
         let rows = sql.bind(p.rows.to_string());
@@ -183,7 +184,9 @@ fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool)
 }
 
 /// PATCH: update the rows matching the filters.
-pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, returning: Option<Accept>) -> Result<Sql, RestError> {
+/// `missing_default`: a column named by `columns=` that the object lacks is set to
+/// its default (`Prefer: missing=default`).
+pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, returning: Option<Accept>, missing_default: bool) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
     let src = Source::top(table, cache, q);
     if p.rows.as_array().map_or(0, Vec::len) != 1 {
@@ -192,7 +195,12 @@ pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, 
     let row = sql.bind(p.rows[0].to_string());
     let def = p.record_def(table)?;
     let wh = where_sql(&mut sql, &src, &q.conditions)?;
-    let sets: Vec<String> = p.columns.iter().map(|c| format!("{0} = _x.{0}", ident(c))).collect();
+    let given = p.rows[0].as_object();
+    let sets: Vec<String> = p
+        .columns
+        .iter()
+        .map(|c| if missing_default && given.is_some_and(|o| !o.contains_key(c)) { format!("{} = DEFAULT", ident(c)) } else { format!("{0} = _x.{0}", ident(c)) })
+        .collect();
     if sets.is_empty() {
         return Err(RestError::of(pgrst::INVALID_BODY, "PATCH needs at least one column to change"));
     }

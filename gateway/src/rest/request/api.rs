@@ -71,6 +71,9 @@ pub struct ApiRequest {
     pub accept: Accept,
     /// The body: JSON, or CSV read into JSON; `None` where the action takes none.
     pub payload: Option<Value>,
+    /// An `application/x-www-form-urlencoded` body's pairs, repeats kept (an RPC's
+    /// VARIADIC argument takes them all).
+    pub form: Option<Vec<(String, String)>>,
     /// Lower-cased request headers except Cookie, as a JSON object (`request.headers`).
     pub headers_json: String,
     /// The cookies, as a JSON object (`request.cookies`).
@@ -94,9 +97,12 @@ impl ApiRequest {
             Action::Info => (Prefer::default(), Accept::Json),
             _ => (prefer::prefer_checked(headers)?, prefer::accept(headers)?),
         };
-        let payload = match action {
-            Action::Create | Action::Update | Action::Put => Some(payload(headers, body)?),
-            Action::Call { read_only: false, .. } => Some(json(body)?),
+        let form = matches!(action, Action::Create | Action::Update | Action::Put | Action::Call { read_only: false, .. }).then(|| form_pairs(headers, body)).flatten();
+        let payload = match (&form, action) {
+            // A form is an object of strings (the last of a repeated name).
+            (Some(pairs), _) => Some(Value::Object(pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())),
+            (None, Action::Create | Action::Update | Action::Put) => Some(payload(headers, body)?),
+            (None, Action::Call { read_only: false, .. }) => Some(json(body)?),
             _ => None,
         };
         let path = match target {
@@ -104,7 +110,7 @@ impl ApiRequest {
             Target::Function => format!("/rpc/{name}"),
         };
         let (headers_json, cookies_json) = crate::db::caller::request_settings(headers);
-        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, payload, headers_json, cookies_json })
+        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, payload, form, headers_json, cookies_json })
     }
 
     /// The request facts for Postgres (`request.*`), with the caller-independent
@@ -124,6 +130,8 @@ impl ApiRequest {
             timezone: self.prefer.timezone.clone(),
             statement_timeout: None,
             max_affected: if strict_limit { self.prefer.max_affected } else { None },
+            singular: matches!(self.accept, Accept::Object | Accept::ObjectStripped)
+                && matches!(self.action, Action::Create | Action::Update | Action::Delete | Action::Put | Action::Call { read_only: false, .. }),
         }
     }
 }
@@ -145,11 +153,21 @@ fn action(method: &Method, target: Target) -> Result<Action, RestError> {
     })
 }
 
-/// A write's payload: JSON, or CSV with `Content-Type: text/csv`.
+/// The pairs of an `application/x-www-form-urlencoded` body (PostgREST takes form
+/// posts for inserts, updates and calls).
+fn form_pairs(headers: &HeaderMap, body: &Bytes) -> Option<Vec<(String, String)>> {
+    let form = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    form.then(|| form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+}
+
+/// A write's payload: JSON, or CSV with `Content-Type: text/csv`. An empty body is
+/// not a payload (PostgREST: PGRST102; only a function call takes it as `{}`).
 fn payload(headers: &HeaderMap, body: &Bytes) -> Result<Value, RestError> {
     let csv = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().starts_with("text/csv"));
     if csv {
         crate::rest::format::parse_csv(body)
+    } else if body.is_empty() {
+        Err(RestError::of(pgrst::INVALID_BODY, "Empty or invalid json"))
     } else {
         json(body)
     }
