@@ -164,7 +164,7 @@ struct Delivery {
 }
 
 /// Bindings matched between two yields to the runtime.
-const YIELD_EVERY: usize = 4096;
+const YIELD_EVERY: usize = 65_536;
 
 async fn dispatch(st: &AppState, reg: &Registry, cache: &Mutex<HashMap<(String, String), Arc<TableMeta>>>, batch: Vec<Value>) -> anyhow::Result<()> {
     let changes: Vec<Change> = batch.iter().filter_map(parse_change).collect();
