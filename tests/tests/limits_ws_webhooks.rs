@@ -199,15 +199,27 @@ async fn a_live_query_client_over_the_byte_limit_gets_one_overflow() {
     // ~14 MB, more than the socket buffers take, in fewer frames than WS_CLIENT_QUEUE:
     // only the byte limit acts.
     const N: i64 = 2000;
+    // "Keeps up": the writer never runs more than ~100 deltas (340 KB, under the 512 KB
+    // limit) ahead of the fast client, however the CPU is shared (on a loaded CI machine
+    // an unpaced writer let even a reading client fall a byte-limit behind).
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let progress = seen.clone();
     let reader = tokio::spawn(async move {
         for expected in 1..=N {
             let f = recv(&mut fast).await;
             assert_eq!((f["seq"].as_i64(), f["type"].as_str()), (Some(expected), None), "the fast client gets every delta");
+            progress.store(expected, std::sync::atomic::Ordering::Relaxed);
         }
     });
     let upd = db.prepare("UPDATE blobs SET body = repeat(chr(65 + $1 % 26), 3400) WHERE id = 1").await.unwrap();
     for i in 1..=N as i32 {
         db.execute(&upd, &[&i]).await.unwrap();
+        if i % 50 == 0 {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while seen.load(std::sync::atomic::Ordering::Relaxed) < i64::from(i) - 50 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
     }
     tokio::time::timeout(Duration::from_secs(60), reader).await.expect("the fast client got every delta").unwrap();
     let (mut deltas, mut overflows, mut last_seq) = (0, 0, 0);
