@@ -504,4 +504,37 @@ async fn hostile_databases_and_inputs_do_not_leak_or_stall_changes() {
             assert!(r[4]["response"]["reason"].as_str().unwrap().contains("at most 500"), "{r}");
         }
     }
+    // And at most 10 000 per client address over all its sockets (held already: the
+    // greedy socket's 500 and the two subscribers' 2): given back when a socket closes.
+    let mut sockets = vec![greedy];
+    let mut refused = None;
+    'fill: for s in 1..=20 {
+        let mut c = Phx::connect(&gw.base, &anon).await;
+        for n in 1..=5 {
+            let r#ref = format!("{s}-{n}");
+            c.send(json!([r#ref, r#ref, format!("realtime:s{s}c{n}"), "phx_join", {"config": {"postgres_changes": hundred}}])).await;
+            let r = c.until("budget join", |f| f[3] == "phx_reply" && f[1] == r#ref.as_str()).await;
+            if r[4]["status"] != "ok" {
+                refused = Some((s, n, r));
+                sockets.push(c);
+                break 'fill;
+            }
+        }
+        sockets.push(c);
+    }
+    let (s, n, r) = refused.expect("the address budget refused a join");
+    // 502 + 94 joins of 100 = 9 902 fit; the 95th (socket 19, join 5) does not.
+    assert_eq!((s, n), (19, 5), "{r}");
+    assert!(r[4]["response"]["reason"].as_str().unwrap().contains("per client address"), "{r}");
+    drop(sockets.remove(1));
+    let last = sockets.last_mut().unwrap();
+    for _ in 0..50 {
+        last.send(json!(["again", "again", "realtime:again", "phx_join", {"config": {"postgres_changes": hundred}}])).await;
+        let r = last.until("join after a close", |f| f[3] == "phx_reply" && f[1] == "again").await;
+        if r[4]["status"] == "ok" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("a closed socket's bindings were not given back");
 }

@@ -67,6 +67,8 @@ pub struct Registry {
     topics: Mutex<HashMap<TopicKey, Topic>>,
     /// postgres_changes subscriptions by member id.
     pub subscriptions: Mutex<HashMap<u64, Arc<Subscription>>>,
+    /// postgres_changes bindings held per client address (see [`BindingBudget`]).
+    bindings_by_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// This gateway's id in relayed messages.
     pub gateway: String,
     relay: mpsc::Sender<String>,
@@ -96,6 +98,7 @@ impl Registry {
         let r = Registry {
             topics: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
+            bindings_by_ip: Mutex::new(HashMap::new()),
             gateway: format!("{:016x}", rand::random::<u64>()),
             relay,
             relay_rx: Mutex::new(Some(rx)),
@@ -415,6 +418,43 @@ fn relay_presence(key: &TopicKey, kind: &str, entries: &Map<String, Value>) -> M
     m.insert("private".into(), key.private.into());
     m.insert("entries".into(), Value::Object(entries.clone()));
     m
+}
+
+/// postgres_changes bindings one client address may hold over all its sockets (each
+/// is matched against every change and holds its filter in memory).
+pub const MAX_BINDINGS_PER_IP: usize = 10_000;
+
+/// `n` bindings held by a channel of a client at `ip`, given back when dropped (the
+/// channel left, was replaced, or its socket closed).
+pub struct BindingBudget {
+    reg: Arc<Registry>,
+    ip: std::net::IpAddr,
+    n: usize,
+}
+
+impl Registry {
+    /// Takes `n` bindings of `ip`'s budget, if they fit.
+    pub fn reserve_bindings(self: &Arc<Self>, ip: std::net::IpAddr, n: usize) -> Option<BindingBudget> {
+        let mut m = self.bindings_by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let held = m.entry(ip).or_insert(0);
+        if *held + n > MAX_BINDINGS_PER_IP {
+            return None;
+        }
+        *held += n;
+        Some(BindingBudget { reg: self.clone(), ip, n })
+    }
+}
+
+impl Drop for BindingBudget {
+    fn drop(&mut self) {
+        let mut m = self.reg.bindings_by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = m.get_mut(&self.ip) {
+            *held = held.saturating_sub(self.n);
+            if *held == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

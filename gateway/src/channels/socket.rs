@@ -37,6 +37,8 @@ struct Joined {
     has_changes: bool,
     /// How many postgres_changes bindings it holds.
     bindings: usize,
+    /// Its share of the client address's bindings budget, given back when dropped.
+    _budget: Option<super::registry::BindingBudget>,
 }
 
 struct Conn {
@@ -51,10 +53,13 @@ struct Conn {
     events: Bucket,
     limits: Limits,
     last_seen: Instant,
+    /// The client's address (its bindings budget).
+    ip: std::net::IpAddr,
 }
 
 /// Runs the socket until it closes.
 pub async fn run(mut ws: WebSocket, st: AppState, reg: Arc<Registry>, vsn: Vsn, socket_token: String, limits: Limits, slot: crate::realtime::hub::Slot) {
+    let ip = slot.ip();
     let _slot = slot;
     let (tx, mut rx) = SocketTx::new(limits.queue);
     let mut c = Conn {
@@ -68,6 +73,7 @@ pub async fn run(mut ws: WebSocket, st: AppState, reg: Arc<Registry>, vsn: Vsn, 
         events: Bucket::new((limits.events_per_sec, 1)),
         limits,
         last_seen: Instant::now(),
+        ip,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let kill = c.tx.kill.clone();
@@ -288,6 +294,17 @@ impl Conn {
             self.reply(&m, "error", join_error(format!("InvalidJoinPayload: at most {MAX_BINDINGS} postgres_changes per connection")));
             return Ok(());
         }
+        let budget = if bindings.is_empty() {
+            None
+        } else {
+            match self.reg.reserve_bindings(self.ip, bindings.len()) {
+                Some(b) => Some(b),
+                None => {
+                    self.reply(&m, "error", join_error(format!("InvalidJoinPayload: at most {} postgres_changes per client address", super::registry::MAX_BINDINGS_PER_IP)));
+                    return Ok(());
+                }
+            }
+        };
         // Only joins that ask the database wait for a place among the checks.
         let _permit = if private || !bindings.is_empty() { Some(self.reg.checks.acquire().await) } else { None };
         let (reads_broadcast, reads_presence) = if private {
@@ -313,6 +330,7 @@ impl Conn {
         let has_changes = !bindings.is_empty();
         let j = Joined {
             bindings: bindings.len(),
+            _budget: budget,
             key: key.clone(),
             member,
             join_ref: join_ref.clone(),

@@ -248,6 +248,13 @@ pub struct Slot {
     ip: IpAddr,
 }
 
+impl Slot {
+    /// The client's address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.hub.total.fetch_sub(1, Ordering::AcqRel);
