@@ -128,6 +128,14 @@ async fn postgrest_parity_beyond_the_shared_cases() {
     assert_eq!((st, b["code"].as_str(), b["details"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST116"), Some("The result contains 2 rows")), "{b}");
     let (_, b) = get("/counters?label=eq.x").await;
     assert_eq!(b, json!([]), "rolled back");
+    // The same with a representation (checked inside the write's own statement).
+    let single_rep = [("content-type", "application/json"), ("accept", "application/vnd.pgrst.object+json"), ("prefer", "return=representation")];
+    let (st, b) = call_with(&http, &gw, reqwest::Method::PATCH, "/counters?n=eq.7", Some(r#"{"label":"y"}"#), &single_rep).await;
+    assert_eq!((st, b["code"].as_str(), b["details"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST116"), Some("The result contains 2 rows")), "{b}");
+    let (_, b) = get("/counters?label=eq.y").await;
+    assert_eq!(b, json!([]), "rolled back");
+    let (st, b) = call_with(&http, &gw, reqwest::Method::PATCH, "/counters?id=eq.1", Some(r#"{"label":"one"}"#), &single_rep).await;
+    assert_eq!((st, b), (StatusCode::OK, json!({"id": 1, "n": 7, "label": "one"})));
     // An upsert of keys only returns every row it met, as PostgREST.
     let upsert = [("content-type", "application/json"), ("prefer", "return=representation,resolution=merge-duplicates")];
     let (st, b) = call_with(&http, &gw, reqwest::Method::POST, "/keys_only", Some(r#"[{"id":1},{"id":2},{"id":3}]"#), &upsert).await;

@@ -169,7 +169,7 @@ async fn create(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
     };
     let returning = cx.returning();
     if payload.rows.as_array().is_some_and(Vec::is_empty) {
-        if cx.info.singular {
+        if matches!(req.accept, Accept::Object | Accept::ObjectStripped) {
             return Err(RestError::new(pgrst::SINGULAR, "Cannot coerce the result to a single JSON object", Some("The result contains 0 rows".into()), None));
         }
         // Nothing to insert: no statement (an upsert of nothing is a 200).

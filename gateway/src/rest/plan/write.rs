@@ -240,6 +240,9 @@ fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParam
         (format!("{R}.*"), format!("_pgs_m {R}"), "NULL::bigint")
     };
     let columns = super::render::columns(accept);
-    sql.push(&format!("WITH _pgs_m AS ({stmt} RETURNING {returning_list}) SELECT {columns}, {inserted} FROM (SELECT {select} FROM {from}{wh}{ord}) _pgs_t"));
+    // A single object: exactly one row, checked inside this statement (anything else
+    // aborts it, and the write with it: 406 PGRST116) — one round trip, as any write.
+    let one = if matches!(accept, Accept::Object | Accept::ObjectStripped) { " HAVING pgr.expect_one(count(_pgs_t))" } else { "" };
+    sql.push(&format!("WITH _pgs_m AS ({stmt} RETURNING {returning_list}) SELECT {columns}, {inserted} FROM (SELECT {select} FROM {from}{wh}{ord}) _pgs_t{one}"));
     Ok(sql)
 }

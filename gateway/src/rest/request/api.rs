@@ -130,8 +130,14 @@ impl ApiRequest {
             timezone: self.prefer.timezone.clone(),
             statement_timeout: None,
             max_affected: if strict_limit { self.prefer.max_affected } else { None },
+            // (A write with a representation checks its one row in its own statement:
+            // plan::write; without one, and for calls, the transaction is checked.)
             singular: matches!(self.accept, Accept::Object | Accept::ObjectStripped)
-                && matches!(self.action, Action::Create | Action::Update | Action::Delete | Action::Put | Action::Call { read_only: false, .. }),
+                && match self.action {
+                    Action::Create | Action::Update | Action::Delete | Action::Put => self.prefer.ret != prefer::Return::Representation,
+                    Action::Call { read_only: false, .. } => true,
+                    _ => false,
+                },
         }
     }
 }
