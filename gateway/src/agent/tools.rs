@@ -46,6 +46,9 @@ const MAX_ROWS: u64 = 1000;
 /// Bytes of rows a tool returns at most.
 const MAX_BYTES: usize = 4 * 1024 * 1024;
 
+/// The tools [`list`] describes (checked before a call looks anything up).
+const TOOL_NAMES: &[&str] = &["query_database", "execute_sql", "explain_query", "get_schema_info"];
+
 /// `tools/list`.
 pub fn list() -> Value {
     json!([
@@ -218,7 +221,7 @@ async fn turn(s: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, WbError
 
 /// `tools/call`.
 pub async fn call(s: &AppState, caller: &Caller, name: &str, args: &Value) -> Result<Value, RpcError> {
-    if !list().as_array().is_some_and(|l| l.iter().any(|t| t["name"] == name)) {
+    if !TOOL_NAMES.contains(&name) {
         let shown: String = name.chars().take(100).collect();
         return Err(RpcError::params(format!("unknown tool {shown:?}")));
     }
@@ -385,4 +388,13 @@ pub async fn read_resource(s: &AppState, caller: &Caller, uri: &str) -> Result<V
     };
     let v = body.map_err(|e| RpcError::internal(e.message))?;
     Ok(json!({ "contents": [{ "uri": uri, "mimeType": "application/json", "text": serde_json::to_string(&v).unwrap_or_default() }] }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_checked_names_are_the_listed_tools() {
+        let listed: Vec<String> = super::list().as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(listed, super::TOOL_NAMES);
+    }
 }

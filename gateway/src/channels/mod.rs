@@ -153,7 +153,7 @@ async fn broadcast_batch(State(s): State<AppState>, Query(q): Query<HashMap<Stri
         }
         // Read as Supabase casts it (true, "true", "1", 1); anything that is not a
         // boolean is refused rather than sent to the public topic.
-        let Some(private) = private_flag(&m["private"]) else { return unprocessable("private must be a boolean") };
+        let Some(private) = bool_flag(&m["private"]) else { return unprocessable("private must be a boolean") };
         if m.get("payload").is_some_and(|p| p.to_string().len() > s.config.realtime_max_payload_bytes) {
             return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"message": "Payload too large"}))).into_response();
         }
@@ -208,7 +208,7 @@ async fn broadcast_one(
     };
     let private = match q.get("private") {
         None => Some(false),
-        Some(p) => private_flag(&Value::String(p.clone())),
+        Some(p) => bool_flag(&Value::String(p.clone())),
     };
     let Some(private) = private else { return unprocessable("private must be a boolean") };
     let key = TopicKey { private, name: topic };
@@ -319,9 +319,9 @@ async fn prune(pool: &crate::db::fair::FairPool<deadpool_postgres::Pool>, retent
     }
 }
 
-/// A broadcast's `private` as Supabase's boolean cast reads it: `None` if it is not
-/// one (refused, never taken as public).
-fn private_flag(v: &Value) -> Option<bool> {
+/// A boolean of a join's config or a broadcast (`private`, `self`, `ack`, …) as
+/// Supabase's boolean cast reads it: `None` if it is not one.
+pub(super) fn bool_flag(v: &Value) -> Option<bool> {
     match v {
         Value::Null => Some(false),
         Value::Bool(b) => Some(*b),

@@ -271,7 +271,7 @@ impl Conn {
             }
         };
         let cfg = &p["config"];
-        let flag = |v: &Value| matches!(v, Value::Bool(true)) || v.as_str() == Some("true");
+        let flag = |v: &Value| super::bool_flag(v) == Some(true);
         let private = flag(&cfg["private"]);
         let self_broadcast = flag(&cfg["broadcast"]["self"]);
         let ack = flag(&cfg["broadcast"]["ack"]);

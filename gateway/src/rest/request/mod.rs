@@ -263,45 +263,41 @@ pub fn parse_query(raw: &str, rpc_args: bool) -> Result<QueryParams, RestError> 
     }
     let mut q = QueryParams::default();
     for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
-        let (k, v) = (k.into_owned(), v.into_owned());
         // A refused parameter gets PostgREST's own message when its grammar refuses
         // it too; `columns` and `on_conflict` are checked by that grammar first.
-        let explained = |e: RestError| grammar::explain(&k, &v, rpc_args).unwrap_or(e);
         if k == "columns" || k == "on_conflict" {
             if let Some(e) = grammar::explain(&k, &v, rpc_args) {
                 return Err(e);
             }
         }
-        parse_param(&mut q, k.clone(), v.clone(), rpc_args).map_err(explained)?;
+        parse_param(&mut q, &k, &v, rpc_args).map_err(|e| grammar::explain(&k, &v, rpc_args).unwrap_or(e))?;
     }
     Ok(q)
 }
 
 /// One parameter into `q`.
-fn parse_param(q: &mut QueryParams, k: String, v: String, rpc_args: bool) -> Result<(), RestError> {
-    {
-        // `items.order=...`, `items.qty=gt.1`: parameters of an embedded resource.
-        if let Some((path, last)) = embed_key(&k) {
-            let scope = q.embeds.entry(path).or_default();
-            return apply_scope(scope, &last, &v);
-        }
-        match k.as_str() {
-            "select" => q.select = parse_select(&v, 0)?,
-            "columns" => q.columns = Some(split_names(&v)),
-            "on_conflict" => q.on_conflict = Some(split_names(&v)),
-            "order" | "limit" | "offset" | "or" | "and" | "not.or" | "not.and" => {
-                let mut scope = Scope::default();
-                apply_scope(&mut scope, &k, &v)?;
-                q.conditions.extend(scope.conditions);
-                if !scope.order.is_empty() {
-                    q.order = scope.order;
-                }
-                q.limit = scope.limit.or(q.limit);
-                q.offset = scope.offset.or(q.offset);
+fn parse_param(q: &mut QueryParams, k: &str, v: &str, rpc_args: bool) -> Result<(), RestError> {
+    // `items.order=...`, `items.qty=gt.1`: parameters of an embedded resource.
+    if let Some((path, last)) = embed_key(k) {
+        let scope = q.embeds.entry(path).or_default();
+        return apply_scope(scope, &last, v);
+    }
+    match k {
+        "select" => q.select = parse_select(v, 0)?,
+        "columns" => q.columns = Some(split_names(v)),
+        "on_conflict" => q.on_conflict = Some(split_names(v)),
+        "order" | "limit" | "offset" | "or" | "and" | "not.or" | "not.and" => {
+            let mut scope = Scope::default();
+            apply_scope(&mut scope, k, v)?;
+            q.conditions.extend(scope.conditions);
+            if !scope.order.is_empty() {
+                q.order = scope.order;
             }
-            _ if rpc_args && !looks_like_filter(&v) => q.rest.push((k, v)),
-            _ => q.conditions.push(Condition::Filter(parse_filter(&k, &v)?)),
+            q.limit = scope.limit.or(q.limit);
+            q.offset = scope.offset.or(q.offset);
         }
+        _ if rpc_args && !looks_like_filter(v) => q.rest.push((k.to_owned(), v.to_owned())),
+        _ => q.conditions.push(Condition::Filter(parse_filter(k, v)?)),
     }
     Ok(())
 }
