@@ -136,6 +136,13 @@ async fn postgrest_parity_beyond_the_shared_cases() {
     assert_eq!(b, json!([]), "rolled back");
     let (st, b) = call_with(&http, &gw, reqwest::Method::PATCH, "/counters?id=eq.1", Some(r#"{"label":"one"}"#), &single_rep).await;
     assert_eq!((st, b), (StatusCode::OK, json!({"id": 1, "n": 7, "label": "one"})));
+    // A limited PATCH / DELETE is refused, never run on every matching row.
+    for method in [reqwest::Method::PATCH, reqwest::Method::DELETE] {
+        let (st, b) = call(&http, &gw, method.clone(), "/counters?n=eq.7&limit=1&order=id", Some(r#"{"label":"z"}"#)).await;
+        assert_eq!((st, b["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST100")), "{method}: {b}");
+    }
+    let (_, b) = get("/counters?n=eq.7&select=id,label&order=id").await;
+    assert_eq!(b, json!([{"id": 1, "label": "one"}, {"id": 2, "label": null}]), "nothing changed");
     // An upsert of keys only returns every row it met, as PostgREST.
     let upsert = [("content-type", "application/json"), ("prefer", "return=representation,resolution=merge-duplicates")];
     let (st, b) = call_with(&http, &gw, reqwest::Method::POST, "/keys_only", Some(r#"[{"id":1},{"id":2},{"id":3}]"#), &upsert).await;

@@ -490,6 +490,11 @@ async fn hostile_databases_and_inputs_do_not_leak_or_stall_changes() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!victim.seen.iter().any(|f| f[4]["event"] == "rest"), "the private one reached the public topic: {:?}", victim.seen);
 
+    // An `in` filter of 100 values is accepted (as Supabase).
+    let values: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    other.send(json!(["9", "9", "realtime:in100", "phx_join", {"config": {"postgres_changes": [{"event": "*", "schema": "public", "table": "todos", "filter": format!("id=in.({})", values.join(","))}]}}])).await;
+    let r = other.until("in-100 join", |f| f[3] == "phx_reply" && f[1] == "9").await;
+    assert_eq!(r[4]["status"], "ok", "{r}");
     // At most 500 postgres_changes bindings per socket.
     let mut greedy = Phx::connect(&gw.base, &anon).await;
     let hundred: Vec<Value> = (0..100).map(|i| json!({"event": "*", "schema": "public", "table": "todos", "filter": format!("id=eq.{i}")})).collect();
@@ -505,7 +510,7 @@ async fn hostile_databases_and_inputs_do_not_leak_or_stall_changes() {
         }
     }
     // And at most 10 000 per client address over all its sockets (held already: the
-    // greedy socket's 500 and the two subscribers' 2): given back when a socket closes.
+    // greedy socket's 500 and the subscribers' 3): given back when a socket closes.
     let mut sockets = vec![greedy];
     let mut refused = None;
     'fill: for s in 1..=20 {
@@ -523,7 +528,7 @@ async fn hostile_databases_and_inputs_do_not_leak_or_stall_changes() {
         sockets.push(c);
     }
     let (s, n, r) = refused.expect("the address budget refused a join");
-    // 502 + 94 joins of 100 = 9 902 fit; the 95th (socket 19, join 5) does not.
+    // 503 + 94 joins of 100 = 9 903 fit; the 95th (socket 19, join 5) does not.
     assert_eq!((s, n), (19, 5), "{r}");
     assert!(r[4]["response"]["reason"].as_str().unwrap().contains("per client address"), "{r}");
     drop(sockets.remove(1));

@@ -280,7 +280,7 @@ pub fn spawn(s: &AppState, events: &crate::listener::Buses) {
                     m.insert("k".into(), "hello".into());
                     reg.relay(m);
                 }
-                Err(broadcast::error::RecvError::Lagged(n)) => tracing::error!(missed = n, "realtime notifications lost: the gateway fell behind"),
+                Err(broadcast::error::RecvError::Lagged(n)) => lost_logged(n),
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
@@ -384,17 +384,34 @@ async fn read_messages(st: AppState, reg: Arc<Registry>, mut rx: mpsc::Receiver<
     }
 }
 
-/// "Queue full", logged at most every 10 s with the count (a flood of announcements
-/// must not become a flood of log lines).
+/// Counts `n` lost items and logs the total at most every 10 s (a flood must not
+/// become a flood of log lines): `Some(total)` when it is time to log.
+fn throttled(count: &std::sync::atomic::AtomicU64, last: &Mutex<Option<std::time::Instant>>, n: u64) -> Option<u64> {
+    let total = count.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+        return None;
+    }
+    *last = Some(std::time::Instant::now());
+    count.store(0, std::sync::atomic::Ordering::Relaxed);
+    Some(total)
+}
+
+/// "Queue full" for announced messages, throttled.
 fn queue_full_logged() {
     static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
-    let n = DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-        *last = Some(std::time::Instant::now());
-        DROPPED.store(0, std::sync::atomic::Ordering::Relaxed);
+    if let Some(n) = throttled(&DROPPED, &LAST, 1) {
         tracing::error!(dropped = n, "realtime message queue full: broadcast messages were not delivered");
+    }
+}
+
+/// Notifications the listener bus dropped because this loop fell behind, throttled.
+fn lost_logged(n: u64) {
+    static MISSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static LAST: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+    if let Some(n) = throttled(&MISSED, &LAST, n) {
+        tracing::error!(missed = n, "realtime notifications lost: the gateway fell behind");
     }
 }
 

@@ -168,7 +168,8 @@ pub fn parse_bindings(list: &Value, next_id: &mut u64) -> Result<(Vec<Value>, Ve
         let text = |k: &str| -> Result<Option<String>, String> {
             match o.get(k) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if s.len() <= 256 => Ok(Some(s.clone())),
+                // A filter has its own bounds (MAX_FILTER, MAX_IN in Filter::parse).
+                Some(Value::String(s)) if s.len() <= if k == "filter" { MAX_FILTER } else { 256 } => Ok(Some(s.clone())),
                 _ => Err(format!("postgres_changes.{k} must be a short string")),
             }
         };

@@ -39,6 +39,13 @@ fn levenshtein(a: &[char], b: &[char]) -> usize {
 
 /// The best of `candidates` for `value` with a score of at least `min_score`.
 pub fn best<'a>(candidates: &[&'a str], value: &str, min_score: f64) -> Option<&'a str> {
+    // A name more than three times the longest candidate scores under 0.33 against
+    // every one (the edit distance is at least the length difference): not scored,
+    // so a 60 KB name in a URL costs nothing (the distance is quadratic in length).
+    let longest = candidates.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+    if value.chars().count() > 3 * longest + 3 {
+        return None;
+    }
     let lower = value.to_lowercase();
     if let Some(exact) = candidates.iter().find(|c| c.to_lowercase() == lower) {
         return Some(exact);
@@ -91,5 +98,9 @@ mod tests {
         assert_eq!(super::best(&params, "(attrs, id)", 0.33), Some("(attr, id)"));
         assert_eq!(super::best(&params, "(id)", 0.33), Some("(attr, id)"));
         assert_eq!(super::best(&params, "(noclosealternative)", 0.33), None);
+        // A huge name is not scored at all.
+        let started = std::time::Instant::now();
+        assert_eq!(super::best(&procs, &"testt".repeat(12_000), 0.75), None);
+        assert!(started.elapsed() < std::time::Duration::from_millis(50));
     }
 }

@@ -196,6 +196,16 @@ async fn update_or_delete(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
         let status = if returning.is_some() { StatusCode::OK } else { StatusCode::NO_CONTENT };
         return Ok(response::build(status, returning.map(|_| "[]".to_owned()), JSON, Some("*/*".into())));
     }
+    // Never wider than asked: a limited PATCH / DELETE is refused, not run on every
+    // matching row (limit and offset are not applied to writes here).
+    if q.limit.is_some() || q.offset.is_some() {
+        return Err(RestError::new(
+            pgrst::QUERY_PARSE,
+            format!("limit/offset are not supported on {}", if update { "PATCH" } else { "DELETE" }),
+            None,
+            Some("filter the rows to change by their key instead, e.g. ?id=eq.1"),
+        ));
+    }
     if q.conditions.is_empty() {
         // pg-safeupdate's code and wording, as PostgREST setups report it.
         let verb = if update { "UPDATE" } else { "DELETE" };
