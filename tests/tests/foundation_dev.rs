@@ -28,6 +28,9 @@ async fn dev_runs_the_stack_and_a_second_run_keeps_data_and_keys() {
     let su_url = banner_value(&out, "Superuser URL:");
     let db_url = banner_value(&out, "Database URL:");
     assert!(db_url.starts_with("postgres://authenticator:"), "{db_url}");
+    // The gateway reaches its own cluster over the Unix socket in the cluster folder
+    // (loopback TCP costs every request two trips through the TCP/IP stack).
+    assert!(db_url.contains("@%2F"), "the gateway does not use the cluster's Unix socket: {db_url}");
     let r = reqwest::get(gw.url("/health")).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let h = r.json::<serde_json::Value>().await.unwrap();

@@ -4,7 +4,8 @@
 //! root, so when we are root every server command runs as an unprivileged OS user
 //! (`postgres` when it exists, else a `pgstack` system user created on demand)
 //! through `runuser`, and the cluster folder belongs to that user. The server
-//! listens on 127.0.0.1 only, with unix sockets off and scram-sha-256 auth.
+//! listens on 127.0.0.1 and on a Unix socket inside the cluster folder (mode 0700:
+//! only its OS user and root reach it), with scram-sha-256 auth on both.
 
 use std::fs;
 use std::net::TcpListener;
@@ -155,6 +156,27 @@ impl Cluster {
         format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// A connection URL over the cluster's Unix socket, when the running server has
+    /// one (a server started by an older pgstack may listen on TCP only). Loopback
+    /// TCP costs each request two trips through the kernel's TCP/IP stack.
+    pub fn socket_url(&self, user: &str, password: &str, db: &str) -> Option<String> {
+        let pid = fs::read_to_string(self.pgdata().join("postmaster.pid")).ok()?;
+        let dir = pid.lines().nth(4)?.trim();
+        if dir.is_empty() || !Path::new(dir).join(format!(".s.PGSQL.{}", self.port)).exists() {
+            return None;
+        }
+        let host: String = dir.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+        Some(format!("postgres://{user}:{password}@{host}:{}/{db}", self.port))
+    }
+
+    /// The Unix socket directory the server is started with: the cluster folder,
+    /// unless the socket's path would pass the kernel's 107-byte limit.
+    fn socket_dir(&self) -> Option<String> {
+        let dir = self.dir.canonicalize().ok()?.to_str()?.to_owned();
+        let fits = dir.len() + format!("/.s.PGSQL.{}", self.port).len() < 104;
+        (fits && !dir.contains(['\'', ' ', '\\', ','])).then_some(dir)
+    }
+
     /// True once initdb has run here.
     pub fn is_initialized(&self) -> bool {
         self.pgdata().join("PG_VERSION").exists()
@@ -181,7 +203,8 @@ impl Cluster {
 
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) -> anyhow::Result<()> {
-        let opts = format!("-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=200", self.port);
+        let sockets = self.socket_dir().unwrap_or_default();
+        let opts = format!("-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{sockets}' -c unix_socket_permissions=0700 -c max_connections=200", self.port);
         let out = self.pg_ctl(|cmd| {
             cmd.arg("-l").arg(self.log_file()).args(["-w", "-t", "60", "-o", &opts, "start"]);
         })?;

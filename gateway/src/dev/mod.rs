@@ -91,7 +91,8 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     install::set_authenticator_password(&client, secrets.authenticator_password.expose()).await?;
     drop(client);
 
-    let database_url = cluster.url(AUTHENTICATOR, secrets.authenticator_password.expose(), "postgres");
+    let password = secrets.authenticator_password.expose();
+    let database_url = cluster.socket_url(AUTHENTICATOR, password, "postgres").unwrap_or_else(|| cluster.url(AUTHENTICATOR, password, "postgres"));
     let config = dev_config(&opts, &secrets, &database_url)?;
     print_banner(&config, &secrets, &database_url, &superuser_url, &dir, &cluster);
 
