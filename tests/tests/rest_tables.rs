@@ -343,12 +343,22 @@ async fn inserts_upserts_updates_and_deletes() {
         ("/items?id=gt.20", json!({"id": 21, "name": "x"}), "PGRST105"),
         ("/items?id=eq.20", json!({"id": 21, "name": "x"}), "PGRST115"),
         ("/items?id=eq.20&limit=1", json!({"id": 20, "name": "x"}), "PGRST114"),
-        ("/items?id=eq.20", json!([{"id": 20, "name": "a"}, {"id": 20, "name": "b"}]), "PGRST102"),
+        ("/items?id=eq.20", json!([{"name": "no key"}]), "PGRST115"),
+        ("/items?id=eq.20", json!([{"id": 21, "name": "a"}, {"id": 22, "name": "b"}]), "PGRST115"),
+        // Two rows with the URL's key: Postgres refuses to upsert a row twice (a
+        // client error here; PostgREST answers 500).
+        ("/items?id=eq.20", json!([{"id": 20, "name": "a"}, {"id": 20, "name": "b"}]), "21000"),
     ] {
         let (st, _, e) = r.req(Method::PUT, path, s, &[], Some(payload)).await;
         assert!(st.is_client_error(), "{path}: {st}");
         assert_eq!(e["code"], code, "{path}: {e}");
     }
+    assert_eq!(r.get("/items?id=eq.20&select=name", s).await, json!([{"name": "Lamp 3"}]), "a refused PUT wrote nothing");
+    // PostgREST's PUT writes the body's rows whose keys equal the URL's (compared as
+    // the column's type: 020 is 20), the others are left out.
+    let (st, _, rows) = r.req(Method::PUT, "/items?id=eq.020&select=id,name", s, &rep, Some(json!([{"id": 21, "name": "skipped"}, {"id": 20, "name": "Lamp 4"}]))).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 20, "name": "Lamp 4"}])));
+    assert_eq!(r.get("/items?id=eq.21", s).await, json!([]));
     assert_eq!(r.req(Method::DELETE, "/items?id=eq.20", s, &[], None).await.0, StatusCode::NO_CONTENT);
 
     // PATCH / DELETE need a filter.

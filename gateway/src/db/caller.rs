@@ -40,6 +40,9 @@ pub struct RequestInfo<'a> {
     /// A write under `Accept: application/vnd.pgrst.object`: exactly one row, or the
     /// transaction rolls back (406 PGRST116), as PostgREST.
     pub singular: bool,
+    /// PUT: exactly one row is written, or the transaction rolls back (400
+    /// PGRST115: the body's keys did not match the URL's), as PostgREST.
+    pub put_one: bool,
 }
 
 impl Default for RequestInfo<'_> {
@@ -55,6 +58,7 @@ impl Default for RequestInfo<'_> {
             statement_timeout: None,
             max_affected: None,
             singular: false,
+            put_one: false,
         }
     }
 }

@@ -93,7 +93,12 @@ pub fn http_status_of(code: &str, message: &str, anon: bool) -> StatusCode {
         "23503" | "23505" => StatusCode::CONFLICT,
         "25006" => StatusCode::METHOD_NOT_ALLOWED,
         "21000" if message.ends_with("requires a WHERE clause") => StatusCode::BAD_REQUEST,
+        // An upsert body naming one key twice: the request's fault (PostgREST: 500).
+        "21000" if message.contains("cannot affect row a second time") => StatusCode::BAD_REQUEST,
         "21000" => StatusCode::INTERNAL_SERVER_ERROR,
+        // Too many select items / arguments, too deep an expression: limits the
+        // request's own shape reached (PostgREST: 500).
+        "54001" | "54011" | "54023" => StatusCode::BAD_REQUEST,
         "22023" if message.starts_with("role") && message.ends_with("does not exist") => StatusCode::UNAUTHORIZED,
         "53400" | "42P17" => StatusCode::INTERNAL_SERVER_ERROR,
         "57P01" => StatusCode::SERVICE_UNAVAILABLE,
@@ -170,6 +175,9 @@ mod tests {
         assert_eq!(http_status("42P17", false), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(http_status("PT418", false).as_u16(), 418);
         assert_eq!(http_status_of("21000", "UPDATE requires a WHERE clause", false), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status_of("21000", "ON CONFLICT DO UPDATE command cannot affect row a second time", false), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status_of("54011", "target lists can have at most 1664 entries", false), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status_of("54000", "index row size exceeds maximum", false), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(http_status_of("22023", "role \"x\" does not exist", false), StatusCode::UNAUTHORIZED);
         assert_eq!(http_status("P0004", false), StatusCode::INTERNAL_SERVER_ERROR);
     }

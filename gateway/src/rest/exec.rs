@@ -92,7 +92,7 @@ pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows:
 /// sequential path.
 #[tracing::instrument(level = "debug", skip_all, fields(role = %caller.pg_role, read_only = info.read_only))]
 pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {
-    if info.max_affected.is_some() || info.singular || rollback {
+    if info.max_affected.is_some() || info.singular || info.put_one || rollback {
         return run_in_transaction(&state.rest_tx, caller, info, sql, rows, rollback).await;
     }
     let anon = caller.role == pgstack_shared::Role::Anon;
@@ -165,6 +165,10 @@ async fn in_transaction(
                 None,
             ));
         }
+    }
+    if info.put_one && out.count != 1 {
+        tx.rollback().await.map_err(db)?;
+        return Err(RestError::of(pgrst::PUT_KEY_MISMATCH, "Payload values do not match URL in primary key column(s)"));
     }
     if info.singular && out.count != 1 {
         tx.rollback().await.map_err(db)?;

@@ -78,7 +78,7 @@ pub enum OnConflict {
 /// (`Prefer: missing=default`) instead of NULL.
 pub fn insert(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, conflict: OnConflict, returning: Option<Accept>, missing_default: bool) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
-    let mut stmt = insert_stmt(&mut sql, table, p, missing_default)?;
+    let mut stmt = insert_stmt(&mut sql, table, p, missing_default, "")?;
     if conflict != OnConflict::Error {
         let keys = match &q.on_conflict {
             Some(k) => k.clone(),
@@ -126,21 +126,25 @@ pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, ret
     if table.primary_key.is_empty() || keys.len() != table.primary_key.len() {
         return Err(not_pk());
     }
-    let rows = p.rows.as_array().map(Vec::as_slice).unwrap_or_default();
-    let [row] = rows else { return Err(RestError::of(pgrst::INVALID_BODY, "PUT takes exactly one row")) };
-    for (k, v) in &keys {
-        let same = match &row[*k] {
-            Value::String(s) => s == v,
-            Value::Number(n) => n.to_string() == *v,
-            Value::Bool(b) => b.to_string() == *v,
-            _ => false,
-        };
-        if !same {
-            return Err(RestError::of(pgrst::PUT_KEY_MISMATCH, "Payload values do not match URL in primary key column(s)"));
-        }
+    if p.rows.as_array().is_none_or(Vec::is_empty) {
+        return Err(RestError::of(pgrst::INVALID_BODY, "PUT takes one row"));
     }
+    // PostgREST's PUT: the body's rows whose keys equal the URL's are written (the
+    // first of an array, typically); the transaction fails with PGRST115 unless
+    // exactly one was (RequestInfo::put_one). Compared by Postgres as the column's
+    // type, so `id=eq.01` matches `"id": 1`.
+    let mismatch = || RestError::of(pgrst::PUT_KEY_MISMATCH, "Payload values do not match URL in primary key column(s)");
     let mut sql = Sql::default();
-    let mut stmt = insert_stmt(&mut sql, table, p, false)?;
+    let mut matching = Vec::new();
+    for (k, v) in &keys {
+        if !p.columns.iter().any(|c| c == k) {
+            return Err(mismatch());
+        }
+        let col = table.column(k).ok_or_else(|| RestError::no_column(&table.name, k))?;
+        let bound = sql.bind((*v).to_owned());
+        matching.push(format!("_x.{} = {bound}::{}", ident(k), col.type_name));
+    }
+    let mut stmt = insert_stmt(&mut sql, table, p, false, &matching.join(" AND "))?;
     let pk_sql: Vec<String> = table.primary_key.iter().map(|k| ident(k)).collect();
     let sets: Vec<String> = p.columns.iter().map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
     stmt.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", pk_sql.join(", "), sets.join(", ")));
@@ -151,7 +155,8 @@ pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, ret
 const INS: &str = "_pgs_i";
 
 /// `INSERT INTO table (cols) SELECT ... FROM the JSON rows` (or DEFAULT VALUES).
-fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool) -> Result<String, RestError> {
+/// `only`: a condition on the body's rows (`_x`), or empty for all of them.
+fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool, only: &str) -> Result<String, RestError> {
     let target = format!("{} AS {INS}", qualified(&table.schema, &table.name));
     let cols: Vec<String> = p.columns.iter().map(|c| ident(c)).collect();
     let stmt = if cols.is_empty() {
@@ -175,9 +180,10 @@ fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool)
         }
         format!(
             "INSERT INTO {target} ({}) SELECT {} FROM jsonb_array_elements({rows}::jsonb) WITH ORDINALITY AS _j(r, n) \
-             CROSS JOIN LATERAL jsonb_to_record(_j.r) AS _x({def}) ORDER BY _j.n",
+             CROSS JOIN LATERAL jsonb_to_record(_j.r) AS _x({def}){} ORDER BY _j.n",
             cols.join(", "),
-            values.join(", ")
+            values.join(", "),
+            if only.is_empty() { String::new() } else { format!(" WHERE {only}") }
         )
     };
     Ok(stmt)

@@ -138,6 +138,7 @@ impl ApiRequest {
                     Action::Call { read_only: false, .. } => true,
                     _ => false,
                 },
+            put_one: matches!(self.action, Action::Put),
         }
     }
 }
