@@ -34,6 +34,7 @@ use pgstack_gateway::db::schema_cache::{Column, ForeignKey, SchemaCache, Table};
 use pgstack_gateway::rest::error::RestError;
 use pgstack_gateway::rest::plan::{self, OnConflict, Payload};
 use pgstack_gateway::rest::prefer::Accept;
+use pgstack_gateway::rest::request::rows::Rows;
 use pgstack_gateway::rest::request::{self, MAX_DEPTH};
 use pgstack_gateway::rest::{format, prefer};
 use pgstack_gateway::storage::{buckets, headers, objects, paths};
@@ -194,7 +195,10 @@ fn rest_plan() {
         let delete = plan::delete(c, t, &qp, Some(accept));
         client_error(&delete)?;
         sql_shape(&delete)?;
-        let payload = Payload::from_body(body, qp.columns.as_deref());
+        let rows = Rows::from_value(&body);
+        client_error(&rows)?;
+        let Ok(rows) = rows else { return Ok(()) };
+        let payload = Payload::new(&rows, qp.columns.as_deref());
         client_error(&payload)?;
         if let Ok(p) = payload {
             for r in [plan::insert(c, t, &qp, &p, OnConflict::Merge, Some(accept), true), plan::update(c, t, &qp, &p, None, true), plan::put(c, t, &qp, &p, Some(accept))] {
@@ -303,10 +307,15 @@ fn json_and_csv_bodies() {
         ]
     };
     fuzz("json_and_csv_bodies", SMALL_STACK, make, |body| {
-        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-            let _ = v.to_string();
-            client_error(&Payload::from_body(v.clone(), None))?;
-            client_error(&Payload::from_body(v, Some(&["id".to_owned()])))?;
+        // A write's rows: read without building values; refused with a 4xx or
+        // read whole.
+        match Rows::from_json(&body) {
+            Ok(rows) => {
+                prop_assert!(serde_json::from_str::<serde::de::IgnoredAny>(&rows.json).is_ok(), "rows that are not JSON: {}", rows.json);
+                client_error(&Payload::new(&rows, None))?;
+                client_error(&Payload::new(&rows, Some(&["id".to_owned()])))?;
+            }
+            Err(e) => prop_assert!(e.status.is_client_error(), "{e:?}"),
         }
         // serde_json's recursion limit (128) must stay on: deeper bodies are refused.
         if body.len() >= 200 && body[..200].iter().all(|b| *b == b'[') {
@@ -389,7 +398,8 @@ fn rest_payload_adversarial() {
     let bound = driver::time_bound();
     let rows: Vec<Value> = (0..40_000).map(|i| serde_json::json!({ format!("k{i}"): 0 })).collect();
     let t = std::time::Instant::now();
-    let _ = Payload::from_body(Value::Array(rows), None);
+    let rows = Rows::from_value(&Value::Array(rows)).expect("rows");
+    let _ = Payload::new(&rows, None);
     let json = t.elapsed();
     let wide_csv = |cols: usize, rows: usize| {
         let mut csv = (0..cols).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
@@ -404,7 +414,8 @@ fn rest_payload_adversarial() {
     assert_eq!(format::parse_csv(wide_csv(100, 3000).as_bytes()).unwrap_err().status.as_u16(), 413);
     let csv = wide_csv(1500, 60);
     let t = std::time::Instant::now();
-    let _ = Payload::from_body(format::parse_csv(csv.as_bytes()).expect("csv"), None);
+    let rows = Rows::from_value(&format::parse_csv(csv.as_bytes()).expect("csv")).expect("rows");
+    let _ = Payload::new(&rows, None);
     let wide = t.elapsed();
     println!("40,000 distinct keys: {json:?}; CSV 1500 columns x 60 rows: {wide:?}");
     assert!(json <= bound && wide <= bound, "over the {bound:?} bound: distinct keys {json:?}, wide CSV {wide:?}");

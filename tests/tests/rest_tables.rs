@@ -376,6 +376,9 @@ async fn inserts_upserts_updates_and_deletes() {
     assert_eq!(r.get("/items?select=id&order=id", s).await, json!([{"id": 1}, {"id": 2}]));
 
     // Bad payloads are 400s, never 500s.
+    let many = vec!["id"; 1700].join(",");
+    let (st, _, e) = r.req(Method::GET, &format!("/items?select={many}"), s, &[], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("54011")), "a select list past Postgres's 1664 entries: {e}");
     let (st, _, e) = r.req(Method::POST, "/items", s, &[], Some(json!({"nope": 1}))).await;
     assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST204")));
     let (st, _, e) = r.req(Method::POST, "/items", s, &[], Some(json!({"id": "not a number", "name": "x"}))).await;

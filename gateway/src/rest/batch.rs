@@ -21,6 +21,7 @@ use super::exec::{self, RequestInfo};
 use super::plan::{self, OnConflict, Payload};
 use super::prefer::Accept;
 use super::request;
+use super::request::rows::Rows;
 use crate::db::schema_cache::SchemaCache;
 use crate::error::code::pgrst;
 use crate::http::caller::{Caller, CallerError};
@@ -277,14 +278,16 @@ async fn run_op(
     let (sql, status) = match method {
         Method::GET => (plan::read(cache, table, &q, None, Accept::Json)?, StatusCode::OK),
         Method::POST => {
-            let payload = Payload::from_body(body.unwrap_or(Value::Null), q.columns.as_deref())?;
+            let rows = Rows::from_value(&body.unwrap_or(Value::Null))?;
+            let payload = Payload::new(&rows, q.columns.as_deref())?;
             (plan::insert(cache, table, &q, &payload, OnConflict::Error, Some(Accept::Json), false)?, StatusCode::CREATED)
         }
         Method::PATCH | Method::DELETE if q.conditions.is_empty() => {
             return Err(RestError::of(pgrst::NO_WHERE_CLAUSE, format!("{} requires a WHERE clause", if method == Method::PATCH { "UPDATE" } else { "DELETE" })))
         }
         Method::PATCH => {
-            let payload = Payload::from_body(body.unwrap_or(Value::Null), None)?;
+            let rows = Rows::from_value(&body.unwrap_or(Value::Null))?;
+            let payload = Payload::new(&rows, None)?;
             (plan::update(cache, table, &q, &payload, Some(Accept::Json), false)?, StatusCode::OK)
         }
         Method::DELETE => (plan::delete(cache, table, &q, Some(Accept::Json))?, StatusCode::OK),

@@ -82,6 +82,8 @@ async fn relation(
     let caller = caller?;
     let cache = cache(&s).await?;
     let mut req = ApiRequest::parse(method, Target::Relation, &name, &headers, raw, &body, &cache.schemas)?;
+    // The rows are in `req` now; the body need not wait with them for a connection.
+    drop(body);
     req.prefer.rollback = s.config.db_tx_end.rollback(req.prefer.tx.as_deref());
     let table = cache.table(&req.schema, &name).ok_or_else(|| plan::no_table(&cache, &req.schema, &name))?;
     if req.action == Action::Create && table.primary_key.is_empty() && req.query.on_conflict.is_none() {
@@ -124,8 +126,9 @@ impl Cx<'_> {
         (self.req.prefer.ret == Return::Representation).then_some(self.req.accept)
     }
 
-    fn payload(&self, columns: Option<&[String]>) -> Result<Payload, RestError> {
-        Payload::from_body(self.req.payload.clone().unwrap_or(Value::Null), columns)
+    fn payload(&self, columns: Option<&[String]>) -> Result<Payload<'_>, RestError> {
+        let rows = self.req.rows.as_ref().ok_or_else(|| RestError::of(pgrst::INVALID_BODY, "Empty or invalid json"))?;
+        Payload::new(rows, columns)
     }
 }
 
@@ -168,7 +171,7 @@ async fn create(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
         _ => OnConflict::Error,
     };
     let returning = cx.returning();
-    if payload.rows.as_array().is_some_and(Vec::is_empty) {
+    if payload.rows.len == 0 {
         if matches!(req.accept, Accept::Object | Accept::ObjectStripped) {
             return Err(RestError::new(pgrst::SINGULAR, "Cannot coerce the result to a single JSON object", Some("The result contains 0 rows".into()), None));
         }
@@ -240,7 +243,7 @@ async fn put(cx: &Cx<'_>) -> Result<Response<Body>, RestError> {
 
 /// POST with `Prefer: return=headers-only`: 201 with `Location: /table?pk=eq.value`
 /// of the (first) inserted row, no body.
-async fn insert_headers_only(cx: &Cx<'_>, mut q: QueryParams, payload: &Payload, conflict: OnConflict) -> Result<Response<Body>, RestError> {
+async fn insert_headers_only(cx: &Cx<'_>, mut q: QueryParams, payload: &Payload<'_>, conflict: OnConflict) -> Result<Response<Body>, RestError> {
     let (table, pref) = (cx.table, &cx.req.prefer);
     q.select = table.primary_key.iter().map(|c| request::SelectItem::Field { field: request::Field { column: c.clone(), path: Vec::new() }, alias: None, cast: None }).collect();
     let sql = plan::insert(cx.cache, table, &q, payload, conflict, Some(Accept::Json), pref.missing_default)?;

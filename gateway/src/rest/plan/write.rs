@@ -2,51 +2,32 @@
 //! wrapped so that it answers the same 4-column row shape as reads when the client
 //! asks for a representation.
 
-use serde_json::Value;
-
 use super::{order_sql, select_sql, where_sql, Source, R};
 use crate::db::schema_cache::{SchemaCache, Table};
 use crate::db::sql::{ident, qualified, Sql};
 use crate::error::code::pgrst;
 use crate::rest::error::RestError;
 use crate::rest::prefer::Accept;
+use crate::rest::request::rows::Rows;
 use crate::rest::request::{Condition, Op, QueryParams};
 
-/// The payload of a write: rows as JSON, and the columns they set.
-pub struct Payload {
-    /// A JSON array of objects.
-    pub rows: Value,
-    /// Columns written (from `columns=` or the union of keys).
+/// The payload of a write: its rows and the columns they set.
+pub struct Payload<'a> {
+    /// The rows (a JSON array of objects, as text).
+    pub rows: &'a Rows,
+    /// Columns written (from `columns=` or the rows' keys).
     pub columns: Vec<String>,
 }
 
-impl Payload {
-    /// Checks the body shape and collects its columns.
-    pub fn from_body(body: Value, columns: Option<&[String]>) -> Result<Payload, RestError> {
-        /// Postgres's own limit of columns per table.
-        const MAX_COLUMNS: usize = 1600;
-        let rows = match body {
-            Value::Object(_) => Value::Array(vec![body]),
-            Value::Array(a) if a.iter().all(Value::is_object) => Value::Array(a),
-            _ => return Err(RestError::of(pgrst::INVALID_BODY, "All object keys must match")),
-        };
+impl<'a> Payload<'a> {
+    /// Checks the rows' keys and collects the columns.
+    pub fn new(rows: &'a Rows, columns: Option<&[String]>) -> Result<Payload<'a>, RestError> {
         let columns = match columns {
             Some(c) => c.to_vec(),
-            None => {
-                // As PostgREST: without `columns=`, every object has the first one's
-                // keys (PGRST102 "All object keys must match" otherwise).
-                let list = rows.as_array().map(Vec::as_slice).unwrap_or_default();
-                let first: Vec<String> = list.first().and_then(Value::as_object).map(|o| o.keys().cloned().collect()).unwrap_or_default();
-                if first.len() > MAX_COLUMNS {
-                    return Err(RestError::of(pgrst::INVALID_BODY, format!("a body may name at most {MAX_COLUMNS} columns")));
-                }
-                let keys: std::collections::HashSet<&str> = first.iter().map(String::as_str).collect();
-                let uniform = list.iter().all(|r| r.as_object().is_some_and(|o| o.len() == keys.len() && o.keys().all(|k| keys.contains(k.as_str()))));
-                if !uniform {
-                    return Err(RestError::of(pgrst::INVALID_BODY, "All object keys must match"));
-                }
-                first
-            }
+            // As PostgREST: without `columns=`, every object has the first one's
+            // keys (PGRST102 "All object keys must match" otherwise).
+            None if !rows.uniform => return Err(RestError::of(pgrst::INVALID_BODY, "All object keys must match")),
+            None => rows.first_keys.clone().unwrap_or_default(),
         };
         Ok(Payload { rows, columns })
     }
@@ -126,7 +107,7 @@ pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, ret
     if table.primary_key.is_empty() || keys.len() != table.primary_key.len() {
         return Err(not_pk());
     }
-    if p.rows.as_array().is_none_or(Vec::is_empty) {
+    if p.rows.len == 0 {
         return Err(RestError::of(pgrst::INVALID_BODY, "PUT takes one row"));
     }
     // PostgREST's PUT: the body's rows whose keys equal the URL's are written (the
@@ -162,11 +143,11 @@ fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool,
     let stmt = if cols.is_empty() {
         // `{}` or `[{}, {}]`: a row of defaults per object (an empty select list
         // inserts every column's default, as PostgREST's statement does).
-        let rows = sql.bind(p.rows.to_string());
+        let rows = sql.bind(p.rows.json.clone());
         format!("INSERT INTO {target} SELECT FROM jsonb_array_elements({rows}::jsonb)")
     } else {
         let def = p.record_def(table)?;
-        let rows = sql.bind(p.rows.to_string());
+        let rows = sql.bind(p.rows.json.clone());
         let mut values = Vec::new();
         for c in &p.columns {
             let col = table.column(c).ok_or_else(|| RestError::no_column(&table.name, c))?;
@@ -195,22 +176,19 @@ fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool,
 pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, returning: Option<Accept>, missing_default: bool) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
     let src = Source::top(table, cache, q);
-    if p.rows.as_array().map_or(0, Vec::len) != 1 {
+    if p.rows.len != 1 {
         return Err(RestError::of(pgrst::INVALID_BODY, "PATCH takes a single JSON object"));
     }
-    let row = sql.bind(p.rows[0].to_string());
+    let row = sql.bind(p.rows.json.clone());
     let def = p.record_def(table)?;
     let wh = where_sql(&mut sql, &src, &q.conditions)?;
-    let given = p.rows[0].as_object();
-    let sets: Vec<String> = p
-        .columns
-        .iter()
-        .map(|c| if missing_default && given.is_some_and(|o| !o.contains_key(c)) { format!("{} = DEFAULT", ident(c)) } else { format!("{0} = _x.{0}", ident(c)) })
-        .collect();
+    let given = p.rows.first_keys.as_deref().unwrap_or_default();
+    let sets: Vec<String> =
+        p.columns.iter().map(|c| if missing_default && !given.contains(c) { format!("{} = DEFAULT", ident(c)) } else { format!("{0} = _x.{0}", ident(c)) }).collect();
     if sets.is_empty() {
         return Err(RestError::of(pgrst::INVALID_BODY, "PATCH needs at least one column to change"));
     }
-    let stmt = format!("UPDATE {} AS {R} SET {} FROM json_to_record({row}::json) AS _x({def}){wh}", qualified(&table.schema, &table.name), sets.join(", "));
+    let stmt = format!("UPDATE {} AS {R} SET {} FROM json_to_record(({row}::json)->0) AS _x({def}){wh}", qualified(&table.schema, &table.name), sets.join(", "));
     finish_write(sql, cache, table, q, stmt, returning)
 }
 

@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method};
 use serde_json::{Map, Value};
 
+use super::rows::Rows;
 use super::{parse_query, QueryParams};
 use crate::error::code::pgrst;
 use crate::error::postgrest::RestError;
@@ -69,8 +70,11 @@ pub struct ApiRequest {
     pub prefer: Prefer,
     /// The response's media type.
     pub accept: Accept,
-    /// The body: JSON, or CSV read into JSON; `None` where the action takes none.
+    /// A call's arguments (JSON, or a form as an object of strings); `None` for
+    /// other actions.
     pub payload: Option<Value>,
+    /// The rows of an insert, update or PUT (JSON, CSV or a form).
+    pub rows: Option<super::rows::Rows>,
     /// An `application/x-www-form-urlencoded` body's pairs, repeats kept (an RPC's
     /// VARIADIC argument takes them all).
     pub form: Option<Vec<(String, String)>>,
@@ -98,19 +102,28 @@ impl ApiRequest {
             _ => (prefer::prefer_checked(headers)?, prefer::accept(headers)?),
         };
         let form = matches!(action, Action::Create | Action::Update | Action::Put | Action::Call { read_only: false, .. }).then(|| form_pairs(headers, body)).flatten();
-        let payload = match (&form, action) {
-            // A form is an object of strings (the last of a repeated name).
-            (Some(pairs), _) => Some(Value::Object(pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())),
-            (None, Action::Create | Action::Update | Action::Put) => Some(payload(headers, body)?),
-            (None, Action::Call { read_only: false, .. }) => Some(json(body)?),
-            _ => None,
+        // A form is an object of strings (the last of a repeated name).
+        let form_object = || form.as_ref().map(|pairs| Value::Object(pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()));
+        let (payload, rows) = match action {
+            Action::Create | Action::Update | Action::Put => match form_object() {
+                Some(v) => (None, Some(Rows::from_value(&v)?)),
+                None => (None, Some(rows(headers, body)?)),
+            },
+            Action::Call { read_only: false, .. } => (
+                Some(match form_object() {
+                    Some(v) => v,
+                    None => json(body)?,
+                }),
+                None,
+            ),
+            _ => (None, None),
         };
         let path = match target {
             Target::Relation => format!("/{name}"),
             Target::Function => format!("/rpc/{name}"),
         };
         let (headers_json, cookies_json) = crate::db::caller::request_settings(headers);
-        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, payload, form, headers_json, cookies_json })
+        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, payload, rows, form, headers_json, cookies_json })
     }
 
     /// The request facts for Postgres (`request.*`), with the caller-independent
@@ -167,16 +180,14 @@ fn form_pairs(headers: &HeaderMap, body: &Bytes) -> Option<Vec<(String, String)>
     form.then(|| form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
 }
 
-/// A write's payload: JSON, or CSV with `Content-Type: text/csv`. An empty body is
+/// A write's rows: JSON, or CSV with `Content-Type: text/csv`. An empty body is
 /// not a payload (PostgREST: PGRST102; only a function call takes it as `{}`).
-fn payload(headers: &HeaderMap, body: &Bytes) -> Result<Value, RestError> {
+fn rows(headers: &HeaderMap, body: &Bytes) -> Result<Rows, RestError> {
     let csv = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().starts_with("text/csv"));
     if csv {
-        crate::rest::format::parse_csv(body)
-    } else if body.is_empty() {
-        Err(RestError::of(pgrst::INVALID_BODY, "Empty or invalid json"))
+        Rows::from_value(&crate::rest::format::parse_csv(body)?)
     } else {
-        json(body)
+        Rows::from_json(body)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod api;
 mod filter;
 mod grammar;
 mod parsec;
+pub mod rows;
 mod select;
 pub use filter::*;
 pub use select::*;

@@ -1,0 +1,250 @@
+//! A write's rows, read without building them: the body is checked to be a JSON
+//! object or an array of objects, and only the keys are collected (each value is
+//! skipped by the parser). The rows travel to Postgres as the body's own text, which
+//! Postgres parses once. A `serde_json::Value` of many small objects takes 10–20× its
+//! text in memory, and it was built (and cloned) for every insert.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use crate::error::code::pgrst;
+use crate::rest::error::RestError;
+
+/// Most distinct keys an object may have (Postgres's limit of columns per table).
+pub const MAX_KEYS: usize = 1600;
+const TOO_MANY: &str = "an object may have at most";
+
+/// The rows of a write.
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    /// The rows as the text of a JSON array of objects.
+    pub json: String,
+    /// How many rows.
+    pub len: usize,
+    /// The first row's keys, sorted, each once (None when there are no rows).
+    pub first_keys: Option<Vec<String>>,
+    /// Every row has exactly the first row's keys (PostgREST's uniform bulk bodies).
+    pub uniform: bool,
+}
+
+impl Rows {
+    /// Reads a JSON body: an object (one row) or an array of objects.
+    pub fn from_json(body: &[u8]) -> Result<Rows, RestError> {
+        let invalid = || RestError::of(pgrst::INVALID_BODY, "Empty or invalid json");
+        let text = std::str::from_utf8(body).map_err(|_| invalid())?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let mut scan = Scan { len: 0, first: None, uniform: true, shape: None };
+        (&mut scan).deserialize(&mut de).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data if e.to_string().starts_with(TOO_MANY) => RestError::of(pgrst::INVALID_BODY, format!("{TOO_MANY} {MAX_KEYS} keys")),
+            serde_json::error::Category::Data => keys_must_match(),
+            _ => invalid(),
+        })?;
+        de.end().map_err(|_| invalid())?;
+        let json = match scan.shape {
+            Some(Shape::Object) => format!("[{text}]"),
+            Some(Shape::Array) => text.to_owned(),
+            None => return Err(keys_must_match()),
+        };
+        Ok(Rows { json, len: scan.len, first_keys: scan.first, uniform: scan.uniform })
+    }
+
+    /// Rows from a value built another way (CSV, a form, a batch operation).
+    pub fn from_value(v: &Value) -> Result<Rows, RestError> {
+        Rows::from_json(v.to_string().as_bytes())
+    }
+}
+
+fn keys_must_match() -> RestError {
+    RestError::of(pgrst::INVALID_BODY, "All object keys must match")
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Object,
+    Array,
+}
+
+struct Scan {
+    len: usize,
+    first: Option<Vec<String>>,
+    uniform: bool,
+    shape: Option<Shape>,
+}
+
+impl Scan {
+    fn row(&mut self, keys: Vec<String>) {
+        match &self.first {
+            None => self.first = Some(keys),
+            Some(first) => self.uniform &= *first == keys,
+        }
+        self.len += 1;
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &mut Scan {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// Not an object or an array of objects.
+fn wrong<E: serde::de::Error>() -> E {
+    E::custom("the body is not an object or an array of objects")
+}
+
+impl<'de> Visitor<'de> for &mut Scan {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object or an array of objects")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.shape = Some(Shape::Object);
+        let keys = keys_of(map)?;
+        self.row(keys);
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.shape = Some(Shape::Array);
+        while let Some(keys) = seq.next_element_seed(ObjectKeys)? {
+            self.row(keys);
+        }
+        Ok(())
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(wrong())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(wrong())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(wrong())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(wrong())
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(wrong())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Err(wrong())
+    }
+}
+
+/// The keys of an object, sorted, each once; its values skipped. Repeated keys are
+/// folded as they come, so an object of many repeats holds at most 2 × [`MAX_KEYS`].
+fn keys_of<'de, A: MapAccess<'de>>(mut map: A) -> Result<Vec<String>, A::Error> {
+    let mut keys = Vec::new();
+    let fold = |keys: &mut Vec<String>| -> Result<(), A::Error> {
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.len() > MAX_KEYS {
+            return Err(serde::de::Error::custom(format!("{TOO_MANY} {MAX_KEYS} keys")));
+        }
+        Ok(())
+    };
+    while let Some(k) = map.next_key::<String>()? {
+        map.next_value::<IgnoredAny>()?;
+        keys.push(k);
+        if keys.len() > 2 * MAX_KEYS {
+            fold(&mut keys)?;
+        }
+    }
+    fold(&mut keys)?;
+    Ok(keys)
+}
+
+/// One element of a bulk body: an object, or the error.
+struct ObjectKeys;
+
+impl<'de> DeserializeSeed<'de> for ObjectKeys {
+    type Value = Vec<String>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_any(ObjectKeys)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectKeys {
+    type Value = Vec<String>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Vec<String>, A::Error> {
+        keys_of(map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Vec<String>, A::Error> {
+        Err(wrong())
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Vec<String>, E> {
+        Err(wrong())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Vec<String>, E> {
+        Err(wrong())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Vec<String>, E> {
+        Err(wrong())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Vec<String>, E> {
+        Err(wrong())
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Vec<String>, E> {
+        Err(wrong())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Vec<String>, E> {
+        Err(wrong())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rows;
+
+    fn keys(r: &Rows) -> Vec<&str> {
+        r.first_keys.as_deref().unwrap_or_default().iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn objects_and_arrays_of_objects_are_rows() {
+        let r = Rows::from_json(br#"{"b": 1, "a": {"deep": [1, 2, {"x": "y"}]}}"#).unwrap();
+        assert_eq!((r.len, keys(&r), r.uniform), (1, vec!["a", "b"], true));
+        assert_eq!(r.json, r#"[{"b": 1, "a": {"deep": [1, 2, {"x": "y"}]}}]"#);
+        let r = Rows::from_json(br#" [{"a": 1, "b": "\u00e9"}, {"b": null, "a": 2}] "#).unwrap();
+        assert_eq!((r.len, keys(&r), r.uniform), (2, vec!["a", "b"], true));
+        let r = Rows::from_json(br#"[{"a": 1}, {"a": 2, "b": 3}]"#).unwrap();
+        assert_eq!((r.len, r.uniform), (2, false));
+        let r = Rows::from_json(br#"[{"a": 1, "a": 2}, {"a": 3}]"#).unwrap();
+        assert_eq!((keys(&r), r.uniform), (vec!["a"], true), "a repeated key is one column");
+        let r = Rows::from_json(b"[]").unwrap();
+        assert_eq!((r.len, r.first_keys.is_none()), (0, true));
+        let many: Vec<String> = (0..1601).map(|i| format!("\"k{i}\": 0")).collect();
+        assert_eq!(Rows::from_json(format!("{{{}}}", many.join(",")).as_bytes()).unwrap_err().message, "an object may have at most 1600 keys");
+        let repeats = format!("{{{}}}", vec!["\"a\": 0"; 100_000].join(","));
+        assert_eq!(keys(&Rows::from_json(repeats.as_bytes()).unwrap()), vec!["a"]);
+        let r = Rows::from_json(b"{}").unwrap();
+        assert_eq!((r.len, keys(&r).len()), (1, 0));
+    }
+
+    #[test]
+    fn anything_else_is_refused_as_postgrest_refuses_it() {
+        for (body, message) in [
+            (&b"1"[..], "All object keys must match"),
+            (b"\"x\"", "All object keys must match"),
+            (b"[1, 2]", "All object keys must match"),
+            (b"[{\"a\": 1}, [1]]", "All object keys must match"),
+            (b"null", "All object keys must match"),
+            (b"{oops", "Empty or invalid json"),
+            (b"[{\"a\": 1}] trailing", "Empty or invalid json"),
+            (b"\xff", "Empty or invalid json"),
+            (b"", "Empty or invalid json"),
+        ] {
+            let e = Rows::from_json(body).unwrap_err();
+            assert_eq!((e.code.as_str(), e.message.as_str()), ("PGRST102", message), "{:?}", String::from_utf8_lossy(body));
+        }
+        // Values are skipped without recursion: deep nesting costs no stack here
+        // (Postgres's parser checks its own depth: 54001, a 400).
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(Rows::from_json(deep.as_bytes()).unwrap().len, 1);
+    }
+}
