@@ -21,6 +21,7 @@ use super::exec::{self, RequestInfo};
 use super::plan::{self, OnConflict, Payload};
 use super::prefer::Accept;
 use super::request;
+use super::request::args::Arg;
 use super::request::rows::Rows;
 use crate::db::schema_cache::SchemaCache;
 use crate::error::code::pgrst;
@@ -261,8 +262,18 @@ async fn run_op(
             let all: Vec<&str> = cache.functions.keys().filter(|(s, _)| s == schema).map(|(_, n)| n.as_str()).collect();
             super::plan::no_function(schema, fname, &[], &[], &all, false)
         })?;
-        let args: Vec<(String, Value)> = match body {
-            Some(Value::Object(m)) => m.into_iter().collect(),
+        let args: Vec<(String, Arg)> = match body {
+            Some(Value::Object(m)) => m
+                .into_iter()
+                .map(|(k, v)| {
+                    let arg = match v {
+                        Value::Null => Arg::Null,
+                        Value::String(s) => Arg::Text(s),
+                        other => Arg::Json(other.to_string()),
+                    };
+                    (k, arg)
+                })
+                .collect(),
             None => Vec::new(),
             _ => return Err(RestError::of(pgrst::INVALID_BODY, "RPC arguments must be a JSON object")),
         };

@@ -14,6 +14,7 @@ use super::exec::{self, RequestInfo};
 use super::plan::{self, CountMode, OnConflict, Payload};
 use super::prefer::{self, Accept, Return};
 use super::request::api::{Action, ApiRequest, Target};
+use super::request::args::Arg;
 use super::request::{self, QueryParams};
 use super::response::{self, JSON};
 use crate::db::schema_cache::SchemaCache;
@@ -323,16 +324,14 @@ async fn rpc(
     req.prefer.rollback = s.config.db_tx_end.rollback(req.prefer.tx.as_deref());
     let schema = req.schema.as_str();
     let overloads = cache.overloads(schema, &name);
-    // The argument names as given (the query string's on GET, the body's on POST).
-    let given_names = || -> Vec<String> {
-        match &req.payload {
-            None => req.query.rest.iter().map(|(k, _)| k.clone()).collect(),
-            Some(Value::Object(m)) => m.keys().cloned().collect(),
-            Some(Value::Array(a)) => a.first().and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default(),
-            Some(_) => Vec::new(),
-        }
+    // The arguments: the query string's on GET; on POST the body's object (or an
+    // array's first object, as PostgREST binds it), or the form's pairs.
+    let named: Vec<(String, Arg)> = match &req.call {
+        None => req.query.rest.iter().map(|(k, v)| (k.clone(), Arg::Text(v.clone()))).collect(),
+        Some(call) => call.args.clone(),
     };
-    let post_json = req.payload.is_some() && req.form.is_none();
+    let given_names = || -> Vec<String> { named.iter().map(|(k, _)| k.clone()).collect() };
+    let post_json = req.call.is_some() && req.form.is_none();
     if overloads.is_empty() {
         let all: Vec<&str> = cache.functions.keys().filter(|(s, _)| s == schema).map(|(_, n)| n.as_str()).collect();
         let names = given_names();
@@ -349,20 +348,6 @@ async fn rpc(
         _ => return Err(RestError::internal(anyhow::anyhow!("a relation action on a function"))),
     };
     let (q, pref, accept) = (&req.query, &req.prefer, req.accept);
-    // Arguments: the query string on GET; the body's object (or an array's first
-    // object, as PostgREST binds it) on POST.
-    let named: Vec<(String, Value)> = match (&req.form, &req.payload) {
-        (Some(pairs), _) => pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
-        (None, payload) => match payload {
-            None => q.rest.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
-            Some(Value::Object(m)) => m.clone().into_iter().collect(),
-            Some(Value::Array(a)) => match a.first() {
-                Some(Value::Object(m)) => m.clone().into_iter().collect(),
-                _ => Vec::new(),
-            },
-            Some(_) => Vec::new(),
-        },
-    };
     let mut given: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
     given.dedup();
     given.sort_unstable();
@@ -370,13 +355,13 @@ async fn rpc(
     let single_json = |f: &crate::db::schema_cache::Function| f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
     let (f, args, whole) = if let Some(f) = overloads.iter().find(|f| f.accepts(&given)) {
         (f, merge_repeated(f, named), None)
-    } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), &req.payload) {
-        (f, Vec::new(), Some(b.clone()))
+    } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), &req.call) {
+        (f, Vec::new(), Some(b.raw.as_str()))
     } else {
         let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
         return Err(plan::no_function(schema, &name, &names, overloads, &[], post_json));
     };
-    let sql = plan::call(&cache, f, &args, whole.as_ref(), q, CountMode::from_prefer(pref.count.as_deref()), accept)?;
+    let sql = plan::call(&cache, f, &args, whole, q, CountMode::from_prefer(pref.count.as_deref()), accept)?;
     let mut info = req.info();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
     let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
@@ -408,17 +393,22 @@ async fn rpc(
 
 /// Repeated query-string arguments, as PostgREST reads them: all the values of the
 /// VARIADIC argument in order (an array), the last value of any other.
-fn merge_repeated(f: &crate::db::schema_cache::Function, named: Vec<(String, Value)>) -> Vec<(String, Value)> {
-    let variadic = f.args.last().filter(|_| f.variadic).map(|(n, _)| n.clone());
-    let mut out: Vec<(String, Value)> = Vec::with_capacity(named.len());
+fn merge_repeated(f: &crate::db::schema_cache::Function, named: Vec<(String, Arg)>) -> Vec<(String, Arg)> {
+    let variadic = f.args.last().filter(|_| f.variadic).map(|(n, _)| n.as_str());
+    let mut out: Vec<(String, Arg)> = Vec::with_capacity(named.len());
+    let mut items = Vec::new();
     for (name, value) in named {
-        let slot = out.iter_mut().find(|(n, _)| *n == name);
-        match (slot, Some(&name) == variadic.as_ref()) {
-            (Some((_, Value::Array(items))), true) => items.push(value),
-            (Some((_, old)), false) => *old = value,
-            (None, true) => out.push((name, if value.is_array() { value } else { Value::Array(vec![value]) })),
-            (None, false) | (Some(_), true) => out.push((name, value)),
+        if Some(name.as_str()) == variadic {
+            items.push(value);
+            continue;
         }
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, old)) => *old = value,
+            None => out.push((name, value)),
+        }
+    }
+    if let (Some(v), false) = (variadic, items.is_empty()) {
+        out.push((v.to_owned(), Arg::variadic(&items).map_or(Arg::Null, Arg::Json)));
     }
     out
 }

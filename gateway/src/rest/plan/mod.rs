@@ -4,10 +4,9 @@
 //! value becomes a `$n::text` bind cast to the column's catalog type. Postgres builds
 //! the JSON (`json_agg`), so rows are never serialised in Rust.
 
-use serde_json::Value;
-
 use super::embed;
 use super::error::RestError;
+use super::request::args::Arg;
 use super::request::{parse_list, Condition, Field, Filter, Op, OrderTerm, Quantifier, QueryParams, SelectItem};
 use crate::db::schema_cache::{Function, SchemaCache, Table};
 use crate::db::sql::{array_literal, ident, qualified, Estimate, Sql};
@@ -422,8 +421,8 @@ pub fn read(cache: &SchemaCache, table: &Table, q: &QueryParams, count: Option<C
 pub fn call(
     cache: &SchemaCache,
     f: &Function,
-    args: &[(String, Value)],
-    whole_body: Option<&Value>,
+    args: &[(String, Arg)],
+    whole_body: Option<&str>,
     q: &QueryParams,
     count: Option<CountMode>,
     accept: Accept,
@@ -432,7 +431,7 @@ pub fn call(
     let mut call_args = Vec::new();
     if let Some(body) = whole_body {
         let (_, ty) = &f.args[0];
-        let p = sql.bind(body.to_string());
+        let p = sql.bind(body.to_owned());
         call_args.push(format!("{p}::{ty}"));
     } else {
         let variadic = f.args.last().filter(|_| f.variadic).map(|(n, _)| n.as_str());
@@ -446,21 +445,11 @@ pub fn call(
             if Some(name.as_str()) == variadic {
                 // VARIADIC: a JSON array (the body's, or the repeated query parameter's
                 // values) becomes the array argument; one value an array of one.
-                let items = match value {
-                    Value::Null => None,
-                    Value::Array(_) => Some(value.to_string()),
-                    other => Some(Value::Array(vec![other.clone()]).to_string()),
-                };
-                let p = sql.bind(items);
+                let p = sql.bind(Arg::variadic(std::slice::from_ref(value)));
                 variadic_arg = Some(format!("VARIADIC {} := ARRAY(SELECT json_array_elements_text({p}::json))::{ty}", ident(name)));
                 continue;
             }
-            let text = match value {
-                Value::Null => None,
-                Value::String(s) => Some(s.clone()),
-                other => Some(other.to_string()),
-            };
-            let p = sql.bind(text);
+            let p = sql.bind(value.text().map(str::to_owned));
             call_args.push(format!("{} := {p}::{ty}", ident(name)));
         }
         call_args.extend(variadic_arg);

@@ -5,8 +5,9 @@
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::args::CallBody;
 use super::rows::Rows;
 use super::{parse_query, QueryParams};
 use crate::error::code::pgrst;
@@ -70,9 +71,8 @@ pub struct ApiRequest {
     pub prefer: Prefer,
     /// The response's media type.
     pub accept: Accept,
-    /// A call's arguments (JSON, or a form as an object of strings); `None` for
-    /// other actions.
-    pub payload: Option<Value>,
+    /// A POST call's body (JSON, or a form); `None` for other actions.
+    pub call: Option<CallBody>,
     /// The rows of an insert, update or PUT (JSON, CSV or a form).
     pub rows: Option<super::rows::Rows>,
     /// An `application/x-www-form-urlencoded` body's pairs, repeats kept (an RPC's
@@ -102,20 +102,14 @@ impl ApiRequest {
             _ => (prefer::prefer_checked(headers)?, prefer::accept(headers)?),
         };
         let form = matches!(action, Action::Create | Action::Update | Action::Put | Action::Call { read_only: false, .. }).then(|| form_pairs(headers, body)).flatten();
-        // A form is an object of strings (the last of a repeated name).
-        let form_object = || form.as_ref().map(|pairs| Value::Object(pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()));
-        let (payload, rows) = match action {
-            Action::Create | Action::Update | Action::Put => match form_object() {
-                Some(v) => (None, Some(Rows::from_value(&v)?)),
-                None => (None, Some(rows(headers, body)?)),
-            },
-            Action::Call { read_only: false, .. } => (
-                Some(match form_object() {
-                    Some(v) => v,
-                    None => json(body)?,
-                }),
-                None,
-            ),
+        let (call, rows) = match (action, &form) {
+            // A form is an object of strings (the last of a repeated name).
+            (Action::Create | Action::Update | Action::Put, Some(pairs)) => {
+                (None, Some(Rows::from_value(&Value::Object(pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()))?))
+            }
+            (Action::Create | Action::Update | Action::Put, None) => (None, Some(rows(headers, body)?)),
+            (Action::Call { read_only: false, .. }, Some(pairs)) => (Some(CallBody::from_form(pairs)), None),
+            (Action::Call { read_only: false, .. }, None) => (Some(CallBody::from_json(body)?), None),
             _ => (None, None),
         };
         let path = match target {
@@ -123,7 +117,7 @@ impl ApiRequest {
             Target::Function => format!("/rpc/{name}"),
         };
         let (headers_json, cookies_json) = crate::db::caller::request_settings(headers);
-        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, payload, rows, form, headers_json, cookies_json })
+        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, call, rows, form, headers_json, cookies_json })
     }
 
     /// The request facts for Postgres (`request.*`), with the caller-independent
@@ -189,15 +183,6 @@ fn rows(headers: &HeaderMap, body: &Bytes) -> Result<Rows, RestError> {
     } else {
         Rows::from_json(body)
     }
-}
-
-/// A JSON body; an empty body is `{}`.
-pub fn json(body: &Bytes) -> Result<Value, RestError> {
-    if body.is_empty() {
-        return Ok(Value::Object(Map::new()));
-    }
-    // PostgREST's message, without the parser's detail (PostgREST issue 2344).
-    serde_json::from_slice(body).map_err(|_| RestError::of(pgrst::INVALID_BODY, "Empty or invalid json"))
 }
 
 #[cfg(test)]

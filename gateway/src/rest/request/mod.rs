@@ -11,6 +11,7 @@ use super::error::RestError;
 use crate::error::code::pgrst;
 
 pub mod api;
+pub mod args;
 mod filter;
 mod grammar;
 mod parsec;
