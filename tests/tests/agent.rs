@@ -10,6 +10,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 const FIXTURE: &str = r#"
+insert into auth.users (id, email) values ('00000000-0000-0000-0000-00000000000a', 'alice@example.com'), ('00000000-0000-0000-0000-00000000000b', 'bob@example.com');
 create table notes (id int primary key, owner_id uuid not null, body text not null);
 alter table notes enable row level security;
 create policy own on notes for select to authenticated using (owner_id = auth.uid());
@@ -421,12 +422,6 @@ async fn the_llm_proxy_and_query_database_through_each_wire_format() {
 async fn saved_databases_and_api_tokens() {
     let tc = TestCluster::start().await.unwrap();
     tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
-    tc.superuser()
-        .await
-        .unwrap()
-        .batch_execute(&format!("insert into auth.users (id, email) values ('{USER_A}', 'alice@example.com'), ('{USER_B}', 'bob@example.com')"))
-        .await
-        .unwrap();
     let target = TestCluster::start_bare().unwrap();
     target.superuser().await.unwrap().batch_execute("create table items (id int primary key, name text); insert into items values (1, 'x'), (2, 'y'); create table payroll (id int, pay int); insert into payroll values (1, 100);").await.unwrap();
     let gw = Gateway::serve(
@@ -562,6 +557,11 @@ async fn saved_databases_and_api_tokens() {
     tc.superuser().await.unwrap().batch_execute(&format!("update auth.users set banned_until = now() + interval '1 day' where id = '{USER_A}'")).await.unwrap();
     let (st, _) = call(reqwest::Method::GET, "/api/databases", &shop_token, None).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "banned");
+    let (st, _) = call(reqwest::Method::GET, "/api/databases", &a, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "a banned user's own JWT, still unexpired");
+    let ghost = user_token("00000000-0000-0000-0000-0000000000ff", json!({}));
+    let (st, _) = call(reqwest::Method::GET, "/api/databases", &ghost, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "a validly signed JWT of a user that does not exist (deleted)");
     tc.superuser().await.unwrap().batch_execute(&format!("update auth.users set banned_until = null where id = '{USER_A}'")).await.unwrap();
     let (st, _) = call(reqwest::Method::GET, "/api/databases", &shop_token, None).await;
     assert_eq!(st, StatusCode::OK);

@@ -489,6 +489,15 @@ mod tests {
     }
 
     #[test]
+    fn a_cast_with_a_length_is_a_syntax_error_not_an_embed() {
+        for sel in ["name::varchar(10)", "a:name::numeric(10,2)", "id,name::char(3)"] {
+            let e = parse_query(&format!("select={sel}"), false).expect_err(sel);
+            assert_eq!(e.code, "PGRST100", "{sel}: {e:?}");
+            assert!(e.details.as_str().is_some_and(|d| d.contains("unexpected '('")), "{sel}: PostgREST's parser message: {:?}", e.details);
+        }
+    }
+
+    #[test]
     fn embedding_nests_at_most_eight_levels() {
         let nest = |n: usize| format!("select={}id{}", "a(".repeat(n), ")".repeat(n));
         assert!(parse_query(&nest(8), false).is_ok());

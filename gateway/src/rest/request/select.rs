@@ -114,6 +114,11 @@ pub(super) fn parse_embed(raw: &str, depth: usize) -> Result<Embed, RestError> {
     }
     let open = raw.find('(').unwrap_or(raw.len());
     let head = &raw[..open];
+    // `name::varchar(10)`: a cast takes no parentheses (PostgREST's grammar fails at
+    // the `(`), it is not an embed named `name::varchar`.
+    if rsplit_outside_quotes(head, "::").is_some() {
+        return Err(RestError::parse(format!("\"failed to parse select ({raw})\""), "a cast names a type without a length or precision: col::varchar"));
+    }
     let inner = &raw[open + 1..raw.len() - 1];
     let (spread, head) = match head.trim_start().strip_prefix("...") {
         Some(rest) => (true, rest),
