@@ -156,7 +156,8 @@ async fn planned_and_estimated_counts_and_variadic_functions() {
              GRANT SELECT ON public.nums TO anon;
              CREATE FUNCTION public.joined(sep text, VARIADIC parts text[]) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT array_to_string(parts, sep)';
              CREATE FUNCTION public.pick(a int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT a';
-             GRANT EXECUTE ON FUNCTION public.joined(text, text[]), public.pick(int) TO anon;",
+             CREATE FUNCTION public.keys_of(json) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT count(*)::int FROM json_object_keys($1)';
+             GRANT EXECUTE ON FUNCTION public.joined(text, text[]), public.pick(int), public.keys_of(json) TO anon;",
         )
         .await
         .unwrap();
@@ -199,4 +200,17 @@ async fn planned_and_estimated_counts_and_variadic_functions() {
     // A repeated parameter that is not variadic: the last value counts (PostgREST).
     let (st, _, v) = get(&http, &gw, "/rpc/pick?a=1&a=2", &[("apikey", &anon)]).await;
     assert_eq!((st, v), (StatusCode::OK, json!(2)));
+    // JSON null for the VARIADIC argument is a NULL array (PostgREST passes the value).
+    let res = http.post(gw.url("/rest/v1/rpc/joined")).header("apikey", &anon).json(&json!({"sep": "-", "parts": null})).send().await.unwrap();
+    assert_eq!((res.status(), res.json::<Value>().await.unwrap()), (StatusCode::OK, Value::Null));
+    // A single unnamed json parameter takes a body of any width (more members than
+    // named arguments can have).
+    let wide: serde_json::Map<String, Value> = (0..2000).map(|i| (format!("k{i}"), json!(i))).collect();
+    let res = http.post(gw.url("/rest/v1/rpc/keys_of")).header("apikey", &anon).json(&wide).send().await.unwrap();
+    assert_eq!((res.status(), res.json::<Value>().await.unwrap()), (StatusCode::OK, json!(2000)));
+    // Nesting past 512 levels is refused before Postgres's parser reaches its stack
+    // limit (a 400, not its 500).
+    let deep = format!("{{\"a\": {}1{}}}", "[".repeat(600), "]".repeat(600));
+    let res = http.post(gw.url("/rest/v1/rpc/keys_of")).header("apikey", &anon).header("content-type", "application/json").body(deep).send().await.unwrap();
+    assert_eq!((res.status(), res.json::<Value>().await.unwrap()["code"].clone()), (StatusCode::BAD_REQUEST, json!("PGRST102")));
 }

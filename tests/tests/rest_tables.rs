@@ -353,6 +353,12 @@ async fn inserts_upserts_updates_and_deletes() {
         assert!(st.is_client_error(), "{path}: {st}");
         assert_eq!(e["code"], code, "{path}: {e}");
     }
+    // Under a singular Accept too, a key mismatch is PostgREST's PGRST115 (its PUT
+    // check comes before the singular one).
+    let (st, _, e) = r
+        .req(Method::PUT, "/items?id=eq.20", s, &[("prefer", "return=representation"), ("accept", "application/vnd.pgrst.object+json")], Some(json!({"id": 21, "name": "x"})))
+        .await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST115")), "{e}");
     assert_eq!(r.get("/items?id=eq.20&select=name", s).await, json!([{"name": "Lamp 3"}]), "a refused PUT wrote nothing");
     // PostgREST's PUT writes the body's rows whose keys equal the URL's (compared as
     // the column's type: 020 is 20), the others are left out.

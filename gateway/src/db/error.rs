@@ -96,9 +96,10 @@ pub fn http_status_of(code: &str, message: &str, anon: bool) -> StatusCode {
         // An upsert body naming one key twice: the request's fault (PostgREST: 500).
         "21000" if message.contains("cannot affect row a second time") => StatusCode::BAD_REQUEST,
         "21000" => StatusCode::INTERNAL_SERVER_ERROR,
-        // Too many select items / arguments, too deep an expression: limits the
-        // request's own shape reached (PostgREST: 500).
-        "54001" | "54011" | "54023" => StatusCode::BAD_REQUEST,
+        // Too many select items / arguments: limits the request's own shape reached
+        // (PostgREST: 500). (54001, the stack limit, is also a runaway recursive
+        // function's: left a server error; bodies are bounded in depth before.)
+        "54011" | "54023" => StatusCode::BAD_REQUEST,
         "22023" if message.starts_with("role") && message.ends_with("does not exist") => StatusCode::UNAUTHORIZED,
         "53400" | "42P17" => StatusCode::INTERNAL_SERVER_ERROR,
         "57P01" => StatusCode::SERVICE_UNAVAILABLE,

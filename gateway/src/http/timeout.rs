@@ -78,11 +78,6 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
                         return res;
                     }
                 }
-                if out.capacity() == 0 {
-                    // Sized by Content-Length once data comes (growing by doubling
-                    // would hold up to twice the body).
-                    out.reserve(declared.unwrap_or(0).min(MAX_BUFFERED_BODY) as usize);
-                }
                 out.extend_from_slice(&c)
             }
             Ok(_) => {

@@ -353,7 +353,8 @@ async fn rpc(
     given.sort_unstable();
     given.dedup();
     let single_json = |f: &crate::db::schema_cache::Function| f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
-    let (f, args, whole) = if let Some(f) = overloads.iter().find(|f| f.accepts(&given)) {
+    let too_many = req.call.as_ref().is_some_and(|c| c.too_many);
+    let (f, args, whole) = if let Some(f) = overloads.iter().find(|f| !too_many && f.accepts(&given)) {
         (f, merge_repeated(f, named), None)
     } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), &req.call) {
         (f, Vec::new(), Some(b.raw.as_str()))

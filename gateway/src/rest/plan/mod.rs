@@ -445,8 +445,14 @@ pub fn call(
             if Some(name.as_str()) == variadic {
                 // VARIADIC: a JSON array (the body's, or the repeated query parameter's
                 // values) becomes the array argument; one value an array of one.
-                let p = sql.bind(Arg::variadic(std::slice::from_ref(value)));
-                variadic_arg = Some(format!("VARIADIC {} := ARRAY(SELECT json_array_elements_text({p}::json))::{ty}", ident(name)));
+                // JSON null: a NULL array (PostgREST passes the body's value).
+                variadic_arg = Some(match Arg::variadic(std::slice::from_ref(value)) {
+                    None => format!("VARIADIC {} := NULL::{ty}", ident(name)),
+                    Some(items) => {
+                        let p = sql.bind(items);
+                        format!("VARIADIC {} := ARRAY(SELECT json_array_elements_text({p}::json))::{ty}", ident(name))
+                    }
+                });
                 continue;
             }
             let p = sql.bind(value.text().map(str::to_owned));

@@ -26,6 +26,9 @@ impl<'a> Payload<'a> {
             Some(c) => c.to_vec(),
             // As PostgREST: without `columns=`, every object has the first one's
             // keys (PGRST102 "All object keys must match" otherwise).
+            None if rows.wide => {
+                return Err(RestError::of(pgrst::INVALID_BODY, format!("an object may have at most {} keys without columns=", super::super::request::rows::MAX_KEYS)))
+            }
             None if !rows.uniform => return Err(RestError::of(pgrst::INVALID_BODY, "All object keys must match")),
             None => rows.first_keys.clone().unwrap_or_default(),
         };
@@ -81,7 +84,7 @@ pub fn insert(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, 
             stmt.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys_sql.join(", "), updates.join(", ")));
         }
     }
-    finish_write(sql, cache, table, q, stmt, returning)
+    finish_write(sql, cache, table, q, stmt, returning, false)
 }
 
 /// PUT: creates or replaces the one row its primary-key filters name (PostgREST's
@@ -129,7 +132,7 @@ pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, ret
     let pk_sql: Vec<String> = table.primary_key.iter().map(|k| ident(k)).collect();
     let sets: Vec<String> = p.columns.iter().map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
     stmt.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", pk_sql.join(", "), sets.join(", ")));
-    finish_write(sql, cache, table, q, stmt, returning)
+    finish_write(sql, cache, table, q, stmt, returning, true)
 }
 
 /// The alias of an INSERT's target (its whole-row value and xmax are returned).
@@ -189,7 +192,7 @@ pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, 
         return Err(RestError::of(pgrst::INVALID_BODY, "PATCH needs at least one column to change"));
     }
     let stmt = format!("UPDATE {} AS {R} SET {} FROM json_to_record(({row}::json)->0) AS _x({def}){wh}", qualified(&table.schema, &table.name), sets.join(", "));
-    finish_write(sql, cache, table, q, stmt, returning)
+    finish_write(sql, cache, table, q, stmt, returning, false)
 }
 
 /// DELETE the rows matching the filters.
@@ -198,7 +201,7 @@ pub fn delete(cache: &SchemaCache, table: &Table, q: &QueryParams, returning: Op
     let src = Source::top(table, cache, q);
     let wh = where_sql(&mut sql, &src, &q.conditions)?;
     let stmt = format!("DELETE FROM {} AS {R}{wh}", qualified(&table.schema, &table.name));
-    finish_write(sql, cache, table, q, stmt, returning)
+    finish_write(sql, cache, table, q, stmt, returning, false)
 }
 
 /// Without a representation the statement runs bare (no RETURNING, so RLS SELECT
@@ -206,7 +209,9 @@ pub fn delete(cache: &SchemaCache, table: &Table, q: &QueryParams, returning: Op
 /// Wraps a write so that it answers the 4-column row shape: the rows (through the
 /// request's select), their count, the single row, and — for inserts — how many rows
 /// were newly inserted (not updated by ON CONFLICT), from `xmax = 0`.
-fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParams, stmt: String, returning: Option<Accept>) -> Result<Sql, RestError> {
+/// `put`: the one row is checked after the statement (PostgREST's PUT fails with
+/// PGRST115 before any singular check: [`crate::db::RequestInfo::put_one`]).
+fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParams, stmt: String, returning: Option<Accept>, put: bool) -> Result<Sql, RestError> {
     let Some(accept) = returning else {
         sql.push(&stmt);
         return Ok(sql);
@@ -226,7 +231,7 @@ fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParam
     let columns = super::render::columns(accept);
     // A single object: exactly one row, checked inside this statement (anything else
     // aborts it, and the write with it: 406 PGRST116) — one round trip, as any write.
-    let one = if matches!(accept, Accept::Object | Accept::ObjectStripped) { " HAVING pgr.expect_one(count(_pgs_t))" } else { "" };
+    let one = if matches!(accept, Accept::Object | Accept::ObjectStripped) && !put { " HAVING pgr.expect_one(count(_pgs_t))" } else { "" };
     sql.push(&format!("WITH _pgs_m AS ({stmt} RETURNING {returning_list}) SELECT {columns}, {inserted} FROM (SELECT {select} FROM {from}{wh}{ord}) _pgs_t{one}"));
     Ok(sql)
 }

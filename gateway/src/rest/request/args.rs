@@ -70,6 +70,9 @@ pub struct CallBody {
     pub args: Vec<(String, Arg)>,
     /// The body was an object (or an empty body, read as `{}`).
     pub object: bool,
+    /// More members than [`super::rows::MAX_KEYS`] (not kept): no function's named
+    /// arguments match; a single json parameter may still take the whole body.
+    pub too_many: bool,
 }
 
 impl CallBody {
@@ -78,35 +81,46 @@ impl CallBody {
         // PostgREST's message, without the parser's detail (PostgREST issue 2344).
         let invalid = || RestError::of(pgrst::INVALID_BODY, "Empty or invalid json");
         if body.is_empty() {
-            return Ok(CallBody { raw: "{}".into(), args: Vec::new(), object: true });
+            return Ok(CallBody { raw: "{}".into(), ..CallBody::object() });
         }
         let text = std::str::from_utf8(body).map_err(|_| invalid())?;
+        if !super::rows::nesting_within(body, super::rows::MAX_NESTING) {
+            return Err(super::rows::too_deep());
+        }
         let mut de = serde_json::Deserializer::from_str(text);
-        let (args, object) = Top.deserialize(&mut de).map_err(|_| invalid())?;
+        let (members, object) = Top.deserialize(&mut de).map_err(|_| invalid())?;
         de.end().map_err(|_| invalid())?;
-        Ok(CallBody { raw: text.to_owned(), args, object })
+        let too_many = members.is_none();
+        Ok(CallBody { raw: text.to_owned(), args: members.unwrap_or_default(), object, too_many })
+    }
+
+    fn object() -> CallBody {
+        CallBody { raw: String::new(), args: Vec::new(), object: true, too_many: false }
     }
 
     /// From a form's pairs (the last of a repeated name in `raw`).
     pub fn from_form(pairs: &[(String, String)]) -> CallBody {
         let object: serde_json::Map<String, serde_json::Value> = pairs.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
         let args = pairs.iter().map(|(k, v)| (k.clone(), Arg::Text(v.clone()))).collect();
-        CallBody { raw: serde_json::Value::Object(object).to_string(), args, object: true }
+        CallBody { raw: serde_json::Value::Object(object).to_string(), args, ..CallBody::object() }
     }
 }
 
 /// The top level: an object's members, an array's first object's, or nothing.
 struct Top;
 
+/// Members (None: too many to keep) and whether the body was an object.
+type Members = (Option<Vec<(String, Arg)>>, bool);
+
 impl<'de> DeserializeSeed<'de> for Top {
-    type Value = (Vec<(String, Arg)>, bool);
+    type Value = Members;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(Top)
     }
 }
 
 impl<'de> Visitor<'de> for Top {
-    type Value = (Vec<(String, Arg)>, bool);
+    type Value = Members;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("JSON")
     }
@@ -114,55 +128,92 @@ impl<'de> Visitor<'de> for Top {
         Ok((members(map)?, true))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let first = seq.next_element_seed(First)?.unwrap_or_default();
+        let first = seq.next_element_seed(First)?.unwrap_or(Some(Vec::new()));
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok((first, false))
     }
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok((Vec::new(), false))
+        Ok((Some(Vec::new()), false))
     }
     fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok((Vec::new(), false))
+        Ok((Some(Vec::new()), false))
     }
     fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok((Vec::new(), false))
+        Ok((Some(Vec::new()), false))
     }
     fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok((Vec::new(), false))
+        Ok((Some(Vec::new()), false))
     }
     fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok((Vec::new(), false))
+        Ok((Some(Vec::new()), false))
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok((Vec::new(), false))
+        Ok((Some(Vec::new()), false))
     }
 }
 
-/// An array's first element: its members when it is an object.
+/// An array's first element: its members when it is an object (anything else,
+/// an array included, gives none).
 struct First;
 
 impl<'de> DeserializeSeed<'de> for First {
-    type Value = Vec<(String, Arg)>;
+    type Value = Option<Vec<(String, Arg)>>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        Ok(Top.deserialize(d)?.0)
+        d.deserialize_any(First)
     }
 }
 
-fn members<'de, A: MapAccess<'de>>(mut map: A) -> Result<Vec<(String, Arg)>, A::Error> {
-    let mut out: Vec<(String, Arg)> = Vec::new();
+impl<'de> Visitor<'de> for First {
+    type Value = Option<Vec<(String, Arg)>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        members(map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Some(Vec::new()))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Some(Vec::new()))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Some(Vec::new()))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Some(Vec::new()))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Some(Vec::new()))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Some(Vec::new()))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Some(Vec::new()))
+    }
+}
+
+/// An object's members (None past [`super::rows::MAX_KEYS`]: the rest is only
+/// validated).
+fn members<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Vec<(String, Arg)>>, A::Error> {
+    let mut out: Option<Vec<(String, Arg)>> = Some(Vec::new());
     let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     while let Some(k) = map.next_key::<String>()? {
+        let Some(list) = &mut out else {
+            map.next_value::<IgnoredAny>()?;
+            continue;
+        };
         let raw: Box<RawValue> = map.next_value()?;
         let arg = Arg::from_raw(&raw).map_err(serde::de::Error::custom)?;
         // A repeated member: the last one counts (as a JSON object's).
         match at.get(&k) {
-            Some(&i) => out[i].1 = arg,
+            Some(&i) => list[i].1 = arg,
+            None if list.len() >= super::rows::MAX_KEYS => out = None,
             None => {
-                if out.len() >= super::rows::MAX_KEYS {
-                    return Err(serde::de::Error::custom("too many arguments"));
-                }
-                at.insert(k.clone(), out.len());
-                out.push((k, arg));
+                at.insert(k.clone(), list.len());
+                list.push((k, arg));
             }
         }
     }
@@ -183,6 +234,10 @@ mod tests {
         );
         let b = CallBody::from_json(br#"[{"a": true}, {"b": 2}]"#).unwrap();
         assert_eq!((b.object, b.args), (false, vec![("a".into(), Arg::Json("true".into()))]));
+        assert!(CallBody::from_json(br#"[[{"a": 1}]]"#).unwrap().args.is_empty(), "only an array's first object gives arguments");
+        let wide: Vec<String> = (0..2000).map(|i| format!("\"k{i}\": {i}")).collect();
+        let b = CallBody::from_json(format!("{{{}}}", wide.join(",")).as_bytes()).unwrap();
+        assert!(b.too_many && b.args.is_empty() && b.raw.len() > 2000, "a wide body is still the whole-body argument");
         assert_eq!(CallBody::from_json(b"").unwrap().raw, "{}");
         assert!(CallBody::from_json(b"42").unwrap().args.is_empty());
         for bad in [&b"{oops"[..], b"{} x", b"\xff"] {

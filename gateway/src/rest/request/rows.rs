@@ -12,9 +12,48 @@ use serde_json::Value;
 use crate::error::code::pgrst;
 use crate::rest::error::RestError;
 
-/// Most distinct keys an object may have (Postgres's limit of columns per table).
+/// Most distinct keys of an object read as columns (Postgres's limit of columns per
+/// table). A wider object is still valid JSON: with `columns=` it may be written.
 pub const MAX_KEYS: usize = 1600;
-const TOO_MANY: &str = "an object may have at most";
+
+/// Deepest nesting of arrays and objects a body may have. Postgres's JSON parser
+/// recurses per level and fails at its stack limit (54001, a server error), so
+/// deeper bodies are refused here first.
+pub const MAX_NESTING: usize = 512;
+
+/// The nesting of `text` (valid JSON or not) stays within `max`: one pass over the
+/// bytes, strings skipped.
+pub fn nesting_within(text: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// The error of a body nested too deep.
+pub fn too_deep() -> RestError {
+    RestError::of(pgrst::INVALID_BODY, format!("the body nests arrays and objects more than {MAX_NESTING} levels deep"))
+}
 
 /// The rows of a write.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +66,9 @@ pub struct Rows {
     pub first_keys: Option<Vec<String>>,
     /// Every row has exactly the first row's keys (PostgREST's uniform bulk bodies).
     pub uniform: bool,
+    /// Some object has more than [`MAX_KEYS`] keys (not collected): usable only with
+    /// `columns=`.
+    pub wide: bool,
 }
 
 impl Rows {
@@ -34,10 +76,12 @@ impl Rows {
     pub fn from_json(body: &[u8]) -> Result<Rows, RestError> {
         let invalid = || RestError::of(pgrst::INVALID_BODY, "Empty or invalid json");
         let text = std::str::from_utf8(body).map_err(|_| invalid())?;
+        if !nesting_within(body, MAX_NESTING) {
+            return Err(too_deep());
+        }
         let mut de = serde_json::Deserializer::from_str(text);
-        let mut scan = Scan { len: 0, first: None, uniform: true, shape: None };
+        let mut scan = Scan { len: 0, first: None, uniform: true, wide: false, shape: None };
         (&mut scan).deserialize(&mut de).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data if e.to_string().starts_with(TOO_MANY) => RestError::of(pgrst::INVALID_BODY, format!("{TOO_MANY} {MAX_KEYS} keys")),
             serde_json::error::Category::Data => keys_must_match(),
             _ => invalid(),
         })?;
@@ -47,7 +91,7 @@ impl Rows {
             Some(Shape::Array) => text.to_owned(),
             None => return Err(keys_must_match()),
         };
-        Ok(Rows { json, len: scan.len, first_keys: scan.first, uniform: scan.uniform })
+        Ok(Rows { json, len: scan.len, first_keys: scan.first, uniform: scan.uniform && !scan.wide, wide: scan.wide })
     }
 
     /// Rows from a value built another way (CSV, a form, a batch operation).
@@ -70,11 +114,17 @@ struct Scan {
     len: usize,
     first: Option<Vec<String>>,
     uniform: bool,
+    wide: bool,
     shape: Option<Shape>,
 }
 
 impl Scan {
-    fn row(&mut self, keys: Vec<String>) {
+    fn row(&mut self, keys: Option<Vec<String>>) {
+        let Some(keys) = keys else {
+            self.wide = true;
+            self.len += 1;
+            return;
+        };
         match &self.first {
             None => self.first = Some(keys),
             Some(first) => self.uniform &= *first == keys,
@@ -133,26 +183,30 @@ impl<'de> Visitor<'de> for &mut Scan {
     }
 }
 
-/// The keys of an object, sorted, each once; its values skipped. Repeated keys are
-/// folded as they come, so an object of many repeats holds at most 2 × [`MAX_KEYS`].
-fn keys_of<'de, A: MapAccess<'de>>(mut map: A) -> Result<Vec<String>, A::Error> {
-    let mut keys = Vec::new();
-    let fold = |keys: &mut Vec<String>| -> Result<(), A::Error> {
-        keys.sort_unstable();
-        keys.dedup();
-        if keys.len() > MAX_KEYS {
-            return Err(serde::de::Error::custom(format!("{TOO_MANY} {MAX_KEYS} keys")));
+/// The keys of an object, sorted, each once (None past [`MAX_KEYS`]: the rest is
+/// only validated); its values skipped. Repeated keys are folded as they come, so an
+/// object of many repeats holds at most 2 × [`MAX_KEYS`].
+fn keys_of<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Vec<String>>, A::Error> {
+    let mut keys = Some(Vec::new());
+    let fold = |keys: &mut Option<Vec<String>>| {
+        if let Some(k) = keys {
+            k.sort_unstable();
+            k.dedup();
+            if k.len() > MAX_KEYS {
+                *keys = None;
+            }
         }
-        Ok(())
     };
     while let Some(k) = map.next_key::<String>()? {
         map.next_value::<IgnoredAny>()?;
-        keys.push(k);
-        if keys.len() > 2 * MAX_KEYS {
-            fold(&mut keys)?;
+        if let Some(list) = &mut keys {
+            list.push(k);
+            if list.len() > 2 * MAX_KEYS {
+                fold(&mut keys);
+            }
         }
     }
-    fold(&mut keys)?;
+    fold(&mut keys);
     Ok(keys)
 }
 
@@ -160,39 +214,39 @@ fn keys_of<'de, A: MapAccess<'de>>(mut map: A) -> Result<Vec<String>, A::Error> 
 struct ObjectKeys;
 
 impl<'de> DeserializeSeed<'de> for ObjectKeys {
-    type Value = Vec<String>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+    type Value = Option<Vec<String>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(ObjectKeys)
     }
 }
 
 impl<'de> Visitor<'de> for ObjectKeys {
-    type Value = Vec<String>;
+    type Value = Option<Vec<String>>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Vec<String>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         keys_of(map)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Vec<String>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
         Err(wrong())
     }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Vec<String>, E> {
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
         Err(wrong())
     }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Vec<String>, E> {
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
         Err(wrong())
     }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Vec<String>, E> {
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
         Err(wrong())
     }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Vec<String>, E> {
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
         Err(wrong())
     }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Vec<String>, E> {
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
         Err(wrong())
     }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Vec<String>, E> {
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
         Err(wrong())
     }
 }
@@ -219,7 +273,8 @@ mod tests {
         let r = Rows::from_json(b"[]").unwrap();
         assert_eq!((r.len, r.first_keys.is_none()), (0, true));
         let many: Vec<String> = (0..1601).map(|i| format!("\"k{i}\": 0")).collect();
-        assert_eq!(Rows::from_json(format!("{{{}}}", many.join(",")).as_bytes()).unwrap_err().message, "an object may have at most 1600 keys");
+        let wide = Rows::from_json(format!("[{{{}}}, {{\"a\": 1}}]", many.join(",")).as_bytes()).unwrap();
+        assert_eq!((wide.len, wide.wide, wide.uniform), (2, true, false), "a wide object is JSON, usable with columns=");
         let repeats = format!("{{{}}}", vec!["\"a\": 0"; 100_000].join(","));
         assert_eq!(keys(&Rows::from_json(repeats.as_bytes()).unwrap()), vec!["a"]);
         let r = Rows::from_json(b"{}").unwrap();
@@ -242,9 +297,10 @@ mod tests {
             let e = Rows::from_json(body).unwrap_err();
             assert_eq!((e.code.as_str(), e.message.as_str()), ("PGRST102", message), "{:?}", String::from_utf8_lossy(body));
         }
-        // Values are skipped without recursion: deep nesting costs no stack here
-        // (Postgres's parser checks its own depth: 54001, a 400).
-        let deep = format!("{{\"a\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
-        assert_eq!(Rows::from_json(deep.as_bytes()).unwrap().len, 1);
+        // Postgres's JSON parser recurses per level: deep bodies are refused first.
+        let deep = |n: usize| format!("{{\"a\": {}{}}}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(Rows::from_json(deep(100_000).as_bytes()).unwrap_err().message, super::too_deep().message);
+        assert!(Rows::from_json(deep(500).as_bytes()).is_ok());
+        assert!(Rows::from_json(br#"[{"a": "[[[[{{{{\"]]"}]"#).is_ok(), "brackets in strings do not count");
     }
 }
