@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
@@ -226,6 +227,8 @@ pub struct Hub {
     queue_limits: Arc<QueueLimits>,
     /// Broadcast / presence relay to other gateways, once started.
     pub relay: std::sync::OnceLock<Arc<dyn Outbound>>,
+    /// The LISTEN connection has been up at least once (deltas reach the hub).
+    listening: tokio::sync::watch::Sender<bool>,
 }
 
 /// Where a socket's broadcast and presence frames go beyond this gateway (the relay
@@ -283,7 +286,21 @@ impl Hub {
             queued_total: Arc::new(AtomicUsize::new(0)),
             queue_limits: Arc::new(QueueLimits { per_client: AtomicUsize::new(1024 * 1024), total: AtomicUsize::new(256 * 1024 * 1024) }),
             relay: std::sync::OnceLock::new(),
+            listening: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// The LISTEN connection is up: deltas published from now on reach the hub.
+    pub fn set_listening(&self) {
+        self.listening.send_replace(true);
+    }
+
+    /// Waits (at most `limit`) until the LISTEN connection has been up, so that a
+    /// socket told "subscribed" gets every delta committed afterwards; past the
+    /// limit the socket is subscribed anyway (the first connect overflows it).
+    pub async fn wait_listening(&self, limit: Duration) {
+        let mut rx = self.listening.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|up| *up)).await;
     }
 
     /// Sets WS_PRESENCE_MAX_BYTES and WS_PRESENCE_MAX_TOTAL_BYTES.

@@ -114,15 +114,15 @@ pub fn spawn_relay(s: &AppState, events: &crate::listener::Buses) {
     // Deltas and the relay between gateways come on their own buses.
     let (mut deltas, mut relayed) = (events.subscribe(CHANNEL), events.subscribe(relay::CHANNEL));
     tokio::spawn(async move {
-        let mut connected_once = false;
         loop {
             match deltas.recv().await {
                 Ok(Event::Notify { payload, .. }) => hub.relay(&payload),
+                // Every connect, the first too: a socket subscribed before the LISTEN
+                // connection was up may have missed changes (an overflow tells it to
+                // re-fetch; none is sent for channels without sockets).
                 Ok(Event::Connected) => {
-                    if connected_once {
-                        hub.resync_all();
-                    }
-                    connected_once = true;
+                    hub.resync_all();
+                    hub.set_listening();
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => hub.resync_all(),
                 Err(broadcast::error::RecvError::Closed) => return,

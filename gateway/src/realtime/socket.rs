@@ -140,6 +140,9 @@ async fn send(sink: &mut Sink, msg: Message, limits: &Limits) -> bool {
 
 /// Runs the socket until either side closes.
 pub async fn run(socket: WebSocket, hub: Arc<Hub>, name: String, ad_hoc: bool, allow_broadcast: bool, limits: Limits, _slot: Slot) {
+    // "subscribed" promises every delta committed after it: not before the gateway
+    // listens (right after start).
+    hub.wait_listening(Duration::from_secs(5)).await;
     let me = hub.client_number();
     let client_id = format!("{:016x}{:016x}", me, rand::random::<u64>());
     let channel = hub.channel(&name);
