@@ -122,6 +122,20 @@ async fn postgrest_parity_beyond_the_shared_cases() {
     assert_eq!((st, b), (StatusCode::CREATED, json!([{"id": 3, "n": 3, "label": "form post"}])));
     let (st, b) = call_with(&http, &gw, reqwest::Method::POST, "/rpc/words", Some("v=hi&v=there"), &form).await;
     assert_eq!((st, b), (StatusCode::OK, json!(["hi", "there"])));
+    // Hostile forms and CSV: bounded before anything is built from them.
+    let many = "a&".repeat(20_000);
+    let (st, b) = call_with(&http, &gw, reqwest::Method::POST, "/rpc/words", Some(&many), &form).await;
+    assert_eq!((st, b["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST102")), "{b}");
+    let repeated = "a&".repeat(5_000);
+    let (st, b) = call_with(&http, &gw, reqwest::Method::POST, "/rpc/nothing_here", Some(&repeated), &form).await;
+    assert_eq!((st, b["message"].as_str()), (StatusCode::NOT_FOUND, Some("Could not find the function public.nothing_here(a) in the schema cache")), "each name once: {b}");
+    let mut csv = "k".repeat(100_000);
+    csv.push_str(&"\n".repeat(100_001));
+    let (st, b) = call_with(&http, &gw, reqwest::Method::POST, "/counters", Some(&csv), &[("content-type", "text/csv")]).await;
+    assert_eq!((st, b["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("PGRST102")), "a short CSV whose rows would repeat a long header: {b}");
+    let (st, b) =
+        call_with(&http, &gw, reqwest::Method::POST, "/counters", Some("n,label\n5,csv\n6,NULL\n"), &[("content-type", "text/csv"), ("prefer", "return=representation")]).await;
+    assert_eq!((st, b), (StatusCode::CREATED, json!([{"id": 4, "n": 5, "label": "csv"}, {"id": 5, "n": 6, "label": null}])));
     // A singular write touching several rows is refused and rolled back.
     let single = [("content-type", "application/json"), ("accept", "application/vnd.pgrst.object+json")];
     let (st, b) = call_with(&http, &gw, reqwest::Method::PATCH, "/counters?n=eq.7", Some(r#"{"label":"x"}"#), &single).await;

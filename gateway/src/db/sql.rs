@@ -11,6 +11,10 @@ pub struct Sql {
     /// A planner estimate of the row count to run beside the statement, over the
     /// same parameters (REST's `Prefer: count=planned|estimated`).
     pub estimate: Option<Estimate>,
+    /// The statement returns one row per result row (its JSON text, one column)
+    /// instead of the aggregated 4-column row: a plain JSON array read, without an
+    /// aggregate for Postgres to set up (see `rest::plan::render::ROW_JSON`).
+    pub json_rows: bool,
 }
 
 /// `EXPLAIN (FORMAT JSON)` of a count query, and when its estimate replaces the

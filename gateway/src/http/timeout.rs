@@ -106,6 +106,14 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
 const BODY_BUDGET_KIB: usize = 256 * 1024;
 static BODY_BUDGET: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)));
 
+/// Holds `bytes` more of the receive budget for what a body expands into (a CSV
+/// or form body turned into JSON rows), for as long as the permit lives; None when
+/// the budget has no room (the caller answers 503).
+pub fn hold_expansion(bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let kib = u32::try_from(bytes.div_ceil(1024)).ok()?;
+    BODY_BUDGET.clone().try_acquire_many_owned(kib).ok()
+}
+
 fn body_error(path: &str, status: StatusCode, msg: &str) -> Response {
     let mut res = (status, axum::Json(super::errors::render(path, status, msg))).into_response();
     if status == StatusCode::REQUEST_TIMEOUT {

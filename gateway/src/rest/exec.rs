@@ -14,6 +14,7 @@ use crate::db::pipeline::Step;
 use crate::db::sql::Sql;
 use crate::error::code::pgrst;
 use crate::http::caller::Caller;
+use crate::rest::plan::join_rows;
 use crate::state::AppState;
 
 /// Reads what the statement asked of the response (PostgREST's GUC protocol).
@@ -65,7 +66,11 @@ fn estimated_total(est: &crate::db::sql::Estimate, exact: Option<i64>, plan_json
 pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows: bool, anon: bool) -> Result<Outcome, RestError> {
     let db = |e| RestError::from_db(e, anon);
     let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    if rows {
+    if rows && sql.json_rows {
+        let found = tx.query(sql.text.as_str(), &params).await.map_err(db)?;
+        let texts: Vec<String> = found.iter().map(|r| r.get(0)).collect();
+        Ok(Outcome { body: Some(join_rows(texts.iter().map(String::as_str))), count: texts.len() as i64, ..Default::default() })
+    } else if rows {
         let row = tx.query_one(sql.text.as_str(), &params).await.map_err(db)?;
         let mut out = Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3), ..Default::default() };
         if let Some(est) = &sql.estimate {
@@ -113,7 +118,10 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
     let mut conn = state.wire.get().await?;
     let mut results = conn.pipeline(&steps).await.map_err(|e| RestError::from_db(e, anon))?;
     let short = || RestError::internal(anyhow::anyhow!("the pipeline returned fewer results than steps"));
-    let mut out = if rows {
+    let mut out = if rows && sql.json_rows {
+        let found = &results.get(main).ok_or_else(short)?.rows;
+        Outcome { body: Some(join_rows(found.iter().map(|r| r.first().and_then(Option::as_deref).unwrap_or("null")))), count: found.len() as i64, ..Default::default() }
+    } else if rows {
         let row = results.get_mut(main).ok_or_else(short)?.rows.pop().ok_or_else(|| RestError::internal(anyhow::anyhow!("statement returned no row")))?;
         let mut cols = row.into_iter();
         let (body, count, object, total) = (cols.next().flatten(), cols.next().flatten(), cols.next().flatten(), cols.next().flatten());

@@ -3,7 +3,7 @@
 //! `plan::render`.)
 
 use axum::http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::RestError;
 use crate::error::code::pgrst;
@@ -13,35 +13,70 @@ pub const MAX_CSV_COLUMNS: usize = 1600;
 /// Most fields (rows × columns) of a CSV body.
 pub const MAX_CSV_CELLS: usize = 250_000;
 
-/// A `text/csv` request body → a JSON array of objects keyed by the header line;
-/// the field `NULL` is SQL NULL (as in PostgREST). Rows of another width than the
-/// header → PGRST102.
-pub fn parse_csv(body: &[u8]) -> Result<Value, RestError> {
+/// Most bytes the JSON rows of one CSV body may take (each row repeats the
+/// header's keys, so a short CSV can grow far larger).
+pub const MAX_CSV_JSON: usize = 64 * 1024 * 1024;
+
+/// A `text/csv` request body → the text of a JSON array of objects keyed by the
+/// header line; the field `NULL` is SQL NULL (as in PostgREST). Rows of another
+/// width than the header → PGRST102. The text is measured before it is built and
+/// held against the receive budget (`expansion`) while the request runs.
+pub fn csv_rows(body: &[u8]) -> Result<(String, Option<tokio::sync::OwnedSemaphorePermit>), RestError> {
     let text = std::str::from_utf8(body).map_err(|_| RestError::of(pgrst::INVALID_BODY, "CSV body is not UTF-8"))?;
+    let too_large = |what: String| RestError::new(pgrst::INVALID_BODY, what, None, None).with_status(StatusCode::PAYLOAD_TOO_LARGE);
     let mut records = split_records(text);
     if records.last().is_some_and(|r| r.len() == 1 && r[0].is_empty()) {
         records.pop();
     }
     let mut it = records.into_iter();
-    let Some(header) = it.next() else { return Ok(Value::Array(Vec::new())) };
-    // Each field becomes a map entry with its own copy of the key: bound the cells so
-    // a small CSV of empty fields cannot become a large tree.
+    let Some(header) = it.next() else { return Ok(("[]".into(), None)) };
     if header.len() > MAX_CSV_COLUMNS || header.len().saturating_mul(it.len()) > MAX_CSV_CELLS {
-        return Err(RestError::new(pgrst::INVALID_BODY, format!("A CSV body may hold at most {MAX_CSV_COLUMNS} columns and {MAX_CSV_CELLS} fields"), None, None)
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE));
+        return Err(too_large(format!("A CSV body may hold at most {MAX_CSV_COLUMNS} columns and {MAX_CSV_CELLS} fields")));
     }
-    let mut rows = Vec::new();
-    for rec in it {
-        if rec.len() != header.len() {
+    let keys: Vec<String> = header.iter().map(|k| Value::String(k.clone()).to_string()).collect();
+    let rows: Vec<Vec<String>> = it.collect();
+    let mut size = 2usize;
+    for rec in &rows {
+        if rec.len() != keys.len() {
             return Err(RestError::new(pgrst::INVALID_BODY, "All lines must have same number of fields", None, None));
         }
-        let mut m = Map::new();
-        for (k, v) in header.iter().zip(rec) {
-            m.insert(k.clone(), if v == "NULL" { Value::Null } else { Value::String(v) });
-        }
-        rows.push(Value::Object(m));
+        // `{"k":v,...}, ` with each value at most twice its length escaped (+ quotes).
+        size = size.saturating_add(4 + keys.iter().zip(rec).map(|(k, v)| k.len() + 3 + 2 * v.len()).sum::<usize>());
     }
-    Ok(Value::Array(rows))
+    if size > MAX_CSV_JSON {
+        return Err(too_large(format!("A CSV body may become at most {MAX_CSV_JSON} bytes of JSON rows")));
+    }
+    let held = crate::http::timeout::hold_expansion(size)
+        .ok_or_else(|| RestError::new(pgrst::INVALID_BODY, "too many request bodies in flight; retry shortly", None, None).with_status(StatusCode::SERVICE_UNAVAILABLE))?;
+    let mut out = String::with_capacity(size);
+    out.push('[');
+    for (i, rec) in rows.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        for (j, (k, v)) in keys.iter().zip(rec).enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push(':');
+            if v == "NULL" {
+                out.push_str("null");
+            } else {
+                out.push_str(&Value::String(v).to_string());
+            }
+        }
+        out.push('}');
+    }
+    out.push(']');
+    Ok((out, Some(held)))
+}
+
+/// [`csv_rows`] as a JSON value (tests, tools).
+pub fn parse_csv(body: &[u8]) -> Result<Value, RestError> {
+    let (text, _held) = csv_rows(body)?;
+    serde_json::from_str(&text).map_err(|e| RestError::internal(anyhow::anyhow!("CSV rows: {e}")))
 }
 
 /// RFC 4180 records: fields split on `,`, records on CRLF or LF, `"..."` quoting
@@ -89,5 +124,14 @@ mod tests {
         assert_eq!(parse_csv(b"a,b\n\"x, \"\"y\"\"\",\"line\nbreak\"").unwrap(), json!([{"a": "x, \"y\"", "b": "line\nbreak"}]));
         assert_eq!(parse_csv(b"a,b\n1,2,3").unwrap_err().code, "PGRST102");
         assert_eq!(parse_csv(b"").unwrap(), json!([]));
+    }
+
+    #[test]
+    fn a_csv_whose_rows_would_repeat_a_long_header_is_refused_before_it_is_built() {
+        // 1 column, a 1.7 MB key, 100 000 empty rows: ~170 GB as JSON rows.
+        let mut body = vec![b'k'; 100_000];
+        body.extend(std::iter::repeat_n(b'\n', 100_001));
+        let e = csv_rows(&body).unwrap_err();
+        assert_eq!(e.status.as_u16(), 413, "{e:?}");
     }
 }

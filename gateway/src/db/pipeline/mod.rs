@@ -381,6 +381,7 @@ impl WireConn {
         let mut results: Vec<StepResult> = Vec::with_capacity(steps.len());
         let mut current = StepResult::default();
         let mut parsed = 0;
+        let mut row_bytes = 0usize;
         let mut error: Option<DbFields> = None;
         loop {
             match self.next_message().await? {
@@ -393,6 +394,13 @@ impl WireConn {
                 backend::Message::BindComplete | backend::Message::NoData | backend::Message::RowDescription(_) => {}
                 backend::Message::DataRow(row) => {
                     let buf = row.buffer();
+                    // All rows together stay within the limit of one message (a
+                    // statement may answer row by row).
+                    row_bytes += buf.len();
+                    if row_bytes > self.max_message {
+                        (self.broken, self.oversized) = (true, true);
+                        return Err(WireError::TooLarge(self.max_message));
+                    }
                     let mut values = Vec::new();
                     let mut ranges = row.ranges();
                     while let Some(r) = ranges.next()? {

@@ -14,6 +14,7 @@ use crate::error::code::pgrst;
 use crate::rest::prefer::Accept;
 
 mod render;
+pub use render::join_rows;
 mod select;
 mod write;
 use select::{check_embed_scopes, embed_exists, select_sql};
@@ -392,6 +393,13 @@ fn wrap_rows(sql: &mut Sql, src: &Source, q: &QueryParams, from: &str, count: Op
         (Some(CountMode::Estimated), Some(m)) => Some(Estimate { explain: format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM {from}{wh}"), above: Some(m) }),
         _ => None,
     };
+    if accept == Accept::Json && count.is_none() {
+        // A plain array: one JSON row each, joined by the gateway as json_agg would
+        // (setting up an aggregate cost Postgres ~15% of a read by key).
+        sql.json_rows = true;
+        sql.push(&format!("SELECT {} FROM (SELECT {select} FROM {from}{wh}{ord}{paging}) _pgs_t", render::ROW_JSON));
+        return Ok(());
+    }
     let columns = render::columns(accept);
     sql.push(&format!("SELECT {columns}, {total} FROM (SELECT {select} FROM {from}{wh}{ord}{paging}) _pgs_t"));
     Ok(())
@@ -510,6 +518,17 @@ pub fn no_table(cache: &SchemaCache, schema: &str, name: &str) -> RestError {
 /// parameter would also have taken it).
 pub fn no_function(schema: &str, name: &str, args: &[&str], overloads: &[Function], all_names: &[&str], post_json: bool) -> RestError {
     let func = format!("{schema}.{name}");
+    // Each name once (PostgREST reads a set of names), at most 100 of them.
+    let mut distinct: Vec<&str> = Vec::new();
+    for a in args {
+        if distinct.len() == 100 {
+            break;
+        }
+        if !distinct.contains(a) {
+            distinct.push(a);
+        }
+    }
+    let args = distinct.as_slice();
     let prms = args.join(", ");
     let message = if args.is_empty() {
         format!("Could not find the function {func} without parameters in the schema cache")

@@ -7,6 +7,28 @@ use crate::rest::prefer::Accept;
 /// The rows the output columns aggregate (the statement's innermost row alias).
 const ROWS: &str = "_pgs_t";
 
+/// A row of `_pgs_t` as the JSON text `json_agg` gives each element (the same
+/// `composite_to_json`), for [`crate::db::sql::Sql::json_rows`] statements.
+pub const ROW_JSON: &str = "row_to_json(_pgs_t)::text";
+
+/// `json_agg`'s separator between elements (`[{..}, \n {..}]`): rows joined with it
+/// are byte for byte the aggregate's text.
+pub const AGG_SEPARATOR: &str = ", \n ";
+
+/// The JSON array text of rows from a [`ROW_JSON`] statement, as `json_agg` (or
+/// `[]` for none) renders it.
+pub fn join_rows<'a>(rows: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::from("[");
+    for (i, r) in rows.enumerate() {
+        if i > 0 {
+            out.push_str(AGG_SEPARATOR);
+        }
+        out.push_str(r);
+    }
+    out.push(']');
+    out
+}
+
 /// The first three output columns over the rows `_pgs_t` (body, row count, single
 /// row), in the form `accept` asks for. Only what the answer needs is aggregated: a
 /// single object is not also rendered as an array, nor an array as an object.

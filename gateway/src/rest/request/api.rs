@@ -101,7 +101,7 @@ impl ApiRequest {
             Action::Info => (Prefer::default(), Accept::Json),
             _ => (prefer::prefer_checked(headers)?, prefer::accept(headers)?),
         };
-        let form = matches!(action, Action::Create | Action::Update | Action::Put | Action::Call { read_only: false, .. }).then(|| form_pairs(headers, body)).flatten();
+        let form = if matches!(action, Action::Create | Action::Update | Action::Put | Action::Call { read_only: false, .. }) { form_pairs(headers, body)? } else { None };
         let (call, rows) = match (action, &form) {
             // A form is an object of strings (the last of a repeated name).
             (Action::Create | Action::Update | Action::Put, Some(pairs)) => {
@@ -169,17 +169,33 @@ fn action(method: &Method, target: Target) -> Result<Action, RestError> {
 
 /// The pairs of an `application/x-www-form-urlencoded` body (PostgREST takes form
 /// posts for inserts, updates and calls).
-fn form_pairs(headers: &HeaderMap, body: &Bytes) -> Option<Vec<(String, String)>> {
+/// At most [`MAX_FORM_FIELDS`] pairs (2 MB of `a&a&…` were a million pairs,
+/// each kept twice).
+fn form_pairs(headers: &HeaderMap, body: &Bytes) -> Result<Option<Vec<(String, String)>>, RestError> {
     let form = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
-    form.then(|| form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+    if !form {
+        return Ok(None);
+    }
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(body).take(MAX_FORM_FIELDS + 1).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    if pairs.len() > MAX_FORM_FIELDS {
+        return Err(RestError::of(pgrst::INVALID_BODY, format!("a form body may hold at most {MAX_FORM_FIELDS} fields")));
+    }
+    Ok(Some(pairs))
 }
+
+/// Most fields of a form body (a row has at most 1600 columns; the rest leaves room
+/// for a VARIADIC argument's repeated values).
+pub const MAX_FORM_FIELDS: usize = 10_000;
 
 /// A write's rows: JSON, or CSV with `Content-Type: text/csv`. An empty body is
 /// not a payload (PostgREST: PGRST102; only a function call takes it as `{}`).
 fn rows(headers: &HeaderMap, body: &Bytes) -> Result<Rows, RestError> {
     let csv = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim_start().starts_with("text/csv"));
     if csv {
-        Rows::from_value(&crate::rest::format::parse_csv(body)?)
+        let (json, held) = crate::rest::format::csv_rows(body)?;
+        let mut rows = Rows::from_json_string(json)?;
+        rows.held = held.map(std::sync::Arc::new);
+        Ok(rows)
     } else {
         Rows::from_json(body)
     }

@@ -69,14 +69,36 @@ pub struct Rows {
     /// Some object has more than [`MAX_KEYS`] keys (not collected): usable only with
     /// `columns=`.
     pub wide: bool,
+    /// The receive budget held for rows built from a smaller body (CSV), released
+    /// with them.
+    pub held: Option<std::sync::Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl Rows {
     /// Reads a JSON body: an object (one row) or an array of objects.
     pub fn from_json(body: &[u8]) -> Result<Rows, RestError> {
-        let invalid = || RestError::of(pgrst::INVALID_BODY, "Empty or invalid json");
         let text = std::str::from_utf8(body).map_err(|_| invalid())?;
-        if !nesting_within(body, MAX_NESTING) {
+        let (shape, rows) = Rows::scan(text)?;
+        let json = match shape {
+            Shape::Object => format!("[{text}]"),
+            Shape::Array => text.to_owned(),
+        };
+        Ok(Rows { json, ..rows })
+    }
+
+    /// Reads JSON text built by the gateway (CSV rows), kept without a copy.
+    pub fn from_json_string(text: String) -> Result<Rows, RestError> {
+        let (shape, rows) = Rows::scan(&text)?;
+        let json = match shape {
+            Shape::Object => format!("[{text}]"),
+            Shape::Array => text,
+        };
+        Ok(Rows { json, ..rows })
+    }
+
+    /// Checks `text` and collects its keys (the rows' text is left to the caller).
+    fn scan(text: &str) -> Result<(Shape, Rows), RestError> {
+        if !nesting_within(text.as_bytes(), MAX_NESTING) {
             return Err(too_deep());
         }
         let mut de = serde_json::Deserializer::from_str(text);
@@ -86,18 +108,18 @@ impl Rows {
             _ => invalid(),
         })?;
         de.end().map_err(|_| invalid())?;
-        let json = match scan.shape {
-            Some(Shape::Object) => format!("[{text}]"),
-            Some(Shape::Array) => text.to_owned(),
-            None => return Err(keys_must_match()),
-        };
-        Ok(Rows { json, len: scan.len, first_keys: scan.first, uniform: scan.uniform && !scan.wide, wide: scan.wide })
+        let shape = scan.shape.ok_or_else(keys_must_match)?;
+        Ok((shape, Rows { json: String::new(), len: scan.len, first_keys: scan.first, uniform: scan.uniform && !scan.wide, wide: scan.wide, held: None }))
     }
 
     /// Rows from a value built another way (CSV, a form, a batch operation).
     pub fn from_value(v: &Value) -> Result<Rows, RestError> {
         Rows::from_json(v.to_string().as_bytes())
     }
+}
+
+fn invalid() -> RestError {
+    RestError::of(pgrst::INVALID_BODY, "Empty or invalid json")
 }
 
 fn keys_must_match() -> RestError {
