@@ -61,6 +61,9 @@ struct Conn {
 pub async fn run(mut ws: WebSocket, st: AppState, reg: Arc<Registry>, vsn: Vsn, socket_token: String, limits: Limits, slot: crate::realtime::hub::Slot) {
     let ip = slot.ip();
     let _slot = slot;
+    // A join answered "ok" promises the changes committed after it: not before the
+    // gateway listens (right after start; at most 5 s).
+    st.hub.wait_listening(std::time::Duration::from_secs(5)).await;
     let (tx, mut rx) = SocketTx::new(limits.queue);
     let mut c = Conn {
         st,
