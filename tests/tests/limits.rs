@@ -150,6 +150,22 @@ async fn reads_are_capped_by_rows_and_bytes() {
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert_eq!(v["code"], "PGRST413");
     assert!(v["error"].is_string());
+    // Many small rows count with what holding them costs, and a batch's read (a
+    // transaction, not the pipeline) is bounded the same way.
+    let res = l
+        .http
+        .post(l.gw.url("/rest/v1/batch"))
+        .header("apikey", &l.anon)
+        .bearer_auth(&l.service)
+        .json(&serde_json::json!({"atomic": true, "operations": [{"id": "r", "method": "GET", "path": "/rest/v1/rows?select=id,pad,p2:pad,p3:pad&order=id"}]}))
+        .send()
+        .await
+        .unwrap();
+    let (st, v) = (res.status(), res.json::<serde_json::Value>().await.unwrap());
+    assert!(st.is_client_error() && v.to_string().contains("RESPONSE_MAX_BYTES"), "{st} {v}");
+    // A column aliased like the gateway's own row alias is just a column.
+    let (st, _, v) = l.get("/rest/v1/rows?select=_pgs_t:id&id=eq.1", &l.anon).await;
+    assert_eq!((st, v), (StatusCode::OK, serde_json::json!([{"_pgs_t": 1}])));
     // The connection that saw the oversized result is not reused out of step.
     for _ in 0..10 {
         let (st, _, v) = l.get("/rest/v1/rows?select=id&id=eq.1", &l.anon).await;

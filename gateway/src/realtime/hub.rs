@@ -229,6 +229,8 @@ pub struct Hub {
     pub relay: std::sync::OnceLock<Arc<dyn Outbound>>,
     /// The LISTEN connection has been up at least once (deltas reach the hub).
     listening: tokio::sync::watch::Sender<bool>,
+    /// When the hub was made (the wait for LISTEN counts from here).
+    started: std::time::Instant,
 }
 
 /// Where a socket's broadcast and presence frames go beyond this gateway (the relay
@@ -287,6 +289,7 @@ impl Hub {
             queue_limits: Arc::new(QueueLimits { per_client: AtomicUsize::new(1024 * 1024), total: AtomicUsize::new(256 * 1024 * 1024) }),
             relay: std::sync::OnceLock::new(),
             listening: tokio::sync::watch::Sender::new(false),
+            started: std::time::Instant::now(),
         })
     }
 
@@ -295,12 +298,17 @@ impl Hub {
         self.listening.send_replace(true);
     }
 
-    /// Waits (at most `limit`) until the LISTEN connection has been up, so that a
-    /// socket told "subscribed" gets every delta committed afterwards; past the
-    /// limit the socket is subscribed anyway (the first connect overflows it).
+    /// Waits until the LISTEN connection has been up, at most until `limit` after
+    /// the hub started, so that a socket told "subscribed" gets every delta
+    /// committed afterwards; past that (Postgres unreachable at start) sockets are
+    /// subscribed at once, and the first connect overflows them.
     pub async fn wait_listening(&self, limit: Duration) {
+        let left = limit.saturating_sub(self.started.elapsed());
+        if *self.listening.borrow() || left.is_zero() {
+            return;
+        }
         let mut rx = self.listening.subscribe();
-        let _ = tokio::time::timeout(limit, rx.wait_for(|up| *up)).await;
+        let _ = tokio::time::timeout(left, rx.wait_for(|up| *up)).await;
     }
 
     /// Sets WS_PRESENCE_MAX_BYTES and WS_PRESENCE_MAX_TOTAL_BYTES.

@@ -124,7 +124,10 @@ pub fn spawn_relay(s: &AppState, events: &crate::listener::Buses) {
                     hub.resync_all();
                     hub.set_listening();
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => hub.resync_all(),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    hub.resync_all();
+                    hub.set_listening();
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }

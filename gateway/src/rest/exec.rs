@@ -67,9 +67,29 @@ pub async fn statement(tx: &deadpool_postgres::Transaction<'_>, sql: &Sql, rows:
     let db = |e| RestError::from_db(e, anon);
     let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
     if rows && sql.json_rows {
-        let found = tx.query(sql.text.as_str(), &params).await.map_err(db)?;
-        let texts: Vec<String> = found.iter().map(|r| r.get(0)).collect();
-        Ok(Outcome { body: Some(join_rows(texts.iter().map(String::as_str))), count: texts.len() as i64, ..Default::default() })
+        // Streamed into the array text, within RESPONSE_MAX_BYTES (each row counted
+        // with what holding it costs).
+        use futures_util::TryStreamExt;
+        let max = match super::settings().response_max_bytes {
+            0 => usize::MAX,
+            n => n,
+        };
+        let stream = tx.query_raw(sql.text.as_str(), params.iter().copied()).await.map_err(db)?;
+        futures_util::pin_mut!(stream);
+        let (mut body, mut count) = (String::from("["), 0i64);
+        while let Some(row) = stream.try_next().await.map_err(db)? {
+            let text: &str = row.get(0);
+            if body.len() + text.len() + crate::db::pipeline::ROW_COST > max {
+                return Err(RestError::from_db(crate::db::DbError::TooLarge(max), anon));
+            }
+            if count > 0 {
+                body.push_str(crate::rest::plan::AGG_SEPARATOR);
+            }
+            body.push_str(text);
+            count += 1;
+        }
+        body.push(']');
+        Ok(Outcome { body: Some(body), count, ..Default::default() })
     } else if rows {
         let row = tx.query_one(sql.text.as_str(), &params).await.map_err(db)?;
         let mut out = Outcome { body: row.get(0), count: row.get(1), object: row.get(2), total: row.get(3), ..Default::default() };

@@ -51,6 +51,8 @@ pub struct RestSettings {
     /// DB_MAX_ROWS: most rows a read returns (PostgREST's db-max-rows), whatever
     /// `limit` asks. None = no cap.
     pub max_rows: Option<i64>,
+    /// RESPONSE_MAX_BYTES: most bytes of rows a statement may answer.
+    pub response_max_bytes: usize,
 }
 
 static SETTINGS: std::sync::OnceLock<RestSettings> = std::sync::OnceLock::new();
@@ -62,7 +64,8 @@ pub fn init_settings(cfg: &crate::config::Config) {
         format!("SELECT {}()", quoted.join("."))
     });
     crate::error::postgrest::POSTGREST_BODIES.store(cfg.rest_error_format_postgrest, std::sync::atomic::Ordering::Relaxed);
-    let _ = SETTINGS.set(RestSettings { postgrest_errors: cfg.rest_error_format_postgrest, pre_request_sql, max_rows: cfg.db_max_rows });
+    let _ =
+        SETTINGS.set(RestSettings { postgrest_errors: cfg.rest_error_format_postgrest, pre_request_sql, max_rows: cfg.db_max_rows, response_max_bytes: cfg.response_max_bytes });
 }
 
 /// The settings (defaults before [`init_settings`]).

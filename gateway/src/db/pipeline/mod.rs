@@ -25,6 +25,10 @@ use postgres_protocol::IsNull;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::config::Host;
 
+/// What holding one result row costs beyond its bytes (its vectors and strings),
+/// counted against the response limit: many small rows are not free.
+pub const ROW_COST: usize = 64;
+
 /// Prepared statements kept per connection before they are all closed.
 const MAX_STATEMENTS: usize = 1000;
 
@@ -396,7 +400,7 @@ impl WireConn {
                     let buf = row.buffer();
                     // All rows together stay within the limit of one message (a
                     // statement may answer row by row).
-                    row_bytes += buf.len();
+                    row_bytes += buf.len() + ROW_COST;
                     if row_bytes > self.max_message {
                         (self.broken, self.oversized) = (true, true);
                         return Err(WireError::TooLarge(self.max_message));

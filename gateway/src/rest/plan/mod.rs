@@ -14,7 +14,7 @@ use crate::error::code::pgrst;
 use crate::rest::prefer::Accept;
 
 mod render;
-pub use render::join_rows;
+pub use render::{join_rows, AGG_SEPARATOR};
 mod select;
 mod write;
 use select::{check_embed_scopes, embed_exists, select_sql};
@@ -528,6 +528,7 @@ pub fn no_function(schema: &str, name: &str, args: &[&str], overloads: &[Functio
             distinct.push(a);
         }
     }
+    distinct.sort_unstable();
     let args = distinct.as_slice();
     let prms = args.join(", ");
     let message = if args.is_empty() {

@@ -9,7 +9,8 @@ const ROWS: &str = "_pgs_t";
 
 /// A row of `_pgs_t` as the JSON text `json_agg` gives each element (the same
 /// `composite_to_json`), for [`crate::db::sql::Sql::json_rows`] statements.
-pub const ROW_JSON: &str = "row_to_json(_pgs_t)::text";
+/// (`_pgs_t.*`: the whole row even when a column is aliased `_pgs_t`.)
+pub const ROW_JSON: &str = "row_to_json(_pgs_t.*)::text";
 
 /// `json_agg`'s separator between elements (`[{..}, \n {..}]`): rows joined with it
 /// are byte for byte the aggregate's text.
