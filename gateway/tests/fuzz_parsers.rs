@@ -174,6 +174,15 @@ fn cache() -> &'static SchemaCache {
             ],
             role_timeouts: HashMap::new(),
             types: types.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            // `qty` has a data representation: every formatter / parser path is fuzzed.
+            reps: HashMap::from([(
+                "numeric".to_owned(),
+                pgstack_gateway::db::schema_cache::Representation {
+                    to_json: Some("\"public\".\"json\"".into()),
+                    from_text: Some("\"public\".\"qty\"".into()),
+                    from_json: Some("\"public\".\"qty\"".into()),
+                },
+            )]),
         }
     })
 }

@@ -162,3 +162,51 @@ async fn postgrest_parity_beyond_the_shared_cases() {
     let (st, b) = call_with(&http, &gw, reqwest::Method::POST, "/keys_only", Some(r#"[{"id":1},{"id":2},{"id":3}]"#), &upsert).await;
     assert_eq!((st, b), (StatusCode::CREATED, json!([{"id": 1}, {"id": 2}, {"id": 3}])));
 }
+
+const DATAREP: &str = r#"
+CREATE DOMAIN public.color AS int CHECK (VALUE >= 0 AND VALUE <= 16777215);
+CREATE FUNCTION public.color(json) RETURNS public.color LANGUAGE sql IMMUTABLE AS $$ SELECT public.color($1 #>> '{}') $$;
+CREATE FUNCTION public.color(text) RETURNS public.color LANGUAGE sql IMMUTABLE AS $$
+  SELECT (('x' || lpad((CASE WHEN substring($1, 1, 1) = '#' THEN substring($1, 2) ELSE $1 END), 8, '0'))::bit(32)::int)::public.color $$;
+CREATE FUNCTION public."json"(public.color) RETURNS json LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN $1 IS NULL THEN to_json(''::text) ELSE to_json('#' || lpad(upper(to_hex($1)), 6, '0')) END $$;
+CREATE CAST (public.color AS json) WITH FUNCTION public."json"(public.color) AS IMPLICIT;
+CREATE CAST (json AS public.color) WITH FUNCTION public.color(json) AS IMPLICIT;
+CREATE CAST (text AS public.color) WITH FUNCTION public.color(text) AS IMPLICIT;
+CREATE TABLE public.todos (id int PRIMARY KEY, name text, label_color public.color DEFAULT 0);
+INSERT INTO public.todos VALUES (1, 'Report', 0), (2, 'Essay', 256), (3, 'Algebra', 123456), (4, 'Opus', NULL);
+CREATE TABLE public.pairs (id int PRIMARY KEY, first_id int REFERENCES public.todos);
+INSERT INTO public.pairs VALUES (1, 2), (2, 1);
+GRANT ALL ON public.todos, public.pairs TO anon;
+"#;
+
+/// PostgREST's data representations: a domain's implicit casts by function format
+/// its values in responses (domain → json), parse filter values (text → domain) and
+/// written values (json → domain).
+#[tokio::test]
+async fn data_representations_format_parse_and_write() {
+    let tc = TestCluster::start().await.unwrap();
+    tc.superuser().await.unwrap().batch_execute(DATAREP).await.unwrap();
+    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    let http = Client::new();
+    let get = |path: &'static str| call_with(&http, &gw, reqwest::Method::GET, path, None, &[]);
+    assert_eq!(
+        get("/todos?select=id,label_color&id=lt.4&order=id").await.1,
+        json!([{"id": 1, "label_color": "#000000"}, {"id": 2, "label_color": "#000100"}, {"id": 3, "label_color": "#01E240"}])
+    );
+    assert_eq!(get("/todos?id=eq.4").await.1, json!([{"id": 4, "name": "Opus", "label_color": ""}]), "the implicit * is formatted column by column");
+    assert_eq!(get("/todos?select=id,clr:label_color::text&id=eq.2").await.1, json!([{"id": 2, "clr": "\"#000100\""}]), "a cast applies on top of the format");
+    assert_eq!(get("/todos?select=id&label_color=eq.000100").await.1, json!([{"id": 2}]), "the text parser reads filter values");
+    assert_eq!(get("/todos?select=id&label_color=in.(000100,01E240)&order=id").await.1, json!([{"id": 2}, {"id": 3}]));
+    assert_eq!(get("/todos?select=id&label_color=not.in.(000000,01E240)&order=id").await.1, json!([{"id": 2}]));
+    assert_eq!(
+        get("/pairs?select=id,todos(label_color)&order=id").await.1,
+        json!([{"id": 1, "todos": {"label_color": "#000100"}}, {"id": 2, "todos": {"label_color": "#000000"}}])
+    );
+    let (st, b) = call(&http, &gw, reqwest::Method::POST, "/todos", Some(r##"{"id": 5, "name": "New", "label_color": "#0000FF"}"##)).await;
+    assert_eq!((st, b), (StatusCode::CREATED, json!([{"id": 5, "name": "New", "label_color": "#0000FF"}])), "the json parser reads written values");
+    let (st, b) = call(&http, &gw, reqwest::Method::PATCH, "/todos?id=eq.5", Some(r##"{"label_color": "#000010"}"##)).await;
+    assert_eq!((st, b), (StatusCode::OK, json!([{"id": 5, "name": "New", "label_color": "#000010"}])));
+    let v: i32 = tc.superuser().await.unwrap().query_one("SELECT label_color::int FROM public.todos WHERE id = 5", &[]).await.unwrap().get(0);
+    assert_eq!(v, 16, "stored as the domain's own value");
+}

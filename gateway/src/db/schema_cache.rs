@@ -140,9 +140,31 @@ pub struct SchemaCache {
     /// Types a `select=col::type` cast may name: type name → its quoted, qualified
     /// name (`"pg_catalog"."int4"`). pg_catalog first, then the exposed schemas.
     pub types: HashMap<String, String>,
+    /// Data representations (PostgREST): a domain's casts by function, keyed by its
+    /// type name as columns print it.
+    pub reps: HashMap<String, Representation>,
+}
+
+/// The functions of a domain's implicit casts to and from json / text, each a
+/// qualified, quoted name from the catalog.
+#[derive(Debug, Clone, Default)]
+pub struct Representation {
+    /// domain → json: how a value of the domain is rendered.
+    pub to_json: Option<String>,
+    /// text → domain: how a filter's value is read.
+    pub from_text: Option<String>,
+    /// json → domain: how a written value is read.
+    pub from_json: Option<String>,
 }
 
 impl SchemaCache {
+    /// The representation of values of type `type_name`, if its domain has one.
+    pub fn rep(&self, type_name: &str) -> Option<&Representation> {
+        if self.reps.is_empty() {
+            return None;
+        }
+        self.reps.get(type_name)
+    }
     /// A table or view of `schema`.
     pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
         self.tables.get(&(schema.to_owned(), name.to_owned()))
@@ -258,6 +280,18 @@ impl SchemaCache {
         for r in types {
             let (name, schema): (String, String) = (r.get(0), r.get(1));
             cache.types.entry(name.to_lowercase()).or_insert_with(|| crate::db::sql::qualified(&schema, &name));
+        }
+        for r in client.query(include_str!("schema_sql/representations.sql"), &[]).await? {
+            let (source, target, func, from_domain): (String, String, String, bool) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            if from_domain {
+                if target == "json" {
+                    cache.reps.entry(source).or_default().to_json = Some(func);
+                }
+            } else if source == "text" {
+                cache.reps.entry(target).or_default().from_text = Some(func);
+            } else {
+                cache.reps.entry(target).or_default().from_json = Some(func);
+            }
         }
         let rows = client.query(include_str!("schema_sql/functions.sql"), &[&schemas]).await?;
         for r in rows {

@@ -53,6 +53,21 @@ impl<'a> Source<'a> {
 }
 
 impl Source<'_> {
+    /// The data representation (PostgREST) of values of type `ty`, if any.
+    fn rep(&self, ty: Option<&str>) -> Option<&crate::db::schema_cache::Representation> {
+        let (cache, _) = self.ctx?;
+        cache.rep(ty?)
+    }
+
+    /// Whether a column of this source is rendered by a representation (then `*`
+    /// is written out column by column, as PostgREST does).
+    fn has_formatted_columns(&self) -> bool {
+        match (self.columns, self.ctx) {
+            (Some(t), Some((cache, _))) if !cache.reps.is_empty() => t.columns.iter().any(|c| cache.rep(&c.type_name).is_some_and(|r| r.to_json.is_some())),
+            _ => false,
+        }
+    }
+
     fn column_type(&self, col: &str) -> Result<Option<&str>, RestError> {
         match self.columns {
             None => Ok(None),
@@ -150,11 +165,18 @@ fn filter_sql(sql: &mut Sql, src: &Source, f: &Filter) -> Result<String, RestErr
     }
     let (lhs, ty) = field_expr(sql, src, &f.field)?;
     let lhs = typed_lhs(lhs, &ty);
+    // A column whose domain has a text parser (PostgREST's data representations)
+    // reads the filter's value through it.
+    let parser = if f.field.path.is_empty() { src.rep(ty.as_deref()).and_then(|r| r.from_text.clone()) } else { None };
+    let value = |p: &str| match &parser {
+        Some(func) => format!("{func}({p})"),
+        None => cast(p, &ty),
+    };
     let cmp = |op: &str, sql: &mut Sql| -> String {
         match f.quantifier {
             None => {
                 let p = sql.bind(f.value.clone());
-                format!("{lhs} {op} {}", cast(&p, &ty))
+                format!("{lhs} {op} {}", value(&p))
             }
             Some(q) => {
                 let p = sql.bind(f.value.clone());
@@ -199,7 +221,7 @@ fn filter_sql(sql: &mut Sql, src: &Source, f: &Filter) -> Result<String, RestErr
         }
         Op::IsDistinct => {
             let p = sql.bind(f.value.clone());
-            format!("{lhs} IS DISTINCT FROM {}", cast(&p, &ty))
+            format!("{lhs} IS DISTINCT FROM {}", value(&p))
         }
         Op::In => {
             let items = parse_list(&f.value)?;
@@ -207,7 +229,10 @@ fn filter_sql(sql: &mut Sql, src: &Source, f: &Filter) -> Result<String, RestErr
                 "false".to_owned()
             } else {
                 let p = sql.bind(array_literal(items.iter().map(String::as_str)));
-                format!("{lhs} = ANY({})", cast(&p, &array_type(&ty)))
+                match &parser {
+                    Some(func) => format!("{lhs} = ANY(ARRAY(SELECT {func}(_pgs_v) FROM unnest({p}::text[]) AS _pgs_v))"),
+                    None => format!("{lhs} = ANY({})", cast(&p, &array_type(&ty))),
+                }
             }
         }
         Op::Cs | Op::Cd | Op::Ov | Op::Sl | Op::Sr | Op::Nxl | Op::Nxr | Op::Adj => {

@@ -13,7 +13,7 @@ use crate::rest::request::{Embed, Field, QueryParams, Scope, SelectItem};
 /// WHERE clause of this level.
 pub(super) fn select_sql(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut Vec<String>) -> Result<String, RestError> {
     if items.is_empty() {
-        return Ok(format!("{}.*", src.alias));
+        return Ok(join_items(vec![star(src)?].into_iter().flatten().collect()));
     }
     Ok(join_items(select_items(sql, src, items, inner)?))
 }
@@ -37,7 +37,7 @@ fn select_items(sql: &mut Sql, src: &Source, items: &[SelectItem], inner: &mut V
     let mut out = Vec::new();
     for it in items {
         match it {
-            SelectItem::Star => out.push((format!("{}.*", src.alias), None)),
+            SelectItem::Star => out.extend(star(src)?),
             SelectItem::Field { field, alias, cast } => out.push(field_item(sql, src, field, alias.as_deref(), cast.as_deref())?),
             // An embed that outputs nothing (an empty select list, or only such
             // embeds) is only there to be filtered on: PostgREST leaves it out.
@@ -64,10 +64,31 @@ fn outputs_nothing(items: &[SelectItem]) -> bool {
     items.iter().all(|it| matches!(it, SelectItem::Embed(e) if outputs_nothing(&e.select)))
 }
 
+/// `*`: `alias.*`, or column by column when a column has a data representation
+/// (PostgREST), each formatted by it.
+fn star(src: &Source) -> Result<Vec<(String, Option<String>)>, RestError> {
+    let Some(table) = src.columns.filter(|_| src.has_formatted_columns()) else { return Ok(vec![(format!("{}.*", src.alias), None)]) };
+    let mut out = Vec::with_capacity(table.columns.len());
+    for c in &table.columns {
+        let expr = format!("{}.{}", src.alias, ident(&c.name));
+        out.push((formatted(src, expr, Some(&c.type_name)), Some(c.name.clone())));
+    }
+    Ok(out)
+}
+
+/// `expr` through its type's json formatter (a data representation), if it has one.
+fn formatted(src: &Source, expr: String, ty: Option<&str>) -> String {
+    match src.rep(ty).and_then(|r| r.to_json.as_deref()) {
+        Some(func) => format!("{func}({expr})"),
+        None => expr,
+    }
+}
+
 /// One column, JSON path or computed column, cast and named.
 #[inline(never)]
 fn field_item(sql: &mut Sql, src: &Source, field: &Field, alias: Option<&str>, cast: Option<&str>) -> Result<(String, Option<String>), RestError> {
-    let (expr, _) = field_expr(sql, src, field)?;
+    let (expr, ty) = field_expr(sql, src, field)?;
+    let expr = if field.path.is_empty() { formatted(src, expr, ty.as_deref()) } else { expr };
     let expr = match cast {
         Some(t) => {
             // The name resolves against the catalog; only its quoted, qualified

@@ -35,14 +35,31 @@ impl<'a> Payload<'a> {
         Ok(Payload { rows, columns })
     }
 
-    fn record_def(&self, table: &Table) -> Result<String, RestError> {
+    /// The record definition the body's rows are read with: each column as its
+    /// type, or as json when its domain has a json parser (a data representation,
+    /// applied by [`read_value`]).
+    fn record_def(&self, table: &Table, cache: &SchemaCache) -> Result<String, RestError> {
         let mut defs = Vec::new();
         for c in &self.columns {
             let col =
                 table.column(c).ok_or_else(|| RestError::new(pgrst::NO_COLUMN, format!("Could not find the '{c}' column of '{}' in the schema cache", table.name), None, None))?;
-            defs.push(format!("{} {}", ident(c), col.type_name));
+            let ty = if json_parser(cache, &col.type_name).is_some() { "json" } else { col.type_name.as_str() };
+            defs.push(format!("{} {ty}", ident(c)));
         }
         Ok(defs.join(", "))
+    }
+}
+
+/// The json → domain function of a type (PostgREST's data representations).
+fn json_parser<'c>(cache: &'c SchemaCache, type_name: &str) -> Option<&'c str> {
+    cache.rep(type_name).and_then(|r| r.from_json.as_deref())
+}
+
+/// Column `c` of a body row `_x`, read through its domain's json parser if any.
+fn read_value(cache: &SchemaCache, table: &Table, c: &str) -> String {
+    match table.column(c).and_then(|col| json_parser(cache, &col.type_name)) {
+        Some(func) => format!("{func}(_x.{})", ident(c)),
+        None => format!("_x.{}", ident(c)),
     }
 }
 
@@ -62,7 +79,7 @@ pub enum OnConflict {
 /// (`Prefer: missing=default`) instead of NULL.
 pub fn insert(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, conflict: OnConflict, returning: Option<Accept>, missing_default: bool) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
-    let mut stmt = insert_stmt(&mut sql, table, p, missing_default, "")?;
+    let mut stmt = insert_stmt(&mut sql, cache, table, p, missing_default, "")?;
     if conflict != OnConflict::Error {
         let keys = match &q.on_conflict {
             Some(k) => k.clone(),
@@ -126,9 +143,9 @@ pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, ret
         }
         let col = table.column(k).ok_or_else(|| RestError::no_column(&table.name, k))?;
         let bound = sql.bind((*v).to_owned());
-        matching.push(format!("_x.{} = {bound}::{}", ident(k), col.type_name));
+        matching.push(format!("{} = {bound}::{}", read_value(cache, table, k), col.type_name));
     }
-    let mut stmt = insert_stmt(&mut sql, table, p, false, &matching.join(" AND "))?;
+    let mut stmt = insert_stmt(&mut sql, cache, table, p, false, &matching.join(" AND "))?;
     let pk_sql: Vec<String> = table.primary_key.iter().map(|k| ident(k)).collect();
     let sets: Vec<String> = p.columns.iter().map(|c| format!("{0} = EXCLUDED.{0}", ident(c))).collect();
     stmt.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", pk_sql.join(", "), sets.join(", ")));
@@ -140,7 +157,7 @@ const INS: &str = "_pgs_i";
 
 /// `INSERT INTO table (cols) SELECT ... FROM the JSON rows` (or DEFAULT VALUES).
 /// `only`: a condition on the body's rows (`_x`), or empty for all of them.
-fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool, only: &str) -> Result<String, RestError> {
+fn insert_stmt(sql: &mut Sql, cache: &SchemaCache, table: &Table, p: &Payload, missing_default: bool, only: &str) -> Result<String, RestError> {
     let target = format!("{} AS {INS}", qualified(&table.schema, &table.name));
     let cols: Vec<String> = p.columns.iter().map(|c| ident(c)).collect();
     let stmt = if cols.is_empty() {
@@ -149,7 +166,7 @@ fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool,
         let rows = sql.bind(p.rows.json.clone());
         format!("INSERT INTO {target} SELECT FROM jsonb_array_elements({rows}::jsonb)")
     } else {
-        let def = p.record_def(table)?;
+        let def = p.record_def(table, cache)?;
         let rows = sql.bind(p.rows.json.clone());
         let mut values = Vec::new();
         for c in &p.columns {
@@ -157,9 +174,9 @@ fn insert_stmt(sql: &mut Sql, table: &Table, p: &Payload, missing_default: bool,
             match (&col.default_sql, missing_default) {
                 (Some(d), true) => {
                     let key = sql.bind(c.clone());
-                    values.push(format!("CASE WHEN _j.r ? {key} THEN _x.{0} ELSE {d} END", ident(c)));
+                    values.push(format!("CASE WHEN _j.r ? {key} THEN {} ELSE {d} END", read_value(cache, table, c)));
                 }
-                _ => values.push(format!("_x.{}", ident(c))),
+                _ => values.push(read_value(cache, table, c)),
             }
         }
         format!(
@@ -183,11 +200,14 @@ pub fn update(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, 
         return Err(RestError::of(pgrst::INVALID_BODY, "PATCH takes a single JSON object"));
     }
     let row = sql.bind(p.rows.json.clone());
-    let def = p.record_def(table)?;
+    let def = p.record_def(table, cache)?;
     let wh = where_sql(&mut sql, &src, &q.conditions)?;
     let given = p.rows.first_keys.as_deref().unwrap_or_default();
-    let sets: Vec<String> =
-        p.columns.iter().map(|c| if missing_default && !given.contains(c) { format!("{} = DEFAULT", ident(c)) } else { format!("{0} = _x.{0}", ident(c)) }).collect();
+    let sets: Vec<String> = p
+        .columns
+        .iter()
+        .map(|c| if missing_default && !given.contains(c) { format!("{} = DEFAULT", ident(c)) } else { format!("{} = {}", ident(c), read_value(cache, table, c)) })
+        .collect();
     if sets.is_empty() {
         return Err(RestError::of(pgrst::INVALID_BODY, "PATCH needs at least one column to change"));
     }
