@@ -199,6 +199,7 @@ async fn data_representations_format_parse_and_write() {
     assert_eq!(get("/todos?select=id&label_color=eq.000100").await.1, json!([{"id": 2}]), "the text parser reads filter values");
     assert_eq!(get("/todos?select=id&label_color=in.(000100,01E240)&order=id").await.1, json!([{"id": 2}, {"id": 3}]));
     assert_eq!(get("/todos?select=id&label_color=not.in.(000000,01E240)&order=id").await.1, json!([{"id": 2}]));
+    assert_eq!(get("/todos?select=id&label_color=eq(any).{000100,01E240}&order=id").await.1, json!([{"id": 2}, {"id": 3}]), "quantified filters parse each value too");
     assert_eq!(
         get("/pairs?select=id,todos(label_color)&order=id").await.1,
         json!([{"id": 1, "todos": {"label_color": "#000100"}}, {"id": 2, "todos": {"label_color": "#000000"}}])

@@ -181,7 +181,10 @@ fn filter_sql(sql: &mut Sql, src: &Source, f: &Filter) -> Result<String, RestErr
             Some(q) => {
                 let p = sql.bind(f.value.clone());
                 let which = if q == Quantifier::Any { "ANY" } else { "ALL" };
-                format!("{lhs} {op} {which}({})", cast(&p, &array_type(&ty)))
+                match &parser {
+                    Some(func) => format!("{lhs} {op} {which}(ARRAY(SELECT {func}(_pgs_v) FROM unnest({p}::text[]) AS _pgs_v))"),
+                    None => format!("{lhs} {op} {which}({})", cast(&p, &array_type(&ty))),
+                }
             }
         }
     };

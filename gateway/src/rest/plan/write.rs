@@ -143,7 +143,12 @@ pub fn put(cache: &SchemaCache, table: &Table, q: &QueryParams, p: &Payload, ret
         }
         let col = table.column(k).ok_or_else(|| RestError::no_column(&table.name, k))?;
         let bound = sql.bind((*v).to_owned());
-        matching.push(format!("{} = {bound}::{}", read_value(cache, table, k), col.type_name));
+        // The URL's value read as a filter's is (a domain's text parser, if any).
+        let url_value = match cache.rep(&col.type_name).and_then(|r| r.from_text.as_deref()) {
+            Some(func) => format!("{func}({bound})"),
+            None => format!("{bound}::{}", col.type_name),
+        };
+        matching.push(format!("{} = {url_value}", read_value(cache, table, k)));
     }
     let mut stmt = insert_stmt(&mut sql, cache, table, p, false, &matching.join(" AND "))?;
     let pk_sql: Vec<String> = table.primary_key.iter().map(|k| ident(k)).collect();
