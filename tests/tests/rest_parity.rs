@@ -177,7 +177,9 @@ CREATE TABLE public.todos (id int PRIMARY KEY, name text, label_color public.col
 INSERT INTO public.todos VALUES (1, 'Report', 0), (2, 'Essay', 256), (3, 'Algebra', 123456), (4, 'Opus', NULL);
 CREATE TABLE public.pairs (id int PRIMARY KEY, first_id int REFERENCES public.todos);
 INSERT INTO public.pairs VALUES (1, 2), (2, 1);
+CREATE FUNCTION public.todo(i int) RETURNS public.todos LANGUAGE sql STABLE AS 'SELECT * FROM public.todos WHERE id = i';
 GRANT ALL ON public.todos, public.pairs TO anon;
+GRANT EXECUTE ON FUNCTION public.todo(int) TO anon;
 "#;
 
 /// PostgREST's data representations: a domain's implicit casts by function format
@@ -204,6 +206,9 @@ async fn data_representations_format_parse_and_write() {
         get("/pairs?select=id,todos(label_color)&order=id").await.1,
         json!([{"id": 1, "todos": {"label_color": "#000100"}}, {"id": 2, "todos": {"label_color": "#000000"}}])
     );
+    // A function returning one row of the table: select= and the formats apply.
+    assert_eq!(get("/rpc/todo?i=2&select=id,label_color").await.1, json!({"id": 2, "label_color": "#000100"}));
+    assert_eq!(get("/rpc/todo?i=3").await.1, json!({"id": 3, "name": "Algebra", "label_color": "#01E240"}));
     let (st, b) = call(&http, &gw, reqwest::Method::POST, "/todos", Some(r##"{"id": 5, "name": "New", "label_color": "#0000FF"}"##)).await;
     assert_eq!((st, b), (StatusCode::CREATED, json!([{"id": 5, "name": "New", "label_color": "#0000FF"}])), "the json parser reads written values");
     let (st, b) = call(&http, &gw, reqwest::Method::PATCH, "/todos?id=eq.5", Some(r##"{"label_color": "#000010"}"##)).await;

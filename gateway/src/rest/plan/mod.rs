@@ -519,9 +519,15 @@ pub fn call(
              FROM (SELECT {R} AS v FROM {callee} AS {R}{wh}{paging}) _pgs_t"
         ));
     } else if !f.returns_set {
-        // `{R}.*` names the columns of a composite result and the OUT / TABLE
-        // parameters of a scalar one alike.
-        sql.push(&format!("SELECT coalesce((SELECT row_to_json(_pgs_o)::text FROM (SELECT {R}.* FROM {callee} AS {R}) _pgs_o), 'null'), 1::bigint, NULL::text, NULL::bigint"));
+        // One row: `select=` (columns, embeds, representations) applies as to a
+        // table's rows (PostgREST); `*` names the columns of a composite result and
+        // the OUT / TABLE parameters of a scalar one alike.
+        let mut inner = Vec::new();
+        let select = select_sql(&mut sql, &src, &q.select, &mut inner)?;
+        let wh = if inner.is_empty() { String::new() } else { format!(" WHERE {}", inner.join(" AND ")) };
+        sql.push(&format!(
+            "SELECT coalesce((SELECT row_to_json(_pgs_o)::text FROM (SELECT {select} FROM {callee} AS {R}{wh}) _pgs_o), 'null'), 1::bigint, NULL::text, NULL::bigint"
+        ));
     } else {
         let from = format!("{callee} AS {R}");
         wrap_rows(&mut sql, &src, q, &from, count, true, accept)?;
