@@ -165,7 +165,7 @@ impl Cluster {
         if dir.is_empty() || !Path::new(dir).join(format!(".s.PGSQL.{}", self.port)).exists() {
             return None;
         }
-        let host: String = dir.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+        let host = percent_encoding::utf8_percent_encode(dir, percent_encoding::NON_ALPHANUMERIC);
         Some(format!("postgres://{user}:{password}@{host}:{}/{db}", self.port))
     }
 

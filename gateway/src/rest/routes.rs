@@ -321,17 +321,20 @@ async fn rpc(
     let caller = caller?;
     let cache = cache(&s).await?;
     let mut req = ApiRequest::parse(method, Target::Function, &name, &headers, raw, &body, &cache.schemas)?;
+    // The arguments are in `req` now.
+    drop(body);
     req.prefer.rollback = s.config.db_tx_end.rollback(req.prefer.tx.as_deref());
-    let schema = req.schema.as_str();
-    let overloads = cache.overloads(schema, &name);
     // The arguments: the query string's on GET; on POST the body's object (or an
     // array's first object, as PostgREST binds it), or the form's pairs.
-    let named: Vec<(String, Arg)> = match &req.call {
-        None => req.query.rest.iter().map(|(k, v)| (k.clone(), Arg::Text(v.clone()))).collect(),
-        Some(call) => call.args.clone(),
+    let call = req.call.take();
+    let post_json = call.is_some() && req.form.is_none();
+    let (named, whole_body, too_many): (Vec<(String, Arg)>, Option<String>, bool) = match call {
+        None => (req.query.rest.iter().map(|(k, v)| (k.clone(), Arg::Text(v.clone()))).collect(), None, false),
+        Some(c) => (c.args, Some(c.raw), c.too_many),
     };
+    let schema = req.schema.as_str();
+    let overloads = cache.overloads(schema, &name);
     let given_names = || -> Vec<String> { named.iter().map(|(k, _)| k.clone()).collect() };
-    let post_json = req.call.is_some() && req.form.is_none();
     if overloads.is_empty() {
         let all: Vec<&str> = cache.functions.keys().filter(|(s, _)| s == schema).map(|(_, n)| n.as_str()).collect();
         let names = given_names();
@@ -353,11 +356,10 @@ async fn rpc(
     given.sort_unstable();
     given.dedup();
     let single_json = |f: &crate::db::schema_cache::Function| f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
-    let too_many = req.call.as_ref().is_some_and(|c| c.too_many);
     let (f, args, whole) = if let Some(f) = overloads.iter().find(|f| !too_many && f.accepts(&given)) {
         (f, merge_repeated(f, named), None)
-    } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), &req.call) {
-        (f, Vec::new(), Some(b.raw.as_str()))
+    } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), whole_body.as_deref()) {
+        (f, Vec::new(), Some(b))
     } else {
         let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
         return Err(plan::no_function(schema, &name, &names, overloads, &[], post_json));

@@ -18,8 +18,11 @@ pub const AGG_SEPARATOR: &str = ", \n ";
 
 /// The JSON array text of rows from a [`ROW_JSON`] statement, as `json_agg` (or
 /// `[]` for none) renders it.
-pub fn join_rows<'a>(rows: impl Iterator<Item = &'a str>) -> String {
-    let mut out = String::from("[");
+pub fn join_rows<'a>(rows: impl Iterator<Item = &'a str> + Clone) -> String {
+    // Sized once: a read of many rows does not grow the body by doubling.
+    let size = rows.clone().map(|r| r.len() + AGG_SEPARATOR.len()).sum::<usize>() + 2;
+    let mut out = String::with_capacity(size);
+    out.push('[');
     for (i, r) in rows.enumerate() {
         if i > 0 {
             out.push_str(AGG_SEPARATOR);

@@ -88,7 +88,7 @@ impl CallBody {
             return Err(super::rows::too_deep());
         }
         let mut de = serde_json::Deserializer::from_str(text);
-        let (members, object) = Top.deserialize(&mut de).map_err(|_| invalid())?;
+        let (members, object) = Level { top: true }.deserialize(&mut de).map_err(|_| invalid())?;
         de.end().map_err(|_| invalid())?;
         let too_many = members.is_none();
         Ok(CallBody { raw: text.to_owned(), args: members.unwrap_or_default(), object, too_many })
@@ -106,92 +106,55 @@ impl CallBody {
     }
 }
 
-/// The top level: an object's members, an array's first object's, or nothing.
-struct Top;
-
-/// Members (None: too many to keep) and whether the body was an object.
+/// Members (None: too many to keep) and whether they came from an object.
 type Members = (Option<Vec<(String, Arg)>>, bool);
 
-impl<'de> DeserializeSeed<'de> for Top {
+/// One level of the body: an object's members; at the top, an array's first
+/// element's (an object's, nothing for anything else); nothing for a scalar.
+#[derive(Clone, Copy)]
+struct Level {
+    top: bool,
+}
+
+const NONE: Members = (Some(Vec::new()), false);
+
+impl<'de> DeserializeSeed<'de> for Level {
     type Value = Members;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(Top)
+        d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Top {
+impl<'de> Visitor<'de> for Level {
     type Value = Members;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("JSON")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Ok((members(map)?, true))
+        Ok((members(map)?, self.top))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let first = seq.next_element_seed(First)?.unwrap_or(Some(Vec::new()));
+        let first = if self.top { seq.next_element_seed(Level { top: false })?.map(|(m, _)| m) } else { None };
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok((first, false))
+        Ok((first.unwrap_or(Some(Vec::new())), false))
     }
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok((Some(Vec::new()), false))
+        Ok(NONE)
     }
     fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok((Some(Vec::new()), false))
+        Ok(NONE)
     }
     fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok((Some(Vec::new()), false))
+        Ok(NONE)
     }
     fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok((Some(Vec::new()), false))
+        Ok(NONE)
     }
     fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok((Some(Vec::new()), false))
+        Ok(NONE)
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok((Some(Vec::new()), false))
-    }
-}
-
-/// An array's first element: its members when it is an object (anything else,
-/// an array included, gives none).
-struct First;
-
-impl<'de> DeserializeSeed<'de> for First {
-    type Value = Option<Vec<(String, Arg)>>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(First)
-    }
-}
-
-impl<'de> Visitor<'de> for First {
-    type Value = Option<Vec<(String, Arg)>>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        members(map)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Some(Vec::new()))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Some(Vec::new()))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Some(Vec::new()))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Some(Vec::new()))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Some(Vec::new()))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Some(Vec::new()))
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Some(Vec::new()))
+        Ok(NONE)
     }
 }
 

@@ -162,11 +162,8 @@ impl<'de> DeserializeSeed<'de> for &mut Scan {
     }
 }
 
-/// Not an object or an array of objects.
-fn wrong<E: serde::de::Error>() -> E {
-    E::custom("the body is not an object or an array of objects")
-}
-
+// Anything else (scalars; an array in an array) is serde's invalid-type error, a
+// data error: "All object keys must match", as PostgREST answers.
 impl<'de> Visitor<'de> for &mut Scan {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -184,24 +181,6 @@ impl<'de> Visitor<'de> for &mut Scan {
             self.row(keys);
         }
         Ok(())
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
-        Err(wrong())
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
-        Err(wrong())
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
-        Err(wrong())
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
-        Err(wrong())
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
-        Err(wrong())
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        Err(wrong())
     }
 }
 
@@ -249,27 +228,6 @@ impl<'de> Visitor<'de> for ObjectKeys {
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         keys_of(map)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-        Err(wrong())
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Err(wrong())
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Err(wrong())
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Err(wrong())
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Err(wrong())
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Err(wrong())
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Err(wrong())
     }
 }
 
