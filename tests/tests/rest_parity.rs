@@ -48,11 +48,17 @@ async fn call_with(http: &Client, gw: &Gateway, method: reqwest::Method, path: &
     (st, res.json().await.unwrap_or(Value::Null))
 }
 
+/// A cluster with `fixture` and a gateway on it.
+async fn start(fixture: &str) -> (TestCluster, Gateway) {
+    let tc = TestCluster::start().await.unwrap();
+    tc.superuser().await.unwrap().batch_execute(fixture).await.unwrap();
+    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    (tc, gw)
+}
+
 #[tokio::test]
 async fn postgrest_parity_beyond_the_shared_cases() {
-    let tc = TestCluster::start().await.unwrap();
-    tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
-    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    let (_tc, gw) = start(FIXTURE).await;
     let http = Client::new();
     let get = |path: &'static str| call(&http, &gw, reqwest::Method::GET, path, None);
 
@@ -187,9 +193,7 @@ GRANT EXECUTE ON FUNCTION public.todo(int) TO anon;
 /// written values (json → domain).
 #[tokio::test]
 async fn data_representations_format_parse_and_write() {
-    let tc = TestCluster::start().await.unwrap();
-    tc.superuser().await.unwrap().batch_execute(DATAREP).await.unwrap();
-    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    let (tc, gw) = start(DATAREP).await;
     let http = Client::new();
     let get = |path: &'static str| call_with(&http, &gw, reqwest::Method::GET, path, None, &[]);
     assert_eq!(

@@ -47,10 +47,17 @@ pub fn user_token(sub: &str, ttl: i64) -> String {
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap()
 }
 
+/// A cluster with FIXTURE, and its superuser connection.
+async fn cluster() -> (TestCluster, tokio_postgres::Client) {
+    let tc = TestCluster::start().await.unwrap();
+    let su = tc.superuser().await.unwrap();
+    su.batch_execute(FIXTURE).await.unwrap();
+    (tc, su)
+}
+
 #[tokio::test]
 async fn supabase_js_realtime() {
-    let tc = TestCluster::start().await.unwrap();
-    tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+    let (tc, _) = cluster().await;
     let secret = Secret::new(JWT_SECRET);
     let anon = keys::mint(Role::Anon, &secret).unwrap();
     let service = keys::mint(Role::ServiceRole, &secret).unwrap();
@@ -125,9 +132,7 @@ impl Phx {
 /// later changes.
 #[tokio::test]
 async fn two_gateways_share_changes_broadcast_and_presence() {
-    let tc = TestCluster::start().await.unwrap();
-    let su = tc.superuser().await.unwrap();
-    su.batch_execute(FIXTURE).await.unwrap();
+    let (tc, su) = cluster().await;
     let secret = Secret::new(JWT_SECRET);
     let service = keys::mint(Role::ServiceRole, &secret).unwrap();
     let g1 = Gateway::serve(&tc, &[]).await.unwrap();
@@ -181,8 +186,7 @@ async fn two_gateways_share_changes_broadcast_and_presence() {
 /// JSON, unknown filters; the socket stays usable.
 #[tokio::test]
 async fn bad_frames_are_answered_and_the_socket_survives() {
-    let tc = TestCluster::start().await.unwrap();
-    tc.superuser().await.unwrap().batch_execute(FIXTURE).await.unwrap();
+    let (tc, _) = cluster().await;
     let anon = keys::mint(Role::Anon, &Secret::new(JWT_SECRET)).unwrap();
     let gw = Gateway::serve(&tc, &[]).await.unwrap();
     // The key is checked before the upgrade.
@@ -244,9 +248,7 @@ async fn bad_frames_are_answered_and_the_socket_survives() {
 #[tokio::test]
 async fn supabase_js_reconnects_after_a_gateway_restart() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let tc = TestCluster::start().await.unwrap();
-    let su = tc.superuser().await.unwrap();
-    su.batch_execute(FIXTURE).await.unwrap();
+    let (tc, su) = cluster().await;
     let secret = Secret::new(JWT_SECRET);
     let anon = keys::mint(Role::Anon, &secret).unwrap();
     let service = keys::mint(Role::ServiceRole, &secret).unwrap();
@@ -284,9 +286,7 @@ async fn supabase_js_reconnects_after_a_gateway_restart() {
 async fn limits_protocol_v1_broadcast_changes_and_full_identity() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let tc = TestCluster::start().await.unwrap();
-    let su = tc.superuser().await.unwrap();
-    su.batch_execute(FIXTURE).await.unwrap();
+    let (tc, su) = cluster().await;
     su.batch_execute(
         "CREATE TABLE public.plain (id int PRIMARY KEY, secret text);
          ALTER TABLE public.plain REPLICA IDENTITY FULL;
@@ -422,9 +422,7 @@ async fn a_viewer_whose_policy_errors_does_not_stop_the_others() {
 /// holds at most 500 postgres_changes bindings.
 #[tokio::test]
 async fn hostile_databases_and_inputs_do_not_leak_or_stall_changes() {
-    let tc = TestCluster::start().await.unwrap();
-    let su = tc.superuser().await.unwrap();
-    su.batch_execute(FIXTURE).await.unwrap();
+    let (tc, su) = cluster().await;
     su.batch_execute(
         "CREATE SCHEMA app; GRANT USAGE ON SCHEMA app TO anon, authenticated, service_role;
          CREATE TABLE app.items (id bigint PRIMARY KEY, v text); GRANT SELECT ON app.items TO anon, authenticated, service_role;
