@@ -374,10 +374,7 @@ async fn check_rows_together(st: &AppState, metas: &[Option<Arc<TableMeta>>], ch
             index.push(Some((vi, ci)));
         }
     }
-    let results = match st.wire.get().await {
-        Ok(mut conn) => conn.pipeline(&steps).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let results = st.wire.pipeline(&steps, true).await.map_err(|e| e.to_string());
     match results {
         Ok(results) => {
             for (r, at) in results.into_iter().zip(index) {

@@ -25,7 +25,7 @@ use deadpool::managed::{PoolError, TimeoutType};
 use tokio::sync::oneshot;
 
 use super::error::DbError;
-use super::pipeline::{Lease, WirePool};
+use super::pipeline::{Lease, Step, StepResult, WirePool};
 
 /// Who is asking: the client's address (see `http::rate_limit::client_key`), or
 /// None for the gateway's own work.
@@ -112,6 +112,25 @@ impl FairPool<WirePool> {
     pub async fn get(&self) -> Result<Fair<Lease>, PoolError<std::io::Error>> {
         let share = self.place().await?;
         Ok(Fair { conn: Lease::get(&self.pool).await?, share })
+    }
+
+    /// Runs `steps` as one pipeline, once it is this client's turn: a read-only one
+    /// on a shared connection when one may take it, anything else on a connection of
+    /// its own (writes commit side by side: one connection would wait for each
+    /// commit's WAL flush in turn).
+    pub async fn pipeline(&self, steps: &[Step<'_>], read_only: bool) -> Result<Vec<StepResult>, DbError> {
+        let share = self.place::<std::io::Error>().await?;
+        if read_only {
+            if let Some(out) = self.pool.shared.run(steps).await {
+                drop(share);
+                return Ok(out?);
+            }
+        }
+        let mut conn = Lease::get(&self.pool).await?;
+        let out = conn.pipeline(steps).await;
+        drop(conn);
+        drop(share);
+        Ok(out?)
     }
 }
 

@@ -135,8 +135,7 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
     if info.response_gucs {
         steps.push(Step { sql: RESPONSE_GUCS, params: Vec::new(), text_params: false });
     }
-    let mut conn = state.wire.get().await?;
-    let mut results = conn.pipeline(&steps).await.map_err(|e| RestError::from_db(e, anon))?;
+    let mut results = state.wire.pipeline(&steps, info.read_only).await.map_err(|e| RestError::from_db(e, anon))?;
     let short = || RestError::internal(anyhow::anyhow!("the pipeline returned fewer results than steps"));
     let mut out = if rows && sql.json_rows {
         let found = &results.get(main).ok_or_else(short)?.rows;

@@ -15,7 +15,7 @@ pub struct Lease(Option<deadpool::managed::Object<WireManager>>);
 impl Lease {
     /// Takes a connection from `pool`.
     pub async fn get(pool: &WirePool) -> Result<Lease, deadpool::managed::PoolError<std::io::Error>> {
-        Ok(Lease(Some(pool.get().await?)))
+        Ok(Lease(Some(pool.leased.get().await?)))
     }
 }
 
@@ -75,17 +75,27 @@ impl deadpool::managed::Manager for WireManager {
     }
 }
 
-/// The pool of pipeline connections.
-pub type WirePool = deadpool::managed::Pool<WireManager>;
+/// The pipeline connections: a few shared by many requests' pipelines
+/// ([`super::mux`]), the rest leased to one request at a time.
+#[derive(Clone)]
+pub struct WirePool {
+    /// Connections leased one request at a time.
+    pub leased: deadpool::managed::Pool<WireManager>,
+    /// Shared connections.
+    pub shared: std::sync::Arc<super::mux::MuxSet>,
+}
 
-/// Builds the pool (lazily connected) from the same settings as the main pool.
+/// Builds the pool (lazily connected) from the same settings as the main pool:
+/// `size` connections in all, of which `shared` are shared (at most half).
 /// `max_message`: the largest result message (one row) read into memory.
-pub fn pool(config: tokio_postgres::Config, size: usize, max_message: usize) -> anyhow::Result<WirePool> {
-    Ok(deadpool::managed::Pool::builder(WireManager { config, max_message })
-        .max_size(size)
+pub fn pool(config: tokio_postgres::Config, size: usize, shared: usize, max_message: usize) -> anyhow::Result<WirePool> {
+    let shared = shared.min(size / 2);
+    let leased = deadpool::managed::Pool::builder(WireManager { config: config.clone(), max_message })
+        .max_size(size - shared)
         .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(crate::db::POOL_WAIT))
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(2)))
-        .build()?)
+        .build()?;
+    Ok(WirePool { leased, shared: super::mux::MuxSet::new(config, shared, max_message) })
 }

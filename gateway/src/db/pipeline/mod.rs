@@ -338,102 +338,28 @@ impl WireConn {
             self.close_all().await?;
         }
         self.write.clear();
-        let mut fresh: Vec<(String, String)> = Vec::new();
-        for step in steps {
-            // A statement with declared parameters is a different prepared statement
-            // for each parameter count: the count is part of its key (and of its text,
-            // as a comment, so the cache and Postgres agree).
-            let text: std::borrow::Cow<str> = if step.text_params { format!("{} /* {} text parameters */", step.sql, step.params.len()).into() } else { step.sql.into() };
-            let name = match self.statements.get(text.as_ref()) {
-                Some(n) => n.clone(),
-                None => {
-                    self.next_statement += 1;
-                    let n = format!("s{}", self.next_statement);
-                    const TEXT_OID: u32 = 25;
-                    let declared = if step.text_params { step.params.len() } else { 0 };
-                    frontend::parse(&n, &text, std::iter::repeat_n(TEXT_OID, declared), &mut self.write)?;
-                    fresh.push((text.into_owned(), n.clone()));
-                    n
-                }
-            };
-            frontend::bind(
-                "",
-                &name,
-                std::iter::empty(),
-                step.params.iter(),
-                |v, buf| match v {
-                    Some(s) => {
-                        buf.extend_from_slice(s.as_bytes());
-                        Ok(IsNull::No)
-                    }
-                    None => Ok(IsNull::Yes),
-                },
-                std::iter::empty(),
-                &mut self.write,
-            )
-            .map_err(|e| match e {
-                frontend::BindError::Conversion(e) => other(&e.to_string()),
-                frontend::BindError::Serialization(e) => e,
-            })?;
-            frontend::execute("", 0, &mut self.write)?;
-        }
-        frontend::sync(&mut self.write);
+        let (fresh, _) = encode(steps, &self.statements, &mut self.next_statement, &mut self.write)?;
         self.mid_write = true;
         self.flush().await?;
         self.mid_write = false;
 
-        let mut results: Vec<StepResult> = Vec::with_capacity(steps.len());
-        let mut current = StepResult::default();
-        let mut parsed = 0;
-        let mut row_bytes = 0usize;
-        let mut error: Option<DbFields> = None;
+        let mut gather = Gather::new(steps.len(), self.max_message);
         loop {
-            match self.next_message().await? {
-                backend::Message::ParseComplete => {
-                    if let Some((sql, name)) = fresh.get(parsed) {
-                        self.statements.insert(sql.clone(), name.clone());
-                    }
-                    parsed += 1;
-                }
-                backend::Message::BindComplete | backend::Message::NoData | backend::Message::RowDescription(_) => {}
-                backend::Message::DataRow(row) => {
-                    let buf = row.buffer();
-                    // All rows together stay within the limit of one message (a
-                    // statement may answer row by row).
-                    row_bytes += buf.len() + ROW_COST;
-                    if row_bytes > self.max_message {
-                        (self.broken, self.oversized) = (true, true);
-                        return Err(WireError::TooLarge(self.max_message));
-                    }
-                    let mut values = Vec::new();
-                    let mut ranges = row.ranges();
-                    while let Some(r) = ranges.next()? {
-                        values.push(match r {
-                            Some(r) => Some(std::str::from_utf8(&buf[r]).map_err(|e| other(&e.to_string()))?.to_owned()),
-                            None => None,
-                        });
-                    }
-                    current.rows.push(values);
-                }
-                backend::Message::CommandComplete(body) => {
-                    current.affected = body.tag()?.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-                    results.push(std::mem::take(&mut current));
-                }
-                backend::Message::EmptyQueryResponse => results.push(std::mem::take(&mut current)),
-                backend::Message::ErrorResponse(body) => {
-                    let f = DbFields::parse(&body)?;
-                    error.get_or_insert(f);
-                }
-                backend::Message::ReadyForQuery(_) => break,
-                backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_) | backend::Message::NotificationResponse(_) => {}
-                _ => return Err(WireError::Io(other("unexpected message in a pipeline"))),
+            let message = self.next_message().await?;
+            let ready = gather.take(message)?;
+            if gather.too_large {
+                (self.broken, self.oversized) = (true, true);
+                return Err(WireError::TooLarge(self.max_message));
+            }
+            if ready {
+                break;
             }
         }
-        self.broken = false;
-        match error {
-            Some(e) => Err(WireError::Db(e)),
-            None => Ok(results),
+        for (sql, name) in fresh.into_iter().take(gather.parsed) {
+            self.statements.insert(sql, name);
         }
+        self.broken = false;
+        gather.finish()
     }
 
     /// Reads and discards messages up to and including the next ReadyForQuery,
@@ -525,6 +451,128 @@ impl WireConn {
     }
 }
 
+/// Encodes `steps` into `buf` as one pipeline: a Parse for each statement `known`
+/// lacks (named `s<n>` from `next`), Bind and Execute for each step, one Sync. Returns
+/// the new statements (text, name) in the order of their Parse, and the pipeline's
+/// shape: the names of its statements, in order.
+fn encode(steps: &[Step<'_>], known: &HashMap<String, String>, next: &mut u64, buf: &mut BytesMut) -> std::io::Result<(Vec<(String, String)>, String)> {
+    let mut fresh: Vec<(String, String)> = Vec::new();
+    let mut shape = String::new();
+    for step in steps {
+        // A statement with declared parameters is a different prepared statement
+        // for each parameter count: the count is part of its key (and of its text,
+        // as a comment, so the cache and Postgres agree).
+        let text: std::borrow::Cow<str> = if step.text_params { format!("{} /* {} text parameters */", step.sql, step.params.len()).into() } else { step.sql.into() };
+        let name = match known.get(text.as_ref()).or_else(|| fresh.iter().find(|(t, _)| t == text.as_ref()).map(|(_, n)| n)) {
+            Some(n) => n.clone(),
+            None => {
+                *next += 1;
+                let n = format!("s{next}");
+                const TEXT_OID: u32 = 25;
+                let declared = if step.text_params { step.params.len() } else { 0 };
+                frontend::parse(&n, &text, std::iter::repeat_n(TEXT_OID, declared), buf)?;
+                fresh.push((text.into_owned(), n.clone()));
+                n
+            }
+        };
+        frontend::bind(
+            "",
+            &name,
+            std::iter::empty(),
+            step.params.iter(),
+            |v, buf| match v {
+                Some(s) => {
+                    buf.extend_from_slice(s.as_bytes());
+                    Ok(IsNull::No)
+                }
+                None => Ok(IsNull::Yes),
+            },
+            std::iter::empty(),
+            buf,
+        )
+        .map_err(|e| match e {
+            frontend::BindError::Conversion(e) => other(&e.to_string()),
+            frontend::BindError::Serialization(e) => e,
+        })?;
+        frontend::execute("", 0, buf)?;
+        shape.push_str(&name);
+        shape.push(',');
+    }
+    frontend::sync(buf);
+    Ok((fresh, shape))
+}
+
+/// Gathers one pipeline's results from its messages, up to its ReadyForQuery.
+pub(crate) struct Gather {
+    results: Vec<StepResult>,
+    current: StepResult,
+    /// ParseComplete messages seen (the pipeline's new statements, in order).
+    parsed: usize,
+    row_bytes: usize,
+    max: usize,
+    /// The rows went over `max`: they are dropped, the rest is read and ignored.
+    too_large: bool,
+    error: Option<DbFields>,
+}
+
+impl Gather {
+    fn new(steps: usize, max: usize) -> Gather {
+        Gather { results: Vec::with_capacity(steps), current: StepResult::default(), parsed: 0, row_bytes: 0, max, too_large: false, error: None }
+    }
+
+    /// Takes the pipeline's next message; true at its ReadyForQuery.
+    fn take(&mut self, message: backend::Message) -> Result<bool, WireError> {
+        match message {
+            backend::Message::ParseComplete => self.parsed += 1,
+            backend::Message::BindComplete | backend::Message::NoData | backend::Message::RowDescription(_) => {}
+            backend::Message::DataRow(row) => {
+                let buf = row.buffer();
+                // All rows together stay within the limit of one message (a
+                // statement may answer row by row).
+                self.row_bytes += buf.len() + ROW_COST;
+                if self.too_large || self.row_bytes > self.max {
+                    self.too_large = true;
+                    self.current.rows = Vec::new();
+                    self.results = Vec::new();
+                    return Ok(false);
+                }
+                let mut values = Vec::new();
+                let mut ranges = row.ranges();
+                while let Some(r) = ranges.next()? {
+                    values.push(match r {
+                        Some(r) => Some(std::str::from_utf8(&buf[r]).map_err(|e| other(&e.to_string()))?.to_owned()),
+                        None => None,
+                    });
+                }
+                self.current.rows.push(values);
+            }
+            backend::Message::CommandComplete(body) => {
+                self.current.affected = body.tag()?.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                self.results.push(std::mem::take(&mut self.current));
+            }
+            backend::Message::EmptyQueryResponse => self.results.push(std::mem::take(&mut self.current)),
+            backend::Message::ErrorResponse(body) => {
+                let f = DbFields::parse(&body)?;
+                self.error.get_or_insert(f);
+            }
+            backend::Message::ReadyForQuery(_) => return Ok(true),
+            backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_) | backend::Message::NotificationResponse(_) => {}
+            _ => return Err(WireError::Io(other("unexpected message in a pipeline"))),
+        }
+        Ok(false)
+    }
+
+    /// The results, or the pipeline's first error.
+    fn finish(self) -> Result<Vec<StepResult>, WireError> {
+        match (self.too_large, self.error) {
+            // Before the error: the statement may have been cancelled for it.
+            (true, _) => Err(WireError::TooLarge(self.max)),
+            (false, Some(e)) => Err(WireError::Db(e)),
+            (false, None) => Ok(self.results),
+        }
+    }
+}
+
 fn other(msg: &str) -> std::io::Error {
     std::io::Error::other(msg.to_owned())
 }
@@ -556,4 +604,5 @@ async fn send_cancel(k: &CancelKey) -> std::io::Result<()> {
 }
 
 mod lease;
+mod mux;
 pub use lease::{pool, Lease, WireManager, WirePool};
