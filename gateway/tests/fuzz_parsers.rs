@@ -130,7 +130,7 @@ fn col(name: &str, ty: &str) -> Column {
 }
 
 fn table(name: &str, columns: Vec<Column>) -> Table {
-    Table { schema: "public".into(), name: name.into(), is_view: false, columns, primary_key: vec!["id".into()], writable: 4 | 8 | 16 }
+    Table { schema: "public".into(), name: name.into(), is_view: false, quiet: true, columns, primary_key: vec!["id".into()], writable: 4 | 8 | 16 }
 }
 
 fn fk(name: &str, from: (&str, &str), to: (&str, &str), unique: bool) -> ForeignKey {

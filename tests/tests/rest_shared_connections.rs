@@ -122,11 +122,13 @@ async fn concurrent_requests_keep_their_own_transaction_and_answer() {
 #[tokio::test]
 async fn a_statement_whose_parse_did_not_run_is_parsed_again() {
     let s = S::start().await;
-    // Each round a statement no one sent before (a new alias): one request refused
-    // by the pre-request function (its pipeline ends before the statement's Parse)
-    // and others reusing the statement, sent together.
+    // Each round a statement no one sent before (a new alias), run once (on a
+    // connection of its own, as every new shape), then sent together: one request
+    // refused by the pre-request function (its pipeline ends before the statement's
+    // Parse on the shared connection) and others reusing the statement.
     for round in 0..30 {
         let url = s.gw.url(&format!("/rest/v1/things?id=eq.{}&select=r{round}:name", round + 1));
+        assert_eq!(get(&s.http, &url, &s.anon, false).await.0, StatusCode::OK);
         let mut tasks = Vec::new();
         for k in 0..4 {
             let (http, url, anon) = (s.http.clone(), url.clone(), s.anon.clone());

@@ -374,7 +374,7 @@ async fn check_rows_together(st: &AppState, metas: &[Option<Arc<TableMeta>>], ch
             index.push(Some((vi, ci)));
         }
     }
-    let results = st.wire.pipeline(&steps, true).await.map_err(|e| e.to_string());
+    let results = st.wire.pipeline(&steps, false /* many viewers' checks, each batch its own shape */).await.map_err(|e| e.to_string());
     match results {
         Ok(results) => {
             for (r, at) in results.into_iter().zip(index) {

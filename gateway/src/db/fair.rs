@@ -25,7 +25,7 @@ use deadpool::managed::{PoolError, TimeoutType};
 use tokio::sync::oneshot;
 
 use super::error::DbError;
-use super::pipeline::{Lease, Step, StepResult, WirePool};
+use super::pipeline::{Lease, Step, StepResult, WireError, WirePool};
 
 /// Who is asking: the client's address (see `http::rate_limit::client_key`), or
 /// None for the gateway's own work.
@@ -114,22 +114,27 @@ impl FairPool<WirePool> {
         Ok(Fair { conn: Lease::get(&self.pool).await?, share })
     }
 
-    /// Runs `steps` as one pipeline, once it is this client's turn: a read-only one
-    /// on a shared connection when one may take it, anything else on a connection of
-    /// its own (writes commit side by side: one connection would wait for each
-    /// commit's WAL flush in turn).
-    pub async fn pipeline(&self, steps: &[Step<'_>], read_only: bool) -> Result<Vec<StepResult>, DbError> {
-        let share = self.place::<std::io::Error>().await?;
-        if read_only {
+    /// Runs `steps` as one pipeline, once it is this client's turn: on a shared
+    /// connection when `share` (read-only pipelines only) and one may take it,
+    /// else on a connection of its own (writes commit side by side: one connection
+    /// would wait for each commit's WAL flush in turn).
+    pub async fn pipeline(&self, steps: &[Step<'_>], share: bool) -> Result<Vec<StepResult>, DbError> {
+        let place = self.place::<std::io::Error>().await?;
+        if share {
             if let Some(out) = self.pool.shared.run(steps).await {
-                drop(share);
+                drop(place);
                 return Ok(out?);
             }
         }
         let mut conn = Lease::get(&self.pool).await?;
+        let started = std::time::Instant::now();
         let out = conn.pipeline(steps).await;
+        if share && !matches!(out, Err(WireError::Io(_))) {
+            // How long its shape takes decides whether it may share a connection.
+            self.pool.shared.timed(super::pipeline::mux::shape(steps), started.elapsed());
+        }
         drop(conn);
-        drop(share);
+        drop(place);
         Ok(out?)
     }
 }

@@ -35,6 +35,9 @@ pub struct Table {
     pub name: String,
     /// True for views and materialized views.
     pub is_view: bool,
+    /// A plain table without triggers of its own or rules (its writes cannot set
+    /// response.headers / response.status).
+    pub quiet: bool,
     /// Columns in order.
     pub columns: Vec<Column>,
     /// Primary-key columns (empty for views and tables without one).
@@ -231,7 +234,7 @@ impl SchemaCache {
                 })
                 .unwrap_or_default();
             let pk: Vec<String> = r.get(4);
-            cache.tables.insert((schema.clone(), name.clone()), Table { schema, name, is_view: r.get(2), columns, primary_key: pk, writable: r.get(5) });
+            cache.tables.insert((schema.clone(), name.clone()), Table { schema, name, is_view: r.get(2), quiet: r.get(6), columns, primary_key: pk, writable: r.get(5) });
         }
         let mut keys = Vec::new();
         for r in client.query(include_str!("schema_sql/foreign_keys.sql"), &[&schemas]).await? {
@@ -377,6 +380,7 @@ fn result_table(schema: &str, name: &str, cols: serde_json::Value) -> Option<Tab
         schema: schema.to_owned(),
         name: name.to_owned(),
         is_view: true,
+        quiet: false,
         columns: cols
             .iter()
             .map(|c| Column {

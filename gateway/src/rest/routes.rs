@@ -92,6 +92,9 @@ async fn relation(
     }
     let mut info = req.info();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
+    // Only triggers, rules and the pre-request function can set the response GUCs of
+    // a table's write: without them, no statement reads them back.
+    info.response_gucs &= !(table.quiet && super::settings().pre_request_sql.is_none());
     let cx = Cx { s: &s, caller: &caller, cache: &cache, table, req: &req, info };
     let res = match req.action {
         Action::Info => return Ok(allow(&table.allow())),

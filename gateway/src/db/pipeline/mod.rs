@@ -604,5 +604,5 @@ async fn send_cancel(k: &CancelKey) -> std::io::Result<()> {
 }
 
 mod lease;
-mod mux;
+pub(crate) mod mux;
 pub use lease::{pool, Lease, WireManager, WirePool};

@@ -8,13 +8,17 @@
 //! order, and one reader task hands each pipeline's results to its request in that
 //! order. Under load the backend reads several pipelines per wake-up and never waits.
 //!
-//! A request only joins a connection that is idle or moving (its current pipeline
-//! began less than [`STALL`] ago) and has fewer than [`DEPTH`] pipelines waiting;
-//! otherwise it takes a connection of its own from the pool (the lease path), so a
-//! slow statement holds up at most the few pipelines sent behind it before it was
-//! seen to be slow. A request that goes away has its statement cancelled once it is
-//! the one running; a pipeline hit by that cancel instead (it had just begun) was
-//! rolled back and is sent again.
+//! Only read-only pipelines share (a write's commit waits for its WAL flush: one
+//! connection would flush them in turn), and only those of a *shape* (their
+//! statements' texts) whose last pipeline ended within [`FAST`] — a new shape runs
+//! on a connection of its own first, so a slow scan, however new its text, is not
+//! put in front of others. A request joins a connection that is idle or moving (its
+//! current pipeline began less than [`STALL`] ago) with fewer than [`DEPTH`]
+//! pipelines in flight; otherwise it leases a connection of its own from the pool.
+//! A request that goes away has its statement cancelled if it still runs [`STALL`]
+//! after it became the one running; a pipeline rolled back for a reason of ours (a
+//! cancel meant for the one before it, a statement another pipeline did not get to
+//! parse, a failed connection) is sent again on a connection of its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,8 +37,11 @@ const DEPTH: usize = 32;
 /// A connection whose current pipeline began longer ago than this takes no more
 /// (a read by key takes Postgres ~50 µs).
 const STALL: Duration = Duration::from_millis(1);
-/// How long a shape that was slow keeps off the shared connections.
-const SLOW_FOR: Duration = Duration::from_secs(10);
+/// A pipeline shape joins the shared connections once one of its pipelines ended
+/// within this (a slow one, e.g. a scan, would hold up those sent after it).
+const FAST: Duration = Duration::from_millis(5);
+/// Shapes remembered (then forgotten all at once).
+const MAX_SHAPES: usize = 10_000;
 /// How long after a failed connect before the slot dials again.
 const REDIAL: Duration = Duration::from_secs(1);
 /// A write gathers the pipelines waiting for it up to this many bytes.
@@ -49,8 +56,6 @@ struct Pending {
     /// The statements this pipeline parses (text, name), in order.
     fresh: Vec<(String, String)>,
     steps: usize,
-    /// Its statements' names, in order (see [`State::slow`]).
-    shape: String,
     /// Its request went away: its results are read and dropped.
     abandoned: bool,
 }
@@ -71,16 +76,6 @@ struct State {
     last_cancel: Option<Instant>,
     /// When the front pipeline became the front one.
     front_since: Instant,
-    /// Shapes of pipelines that ran longer than [`STALL`] the last time (and when):
-    /// for [`SLOW_FOR`] they take connections of their own, and a connection with
-    /// one in flight takes no more.
-    slow: HashMap<String, Instant>,
-}
-
-impl State {
-    fn is_slow(&self, shape: &str) -> bool {
-        self.slow.get(shape).is_some_and(|t| t.elapsed() < SLOW_FOR)
-    }
 }
 
 /// One shared connection.
@@ -111,7 +106,6 @@ impl Mux {
                 cancelled: None,
                 last_cancel: None,
                 front_since: Instant::now(),
-                slow: HashMap::new(),
             }),
             writes: tx,
             load: AtomicUsize::new(0),
@@ -136,6 +130,9 @@ impl Mux {
     /// The load if this connection may take another pipeline now.
     fn free(&self, now: Instant) -> Option<usize> {
         let load = self.load.load(Ordering::Relaxed);
+        if self.is_dead() {
+            return None;
+        }
         if load == 0 {
             return Some(0);
         }
@@ -143,7 +140,7 @@ impl Mux {
             return None;
         }
         let st = self.lock();
-        (!st.dead && now.duration_since(st.front_since) < STALL && !st.pending.iter().any(|p| st.is_slow(&p.shape))).then_some(load)
+        (now.duration_since(st.front_since) < STALL).then_some(load)
     }
 
     fn is_dead(&self) -> bool {
@@ -151,8 +148,7 @@ impl Mux {
     }
 
     /// Encodes and queues `steps` as one pipeline; the receiver gets its results.
-    /// None when pipelines of its shape were slow (it takes a connection of its own).
-    fn submit(&self, steps: &[Step<'_>]) -> Result<Option<(u64, oneshot::Receiver<Outcome>)>, WireError> {
+    fn submit(&self, steps: &[Step<'_>]) -> Result<(u64, oneshot::Receiver<Outcome>), WireError> {
         let mut st = self.lock();
         if st.dead {
             return Err(WireError::Io(other("the shared connection is closed")));
@@ -162,17 +158,16 @@ impl Mux {
             frontend::query("DEALLOCATE ALL", &mut buf)?;
             let id = st.next_id;
             st.next_id += 1;
-            st.pending.push_back(Pending { id, reply: None, fresh: Vec::new(), steps: 1, shape: String::new(), abandoned: true });
+            if st.pending.is_empty() {
+                st.front_since = Instant::now();
+            }
+            st.pending.push_back(Pending { id, reply: None, fresh: Vec::new(), steps: 1, abandoned: true });
             st.statements.clear();
-            st.slow.clear();
             self.send(&mut st, buf)?;
         }
         let mut buf = BytesMut::with_capacity(1024);
         let State { statements, next_statement, .. } = &mut *st;
-        let (fresh, shape) = encode(steps, statements, next_statement, &mut buf)?;
-        if st.is_slow(&shape) {
-            return Ok(None);
-        }
+        let (fresh, _) = encode(steps, statements, next_statement, &mut buf)?;
         for (text, name) in &fresh {
             st.statements.insert(text.clone(), name.clone());
         }
@@ -182,10 +177,10 @@ impl Mux {
         if st.pending.is_empty() {
             st.front_since = Instant::now();
         }
-        st.pending.push_back(Pending { id, reply: Some(tx), fresh, steps: steps.len(), shape, abandoned: false });
+        st.pending.push_back(Pending { id, reply: Some(tx), fresh, steps: steps.len(), abandoned: false });
         self.load.fetch_add(1, Ordering::Relaxed);
         self.send(&mut st, buf)?;
-        Ok(Some((id, rx)))
+        Ok((id, rx))
     }
 
     fn send(&self, st: &mut State, buf: BytesMut) -> Result<(), WireError> {
@@ -203,8 +198,23 @@ impl Mux {
         let Some(p) = st.pending.iter_mut().find(|p| p.id == id) else { return };
         p.abandoned = true;
         if st.pending.front().map(|p| p.id) == Some(id) {
-            self.cancel_front(&mut st);
+            self.cancel_later(id);
         }
+    }
+
+    /// Cancels abandoned pipeline `id` if it is still running after [`STALL`] (most
+    /// end sooner: a cancel would then strike the pipeline after it).
+    fn cancel_later(self: &Arc<Self>, id: u64) {
+        let mux = Arc::downgrade(self);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        rt.spawn(async move {
+            tokio::time::sleep(STALL).await;
+            let Some(mux) = mux.upgrade() else { return };
+            let mut st = mux.lock();
+            if st.pending.front().is_some_and(|p| p.id == id) {
+                mux.cancel_front(&mut st);
+            }
+        });
     }
 
     /// Cancels the front pipeline's statement (its request went away).
@@ -215,9 +225,11 @@ impl Mux {
         }
         st.cancelled = Some(front.id);
         st.last_cancel = Some(Instant::now());
-        tokio::spawn(async move {
-            let _ = send_cancel(&key).await;
-        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = send_cancel(&key).await;
+            });
+        }
     }
 }
 
@@ -318,7 +330,7 @@ fn front_gather<'g>(mux: &Mux, gather: &'g mut Option<Gather>, max: usize) -> Op
 
 /// The front pipeline's answer is complete: forget the statements it did not
 /// parse, hand over its results, and cancel the next one if its request is gone.
-fn answer(mux: &Mux, done: Gather) {
+fn answer(mux: &Arc<Mux>, done: Gather) {
     let mut st = mux.lock();
     let Some(p) = st.pending.pop_front() else { return };
     for (text, name) in p.fresh.iter().skip(done.parsed) {
@@ -326,16 +338,10 @@ fn answer(mux: &Mux, done: Gather) {
             st.statements.remove(text);
         }
     }
-    let now = Instant::now();
-    if now.duration_since(st.front_since) > STALL {
-        st.slow.insert(p.shape, now);
-    } else if !st.slow.is_empty() {
-        st.slow.remove(&p.shape);
-    }
-    st.front_since = now;
+    st.front_since = Instant::now();
     let struck = st.last_cancel.is_some_and(|t| t.elapsed() < STRUCK);
-    if st.pending.front().is_some_and(|f| f.abandoned && f.reply.is_some()) {
-        mux.cancel_front(&mut st);
+    if let Some(next) = st.pending.front().filter(|f| f.abandoned && f.reply.is_some()).map(|f| f.id) {
+        mux.cancel_later(next);
     }
     let Some(reply) = p.reply else { return };
     mux.load.fetch_sub(1, Ordering::Relaxed);
@@ -403,6 +409,9 @@ enum Slot {
 /// The shared connections of a pool.
 pub struct MuxSet {
     slots: Vec<Mutex<Slot>>,
+    /// Pipeline shapes (a hash of their statements) → whether the last one ended
+    /// within [`FAST`].
+    shapes: Mutex<HashMap<u64, bool>>,
     config: tokio_postgres::Config,
     max_message: usize,
 }
@@ -410,7 +419,7 @@ pub struct MuxSet {
 impl MuxSet {
     /// `n` shared connections (dialled when first wanted), none when `n` is 0.
     pub fn new(config: tokio_postgres::Config, n: usize, max_message: usize) -> Arc<MuxSet> {
-        Arc::new(MuxSet { slots: (0..n).map(|_| Mutex::new(Slot::Empty(None))).collect(), config, max_message })
+        Arc::new(MuxSet { slots: (0..n).map(|_| Mutex::new(Slot::Empty(None))).collect(), shapes: Mutex::new(HashMap::new()), config, max_message })
     }
 
     /// The least loaded connection that may take a pipeline now; dials empty slots
@@ -462,26 +471,57 @@ impl MuxSet {
         });
     }
 
-    /// Runs `steps` on a shared connection; None when none may take it now (the
-    /// caller leases a connection of its own).
+    /// Runs the read-only `steps` on a shared connection; None when none may take
+    /// it now, or when it must be sent again (the caller leases a connection of its
+    /// own).
     pub async fn run(self: &Arc<Self>, steps: &[Step<'_>]) -> Option<Outcome> {
-        let mut resent = false;
-        loop {
-            let mux = self.pick()?;
-            let (id, rx) = match mux.submit(steps) {
-                Ok(x) => x?,
-                Err(e) => return Some(Err(e)),
-            };
-            let mut waiting = Waiting { mux: &mux, id, done: false };
-            let out = rx.await.unwrap_or_else(|_| Err(WireError::Io(other("the shared connection failed"))));
-            waiting.done = true;
-            match out {
-                // Rolled back, not by its own doing: a statement another pipeline
-                // parsed did not come to be, or a cancel meant for the one before.
-                Err(WireError::Db(f)) if !resent && (f.code == "26000" || f.code == RESEND) => resent = true,
-                Err(WireError::Db(f)) if f.code == RESEND => return Some(Err(WireError::Db(super::DbFields { code: "57014".into(), ..f }))),
-                other => return Some(other),
+        let shape = shape(steps);
+        if !self.is_fast(shape) {
+            return None;
+        }
+        let mux = self.pick()?;
+        let started = Instant::now();
+        let (id, rx) = mux.submit(steps).ok()?;
+        let mut waiting = Waiting { mux: &mux, id, done: false };
+        let out = rx.await.unwrap_or_else(|_| Err(WireError::Io(other("the shared connection failed"))));
+        waiting.done = true;
+        match out {
+            // Rolled back (or never run), not by its own doing: the connection failed,
+            // a statement another pipeline parsed did not come to be, or a cancel meant
+            // for the pipeline before struck it. It only read: sent again on a
+            // connection of its own.
+            Err(WireError::Io(_)) => None,
+            Err(WireError::Db(f)) if f.code == "26000" || f.code == RESEND => None,
+            other => {
+                self.timed(shape, started.elapsed());
+                Some(other)
             }
         }
     }
+
+    /// Whether pipelines of `shape` may share a connection: they were seen to end
+    /// within [`FAST`] the last time (on a connection of their own at first).
+    fn is_fast(&self, shape: u64) -> bool {
+        self.shapes.lock().unwrap_or_else(|p| p.into_inner()).get(&shape).is_some_and(|fast| *fast)
+    }
+
+    /// Records how long a pipeline of `shape` took.
+    pub fn timed(&self, shape: u64, took: Duration) {
+        let mut shapes = self.shapes.lock().unwrap_or_else(|p| p.into_inner());
+        if shapes.len() >= MAX_SHAPES && !shapes.contains_key(&shape) {
+            shapes.clear();
+        }
+        shapes.insert(shape, took <= FAST);
+    }
+}
+
+/// A pipeline's shape: a hash of its statements' texts (not their parameters).
+pub fn shape(steps: &[Step<'_>]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for step in steps {
+        step.sql.hash(&mut h);
+        step.text_params.hash(&mut h);
+    }
+    h.finish()
 }
