@@ -72,7 +72,10 @@ impl AppState {
             Arc::new(crate::ssrf::Policy { allow_private: config.webhook_allow_private, allowed_hosts: config.webhook_allowed_hosts.clone(), setting: "WEBHOOK_ALLOWED_HOSTS" });
         let fair = |size| (size, crate::db::POOL_WAIT);
         let (size, wait) = fair(config.db_pool_size);
-        let (pool, wire, rest_tx) = (FairPool::new(pool, size, wait), FairPool::new(wire, size, wait), FairPool::new(rest_tx, size, wait));
+        // The pipeline pool's gate is as wide as its leased connections: reads on the
+        // shared ones need no place.
+        let leased = wire.leased.status().max_size;
+        let (pool, wire, rest_tx) = (FairPool::new(pool, size, wait), FairPool::new(wire, leased, wait), FairPool::new(rest_tx, size, wait));
         AppState(Arc::new(Shared {
             config: Arc::new(config),
             pool,

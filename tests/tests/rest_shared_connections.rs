@@ -184,3 +184,37 @@ async fn a_request_that_goes_away_has_its_statement_cancelled_and_the_next_ones_
         assert_eq!(s.get(&format!("/rest/v1/things?id=eq.{id}&select=id")).await, (StatusCode::OK, json!([{"id": id}])));
     }
 }
+
+#[tokio::test]
+async fn reads_queued_behind_one_that_turns_out_slow_are_sent_elsewhere() {
+    let s = S::start().await;
+    // One shape, fast with one argument and slow with another: once seen fast it
+    // shares a connection, and the reads sent just after a slow one queue behind it.
+    let call = |secs: &str| s.gw.url(&format!("/rest/v1/rpc/slow?s={secs}"));
+    for _ in 0..3 {
+        assert_eq!(get(&s.http, &call("0"), &s.anon, false).await, (StatusCode::OK, json!(1)));
+    }
+    // Eight clients read without pause for 2.5 s; a slow call comes in the middle.
+    let until = Instant::now() + Duration::from_millis(2500);
+    let mut fast = Vec::new();
+    for _ in 0..8 {
+        let (http, url, anon) = (s.http.clone(), call("0"), s.anon.clone());
+        fast.push(tokio::spawn(async move {
+            let (mut worst, mut n) = (Duration::ZERO, 0);
+            while Instant::now() < until {
+                let t = Instant::now();
+                assert_eq!(get(&http, &url, &anon, false).await, (StatusCode::OK, json!(1)));
+                worst = worst.max(t.elapsed());
+                n += 1;
+            }
+            (worst, n)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(&s.http, &call("1.5"), &s.anon, false).await, (StatusCode::OK, json!(1)));
+    for f in fast {
+        let (worst, n) = f.await.unwrap();
+        assert!(n > 10, "{n} reads");
+        assert!(worst < Duration::from_millis(1000), "a read waited {worst:?} behind the slow one");
+    }
+}

@@ -119,13 +119,14 @@ impl FairPool<WirePool> {
     /// else on a connection of its own (writes commit side by side: one connection
     /// would wait for each commit's WAL flush in turn).
     pub async fn pipeline(&self, steps: &[Step<'_>], share: bool) -> Result<Vec<StepResult>, DbError> {
-        let place = self.place::<std::io::Error>().await?;
+        // Shared connections need no place: what joins them is fast by construction
+        // (see `mux`), and the gate is as wide as the leased connections.
         if share {
             if let Some(out) = self.pool.shared.run(steps).await {
-                drop(place);
                 return Ok(out?);
             }
         }
+        let place = self.place::<std::io::Error>().await?;
         let mut conn = Lease::get(&self.pool).await?;
         let started = std::time::Instant::now();
         let out = conn.pipeline(steps).await;

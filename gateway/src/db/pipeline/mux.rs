@@ -15,6 +15,9 @@
 //! put in front of others. A request joins a connection that is idle or moving (its
 //! current pipeline began less than [`STALL`] ago) with fewer than [`DEPTH`]
 //! pipelines in flight; otherwise it leases a connection of its own from the pool.
+//! A pipeline still queued behind another after [`RESCUE`] is withdrawn (it only
+//! reads: should it still run, its answer is dropped) and sent on a connection of its
+//! own, so a read that turns out slow holds up the ones behind it for at most that.
 //! A request that goes away has its statement cancelled if it still runs [`STALL`]
 //! after it became the one running; a pipeline rolled back for a reason of ours (a
 //! cancel meant for the one before it, a statement another pipeline did not get to
@@ -37,6 +40,10 @@ const DEPTH: usize = 32;
 /// A connection whose current pipeline began longer ago than this takes no more
 /// (a read by key takes Postgres ~50 µs).
 const STALL: Duration = Duration::from_millis(1);
+/// A pipeline still queued this long after it was sent (behind one that runs long)
+/// is withdrawn and sent on a connection of its own (twice the p99 of a read by key
+/// under full load on 2 cores).
+const RESCUE: Duration = Duration::from_millis(5);
 /// A pipeline shape joins the shared connections once one of its pipelines ended
 /// within this (a slow one, e.g. a scan, would hold up those sent after it).
 const FAST: Duration = Duration::from_millis(5);
@@ -199,6 +206,22 @@ impl Mux {
         p.abandoned = true;
         if st.pending.front().map(|p| p.id) == Some(id) {
             self.cancel_later(id);
+        }
+    }
+
+    /// Withdraws pipeline `id` if it is not the front one (not running yet): its
+    /// answer will be dropped. False when it is the front one.
+    fn withdraw(&self, id: u64) -> bool {
+        let mut st = self.lock();
+        if st.pending.front().is_none_or(|p| p.id == id) {
+            return false;
+        }
+        match st.pending.iter_mut().find(|p| p.id == id) {
+            Some(p) => {
+                p.abandoned = true;
+                true
+            }
+            None => false,
         }
     }
 
@@ -483,7 +506,19 @@ impl MuxSet {
         let started = Instant::now();
         let (id, rx) = mux.submit(steps).ok()?;
         let mut waiting = Waiting { mux: &mux, id, done: false };
-        let out = rx.await.unwrap_or_else(|_| Err(WireError::Io(other("the shared connection failed"))));
+        let mut rx = std::pin::pin!(rx);
+        let answer = match tokio::time::timeout(RESCUE, &mut rx).await {
+            Ok(answer) => answer,
+            // Still queued behind a pipeline that runs long: withdrawn (its answer,
+            // should it still run, is dropped) and sent on a connection of its own.
+            Err(_) if mux.withdraw(id) => {
+                waiting.done = true;
+                return None;
+            }
+            // It is the one running (or about to be answered): waits for it.
+            Err(_) => rx.await,
+        };
+        let out = answer.unwrap_or_else(|_| Err(WireError::Io(other("the shared connection failed"))));
         waiting.done = true;
         match out {
             // Rolled back (or never run), not by its own doing: the connection failed,
