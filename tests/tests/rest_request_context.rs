@@ -214,3 +214,44 @@ async fn planned_and_estimated_counts_and_variadic_functions() {
     let res = http.post(gw.url("/rest/v1/rpc/keys_of")).header("apikey", &anon).header("content-type", "application/json").body(deep).send().await.unwrap();
     assert_eq!((res.status(), res.json::<Value>().await.unwrap()["code"].clone()), (StatusCode::BAD_REQUEST, json!("PGRST102")));
 }
+
+/// A write reads response.status / response.headers back unless nothing could have
+/// set them: a plain table without triggers or rules. A partitioned table's partitions'
+/// triggers, and a trigger created while the gateway runs, still set them.
+#[tokio::test]
+async fn writes_read_the_response_settings_whenever_code_could_set_them() {
+    let tc = TestCluster::start().await.unwrap();
+    let su = tc.superuser().await.unwrap();
+    su.batch_execute(
+        "CREATE TABLE public.plain (id int PRIMARY KEY);
+         CREATE TABLE public.parted (id int PRIMARY KEY) PARTITION BY RANGE (id);
+         CREATE TABLE public.parted_low PARTITION OF public.parted FOR VALUES FROM (0) TO (100);
+         CREATE FUNCTION public.accepted() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM set_config('response.status', '202', true); RETURN NEW; END $$;
+         CREATE TRIGGER accepted AFTER INSERT ON public.parted_low FOR EACH ROW EXECUTE FUNCTION public.accepted();
+         GRANT INSERT ON public.plain, public.parted TO anon;",
+    )
+    .await
+    .unwrap();
+    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    let anon = pgstack_gateway::keys::mint(pgstack_shared::Role::Anon, &pgstack_gateway::config::Secret::new(JWT_SECRET)).unwrap();
+    let http = Client::new();
+    let post = |table: &str, id: i32| http.post(gw.url(&format!("/rest/v1/{table}"))).header("apikey", &anon).json(&json!({"id": id})).send();
+    assert_eq!(post("plain", 1).await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(post("parted", 1).await.unwrap().status(), StatusCode::ACCEPTED);
+    // A trigger on the plain table, created now: the schema cache reloads and the
+    // next write reads the settings back.
+    su.batch_execute("CREATE TRIGGER accepted AFTER INSERT ON public.plain FOR EACH ROW EXECUTE FUNCTION public.accepted();").await.unwrap();
+    let ok = pgstack_tests::eventually(std::time::Duration::from_secs(5), || {
+        let id = rand_id();
+        async move { post("plain", id).await.map(|r| r.status() == StatusCode::ACCEPTED).unwrap_or(false) }
+    })
+    .await;
+    assert!(ok, "the new trigger's response.status was not read back");
+}
+
+fn rand_id() -> i32 {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static NEXT: AtomicI32 = AtomicI32::new(100);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

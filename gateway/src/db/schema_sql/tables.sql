@@ -31,9 +31,10 @@ SELECT n.nspname AS schema,
        -- Which writes the relation takes (bits 4 UPDATE, 8 INSERT, 16 DELETE), views
        -- included: for OPTIONS' Allow header.
        pg_relation_is_updatable(c.oid::regclass, true) AS writable,
-       -- A plain table with no triggers of its own and no rules: its writes run no
-       -- code that could set response.headers / response.status.
-       c.relkind IN ('r', 'p') AND NOT c.relhasrules
+       -- A plain table (not partitioned: its partitions' triggers fire) with no
+       -- triggers of its own and no rules: its writes run no code that could set
+       -- response.headers / response.status.
+       c.relkind = 'r' AND NOT c.relhasrules
          AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal) AS quiet
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
