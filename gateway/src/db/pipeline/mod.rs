@@ -338,7 +338,7 @@ impl WireConn {
             self.close_all().await?;
         }
         self.write.clear();
-        let (fresh, _) = encode(steps, &self.statements, &mut self.next_statement, &mut self.write)?;
+        let fresh = encode(steps, &self.statements, &mut self.next_statement, &mut self.write)?;
         self.mid_write = true;
         self.flush().await?;
         self.mid_write = false;
@@ -453,11 +453,9 @@ impl WireConn {
 
 /// Encodes `steps` into `buf` as one pipeline: a Parse for each statement `known`
 /// lacks (named `s<n>` from `next`), Bind and Execute for each step, one Sync. Returns
-/// the new statements (text, name) in the order of their Parse, and the pipeline's
-/// shape: the names of its statements, in order.
-fn encode(steps: &[Step<'_>], known: &HashMap<String, String>, next: &mut u64, buf: &mut BytesMut) -> std::io::Result<(Vec<(String, String)>, String)> {
+/// the new statements (text, name) in the order of their Parse.
+fn encode(steps: &[Step<'_>], known: &HashMap<String, String>, next: &mut u64, buf: &mut BytesMut) -> std::io::Result<Vec<(String, String)>> {
     let mut fresh: Vec<(String, String)> = Vec::new();
-    let mut shape = String::new();
     for step in steps {
         // A statement with declared parameters is a different prepared statement
         // for each parameter count: the count is part of its key (and of its text,
@@ -495,11 +493,9 @@ fn encode(steps: &[Step<'_>], known: &HashMap<String, String>, next: &mut u64, b
             frontend::BindError::Serialization(e) => e,
         })?;
         frontend::execute("", 0, buf)?;
-        shape.push_str(&name);
-        shape.push(',');
     }
     frontend::sync(buf);
-    Ok((fresh, shape))
+    Ok(fresh)
 }
 
 /// Gathers one pipeline's results from its messages, up to its ReadyForQuery.

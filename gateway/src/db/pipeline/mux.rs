@@ -24,7 +24,6 @@
 //! parse, a failed connection) is sent again on a connection of its own.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,8 +88,6 @@ struct State {
 pub struct Mux {
     state: Mutex<State>,
     writes: mpsc::UnboundedSender<BytesMut>,
-    /// Pipelines sent and not yet answered (also readable without the lock).
-    load: AtomicUsize,
     cancel: Option<CancelKey>,
 }
 
@@ -115,7 +112,6 @@ impl Mux {
                 front_since: Instant::now(),
             }),
             writes: tx,
-            load: AtomicUsize::new(0),
             cancel: conn.cancel.clone(),
         });
         let read = conn.read;
@@ -134,20 +130,12 @@ impl Mux {
         mux
     }
 
-    /// The load if this connection may take another pipeline now.
+    /// The pipelines in flight (answered or not, abandoned ones included) if this
+    /// connection may take another one now.
     fn free(&self, now: Instant) -> Option<usize> {
-        let load = self.load.load(Ordering::Relaxed);
-        if self.is_dead() {
-            return None;
-        }
-        if load == 0 {
-            return Some(0);
-        }
-        if load >= DEPTH {
-            return None;
-        }
         let st = self.lock();
-        (now.duration_since(st.front_since) < STALL).then_some(load)
+        let load = st.pending.len();
+        (!st.dead && (load == 0 || (load < DEPTH && now.duration_since(st.front_since) < STALL))).then_some(load)
     }
 
     fn is_dead(&self) -> bool {
@@ -174,7 +162,7 @@ impl Mux {
         }
         let mut buf = BytesMut::with_capacity(1024);
         let State { statements, next_statement, .. } = &mut *st;
-        let (fresh, _) = encode(steps, statements, next_statement, &mut buf)?;
+        let fresh = encode(steps, statements, next_statement, &mut buf)?;
         for (text, name) in &fresh {
             st.statements.insert(text.clone(), name.clone());
         }
@@ -185,14 +173,13 @@ impl Mux {
             st.front_since = Instant::now();
         }
         st.pending.push_back(Pending { id, reply: Some(tx), fresh, steps: steps.len(), abandoned: false });
-        self.load.fetch_add(1, Ordering::Relaxed);
         self.send(&mut st, buf)?;
         Ok((id, rx))
     }
 
     fn send(&self, st: &mut State, buf: BytesMut) -> Result<(), WireError> {
         if self.writes.send(buf).is_err() {
-            fail(self, st);
+            fail(st);
             return Err(WireError::Io(other("the shared connection is closed")));
         }
         Ok(())
@@ -257,20 +244,19 @@ impl Mux {
 }
 
 /// Marks the connection failed and answers every pipeline in flight.
-fn fail(mux: &Mux, st: &mut State) {
+fn fail(st: &mut State) {
     st.dead = true;
     for p in st.pending.drain(..) {
         if let Some(reply) = p.reply {
-            mux.load.fetch_sub(1, Ordering::Relaxed);
             let _ = reply.send(Err(WireError::Io(other("the shared connection failed"))));
         }
     }
 }
 
 async fn write_loop(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::UnboundedReceiver<BytesMut>, mux: std::sync::Weak<Mux>) {
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::new();
     while let Some(first) = rx.recv().await {
-        out.extend_from_slice(&first);
+        out.unsplit(first); // (takes `first` whole: `out` is empty here)
         while out.len() < WRITE_BATCH {
             match rx.try_recv() {
                 Ok(more) => out.extend_from_slice(&more),
@@ -279,7 +265,7 @@ async fn write_loop(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::UnboundedRecei
         }
         if w.write_all(&out).await.is_err() {
             if let Some(m) = mux.upgrade() {
-                fail(&m, &mut m.lock());
+                fail(&mut m.lock());
             }
             return;
         }
@@ -339,7 +325,7 @@ async fn read_loop(mut r: impl AsyncRead + Unpin, mut buf: BytesMut, mux: Arc<Mu
         }
     };
     tracing::debug!(error = %end, "a shared pipeline connection ended");
-    fail(&mux, &mut mux.lock());
+    fail(&mut mux.lock());
 }
 
 /// The gatherer of the front pipeline (None when nothing is in flight).
@@ -367,7 +353,6 @@ fn answer(mux: &Arc<Mux>, done: Gather) {
         mux.cancel_later(next);
     }
     let Some(reply) = p.reply else { return };
-    mux.load.fetch_sub(1, Ordering::Relaxed);
     drop(st);
     let mut out = done.finish();
     if struck {
