@@ -153,6 +153,24 @@ impl Stream {
             Stream::Unix(s) => s.read_buf(buf).await,
         }
     }
+    async fn ready(&self, interest: tokio::io::Interest) -> std::io::Result<tokio::io::Ready> {
+        match self {
+            Stream::Tcp(s) => s.ready(interest).await,
+            Stream::Unix(s) => s.ready(interest).await,
+        }
+    }
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(buf),
+            Stream::Unix(s) => s.try_write(buf),
+        }
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Unix(s) => s.try_read_buf(buf),
+        }
+    }
 }
 
 /// Where and how to cancel what a connection's backend is running.
@@ -339,21 +357,17 @@ impl WireConn {
         }
         self.write.clear();
         let fresh = encode(steps, &self.statements, &mut self.next_statement, &mut self.write)?;
-        self.mid_write = true;
-        self.flush().await?;
-        self.mid_write = false;
-
         let mut gather = Gather::new(steps.len(), self.max_message);
-        loop {
+        // Results are read while the pipeline is still being written: Postgres
+        // answers each statement as it goes, and once its send buffer is full it
+        // stops reading ours — a pipeline bigger than the two socket buffers (a
+        // realtime check for a thousand viewers) would otherwise wait forever.
+        self.mid_write = true;
+        let mut ready = self.write_reading(&mut gather).await?;
+        self.mid_write = false;
+        while !ready {
             let message = self.next_message().await?;
-            let ready = gather.take(message)?;
-            if gather.too_large {
-                (self.broken, self.oversized) = (true, true);
-                return Err(WireError::TooLarge(self.max_message));
-            }
-            if ready {
-                break;
-            }
+            ready = self.gathered(&mut gather, message)?;
         }
         for (sql, name) in fresh.into_iter().take(gather.parsed) {
             self.statements.insert(sql, name);
@@ -410,6 +424,62 @@ impl WireConn {
         Ok(())
     }
 
+    /// Hands `message` to `gather`; true at the pipeline's end.
+    fn gathered(&mut self, gather: &mut Gather, message: backend::Message) -> Result<bool, WireError> {
+        let ready = gather.take(message)?;
+        if gather.too_large {
+            (self.broken, self.oversized) = (true, true);
+            return Err(WireError::TooLarge(self.max_message));
+        }
+        Ok(ready)
+    }
+
+    /// Writes the whole write buffer, handing what arrives meanwhile to `gather`;
+    /// true when the pipeline's end arrived too.
+    async fn write_reading(&mut self, gather: &mut Gather) -> Result<bool, WireError> {
+        use tokio::io::Interest;
+        let (mut at, mut ready) = (0, false);
+        let result = loop {
+            if at == self.write.len() {
+                break Ok(ready);
+            }
+            let io = match self.stream.ready(Interest::READABLE | Interest::WRITABLE).await {
+                Ok(io) => io,
+                Err(e) => break Err(e.into()),
+            };
+            if io.is_writable() {
+                match self.stream.try_write(&self.write[at..]) {
+                    Ok(n) => at += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => break Err(e.into()),
+                }
+            }
+            if io.is_readable() && !ready {
+                if self.read.capacity() - self.read.len() < 4096 {
+                    self.read.reserve(16 * 1024);
+                }
+                match self.stream.try_read_buf(&mut self.read) {
+                    Ok(0) => break Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "Postgres closed the connection").into()),
+                    Ok(_) => {
+                        while let Some(m) = self.buffered_message()? {
+                            if self.gathered(gather, m)? {
+                                ready = true;
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => break Err(e.into()),
+                }
+            }
+        };
+        self.write.clear();
+        if result.is_err() {
+            (self.broken, self.dead) = (true, true);
+        }
+        result
+    }
+
     async fn flush(&mut self) -> std::io::Result<()> {
         let r = self.stream.write_all(&self.write).await;
         self.write.clear();
@@ -419,18 +489,23 @@ impl WireConn {
         r
     }
 
+    /// The next whole message already read, if any. The header (type byte + length)
+    /// tells a message's size before its body is read: one over the limit is
+    /// refused, not buffered.
+    fn buffered_message(&mut self) -> std::io::Result<Option<backend::Message>> {
+        if self.read.len() >= 5 {
+            let len = u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]) as usize;
+            if len > self.max_message {
+                (self.broken, self.oversized) = (true, true);
+                return Err(std::io::Error::other(Oversized(self.max_message)));
+            }
+        }
+        backend::Message::parse(&mut self.read)
+    }
+
     async fn next_message(&mut self) -> std::io::Result<backend::Message> {
         loop {
-            // The header (type byte + length) tells a message's size before its body
-            // is read: one over the limit is refused, not buffered.
-            if self.read.len() >= 5 {
-                let len = u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]) as usize;
-                if len > self.max_message {
-                    (self.broken, self.oversized) = (true, true);
-                    return Err(std::io::Error::other(Oversized(self.max_message)));
-                }
-            }
-            if let Some(m) = backend::Message::parse(&mut self.read)? {
+            if let Some(m) = self.buffered_message()? {
                 return Ok(m);
             }
             if self.read.capacity() - self.read.len() < 4096 {

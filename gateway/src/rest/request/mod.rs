@@ -285,7 +285,10 @@ fn parse_param(q: &mut QueryParams, k: &str, v: &str, rpc_args: bool) -> Result<
         return apply_scope(scope, &last, v);
     }
     match k {
-        "select" => q.select = parse_select(v, 0)?,
+        "select" => {
+            check_nesting(v, "select")?;
+            q.select = parse_select(v, 0)?
+        }
         "columns" => q.columns = Some(split_names(v)),
         "on_conflict" => q.on_conflict = Some(split_names(v)),
         "order" | "limit" | "offset" | "or" | "and" | "not.or" | "not.and" => {
@@ -330,6 +333,7 @@ fn apply_scope(scope: &mut Scope, k: &str, v: &str) -> Result<(), RestError> {
         "offset" => scope.offset = Some(parse_nonneg("offset", v)?),
         "or" | "and" | "not.or" | "not.and" => {
             let negate = k.starts_with("not.");
+            check_nesting(v, "logic tree")?;
             // As PostgREST's parser, the tree ends at the parenthesis that closes it
             // (anything after it is not read).
             let inner = v
@@ -411,6 +415,28 @@ fn walk_top(s: &str, braces: bool, mut f: impl FnMut(usize, char, i32) -> bool) 
     }
 }
 
+/// How deep parentheses nest in `s` (outside double quotes), in one pass: checked
+/// before a recursive parse, which splits each level again (a 5 000-deep tree cost
+/// ~1.8 ms of CPU to refuse at the depth limit).
+fn nesting(s: &str) -> i32 {
+    let mut max = 0;
+    walk_top(s, false, |_, c, depth| {
+        max = max.max(depth + i32::from(c == '('));
+        false
+    });
+    max
+}
+
+/// Refuses `s` when its parentheses nest deeper than a parse of `what` could accept
+/// (MAX_DEPTH levels, one more for a list or a function's parentheses inside the
+/// deepest, one for the outer parenthesis).
+fn check_nesting(s: &str, what: &str) -> Result<(), RestError> {
+    if nesting(s) > MAX_DEPTH as i32 + 2 {
+        return Err(too_deep(what));
+    }
+    Ok(())
+}
+
 /// Where the parenthesis closing an opened one is in `s` (quotes and nesting skipped).
 fn closing_paren(s: &str) -> Option<usize> {
     let mut at = None;
@@ -461,6 +487,22 @@ mod tests {
         assert!(parse_filter("doc", "fts(english);drop.x").is_err());
         assert!(parse_filter("doc", "fts(eng)lish.x").is_err());
         assert!(parse_filter("x", "eq").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_in_one_pass() {
+        let tree = |n: usize| format!("{}a.eq.1{}", "or(".repeat(n), ")".repeat(n));
+        let deep = format!("({})", tree(5000));
+        let err = parse_query(&format!("or={deep}"), false).unwrap_err();
+        assert!(format!("{err:?}").contains("nesting deeper than"), "{err:?}");
+        let select = format!("id,{}", (0..5000).map(|i| format!("e{i}(")).collect::<String>() + &")".repeat(5000));
+        let err = parse_query(&format!("select={select}"), false).unwrap_err();
+        assert!(format!("{err:?}").contains("nesting deeper than"), "{err:?}");
+        // The deepest accepted: MAX_DEPTH levels, a list inside the last, quoted parentheses.
+        let ok = format!("or=({}a.in.(1,2),b.eq.\"((((\"{})", "and(".repeat(MAX_DEPTH - 1), ")".repeat(MAX_DEPTH - 1));
+        parse_query(&ok, false).unwrap();
+        let ok = format!("select=id,{}", (0..8).map(|i| format!("e{i}(")).collect::<String>() + "id" + &")".repeat(8));
+        parse_query(&ok, false).unwrap();
     }
 
     #[test]
