@@ -378,8 +378,8 @@ async fn limits_protocol_v1_broadcast_changes_and_full_identity() {
 
 /// A viewer whose RLS policy errors on its own claims gets nothing, and never keeps
 /// the other subscribers from their changes.
-#[tokio::test]
-async fn a_viewer_whose_policy_errors_does_not_stop_the_others() {
+/// A cluster with a published table whose rows each viewer sees by its `grp` claim.
+async fn scores_cluster() -> (TestCluster, tokio_postgres::Client) {
     let tc = TestCluster::start().await.unwrap();
     let su = tc.superuser().await.unwrap();
     su.batch_execute(
@@ -391,6 +391,12 @@ async fn a_viewer_whose_policy_errors_does_not_stop_the_others() {
     )
     .await
     .unwrap();
+    (tc, su)
+}
+
+#[tokio::test]
+async fn a_viewer_whose_policy_errors_does_not_stop_the_others() {
+    let (tc, su) = scores_cluster().await;
     let token = |grp: Value| {
         let claims = json!({"sub": USER_A, "role": "authenticated", "grp": grp, "exp": keys::now() + 3600});
         jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap()
@@ -412,6 +418,38 @@ async fn a_viewer_whose_policy_errors_does_not_stop_the_others() {
     bad.send(json!([null, "hb", "phoenix", "heartbeat", {}])).await;
     bad.until("heartbeat", |f| f[1] == "hb").await;
     assert!(!bad.seen.iter().any(|f| f[3] == "postgres_changes"), "{:?}", bad.seen);
+}
+
+/// Many viewers (their checks split over pipelines side by side): each receives
+/// exactly the rows its own claims let it see, whichever pipeline checked it.
+#[tokio::test]
+async fn many_viewers_each_see_only_their_rows() {
+    let (tc, su) = scores_cluster().await;
+    let gw = Gateway::serve(&tc, &[("WS_MAX_CONNECTIONS_PER_IP", "1000")]).await.unwrap();
+    let join = json!(["1", "1", "realtime:s", "phx_join", {"config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "scores"}]}}]);
+    let mut viewers = Vec::new();
+    for i in 0..40 {
+        let claims = json!({"sub": format!("00000000-0000-0000-0000-{i:012}"), "role": "authenticated", "grp": i % 4, "exp": keys::now() + 3600});
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap();
+        let mut c = Phx::connect(&gw.base, &token).await;
+        c.send(join.clone()).await;
+        c.until("subscribed", |f| f[3] == "system" && f[4]["status"] == "ok").await;
+        viewers.push(c);
+    }
+    // Rows of groups 0..4, several per batch.
+    su.batch_execute("INSERT INTO public.scores (grp) SELECT g % 4 FROM generate_series(0, 11) g").await.unwrap();
+    for (i, c) in viewers.iter_mut().enumerate() {
+        for _ in 0..3 {
+            let ch = c.until("a change of the viewer's group", |f| f[3] == "postgres_changes").await;
+            assert_eq!(ch[4]["data"]["record"]["grp"], i % 4, "viewer {i}: {ch}");
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for (i, c) in viewers.iter_mut().enumerate() {
+        c.send(json!([null, "hb", "phoenix", "heartbeat", {}])).await;
+        c.until("heartbeat", |f| f[1] == "hb").await;
+        assert!(!c.seen.iter().any(|f| f[3] == "postgres_changes"), "viewer {i} saw more: {:?}", c.seen);
+    }
 }
 
 /// From an attack review: a published table in a schema the gateway's login cannot

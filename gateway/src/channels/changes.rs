@@ -332,9 +332,29 @@ async fn check_rows(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[
             out.extend(Box::pin(check_rows(st, metas, changes, together)).await);
             return out;
         }
-        return Box::pin(check_rows_together(st, metas, changes, together)).await;
+        return Box::pin(check_split(st, metas, changes, together)).await;
     }
-    check_rows_together(st, metas, changes, viewers).await
+    check_split(st, metas, changes, viewers).await
+}
+
+/// Viewers per pipeline below which a batch's checks are not split.
+const MIN_SPLIT: usize = 16;
+
+/// The viewers' checks in up to one pipeline per core, side by side: each viewer's
+/// statements run one after another in a pipeline, so a batch for many viewers
+/// would otherwise wait on a single backend while the other cores idle.
+async fn check_split(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[Change], viewers: ViewerKeys) -> std::collections::HashSet<(Arc<Who>, usize)> {
+    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
+    let parts = (viewers.len() / MIN_SPLIT).clamp(1, cores);
+    if parts == 1 {
+        return check_rows_together(st, metas, changes, viewers).await;
+    }
+    let mut chunks: Vec<ViewerKeys> = (0..parts).map(|_| HashMap::new()).collect();
+    for (i, (who, keys)) in viewers.into_iter().enumerate() {
+        chunks[i % parts].insert(who, keys);
+    }
+    let checks = chunks.into_iter().map(|c| check_rows_together(st, metas, changes, c));
+    futures_util::future::join_all(checks).await.into_iter().flatten().collect()
 }
 
 /// How long a viewer whose check failed is checked apart from the others.
