@@ -25,7 +25,7 @@ use super::subscription::{Subscription, Who};
 /// A viewer's settings for its row checks: role and claims (what RLS policies read,
 /// as Supabase's realtime.apply_rls sets them), read-only. Lighter than REST's
 /// request setup: there is no HTTP request behind a change.
-const VIEWER: &str = "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), set_config('transaction_read_only', 'on', true)";
+const VIEWER: &str = "SELECT FROM (SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), set_config('transaction_read_only', 'on', true)) _s";
 use crate::db::pipeline::Step;
 use crate::db::sql::ident;
 use crate::AppState;

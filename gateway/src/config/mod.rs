@@ -85,7 +85,7 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// ALLOW_PERMISSIVE_CORS: accept any origin (development only). Default false.
     pub allow_permissive_cors: bool,
-    /// DB_POOL_SIZE: connections in the pool. Default: 2 × CPU cores, at least 4.
+    /// DB_POOL_SIZE: connections in the pool. Default: 2 × CPU cores, at least 10.
     pub db_pool_size: usize,
     /// HTTP_MAX_CONNECTIONS: open HTTP connections at once; over it a new connection
     /// gets 503 and is closed. None = half the descriptor limit, at most 4096.
