@@ -22,8 +22,14 @@ async fn big_pipeline(url: &str) {
         assert_eq!(r.rows[0][0].as_deref(), Some(values[i].as_str()), "step {i}");
     }
     // The connection is in step afterwards: the next pipeline answers as usual.
-    let after = conn.pipeline(&[Step { sql: "SELECT 41 + 1", params: vec![], text_params: false }]).await.unwrap();
-    assert_eq!(after[0].rows[0][0].as_deref(), Some("42"));
+    let one = |sql| vec![Step { sql, params: vec![], text_params: false }];
+    let now = conn.pipeline(&one("SELECT clock_timestamp()::text")).await.unwrap()[0].rows[0][0].clone().unwrap();
+    // Many steps of one known statement prepare nothing again (the connection's
+    // cap on prepared statements counts statements, not steps).
+    conn.pipeline(&steps).await.unwrap();
+    let since = format!("SELECT count(*) FILTER (WHERE prepare_time < '{now}'), count(*) FROM pg_prepared_statements WHERE statement = 'SELECT $1::text'");
+    let kept = conn.pipeline(&one(&since)).await.unwrap();
+    assert_eq!(kept[0].rows[0], vec![Some("1".to_owned()), Some("1".to_owned())], "prepared once, before {now}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -352,7 +352,7 @@ impl WireConn {
         // Broken until the last ReadyForQuery: a future dropped midway (the HTTP client
         // went away) leaves the connection out of step, and the pool discards it.
         self.broken = true;
-        if self.statements.len() + steps.len() > MAX_STATEMENTS {
+        if self.statements.len() + unknown(steps, &self.statements) > MAX_STATEMENTS {
             self.close_all().await?;
         }
         self.write.clear();
@@ -524,6 +524,13 @@ impl WireConn {
             }
         }
     }
+}
+
+/// How many of `steps` may need a statement prepared (at most): those whose text is
+/// not among `known` (a pipeline of many steps repeating a few statements, e.g. a
+/// realtime check for many viewers, prepares none once they are known).
+fn unknown(steps: &[Step<'_>], known: &HashMap<String, String>) -> usize {
+    steps.iter().filter(|s| s.text_params || !known.contains_key(s.sql)).count()
 }
 
 /// Encodes `steps` into `buf` as one pipeline: a Parse for each statement `known`

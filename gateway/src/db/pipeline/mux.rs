@@ -32,7 +32,7 @@ use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{encode, other, send_cancel, CancelKey, Gather, Step, StepResult, Stream, WireConn, WireError, MAX_STATEMENTS};
+use super::{encode, other, send_cancel, unknown, CancelKey, Gather, Step, StepResult, Stream, WireConn, WireError, MAX_STATEMENTS};
 
 /// Pipelines a connection may have in flight before requests look elsewhere.
 const DEPTH: usize = 32;
@@ -148,7 +148,7 @@ impl Mux {
         if st.dead {
             return Err(WireError::Io(other("the shared connection is closed")));
         }
-        if st.statements.len() + steps.len() > MAX_STATEMENTS {
+        if st.statements.len() + unknown(steps, &st.statements) > MAX_STATEMENTS {
             let mut buf = BytesMut::new();
             frontend::query("DEALLOCATE ALL", &mut buf)?;
             let id = st.next_id;
