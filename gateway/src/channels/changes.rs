@@ -326,15 +326,25 @@ async fn check_rows(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[
             viewers.into_iter().partition(|(w, _)| q.get(w.as_ref()).is_some_and(|t| t.elapsed() < QUARANTINE))
         };
         if !alone.is_empty() {
-            for (w, k) in alone {
-                out.extend(Box::pin(check_rows(st, metas, changes, HashMap::from([(w, k)]))).await);
-            }
-            out.extend(Box::pin(check_rows(st, metas, changes, together)).await);
+            // Each alone, a few at a time, beside the others' checks: viewers whose
+            // claims make a policy fail (anyone who can sign in may craft some) cost
+            // the batch their round trips side by side, not one after another.
+            use futures_util::StreamExt;
+            let singles = futures_util::stream::iter(alone).map(|(w, k)| Box::pin(check_rows(st, metas, changes, HashMap::from([(w, k)])))).buffer_unordered(cores());
+            let (rest, singles) = tokio::join!(Box::pin(check_rows(st, metas, changes, together)), singles.collect::<Vec<_>>());
+            out.extend(rest);
+            out.extend(singles.into_iter().flatten());
             return out;
         }
         return Box::pin(check_split(st, metas, changes, together)).await;
     }
     check_split(st, metas, changes, viewers).await
+}
+
+/// The machine's cores (read once).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map(usize::from).unwrap_or(2))
 }
 
 /// Viewers per pipeline below which a batch's checks are not split.
@@ -344,9 +354,7 @@ const MIN_SPLIT: usize = 16;
 /// statements run one after another in a pipeline, so a batch for many viewers
 /// would otherwise wait on a single backend while the other cores idle.
 async fn check_split(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[Change], viewers: ViewerKeys) -> std::collections::HashSet<(Arc<Who>, usize)> {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map(usize::from).unwrap_or(2));
-    let parts = (viewers.len() / MIN_SPLIT).clamp(1, cores);
+    let parts = (viewers.len() / MIN_SPLIT).clamp(1, cores());
     if parts == 1 {
         return check_rows_together(st, metas, changes, viewers).await;
     }
