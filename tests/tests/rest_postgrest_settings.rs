@@ -16,6 +16,8 @@ CREATE TABLE public.notes (id serial PRIMARY KEY, body text NOT NULL);
 CREATE TABLE public.pairs (a int, b int, note text, PRIMARY KEY (a, b));
 INSERT INTO public.notes (body) SELECT 'note ' || g FROM generate_series(1, 10) g;
 GRANT SELECT ON public.notes TO web_anon;
+CREATE VIEW public.typed AS SELECT 1 AS id, true AS ok, ARRAY['a1', 'b'] AS tags, '{"a": [1, 2]}'::jsonb AS j, 'back\slash' AS s, NULL::int AS n;
+GRANT SELECT ON public.typed TO web_anon, editor;
 CREATE VIEW public.notes_view AS SELECT id, body FROM public.notes;
 GRANT ALL ON public.notes, public.pairs, public.notes_view TO editor;
 GRANT USAGE ON SEQUENCE public.notes_id_seq TO editor;
@@ -204,10 +206,14 @@ async fn csv_stripped_nulls_and_unsatisfiable_ranges() {
         }
         r.send()
     };
-    // CSV out: a header from the selected columns, quoting where needed.
+    // CSV out: a header from the selected columns, each row in Postgres's own text
+    // form as PostgREST renders it (a value with a space is quoted).
     let res = raw(Method::GET, "/notes?select=id,body&id=lt.3&order=id", vec![("accept", "text/csv".into())], "").await.unwrap();
     assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
-    assert_eq!(res.text().await.unwrap(), "id,body\n1,note 1\n2,note 2");
+    assert_eq!(res.text().await.unwrap(), "id,body\n1,\"note 1\"\n2,\"note 2\"");
+    // Booleans, arrays, JSON, backslashes and NULL as Postgres writes them.
+    let res = raw(Method::GET, "/typed", vec![("accept", "text/csv".into())], "").await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "id,ok,tags,j,s,n\n1,t,\"{a1,b}\",\"{\"\"a\"\": [1, 2]}\",\"back\\\\slash\",");
     // CSV in (NULL is null), CSV representation back, quoting of commas and quotes.
     let res = raw(
         Method::POST,

@@ -41,7 +41,7 @@ pub fn columns(accept: Accept) -> String {
     let body = match accept {
         Accept::Json => format!("coalesce({agg}, '[]')::text"),
         Accept::JsonStripped => format!("coalesce(json_strip_nulls({agg}), '[]')::text"),
-        Accept::Csv => csv(&format!("coalesce({agg}, '[]')")),
+        Accept::Csv => csv(),
         Accept::Object | Accept::ObjectStripped => "NULL::text".to_owned(),
     };
     let object = match accept {
@@ -52,19 +52,15 @@ pub fn columns(accept: Accept) -> String {
     format!("{body}, count({ROWS}), {object}")
 }
 
-/// JSON array (the SQL expression `rows`) → CSV text: a header from the first row's
-/// keys (in order), then one line per row; NULL is an empty field; fields with `"`,
-/// `,` or line breaks are quoted. No rows → the empty string.
-fn csv(rows: &str) -> String {
-    const FIELD: &str = r#"CASE WHEN {x} IS NULL THEN '' WHEN {x} ~ '[",\r\n]' THEN '"' || replace({x}, '"', '""') || '"' ELSE {x} END"#;
-    let header = FIELD.replace("{x}", "h.k");
-    let field = FIELD.replace("{x}", "e.t");
+/// The rows `_pgs_t` as CSV, as PostgREST's statement renders them: a header of the
+/// first row's keys joined by commas, a line break, then each row's text form
+/// without its parentheses (Postgres's own quoting: `"a b"`, `""` for a quote,
+/// `{a,b}` arrays, `t`/`f`, an empty field for NULL) joined by line breaks. No rows:
+/// a lone line break, as PostgREST.
+fn csv() -> String {
+    // `_pgs_t.*`: the whole row even when a column is named `_pgs_t`.
     format!(
-        "(SELECT coalesce(\
-            (SELECT string_agg({header}, ',' ORDER BY h.n) FROM json_object_keys(_pgs_csv.v -> 0) WITH ORDINALITY AS h(k, n)) \
-            || coalesce(E'\\n' || (SELECT string_agg(\
-                (SELECT string_agg({field}, ',' ORDER BY e.n) FROM json_each_text(x.r) WITH ORDINALITY AS e(k, t, n)), \
-                E'\\n' ORDER BY x.rn) FROM json_array_elements(_pgs_csv.v) WITH ORDINALITY AS x(r, rn)), ''), \
-            '') FROM (SELECT {rows} AS v) _pgs_csv)"
+        "(SELECT coalesce(string_agg(_pgs_k, ','), '') FROM json_object_keys(json_agg({ROWS}.*) -> 0) AS _pgs_k) || E'\\n' || \
+         coalesce(string_agg(substring(({ROWS}.*)::text, 2, length(({ROWS}.*)::text) - 2), E'\\n'), '')"
     )
 }
