@@ -18,6 +18,8 @@ INSERT INTO public.notes (body) SELECT 'note ' || g FROM generate_series(1, 10) 
 GRANT SELECT ON public.notes TO web_anon;
 CREATE VIEW public.typed AS SELECT 1 AS id, true AS ok, ARRAY['a1', 'b'] AS tags, '{"a": [1, 2]}'::jsonb AS j, 'back\slash' AS s, NULL::int AS n;
 GRANT SELECT ON public.typed TO web_anon, editor;
+CREATE FUNCTION public.words() RETURNS SETOF text LANGUAGE sql AS $$SELECT unnest(ARRAY['a b', 'c'])$$;
+GRANT EXECUTE ON FUNCTION public.words() TO web_anon, editor;
 CREATE VIEW public.notes_view AS SELECT id, body FROM public.notes;
 GRANT ALL ON public.notes, public.pairs, public.notes_view TO editor;
 GRANT USAGE ON SEQUENCE public.notes_id_seq TO editor;
@@ -214,6 +216,10 @@ async fn csv_stripped_nulls_and_unsatisfiable_ranges() {
     // Booleans, arrays, JSON, backslashes and NULL as Postgres writes them.
     let res = raw(Method::GET, "/typed", vec![("accept", "text/csv".into())], "").await.unwrap();
     assert_eq!(res.text().await.unwrap(), "id,ok,tags,j,s,n\n1,t,\"{a1,b}\",\"{\"\"a\"\": [1, 2]}\",\"back\\\\slash\",");
+    // A function's set of scalars: PostgREST's column name for them, one per line.
+    let res = raw(Method::GET, "/rpc/words", vec![("accept", "text/csv".into())], "").await.unwrap();
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(res.text().await.unwrap(), "pgrst_scalar\n\"a b\"\nc");
     // CSV in (NULL is null), CSV representation back, quoting of commas and quotes.
     let res = raw(
         Method::POST,

@@ -514,10 +514,12 @@ pub fn call(
         if let Some(o) = q.offset {
             paging.push_str(&format!(" OFFSET {}::bigint", sql.bind(o.to_string())));
         }
-        sql.push(&format!(
-            "SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), NULL::text, NULL::bigint \
-             FROM (SELECT {R} AS v FROM {callee} AS {R}{wh}{paging}) _pgs_t"
-        ));
+        // CSV as PostgREST's: the values under its column name for them.
+        let (body, column) = match accept {
+            Accept::Csv => (render::csv(), "pgrst_scalar"),
+            _ => ("coalesce(json_agg(_pgs_t.v), '[]')::text".to_owned(), "v"),
+        };
+        sql.push(&format!("SELECT {body}, count(*), NULL::text, NULL::bigint FROM (SELECT {R} AS {column} FROM {callee} AS {R}{wh}{paging}) _pgs_t"));
     } else if !f.returns_set {
         // One row: `select=` (columns, embeds, representations) applies as to a
         // table's rows (PostgREST); `*` names the columns of a composite result and

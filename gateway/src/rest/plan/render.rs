@@ -57,7 +57,7 @@ pub fn columns(accept: Accept) -> String {
 /// without its parentheses (Postgres's own quoting: `"a b"`, `""` for a quote,
 /// `{a,b}` arrays, `t`/`f`, an empty field for NULL) joined by line breaks. No rows:
 /// a lone line break, as PostgREST.
-fn csv() -> String {
+pub fn csv() -> String {
     // `_pgs_t.*`: the whole row even when a column is named `_pgs_t`.
     format!(
         "(SELECT coalesce(string_agg(_pgs_k, ','), '') FROM json_object_keys(json_agg({ROWS}.*) -> 0) AS _pgs_k) || E'\\n' || \
