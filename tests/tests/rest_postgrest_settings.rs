@@ -20,6 +20,9 @@ CREATE VIEW public.typed AS SELECT 1 AS id, true AS ok, ARRAY['a1', 'b'] AS tags
 GRANT SELECT ON public.typed TO web_anon, editor;
 CREATE FUNCTION public.words() RETURNS SETOF text LANGUAGE sql AS $$SELECT unnest(ARRAY['a b', 'c'])$$;
 GRANT EXECUTE ON FUNCTION public.words() TO web_anon, editor;
+CREATE FUNCTION public.pair(OUT x int, OUT y text) LANGUAGE sql AS $$SELECT 1, 'a b'$$;
+CREATE FUNCTION public.five() RETURNS int LANGUAGE sql AS 'SELECT 5';
+GRANT EXECUTE ON FUNCTION public.pair(), public.five() TO web_anon, editor;
 CREATE VIEW public.notes_view AS SELECT id, body FROM public.notes;
 GRANT ALL ON public.notes, public.pairs, public.notes_view TO editor;
 GRANT USAGE ON SEQUENCE public.notes_id_seq TO editor;
@@ -220,6 +223,14 @@ async fn csv_stripped_nulls_and_unsatisfiable_ranges() {
     let res = raw(Method::GET, "/rpc/words", vec![("accept", "text/csv".into())], "").await.unwrap();
     assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
     assert_eq!(res.text().await.unwrap(), "pgrst_scalar\n\"a b\"\nc");
+    // One row (OUT parameters) and one value: CSV as well, JSON without the header.
+    for (path, csv, json) in [("/rpc/pair", "x,y\n1,\"a b\"", r#"{"x":1,"y":"a b"}"#), ("/rpc/five", "pgrst_scalar\n5", "5")] {
+        let res = raw(Method::GET, path, vec![("accept", "text/csv".into())], "").await.unwrap();
+        assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8", "{path}");
+        assert_eq!(res.text().await.unwrap(), csv, "{path}");
+        let res = raw(Method::GET, path, vec![], "").await.unwrap();
+        assert_eq!(res.text().await.unwrap(), json, "{path}");
+    }
     // CSV in (NULL is null), CSV representation back, quoting of commas and quotes.
     let res = raw(
         Method::POST,

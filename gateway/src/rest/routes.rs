@@ -381,7 +381,7 @@ async fn rpc(
     let (body, ct) = if f.returns_void {
         status = StatusCode::NO_CONTENT;
         (None, JSON)
-    } else if f.returns_set {
+    } else if f.returns_set || accept == Accept::Csv {
         let (b, ct) = response::rows(&out, accept)?;
         (Some(b), ct)
     } else {

@@ -504,7 +504,12 @@ pub fn call(
     }
     let src = Source { name: &f.name, columns: relation.or(f.result.as_ref()), alias: R.to_owned(), ctx: relation.map(|_| (cache, q)), path: Vec::new(), items: &q.select };
     if f.returns_scalar && !f.returns_set {
-        sql.push(&format!("SELECT to_json({callee})::text, 1::bigint, NULL::text, NULL::bigint"));
+        if accept == Accept::Csv {
+            // PostgREST's CSV of a single value: its column name, then the value.
+            sql.push(&format!("SELECT {}, 1::bigint, NULL::text, NULL::bigint FROM (SELECT {callee} AS pgrst_scalar) _pgs_t", render::csv()));
+        } else {
+            sql.push(&format!("SELECT to_json({callee})::text, 1::bigint, NULL::text, NULL::bigint"));
+        }
     } else if f.returns_scalar {
         let wh = where_sql(&mut sql, &src, &q.conditions)?;
         let mut paging = String::new();
@@ -527,9 +532,14 @@ pub fn call(
         let mut inner = Vec::new();
         let select = select_sql(&mut sql, &src, &q.select, &mut inner)?;
         let wh = if inner.is_empty() { String::new() } else { format!(" WHERE {}", inner.join(" AND ")) };
-        sql.push(&format!(
-            "SELECT coalesce((SELECT row_to_json(_pgs_o)::text FROM (SELECT {select} FROM {callee} AS {R}{wh}) _pgs_o), 'null'), 1::bigint, NULL::text, NULL::bigint"
-        ));
+        if accept == Accept::Csv {
+            // The one row as CSV (a header and its line), as PostgREST renders it.
+            sql.push(&format!("SELECT {}, count(*), NULL::text, NULL::bigint FROM (SELECT {select} FROM {callee} AS {R}{wh}) _pgs_t", render::csv()));
+        } else {
+            sql.push(&format!(
+                "SELECT coalesce((SELECT row_to_json(_pgs_o)::text FROM (SELECT {select} FROM {callee} AS {R}{wh}) _pgs_o), 'null'), 1::bigint, NULL::text, NULL::bigint"
+            ));
+        }
     } else {
         let from = format!("{callee} AS {R}");
         wrap_rows(&mut sql, &src, q, &from, count, true, accept)?;
