@@ -85,8 +85,7 @@ fn default_workers() -> Option<usize> {
     if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
         return None;
     }
-    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
-    Some(cores.div_ceil(2))
+    Some(pgstack_gateway::config::cores().div_ceil(2))
 }
 
 fn main() -> ExitCode {

@@ -330,7 +330,8 @@ async fn check_rows(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[
             // claims make a policy fail (anyone who can sign in may craft some) cost
             // the batch their round trips side by side, not one after another.
             use futures_util::StreamExt;
-            let singles = futures_util::stream::iter(alone).map(|(w, k)| Box::pin(check_rows(st, metas, changes, HashMap::from([(w, k)])))).buffer_unordered(cores());
+            let singles =
+                futures_util::stream::iter(alone).map(|(w, k)| Box::pin(check_rows(st, metas, changes, HashMap::from([(w, k)])))).buffer_unordered(crate::config::cores());
             let (rest, singles) = tokio::join!(Box::pin(check_rows(st, metas, changes, together)), singles.collect::<Vec<_>>());
             out.extend(rest);
             out.extend(singles.into_iter().flatten());
@@ -341,12 +342,6 @@ async fn check_rows(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[
     check_split(st, metas, changes, viewers).await
 }
 
-/// The machine's cores (read once).
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map(usize::from).unwrap_or(2))
-}
-
 /// Viewers per pipeline below which a batch's checks are not split.
 const MIN_SPLIT: usize = 16;
 
@@ -354,7 +349,7 @@ const MIN_SPLIT: usize = 16;
 /// statements run one after another in a pipeline, so a batch for many viewers
 /// would otherwise wait on a single backend while the other cores idle.
 async fn check_split(st: &AppState, metas: &[Option<Arc<TableMeta>>], changes: &[Change], viewers: ViewerKeys) -> std::collections::HashSet<(Arc<Who>, usize)> {
-    let parts = (viewers.len() / MIN_SPLIT).clamp(1, cores());
+    let parts = (viewers.len() / MIN_SPLIT).clamp(1, crate::config::cores());
     if parts == 1 {
         return check_rows_together(st, metas, changes, viewers).await;
     }

@@ -80,7 +80,7 @@ impl Config {
         if jwt_expiry_secs == 0 {
             return Err(ConfigError::Invalid { name: "JWT_EXPIRY", why: "must be at least 1 second".into() });
         }
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = super::cores();
         // PostgREST's default pool is 10: fewer queue requests that Postgres could
         // serve at once (measured in docs/benchmarks.md).
         let db_pool_size = parse_num(src, "DB_POOL_SIZE", (2 * cores).max(10))?;
@@ -142,7 +142,7 @@ impl Config {
             mailer_log_only: false,
             auth_rate_limit: parse_rate(src, "AUTH_RATE_LIMIT", "60/m")?,
             anonymous_rate_limit: parse_rate(src, "ANONYMOUS_RATE_LIMIT", "30/h")?,
-            password_hash_concurrency: parse_num(src, "PASSWORD_HASH_CONCURRENCY", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))?.clamp(1, 1024),
+            password_hash_concurrency: parse_num(src, "PASSWORD_HASH_CONCURRENCY", super::cores())?.clamp(1, 1024),
             password_hash_queue_timeout_secs: parse_num(src, "PASSWORD_HASH_QUEUE_TIMEOUT", 5u64)?.clamp(1, 120),
             otp_max_attempts: parse_num(src, "OTP_MAX_ATTEMPTS", 5i32)?.clamp(1, 1000),
             require_authenticated_ws: parse_bool(src, "REQUIRE_AUTHENTICATED_WS", false)?,

@@ -12,6 +12,13 @@ mod load;
 pub mod oauth;
 pub mod workbench;
 
+/// The machine's cores as the process may use them (2 when unknown), read once: the
+/// sizes that follow the machine (pools, runtime threads, parallel checks) start here.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map(usize::from).unwrap_or(2))
+}
+
 pub use load::{check_secret_strength, redact_url, Source};
 
 use crate::keys;

@@ -35,8 +35,7 @@ pub fn wire_pool(config: &Config) -> anyhow::Result<super::pipeline::WirePool> {
     // One shared connection per four cores: the fewer, the more pipelines each
     // wake-up of its backend serves (measured on 2 cores: 1 shared connection
     // 18.5–19.6k reads by key per second, 2: 15.2–15.8k, 4: 11.4–12.6k; none, 12.9k).
-    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
-    super::pipeline::pool(pg_config(config)?, config.db_pool_size, cores.div_ceil(4), config.response_max_bytes)
+    super::pipeline::pool(pg_config(config)?, config.db_pool_size, crate::config::cores().div_ceil(4), config.response_max_bytes)
 }
 
 /// DATABASE_URL with the gateway's connection defaults: a connect timeout, and

@@ -125,7 +125,7 @@ pub fn configure(concurrency: usize, wait_secs: u64) {
 }
 
 fn gate() -> &'static Gate {
-    GATE.get_or_init(|| Gate::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2), Duration::from_secs(5)))
+    GATE.get_or_init(|| Gate::new(crate::config::cores(), Duration::from_secs(5)))
 }
 
 /// A slot, or 429 when none frees up in time.

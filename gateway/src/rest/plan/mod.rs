@@ -506,7 +506,7 @@ pub fn call(
     if f.returns_scalar && !f.returns_set {
         if accept == Accept::Csv {
             // PostgREST's CSV of a single value: its column name, then the value.
-            sql.push(&format!("SELECT {}, 1::bigint, NULL::text, NULL::bigint FROM (SELECT {callee} AS pgrst_scalar) _pgs_t", render::csv()));
+            csv_rows(&mut sql, &format!("SELECT {callee} AS pgrst_scalar"));
         } else {
             sql.push(&format!("SELECT to_json({callee})::text, 1::bigint, NULL::text, NULL::bigint"));
         }
@@ -519,12 +519,15 @@ pub fn call(
         if let Some(o) = q.offset {
             paging.push_str(&format!(" OFFSET {}::bigint", sql.bind(o.to_string())));
         }
-        // CSV as PostgREST's: the values under its column name for them.
-        let (body, column) = match accept {
-            Accept::Csv => (render::csv(), "pgrst_scalar"),
-            _ => ("coalesce(json_agg(_pgs_t.v), '[]')::text".to_owned(), "v"),
-        };
-        sql.push(&format!("SELECT {body}, count(*), NULL::text, NULL::bigint FROM (SELECT {R} AS {column} FROM {callee} AS {R}{wh}{paging}) _pgs_t"));
+        if accept == Accept::Csv {
+            // CSV as PostgREST's: the values under its column name for them.
+            csv_rows(&mut sql, &format!("SELECT {R} AS pgrst_scalar FROM {callee} AS {R}{wh}{paging}"));
+        } else {
+            sql.push(&format!(
+                "SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), NULL::text, NULL::bigint \
+                 FROM (SELECT {R} AS v FROM {callee} AS {R}{wh}{paging}) _pgs_t"
+            ));
+        }
     } else if !f.returns_set {
         // One row: `select=` (columns, embeds, representations) applies as to a
         // table's rows (PostgREST); `*` names the columns of a composite result and
@@ -534,7 +537,7 @@ pub fn call(
         let wh = if inner.is_empty() { String::new() } else { format!(" WHERE {}", inner.join(" AND ")) };
         if accept == Accept::Csv {
             // The one row as CSV (a header and its line), as PostgREST renders it.
-            sql.push(&format!("SELECT {}, count(*), NULL::text, NULL::bigint FROM (SELECT {select} FROM {callee} AS {R}{wh}) _pgs_t", render::csv()));
+            csv_rows(&mut sql, &format!("SELECT {select} FROM {callee} AS {R}{wh}"));
         } else {
             sql.push(&format!(
                 "SELECT coalesce((SELECT row_to_json(_pgs_o)::text FROM (SELECT {select} FROM {callee} AS {R}{wh}) _pgs_o), 'null'), 1::bigint, NULL::text, NULL::bigint"
@@ -545,6 +548,11 @@ pub fn call(
         wrap_rows(&mut sql, &src, q, &from, count, true, accept)?;
     }
     Ok(sql)
+}
+
+/// A function's result as CSV: the rows of `rows` (a SELECT) in the 4-column shape.
+fn csv_rows(sql: &mut Sql, rows: &str) {
+    sql.push(&format!("SELECT {}, count(*), NULL::text, NULL::bigint FROM ({rows}) _pgs_t", render::csv()));
 }
 
 /// PGRST205 with PostgREST's fuzzy hint of another table or view of the schema.
