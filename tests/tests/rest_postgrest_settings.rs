@@ -216,6 +216,13 @@ async fn csv_stripped_nulls_and_unsatisfiable_ranges() {
     let res = raw(Method::GET, "/notes?select=id,body&id=lt.3&order=id", vec![("accept", "text/csv".into())], "").await.unwrap();
     assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
     assert_eq!(res.text().await.unwrap(), "id,body\n1,\"note 1\"\n2,\"note 2\"");
+    // An output column named like the statement's row alias changes nothing: the
+    // rows, their count and the single object stay whole.
+    let res = raw(Method::GET, "/notes?select=id,_pgs_t:body&id=lt.3&order=id", vec![("prefer", "count=exact".into())], "").await.unwrap();
+    assert_eq!((res.status(), res.headers()["content-range"].to_str().unwrap().to_owned()), (StatusCode::OK, "0-1/2".to_owned()));
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap(), serde_json::json!([{"id": 1, "_pgs_t": "note 1"}, {"id": 2, "_pgs_t": "note 2"}]));
+    let res = raw(Method::GET, "/notes?select=id,_pgs_t:body&id=eq.2", vec![("accept", "application/vnd.pgrst.object+json".into())], "").await.unwrap();
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap(), serde_json::json!({"id": 2, "_pgs_t": "note 2"}));
     // Booleans, arrays, JSON, backslashes and NULL as Postgres writes them.
     let res = raw(Method::GET, "/typed", vec![("accept", "text/csv".into())], "").await.unwrap();
     assert_eq!(res.text().await.unwrap(), "id,ok,tags,j,s,n\n1,t,\"{a1,b}\",\"{\"\"a\"\": [1, 2]}\",\"back\\\\slash\",");

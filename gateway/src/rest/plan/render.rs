@@ -37,7 +37,9 @@ pub fn join_rows<'a>(rows: impl Iterator<Item = &'a str> + Clone) -> String {
 /// row), in the form `accept` asks for. Only what the answer needs is aggregated: a
 /// single object is not also rendered as an array, nor an array as an object.
 pub fn columns(accept: Accept) -> String {
-    let agg = format!("json_agg({ROWS})");
+    // `_pgs_t.*` and count(*): the whole row and every row, even when an output
+    // column is named `_pgs_t` (a bare `_pgs_t` would then be that column).
+    let agg = format!("json_agg({ROWS}.*)");
     let body = match accept {
         Accept::Json => format!("coalesce({agg}, '[]')::text"),
         Accept::JsonStripped => format!("coalesce(json_strip_nulls({agg}), '[]')::text"),
@@ -45,11 +47,11 @@ pub fn columns(accept: Accept) -> String {
         Accept::Object | Accept::ObjectStripped => "NULL::text".to_owned(),
     };
     let object = match accept {
-        Accept::Object => format!("CASE WHEN count({ROWS}) = 1 THEN ({agg} -> 0)::text END"),
-        Accept::ObjectStripped => format!("CASE WHEN count({ROWS}) = 1 THEN json_strip_nulls({agg} -> 0)::text END"),
+        Accept::Object => format!("CASE WHEN count(*) = 1 THEN ({agg} -> 0)::text END"),
+        Accept::ObjectStripped => format!("CASE WHEN count(*) = 1 THEN json_strip_nulls({agg} -> 0)::text END"),
         _ => "NULL::text".to_owned(),
     };
-    format!("{body}, count({ROWS}), {object}")
+    format!("{body}, count(*), {object}")
 }
 
 /// The rows `_pgs_t` as CSV, as PostgREST's statement renders them: a header of the

@@ -266,7 +266,7 @@ fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParam
     let columns = super::render::columns(accept);
     // A single object: exactly one row, checked inside this statement (anything else
     // aborts it, and the write with it: 406 PGRST116) — one round trip, as any write.
-    let one = if matches!(accept, Accept::Object | Accept::ObjectStripped) && !put { " HAVING pgr.expect_one(count(_pgs_t))" } else { "" };
+    let one = if matches!(accept, Accept::Object | Accept::ObjectStripped) && !put { " HAVING pgr.expect_one(count(*))" } else { "" };
     sql.push(&format!("WITH _pgs_m AS ({stmt} RETURNING {returning_list}) SELECT {columns}, {inserted} FROM (SELECT {select} FROM {from}{wh}{ord}) _pgs_t{one}"));
     Ok(sql)
 }
