@@ -60,10 +60,13 @@ pub fn verify(token: &str, secret: &Secret) -> Result<JwtClaims, jsonwebtoken::e
     jsonwebtoken::decode::<JwtClaims>(token, &DecodingKey::from_secret(secret.expose().as_bytes()), &v).map(|d| d.claims)
 }
 
-/// Verifies an HS256 token signed with `secret` and returns its claims as they are
+/// Verifies an HS256 (or HS384/HS512) token signed with `secret` and returns its claims as they are
 /// (no claim is required; the caller checks `exp` and `role` itself).
 pub fn verify_any(token: &str, secret: &Secret) -> Result<serde_json::Value, jsonwebtoken::errors::Error> {
     let mut v = Validation::new(Algorithm::HS256);
+    // The project's key is a symmetric one: any HMAC algorithm verifies with it
+    // (as PostgREST's JWK of the secret does); none other does.
+    v.algorithms = vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
     v.validate_aud = false;
     v.validate_exp = false;
     v.required_spec_claims.clear();

@@ -17,7 +17,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .route("/health", get(health::health))
         .nest("/auth/v1", auth::routes(&state.config).layer(timeout()).layer(buffered()))
-        .route("/rest/v1/", get(rest::openapi::openapi))
+        .route("/rest/v1/", get(rest::openapi::openapi).options(rest::openapi::options))
         .nest("/rest/v1", rest::routes().merge(webhooks_or_table(&state)).layer(timeout()).layer(buffered()))
         .route("/api/catalog/refresh", post(rest::catalog_refresh).route_layer(axum::middleware::from_fn_with_state(state.config.clone(), http::service::only_service)))
         .merge(devtools::routes(&state.config))
@@ -42,7 +42,10 @@ pub fn app(state: AppState) -> Router {
                 let plain = plain.clone();
                 async move {
                     let preflight = req.headers().contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD);
-                    if req.method() == axum::http::Method::OPTIONS && !preflight {
+                    // A request without Origin is not a CORS request: no CORS headers,
+                    // and no CORS `Vary` (PostgREST's own `Vary` stays alone).
+                    let cross_origin = req.headers().contains_key(axum::http::header::ORIGIN);
+                    if (req.method() == axum::http::Method::OPTIONS && !preflight) || !cross_origin {
                         tower::ServiceExt::oneshot(plain, req).await.unwrap_or_else(|e| match e {})
                     } else {
                         next.run(req).await

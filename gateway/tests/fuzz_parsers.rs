@@ -285,7 +285,7 @@ fn rest_headers() {
             }
         }
         let p = prefer::prefer(&h);
-        let _ = (p.applied(true), p.applied(false));
+        let _ = (p.applied(true, true), p.applied(false, false));
         client_error(&prefer::prefer_checked(&h))?;
         client_error(&prefer::accept(&h))?;
         let exposed = vec!["public".to_owned(), "api".to_owned()];

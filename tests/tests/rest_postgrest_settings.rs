@@ -37,6 +37,23 @@ CREATE FUNCTION public.slow() RETURNS int LANGUAGE sql AS 'SELECT 1 FROM pg_slee
 GRANT EXECUTE ON FUNCTION public.slow() TO web_anon, editor;
 -- A statement timeout per role, set the Postgres way.
 ALTER ROLE web_anon SET statement_timeout = '200ms';
+-- Computed relationships: ROWS 1 makes a set-returning one to-one.
+CREATE TABLE public.designers (id int PRIMARY KEY, name text);
+CREATE TABLE public.games (id int PRIMARY KEY, name text, designer_id int);
+INSERT INTO public.designers VALUES (1, 'Sid'), (2, 'Hiro');
+INSERT INTO public.games VALUES (1, 'Civ', 1), (2, 'FF', 2), (3, 'FF2', 2);
+CREATE FUNCTION public.maker(public.games) RETURNS SETOF public.designers LANGUAGE sql STABLE ROWS 1
+    AS $$SELECT * FROM public.designers WHERE id = $1.designer_id$$;
+CREATE FUNCTION public.made(public.designers) RETURNS SETOF public.games LANGUAGE sql STABLE
+    AS $$SELECT * FROM public.games WHERE designer_id = $1.id$$;
+GRANT SELECT ON public.designers, public.games TO web_anon;
+CREATE FUNCTION public.raise_no_detail() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE SQLSTATE 'PGRST' USING MESSAGE = '{"code": "X1", "message": "m"}';
+END $$;
+CREATE FUNCTION public.vary_own() RETURNS int LANGUAGE sql AS $$
+    SELECT set_config('response.headers', '[{"Vary": "Accept, X-Mine"}]', true)::text IS NOT NULL::int$$;
+GRANT EXECUTE ON FUNCTION public.raise_no_detail(), public.vary_own() TO web_anon;
 "#;
 
 struct Env {
@@ -60,6 +77,7 @@ async fn start() -> Env {
             ("DB_TX_END", "commit-allow-override"),
             ("REST_ERROR_FORMAT", "postgrest"),
             ("JWT_REQUIRE_EXP", "false"),
+            ("ALLOWED_ORIGINS", "http://example.com"),
         ],
     )
     .await
@@ -329,4 +347,104 @@ async fn one_round_trip_requests_are_atomic_and_leave_the_connection_clean() {
     let (st, _, _) = e.req(Method::PATCH, "/notes?id=eq.1", &[("authorization", &editor)], Some(json!({"body": null}))).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!((audited("POST").await, audited("PATCH").await), (1, 0), "only the successful write was audited");
+}
+
+#[tokio::test]
+async fn postgrest_details_beyond_the_shared_cases() {
+    let e = start().await;
+    let editor = format!("Bearer {}", token(json!({"role": "editor"})));
+    let auth = [("authorization", editor.as_str())];
+
+    // JWT refusals carry PostgREST's message and details; any HMAC algorithm verifies.
+    let wrong = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &json!({"role": "editor"}), &jsonwebtoken::EncodingKey::from_secret(b"wrong secret")).unwrap();
+    let (st, h, err) = e.req(Method::GET, "/notes", &[("authorization", &format!("Bearer {wrong}"))], None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(err, json!({"code": "PGRST301", "message": "No suitable key or wrong key type", "details": "None of the keys was able to decode the JWT", "hint": null}));
+    assert!(h["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    let unsecured = "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.eyJyb2xlIjoiZWRpdG9yIn0.";
+    let (st, _, err) = e.req(Method::GET, "/notes", &[("authorization", &format!("Bearer {unsecured}"))], None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "an unsigned token never authenticates");
+    assert_eq!(
+        err,
+        json!({"code": "PGRST301", "message": "Wrong or unsupported encoding algorithm", "details": "JWT is unsecured but expected 'alg' was not 'none'", "hint": null})
+    );
+    let (st, _, err) = e.req(Method::GET, "/notes", &[("authorization", "Bearer quif.fonv.iuqv")], None).await;
+    assert_eq!((st, err), (StatusCode::UNAUTHORIZED, json!({"code": "PGRST301", "message": "JWT cryptographic operation failed", "details": null, "hint": null})));
+    let hs512 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+        &json!({"role": "editor"}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (st, _, who) = e.req(Method::GET, "/rls-debug", &[("authorization", &format!("Bearer {hs512}"))], None).await;
+    assert_eq!((st, &who["role"]), (StatusCode::OK, &json!("editor")));
+
+    // Vary: on every success (reads, writes, OPTIONS, calls), never on errors, and a
+    // function's own Vary replaces it; CORS adds its own only for CORS requests.
+    let (_, h, _) = e.req(Method::GET, "/notes?id=eq.1", &[], None).await;
+    assert_eq!(h.get_all("vary").iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>(), ["Accept, Prefer, Range"]);
+    let (_, h, _) = e.req(Method::OPTIONS, "/notes", &[], None).await;
+    assert_eq!((h["vary"].to_str().unwrap(), h.contains_key("allow")), ("Accept, Prefer, Range", true));
+    let (st, h, _) = e.req(Method::POST, "/notes", &auth, Some(json!({"body": "v"}))).await;
+    assert_eq!((st, h["vary"].to_str().unwrap()), (StatusCode::CREATED, "Accept, Prefer, Range"));
+    let (st, h, _) = e.req(Method::GET, "/nope", &[], None).await;
+    assert_eq!((st, h.get("vary")), (StatusCode::NOT_FOUND, None));
+    let (st, h, v) = e.req(Method::GET, "/rpc/vary_own", &[], None).await;
+    assert_eq!((st, v, h.get_all("vary").iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>()), (StatusCode::OK, json!(1), vec!["Accept, X-Mine"]));
+    let (_, h, _) = e.req(Method::GET, "/notes?id=eq.1", &[("origin", "http://example.com")], None).await;
+    let vary: Vec<&str> = h.get_all("vary").iter().map(|v| v.to_str().unwrap()).collect();
+    assert!(vary.contains(&"Accept, Prefer, Range") && vary.iter().any(|v| v.contains("origin")), "{vary:?}");
+    assert_eq!(h["access-control-allow-origin"], "http://example.com");
+
+    // The first of a repeated preference wins; return= is applied (and echoed) only by
+    // a mutation.
+    let h = [auth[0], ("prefer", "return=minimal, return=representation")];
+    let (st, hd, body) = e.req(Method::POST, "/notes", &h, Some(json!({"body": "first wins"}))).await;
+    assert_eq!((st, body, hd["preference-applied"].to_str().unwrap()), (StatusCode::CREATED, Value::Null, "return=minimal"));
+    let (st, hd, _) = e.req(Method::GET, "/notes?id=eq.1", &[("prefer", "return=representation")], None).await;
+    assert_eq!((st, hd.get("preference-applied")), (StatusCode::OK, None));
+    let (_, hd, _) = e.req(Method::GET, "/rpc/five", &[("prefer", "return=representation")], None).await;
+    assert_eq!(hd.get("preference-applied"), None);
+    // A location only for a single inserted row.
+    let h = [auth[0], ("prefer", "return=headers-only")];
+    let (st, hd, _) = e.req(Method::POST, "/notes", &h, Some(json!([{"body": "b1"}, {"body": "b2"}]))).await;
+    assert_eq!((st, hd.get("location")), (StatusCode::CREATED, None));
+
+    // A negative offset starts at the first row.
+    let (st, _, rows) = e.req(Method::GET, "/notes?select=id&order=id&offset=-4&limit=2", &[], None).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 1}, {"id": 2}])));
+    // A function result has no planned count; estimated counts exactly.
+    let (st, hd, _) = e.req(Method::GET, "/rpc/words?limit=1", &[("prefer", "count=planned")], None).await;
+    assert_eq!((st, hd["content-range"].to_str().unwrap()), (StatusCode::OK, "0-0/*"));
+    let (st, hd, _) = e.req(Method::GET, "/rpc/words?limit=1", &[("prefer", "count=estimated")], None).await;
+    assert_eq!((st, hd["content-range"].to_str().unwrap()), (StatusCode::PARTIAL_CONTENT, "0-0/2"));
+    // max-affected under handling=strict needs a set-returning function.
+    let (st, _, err) = e.req(Method::POST, "/rpc/five", &[("prefer", "handling=strict, max-affected=2")], Some(json!({}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        err,
+        json!({"code": "PGRST128", "message": "Function must return SETOF or TABLE when max-affected preference is used with handling=strict", "details": null, "hint": null})
+    );
+    // RAISE SQLSTATE 'PGRST' without a DETAIL.
+    let (st, _, err) = e.req(Method::GET, "/rpc/raise_no_detail", &[], None).await;
+    assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!((err["code"].as_str(), err["details"].as_str()), (Some("PGRST121"), Some("DETAIL is missing in the RAISE statement")));
+
+    // The root: OpenAPI's media type, 406 for anything else, OPTIONS lists its methods.
+    let (st, hd, doc) = e.req(Method::GET, "/", &[("accept", "application/openapi+json")], None).await;
+    assert_eq!((st, hd["content-type"].to_str().unwrap(), doc["swagger"].as_str()), (StatusCode::OK, "application/openapi+json; charset=utf-8", Some("2.0")));
+    let (st, _, err) = e.req(Method::GET, "/", &[("accept", "text/csv")], None).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST107")));
+    let (st, hd, _) = e.req(Method::OPTIONS, "/", &[], None).await;
+    assert_eq!((st, hd["allow"].to_str().unwrap()), (StatusCode::OK, "OPTIONS,GET,HEAD"));
+
+    // A computed relationship declared ROWS 1 embeds one object, and orders.
+    let (st, _, rows) = e.req(Method::GET, "/games?select=id,maker(name)&order=maker(id).desc,id", &[], None).await;
+    assert_eq!(st, StatusCode::OK, "{rows}");
+    assert_eq!(rows, json!([{"id": 2, "maker": {"name": "Hiro"}}, {"id": 3, "maker": {"name": "Hiro"}}, {"id": 1, "maker": {"name": "Sid"}}]));
+    let (st, _, rows) = e.req(Method::GET, "/designers?select=id,made(id)&id=eq.2", &[], None).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 2, "made": [{"id": 2}, {"id": 3}]}])));
+    let (st, _, err) = e.req(Method::GET, "/designers?select=id,made(id)&order=made(id)", &[], None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(err["details"], "'designers' and 'made' do not form a many-to-one or one-to-one relationship");
 }

@@ -85,7 +85,8 @@ async fn tokens_are_validated_with_postgrest_messages_and_the_request_context_re
     // Refusals: status, code, message and WWW-Authenticate as PostgREST sends them.
     let cases: Vec<(String, &str, &str)> = vec![
         ("a.b".into(), "PGRST301", "Expected 3 parts in JWT; got 2"),
-        (format!("{user}x"), "PGRST301", "JWT cryptographic operation failed"),
+        (format!("{user}x"), "PGRST301", "No suitable key or wrong key type"),
+        ("quif.fonv.iuqv".into(), "PGRST301", "JWT cryptographic operation failed"),
         (token(json!({"role": "authenticated", "exp": now() - 3600})), "PGRST303", "JWT expired"),
         (token(json!({"role": "authenticated", "exp": now() + 600, "nbf": now() + 3600})), "PGRST303", "JWT not yet valid"),
         (token(json!({"role": "authenticated", "exp": now() + 600, "iat": now() + 3600})), "PGRST303", "JWT issued at future"),

@@ -97,6 +97,9 @@ pub struct Function {
     pub variadic: bool,
     /// The table or view whose row type it returns (its results embed like it).
     pub returns_relation: Option<(String, String)>,
+    /// A set-returning function declared `ROWS 1` (as a computed relationship:
+    /// to one row, as PostgREST reads it).
+    pub rows_one: bool,
 }
 
 impl Function {
@@ -316,6 +319,7 @@ impl SchemaCache {
                     Ok([schema, name]) => Some((schema, name)),
                     Err(_) => None,
                 }),
+                rows_one: r.get(12),
             };
             cache.functions.entry((schema, name)).or_default().push(f);
         }

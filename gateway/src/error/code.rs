@@ -82,6 +82,8 @@ pub mod pgrst {
     pub const MAX_AFFECTED: Pgrst = p("PGRST124", 400);
     /// A path that names no resource.
     pub const INVALID_PATH: Pgrst = p("PGRST125", 404);
+    /// `max-affected` under `handling=strict` on a function that returns one value.
+    pub const MAX_AFFECTED_SINGLE: Pgrst = p("PGRST128", 400);
 
     // Group 2: the schema cache.
     /// No relationship between the two resources.

@@ -144,8 +144,17 @@ impl RestError {
         let Ok(Value::Object(m)) = serde_json::from_str::<Value>(message) else {
             return bad("MESSAGE", message, "MESSAGE must be a JSON object with obligatory keys: 'code', 'message' and optional keys: 'details', 'hint'.");
         };
-        let Some(Ok(Value::Object(d))) = detail.map(serde_json::from_str::<Value>) else {
-            return bad("DETAIL", detail.unwrap_or(""), "DETAIL must be a JSON object with obligatory keys: 'status', 'headers' and optional key: 'status_text'.");
+        const DETAIL_HINT: &str = "DETAIL must be a JSON object with obligatory keys: 'status', 'headers' and optional key: 'status_text'.";
+        let Some(detail) = detail else {
+            return Self::new(
+                pgrst::RAISE_JSON,
+                "Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error",
+                Some("DETAIL is missing in the RAISE statement".into()),
+                Some(DETAIL_HINT),
+            );
+        };
+        let Ok(Value::Object(d)) = serde_json::from_str::<Value>(detail) else {
+            return bad("DETAIL", detail, DETAIL_HINT);
         };
         let status = d.get("status").and_then(Value::as_u64).and_then(|s| StatusCode::from_u16(s as u16).ok()).unwrap_or(StatusCode::BAD_REQUEST);
         let text = |k: &str| m.get(k).cloned().unwrap_or(Value::Null);

@@ -56,6 +56,10 @@ pub enum CallerError {
     /// A token that is not a valid JWT for this project (PGRST301).
     #[error("{0}")]
     Invalid(String),
+    /// A JWT the project's key does not verify, with PostgREST's details (PGRST301):
+    /// a wrong signature or key type, or an unsecured (`alg: none`) token.
+    #[error("{message}")]
+    Refused { message: &'static str, details: &'static str },
     /// `Authorization: Bearer` with nothing after it.
     #[error("Empty JWT is sent in Authorization header")]
     Empty,
@@ -73,7 +77,7 @@ impl CallerError {
     pub fn code(&self) -> &'static str {
         match self {
             CallerError::Missing => crate::error::code::auth::NO_AUTHORIZATION,
-            CallerError::Invalid(_) | CallerError::Empty | CallerError::Expired | CallerError::BadClaims(_) => crate::error::code::auth::BAD_JWT,
+            CallerError::Invalid(_) | CallerError::Refused { .. } | CallerError::Empty | CallerError::Expired | CallerError::BadClaims(_) => crate::error::code::auth::BAD_JWT,
         }
     }
 }
@@ -138,7 +142,7 @@ impl Caller {
         if parts != 3 {
             return Err(CallerError::Invalid(format!("Expected 3 parts in JWT; got {parts}")));
         }
-        let mut claims = keys::verify_cached(token, &cfg.jwt_secret).map_err(|e| decode_error(&e))?;
+        let mut claims = keys::verify_cached(token, &cfg.jwt_secret).map_err(|e| decode_error(token, &e))?;
         let Value::Object(map) = &mut claims else { return Err(CallerError::BadClaims("Parsing claims failed".into())) };
         // A storage signed-URL token (same secret) grants one object, nothing else.
         if map.contains_key("url") {
@@ -239,17 +243,31 @@ pub fn check_claims(map: &serde_json::Map<String, Value>, now: i64, cfg: &Config
     Ok(())
 }
 
-/// PostgREST's PGRST301 messages for a token that cannot be decoded or verified.
-fn decode_error(e: &jsonwebtoken::errors::Error) -> CallerError {
+/// PostgREST's PGRST301 messages for a token that cannot be decoded or verified:
+/// an unsecured token (`alg: none`) and a signature or algorithm the project's key
+/// does not verify carry PostgREST's details; anything undecodable is a failed
+/// cryptographic operation.
+fn decode_error(token: &str, e: &jsonwebtoken::errors::Error) -> CallerError {
     use jsonwebtoken::errors::ErrorKind;
-    CallerError::Invalid(
-        match e.kind() {
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "Wrong or unsupported encoding algorithm",
-            ErrorKind::Json(_) => return CallerError::BadClaims("Parsing claims failed".into()),
-            _ => "JWT cryptographic operation failed",
+    if header_alg(token).is_some_and(|a| a.eq_ignore_ascii_case("none")) {
+        return CallerError::Refused { message: "Wrong or unsupported encoding algorithm", details: "JWT is unsecured but expected 'alg' was not 'none'" };
+    }
+    match e.kind() {
+        ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::InvalidKeyFormat => {
+            CallerError::Refused { message: "No suitable key or wrong key type", details: "None of the keys was able to decode the JWT" }
         }
-        .into(),
-    )
+        ErrorKind::Json(_) if header_alg(token).is_some() => CallerError::BadClaims("Parsing claims failed".into()),
+        _ => CallerError::Invalid("JWT cryptographic operation failed".into()),
+    }
+}
+
+/// The `alg` of a token's header, when the header is base64url JSON (at most 1 KiB).
+fn header_alg(token: &str) -> Option<String> {
+    use base64::Engine;
+    let head = token.split('.').next().filter(|h| h.len() <= 1024)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head.trim_end_matches('=')).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("alg")?.as_str().map(str::to_owned)
 }
 
 /// Roles a token may never name, whatever the login role is a member of: the
@@ -308,10 +326,13 @@ impl From<CallerError> for crate::error::postgrest::RestError {
     fn from(e: CallerError) -> Self {
         let code = match e {
             CallerError::Expired | CallerError::BadClaims(_) => pgrst::JWT_CLAIMS,
-            CallerError::Invalid(_) | CallerError::Empty => pgrst::JWT_INVALID,
+            CallerError::Invalid(_) | CallerError::Refused { .. } | CallerError::Empty => pgrst::JWT_INVALID,
             CallerError::Missing => pgrst::JWT_MISSING,
         };
-        Self::of(code, e.to_string())
+        match e {
+            CallerError::Refused { message, details } => Self::new(code, message, Some(details.to_owned()), None),
+            e => Self::of(code, e.to_string()),
+        }
     }
 }
 
@@ -423,8 +444,22 @@ mod tests {
         assert_eq!(msg(Caller::from_token("a.b", &c).unwrap_err()), "Expected 3 parts in JWT; got 2");
         assert_eq!(msg(Caller::from_token("a.b.c.d", &c).unwrap_err()), "Expected 3 parts in JWT; got 4");
         let t = sign(serde_json::json!({"role": "anon"}));
-        let forged = format!("{}x", &t[..t.len() - 1]);
-        assert!(matches!(Caller::from_token(&forged, &c).unwrap_err(), CallerError::Invalid(m) if m == "JWT cryptographic operation failed"));
+        let wrong_key =
+            jsonwebtoken::encode(&jsonwebtoken::Header::default(), &serde_json::json!({"role": "anon"}), &jsonwebtoken::EncodingKey::from_secret(b"wrong secret")).unwrap();
+        let no_key = CallerError::Refused { message: "No suitable key or wrong key type", details: "None of the keys was able to decode the JWT" };
+        assert_eq!(Caller::from_token(&wrong_key, &c).unwrap_err(), no_key);
+        let (_, rest) = t.split_once('.').unwrap();
+        let unsecured = format!("eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.{rest}");
+        let alg_none = CallerError::Refused { message: "Wrong or unsupported encoding algorithm", details: "JWT is unsecured but expected 'alg' was not 'none'" };
+        assert_eq!(Caller::from_token(&unsecured, &c).unwrap_err(), alg_none);
+        assert_eq!(Caller::from_token("quifquirndsjagnrgniur.fonvoienqhhdj.iuqvnvhojah", &c).unwrap_err(), CallerError::Invalid("JWT cryptographic operation failed".into()));
+        let hs512 = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+            &serde_json::json!({"role": "anon"}),
+            &jsonwebtoken::EncodingKey::from_secret(c.jwt_secret.expose().as_bytes()),
+        )
+        .unwrap();
+        assert!(Caller::from_token(&hs512, &c).is_ok(), "any HMAC algorithm verifies with the project's key");
         // Times, with 30 s of skew either way.
         assert!(Caller::from_token(&sign(serde_json::json!({"exp": now - 10})), &c).is_ok(), "expired within the skew");
         assert_eq!(Caller::from_token(&sign(serde_json::json!({"exp": now - 31})), &c).unwrap_err(), CallerError::Expired);

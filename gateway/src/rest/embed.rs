@@ -40,7 +40,7 @@ impl Rel<'_> {
             Rel::ManyToOne(_) => true,
             Rel::OneToMany(fk) => fk.unique,
             Rel::ManyToMany { .. } => false,
-            Rel::Computed(f) => !f.returns_set,
+            Rel::Computed(f) => !f.returns_set || f.rows_one,
         }
     }
 

@@ -63,8 +63,9 @@ fn definition(t: &Table) -> Value {
 }
 
 /// The handler.
-pub async fn openapi(State(s): State<AppState>, caller: Result<Caller, CallerError>, headers: HeaderMap) -> Result<Json<Value>, RestError> {
+pub async fn openapi(State(s): State<AppState>, caller: Result<Caller, CallerError>, headers: HeaderMap) -> Result<axum::response::Response, RestError> {
     let caller = caller?;
+    acceptable(&headers)?;
     let cache = super::ensure_cache(&s).await?;
     let schema = super::prefer::schema(&headers, &Method::GET, &cache.schemas)?;
     let mut sql = Sql::default();
@@ -113,7 +114,7 @@ pub async fn openapi(State(s): State<AppState>, caller: Result<Caller, CallerErr
         }
         paths.insert(format!("/rpc/{name}"), ops);
     }
-    Ok(Json(json!({
+    let doc = json!({
         "swagger": "2.0",
         "info": {"title": "pgstack REST API", "description": format!("Tables, views and functions of schema {schema} visible to role {}", caller.pg_role), "version": env!("CARGO_PKG_VERSION")},
         "basePath": "/rest/v1",
@@ -129,5 +130,35 @@ pub async fn openapi(State(s): State<AppState>, caller: Result<Caller, CallerErr
             "offset": {"name": "offset", "in": "query", "type": "string"},
             "prefer": {"name": "Prefer", "in": "header", "type": "string", "enum": ["return=representation", "return=minimal", "resolution=merge-duplicates", "resolution=ignore-duplicates"]}
         }
-    })))
+    });
+    let mut res = axum::response::IntoResponse::into_response(Json(doc));
+    res.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static(OPENAPI_JSON));
+    super::response::vary(res.headers_mut());
+    Ok(res)
+}
+
+/// The root's media type (PostgREST's, whatever JSON type was asked for).
+const OPENAPI_JSON: &str = "application/openapi+json; charset=utf-8";
+
+/// The root answers OpenAPI JSON only: an Accept that takes neither it nor JSON
+/// (nor a wildcard) is 406 PGRST107.
+fn acceptable(headers: &HeaderMap) -> Result<(), RestError> {
+    let Some(v) = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).filter(|v| !v.trim().is_empty()) else { return Ok(()) };
+    let ok = v
+        .split(',')
+        .map(|m| m.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .any(|m| matches!(m.as_str(), "application/openapi+json" | "application/json" | "application/*" | "*/*"));
+    if ok {
+        Ok(())
+    } else {
+        Err(RestError::new(crate::error::code::pgrst::UNACCEPTABLE_MEDIA, format!("None of these media types are available: {v}"), None, None))
+    }
+}
+
+/// A plain OPTIONS on the root: the methods it takes.
+pub async fn options() -> axum::response::Response {
+    let mut res = axum::response::Response::new(axum::body::Body::empty());
+    res.headers_mut().insert(axum::http::header::ALLOW, axum::http::HeaderValue::from_static("OPTIONS,GET,HEAD"));
+    super::response::vary(res.headers_mut());
+    res
 }

@@ -54,9 +54,11 @@ impl Prefer {
     }
 
     /// `Preference-Applied`: the honoured preferences, in PostgREST's order
-    /// (resolution, missing, return, count, tx); `tx` only when it may override.
-    pub fn applied(&self, tx_overridable: bool) -> Option<String> {
-        let mut items: Vec<&(u8, String)> = self.given.iter().filter(|(rank, _)| (*rank != 4 || tx_overridable) && (*rank != 7 || self.strict)).collect();
+    /// (resolution, missing, return, count, tx); `tx` only when it may override,
+    /// `return=` only for a mutation (a read or a function call never applies it).
+    pub fn applied(&self, tx_overridable: bool, mutation: bool) -> Option<String> {
+        let mut items: Vec<&(u8, String)> =
+            self.given.iter().filter(|(rank, _)| (*rank != 4 || tx_overridable) && (*rank != 7 || self.strict) && (*rank != 2 || mutation)).collect();
         items.sort_by_key(|(rank, _)| *rank);
         items.dedup_by_key(|(rank, _)| *rank);
         (!items.is_empty()).then(|| items.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", "))
@@ -94,6 +96,10 @@ pub fn prefer(headers: &HeaderMap) -> Prefer {
                 Some("max-affected") => Some(7),
                 _ => None,
             };
+            // Given more than once, a preference is the first one (as PostgREST).
+            if rank.is_some_and(|r| p.given.iter().any(|(g, _)| *g == r)) {
+                continue;
+            }
             match item.split_once('=') {
                 Some(("return", "representation")) => p.ret = Return::Representation,
                 Some(("return", "headers-only")) => p.ret = Return::HeadersOnly,

@@ -85,3 +85,11 @@ pub fn apply_gucs(res: &mut Response<Body>, out: &Outcome) -> Result<(), RestErr
     }
     Ok(())
 }
+
+/// PostgREST's `Vary` on every successful answer — the request headers that change
+/// a representation — unless the answer already names its own (`response.headers`).
+pub fn vary(h: &mut axum::http::HeaderMap) {
+    if !h.contains_key(axum::http::header::VARY) {
+        h.insert(axum::http::header::VARY, axum::http::HeaderValue::from_static("Accept, Prefer, Range"));
+    }
+}

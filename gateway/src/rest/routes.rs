@@ -25,7 +25,7 @@ use crate::AppState;
 /// Every /rest/v1 route of REST itself (the router mounts webhooks beside them).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(super::openapi::openapi))
+        .route("/", get(super::openapi::openapi).options(super::openapi::options))
         .route("/rls-debug", get(rls_debug))
         .route("/batch", post(super::batch::batch))
         .route("/rpc/{function}", any(rpc))
@@ -52,6 +52,7 @@ fn allow(methods: &str) -> Response<Body> {
         res.headers_mut().insert(axum::http::header::ALLOW, v);
     }
     res.headers_mut().insert(axum::http::header::CONTENT_LENGTH, axum::http::HeaderValue::from_static("0"));
+    response::vary(res.headers_mut());
     res
 }
 
@@ -122,7 +123,8 @@ impl Cx<'_> {
     /// Headers every successful answer carries: `Preference-Applied` and, when
     /// several schemas are exposed, `Content-Profile`.
     fn decorate(&self, res: Response<Body>) -> Response<Body> {
-        decorate(res, self.s, &self.req.prefer, &self.req.schema, &self.cache.schemas)
+        let mutation = !matches!(self.req.action, Action::Read { .. } | Action::Info);
+        decorate(res, self.s, &self.req.prefer, mutation, &self.req.schema, &self.cache.schemas)
     }
 
     /// `Prefer: return=representation`: the media type of the returned rows.
@@ -255,7 +257,8 @@ async fn insert_headers_only(cx: &Cx<'_>, mut q: QueryParams, payload: &Payload<
     let rows: Value = serde_json::from_str(out.body.as_deref().unwrap_or("[]")).unwrap_or(Value::Null);
     let total = pref.count.as_ref().map(|_| out.count);
     let mut res = response::build(StatusCode::CREATED, None, JSON, Some(response::content_range(0, 0, total)));
-    if let Some(row) = rows.as_array().and_then(|a| a.first()) {
+    // Only a single inserted row has a location (PostgREST: `count = 1`).
+    if let Some(row) = rows.as_array().filter(|a| a.len() == 1).and_then(|a| a.first()) {
         let mut loc = form_urlencoded::Serializer::new(String::new());
         for c in &table.primary_key {
             let v = match &row[c.as_str()] {
@@ -274,9 +277,10 @@ async fn insert_headers_only(cx: &Cx<'_>, mut q: QueryParams, payload: &Payload<
 
 /// Headers every successful answer carries: `Preference-Applied` and, when several
 /// schemas are exposed, `Content-Profile`.
-fn decorate(mut res: Response<Body>, s: &AppState, pref: &prefer::Prefer, schema: &str, exposed: &[String]) -> Response<Body> {
+fn decorate(mut res: Response<Body>, s: &AppState, pref: &prefer::Prefer, mutation: bool, schema: &str, exposed: &[String]) -> Response<Body> {
     let h = res.headers_mut();
-    if let Some(applied) = pref.applied(s.config.db_tx_end.overridable) {
+    response::vary(h);
+    if let Some(applied) = pref.applied(s.config.db_tx_end.overridable, mutation) {
         if let Ok(v) = axum::http::HeaderValue::from_str(&applied) {
             h.insert("preference-applied", v);
         }
@@ -367,12 +371,22 @@ async fn rpc(
         let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
         return Err(plan::no_function(schema, &name, &names, overloads, &[], post_json));
     };
-    let sql = plan::call(&cache, f, &args, whole, q, CountMode::from_prefer(pref.count.as_deref()), accept)?;
+    if pref.strict && pref.max_affected.is_some() && !f.returns_set {
+        return Err(RestError::new(pgrst::MAX_AFFECTED_SINGLE, "Function must return SETOF or TABLE when max-affected preference is used with handling=strict", None, None));
+    }
+    // A function's result is counted exactly or not at all: there is no plan to
+    // estimate from (PostgREST: `planned` gives no total, `estimated` an exact one).
+    let count = match CountMode::from_prefer(pref.count.as_deref()) {
+        Some(CountMode::Planned) => None,
+        Some(_) => Some(CountMode::Exact),
+        None => None,
+    };
+    let sql = plan::call(&cache, f, &args, whole, q, count, accept)?;
     let mut info = req.info();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
     let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
     // A single value counts as one row.
-    let total = out.total.or_else(|| (pref.count.is_some() && !f.returns_set).then_some(out.count));
+    let total = out.total.or_else(|| (count.is_some() && !f.returns_set).then_some(out.count));
     let range = response::content_range(q.offset.unwrap_or(0), out.count, total);
     let mut status = match out.total {
         Some(t) if out.count < t => StatusCode::PARTIAL_CONTENT,
@@ -394,7 +408,7 @@ async fn rpc(
         res.headers_mut().insert("content-type", response::header_value(ct));
     }
     response::apply_gucs(&mut res, &out)?;
-    Ok(decorate(res, &s, pref, schema, &cache.schemas))
+    Ok(decorate(res, &s, pref, false, schema, &cache.schemas))
 }
 
 /// Repeated query-string arguments, as PostgREST reads them: all the values of the

@@ -29,7 +29,9 @@ SELECT n.nspname AS schema,
        p.provariadic <> 0 AS variadic,
        (SELECT ARRAY[rn.nspname::text, rc.relname::text]
           FROM pg_type rt JOIN pg_class rc ON rc.oid = rt.typrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace
-         WHERE rt.oid = p.prorettype AND rc.relkind IN ('r', 'v', 'm', 'p', 'f')) AS returns_relation
+         WHERE rt.oid = p.prorettype AND rc.relkind IN ('r', 'v', 'm', 'p', 'f')) AS returns_relation,
+       -- `ROWS 1` on a set-returning function: a computed relationship to one row.
+       p.proretset AND p.prorows = 1 AS rows_one
   FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = ANY ($1)

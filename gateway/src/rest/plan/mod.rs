@@ -353,10 +353,15 @@ fn related_order_expr(sql: &mut Sql, parent: &Source, key: &str, field: &super::
     let parent_table = parent.columns.ok_or_else(not_embedded)?;
     let (child, rel) = embed::resolve(cache, parent_table, e)?;
     if !rel.is_to_one() {
+        // A computed relationship is named by its function.
+        let target = match &rel {
+            embed::Rel::Computed(f) => f.name.as_str(),
+            _ => child.name.as_str(),
+        };
         return Err(RestError::new(
             pgrst::RELATED_ORDER,
             format!("A related order on '{key}' is not possible"),
-            Some(format!("'{}' and '{}' do not form a many-to-one or one-to-one relationship", parent_table.name, child.name)),
+            Some(format!("'{}' and '{target}' do not form a many-to-one or one-to-one relationship", parent_table.name)),
             None,
         ));
     }
@@ -523,8 +528,11 @@ pub fn call(
             // CSV as PostgREST's: the values under its column name for them.
             csv_rows(&mut sql, &format!("SELECT {R} AS pgrst_scalar FROM {callee} AS {R}{wh}{paging}"));
         } else {
+            // A count asks for the whole result's size (a function has no plan to
+            // estimate from: counted exactly).
+            let total = if count.is_some() { format!("(SELECT count(*) FROM {callee} AS {R}{wh})") } else { "NULL::bigint".to_owned() };
             sql.push(&format!(
-                "SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), NULL::text, NULL::bigint \
+                "SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), NULL::text, {total} \
                  FROM (SELECT {R} AS v FROM {callee} AS {R}{wh}{paging}) _pgs_t"
             ));
         }

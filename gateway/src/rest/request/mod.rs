@@ -357,6 +357,8 @@ fn looks_like_filter(v: &str) -> bool {
 fn parse_nonneg(name: &str, v: &str) -> Result<i64, RestError> {
     match v.trim().parse::<i64>() {
         Ok(n) if n >= 0 => Ok(n),
+        // PostgREST: a negative offset starts at the first row.
+        Ok(_) if name.ends_with("offset") => Ok(0),
         // PostgREST: a negative limit is an unsatisfiable range, not a parse error.
         Ok(_) if name.ends_with("limit") => {
             Err(RestError::new(pgrst::INVALID_RANGE, "Requested range not satisfiable", Some("Limit should be greater than or equal to zero.".to_owned()), None))
