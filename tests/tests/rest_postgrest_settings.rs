@@ -39,7 +39,7 @@ GRANT EXECUTE ON FUNCTION public.slow() TO web_anon, editor;
 ALTER ROLE web_anon SET statement_timeout = '200ms';
 -- Computed relationships: ROWS 1 makes a set-returning one to-one.
 CREATE TABLE public.designers (id int PRIMARY KEY, name text);
-CREATE TABLE public.games (id int PRIMARY KEY, name text, designer_id int);
+CREATE TABLE public.games (id int PRIMARY KEY, name text, designer_id int REFERENCES public.designers);
 INSERT INTO public.designers VALUES (1, 'Sid'), (2, 'Hiro');
 INSERT INTO public.games VALUES (1, 'Civ', 1), (2, 'FF', 2), (3, 'FF2', 2);
 CREATE FUNCTION public.maker(public.games) RETURNS SETOF public.designers LANGUAGE sql STABLE ROWS 1
@@ -444,6 +444,16 @@ async fn postgrest_details_beyond_the_shared_cases() {
     assert_eq!(rows, json!([{"id": 2, "maker": {"name": "Hiro"}}, {"id": 3, "maker": {"name": "Hiro"}}, {"id": 1, "maker": {"name": "Sid"}}]));
     let (st, _, rows) = e.req(Method::GET, "/designers?select=id,made(id)&id=eq.2", &[], None).await;
     assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 2, "made": [{"id": 2}, {"id": 3}]}])));
+    // An aliased embed named by its relation in filters, orders and limits: honoured,
+    // with PostgREST's deprecation warning; by its alias, no warning.
+    let (st, hd, rows) = e.req(Method::GET, "/designers?id=eq.2&select=id,works:games(id,name)&games.name=like.FF*&games.order=id.desc&games.limit=1", &[], None).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 2, "works": [{"id": 3, "name": "FF2"}]}])));
+    let w = hd["warning"].to_str().unwrap();
+    assert!(w.starts_with("299 pgstack \"Embedded resource was referenced by relation name even though it has an alias.") && w.contains("Update `games` to `works`"), "{w}");
+    let (st, hd, rows) = e.req(Method::GET, "/designers?id=eq.2&select=id,works:games(id)&works.order=id.desc&works.limit=1", &[], None).await;
+    assert_eq!((st, rows, hd.get("warning")), (StatusCode::OK, json!([{"id": 2, "works": [{"id": 3}]}]), None));
+    let (st, _, err) = e.req(Method::GET, "/designers?select=id&games.limit=1", &[], None).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST108")), "not embedded at all");
     let (st, _, err) = e.req(Method::GET, "/designers?select=id,made(id)&order=made(id)", &[], None).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(err["details"], "'designers' and 'made' do not form a many-to-one or one-to-one relationship");

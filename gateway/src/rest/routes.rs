@@ -124,7 +124,11 @@ impl Cx<'_> {
     /// several schemas are exposed, `Content-Profile`.
     fn decorate(&self, res: Response<Body>) -> Response<Body> {
         let mutation = !matches!(self.req.action, Action::Read { .. } | Action::Info);
-        decorate(res, self.s, &self.req.prefer, mutation, &self.req.schema, &self.cache.schemas)
+        let mut res = decorate(res, self.s, &self.req.prefer, mutation, &self.req.schema, &self.cache.schemas);
+        if let Some(v) = self.req.warning.as_deref().and_then(|w| axum::http::HeaderValue::from_str(w).ok()) {
+            res.headers_mut().insert(axum::http::header::WARNING, v);
+        }
+        res
     }
 
     /// `Prefer: return=representation`: the media type of the returned rows.
@@ -408,7 +412,11 @@ async fn rpc(
         res.headers_mut().insert("content-type", response::header_value(ct));
     }
     response::apply_gucs(&mut res, &out)?;
-    Ok(decorate(res, &s, pref, false, schema, &cache.schemas))
+    let mut res = decorate(res, &s, pref, false, schema, &cache.schemas);
+    if let Some(v) = req.warning.as_deref().and_then(|w| axum::http::HeaderValue::from_str(w).ok()) {
+        res.headers_mut().insert(axum::http::header::WARNING, v);
+    }
+    Ok(res)
 }
 
 /// Repeated query-string arguments, as PostgREST reads them: all the values of the

@@ -82,6 +82,8 @@ pub struct ApiRequest {
     pub headers_json: String,
     /// The cookies, as a JSON object (`request.cookies`).
     pub cookies_json: String,
+    /// A `Warning` for the answer (a deprecated form that was still honoured).
+    pub warning: Option<String>,
 }
 
 impl ApiRequest {
@@ -92,6 +94,7 @@ impl ApiRequest {
         let action = action(&method, target)?;
         let rpc_args = matches!(action, Action::Call { read_only: true, .. });
         let mut query = parse_query(raw_query.as_deref().unwrap_or(""), rpc_args)?;
+        let warning = super::legacy_targets(&mut query);
         // The Range header is read on GET only (RFC 9110; PostgREST ignores it on
         // HEAD and POST).
         if method == Method::GET && matches!(action, Action::Read { .. } | Action::Call { .. }) {
@@ -117,7 +120,7 @@ impl ApiRequest {
             Target::Function => format!("/rpc/{name}"),
         };
         let (headers_json, cookies_json) = crate::db::caller::request_settings(headers);
-        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, call, rows, form, headers_json, cookies_json })
+        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, call, rows, form, headers_json, cookies_json, warning })
     }
 
     /// The request facts for Postgres (`request.*`), with the caller-independent

@@ -257,6 +257,51 @@ pub struct QueryParams {
     pub embeds: std::collections::BTreeMap<Vec<String>, Scope>,
 }
 
+/// Embedded resources named in filters, orders or limits by their relation name
+/// although `select=` gave them an alias (`the_tasks:tasks(..)` with
+/// `tasks.limit=1`): still honoured, as PostgREST's default
+/// `url-use-legacy-target-names` does, by moving those parameters to the alias.
+/// Returns PostgREST's deprecation warning for the first such name.
+pub fn legacy_targets(q: &mut QueryParams) -> Option<String> {
+    let mut warning = None;
+    let paths: Vec<Vec<String>> = q.embeds.keys().cloned().collect();
+    for path in paths {
+        let mut items: &[SelectItem] = &q.select;
+        let mut fixed = Vec::with_capacity(path.len());
+        for key in &path {
+            let by_key = items.iter().find(|it| matches!(it, SelectItem::Embed(e) if e.key() == key));
+            let by_name = || items.iter().find(|it| matches!(it, SelectItem::Embed(e) if e.alias.is_some() && e.name == *key));
+            match by_key.or_else(by_name) {
+                Some(SelectItem::Embed(e)) => {
+                    if e.key() != key {
+                        warning.get_or_insert_with(|| {
+                            format!(
+                                "299 pgstack \"Embedded resource was referenced by relation name even though it has an alias. This is deprecated and will stop working in a future release. Update `{key}` to `{}` in query string filters, orders or limits.\"",
+                                e.key()
+                            )
+                        });
+                    }
+                    fixed.push(e.key().to_owned());
+                    items = &e.select;
+                }
+                // Not embedded at all: the planner refuses it (PGRST108).
+                _ => break,
+            }
+        }
+        if fixed.len() == path.len() && fixed != path {
+            let Some(scope) = q.embeds.remove(&path) else { continue };
+            let into = q.embeds.entry(fixed).or_default();
+            into.conditions.extend(scope.conditions);
+            if into.order.is_empty() {
+                into.order = scope.order;
+            }
+            into.limit = into.limit.or(scope.limit);
+            into.offset = into.offset.or(scope.offset);
+        }
+    }
+    warning
+}
+
 /// Parses a raw query string. `rpc_args` keeps unknown `name=value` pairs as
 /// arguments instead of reading them as filters (GET /rpc).
 pub fn parse_query(raw: &str, rpc_args: bool) -> Result<QueryParams, RestError> {
