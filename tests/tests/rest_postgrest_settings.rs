@@ -54,6 +54,14 @@ END $$;
 CREATE FUNCTION public.vary_own() RETURNS int LANGUAGE sql AS $$
     SELECT set_config('response.headers', '[{"Vary": "Accept, X-Mine"}]', true)::text IS NOT NULL::int$$;
 GRANT EXECUTE ON FUNCTION public.raise_no_detail(), public.vary_own() TO web_anon;
+-- Set-returning functions that write: a count must not run them twice.
+CREATE TABLE public.calls (n serial PRIMARY KEY);
+CREATE FUNCTION public.bump_rows() RETURNS SETOF public.notes LANGUAGE sql
+    AS $$INSERT INTO public.calls DEFAULT VALUES; SELECT * FROM public.notes WHERE id <= 3 ORDER BY id$$;
+CREATE FUNCTION public.bump_values() RETURNS SETOF int LANGUAGE sql
+    AS $$INSERT INTO public.calls DEFAULT VALUES; SELECT g FROM generate_series(1, 3) g$$;
+GRANT ALL ON public.calls TO editor;
+GRANT USAGE ON SEQUENCE public.calls_n_seq TO editor;
 "#;
 
 struct Env {
@@ -418,6 +426,14 @@ async fn postgrest_details_beyond_the_shared_cases() {
     assert_eq!((st, hd["content-range"].to_str().unwrap()), (StatusCode::OK, "0-0/*"));
     let (st, hd, _) = e.req(Method::GET, "/rpc/words?limit=1", &[("prefer", "count=estimated")], None).await;
     assert_eq!((st, hd["content-range"].to_str().unwrap()), (StatusCode::PARTIAL_CONTENT, "0-0/2"));
+    // Counting a function's result runs it once (it may write), for rows and values.
+    for f in ["bump_rows?select=id", "bump_values"] {
+        let h = [auth[0], ("prefer", "count=exact")];
+        let (st, hd, rows) = e.req(Method::POST, &format!("/rpc/{f}&limit=2").replacen('&', "?", usize::from(!f.contains('?'))), &h, Some(json!({}))).await;
+        assert_eq!((st, hd["content-range"].to_str().unwrap(), rows.as_array().map(Vec::len)), (StatusCode::PARTIAL_CONTENT, "0-1/3", Some(2)), "{f}");
+    }
+    let (_, _, calls) = e.req(Method::GET, "/calls?select=n", &auth, None).await;
+    assert_eq!(calls.as_array().map(Vec::len), Some(2), "each function ran once: {calls}");
     // max-affected under handling=strict needs a set-returning function.
     let (st, _, err) = e.req(Method::POST, "/rpc/five", &[("prefer", "handling=strict, max-affected=2")], Some(json!({}))).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);

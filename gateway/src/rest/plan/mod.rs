@@ -528,13 +528,20 @@ pub fn call(
             // CSV as PostgREST's: the values under its column name for them.
             csv_rows(&mut sql, &format!("SELECT {R} AS pgrst_scalar FROM {callee} AS {R}{wh}{paging}"));
         } else {
-            // A count asks for the whole result's size (a function has no plan to
-            // estimate from: counted exactly).
-            let total = if count.is_some() { format!("(SELECT count(*) FROM {callee} AS {R}{wh})") } else { "NULL::bigint".to_owned() };
-            sql.push(&format!(
-                "SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), NULL::text, {total} \
-                 FROM (SELECT {R} AS v FROM {callee} AS {R}{wh}{paging}) _pgs_t"
-            ));
+            if count.is_some() {
+                // The whole result's size: the function runs once (materialized),
+                // counted, then paged.
+                sql.push(&format!(
+                    "WITH _pgs_s AS MATERIALIZED (SELECT {R} AS v FROM {callee} AS {R}{wh}) \
+                     SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), NULL::text, (SELECT count(*) FROM _pgs_s) \
+                     FROM (SELECT v FROM _pgs_s{paging}) _pgs_t"
+                ));
+            } else {
+                sql.push(&format!(
+                    "SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), NULL::text, NULL::bigint \
+                     FROM (SELECT {R} AS v FROM {callee} AS {R}{wh}{paging}) _pgs_t"
+                ));
+            }
         }
     } else if !f.returns_set {
         // One row: `select=` (columns, embeds, representations) applies as to a
@@ -551,6 +558,11 @@ pub fn call(
                 "SELECT coalesce((SELECT row_to_json(_pgs_o)::text FROM (SELECT {select} FROM {callee} AS {R}{wh}) _pgs_o), 'null'), 1::bigint, NULL::text, NULL::bigint"
             ));
         }
+    } else if count.is_some() {
+        // Counted: the function runs once, its rows materialized for the count and
+        // the page alike (a function may write: it must not run twice).
+        sql.push(&format!("WITH _pgs_s AS MATERIALIZED (SELECT * FROM {callee}) "));
+        wrap_rows(&mut sql, &src, q, &format!("_pgs_s AS {R}"), count, true, accept)?;
     } else {
         let from = format!("{callee} AS {R}");
         wrap_rows(&mut sql, &src, q, &from, count, true, accept)?;
