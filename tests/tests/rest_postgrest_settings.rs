@@ -434,6 +434,19 @@ async fn postgrest_details_beyond_the_shared_cases() {
     }
     let (_, _, calls) = e.req(Method::GET, "/calls?select=n", &auth, None).await;
     assert_eq!(calls.as_array().map(Vec::len), Some(2), "each function ran once: {calls}");
+    // A set of values asked for as one object: the value itself; several → 406, and
+    // the function's write rolled back.
+    let one = [auth[0], ("accept", "application/vnd.pgrst.object+json")];
+    let (st, _, v) = e.req(Method::POST, "/rpc/bump_values?limit=1", &one, Some(json!({}))).await;
+    assert_eq!((st, v), (StatusCode::OK, json!(1)));
+    let (st, _, err) = e.req(Method::POST, "/rpc/bump_values", &one, Some(json!({}))).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST116")));
+    let (_, _, calls) = e.req(Method::GET, "/calls?select=n", &auth, None).await;
+    assert_eq!(calls.as_array().map(Vec::len), Some(3), "the refused call wrote nothing: {calls}");
+    // CSV of a set of values, counted.
+    let csv = [("accept", "text/csv"), ("prefer", "count=exact")];
+    let (st, hd, body) = e.req(Method::GET, "/rpc/words?limit=1", &csv, None).await;
+    assert_eq!((st, hd["content-range"].to_str().unwrap(), body), (StatusCode::PARTIAL_CONTENT, "0-0/2", json!("pgrst_scalar\n\"a b\"")));
     // max-affected under handling=strict needs a set-returning function.
     let (st, _, err) = e.req(Method::POST, "/rpc/five", &[("prefer", "handling=strict, max-affected=2")], Some(json!({}))).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
@@ -470,6 +483,18 @@ async fn postgrest_details_beyond_the_shared_cases() {
     assert_eq!((st, rows, hd.get("warning")), (StatusCode::OK, json!([{"id": 2, "works": [{"id": 3}]}]), None));
     let (st, _, err) = e.req(Method::GET, "/designers?select=id&games.limit=1", &[], None).await;
     assert_eq!((st, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST108")), "not embedded at all");
+    // A to-one embed with its own limit; ordering by a to-one embed orders by the row
+    // it shows (its own filters apply).
+    let (st, _, rows) = e.req(Method::GET, "/games?select=id,designers(name)&designers.limit=1&order=id", &[], None).await;
+    assert_eq!((st, rows[0].clone()), (StatusCode::OK, json!({"id": 1, "designers": {"name": "Sid"}})));
+    let (st, _, rows) = e.req(Method::GET, "/games?select=id,designers(id)&designers.id=neq.1&order=designers(id).desc.nullsfirst,id", &[], None).await;
+    assert_eq!(
+        (st, rows),
+        (StatusCode::OK, json!([{"id": 1, "designers": null}, {"id": 2, "designers": {"id": 2}}, {"id": 3, "designers": {"id": 2}}])),
+        "the filtered-out designer orders as null"
+    );
+    let (st, _, rows) = e.req(Method::GET, "/games?select=id,maker(id)&maker.id=neq.2&order=maker(id).asc.nullsfirst,id", &[], None).await;
+    assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 2, "maker": null}, {"id": 3, "maker": null}, {"id": 1, "maker": {"id": 1}}])));
     let (st, _, err) = e.req(Method::GET, "/designers?select=id,made(id)&order=made(id)", &[], None).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(err["details"], "'designers' and 'made' do not form a many-to-one or one-to-one relationship");

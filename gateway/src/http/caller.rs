@@ -249,14 +249,19 @@ pub fn check_claims(map: &serde_json::Map<String, Value>, now: i64, cfg: &Config
 /// cryptographic operation.
 fn decode_error(token: &str, e: &jsonwebtoken::errors::Error) -> CallerError {
     use jsonwebtoken::errors::ErrorKind;
-    if header_alg(token).is_some_and(|a| a.eq_ignore_ascii_case("none")) {
+    let alg = header_alg(token);
+    if alg.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("none")) {
         return CallerError::Refused { message: "Wrong or unsupported encoding algorithm", details: "JWT is unsecured but expected 'alg' was not 'none'" };
+    }
+    const KNOWN: [&str; 12] = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "PS384", "PS512", "EdDSA"];
+    if alg.as_deref().is_some_and(|a| !KNOWN.contains(&a)) {
+        return CallerError::Invalid("Wrong or unsupported encoding algorithm".into());
     }
     match e.kind() {
         ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::InvalidKeyFormat => {
             CallerError::Refused { message: "No suitable key or wrong key type", details: "None of the keys was able to decode the JWT" }
         }
-        ErrorKind::Json(_) if header_alg(token).is_some() => CallerError::BadClaims("Parsing claims failed".into()),
+        ErrorKind::Json(_) if alg.is_some() => CallerError::BadClaims("Parsing claims failed".into()),
         _ => CallerError::Invalid("JWT cryptographic operation failed".into()),
     }
 }
@@ -453,6 +458,8 @@ mod tests {
         let alg_none = CallerError::Refused { message: "Wrong or unsupported encoding algorithm", details: "JWT is unsecured but expected 'alg' was not 'none'" };
         assert_eq!(Caller::from_token(&unsecured, &c).unwrap_err(), alg_none);
         assert_eq!(Caller::from_token("quifquirndsjagnrgniur.fonvoienqhhdj.iuqvnvhojah", &c).unwrap_err(), CallerError::Invalid("JWT cryptographic operation failed".into()));
+        // {"alg":"hs256"}: not an algorithm name.
+        assert_eq!(Caller::from_token(&format!("eyJhbGciOiJoczI1NiJ9.{rest}"), &c).unwrap_err(), CallerError::Invalid("Wrong or unsupported encoding algorithm".into()));
         let hs512 = jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
             &serde_json::json!({"role": "anon"}),

@@ -366,9 +366,22 @@ fn related_order_expr(sql: &mut Sql, parent: &Source, key: &str, field: &super::
         ));
     }
     let alias = format!("_pgs_o{}_{n}", parent.path.len());
-    let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path: parent.path.clone(), items: &[] };
+    let mut path = parent.path.clone();
+    path.push(key.to_owned());
+    // The row the embed shows: its own filters, order and offset apply here too.
+    let scope = q.embeds.get(&path).cloned().unwrap_or_default();
+    let src = Source { name: &child.name, columns: Some(child), alias: alias.clone(), ctx: Some((cache, q)), path, items: &e.select };
     let (col, _) = field_expr(sql, &src, field)?;
-    Ok(format!("(SELECT {col} FROM {} WHERE {} LIMIT 1)", embed::from_item(&rel, child, &parent.alias, &alias), embed::join_condition(&rel, &parent.alias, &alias)))
+    let mut conds = vec![embed::join_condition(&rel, &parent.alias, &alias)];
+    for c in &scope.conditions {
+        conds.push(condition_sql(sql, &src, c)?);
+    }
+    let ord = order_sql(sql, &src, &scope.order, &e.select)?;
+    let offset = match scope.offset {
+        Some(o) => format!(" OFFSET {}::bigint", sql.bind(o.to_string())),
+        None => String::new(),
+    };
+    Ok(format!("(SELECT {col} FROM {} WHERE {}{ord}{offset} LIMIT 1)", embed::from_item(&rel, child, &parent.alias, &alias), conds.join(" AND ")))
 }
 
 /// How many rows to count.
@@ -526,19 +539,27 @@ pub fn call(
         }
         if accept == Accept::Csv {
             // CSV as PostgREST's: the values under its column name for them.
-            csv_rows(&mut sql, &format!("SELECT {R} AS pgrst_scalar FROM {callee} AS {R}{wh}{paging}"));
+            if count.is_some() {
+                sql.push(&format!("WITH _pgs_s AS MATERIALIZED (SELECT {R} AS pgrst_scalar FROM {callee} AS {R}{wh}) "));
+                csv_rows_counted(&mut sql, &format!("SELECT pgrst_scalar FROM _pgs_s{paging}"), "(SELECT count(*) FROM _pgs_s)");
+            } else {
+                csv_rows(&mut sql, &format!("SELECT {R} AS pgrst_scalar FROM {callee} AS {R}{wh}{paging}"));
+            }
         } else {
+            // Asked for as one object: the single value itself (PostgREST), else the
+            // singular check refuses the result (and rolls its writes back).
+            let object = if matches!(accept, Accept::Object | Accept::ObjectStripped) { "CASE WHEN count(*) = 1 THEN (json_agg(_pgs_t.v) -> 0)::text END" } else { "NULL::text" };
             if count.is_some() {
                 // The whole result's size: the function runs once (materialized),
                 // counted, then paged.
                 sql.push(&format!(
                     "WITH _pgs_s AS MATERIALIZED (SELECT {R} AS v FROM {callee} AS {R}{wh}) \
-                     SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), NULL::text, (SELECT count(*) FROM _pgs_s) \
+                     SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), {object}, (SELECT count(*) FROM _pgs_s) \
                      FROM (SELECT v FROM _pgs_s{paging}) _pgs_t"
                 ));
             } else {
                 sql.push(&format!(
-                    "SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), NULL::text, NULL::bigint \
+                    "SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), {object}, NULL::bigint \
                      FROM (SELECT {R} AS v FROM {callee} AS {R}{wh}{paging}) _pgs_t"
                 ));
             }
@@ -572,7 +593,12 @@ pub fn call(
 
 /// A function's result as CSV: the rows of `rows` (a SELECT) in the 4-column shape.
 fn csv_rows(sql: &mut Sql, rows: &str) {
-    sql.push(&format!("SELECT {}, count(*), NULL::text, NULL::bigint FROM ({rows}) _pgs_t", render::csv()));
+    csv_rows_counted(sql, rows, "NULL::bigint");
+}
+
+/// [`csv_rows`] with the total of the whole result (`total`, a bigint expression).
+fn csv_rows_counted(sql: &mut Sql, rows: &str, total: &str) {
+    sql.push(&format!("SELECT {}, count(*), NULL::text, {total} FROM ({rows}) _pgs_t", render::csv()));
 }
 
 /// PGRST205 with PostgREST's fuzzy hint of another table or view of the schema.

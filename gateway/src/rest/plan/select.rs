@@ -174,7 +174,8 @@ fn embed_sql_here(sql: &mut Sql, parent: &Source, e: &Embed) -> Result<(String, 
     // Embedded values are jsonb, as PostgREST renders them (the same bytes: jsonb's
     // spacing and key order inside embeds).
     Ok(if rel.is_to_one() {
-        (format!("SELECT row_to_json({j})::jsonb FROM ({body} LIMIT 1) {j}"), true)
+        // The embed's own limit/offset (if any) apply first; then its first row.
+        (format!("SELECT row_to_json({j})::jsonb FROM ({body}) {j} LIMIT 1"), true)
     } else {
         (format!("SELECT coalesce(json_agg({j}), '[]')::jsonb FROM ({body}) {j}"), false)
     })
