@@ -86,6 +86,7 @@ async fn start() -> Env {
             ("REST_ERROR_FORMAT", "postgrest"),
             ("JWT_REQUIRE_EXP", "false"),
             ("ALLOWED_ORIGINS", "http://example.com"),
+            ("DB_PLAN_ENABLED", "true"),
         ],
     )
     .await
@@ -483,6 +484,30 @@ async fn postgrest_details_beyond_the_shared_cases() {
     assert_eq!((st, rows, hd.get("warning")), (StatusCode::OK, json!([{"id": 2, "works": [{"id": 3}]}]), None));
     let (st, _, err) = e.req(Method::GET, "/designers?select=id&games.limit=1", &[], None).await;
     assert_eq!((st, err["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST108")), "not embedded at all");
+    // Plans (DB_PLAN_ENABLED): the EXPLAIN of the statement, as JSON or text, with
+    // PostgREST's Content-Type; ANALYZE runs it in a transaction that is undone.
+    let (st, hd, plan) = e.req(Method::GET, "/games?id=eq.1", &[("accept", "application/vnd.pgrst.plan+json")], None).await;
+    assert_eq!((st, hd["content-type"].to_str().unwrap()), (StatusCode::OK, "application/vnd.pgrst.plan+json; for=\"application/json\"; charset=utf-8"));
+    assert!(plan[0]["Plan"]["Node Type"].is_string(), "{plan}");
+    let accept = "application/vnd.pgrst.plan; for=\"application/vnd.pgrst.object\"; options=verbose|analyze";
+    let (st, hd, plan) = e.req(Method::GET, "/games?id=eq.1", &[("accept", accept)], None).await;
+    assert_eq!(
+        (st, hd["content-type"].to_str().unwrap()),
+        (StatusCode::OK, "application/vnd.pgrst.plan+text; for=\"application/vnd.pgrst.object+json\"; options=analyze|verbose; charset=utf-8")
+    );
+    assert!(plan.as_str().is_some_and(|t| t.contains("actual time") && t.contains("Output:")), "{plan}");
+    let (_, _, before) = e.req(Method::GET, "/calls?select=n", &auth, None).await;
+    let analyze = [auth[0], ("accept", "application/vnd.pgrst.plan+json; options=analyze")];
+    let (st, _, plan) = e.req(Method::POST, "/rpc/bump_values", &analyze, Some(json!({}))).await;
+    assert_eq!(st, StatusCode::OK, "{plan}");
+    assert!(plan[0]["Plan"]["Actual Rows"].is_number(), "{plan}");
+    let (_, _, after) = e.req(Method::GET, "/calls?select=n", &auth, None).await;
+    assert_eq!(before, after, "an analyzed call's write is undone");
+    let (st, _, err) = e.req(Method::POST, "/notes", &[auth[0], ("accept", "application/vnd.pgrst.plan+json")], Some(json!({"body": "p"}))).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST107")), "plans are for reads and calls");
+    let (st, _, _) = e.req(Method::GET, "/games", &[("accept", "application/vnd.pgrst.plan+json; for=\"text/xml\"")], None).await;
+    assert_eq!(st, StatusCode::NOT_ACCEPTABLE);
+
     // A to-one embed with its own limit; ordering by a to-one embed orders by the row
     // it shows (its own filters apply).
     let (st, _, rows) = e.req(Method::GET, "/games?select=id,designers(name)&designers.limit=1&order=id", &[], None).await;

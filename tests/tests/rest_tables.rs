@@ -471,6 +471,9 @@ async fn bad_requests_get_clear_4xx_errors() {
     assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("42703")));
     let (st, _, e) = r.req(Method::GET, "/todos?nope=eq.1", t, &[], None).await;
     assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("42703")));
+    // Plans are off by default (DB_PLAN_ENABLED): the plan media type is not offered.
+    let (st, _, e) = r.req(Method::GET, "/todos", t, &[("accept", "application/vnd.pgrst.plan+json")], None).await;
+    assert_eq!((st, e["code"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST107")));
     let (st, _, e) = r.req(Method::GET, "/todos?id=zz.1", t, &[], None).await;
     assert_eq!((st, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PGRST100")));
     let (st, _, e) = r.req(Method::GET, "/todos?id=eq.abc", t, &[], None).await;

@@ -119,6 +119,7 @@ impl Config {
             },
             response_max_bytes: parse_num(src, "RESPONSE_MAX_BYTES", 64usize * 1024 * 1024)?.max(1024),
             jwt_require_exp: parse_bool(src, "JWT_REQUIRE_EXP", true)?,
+            db_plan_enabled: parse_bool(src, "DB_PLAN_ENABLED", false)?,
             jwt_aud: src.get("JWT_AUD").map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()),
             log_format,
             allow_anonymous_signin: parse_bool(src, "ALLOW_ANONYMOUS_SIGNIN", false)?,

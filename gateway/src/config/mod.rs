@@ -111,6 +111,9 @@ pub struct Config {
     /// RESPONSE_MAX_BYTES: largest result one REST statement may return; larger
     /// ones are refused (413) before they are buffered. Default 64 MiB.
     pub response_max_bytes: usize,
+    /// DB_PLAN_ENABLED (PostgREST's db-plan-enabled): `Accept:
+    /// application/vnd.pgrst.plan` answers the statement's EXPLAIN. Default false.
+    pub db_plan_enabled: bool,
     /// JWT_REQUIRE_EXP: refuse tokens without an `exp` claim (every token pgstack
     /// issues has one). Default true; PostgREST accepts them (`false`).
     pub jwt_require_exp: bool,

@@ -160,6 +160,30 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
     Ok(out)
 }
 
+/// `Accept: application/vnd.pgrst.plan`: the statement's EXPLAIN (`explain`, fixed
+/// words), run as the caller in a transaction that is always rolled back (with
+/// ANALYZE the statement really runs: whatever it writes is undone). The plan's
+/// text: its JSON, or its lines.
+pub async fn explain(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, explain: &str) -> Result<String, RestError> {
+    let anon = caller.role == pgstack_shared::Role::Anon;
+    let db = |e| RestError::from_db(e, anon);
+    let mut client = crate::db::Guarded::get(&state.rest_tx).await?;
+    let out = async {
+        let tx = begin(&mut client, caller, info).await?;
+        let params: Vec<&(dyn ToSql + Sync)> = sql.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let text = format!("{explain} {}", sql.text);
+        let stmt = tx.prepare_typed(&text, &vec![tokio_postgres::types::Type::TEXT; sql.params.len()]).await.map_err(db)?;
+        let rows = tx.query(&stmt, &params).await.map_err(db)?;
+        let lines: Vec<String> =
+            rows.iter().map(|r| r.try_get::<_, String>(0).or_else(|_| r.try_get::<_, serde_json::Value>(0).map(|v| v.to_string())).unwrap_or_default()).collect();
+        tx.rollback().await.map_err(db)?;
+        Ok(lines.join("\n"))
+    }
+    .await;
+    client.finish();
+    out
+}
+
 /// The sequential path: BEGIN, setup, then prepare and run the statement as the
 /// request's role.
 async fn run_in_transaction(pool: &FairPool<Pool>, caller: &Caller, info: &RequestInfo<'_>, sql: &Sql, rows: bool, rollback: bool) -> Result<Outcome, RestError> {

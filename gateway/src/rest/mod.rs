@@ -53,6 +53,8 @@ pub struct RestSettings {
     pub max_rows: Option<i64>,
     /// RESPONSE_MAX_BYTES: most bytes of rows a statement may answer.
     pub response_max_bytes: usize,
+    /// DB_PLAN_ENABLED: the plan media type is offered.
+    pub plan_enabled: bool,
 }
 
 static SETTINGS: std::sync::OnceLock<RestSettings> = std::sync::OnceLock::new();
@@ -64,8 +66,13 @@ pub fn init_settings(cfg: &crate::config::Config) {
         format!("SELECT {}()", quoted.join("."))
     });
     crate::error::postgrest::POSTGREST_BODIES.store(cfg.rest_error_format_postgrest, std::sync::atomic::Ordering::Relaxed);
-    let _ =
-        SETTINGS.set(RestSettings { postgrest_errors: cfg.rest_error_format_postgrest, pre_request_sql, max_rows: cfg.db_max_rows, response_max_bytes: cfg.response_max_bytes });
+    let _ = SETTINGS.set(RestSettings {
+        postgrest_errors: cfg.rest_error_format_postgrest,
+        pre_request_sql,
+        max_rows: cfg.db_max_rows,
+        response_max_bytes: cfg.response_max_bytes,
+        plan_enabled: cfg.db_plan_enabled,
+    });
 }
 
 /// The settings (defaults before [`init_settings`]).

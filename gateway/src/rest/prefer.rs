@@ -142,21 +142,113 @@ pub enum Accept {
     Csv,
 }
 
-/// Reads `Accept`; unknown media types → 406 PGRST107.
-pub fn accept(headers: &HeaderMap) -> Result<Accept, RestError> {
-    let Some(v) = headers.get("accept").and_then(|v| v.to_str().ok()) else { return Ok(Accept::Json) };
+/// `Accept: application/vnd.pgrst.plan[+json|+text]; for="..."; options=a|b`
+/// (DB_PLAN_ENABLED): the statement's EXPLAIN instead of its result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// FORMAT JSON (else TEXT).
+    pub json: bool,
+    /// The media type the plan is for (the statement is planned as for it).
+    pub of: Accept,
+    /// EXPLAIN options, in PostgREST's order: analyze, verbose, settings, buffers, wal.
+    pub options: Vec<&'static str>,
+}
+
+const PLAN_OPTIONS: [&str; 5] = ["analyze", "verbose", "settings", "buffers", "wal"];
+
+impl Plan {
+    /// `EXPLAIN (FORMAT ..., OPTION, ...)` (fixed words only).
+    pub fn explain(&self) -> String {
+        let mut words = vec![if self.json { "FORMAT JSON".to_owned() } else { "FORMAT TEXT".to_owned() }];
+        words.extend(self.options.iter().map(|o| o.to_ascii_uppercase()));
+        format!("EXPLAIN ({})", words.join(", "))
+    }
+
+    /// The answer's Content-Type, as PostgREST writes it.
+    pub fn content_type(&self) -> String {
+        let of = match self.of {
+            Accept::Object | Accept::ObjectStripped => "application/vnd.pgrst.object+json",
+            Accept::JsonStripped => "application/vnd.pgrst.array+json;nulls=stripped",
+            Accept::Csv => "text/csv",
+            Accept::Json => "application/json",
+        };
+        let options = if self.options.is_empty() { String::new() } else { format!("; options={}", self.options.join("|")) };
+        format!("application/vnd.pgrst.plan+{}; for=\"{of}\"{options}; charset=utf-8", if self.json { "json" } else { "text" })
+    }
+}
+
+/// A media type's parameters (`; key=value`, values optionally quoted), keys
+/// lower-cased.
+fn media_params(rest: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let (mut cur, mut quoted) = (String::new(), false);
+    let mut push = |cur: &mut String| {
+        if let Some((k, v)) = cur.split_once('=') {
+            out.push((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_owned()));
+        }
+        cur.clear();
+    };
+    for ch in rest.chars() {
+        match ch {
+            '"' => {
+                quoted = !quoted;
+                cur.push(ch);
+            }
+            ';' if !quoted => push(&mut cur),
+            _ => cur.push(ch),
+        }
+    }
+    push(&mut cur);
+    out
+}
+
+/// The plan media type of one Accept item, if it is one (and plans are on).
+fn plan_of(media: &str, params: &str) -> Option<Result<Plan, ()>> {
+    let json = match media {
+        "application/vnd.pgrst.plan" | "application/vnd.pgrst.plan+text" => false,
+        "application/vnd.pgrst.plan+json" => true,
+        _ => return None,
+    };
+    if !super::settings().plan_enabled {
+        return Some(Err(()));
+    }
+    let params = media_params(params);
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let of = match get("for").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("application/json") | Some("application/vnd.pgrst.array+json") | Some("application/vnd.pgrst.array") => Accept::Json,
+        Some("application/vnd.pgrst.object+json") | Some("application/vnd.pgrst.object") => Accept::Object,
+        Some("text/csv") => Accept::Csv,
+        Some(_) => return Some(Err(())),
+    };
+    let asked: Vec<&str> = get("options").map(|o| o.split('|').map(str::trim).collect()).unwrap_or_default();
+    let options = PLAN_OPTIONS.into_iter().filter(|o| asked.contains(o)).collect();
+    Some(Ok(Plan { json, of, options }))
+}
+
+/// Reads `Accept`; unknown media types → 406 PGRST107. The plan media type (when
+/// DB_PLAN_ENABLED) gives the media type it is for and the plan.
+pub fn accept(headers: &HeaderMap) -> Result<(Accept, Option<Plan>), RestError> {
+    let Some(v) = headers.get("accept").and_then(|v| v.to_str().ok()) else { return Ok((Accept::Json, None)) };
     for item in v.split(',') {
-        let mut parts = item.split(';').map(str::trim);
-        let media = parts.next().unwrap_or("");
-        let stripped = parts.any(|p| p.replace(' ', "") == "nulls=stripped");
-        match (media, stripped) {
-            ("application/vnd.pgrst.object+json" | "application/vnd.pgrst.object", false) => return Ok(Accept::Object),
-            ("application/vnd.pgrst.object+json" | "application/vnd.pgrst.object", true) => return Ok(Accept::ObjectStripped),
-            ("application/vnd.pgrst.array+json" | "application/vnd.pgrst.array", true) => return Ok(Accept::JsonStripped),
-            ("application/vnd.pgrst.array+json" | "application/vnd.pgrst.array", false) => return Ok(Accept::Json),
-            ("text/csv", _) => return Ok(Accept::Csv),
-            ("application/json" | "*/*" | "application/*" | "", _) => return Ok(Accept::Json),
-            _ => {}
+        let (media, params) = item.split_once(';').unwrap_or((item, ""));
+        let media = media.trim().to_ascii_lowercase();
+        match plan_of(&media, params) {
+            Some(Ok(plan)) => return Ok((plan.of, Some(plan))),
+            Some(Err(())) => continue,
+            None => {}
+        }
+        let stripped = params.split(';').any(|p| p.replace(' ', "") == "nulls=stripped");
+        let found = match (media.as_str(), stripped) {
+            ("application/vnd.pgrst.object+json" | "application/vnd.pgrst.object", false) => Some(Accept::Object),
+            ("application/vnd.pgrst.object+json" | "application/vnd.pgrst.object", true) => Some(Accept::ObjectStripped),
+            ("application/vnd.pgrst.array+json" | "application/vnd.pgrst.array", true) => Some(Accept::JsonStripped),
+            ("application/vnd.pgrst.array+json" | "application/vnd.pgrst.array", false) => Some(Accept::Json),
+            ("text/csv", _) => Some(Accept::Csv),
+            ("application/json" | "*/*" | "application/*" | "", _) => Some(Accept::Json),
+            _ => None,
+        };
+        if let Some(a) = found {
+            return Ok((a, None));
         }
     }
     Err(RestError::new(pgrst::UNACCEPTABLE_MEDIA, format!("None of these media types are available: {v}"), None, None))
@@ -213,7 +305,7 @@ pub fn apply_range(headers: &HeaderMap, offset: &mut Option<i64>, limit: &mut Op
 
 #[cfg(test)]
 mod tests {
-    use super::{accept, Accept};
+    use super::{accept, media_params, Accept, Plan};
     use axum::http::HeaderMap;
 
     fn with(v: &str) -> HeaderMap {
@@ -224,11 +316,27 @@ mod tests {
 
     #[test]
     fn media_types_as_postgrest_names_them() {
-        assert_eq!(accept(&with("application/vnd.pgrst.array+json;nulls=stripped")).unwrap(), Accept::JsonStripped);
-        assert_eq!(accept(&with("application/vnd.pgrst.array; nulls=stripped")).unwrap(), Accept::JsonStripped);
-        assert_eq!(accept(&with("application/vnd.pgrst.array")).unwrap(), Accept::Json);
-        assert_eq!(accept(&with("application/vnd.pgrst.object+json;nulls=stripped")).unwrap(), Accept::ObjectStripped);
-        assert_eq!(accept(&with("text/plain, text/csv")).unwrap(), Accept::Csv);
-        assert_eq!(accept(&with("image/png")).unwrap_err().code, "PGRST107");
+        let a = |v: &str| accept(&with(v)).map(|(a, plan)| (a, plan.is_some()));
+        assert_eq!(a("application/vnd.pgrst.array+json;nulls=stripped").unwrap(), (Accept::JsonStripped, false));
+        assert_eq!(a("application/vnd.pgrst.array; nulls=stripped").unwrap(), (Accept::JsonStripped, false));
+        assert_eq!(a("application/vnd.pgrst.array").unwrap(), (Accept::Json, false));
+        assert_eq!(a("application/vnd.pgrst.object+json;nulls=stripped").unwrap(), (Accept::ObjectStripped, false));
+        assert_eq!(a("text/plain, text/csv").unwrap(), (Accept::Csv, false));
+        assert_eq!(a("Application/JSON").unwrap(), (Accept::Json, false));
+        assert_eq!(a("image/png").unwrap_err().code, "PGRST107");
+        // Plans are off unless DB_PLAN_ENABLED: the next acceptable type is taken.
+        assert_eq!(a("application/vnd.pgrst.plan+json, text/csv").unwrap(), (Accept::Csv, false));
+    }
+
+    #[test]
+    fn plan_parameters_as_postgrest_reads_them() {
+        let p = |json: bool, of: Accept, options: Vec<&'static str>| Plan { json, of, options };
+        assert_eq!(p(true, Accept::Json, vec![]).content_type(), "application/vnd.pgrst.plan+json; for=\"application/json\"; charset=utf-8");
+        assert_eq!(p(false, Accept::Object, vec!["analyze", "wal"]).explain(), "EXPLAIN (FORMAT TEXT, ANALYZE, WAL)");
+        assert_eq!(
+            p(false, Accept::Object, vec!["verbose"]).content_type(),
+            "application/vnd.pgrst.plan+text; for=\"application/vnd.pgrst.object+json\"; options=verbose; charset=utf-8"
+        );
+        assert_eq!(media_params(" for=\"a;b\"; Options=x"), vec![("for".to_owned(), "a;b".to_owned()), ("options".to_owned(), "x".to_owned())]);
     }
 }

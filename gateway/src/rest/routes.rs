@@ -56,6 +56,12 @@ fn allow(methods: &str) -> Response<Body> {
     res
 }
 
+/// 406 PGRST107 for the request's Accept.
+fn unacceptable(headers: &HeaderMap) -> RestError {
+    let v = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    RestError::new(pgrst::UNACCEPTABLE_MEDIA, format!("None of these media types are available: {v}"), None, None)
+}
+
 /// Nested paths name no resource (PostgREST's PGRST125).
 async fn invalid_path() -> RestError {
     RestError::new(pgrst::INVALID_PATH, "Invalid path specified in request URL", None, None)
@@ -96,6 +102,10 @@ async fn relation(
     // Only triggers, rules and the pre-request function can set the response GUCs of
     // a table's write: without them, no statement reads them back.
     info.response_gucs &= !(table.quiet && super::settings().pre_request_sql.is_none());
+    if req.plan.is_some() && !matches!(req.action, Action::Read { .. }) {
+        // Plans are offered for reads and function calls.
+        return Err(unacceptable(&headers));
+    }
     let cx = Cx { s: &s, caller: &caller, cache: &cache, table, req: &req, info };
     let res = match req.action {
         Action::Info => return Ok(allow(&table.allow())),
@@ -147,6 +157,9 @@ async fn read(cx: &Cx<'_>, with_body: bool) -> Result<Response<Body>, RestError>
     let (req, q) = (cx.req, &cx.req.query);
     let count = CountMode::from_prefer(req.prefer.count.as_deref());
     let sql = plan::read(cx.cache, cx.table, q, count, req.accept)?;
+    if let Some(p) = &req.plan {
+        return explained(cx.s, cx.caller, &cx.info, &sql, p, with_body).await;
+    }
     let out = exec::run(cx.s, cx.caller, &cx.info, &sql, true, req.prefer.rollback).await?;
     let offset = q.offset.unwrap_or(0);
     let range = response::content_range(offset, out.count, out.total);
@@ -167,6 +180,17 @@ async fn read(cx: &Cx<'_>, with_body: bool) -> Result<Response<Body>, RestError>
     }
     if let Ok(v) = axum::http::HeaderValue::from_str(&content_location(&req.path, req.raw_query.as_deref())) {
         res.headers_mut().insert(axum::http::header::CONTENT_LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// The plan of a statement instead of its result (`Accept:
+/// application/vnd.pgrst.plan`, DB_PLAN_ENABLED).
+async fn explained(s: &AppState, caller: &Caller, info: &exec::RequestInfo<'_>, sql: &crate::db::sql::Sql, p: &prefer::Plan, with_body: bool) -> Result<Response<Body>, RestError> {
+    let text = exec::explain(s, caller, info, sql, &p.explain()).await?;
+    let mut res = Response::new(if with_body { Body::from(text) } else { Body::empty() });
+    if let Ok(v) = axum::http::HeaderValue::from_str(&p.content_type()) {
+        res.headers_mut().insert(axum::http::header::CONTENT_TYPE, v);
     }
     Ok(res)
 }
@@ -388,6 +412,10 @@ async fn rpc(
     let sql = plan::call(&cache, f, &args, whole, q, count, accept)?;
     let mut info = req.info();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
+    if let Some(p) = &req.plan {
+        let res = explained(&s, &caller, &info, &sql, p, with_body).await?;
+        return Ok(decorate(res, &s, pref, false, schema, &cache.schemas));
+    }
     let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
     // A single value counts as one row.
     let total = out.total.or_else(|| (count.is_some() && !f.returns_set).then_some(out.count));

@@ -69,8 +69,10 @@ pub struct ApiRequest {
     pub query: QueryParams,
     /// `Prefer`.
     pub prefer: Prefer,
-    /// The response's media type.
+    /// The response's media type (for a plan: the one it is planned for).
     pub accept: Accept,
+    /// `Accept: application/vnd.pgrst.plan...`: answer the statement's EXPLAIN.
+    pub plan: Option<prefer::Plan>,
     /// A POST call's body (JSON, or a form); `None` for other actions.
     pub call: Option<CallBody>,
     /// The rows of an insert, update or PUT (JSON, CSV or a form).
@@ -100,8 +102,8 @@ impl ApiRequest {
         if method == Method::GET && matches!(action, Action::Read { .. } | Action::Call { .. }) {
             prefer::apply_range(headers, &mut query.offset, &mut query.limit)?;
         }
-        let (prefer, accept) = match action {
-            Action::Info => (Prefer::default(), Accept::Json),
+        let (prefer, (accept, plan)) = match action {
+            Action::Info => (Prefer::default(), (Accept::Json, None)),
             _ => (prefer::prefer_checked(headers)?, prefer::accept(headers)?),
         };
         let form = if matches!(action, Action::Create | Action::Update | Action::Put | Action::Call { read_only: false, .. }) { form_pairs(headers, body)? } else { None };
@@ -120,7 +122,7 @@ impl ApiRequest {
             Target::Function => format!("/rpc/{name}"),
         };
         let (headers_json, cookies_json) = crate::db::caller::request_settings(headers);
-        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, call, rows, form, headers_json, cookies_json, warning })
+        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, plan, call, rows, form, headers_json, cookies_json, warning })
     }
 
     /// The request facts for Postgres (`request.*`), with the caller-independent
