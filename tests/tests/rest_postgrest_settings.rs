@@ -518,6 +518,19 @@ async fn postgrest_details_beyond_the_shared_cases() {
         (StatusCode::OK, json!([{"id": 1, "designers": null}, {"id": 2, "designers": {"id": 2}}, {"id": 3, "designers": {"id": 2}}])),
         "the filtered-out designer orders as null"
     );
+    let (st, _, rows) = e.req(Method::GET, "/games?select=id,designers(name)&designers.limit=0&order=designers(name).asc,id", &[], None).await;
+    assert_eq!(
+        (st, rows),
+        (StatusCode::OK, json!([{"id": 1, "designers": null}, {"id": 2, "designers": null}, {"id": 3, "designers": null}])),
+        "limit=0 shows nothing to order by"
+    );
+    let path = "/games?select=id,designers(name,games!inner(id))&designers.games.id=eq.1&order=designers(name).desc.nullsfirst,id";
+    let (st, _, rows) = e.req(Method::GET, path, &[], None).await;
+    assert_eq!(
+        (st, rows),
+        (StatusCode::OK, json!([{"id": 2, "designers": null}, {"id": 3, "designers": null}, {"id": 1, "designers": {"name": "Sid", "games": [{"id": 1}]}}])),
+        "a nested !inner the embed needs applies to its order"
+    );
     let (st, _, rows) = e.req(Method::GET, "/games?select=id,maker(id)&maker.id=neq.2&order=maker(id).asc.nullsfirst,id", &[], None).await;
     assert_eq!((st, rows), (StatusCode::OK, json!([{"id": 2, "maker": null}, {"id": 3, "maker": null}, {"id": 1, "maker": {"id": 1}}])));
     let (st, _, err) = e.req(Method::GET, "/designers?select=id,made(id)&order=made(id)", &[], None).await;

@@ -376,12 +376,22 @@ fn related_order_expr(sql: &mut Sql, parent: &Source, key: &str, field: &super::
     for c in &scope.conditions {
         conds.push(condition_sql(sql, &src, c)?);
     }
+    // Its own `!inner` embeds must exist, as for the embed.
+    for it in &e.select {
+        if let SelectItem::Embed(n) = it {
+            if n.inner {
+                conds.push(embed_exists(sql, &src, n)?);
+            }
+        }
+    }
     let ord = order_sql(sql, &src, &scope.order, &e.select)?;
     let offset = match scope.offset {
         Some(o) => format!(" OFFSET {}::bigint", sql.bind(o.to_string())),
         None => String::new(),
     };
-    Ok(format!("(SELECT {col} FROM {} WHERE {}{ord}{offset} LIMIT 1)", embed::from_item(&rel, child, &parent.alias, &alias), conds.join(" AND ")))
+    // The first row of its page (none with `limit=0`).
+    let limit = if scope.limit == Some(0) { 0 } else { 1 };
+    Ok(format!("(SELECT {col} FROM {} WHERE {}{ord}{offset} LIMIT {limit})", embed::from_item(&rel, child, &parent.alias, &alias), conds.join(" AND ")))
 }
 
 /// How many rows to count.
