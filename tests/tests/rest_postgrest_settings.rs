@@ -61,6 +61,15 @@ CREATE FUNCTION public.bump_rows() RETURNS SETOF public.notes LANGUAGE sql
 CREATE FUNCTION public.bump_values() RETURNS SETOF int LANGUAGE sql
     AS $$INSERT INTO public.calls DEFAULT VALUES; SELECT g FROM generate_series(1, 3) g$$;
 GRANT ALL ON public.calls TO editor;
+-- Media types of their own: domains named after them.
+CREATE DOMAIN public."application/octet-stream" AS bytea;
+CREATE DOMAIN public."*/*" AS bytea;
+CREATE FUNCTION public.echo_bytes(bytea) RETURNS public."application/octet-stream" LANGUAGE sql AS 'SELECT $1';
+CREATE FUNCTION public.any_type() RETURNS public."*/*" LANGUAGE sql AS $$SELECT 'any'::public."*/*"$$;
+CREATE FUNCTION public.typed_any() RETURNS public."*/*" LANGUAGE sql
+    AS $$SELECT set_config('response.headers', '[{"Content-Type": "image/x-test"}]', true)::bytea::public."*/*"$$;
+CREATE FUNCTION public.shout(text) RETURNS text LANGUAGE sql AS 'SELECT upper($1)';
+GRANT EXECUTE ON FUNCTION public.echo_bytes(bytea), public.any_type(), public.typed_any(), public.shout(text) TO web_anon;
 GRANT USAGE ON SEQUENCE public.calls_n_seq TO editor;
 "#;
 
@@ -507,6 +516,33 @@ async fn postgrest_details_beyond_the_shared_cases() {
     assert_eq!((st, err["code"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST107")), "plans are for reads and calls");
     let (st, _, _) = e.req(Method::GET, "/games", &[("accept", "application/vnd.pgrst.plan+json; for=\"text/xml\"")], None).await;
     assert_eq!(st, StatusCode::NOT_ACCEPTABLE);
+
+    // A function of one unnamed bytea / text parameter takes a raw body; one
+    // returning a media type's domain answers it (bytes untouched, no charset).
+    let raw: Vec<u8> = vec![b'h', b'i', 0, 0xff, b'\n'];
+    let res = e
+        .http
+        .post(e.gw.url("/rest/v1/rpc/echo_bytes"))
+        .header("content-type", "application/octet-stream")
+        .header("accept", "application/octet-stream")
+        .body(raw.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((res.status(), res.headers()["content-type"].to_str().unwrap().to_owned()), (StatusCode::OK, "application/octet-stream".to_owned()));
+    assert_eq!(res.bytes().await.unwrap().to_vec(), raw);
+    let res = e.http.post(e.gw.url("/rest/v1/rpc/echo_bytes")).header("content-type", "application/octet-stream").body(vec![1u8, 2]).send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "\"\\\\x0102\"", "asked for JSON: the bytea's JSON text");
+    let (st, hd, body) = e.req(Method::GET, "/rpc/any_type", &[("accept", "image/whatever")], None).await;
+    assert_eq!((st, hd["content-type"].to_str().unwrap(), body), (StatusCode::OK, "application/octet-stream", json!("any")));
+    let (st, hd, _) = e.req(Method::GET, "/rpc/typed_any", &[], None).await;
+    assert_eq!((st, hd["content-type"].to_str().unwrap()), (StatusCode::OK, "image/x-test"), "response.headers sets its own type");
+    let res = e.http.post(e.gw.url("/rest/v1/rpc/shout")).header("content-type", "text/plain").body("abc").send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "\"ABC\"");
+    let (st, _, err) = e.req(Method::GET, "/rpc/five", &[("accept", "image/png")], None).await;
+    assert_eq!((st, err["code"].as_str()), (StatusCode::NOT_ACCEPTABLE, Some("PGRST107")), "a plain function has no image/png");
+    let res = e.http.post(e.gw.url("/rest/v1/rpc/shout")).header("content-type", "application/octet-stream").body("abc").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND, "no bytea parameter to take the bytes");
 
     // A to-one embed with its own limit; ordering by a to-one embed orders by the row
     // it shows (its own filters apply).

@@ -100,6 +100,10 @@ pub struct Function {
     /// A set-returning function declared `ROWS 1` (as a computed relationship:
     /// to one row, as PostgREST reads it).
     pub rows_one: bool,
+    /// Returns one value of a domain named after a media type: answered as it.
+    pub media: Option<String>,
+    /// That domain is over bytea (the value's bytes are the body).
+    pub media_bytea: bool,
 }
 
 impl Function {
@@ -320,6 +324,8 @@ impl SchemaCache {
                     Err(_) => None,
                 }),
                 rows_one: r.get(12),
+                media: r.get(13),
+                media_bytea: r.get(14),
             };
             cache.functions.entry((schema, name)).or_default().push(f);
         }

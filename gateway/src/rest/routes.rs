@@ -56,6 +56,36 @@ fn allow(methods: &str) -> Response<Body> {
     res
 }
 
+/// A media-type function's value as the body: its bytes (a bytea domain's hex
+/// decoded) under the domain's name (`*/*`: application/octet-stream), with a
+/// charset only for the text types PostgREST gives one; `response.headers` may set
+/// another Content-Type.
+fn media_response(out: exec::Outcome, media: &str, bytea: bool, with_body: bool) -> Result<Response<Body>, RestError> {
+    let text = out.body.clone().unwrap_or_default();
+    let bytes = if bytea { decode_hex(&text).ok_or_else(|| RestError::internal(anyhow::anyhow!("a bytea value that is not hex")))? } else { text.into_bytes() };
+    let ct = match media {
+        "*/*" => "application/octet-stream".to_owned(),
+        m if matches!(m, "text/plain" | "text/xml" | "text/csv" | "application/json" | "application/geo+json") => format!("{m}; charset=utf-8"),
+        m => m.to_owned(),
+    };
+    let mut res = Response::new(if with_body { Body::from(bytes) } else { Body::empty() });
+    if let Ok(v) = axum::http::HeaderValue::from_str(&ct) {
+        res.headers_mut().insert(axum::http::header::CONTENT_TYPE, v);
+    }
+    response::apply_gucs(&mut res, &out)?;
+    Ok(res)
+}
+
+/// `\x0a1b…` (bytea's text output) → bytes.
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    let hex = text.strip_prefix("\\x")?.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    hex.chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
+}
+
 /// 406 PGRST107 for the request's Accept.
 fn unacceptable(headers: &HeaderMap) -> RestError {
     let v = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -363,6 +393,7 @@ async fn rpc(
     // array's first object, as PostgREST binds it), or the form's pairs.
     let call = req.call.take();
     let post_json = call.is_some() && req.form.is_none();
+    let raw_type = call.as_ref().and_then(|c| c.raw_type);
     let (named, whole_body, too_many): (Vec<(String, Arg)>, Option<String>, bool) = match call {
         None => (req.query.rest.iter().map(|(k, v)| (k.clone(), Arg::Text(v.clone()))).collect(), None, false),
         Some(c) => (c.args, Some(c.raw), c.too_many),
@@ -391,7 +422,12 @@ async fn rpc(
     given.sort_unstable();
     given.dedup();
     let single_json = |f: &crate::db::schema_cache::Function| f.args.len() == 1 && f.args[0].0.is_empty() && matches!(f.args[0].1.as_str(), "json" | "jsonb");
-    let (f, args, whole) = if let Some(f) = overloads.iter().find(|f| !too_many && f.accepts(&given)) {
+    let single_raw = |f: &crate::db::schema_cache::Function| f.args.len() == 1 && f.args[0].0.is_empty() && Some(f.args[0].1.as_str()) == raw_type;
+    let (f, args, whole) = if raw_type.is_some() {
+        // A raw body (bytes, text, XML) goes to the one unnamed parameter of its type.
+        let f = overloads.iter().find(|f| single_raw(f)).ok_or_else(|| plan::no_function(schema, &name, &[], overloads, &[], false))?;
+        (f, Vec::new(), whole_body.as_deref())
+    } else if let Some(f) = overloads.iter().find(|f| !too_many && f.accepts(&given)) {
         (f, merge_repeated(f, named), None)
     } else if let (Some(f), Some(b)) = (overloads.iter().find(|f| single_json(f)), whole_body.as_deref()) {
         (f, Vec::new(), Some(b))
@@ -410,6 +446,25 @@ async fn rpc(
         None => None,
     };
     let sql = plan::call(&cache, f, &args, whole, q, count, accept)?;
+    // A function returning a media type's domain answers that media type when it is
+    // asked for (`*/*` domains: whatever is asked).
+    let accepts = |m: &str| {
+        headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|i| i.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(m)))
+    };
+    if let Some(media) = f.media.as_deref().filter(|m| req.plan.is_none() && (*m == "*/*" || accepts(m))) {
+        let sql = plan::call_value(f, &args, whole)?;
+        let mut info = req.info();
+        info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
+        let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
+        let res = media_response(out, media, f.media_bytea, with_body)?;
+        return Ok(decorate(res, &s, pref, false, schema, &cache.schemas));
+    }
+    if let Some(m) = &req.unacceptable {
+        return Err(RestError::new(pgrst::UNACCEPTABLE_MEDIA, m.clone(), None, None));
+    }
     let mut info = req.info();
     info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
     if let Some(p) = &req.plan {

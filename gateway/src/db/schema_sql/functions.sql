@@ -31,7 +31,12 @@ SELECT n.nspname AS schema,
           FROM pg_type rt JOIN pg_class rc ON rc.oid = rt.typrelid JOIN pg_namespace rn ON rn.oid = rc.relnamespace
          WHERE rt.oid = p.prorettype AND rc.relkind IN ('r', 'v', 'm', 'p', 'f')) AS returns_relation,
        -- `ROWS 1` on a set-returning function: a computed relationship to one row.
-       p.proretset AND p.prorows = 1 AS rows_one
+       p.proretset AND p.prorows = 1 AS rows_one,
+       -- A single value of a domain named after a media type (`"application/octet-stream"`,
+       -- `"*/*"`): the function answers that media type (PostgREST's handlers).
+       (SELECT rt.typname::text FROM pg_type rt
+         WHERE rt.oid = p.prorettype AND rt.typtype = 'd' AND strpos(rt.typname, '/') > 0 AND NOT p.proretset) AS media,
+       coalesce((SELECT rt.typbasetype = 'bytea'::regtype FROM pg_type rt WHERE rt.oid = p.prorettype), false) AS media_bytea
   FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = ANY ($1)

@@ -492,39 +492,7 @@ pub fn call(
     accept: Accept,
 ) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
-    let mut call_args = Vec::new();
-    if let Some(body) = whole_body {
-        let (_, ty) = &f.args[0];
-        let p = sql.bind(body.to_owned());
-        call_args.push(format!("{p}::{ty}"));
-    } else {
-        let variadic = f.args.last().filter(|_| f.variadic).map(|(n, _)| n.as_str());
-        // Postgres takes the VARIADIC argument last.
-        let mut variadic_arg = None;
-        for (name, value) in args {
-            let (_, ty) = f.args.iter().find(|(n, _)| n == name).ok_or_else(|| {
-                let given: Vec<&str> = args.iter().map(|(n, _)| n.as_str()).collect();
-                no_function(&f.schema, &f.name, &given, std::slice::from_ref(f), &[], false)
-            })?;
-            if Some(name.as_str()) == variadic {
-                // VARIADIC: a JSON array (the body's, or the repeated query parameter's
-                // values) becomes the array argument; one value an array of one.
-                // JSON null: a NULL array (PostgREST passes the body's value).
-                variadic_arg = Some(match Arg::variadic(std::slice::from_ref(value)) {
-                    None => format!("VARIADIC {} := NULL::{ty}", ident(name)),
-                    Some(items) => {
-                        let p = sql.bind(items);
-                        format!("VARIADIC {} := ARRAY(SELECT json_array_elements_text({p}::json))::{ty}", ident(name))
-                    }
-                });
-                continue;
-            }
-            let p = sql.bind(value.text().map(str::to_owned));
-            call_args.push(format!("{} := {p}::{ty}", ident(name)));
-        }
-        call_args.extend(variadic_arg);
-    }
-    let callee = format!("{}({})", qualified(&f.schema, &f.name), call_args.join(", "));
+    let callee = callee(&mut sql, f, args, whole_body)?;
     // Rows of a table's type embed as that table's rows do (PostgREST).
     let relation = f.returns_relation.as_ref().and_then(|k| cache.tables.get(k));
     if relation.is_some() {
@@ -598,6 +566,53 @@ pub fn call(
         let from = format!("{callee} AS {R}");
         wrap_rows(&mut sql, &src, q, &from, count, true, accept)?;
     }
+    Ok(sql)
+}
+
+/// `schema.f(args)`: the named arguments (VARIADIC last), or the one unnamed
+/// argument taking the whole body, each a bind parameter cast to its type.
+fn callee(sql: &mut Sql, f: &Function, args: &[(String, Arg)], whole_body: Option<&str>) -> Result<String, RestError> {
+    let mut call_args = Vec::new();
+    if let Some(body) = whole_body {
+        let (_, ty) = &f.args[0];
+        let p = sql.bind(body.to_owned());
+        call_args.push(format!("{p}::{ty}"));
+    } else {
+        let variadic = f.args.last().filter(|_| f.variadic).map(|(n, _)| n.as_str());
+        // Postgres takes the VARIADIC argument last.
+        let mut variadic_arg = None;
+        for (name, value) in args {
+            let (_, ty) = f.args.iter().find(|(n, _)| n == name).ok_or_else(|| {
+                let given: Vec<&str> = args.iter().map(|(n, _)| n.as_str()).collect();
+                no_function(&f.schema, &f.name, &given, std::slice::from_ref(f), &[], false)
+            })?;
+            if Some(name.as_str()) == variadic {
+                // VARIADIC: a JSON array (the body's, or the repeated query parameter's
+                // values) becomes the array argument; one value an array of one.
+                // JSON null: a NULL array (PostgREST passes the body's value).
+                variadic_arg = Some(match Arg::variadic(std::slice::from_ref(value)) {
+                    None => format!("VARIADIC {} := NULL::{ty}", ident(name)),
+                    Some(items) => {
+                        let p = sql.bind(items);
+                        format!("VARIADIC {} := ARRAY(SELECT json_array_elements_text({p}::json))::{ty}", ident(name))
+                    }
+                });
+                continue;
+            }
+            let p = sql.bind(value.text().map(str::to_owned));
+            call_args.push(format!("{} := {p}::{ty}", ident(name)));
+        }
+        call_args.extend(variadic_arg);
+    }
+    Ok(format!("{}({})", qualified(&f.schema, &f.name), call_args.join(", ")))
+}
+
+/// A function returning a media type's domain, answered as that media type: its
+/// value's text (bytea as hex) in the 4-column shape.
+pub fn call_value(f: &Function, args: &[(String, Arg)], whole_body: Option<&str>) -> Result<Sql, RestError> {
+    let mut sql = Sql::default();
+    let callee = callee(&mut sql, f, args, whole_body)?;
+    sql.push(&format!("SELECT ({callee})::text, 1::bigint, NULL::text, NULL::bigint"));
     Ok(sql)
 }
 

@@ -73,6 +73,9 @@ pub struct ApiRequest {
     pub accept: Accept,
     /// `Accept: application/vnd.pgrst.plan...`: answer the statement's EXPLAIN.
     pub plan: Option<prefer::Plan>,
+    /// A call's Accept names no media type pgstack renders: PGRST107's message,
+    /// unless the function answers one of its own.
+    pub unacceptable: Option<String>,
     /// A POST call's body (JSON, or a form); `None` for other actions.
     pub call: Option<CallBody>,
     /// The rows of an insert, update or PUT (JSON, CSV or a form).
@@ -102,9 +105,16 @@ impl ApiRequest {
         if method == Method::GET && matches!(action, Action::Read { .. } | Action::Call { .. }) {
             prefer::apply_range(headers, &mut query.offset, &mut query.limit)?;
         }
-        let (prefer, (accept, plan)) = match action {
-            Action::Info => (Prefer::default(), (Accept::Json, None)),
-            _ => (prefer::prefer_checked(headers)?, prefer::accept(headers)?),
+        let (prefer, accepted) = match action {
+            Action::Info => (Prefer::default(), Ok((Accept::Json, None))),
+            _ => (prefer::prefer_checked(headers)?, prefer::accept(headers)),
+        };
+        // A function may answer a media type of its own (its return type's domain):
+        // the route decides once it knows the function.
+        let (accept, plan, unacceptable) = match (accepted, action) {
+            (Ok((a, p)), _) => (a, p, None),
+            (Err(e), Action::Call { .. }) => (Accept::Json, None, Some(e.message)),
+            (Err(e), _) => return Err(e),
         };
         let form = if matches!(action, Action::Create | Action::Update | Action::Put | Action::Call { read_only: false, .. }) { form_pairs(headers, body)? } else { None };
         let (call, rows) = match (action, &form) {
@@ -114,7 +124,10 @@ impl ApiRequest {
             }
             (Action::Create | Action::Update | Action::Put, None) => (None, Some(rows(headers, body)?)),
             (Action::Call { read_only: false, .. }, Some(pairs)) => (Some(CallBody::from_form(pairs)), None),
-            (Action::Call { read_only: false, .. }, None) => (Some(CallBody::from_json(body)?), None),
+            (Action::Call { read_only: false, .. }, None) => match raw_type(headers) {
+                Some(ty) => (Some(CallBody::from_raw(ty, body)?), None),
+                None => (Some(CallBody::from_json(body)?), None),
+            },
             _ => (None, None),
         };
         let path = match target {
@@ -122,7 +135,25 @@ impl ApiRequest {
             Target::Function => format!("/rpc/{name}"),
         };
         let (headers_json, cookies_json) = crate::db::caller::request_settings(headers);
-        Ok(ApiRequest { method, action, name: name.to_owned(), schema, path, raw_query, query, prefer, accept, plan, call, rows, form, headers_json, cookies_json, warning })
+        Ok(ApiRequest {
+            method,
+            action,
+            name: name.to_owned(),
+            schema,
+            path,
+            raw_query,
+            query,
+            prefer,
+            accept,
+            plan,
+            unacceptable,
+            call,
+            rows,
+            form,
+            headers_json,
+            cookies_json,
+            warning,
+        })
     }
 
     /// The request facts for Postgres (`request.*`), with the caller-independent
@@ -186,6 +217,18 @@ fn form_pairs(headers: &HeaderMap, body: &Bytes) -> Result<Option<Vec<(String, S
         return Err(RestError::of(pgrst::INVALID_BODY, format!("a form body may hold at most {MAX_FORM_FIELDS} fields")));
     }
     Ok(Some(pairs))
+}
+
+/// A call's body that is not JSON (PostgREST's single unnamed parameter): the
+/// parameter type its Content-Type feeds.
+fn raw_type(headers: &HeaderMap) -> Option<&'static str> {
+    let ct = headers.get("content-type").and_then(|v| v.to_str().ok())?;
+    match ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+        "application/octet-stream" => Some("bytea"),
+        "text/plain" => Some("text"),
+        "text/xml" => Some("xml"),
+        _ => None,
+    }
 }
 
 /// Most fields of a form body (a row has at most 1600 columns; the rest leaves room

@@ -73,6 +73,10 @@ pub struct CallBody {
     /// More members than [`super::rows::MAX_KEYS`] (not kept): no function's named
     /// arguments match; a single json parameter may still take the whole body.
     pub too_many: bool,
+    /// A body that is not JSON for a function of one unnamed parameter of this type
+    /// (`bytea` for application/octet-stream, `text` for text/plain, `xml` for
+    /// text/xml), in `raw` as that type's text input.
+    pub raw_type: Option<&'static str>,
 }
 
 impl CallBody {
@@ -91,11 +95,29 @@ impl CallBody {
         let (members, object) = Level { top: true }.deserialize(&mut de).map_err(|_| invalid())?;
         de.end().map_err(|_| invalid())?;
         let too_many = members.is_none();
-        Ok(CallBody { raw: text.to_owned(), args: members.unwrap_or_default(), object, too_many })
+        Ok(CallBody { raw: text.to_owned(), args: members.unwrap_or_default(), object, too_many, raw_type: None })
     }
 
     fn object() -> CallBody {
-        CallBody { raw: String::new(), args: Vec::new(), object: true, too_many: false }
+        CallBody { raw: String::new(), args: Vec::new(), object: true, too_many: false, raw_type: None }
+    }
+
+    /// A raw body for a function of one unnamed parameter (PostgREST): bytes for
+    /// `bytea` (as its hex input), UTF-8 text for `text` and `xml`.
+    pub fn from_raw(ty: &'static str, body: &[u8]) -> Result<CallBody, RestError> {
+        let raw = if ty == "bytea" {
+            let mut hex = String::with_capacity(2 + body.len() * 2);
+            hex.push_str("\\x");
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            for b in body {
+                hex.push(DIGITS[usize::from(b >> 4)] as char);
+                hex.push(DIGITS[usize::from(b & 15)] as char);
+            }
+            hex
+        } else {
+            std::str::from_utf8(body).map_err(|_| RestError::of(pgrst::INVALID_BODY, "The request body is not valid UTF-8"))?.to_owned()
+        };
+        Ok(CallBody { raw, args: Vec::new(), object: false, too_many: false, raw_type: Some(ty) })
     }
 
     /// From a form's pairs (the last of a repeated name in `raw`).
