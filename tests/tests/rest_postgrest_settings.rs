@@ -69,6 +69,12 @@ CREATE FUNCTION public.any_type() RETURNS public."*/*" LANGUAGE sql AS $$SELECT 
 CREATE FUNCTION public.typed_any() RETURNS public."*/*" LANGUAGE sql
     AS $$SELECT set_config('response.headers', '[{"Content-Type": "image/x-test"}]', true)::bytea::public."*/*"$$;
 CREATE FUNCTION public.shout(text) RETURNS text LANGUAGE sql AS 'SELECT upper($1)';
+CREATE DOMAIN public."image/inner" AS bytea;
+CREATE DOMAIN public."image/outer" AS public."image/inner";
+CREATE FUNCTION public.nested_bytes() RETURNS public."image/outer" LANGUAGE plpgsql
+    AS $$BEGIN PERFORM set_config('bytea_output', 'escape', true); RETURN '\x00ff41'; END$$;
+CREATE FUNCTION public.no_bytes() RETURNS public."application/octet-stream" LANGUAGE sql AS 'SELECT NULL::bytea';
+GRANT EXECUTE ON FUNCTION public.nested_bytes(), public.no_bytes() TO web_anon;
 GRANT EXECUTE ON FUNCTION public.echo_bytes(bytea), public.any_type(), public.typed_any(), public.shout(text) TO web_anon;
 GRANT USAGE ON SEQUENCE public.calls_n_seq TO editor;
 "#;
@@ -533,6 +539,16 @@ async fn postgrest_details_beyond_the_shared_cases() {
     assert_eq!(res.bytes().await.unwrap().to_vec(), raw);
     let res = e.http.post(e.gw.url("/rest/v1/rpc/echo_bytes")).header("content-type", "application/octet-stream").body(vec![1u8, 2]).send().await.unwrap();
     assert_eq!(res.text().await.unwrap(), "\"\\\\x0102\"", "asked for JSON: the bytea's JSON text");
+    // A domain over a bytea domain, whatever bytea_output says; NULL is an empty body;
+    // q=0 refuses the type.
+    let res = e.http.get(e.gw.url("/rest/v1/rpc/nested_bytes")).header("accept", "image/outer").send().await.unwrap();
+    assert_eq!((res.status(), res.headers()["content-type"].to_str().unwrap().to_owned()), (StatusCode::OK, "image/outer".to_owned()));
+    assert_eq!(res.bytes().await.unwrap().to_vec(), vec![0u8, 0xff, b'A']);
+    let res = e.http.get(e.gw.url("/rest/v1/rpc/no_bytes")).header("accept", "application/octet-stream").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.bytes().await.unwrap().is_empty());
+    let (st, hd, _) = e.req(Method::GET, "/rpc/nested_bytes", &[("accept", "image/outer;q=0, application/json")], None).await;
+    assert_eq!((st, hd["content-type"].to_str().unwrap()), (StatusCode::OK, "application/json; charset=utf-8"));
     let (st, hd, body) = e.req(Method::GET, "/rpc/any_type", &[("accept", "image/whatever")], None).await;
     assert_eq!((st, hd["content-type"].to_str().unwrap(), body), (StatusCode::OK, "application/octet-stream", json!("any")));
     let (st, hd, _) = e.req(Method::GET, "/rpc/typed_any", &[], None).await;

@@ -56,11 +56,20 @@ fn allow(methods: &str) -> Response<Body> {
     res
 }
 
+/// One Accept item names media type `m` and does not refuse it (`q=0`).
+fn media_item_is(item: &str, m: &str) -> bool {
+    let mut parts = item.split(';').map(str::trim);
+    let named = parts.next().is_some_and(|t| t.eq_ignore_ascii_case(m));
+    let refused = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0));
+    named && !refused
+}
+
 /// A media-type function's value as the body: its bytes (a bytea domain's hex
 /// decoded) under the domain's name (`*/*`: application/octet-stream), with a
 /// charset only for the text types PostgREST gives one; `response.headers` may set
 /// another Content-Type.
 fn media_response(out: exec::Outcome, media: &str, bytea: bool, with_body: bool) -> Result<Response<Body>, RestError> {
+    // NULL: an empty body.
     let text = out.body.clone().unwrap_or_default();
     let bytes = if bytea { decode_hex(&text).ok_or_else(|| RestError::internal(anyhow::anyhow!("a bytea value that is not hex")))? } else { text.into_bytes() };
     let ct = match media {
@@ -76,10 +85,10 @@ fn media_response(out: exec::Outcome, media: &str, bytea: bool, with_body: bool)
     Ok(res)
 }
 
-/// `\x0a1b…` (bytea's text output) → bytes.
+/// `0a1b…` (`encode(.., 'hex')`) → bytes.
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    let hex = text.strip_prefix("\\x")?.as_bytes();
-    if hex.len() % 2 != 0 {
+    let hex = text.as_bytes();
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -448,12 +457,7 @@ async fn rpc(
     let sql = plan::call(&cache, f, &args, whole, q, count, accept)?;
     // A function returning a media type's domain answers that media type when it is
     // asked for (`*/*` domains: whatever is asked).
-    let accepts = |m: &str| {
-        headers
-            .get(axum::http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|i| i.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(m)))
-    };
+    let accepts = |m: &str| headers.get_all(axum::http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|i| media_item_is(i, m));
     if let Some(media) = f.media.as_deref().filter(|m| req.plan.is_none() && (*m == "*/*" || accepts(m))) {
         let sql = plan::call_value(f, &args, whole)?;
         let mut info = req.info();

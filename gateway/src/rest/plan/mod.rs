@@ -608,11 +608,13 @@ fn callee(sql: &mut Sql, f: &Function, args: &[(String, Arg)], whole_body: Optio
 }
 
 /// A function returning a media type's domain, answered as that media type: its
-/// value's text (bytea as hex) in the 4-column shape.
+/// value's text (a bytea's as plain hex, whatever `bytea_output` says) in the
+/// 4-column shape.
 pub fn call_value(f: &Function, args: &[(String, Arg)], whole_body: Option<&str>) -> Result<Sql, RestError> {
     let mut sql = Sql::default();
     let callee = callee(&mut sql, f, args, whole_body)?;
-    sql.push(&format!("SELECT ({callee})::text, 1::bigint, NULL::text, NULL::bigint"));
+    let value = if f.media_bytea { format!("encode(({callee})::bytea, 'hex')") } else { format!("({callee})::text") };
+    sql.push(&format!("SELECT {value}, 1::bigint, NULL::text, NULL::bigint"));
     Ok(sql)
 }
 
