@@ -36,12 +36,10 @@ SELECT n.nspname AS schema,
        -- `"*/*"`): the function answers that media type (PostgREST's handlers).
        (SELECT rt.typname::text FROM pg_type rt
          WHERE rt.oid = p.prorettype AND rt.typtype = 'd' AND strpos(rt.typname, '/') > 0 AND NOT p.proretset) AS media,
-       -- That domain is (through any domains over domains) over bytea.
-       coalesce((WITH RECURSIVE d(base) AS (
-                     SELECT rt.typbasetype FROM pg_type rt WHERE rt.oid = p.prorettype AND rt.typtype = 'd'
-                     UNION ALL
-                     SELECT t.typbasetype FROM pg_type t JOIN d ON t.oid = d.base WHERE t.typtype = 'd')
-                 SELECT bool_or(base = 'bytea'::regtype) FROM d), false) AS media_bytea
+       -- That domain is over bytea (directly, or through one more domain).
+       coalesce((SELECT b.oid = 'bytea'::regtype OR b.typbasetype = 'bytea'::regtype
+                   FROM pg_type rt JOIN pg_type b ON b.oid = rt.typbasetype
+                  WHERE rt.oid = p.prorettype AND rt.typtype = 'd'), false) AS media_bytea
   FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = ANY ($1)
