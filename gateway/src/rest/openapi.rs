@@ -143,15 +143,14 @@ const OPENAPI_JSON: &str = "application/openapi+json; charset=utf-8";
 /// The root answers OpenAPI JSON only: an Accept that takes neither it nor JSON
 /// (nor a wildcard) is 406 PGRST107.
 fn acceptable(headers: &HeaderMap) -> Result<(), RestError> {
-    let Some(v) = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).filter(|v| !v.trim().is_empty()) else { return Ok(()) };
-    let ok = v
-        .split(',')
-        .map(|m| m.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .any(|m| matches!(m.as_str(), "application/openapi+json" | "application/json" | "application/*" | "*/*"));
-    if ok {
+    if !headers.contains_key(axum::http::header::ACCEPT) {
+        return Ok(());
+    }
+    let json = ["application/openapi+json", "application/json", "application/*", "*/*", ""];
+    if super::prefer::accept_items(headers).any(|(m, _)| json.iter().any(|j| m.eq_ignore_ascii_case(j))) {
         Ok(())
     } else {
-        Err(RestError::new(crate::error::code::pgrst::UNACCEPTABLE_MEDIA, format!("None of these media types are available: {v}"), None, None))
+        Err(super::prefer::unacceptable(headers))
     }
 }
 

@@ -228,10 +228,11 @@ fn plan_of(media: &str, params: &str) -> Option<Result<Plan, ()>> {
 /// Reads `Accept`; unknown media types → 406 PGRST107. The plan media type (when
 /// DB_PLAN_ENABLED) gives the media type it is for and the plan.
 pub fn accept(headers: &HeaderMap) -> Result<(Accept, Option<Plan>), RestError> {
-    let Some(v) = headers.get("accept").and_then(|v| v.to_str().ok()) else { return Ok((Accept::Json, None)) };
-    for item in v.split(',') {
-        let (media, params) = item.split_once(';').unwrap_or((item, ""));
-        let media = media.trim().to_ascii_lowercase();
+    if !headers.contains_key("accept") {
+        return Ok((Accept::Json, None));
+    }
+    for (media, params) in accept_items(headers) {
+        let media = media.to_ascii_lowercase();
         match plan_of(&media, params) {
             Some(Ok(plan)) => return Ok((plan.of, Some(plan))),
             Some(Err(())) => continue,
@@ -251,7 +252,23 @@ pub fn accept(headers: &HeaderMap) -> Result<(Accept, Option<Plan>), RestError> 
             return Ok((a, None));
         }
     }
-    Err(RestError::new(pgrst::UNACCEPTABLE_MEDIA, format!("None of these media types are available: {v}"), None, None))
+    Err(unacceptable(headers))
+}
+
+/// The items of every `Accept` header, in order: each one's media type (trimmed)
+/// and its parameters. Items refused with `q=0` are left out (RFC 9110).
+pub fn accept_items(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers.get_all("accept").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).filter_map(|item| {
+        let (media, params) = item.split_once(';').unwrap_or((item, ""));
+        let refused = params.split(';').any(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0));
+        (!refused).then_some((media.trim(), params))
+    })
+}
+
+/// 406 PGRST107, naming what was asked for.
+pub fn unacceptable(headers: &HeaderMap) -> RestError {
+    let asked: Vec<&str> = headers.get_all("accept").iter().filter_map(|v| v.to_str().ok()).collect();
+    RestError::new(pgrst::UNACCEPTABLE_MEDIA, format!("None of these media types are available: {}", asked.join(", ")), None, None)
 }
 
 /// The schema of the request: Accept-Profile (reads) or Content-Profile (writes),

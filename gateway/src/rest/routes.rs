@@ -56,14 +56,6 @@ fn allow(methods: &str) -> Response<Body> {
     res
 }
 
-/// One Accept item names media type `m` and does not refuse it (`q=0`).
-fn media_item_is(item: &str, m: &str) -> bool {
-    let mut parts = item.split(';').map(str::trim);
-    let named = parts.next().is_some_and(|t| t.eq_ignore_ascii_case(m));
-    let refused = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0));
-    named && !refused
-}
-
 /// A media-type function's value as the body: its bytes (a bytea domain's hex
 /// decoded) under the domain's name (`*/*`: application/octet-stream), with a
 /// charset only for the text types PostgREST gives one; `response.headers` may set
@@ -93,12 +85,6 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     hex.chunks(2).map(|p| Some(digit(p[0])? << 4 | digit(p[1])?)).collect()
-}
-
-/// 406 PGRST107 for the request's Accept.
-fn unacceptable(headers: &HeaderMap) -> RestError {
-    let v = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    RestError::new(pgrst::UNACCEPTABLE_MEDIA, format!("None of these media types are available: {v}"), None, None)
 }
 
 /// Nested paths name no resource (PostgREST's PGRST125).
@@ -143,7 +129,7 @@ async fn relation(
     info.response_gucs &= !(table.quiet && super::settings().pre_request_sql.is_none());
     if req.plan.is_some() && !matches!(req.action, Action::Read { .. }) {
         // Plans are offered for reads and function calls.
-        return Err(unacceptable(&headers));
+        return Err(prefer::unacceptable(&headers));
     }
     let cx = Cx { s: &s, caller: &caller, cache: &cache, table, req: &req, info };
     let res = match req.action {
@@ -173,11 +159,7 @@ impl Cx<'_> {
     /// several schemas are exposed, `Content-Profile`.
     fn decorate(&self, res: Response<Body>) -> Response<Body> {
         let mutation = !matches!(self.req.action, Action::Read { .. } | Action::Info);
-        let mut res = decorate(res, self.s, &self.req.prefer, mutation, &self.req.schema, &self.cache.schemas);
-        if let Some(v) = self.req.warning.as_deref().and_then(|w| axum::http::HeaderValue::from_str(w).ok()) {
-            res.headers_mut().insert(axum::http::header::WARNING, v);
-        }
-        res
+        decorate(res, self.s, self.req, mutation, &self.cache.schemas)
     }
 
     /// `Prefer: return=representation`: the media type of the returned rows.
@@ -342,11 +324,15 @@ async fn insert_headers_only(cx: &Cx<'_>, mut q: QueryParams, payload: &Payload<
     Ok(res)
 }
 
-/// Headers every successful answer carries: `Preference-Applied` and, when several
-/// schemas are exposed, `Content-Profile`.
-fn decorate(mut res: Response<Body>, s: &AppState, pref: &prefer::Prefer, mutation: bool, schema: &str, exposed: &[String]) -> Response<Body> {
+/// Headers every successful answer carries: `Vary`, `Preference-Applied`, a
+/// deprecation `Warning` and, when several schemas are exposed, `Content-Profile`.
+fn decorate(mut res: Response<Body>, s: &AppState, req: &ApiRequest, mutation: bool, exposed: &[String]) -> Response<Body> {
+    let (pref, schema) = (&req.prefer, req.schema.as_str());
     let h = res.headers_mut();
     response::vary(h);
+    if let Some(v) = req.warning.as_deref().and_then(|w| axum::http::HeaderValue::from_str(w).ok()) {
+        h.insert(axum::http::header::WARNING, v);
+    }
     if let Some(applied) = pref.applied(s.config.db_tx_end.overridable, mutation) {
         if let Ok(v) = axum::http::HeaderValue::from_str(&applied) {
             h.insert("preference-applied", v);
@@ -454,26 +440,23 @@ async fn rpc(
         Some(_) => Some(CountMode::Exact),
         None => None,
     };
-    let sql = plan::call(&cache, f, &args, whole, q, count, accept)?;
+    let mut info = req.info();
+    info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
     // A function returning a media type's domain answers that media type when it is
     // asked for (`*/*` domains: whatever is asked).
-    let accepts = |m: &str| headers.get_all(axum::http::header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|i| media_item_is(i, m));
-    if let Some(media) = f.media.as_deref().filter(|m| req.plan.is_none() && (*m == "*/*" || accepts(m))) {
-        let sql = plan::call_value(f, &args, whole)?;
-        let mut info = req.info();
-        info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
-        let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
+    let asked = |m: &str| prefer::accept_items(&headers).any(|(t, _)| t.eq_ignore_ascii_case(m));
+    if let Some(media) = f.media.as_deref().filter(|m| req.plan.is_none() && (*m == "*/*" || asked(m))) {
+        let out = exec::run(&s, &caller, &info, &plan::call_value(f, &args, whole)?, true, pref.rollback).await?;
         let res = media_response(out, media, f.media_bytea, with_body)?;
-        return Ok(decorate(res, &s, pref, false, schema, &cache.schemas));
+        return Ok(decorate(res, &s, &req, false, &cache.schemas));
     }
     if let Some(m) = &req.unacceptable {
         return Err(RestError::new(pgrst::UNACCEPTABLE_MEDIA, m.clone(), None, None));
     }
-    let mut info = req.info();
-    info.statement_timeout = cache.role_timeouts.get(&caller.pg_role).cloned();
+    let sql = plan::call(&cache, f, &args, whole, q, count, accept)?;
     if let Some(p) = &req.plan {
         let res = explained(&s, &caller, &info, &sql, p, with_body).await?;
-        return Ok(decorate(res, &s, pref, false, schema, &cache.schemas));
+        return Ok(decorate(res, &s, &req, false, &cache.schemas));
     }
     let out = exec::run(&s, &caller, &info, &sql, true, pref.rollback).await?;
     // A single value counts as one row.
@@ -499,11 +482,7 @@ async fn rpc(
         res.headers_mut().insert("content-type", response::header_value(ct));
     }
     response::apply_gucs(&mut res, &out)?;
-    let mut res = decorate(res, &s, pref, false, schema, &cache.schemas);
-    if let Some(v) = req.warning.as_deref().and_then(|w| axum::http::HeaderValue::from_str(w).ok()) {
-        res.headers_mut().insert(axum::http::header::WARNING, v);
-    }
-    Ok(res)
+    Ok(decorate(res, &s, &req, false, &cache.schemas))
 }
 
 /// Repeated query-string arguments, as PostgREST reads them: all the values of the

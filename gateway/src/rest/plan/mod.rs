@@ -515,32 +515,22 @@ pub fn call(
         if let Some(o) = q.offset {
             paging.push_str(&format!(" OFFSET {}::bigint", sql.bind(o.to_string())));
         }
+        // The values under PostgREST's column name for them. Counted: the function
+        // runs once (materialized), counted, then paged.
+        let (rows, total) = if count.is_some() {
+            sql.push(&format!("WITH _pgs_s AS MATERIALIZED (SELECT {R} AS pgrst_scalar FROM {callee} AS {R}{wh}) "));
+            (format!("SELECT pgrst_scalar FROM _pgs_s{paging}"), "(SELECT count(*) FROM _pgs_s)")
+        } else {
+            (format!("SELECT {R} AS pgrst_scalar FROM {callee} AS {R}{wh}{paging}"), "NULL::bigint")
+        };
         if accept == Accept::Csv {
-            // CSV as PostgREST's: the values under its column name for them.
-            if count.is_some() {
-                sql.push(&format!("WITH _pgs_s AS MATERIALIZED (SELECT {R} AS pgrst_scalar FROM {callee} AS {R}{wh}) "));
-                csv_rows_counted(&mut sql, &format!("SELECT pgrst_scalar FROM _pgs_s{paging}"), "(SELECT count(*) FROM _pgs_s)");
-            } else {
-                csv_rows(&mut sql, &format!("SELECT {R} AS pgrst_scalar FROM {callee} AS {R}{wh}{paging}"));
-            }
+            csv_rows_counted(&mut sql, &rows, total);
         } else {
             // Asked for as one object: the single value itself (PostgREST), else the
             // singular check refuses the result (and rolls its writes back).
-            let object = if matches!(accept, Accept::Object | Accept::ObjectStripped) { "CASE WHEN count(*) = 1 THEN (json_agg(_pgs_t.v) -> 0)::text END" } else { "NULL::text" };
-            if count.is_some() {
-                // The whole result's size: the function runs once (materialized),
-                // counted, then paged.
-                sql.push(&format!(
-                    "WITH _pgs_s AS MATERIALIZED (SELECT {R} AS v FROM {callee} AS {R}{wh}) \
-                     SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), {object}, (SELECT count(*) FROM _pgs_s) \
-                     FROM (SELECT v FROM _pgs_s{paging}) _pgs_t"
-                ));
-            } else {
-                sql.push(&format!(
-                    "SELECT coalesce(json_agg(_pgs_t.v), '[]')::text, count(*), {object}, NULL::bigint \
-                     FROM (SELECT {R} AS v FROM {callee} AS {R}{wh}{paging}) _pgs_t"
-                ));
-            }
+            let object =
+                if matches!(accept, Accept::Object | Accept::ObjectStripped) { "CASE WHEN count(*) = 1 THEN (json_agg(_pgs_t.pgrst_scalar) -> 0)::text END" } else { "NULL::text" };
+            sql.push(&format!("SELECT coalesce(json_agg(_pgs_t.pgrst_scalar), '[]')::text, count(*), {object}, {total} FROM ({rows}) _pgs_t"));
         }
     } else if !f.returns_set {
         // One row: `select=` (columns, embeds, representations) applies as to a
