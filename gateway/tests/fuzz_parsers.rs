@@ -126,7 +126,7 @@ fn rest_filter_field_list() {
 // ---------------------------------------------------------------- query → SQL (planner)
 
 fn col(name: &str, ty: &str) -> Column {
-    Column { name: name.into(), type_name: ty.into(), nullable: true, has_default: name == "id", generated: false, default_sql: None }
+    Column { name: name.into(), type_name: ty.into(), scalar: None, nullable: true, has_default: name == "id", generated: false, default_sql: None }
 }
 
 fn table(name: &str, columns: Vec<Column>) -> Table {

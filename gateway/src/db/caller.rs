@@ -9,11 +9,14 @@ use super::error::DbError;
 /// Sets up a transaction as the caller; its parameters are those of [`RequestInfo`]
 /// in [`setup_params`] order. Its one row has no columns: the settings' values (the
 /// headers, the claims) are not sent back to be read and thrown away (Postgres
-/// keeps a subquery's volatile outputs, so every set_config still runs).
+/// keeps a subquery's volatile outputs, so every set_config still runs). A writable
+/// transaction is left as it began: setting `transaction_read_only` off is a no-op
+/// in a read-write transaction and an error in a read-only one (after the
+/// statement's snapshot), and costs Postgres a GUC change per request.
 pub const SETUP: &str = "SELECT FROM (SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
                             set_config('request.method', $3, true), set_config('request.path', $4, true), \
                             set_config('request.headers', $5, true), set_config('request.cookies', $9, true), \
-                            set_config('transaction_read_only', CASE WHEN $6 THEN 'on' ELSE 'off' END, true), \
+                            CASE WHEN $6 THEN set_config('transaction_read_only', 'on', true) END, \
                             CASE WHEN $7::text IS NOT NULL THEN set_config('timezone', $7, true) END, \
                             CASE WHEN $8::text IS NOT NULL THEN set_config('statement_timeout', $8, true) END) _s";
 

@@ -16,6 +16,9 @@ pub struct Column {
     pub name: String,
     /// Type as `format_type` prints it (used for casts).
     pub type_name: String,
+    /// For a base or enum type (not an array, not json): its qualified name (no
+    /// modifier), to cast a body value's text to (a single-object insert's `VALUES`).
+    pub scalar: Option<String>,
     /// Accepts NULL.
     pub nullable: bool,
     /// Has a default (or is identity / serial).
@@ -232,6 +235,7 @@ impl SchemaCache {
                         .map(|c| Column {
                             name: c["name"].as_str().unwrap_or_default().to_owned(),
                             type_name: c["type"].as_str().unwrap_or("text").to_owned(),
+                            scalar: c["scalar"].as_str().map(str::to_owned),
                             nullable: c["nullable"].as_bool().unwrap_or(true),
                             has_default: c["has_default"].as_bool().unwrap_or(false),
                             generated: c["generated"].as_bool().unwrap_or(false),
@@ -396,6 +400,7 @@ fn result_table(schema: &str, name: &str, cols: serde_json::Value) -> Option<Tab
             .map(|c| Column {
                 name: c["name"].as_str().unwrap_or_default().to_owned(),
                 type_name: c["type"].as_str().unwrap_or("text").to_owned(),
+                scalar: None,
                 nullable: true,
                 has_default: false,
                 generated: false,

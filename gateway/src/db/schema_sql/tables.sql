@@ -8,6 +8,14 @@ SELECT n.nspname AS schema,
            SELECT json_agg(json_build_object(
                       'name', a.attname,
                       'type', format_type(a.atttypid, a.atttypmod),
+                      -- A base or enum type, not an array or json (domains, composites,
+                      -- arrays and json are read from the body by Postgres's record
+                      -- conversion only): its qualified name, to cast to without a
+                      -- modifier (format_type's `character` would mean char(1)).
+                      'scalar', (SELECT quote_ident(tn.nspname) || '.' || quote_ident(t.typname)
+                                   FROM pg_type t JOIN pg_namespace tn ON tn.oid = t.typnamespace
+                                  WHERE t.oid = a.atttypid AND t.typtype IN ('b', 'e')
+                                    AND t.typcategory <> 'A' AND t.oid <> 'json'::regtype),
                       'nullable', NOT a.attnotnull,
                       'has_default', a.atthasdef OR a.attidentity <> '',
                       'generated', a.attgenerated <> '',

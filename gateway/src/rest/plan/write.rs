@@ -171,6 +171,20 @@ fn insert_stmt(sql: &mut Sql, cache: &SchemaCache, table: &Table, p: &Payload, m
         let rows = sql.bind(p.rows.json.clone());
         format!("INSERT INTO {target} SELECT FROM jsonb_array_elements({rows}::jsonb)")
     } else {
+        if let Some(values) = only.is_empty().then(|| plain_values(cache, table, p)).flatten() {
+            // One object of plain values: a VALUES row of parameters, each read by its
+            // column type's input function as the record conversion would (Postgres
+            // then parses no JSON document for a single-row insert).
+            let row: Vec<String> = values
+                .into_iter()
+                .map(|v| match v {
+                    Plain::Value(cast, text) => format!("{}::{cast}", sql.bind(text)),
+                    Plain::Missing(Some(d)) if missing_default => d,
+                    Plain::Missing(_) => "NULL".to_owned(),
+                })
+                .collect();
+            return Ok(format!("INSERT INTO {target} ({}) VALUES ({})", cols.join(", "), row.join(", ")));
+        }
         let def = p.record_def(table, cache)?;
         let rows = sql.bind(p.rows.json.clone());
         let mut values = Vec::new();
@@ -203,6 +217,54 @@ fn insert_stmt(sql: &mut Sql, cache: &SchemaCache, table: &Table, p: &Payload, m
         }
     };
     Ok(stmt)
+}
+
+/// A value of a single-object insert's `VALUES` row.
+enum Plain {
+    /// The column's type (without modifier) and the value's text (None: NULL).
+    Value(String, Option<String>),
+    /// The object lacks the key (a `columns=` column): NULL, or with
+    /// `missing=default` the column's default (its SQL, from the catalog).
+    Missing(Option<String>),
+}
+
+/// The one object of `p` as the texts its columns' input functions read, when
+/// Postgres's record conversion (`jsonb_to_record`) would read exactly those: every
+/// column a base or enum type (no domain, array, composite or json), each value null,
+/// a string (unescaped, without NUL), a boolean, a number as written (no exponent,
+/// not negative zero: `numeric_out` prints those differently) or, for jsonb, any JSON.
+/// None: the body goes to Postgres as JSON.
+fn plain_values(cache: &SchemaCache, table: &Table, p: &Payload) -> Option<Vec<Plain>> {
+    use serde_json::value::RawValue;
+    if p.rows.len != 1 || p.rows.json.len() > 64 * 1024 {
+        return None;
+    }
+    let rows: Vec<std::collections::BTreeMap<String, &RawValue>> = serde_json::from_str(&p.rows.json).ok()?;
+    let row = rows.first()?;
+    let mut out = Vec::with_capacity(p.columns.len());
+    for c in &p.columns {
+        let col = table.column(c)?;
+        if json_parser(cache, &col.type_name).is_some() {
+            return None;
+        }
+        let cast = col.scalar.as_deref()?;
+        let Some(raw) = row.get(c) else {
+            out.push(Plain::Missing(col.default_sql.clone()));
+            continue;
+        };
+        let raw = raw.get().trim();
+        let jsonb = cast == "pg_catalog.jsonb";
+        let text = match raw.as_bytes().first()? {
+            b'n' => None,
+            _ if jsonb => Some(raw.to_owned()),
+            b'"' => Some(serde_json::from_str::<String>(raw).ok().filter(|s| !s.contains('\0'))?),
+            b't' | b'f' => Some(raw.to_owned()),
+            b'-' | b'0'..=b'9' if !raw.contains(['e', 'E']) && !raw.starts_with("-0") => Some(raw.to_owned()),
+            _ => return None,
+        };
+        out.push(Plain::Value(cast.to_owned(), text));
+    }
+    Some(out)
 }
 
 /// PATCH: update the rows matching the filters.
@@ -269,4 +331,49 @@ fn finish_write(mut sql: Sql, cache: &SchemaCache, table: &Table, q: &QueryParam
     let one = if matches!(accept, Accept::Object | Accept::ObjectStripped) && !put { " HAVING pgr.expect_one(count(*))" } else { "" };
     sql.push(&format!("WITH _pgs_m AS ({stmt} RETURNING {returning_list}) SELECT {columns}, {inserted} FROM (SELECT {select} FROM {from}{wh}{ord}) _pgs_t{one}"));
     Ok(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{insert, OnConflict, Payload};
+    use crate::db::schema_cache::{Column, SchemaCache, Table};
+    use crate::rest::request::rows::Rows;
+    use crate::rest::request::QueryParams;
+
+    fn col(name: &str, type_name: &str, scalar: Option<&str>) -> Column {
+        Column { name: name.into(), type_name: type_name.into(), scalar: scalar.map(Into::into), nullable: true, has_default: false, generated: false, default_sql: None }
+    }
+
+    fn statement(body: &str) -> (String, Vec<Option<String>>) {
+        let table = Table {
+            schema: "public".into(),
+            name: "t".into(),
+            is_view: false,
+            quiet: true,
+            columns: vec![col("a", "character varying(3)", Some("pg_catalog.\"varchar\"")), col("j", "jsonb", Some("pg_catalog.jsonb")), col("arr", "integer[]", None)],
+            primary_key: Vec::new(),
+            writable: 28,
+        };
+        let rows = Rows::from_json(body.as_bytes()).unwrap();
+        let p = Payload::new(&rows, None).unwrap();
+        let sql = insert(&SchemaCache::default(), &table, &QueryParams::default(), &p, OnConflict::Error, None, false).unwrap();
+        (sql.text, sql.params)
+    }
+
+    #[test]
+    fn one_object_of_plain_values_is_a_values_row_of_parameters() {
+        let (text, params) = statement(r#"{"a": "x\ty", "j": {"k": [1, 2]}}"#);
+        assert_eq!(text, r#"INSERT INTO "public"."t" AS _pgs_i ("a", "j") VALUES ($1::text::pg_catalog."varchar", $2::text::pg_catalog.jsonb)"#);
+        assert_eq!(params, vec![Some("x\ty".to_owned()), Some(r#"{"k": [1, 2]}"#.to_owned())]);
+        let (_, params) = statement(r#"{"a": null, "j": null}"#);
+        assert_eq!(params, vec![None, None]);
+    }
+
+    #[test]
+    fn what_only_the_record_conversion_reads_goes_as_json() {
+        for body in [r#"{"arr": [1]}"#, r#"{"a": 1e2}"#, r#"{"a": -0}"#, r#"{"a": {"b": 1}}"#, r#"{"a": "x\u0000"}"#, r#"[{"a": "x"}, {"a": "y"}]"#] {
+            let (text, _) = statement(body);
+            assert!(text.contains("jsonb_to_record") && !text.contains("VALUES"), "{body}: {text}");
+        }
+    }
 }
