@@ -19,7 +19,7 @@ CREATE TABLE public.vals (
     id serial PRIMARY KEY,
     t text, vc varchar(3), ch char(3), n numeric(5,2), i int, b bool, j jsonb, js json,
     ts timestamp(0), m public.mood, u uuid, by bytea, arr int[], d public.posint, nm name,
-    f float8, dflt text DEFAULT 'dflt', iv interval, r int4range
+    f float8, dflt text DEFAULT 'dflt', iv interval, r int4range, ivy interval year, rc regclass
 );
 GRANT ALL ON public.vals TO anon, service_role;
 GRANT USAGE ON SEQUENCE public.vals_id_seq TO anon, service_role;
@@ -139,6 +139,12 @@ async fn a_single_object_is_stored_and_refused_as_the_record_conversion_does() {
         (json!({"iv": "1 day 2 hours"}), StatusCode::CREATED),
         (json!({"r": "[1,5)"}), StatusCode::CREATED),
         (json!({"r": 3}), StatusCode::BAD_REQUEST),
+        // a modifier the input reads by, a cast from text that is not the input
+        (json!({"ivy": 5}), StatusCode::CREATED),
+        (json!({"ivy": "5"}), StatusCode::CREATED),
+        (json!({"rc": "1259"}), StatusCode::CREATED),
+        (json!({"rc": "-"}), StatusCode::CREATED),
+        (json!({"rc": "pg_class"}), StatusCode::CREATED),
         // several columns at once, the default left alone
         (json!({"t": "x", "i": 2, "j": [1], "m": "sad", "b": false}), StatusCode::CREATED),
         // no such column
@@ -165,6 +171,11 @@ async fn a_single_object_is_stored_and_refused_as_the_record_conversion_does() {
     let (one, two) = both_text(&env, "/vals", rep, r#"{"t": 12345678901234567890.123456789}"#).await;
     assert_eq!(one, two);
     assert_eq!(one.1["t"], "12345678901234567890.123456789");
+    let (one, _) = both(&env, "/vals", rep, json!({"ivy": 5})).await;
+    assert_eq!(one.1["ivy"], "5 years");
+    let (one, two) = both_text(&env, "/vals", rep, &format!(r#"{{"t": 0.{}1}}"#, "0".repeat(16400))).await;
+    assert_eq!(one.0, StatusCode::BAD_REQUEST, "more digits after the point than numeric takes");
+    assert_eq!(one, two);
     let (one, two) = both_text(&env, "/vals", rep, r#"{"t": "a\u0000b"}"#).await;
     assert_eq!(one.0, StatusCode::BAD_REQUEST, "{}", one.1);
     assert_eq!(one, two);

@@ -8,14 +8,23 @@ SELECT n.nspname AS schema,
            SELECT json_agg(json_build_object(
                       'name', a.attname,
                       'type', format_type(a.atttypid, a.atttypmod),
-                      -- A base or enum type, not an array or json (domains, composites,
-                      -- arrays and json are read from the body by Postgres's record
-                      -- conversion only): its qualified name, to cast to without a
-                      -- modifier (format_type's `character` would mean char(1)).
+                      -- A type whose cast from text reads a value exactly as the record
+                      -- conversion's input-function call does: a base or enum type (not
+                      -- a domain, composite, array or json), with no cast function from
+                      -- text (regclass(text) only looks names up), and either no
+                      -- modifier or one the input does not read by (`interval year`
+                      -- reads '5' as years; length and precision are applied alike).
+                      -- Its qualified name, to cast to without a modifier (format_type's
+                      -- `character` would mean char(1)).
                       'scalar', (SELECT quote_ident(tn.nspname) || '.' || quote_ident(t.typname)
                                    FROM pg_type t JOIN pg_namespace tn ON tn.oid = t.typnamespace
                                   WHERE t.oid = a.atttypid AND t.typtype IN ('b', 'e')
-                                    AND t.typcategory <> 'A' AND t.oid <> 'json'::regtype),
+                                    AND t.typcategory <> 'A' AND t.oid <> 'json'::regtype
+                                    AND (a.atttypmod = -1 OR t.oid IN ('bpchar'::regtype, 'varchar'::regtype,
+                                         'numeric'::regtype, 'bit'::regtype, 'varbit'::regtype, 'timestamp'::regtype,
+                                         'timestamptz'::regtype, 'time'::regtype, 'timetz'::regtype))
+                                    AND NOT EXISTS (SELECT FROM pg_cast k WHERE k.castsource = 'text'::regtype
+                                                       AND k.casttarget = t.oid AND k.castmethod = 'f')),
                       'nullable', NOT a.attnotnull,
                       'has_default', a.atthasdef OR a.attidentity <> '',
                       'generated', a.attgenerated <> '',

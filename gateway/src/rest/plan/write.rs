@@ -219,6 +219,9 @@ fn insert_stmt(sql: &mut Sql, cache: &SchemaCache, table: &Table, p: &Payload, m
     Ok(stmt)
 }
 
+/// The longest number passed on as written (any shorter one is a valid numeric).
+const MAX_PLAIN_NUMBER: usize = 1000;
+
 /// A value of a single-object insert's `VALUES` row.
 enum Plain {
     /// The column's type (without modifier) and the value's text (None: NULL).
@@ -233,7 +236,9 @@ enum Plain {
 /// column a base or enum type (no domain, array, composite or json), each value null,
 /// a string (unescaped, without NUL), a boolean, a number as written (no exponent,
 /// not negative zero: `numeric_out` prints those differently) or, for jsonb, any JSON.
-/// None: the body goes to Postgres as JSON.
+/// None: the body goes to Postgres as JSON. (Two bad values: the error names the
+/// first in the table's column order — as PostgREST's `json_populate_recordset`
+/// over the table's row type — not the first key.)
 fn plain_values(cache: &SchemaCache, table: &Table, p: &Payload) -> Option<Vec<Plain>> {
     use serde_json::value::RawValue;
     if p.rows.len != 1 || p.rows.json.len() > 64 * 1024 {
@@ -259,7 +264,9 @@ fn plain_values(cache: &SchemaCache, table: &Table, p: &Payload) -> Option<Vec<P
             _ if jsonb => Some(raw.to_owned()),
             b'"' => Some(serde_json::from_str::<String>(raw).ok().filter(|s| !s.contains('\0'))?),
             b't' | b'f' => Some(raw.to_owned()),
-            b'-' | b'0'..=b'9' if !raw.contains(['e', 'E']) && !raw.starts_with("-0") => Some(raw.to_owned()),
+            // Postgres's JSON parser reads every number as numeric (which refuses
+            // more than 16383 digits after the point): only short ones are passed on.
+            b'-' | b'0'..=b'9' if raw.len() <= MAX_PLAIN_NUMBER && !raw.contains(['e', 'E']) && !raw.starts_with("-0") => Some(raw.to_owned()),
             _ => return None,
         };
         out.push(Plain::Value(cast.to_owned(), text));
