@@ -73,23 +73,57 @@ pub fn verify_any(token: &str, secret: &Secret) -> Result<serde_json::Value, jso
     jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_secret(secret.expose().as_bytes()), &v).map(|d| d.claims)
 }
 
+/// Verified claims: the JSON value and its text (what `request.jwt.claims` is set
+/// to), built once per token and shared by every request that presents it.
+#[derive(Debug, PartialEq)]
+pub struct Claims {
+    value: serde_json::Value,
+    text: String,
+}
+
+impl Claims {
+    pub fn new(value: serde_json::Value) -> std::sync::Arc<Claims> {
+        let text = value.to_string();
+        std::sync::Arc::new(Claims { value, text })
+    }
+
+    /// The claims as a JSON value.
+    pub fn value(&self) -> &serde_json::Value {
+        &self.value
+    }
+
+    /// The claims as JSON text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::ops::Deref for Claims {
+    type Target = serde_json::Value;
+    fn deref(&self) -> &serde_json::Value {
+        &self.value
+    }
+}
+
 /// Tokens whose signature was checked (most requests repeat the project's keys or a
-/// session's token): the HMAC and the JSON parse are skipped for a token already
-/// verified with the same secret. Only verified tokens enter; time-based claims are
-/// still checked by the caller on every request. Bounded: cleared when full.
-static VERIFIED: std::sync::LazyLock<std::sync::Mutex<HashMap<String, (String, serde_json::Value)>>> = std::sync::LazyLock::new(Default::default);
+/// session's token): the HMAC, the JSON parse and the claims' text are skipped for a
+/// token already verified with the same secret. Only verified tokens enter (so the
+/// keys are not the client's to choose); time-based claims are still checked by the
+/// caller on every request. Bounded: cleared when full.
+type Verified = HashMap<String, (String, std::sync::Arc<Claims>), foldhash::fast::RandomState>;
+static VERIFIED: std::sync::LazyLock<std::sync::Mutex<Verified>> = std::sync::LazyLock::new(Default::default);
 const MAX_VERIFIED: usize = 4096;
 /// Longer tokens are verified every time rather than kept.
 const MAX_CACHED_TOKEN: usize = 4096;
 
 /// [`verify_any`], remembering tokens that verified.
-pub fn verify_cached(token: &str, secret: &Secret) -> Result<serde_json::Value, jsonwebtoken::errors::Error> {
+pub fn verify_cached(token: &str, secret: &Secret) -> Result<std::sync::Arc<Claims>, jsonwebtoken::errors::Error> {
     if let Some((s, claims)) = VERIFIED.lock().unwrap_or_else(|e| e.into_inner()).get(token) {
         if constant_time_eq(s, secret.expose()) {
             return Ok(claims.clone());
         }
     }
-    let claims = verify_any(token, secret)?;
+    let claims = Claims::new(verify_any(token, secret)?);
     if token.len() <= MAX_CACHED_TOKEN {
         let mut m = VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= MAX_VERIFIED {

@@ -12,20 +12,20 @@ pub fn app(state: AppState) -> Router {
     let cors = http::cors::layer(&state.config);
     // REST and auth: the body is received first (under the body-rate limits), then the
     // handler runs under REQUEST_TIMEOUT. Functions receive their body the same way.
-    let timeout = || axum::middleware::from_fn_with_state(state.clone(), http::timeout::request_timeout);
+    let bounded = || axum::middleware::from_fn_with_state(state.clone(), http::timeout::bounded);
     let buffered = || axum::middleware::from_fn_with_state(state.clone(), http::timeout::buffer_body);
     let routes = Router::new()
         .route("/health", get(health::health))
-        .nest("/auth/v1", auth::routes(&state.config).layer(timeout()).layer(buffered()))
+        .nest("/auth/v1", auth::routes(&state.config).layer(bounded()))
         .route("/rest/v1/", get(rest::openapi::openapi).options(rest::openapi::options))
-        .nest("/rest/v1", rest::routes().merge(webhooks_or_table(&state)).layer(timeout()).layer(buffered()))
+        .nest("/rest/v1", rest::routes().merge(webhooks_or_table(&state)).layer(bounded()))
         .route("/api/catalog/refresh", post(rest::catalog_refresh).route_layer(axum::middleware::from_fn_with_state(state.config.clone(), http::service::only_service)))
         .merge(devtools::routes(&state.config))
         .nest("/ws", realtime::routes())
-        .nest("/realtime/v1", channels::routes().merge(channels::api_routes().layer(timeout()).layer(buffered())))
+        .nest("/realtime/v1", channels::routes().merge(channels::api_routes().layer(bounded())))
         .nest("/storage/v1", storage::routes())
-        .merge(workbench::routes(&state).layer(timeout()).layer(buffered()))
-        .merge(agent::routes(&state).layer(timeout()).layer(buffered()))
+        .merge(workbench::routes(&state).layer(bounded()))
+        .merge(agent::routes(&state).layer(bounded()))
         .route("/functions/v1/", get(functions::list))
         .nest("/functions/v1", functions::routes().layer(buffered()))
         .fallback(http::errors::not_found)
@@ -55,13 +55,10 @@ pub fn app(state: AppState) -> Router {
         }
         None => routes,
     };
-    // Every error leaves in the contract's JSON shape; a panicking handler ends its
-    // own request with a 500, never the process.
-    let routes = routes
-        .layer(axum::middleware::from_fn(http::errors::json_errors))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(http::errors::panic_response))
-        .layer(axum::middleware::from_fn(http::server::as_client));
-    http::trace::layer(routes)
+    // A panicking handler ends its own request with a 500, never the process; every
+    // error leaves in the contract's JSON shape, with the request's id, logged.
+    let routes = routes.layer(tower_http::catch_panic::CatchPanicLayer::custom(http::errors::panic_response));
+    http::edge::layer(routes)
 }
 
 /// The contract's webhook API lives at `/rest/v1/webhooks`, where PostgREST would

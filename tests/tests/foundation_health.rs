@@ -69,4 +69,10 @@ async fn unknown_routes_answer_json_404_with_a_request_id() {
     assert!(line.contains("method=GET") && line.contains("path=/nope"), "{line}");
     assert!(line.contains("latency_ms="), "{line}");
     assert!(!logs.contains("secret-in-query"));
+
+    // A client's own request id is kept: answered and logged with it.
+    let r = reqwest::Client::new().get(gw.url("/nope")).header("x-request-id", "client-chosen-id-7").send().await.unwrap();
+    assert_eq!(r.headers().get("x-request-id").unwrap(), "client-chosen-id-7");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(gw.stderr().lines().any(|l| l.contains("client-chosen-id-7") && l.contains("status=404")));
 }

@@ -60,7 +60,7 @@ pub async fn caller(s: &AppState, token: &str) -> Result<Option<Caller>, String>
         claims["database"] = json!(d);
     }
     let (r, kind) = if role == "service_role" { (Role::ServiceRole, KeyKind::Service) } else { (Role::Authenticated, KeyKind::User) };
-    Ok(Some(Caller { role: r, pg_role: role, claims, kind, token: token.to_owned() }))
+    Ok(Some(Caller { role: r, pg_role: role, claims: crate::http::caller::Claims::new(claims), kind, token: token.to_owned() }))
 }
 
 #[derive(Deserialize)]

@@ -102,7 +102,7 @@ fn as_caller(caller: &Caller) -> Prelude {
         sql: SETUP,
         params: vec![
             Box::new(who.role.to_owned()),
-            Box::new(who.claims.clone()),
+            Box::new(who.claims.to_owned()),
             Box::new("POST".to_owned()),
             Box::new("/mcp/v1".to_owned()),
             Box::new("{}".to_owned()),

@@ -31,7 +31,7 @@ pub fn viewer(token: &str, cfg: &crate::config::Config) -> Result<Viewer, String
         other => format!("InvalidJWTToken: {other}"),
     })?;
     let exp = caller.claims.get("exp").and_then(Value::as_f64).map(|e| e as i64);
-    let who = Arc::new(Who { role: caller.pg_role.clone(), claims: caller.claims.to_string() });
+    let who = Arc::new(Who { role: caller.pg_role.clone(), claims: caller.claims.text().to_owned() });
     Ok(Viewer { caller, who, exp })
 }
 

@@ -82,14 +82,14 @@ pub struct RunAs<'a> {
     /// The role (`SET ROLE` transaction-locally; Postgres checks membership).
     pub role: &'a str,
     /// The verified claims as JSON text.
-    pub claims: String,
+    pub claims: &'a str,
 }
 
 /// [`SETUP`]'s parameters as text (the pipeline's form).
 pub fn setup_params<'s>(who: &'s RunAs<'_>, info: &'s RequestInfo<'_>) -> Vec<Option<&'s str>> {
     vec![
         Some(who.role),
-        Some(&who.claims),
+        Some(who.claims),
         Some(info.method),
         Some(info.path),
         Some(&info.headers),
@@ -119,26 +119,53 @@ pub fn timeout_duration(setting: &str) -> Option<std::time::Duration> {
 }
 
 /// `request.headers` and `request.cookies` as PostgREST sets them: the headers with
-/// lower-cased names, Cookie left out; the cookies by name (the first of a repeated
-/// name wins, as PostgREST's lookup does).
+/// lower-cased names, Cookie left out (the last of a repeated header wins); the
+/// cookies by name (the first of a repeated name wins, as PostgREST's lookup does).
+/// Each a JSON object with its keys in order, written straight from the header map
+/// (this runs for every request).
 pub fn request_settings(headers: &axum::http::HeaderMap) -> (String, String) {
-    let mut h = serde_json::Map::new();
-    let mut cookies = serde_json::Map::new();
+    let mut h: Vec<(&str, &str)> = Vec::with_capacity(headers.len());
+    let mut cookies: Vec<(&str, &str)> = Vec::new();
     for (k, v) in headers {
         let Ok(v) = v.to_str() else { continue };
         if k == axum::http::header::COOKIE {
             for pair in v.split(';') {
                 let Some((name, value)) = pair.split_once('=') else { continue };
                 let name = name.trim();
-                if !name.is_empty() && !cookies.contains_key(name) {
-                    cookies.insert(name.to_owned(), serde_json::Value::String(value.trim().to_owned()));
+                if !name.is_empty() {
+                    cookies.push((name, value.trim()));
                 }
             }
         } else {
-            h.insert(k.as_str().to_owned(), serde_json::Value::String(v.to_owned()));
+            h.push((k.as_str(), v));
         }
     }
-    (serde_json::Value::Object(h).to_string(), serde_json::Value::Object(cookies).to_string())
+    // Stable sorts: a repeated name keeps its arrival order.
+    h.sort_by(|a, b| a.0.cmp(b.0));
+    cookies.sort_by(|a, b| a.0.cmp(b.0));
+    (json_object(&h, true), json_object(&cookies, false))
+}
+
+/// A JSON object of `pairs` (sorted by name); of a repeated name, the last or the
+/// first pair.
+fn json_object(pairs: &[(&str, &str)], last_wins: bool) -> String {
+    let mut out = Vec::with_capacity(2 + pairs.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>());
+    out.push(b'{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        let repeated = if last_wins { pairs.get(i + 1).is_some_and(|n| n.0 == *k) } else { i > 0 && pairs[i - 1].0 == *k };
+        if repeated {
+            continue;
+        }
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, k);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, v);
+    }
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// Opens a transaction on `client` running as `who`.
@@ -163,6 +190,19 @@ mod tests {
         let (headers, cookies) = request_settings(&h);
         assert_eq!(serde_json::from_str::<Value>(&headers).unwrap(), json!({"x-thing": "v"}));
         assert_eq!(serde_json::from_str::<Value>(&cookies).unwrap(), json!({"a": "1", "b": "two", "c": "x=y"}));
+    }
+
+    #[test]
+    fn headers_are_a_sorted_object_where_the_last_repeat_wins() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-b", "1".parse().unwrap());
+        h.append("x-a", "first".parse().unwrap());
+        h.append("x-a", "say \"hi\"\\".parse().unwrap());
+        h.insert("cookie", "z=1; y=2; z=3".parse().unwrap());
+        let (headers, cookies) = request_settings(&h);
+        assert_eq!(headers, r#"{"x-a":"say \"hi\"\\","x-b":"1"}"#);
+        assert_eq!(cookies, r#"{"y":"2","z":"1"}"#);
+        assert_eq!(request_settings(&axum::http::HeaderMap::new()), ("{}".to_owned(), "{}".to_owned()));
     }
 
     #[test]

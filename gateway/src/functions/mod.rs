@@ -248,7 +248,7 @@ async fn invoke_in_db(s: &AppState, f: &FunctionDef, caller: Option<Caller>, pat
         }
     }
     let body_json = serde_json::from_slice::<Value>(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
-    let request = json!({"method": method.as_str(), "path": path, "headers": h, "body": if body.is_empty() { Value::Null } else { body_json }, "claims": caller.claims});
+    let request = json!({"method": method.as_str(), "path": path, "headers": h, "body": if body.is_empty() { Value::Null } else { body_json }, "claims": caller.claims.value()});
     let info = RequestInfo { method: method.as_str(), path, headers: Value::Object(h).to_string(), ..Default::default() };
     let anon = caller.role == pgstack_shared::Role::Anon;
     let result = async {

@@ -12,10 +12,12 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use pgstack_shared::Role;
 use serde_json::Value;
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::code::pgrst;
 use crate::keys;
+pub use crate::keys::Claims;
 use crate::AppState;
 
 /// How the caller proved who it is.
@@ -39,8 +41,9 @@ pub struct Caller {
     /// or any other role a token's `role` claim names (PostgREST-style), which
     /// Postgres itself refuses unless the login role is a member of it.
     pub pg_role: String,
-    /// The verified claims, handed to Postgres as `request.jwt.claims`.
-    pub claims: Value,
+    /// The verified claims, handed to Postgres as `request.jwt.claims` (shared with
+    /// every request of the same token).
+    pub claims: Arc<Claims>,
     /// Which kind of credential it was.
     pub kind: KeyKind,
     /// The raw token, for routes that act on "this session".
@@ -124,14 +127,14 @@ impl Caller {
             Role::ServiceRole => KeyKind::Service,
             Role::Authenticated => KeyKind::User,
         };
-        Caller { role, pg_role: role.as_str().to_owned(), claims: serde_json::json!({"role": role.as_str()}), kind, token: String::new() }
+        Caller { role, pg_role: role.as_str().to_owned(), claims: Claims::new(serde_json::json!({"role": role.as_str()})), kind, token: String::new() }
     }
 
     /// The caller of a request without any credential when DB_ANON_ROLE is set
     /// (PostgREST's db-anon-role): that role, with claims `{"role": <it>}`.
     pub fn anonymous(cfg: &Config) -> Option<Caller> {
         let r = cfg.db_anon_role.as_ref()?;
-        Some(Caller { role: Role::Anon, pg_role: r.clone(), claims: serde_json::json!({"role": r}), kind: KeyKind::Anon, token: String::new() })
+        Some(Caller { role: Role::Anon, pg_role: r.clone(), claims: Claims::new(serde_json::json!({"role": r})), kind: KeyKind::Anon, token: String::new() })
     }
 
     /// Resolves one token: an HS256 JWT signed with JWT_SECRET, its claims checked as
@@ -142,8 +145,8 @@ impl Caller {
         if parts != 3 {
             return Err(CallerError::Invalid(format!("Expected 3 parts in JWT; got {parts}")));
         }
-        let mut claims = keys::verify_cached(token, &cfg.jwt_secret).map_err(|e| decode_error(token, &e))?;
-        let Value::Object(map) = &mut claims else { return Err(CallerError::BadClaims("Parsing claims failed".into())) };
+        let verified = keys::verify_cached(token, &cfg.jwt_secret).map_err(|e| decode_error(token, &e))?;
+        let Value::Object(map) = verified.value() else { return Err(CallerError::BadClaims("Parsing claims failed".into())) };
         // A storage signed-URL token (same secret) grants one object, nothing else.
         if map.contains_key("url") {
             return Err(CallerError::BadClaims("a signed-URL token is not an API credential".into()));
@@ -165,9 +168,13 @@ impl Caller {
             }
         };
         // PostgREST hands the role to Postgres inside the claims as well.
-        if map.get("role").is_none_or(Value::is_null) {
+        let claims = if map.get("role").is_none_or(Value::is_null) {
+            let mut map = map.clone();
             map.insert("role".into(), Value::String(pg_role.clone()));
-        }
+            Claims::new(Value::Object(map))
+        } else {
+            verified.clone()
+        };
         let has_sub = map.get("sub").is_some_and(|s| !s.is_null());
         // Project keys are recognised by value as well (constant time), so a key
         // configured explicitly keeps its meaning even if its claims are unusual.
@@ -184,7 +191,7 @@ impl Caller {
 
     /// Who the caller's statements run as (its role and claims).
     pub fn run_as(&self) -> crate::db::caller::RunAs<'_> {
-        crate::db::caller::RunAs { role: &self.pg_role, claims: self.claims.to_string() }
+        crate::db::caller::RunAs { role: &self.pg_role, claims: self.claims.text() }
     }
 
     /// The user id (claim `sub`), for user tokens.
@@ -492,6 +499,6 @@ mod tests {
         assert_eq!(msg(Caller::from_token(&sign(serde_json::json!({"aud": ["a", "b"]})), &c).unwrap_err()), "JWT not in audience");
         // The role is inserted into the claims Postgres receives.
         let got = Caller::from_token(&sign(serde_json::json!({"id": 1})), &c).unwrap();
-        assert_eq!(got.claims, serde_json::json!({"id": 1, "role": "anon"}));
+        assert_eq!(*got.claims.value(), serde_json::json!({"id": 1, "role": "anon"}));
     }
 }

@@ -29,7 +29,12 @@ const MAX_PLAIN_BODY: usize = 4096;
 pub async fn json_errors(req: Request, next: Next) -> Response<Body> {
     let uri = req.uri().clone(); // shares the request's bytes: no copy per request
     let head = req.method() == Method::HEAD;
-    let res = next.run(req).await;
+    as_json(uri.path(), head, next.run(req).await).await
+}
+
+/// `res` as the client of `path` receives it: a 4xx/5xx that is not JSON (and not
+/// [`Passthrough`]) becomes the contract's JSON body with the same status.
+pub async fn as_json(path: &str, head: bool, res: Response<Body>) -> Response<Body> {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) || res.extensions().get::<Passthrough>().is_some() {
         return res;
@@ -41,7 +46,7 @@ pub async fn json_errors(req: Request, next: Next) -> Response<Body> {
     let (mut parts, body) = res.into_parts();
     let text = axum::body::to_bytes(body, MAX_PLAIN_BODY).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned()).unwrap_or_default();
     let message = if text.is_empty() || text.len() > 512 { reason(status) } else { text };
-    let body = render(uri.path(), status, &message);
+    let body = render(path, status, &message);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     Response::from_parts(parts, Body::from(body.to_string()))

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod caller;
 pub mod cors;
+pub mod edge;
 pub mod errors;
 pub mod rate_limit;
 pub mod server;

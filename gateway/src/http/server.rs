@@ -191,13 +191,6 @@ fn serve_one(
     });
 }
 
-/// Middleware: the rest of the request runs as its client's (address, IPv6 by /64),
-/// so every database pool it uses gives it a fair share (`db::fair`).
-pub async fn as_client(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| crate::http::rate_limit::client_key(c.0.ip()));
-    crate::db::fair::as_client(client, next.run(req)).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

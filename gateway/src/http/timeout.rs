@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 
-/// Middleware: the whole handler under REQUEST_TIMEOUT.
-pub async fn request_timeout(State(s): State<AppState>, req: Request, next: Next) -> Response {
+/// The rest of the request (the handler) under REQUEST_TIMEOUT: a 504 when it takes
+/// longer.
+async fn within_timeout(s: &AppState, req: Request, next: Next) -> Response {
     let uri = super::errors::original_uri(&req);
     let limit = Duration::from_secs(s.config.request_timeout_secs);
     match tokio::time::timeout(limit, next.run(req)).await {
@@ -42,10 +43,36 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// BODY_MIN_RATE (408) and [`MAX_BUFFERED_BODY`] (413), before the handler runs — so
 /// a slow client holds no database connection and no worker while it trickles.
 pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    match receive(&s, req).await {
+        Ok((req, held)) => {
+            let res = next.run(req).await;
+            drop(held);
+            res
+        }
+        Err(res) => res,
+    }
+}
+
+/// Middleware: [`buffer_body`], then REQUEST_TIMEOUT around the handler ([`within_timeout`]) — the
+/// two as one layer (a layer costs a boxed future and a service clone per request).
+pub async fn bounded(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    match receive(&s, req).await {
+        Ok((req, held)) => {
+            let res = within_timeout(&s, req, next).await;
+            drop(held);
+            res
+        }
+        Err(res) => res,
+    }
+}
+
+/// The request with its body received in full, and the share of [`BODY_BUDGET`] it
+/// holds; or the refusal to answer with.
+async fn receive(s: &AppState, req: Request) -> Result<(Request, Vec<tokio::sync::OwnedSemaphorePermit>), Response> {
     use futures_util::StreamExt;
     // Most requests (GET, HEAD, DELETE) carry no body: nothing to receive, no timers.
     if axum::body::HttpBody::size_hint(req.body()).exact() == Some(0) {
-        return next.run(req).await;
+        return Ok((req, Vec::new()));
     }
     let uri = super::errors::original_uri(&req);
     let path = uri.path();
@@ -53,7 +80,7 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
     let (parts, body) = req.into_parts();
     let limits = crate::http::body::BodyLimits::from_config(&s.config);
     if declared.is_some_and(|n| n > MAX_BUFFERED_BODY + DRAIN_MAX) {
-        return too_large(path);
+        return Err(too_large(path));
     }
     let mut stream = crate::http::body::guard(body, limits);
     let mut out = bytes::BytesMut::new();
@@ -65,7 +92,7 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
         let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(c)) => c,
             Ok(None) => break,
-            Err(_) => return body_error(path, StatusCode::REQUEST_TIMEOUT, "the request body took longer than REQUEST_TIMEOUT"),
+            Err(_) => return Err(body_error(path, StatusCode::REQUEST_TIMEOUT, "the request body took longer than REQUEST_TIMEOUT")),
         };
         match chunk {
             Ok(c) if (out.len() + c.len()) as u64 <= MAX_BUFFERED_BODY => {
@@ -75,7 +102,7 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
                     Err(_) => {
                         let mut res = body_error(path, StatusCode::SERVICE_UNAVAILABLE, "too many request bodies in flight; retry shortly");
                         res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
-                        return res;
+                        return Err(res);
                     }
                 }
                 out.extend_from_slice(&c)
@@ -92,14 +119,12 @@ pub async fn buffer_body(State(s): State<AppState>, req: Request, next: Next) ->
                     }
                 };
                 let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-                return too_large(path);
+                return Err(too_large(path));
             }
-            Err(e) => return body_error(path, e.status(), &e.to_string()),
+            Err(e) => return Err(body_error(path, e.status(), &e.to_string())),
         }
     }
-    let res = next.run(Request::from_parts(parts, axum::body::Body::from(out.freeze()))).await;
-    drop(held);
-    res
+    Ok((Request::from_parts(parts, axum::body::Body::from(out.freeze())), held))
 }
 
 /// Bytes of request bodies buffered by [`buffer_body`] at once, in KiB permits.

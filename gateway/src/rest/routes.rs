@@ -94,7 +94,7 @@ async fn invalid_path() -> RestError {
 
 /// GET /rest/v1/rls-debug: the role and claims a request runs with.
 async fn rls_debug(caller: Caller) -> Json<Value> {
-    Json(json!({ "role": caller.pg_role, "claims": caller.claims }))
+    Json(json!({ "role": caller.pg_role, "claims": caller.claims.value() }))
 }
 
 async fn cache(s: &AppState) -> Result<Arc<SchemaCache>, RestError> {

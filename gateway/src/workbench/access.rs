@@ -39,7 +39,7 @@ pub fn granted(cfg: &WorkbenchConfig, caller: &Caller) -> bool {
         KeyKind::User => {
             cfg.roles.contains(&caller.pg_role)
                 || cfg.claim.as_deref().is_some_and(|path| {
-                    let mut v = &caller.claims;
+                    let mut v: &Value = &caller.claims;
                     for part in path.split('.') {
                         v = v.get(part).unwrap_or(&Value::Null);
                     }

@@ -70,7 +70,7 @@ struct Pending {
 struct State {
     /// Statement text → name, from the moment its Parse is written (a name whose
     /// Parse did not run is removed when its pipeline's answer is read).
-    statements: HashMap<String, String>,
+    statements: super::Statements,
     next_statement: u64,
     next_id: u64,
     pending: VecDeque<Pending>,
@@ -102,7 +102,7 @@ impl Mux {
         let max = conn.max_message;
         let mux = Arc::new(Mux {
             state: Mutex::new(State {
-                statements: HashMap::new(),
+                statements: super::Statements::default(),
                 next_statement: 0,
                 next_id: 0,
                 pending: VecDeque::new(),
@@ -148,7 +148,7 @@ impl Mux {
         if st.dead {
             return Err(WireError::Io(other("the shared connection is closed")));
         }
-        if st.statements.len() + unknown(steps, &st.statements) > MAX_STATEMENTS {
+        if st.statements.len() + steps.len() > MAX_STATEMENTS && st.statements.len() + unknown(steps, &st.statements) > MAX_STATEMENTS {
             let mut buf = BytesMut::new();
             frontend::query("DEALLOCATE ALL", &mut buf)?;
             let id = st.next_id;
@@ -537,8 +537,9 @@ impl MuxSet {
 
 /// A pipeline's shape: a hash of its statements' texts (not their parameters).
 pub fn shape(steps: &[Step<'_>]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static SEED: std::sync::LazyLock<foldhash::fast::RandomState> = std::sync::LazyLock::new(Default::default);
+    let mut h = SEED.build_hasher();
     for step in steps {
         step.sql.hash(&mut h);
         step.text_params.hash(&mut h);
