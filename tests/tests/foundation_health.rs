@@ -75,4 +75,12 @@ async fn unknown_routes_answer_json_404_with_a_request_id() {
     assert_eq!(r.headers().get("x-request-id").unwrap(), "client-chosen-id-7");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(gw.stderr().lines().any(|l| l.contains("client-chosen-id-7") && l.contains("status=404")));
+    // One that could pass for more fields of the log line, or is long, is replaced.
+    for bad in ["abc method=GET path=/rest/v1/secret status=200".to_owned(), "x".repeat(200)] {
+        let r = reqwest::Client::new().get(gw.url("/nope")).header("x-request-id", &bad).send().await.unwrap();
+        let id = r.headers().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+        assert!(id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'), "{id}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!gw.stderr().contains("path=/rest/v1/secret"));
 }
