@@ -22,7 +22,7 @@
 //! ```
 //!
 //! [`BodyError`] is a std error (it can feed `multer`, `reqwest::Body::wrap_stream`,
-//! …) and an `IntoResponse` (a plain-text 408 / 413 / 400 that `errors::json_errors`
+//! …) and an `IntoResponse` (a plain-text 408 / 413 / 400 that `errors::as_json`
 //! turns into the product's JSON shape); [`BodyError::status`] and `to_string()` give
 //! the parts for a product-specific error type.
 

@@ -10,8 +10,7 @@ use std::any::Any;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, Method, Response, StatusCode};
-use axum::middleware::Next;
+use axum::http::{header, HeaderValue, Response, StatusCode};
 use serde_json::Value;
 
 use crate::error::code::generic;
@@ -25,15 +24,9 @@ pub struct Passthrough;
 /// Longest plain-text error body read to become the JSON message.
 const MAX_PLAIN_BODY: usize = 4096;
 
-/// Middleware: rewrites non-JSON error responses into the contract's JSON shape.
-pub async fn json_errors(req: Request, next: Next) -> Response<Body> {
-    let uri = req.uri().clone(); // shares the request's bytes: no copy per request
-    let head = req.method() == Method::HEAD;
-    as_json(uri.path(), head, next.run(req).await).await
-}
-
 /// `res` as the client of `path` receives it: a 4xx/5xx that is not JSON (and not
-/// [`Passthrough`]) becomes the contract's JSON body with the same status.
+/// [`Passthrough`]) becomes the contract's JSON body with the same status (applied to
+/// every response by [`super::edge`]; `head`: a HEAD request, whose answer has no body).
 pub async fn as_json(path: &str, head: bool, res: Response<Body>) -> Response<Body> {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) || res.extensions().get::<Passthrough>().is_some() {
@@ -98,7 +91,7 @@ mod tests {
     use tower::ServiceExt;
 
     fn app() -> Router {
-        Router::new()
+        let routes = Router::new()
             .route("/rest/v1/t", get(|| async { (StatusCode::PAYLOAD_TOO_LARGE, "Failed to buffer the request body") }))
             .route("/storage/v1/x", get(|| async { StatusCode::METHOD_NOT_ALLOWED }))
             .route(
@@ -119,8 +112,8 @@ mod tests {
                     "never"
                 }),
             )
-            .layer(axum::middleware::from_fn(json_errors))
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response));
+        crate::http::edge::layer(routes)
     }
 
     async fn call(path: &str) -> (StatusCode, String) {
