@@ -183,6 +183,7 @@ fn cache() -> &'static SchemaCache {
                     from_json: Some("\"public\".\"qty\"".into()),
                 },
             )]),
+            request_setup: false,
         }
     })
 }

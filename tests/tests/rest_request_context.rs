@@ -256,3 +256,88 @@ fn rand_id() -> i32 {
     static NEXT: AtomicI32 = AtomicI32::new(100);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
+
+/// The statements run since the last reset that set a request up: the extension's
+/// one call, or the `set_config` statement (counted under the role they switched to).
+async fn setup_statements(su: &tokio_postgres::Client) -> (i64, i64) {
+    let row = su
+        .query_one(
+            "SELECT coalesce(sum(calls) FILTER (WHERE query LIKE 'SELECT pgr.request_setup(%'), 0)::bigint,
+                    coalesce(sum(calls) FILTER (WHERE query LIKE 'SELECT FROM (SELECT set_config(''role''%'), 0)::bigint
+               FROM pg_stat_statements",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// A request is set up by the extension's `pgr.request_setup` (one call) when it is
+/// there, and by the `set_config` statement when the installed extension lacks it
+/// (built before it): the same context either way — role, claims, method, path,
+/// headers, cookies, `Prefer: timezone`, a role's statement_timeout and, on GET of a
+/// function, a read-only transaction.
+#[tokio::test]
+async fn requests_are_set_up_by_the_extension_function_or_else_by_set_config() {
+    let tc = TestCluster::start_with_statement_stats().await.unwrap();
+    let su = tc.superuser().await.unwrap();
+    su.batch_execute(FIXTURE).await.unwrap();
+    su.batch_execute(
+        "CREATE FUNCTION public.settings() RETURNS json LANGUAGE sql STABLE AS $$
+             SELECT json_build_object('tz', current_setting('timezone'), 'timeout', current_setting('statement_timeout'),
+                                      'read_only', current_setting('transaction_read_only'), 'role', current_user) $$;
+         GRANT EXECUTE ON FUNCTION public.settings() TO anon, authenticated;
+         ALTER ROLE authenticated SET statement_timeout = '4s';",
+    )
+    .await
+    .unwrap();
+    let gw = Gateway::serve(&tc, &[]).await.unwrap();
+    let http = Client::new();
+    let anon = pgstack_gateway::keys::mint(pgstack_shared::Role::Anon, &pgstack_gateway::config::Secret::new(JWT_SECRET)).unwrap();
+    let service = pgstack_gateway::keys::mint(pgstack_shared::Role::ServiceRole, &pgstack_gateway::config::Secret::new(JWT_SECRET)).unwrap();
+    let user = format!("Bearer {}", token(json!({"sub": "u-1", "role": "authenticated", "exp": now() + 600})));
+
+    let check = |label: &'static str| {
+        let (http, gw, anon, user) = (&http, &gw, &anon, &user);
+        async move {
+            let (st, _, ctx) = get(http, gw, "/rpc/context", &[("apikey", anon), ("authorization", user), ("cookie", "a=1"), ("x-tag", "t")]).await;
+            assert_eq!(st, StatusCode::OK, "{label}: {ctx}");
+            assert_eq!(
+                (&ctx["cookies"], &ctx["headers"]["x-tag"], &ctx["method"], &ctx["path"], &ctx["role"], &ctx["claims"]["sub"]),
+                (&json!({"a": "1"}), &json!("t"), &json!("GET"), &json!("/rpc/context"), &json!("authenticated"), &json!("u-1")),
+                "{label}: {ctx}"
+            );
+            let (st, _, s) = get(http, gw, "/rpc/settings", &[("apikey", anon), ("authorization", user), ("prefer", "timezone=Asia/Tokyo")]).await;
+            assert_eq!(st, StatusCode::OK, "{label}: {s}");
+            assert_eq!(s, json!({"tz": "Asia/Tokyo", "timeout": "4s", "read_only": "on", "role": "authenticated"}), "{label}");
+            // POST runs read-write, here as anon.
+            let res = http.post(gw.url("/rest/v1/rpc/settings")).header("apikey", anon).json(&json!({})).send().await.unwrap();
+            let s: Value = res.json().await.unwrap();
+            assert_eq!((&s["read_only"], &s["role"]), (&json!("off"), &json!("anon")), "{label}: {s}");
+            // A role the session may not take is refused as before.
+            let bad = format!("Bearer {}", token(json!({"role": "postgres", "exp": now() + 600})));
+            let (st, _, err) = get(http, gw, "/rpc/context", &[("apikey", anon), ("authorization", &bad)]).await;
+            assert!(st.is_client_error(), "{label}: {st} {err}");
+        }
+    };
+
+    su.batch_execute("SELECT pg_stat_statements_reset()").await.unwrap();
+    check("with pgr.request_setup").await;
+    let (call, statement) = setup_statements(&su).await;
+    assert!(call >= 3 && statement == 0, "set up by the function: {call} calls, {statement} set_config statements");
+
+    // An extension built before the function: requests fall back to set_config
+    // once the schema cache is reloaded.
+    su.batch_execute(
+        "ALTER EXTENSION pgstack DROP FUNCTION pgr.request_setup(text, text, text, text, text, text, boolean, text, text);
+         DROP FUNCTION pgr.request_setup(text, text, text, text, text, text, boolean, text, text);",
+    )
+    .await
+    .unwrap();
+    let res = http.post(gw.url("/api/catalog/refresh")).bearer_auth(&service).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    su.batch_execute("SELECT pg_stat_statements_reset()").await.unwrap();
+    check("with set_config").await;
+    let (call, statement) = setup_statements(&su).await;
+    assert!(call == 0 && statement >= 3, "set up by set_config: {call} calls, {statement} set_config statements");
+}

@@ -20,6 +20,17 @@ pub const SETUP: &str = "SELECT FROM (SELECT set_config('role', $1, true), set_c
                             CASE WHEN $7::text IS NOT NULL THEN set_config('timezone', $7, true) END, \
                             CASE WHEN $8::text IS NOT NULL THEN set_config('statement_timeout', $8, true) END) _s";
 
+/// [`SETUP`] as one call of the extension's `pgr.request_setup` (the same settings,
+/// order and checks, set by `set_config_option` in C): Postgres compiles and runs one
+/// function call instead of nine expressions under a subquery, and reads no values
+/// back. Same parameters as [`SETUP`].
+pub const SETUP_CALL: &str = "SELECT pgr.request_setup($1, $2, $3, $4, $5, $9, $6, $7, $8)";
+
+/// Whether [`SETUP_CALL`] can run: the function exists (an extension built before it
+/// lacks it) and the connection's role may call it.
+pub const SETUP_CALL_PRESENT: &str = "SELECT has_schema_privilege(n, 'USAGE') AND has_function_privilege(f, 'EXECUTE') \
+                                        FROM to_regnamespace('pgr') n, to_regprocedure('pgr.request_setup(text, text, text, text, text, text, boolean, text, text)') f";
+
 /// Request facts handed to Postgres as `request.*` settings, and how the
 /// transaction runs.
 pub struct RequestInfo<'a> {

@@ -156,6 +156,9 @@ pub struct SchemaCache {
     /// Data representations (PostgREST): a domain's casts by function, keyed by its
     /// type name as columns print it.
     pub reps: HashMap<String, Representation>,
+    /// The extension's `pgr.request_setup` is there and the gateway may call it:
+    /// requests are set up by that one call instead of the `set_config` statement.
+    pub request_setup: bool,
 }
 
 /// The functions of a domain's implicit casts to and from json / text, each a
@@ -307,6 +310,7 @@ impl SchemaCache {
                 cache.reps.entry(target).or_default().from_json = Some(func);
             }
         }
+        cache.request_setup = client.query_one(super::caller::SETUP_CALL_PRESENT, &[]).await?.get::<_, Option<bool>>(0).unwrap_or(false);
         let rows = client.query(include_str!("schema_sql/functions.sql"), &[&schemas]).await?;
         for r in rows {
             let (schema, name): (String, String) = (r.get(0), r.get(1));
@@ -424,6 +428,8 @@ struct CacheSlot {
     tickets: std::sync::atomic::AtomicU64,
     /// Whether a snapshot was loaded at least once.
     loaded: std::sync::atomic::AtomicBool,
+    /// The current snapshot's `request_setup`, read without its lock.
+    request_setup: std::sync::atomic::AtomicBool,
 }
 
 impl CacheHandle {
@@ -447,6 +453,16 @@ impl CacheHandle {
         }
         Ok(self.get())
     }
+    /// How a request's transaction is set up as its caller ([`super::caller::SETUP_CALL`]
+    /// when the installed extension has the function, else [`super::caller::SETUP`]);
+    /// both take [`super::caller::setup_params`].
+    pub fn setup_sql(&self) -> &'static str {
+        if self.0.request_setup.load(std::sync::atomic::Ordering::Relaxed) {
+            super::caller::SETUP_CALL
+        } else {
+            super::caller::SETUP
+        }
+    }
     /// The current snapshot.
     pub fn get(&self) -> Arc<SchemaCache> {
         self.0.current.read().map(|g| g.1.clone()).unwrap_or_default()
@@ -460,6 +476,7 @@ impl CacheHandle {
     pub fn set(&self, ticket: u64, cache: SchemaCache) -> bool {
         match self.0.current.write() {
             Ok(mut g) if g.0 < ticket => {
+                self.0.request_setup.store(cache.request_setup, std::sync::atomic::Ordering::Relaxed);
                 *g = (ticket, Arc::new(cache));
                 true
             }

@@ -122,7 +122,7 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
     }
     let anon = caller.role == pgstack_shared::Role::Anon;
     let who = caller.run_as();
-    let mut steps = vec![Step { sql: as_caller::SETUP, params: as_caller::setup_params(&who, info), text_params: false }];
+    let mut steps = vec![Step { sql: state.schema_cache.setup_sql(), params: as_caller::setup_params(&who, info), text_params: false }];
     if let Some(pre) = &super::settings().pre_request_sql {
         steps.push(Step { sql: pre, params: Vec::new(), text_params: false });
     }

@@ -29,6 +29,47 @@ mod pgr {
         crate::api::settings::WEBHOOK_MAX_PAYLOAD_BYTES.get()
     }
 
+    /// Sets `name` to `value` for the rest of the transaction, exactly as
+    /// `set_config(name, value, true)` does (same context, source and checks: a role
+    /// must be one the session user is a member of), without reading the value back.
+    fn set_local(name: &std::ffi::CStr, value: &str) {
+        let Ok(value) = CString::new(value) else {
+            ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid value for parameter {name:?}: a NUL byte"));
+        };
+        // SAFETY: both strings are NUL-terminated and outlive the call; errors (an
+        // unknown role, a bad time zone) are raised as ERROR through pgrx's guard.
+        unsafe {
+            let context = if pg_sys::superuser() { pg_sys::GucContext::PGC_SUSET } else { pg_sys::GucContext::PGC_USERSET };
+            pg_sys::set_config_option(name.as_ptr(), value.as_ptr(), context, pg_sys::GucSource::PGC_S_SESSION, pg_sys::GucAction::GUC_ACTION_LOCAL, true, 0, false);
+        }
+    }
+
+    /// Sets up a transaction as a request's caller: the role, the claims and the
+    /// request settings transaction-locally, in the order and with the checks of the
+    /// gateway's `set_config` statement, in one call that returns nothing (Postgres
+    /// compiles and runs one function call, not nine, and sends no values back).
+    /// `read_only` turns the transaction read-only; a NULL time zone or statement
+    /// timeout leaves that setting as it is.
+    #[allow(clippy::too_many_arguments)]
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn request_setup(role: &str, claims: &str, method: &str, path: &str, headers: &str, cookies: &str, read_only: bool, timezone: Option<&str>, statement_timeout: Option<&str>) {
+        set_local(c"role", role);
+        set_local(c"request.jwt.claims", claims);
+        set_local(c"request.method", method);
+        set_local(c"request.path", path);
+        set_local(c"request.headers", headers);
+        set_local(c"request.cookies", cookies);
+        if read_only {
+            set_local(c"transaction_read_only", "on");
+        }
+        if let Some(tz) = timezone {
+            set_local(c"timezone", tz);
+        }
+        if let Some(t) = statement_timeout {
+            set_local(c"statement_timeout", t);
+        }
+    }
+
     fn refuse(msg: &str) -> ! {
         ereport!(ERROR, PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("invalid live query: {msg}"), "a live query must be exactly one read-only SELECT");
     }
