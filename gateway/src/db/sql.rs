@@ -41,8 +41,16 @@ impl Sql {
     }
     /// Adds a text parameter and returns its placeholder `$n::text`.
     pub fn bind(&mut self, v: impl Into<Option<String>>) -> String {
+        let mut p = String::with_capacity(12);
+        self.push_param(&mut p, v);
+        p
+    }
+    /// Adds a text parameter and writes its placeholder `$n::text` into `out` (no
+    /// string of its own).
+    pub fn push_param(&mut self, out: &mut String, v: impl Into<Option<String>>) {
+        use std::fmt::Write;
         self.params.push(v.into());
-        format!("${}::text", self.params.len())
+        let _ = write!(out, "${}::text", self.params.len());
     }
     /// Binds and appends.
     pub fn push_bind(&mut self, v: impl Into<Option<String>>) -> &mut Self {
@@ -53,7 +61,22 @@ impl Sql {
 
 /// A quoted identifier: `"a""b"`.
 pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    let mut s = String::with_capacity(name.len() + 2);
+    push_ident(&mut s, name);
+    s
+}
+
+/// Appends [`ident`]`(name)` to `out`.
+pub fn push_ident(out: &mut String, name: &str) {
+    out.push('"');
+    let mut rest = name;
+    while let Some(i) = rest.find('"') {
+        out.push_str(&rest[..=i]);
+        out.push('"');
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
 }
 
 /// A quoted string literal: `'it''s'` (for catalog names written into SQL; request
@@ -64,7 +87,11 @@ pub fn literal(s: &str) -> String {
 
 /// `"schema"."name"`.
 pub fn qualified(schema: &str, name: &str) -> String {
-    format!("{}.{}", ident(schema), ident(name))
+    let mut s = String::with_capacity(schema.len() + name.len() + 5);
+    push_ident(&mut s, schema);
+    s.push('.');
+    push_ident(&mut s, name);
+    s
 }
 
 /// A Postgres array literal of text values: `{"a","b\"c"}`.
@@ -102,6 +129,11 @@ mod tests {
     #[test]
     fn identifiers_and_literals_are_escaped() {
         assert_eq!(ident(r#"we"ird"#), r#""we""ird""#);
+        assert_eq!(ident(r#""""#), r#""""""""#);
+        assert_eq!(ident(r#"a"b"c""#), r#""a""b""c""""#);
+        assert_eq!(ident("plain é"), "\"plain é\"");
+        assert_eq!(ident(""), r#""""#);
+        assert_eq!(qualified(r#"s"1"#, "t"), r#""s""1"."t""#);
         assert_eq!(array_literal(["a", r#"b"c"#, r"d\"]), r#"{"a","b\"c","d\\"}"#);
     }
 }

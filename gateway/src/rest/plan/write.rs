@@ -4,7 +4,7 @@
 
 use super::{order_sql, select_sql, where_sql, Source, R};
 use crate::db::schema_cache::{SchemaCache, Table};
-use crate::db::sql::{ident, qualified, Sql};
+use crate::db::sql::{ident, push_ident, qualified, Sql};
 use crate::error::code::pgrst;
 use crate::rest::error::RestError;
 use crate::rest::prefer::Accept;
@@ -163,6 +163,45 @@ const INS: &str = "_pgs_i";
 /// `INSERT INTO table (cols) SELECT ... FROM the JSON rows` (or DEFAULT VALUES).
 /// `only`: a condition on the body's rows (`_x`), or empty for all of them.
 fn insert_stmt(sql: &mut Sql, cache: &SchemaCache, table: &Table, p: &Payload, missing_default: bool, only: &str) -> Result<String, RestError> {
+    if !p.columns.is_empty() && only.is_empty() {
+        if let Some(values) = plain_values(cache, table, p) {
+            // One object of plain values: a VALUES row of parameters, each read by its
+            // column type's input function as the record conversion would (Postgres
+            // then parses no JSON document for a single-row insert). Written into one
+            // buffer: this is the most common write.
+            let mut stmt = String::with_capacity(64 + table.schema.len() + table.name.len() + 48 * values.len());
+            stmt.push_str("INSERT INTO ");
+            push_ident(&mut stmt, &table.schema);
+            stmt.push('.');
+            push_ident(&mut stmt, &table.name);
+            stmt.push_str(" AS ");
+            stmt.push_str(INS);
+            stmt.push_str(" (");
+            for (i, c) in p.columns.iter().enumerate() {
+                if i > 0 {
+                    stmt.push_str(", ");
+                }
+                push_ident(&mut stmt, c);
+            }
+            stmt.push_str(") VALUES (");
+            for (i, v) in values.into_iter().enumerate() {
+                if i > 0 {
+                    stmt.push_str(", ");
+                }
+                match v {
+                    Plain::Value(cast, text) => {
+                        sql.push_param(&mut stmt, text);
+                        stmt.push_str("::");
+                        stmt.push_str(cast);
+                    }
+                    Plain::Missing(Some(d)) if missing_default => stmt.push_str(d),
+                    Plain::Missing(_) => stmt.push_str("NULL"),
+                }
+            }
+            stmt.push(')');
+            return Ok(stmt);
+        }
+    }
     let target = format!("{} AS {INS}", qualified(&table.schema, &table.name));
     let cols: Vec<String> = p.columns.iter().map(|c| ident(c)).collect();
     let stmt = if cols.is_empty() {
@@ -171,20 +210,6 @@ fn insert_stmt(sql: &mut Sql, cache: &SchemaCache, table: &Table, p: &Payload, m
         let rows = sql.bind(p.rows.json.clone());
         format!("INSERT INTO {target} SELECT FROM jsonb_array_elements({rows}::jsonb)")
     } else {
-        if let Some(values) = only.is_empty().then(|| plain_values(cache, table, p)).flatten() {
-            // One object of plain values: a VALUES row of parameters, each read by its
-            // column type's input function as the record conversion would (Postgres
-            // then parses no JSON document for a single-row insert).
-            let row: Vec<String> = values
-                .into_iter()
-                .map(|v| match v {
-                    Plain::Value(cast, text) => format!("{}::{cast}", sql.bind(text)),
-                    Plain::Missing(Some(d)) if missing_default => d,
-                    Plain::Missing(_) => "NULL".to_owned(),
-                })
-                .collect();
-            return Ok(format!("INSERT INTO {target} ({}) VALUES ({})", cols.join(", "), row.join(", ")));
-        }
         let def = p.record_def(table, cache)?;
         let rows = sql.bind(p.rows.json.clone());
         let mut values = Vec::new();
@@ -223,12 +248,12 @@ fn insert_stmt(sql: &mut Sql, cache: &SchemaCache, table: &Table, p: &Payload, m
 const MAX_PLAIN_NUMBER: usize = 1000;
 
 /// A value of a single-object insert's `VALUES` row.
-enum Plain {
+enum Plain<'t> {
     /// The column's type (without modifier) and the value's text (None: NULL).
-    Value(String, Option<String>),
+    Value(&'t str, Option<String>),
     /// The object lacks the key (a `columns=` column): NULL, or with
     /// `missing=default` the column's default (its SQL, from the catalog).
-    Missing(Option<String>),
+    Missing(Option<&'t str>),
 }
 
 /// The one object of `p` as the texts its columns' input functions read, when
@@ -239,12 +264,13 @@ enum Plain {
 /// None: the body goes to Postgres as JSON. (Two bad values: the error names the
 /// first in the table's column order — as PostgREST's `json_populate_recordset`
 /// over the table's row type — not the first key.)
-fn plain_values(cache: &SchemaCache, table: &Table, p: &Payload) -> Option<Vec<Plain>> {
+fn plain_values<'t>(cache: &SchemaCache, table: &'t Table, p: &Payload) -> Option<Vec<Plain<'t>>> {
     use serde_json::value::RawValue;
     if p.rows.len != 1 || p.rows.json.len() > 64 * 1024 {
         return None;
     }
-    let rows: Vec<std::collections::BTreeMap<String, &RawValue>> = serde_json::from_str(&p.rows.json).ok()?;
+    // Keys borrowed from the body (one with an escape fails to borrow: the JSON path).
+    let rows: Vec<std::collections::BTreeMap<&str, &RawValue>> = serde_json::from_str(&p.rows.json).ok()?;
     let row = rows.first()?;
     let mut out = Vec::with_capacity(p.columns.len());
     for c in &p.columns {
@@ -253,8 +279,8 @@ fn plain_values(cache: &SchemaCache, table: &Table, p: &Payload) -> Option<Vec<P
             return None;
         }
         let cast = col.scalar.as_deref()?;
-        let Some(raw) = row.get(c) else {
-            out.push(Plain::Missing(col.default_sql.clone()));
+        let Some(raw) = row.get(c.as_str()) else {
+            out.push(Plain::Missing(col.default_sql.as_deref()));
             continue;
         };
         let raw = raw.get().trim();
@@ -269,7 +295,7 @@ fn plain_values(cache: &SchemaCache, table: &Table, p: &Payload) -> Option<Vec<P
             b'-' | b'0'..=b'9' if raw.len() <= MAX_PLAIN_NUMBER && !raw.contains(['e', 'E']) && !raw.starts_with("-0") => Some(raw.to_owned()),
             _ => return None,
         };
-        out.push(Plain::Value(cast.to_owned(), text));
+        out.push(Plain::Value(cast, text));
     }
     Some(out)
 }
@@ -374,6 +400,11 @@ mod tests {
         assert_eq!(params, vec![Some("x\ty".to_owned()), Some(r#"{"k": [1, 2]}"#.to_owned())]);
         let (_, params) = statement(r#"{"a": null, "j": null}"#);
         assert_eq!(params, vec![None, None]);
+        // A key written with an escape is still the column: read by Postgres from the
+        // JSON (the VALUES row takes keys as they are written).
+        let (text, params) = statement(r#"{"\u0061": "x"}"#);
+        assert!(text.starts_with(r#"INSERT INTO "public"."t" AS _pgs_i ("a") SELECT _x."a" FROM"#), "{text}");
+        assert_eq!(params, vec![Some(r#"[{"\u0061": "x"}]"#.to_owned())]);
     }
 
     #[test]
