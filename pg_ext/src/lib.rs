@@ -13,7 +13,22 @@ mod api;
 /// Runs when the library loads in a session: defines the `pgstack.*` settings.
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    quiet_backtraces();
     api::settings::register();
+}
+
+/// pgrx writes a captured Rust backtrace into the DETAIL of any error that passes
+/// through one of our functions (a Postgres error raised inside
+/// `pgr.request_setup`, e.g. an unknown time zone or role, included), and the gateway
+/// hands DETAIL to API clients. Capture follows RUST_LIB_BACKTRACE, then
+/// RUST_BACKTRACE, of the server's environment: unless the operator chose
+/// RUST_LIB_BACKTRACE, it is turned off here, so a RUST_BACKTRACE=1 left in the
+/// environment that started Postgres shows no stack to clients.
+fn quiet_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // A Postgres backend runs one thread: nothing reads the environment meanwhile.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
 }
 
 // Roles, schemas and RLS helpers: everything else depends on them.

@@ -279,6 +279,9 @@ async fn setup_statements(su: &tokio_postgres::Client) -> (i64, i64) {
 /// function, a read-only transaction.
 #[tokio::test]
 async fn requests_are_set_up_by_the_extension_function_or_else_by_set_config() {
+    // The server inherits it: a Rust backtrace must still never reach a client (pgrx
+    // writes one into the DETAIL of an error raised inside the function).
+    std::env::set_var("RUST_BACKTRACE", "1");
     let tc = TestCluster::start_with_statement_stats().await.unwrap();
     let su = tc.superuser().await.unwrap();
     su.batch_execute(FIXTURE).await.unwrap();
@@ -310,6 +313,9 @@ async fn requests_are_set_up_by_the_extension_function_or_else_by_set_config() {
             let (st, _, s) = get(http, gw, "/rpc/settings", &[("apikey", anon), ("authorization", user), ("prefer", "timezone=Asia/Tokyo")]).await;
             assert_eq!(st, StatusCode::OK, "{label}: {s}");
             assert_eq!(s, json!({"tz": "Asia/Tokyo", "timeout": "4s", "read_only": "on", "role": "authenticated"}), "{label}");
+            // A zone Postgres does not know: its error as is, without a backtrace.
+            let (st, _, err) = get(http, gw, "/rpc/settings", &[("apikey", anon), ("prefer", "timezone=Invalid/Zone")]).await;
+            assert_eq!((st, &err["code"], &err["details"]), (StatusCode::BAD_REQUEST, &json!("22023"), &Value::Null), "{label}: {err}");
             // POST runs read-write, here as anon.
             let res = http.post(gw.url("/rest/v1/rpc/settings")).header("apikey", anon).json(&json!({})).send().await.unwrap();
             let s: Value = res.json().await.unwrap();
