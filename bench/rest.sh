@@ -8,6 +8,7 @@
 #   bash bench/rest.sh [seconds per run, default 10] [connections, default 10]
 #   PGSTACK_BIN=/path/to/pgstack bash bench/rest.sh   # another build (before / after)
 #   PEER=none bash bench/rest.sh                      # without PostGraphile
+#   ROUNDS=1 bash bench/rest.sh                       # one run per side (default 3)
 #
 # Workloads: GET by primary key, a filtered list of 20 rows, a two-level embed, a single
 # insert, a bulk insert of 100 rows (the peer: by key and single insert, the workloads
@@ -17,6 +18,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 CONN=${2:-10}
+# Each workload runs pgstack, pgbench simple and pgbench prepared in turn, ROUNDS times
+# over, and reports each side's median: this machine's speed drifts by up to 15%
+# within minutes, and runs of the two sides far apart in time measured the drift
+# as much as the difference (docs/benchmarks.md).
+ROUNDS=${ROUNDS:-3}
 PGBIN=/usr/lib/postgresql/15/bin
 command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null; }
 
@@ -129,16 +135,28 @@ pct() { python3 -c "print(f'{100*float(\"$1\")/float(\"$2\"):.0f}%')" 2>/dev/nul
 # is measured last so that it disturbs neither side of the ratio.
 LINES=()
 PEER_LUAS=()
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 row() { # label wrk-args... pgbench-file [peer-lua]
-  local label=$1 file=$6
-  read -r rps p50 p99 bad < <(run_wrk "$2" "$3" "$4" "$5")
-  [ -n "$rps" ] || { echo "wrk failed:"; cat "$work/wrk.out"; exit 1; }
+  local label=$1 file=$6 r rps p50 p99 bad
+  local -a all_rps=() all_p50=() all_p99=() all_simple=() all_prepared=()
+  local bad_total=0
+  for r in $(seq 1 "$ROUNDS"); do
+    read -r rps p50 p99 bad < <(run_wrk "$2" "$3" "$4" "$5")
+    [ -n "$rps" ] || { echo "wrk failed:"; cat "$work/wrk.out"; exit 1; }
+    all_rps+=("$rps"); all_p50+=("$(to_ms "$p50")"); all_p99+=("$(to_ms "$p99")"); bad_total=$((bad_total + ${bad:-0}))
+    all_simple+=("$(run_pgbench "$file" simple)")
+    all_prepared+=("$(run_pgbench "$file" prepared)")
+  done
   local simple prepared
-  simple=$(run_pgbench "$file" simple)
-  prepared=$(run_pgbench "$file" prepared)
-  LINES+=("| $label | $rps | $p50 | $p99 | $bad | $simple | $(pct "$rps" "$simple") | $prepared | $(pct "$rps" "$prepared") |")
+  rps=$(median "${all_rps[@]}"); simple=$(median "${all_simple[@]}"); prepared=$(median "${all_prepared[@]}")
+  # Latencies in ms (wrk prints us, ms or s).
+  p50=$(median "${all_p50[@]}"); p99=$(median "${all_p99[@]}")
+  LINES+=("| $label | $rps | ${p50}ms | ${p99}ms | $bad_total | $simple | $(pct "$rps" "$simple") | $prepared | $(pct "$rps" "$prepared") |")
+  ALL+=("$label: pgstack ${all_rps[*]}; simple ${all_simple[*]}; prepared ${all_prepared[*]}")
   PEER_LUAS+=("${7:-}")
 }
+ALL=()
 # Warm-up, discarded: the pools' connections and prepared statements, the page cache.
 DURATION=3 run_wrk GET "/rest/v1/items?id=eq.%d&select=id,name,price,created_at" "$ANON" "" >/dev/null
 DURATION=3 run_pgbench "$work/pk.sql" simple >/dev/null
@@ -151,3 +169,7 @@ row "bulk insert, 100 rows" POST "/rest/v1/events" "$SERVICE" "$work/hundred.jso
 for i in "${!LINES[@]}"; do
   echo "${LINES[$i]} $(peer "${PEER_LUAS[$i]}") |"
 done
+echo
+echo "Medians of $ROUNDS interleaved rounds (pgstack, pgbench simple, pgbench prepared); every round, in order:"
+echo
+for a in "${ALL[@]}"; do echo "- $a"; done

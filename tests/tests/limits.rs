@@ -300,3 +300,47 @@ async fn unknown_rest_paths_answer_in_postgrest_shape() {
         assert!(v["code"].is_string() && v.get("details").is_some() && v.get("hint").is_some() && v["message"].is_string(), "{path}: {v}");
     }
 }
+
+/// A write's body is held up to three times over while it runs (the rows' JSON, the
+/// statement's parameter, the message to Postgres), and the receive budget counts
+/// that: many large writes at once are answered 201 or 503 (Retry-After) and the
+/// gateway's memory stays bounded (before, a received KiB held one KiB of the budget
+/// and 300 such bodies took it to ~1 GB).
+#[tokio::test]
+async fn many_large_writes_at_once_stay_within_the_body_budget() {
+    let l = L::start(&[]).await;
+    l.tc.superuser()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE public.big (id serial PRIMARY KEY, kind text, payload jsonb); GRANT ALL ON public.big TO service_role; GRANT USAGE ON SEQUENCE public.big_id_seq TO service_role;")
+        .await
+        .unwrap();
+    let row = serde_json::json!({"kind": "x".repeat(200), "payload": {"a": "y".repeat(100)}});
+    // Leaked once: every request sends the same bytes without a copy.
+    let body: &'static [u8] = Box::leak(serde_json::to_vec(&vec![row; 5800]).unwrap().into_boxed_slice());
+    assert!(body.len() > 1_900_000 && body.len() < 2_000_000);
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let http = client_from(&format!("127.0.0.{}", 2 + i % 6));
+        let (url, key) = (l.gw.url("/rest/v1/big"), l.service.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = http.post(url).header("apikey", &key).header("content-type", "application/json").body(body).send().await.unwrap();
+            (res.status(), res.headers().contains_key("retry-after"))
+        }));
+    }
+    let (mut created, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (StatusCode::CREATED, _) => created += 1,
+            (StatusCode::SERVICE_UNAVAILABLE, true) => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(created > 0, "{created} created, {refused} refused");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", l.gw.pid().unwrap())).unwrap();
+    let peak_kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+    assert!(peak_kb < 500 * 1024, "peak RSS {peak_kb} kB with {created} created, {refused} refused");
+    // The budget is back: one more goes through.
+    let res = l.http.post(l.gw.url("/rest/v1/big")).header("apikey", &l.service).header("content-type", "application/json").body(body).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+}
