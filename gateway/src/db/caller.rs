@@ -133,13 +133,15 @@ pub fn timeout_duration(setting: &str) -> Option<std::time::Duration> {
 /// lower-cased names, Cookie left out (the last of a repeated header wins); the
 /// cookies by name (the first of a repeated name wins, as PostgREST's lookup does).
 /// Each a JSON object with its keys in order, written straight from the header map
-/// (this runs for every request).
+/// (this runs for every request). Values are read as UTF-8 (a value with bytes that
+/// are not, with U+FFFD in their place; a Cookie header that is not UTF-8 is left
+/// out).
 pub fn request_settings(headers: &axum::http::HeaderMap) -> (String, String) {
-    let mut h: Vec<(&str, &str)> = Vec::with_capacity(headers.len());
+    let mut h: Vec<(&str, std::borrow::Cow<'_, str>)> = Vec::with_capacity(headers.len());
     let mut cookies: Vec<(&str, &str)> = Vec::new();
     for (k, v) in headers {
-        let Ok(v) = v.to_str() else { continue };
         if k == axum::http::header::COOKIE {
+            let Ok(v) = std::str::from_utf8(v.as_bytes()) else { continue };
             for pair in v.split(';') {
                 let Some((name, value)) = pair.split_once('=') else { continue };
                 let name = name.trim();
@@ -148,7 +150,7 @@ pub fn request_settings(headers: &axum::http::HeaderMap) -> (String, String) {
                 }
             }
         } else {
-            h.push((k.as_str(), v));
+            h.push((k.as_str(), String::from_utf8_lossy(v.as_bytes())));
         }
     }
     // Stable sorts: a repeated name keeps its arrival order.
@@ -159,8 +161,8 @@ pub fn request_settings(headers: &axum::http::HeaderMap) -> (String, String) {
 
 /// A JSON object of `pairs` (sorted by name); of a repeated name, the last or the
 /// first pair.
-fn json_object(pairs: &[(&str, &str)], last_wins: bool) -> String {
-    let mut out = Vec::with_capacity(2 + pairs.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>());
+fn json_object<V: AsRef<str>>(pairs: &[(&str, V)], last_wins: bool) -> String {
+    let mut out = Vec::with_capacity(2 + pairs.iter().map(|(k, v)| k.len() + v.as_ref().len() + 6).sum::<usize>());
     out.push(b'{');
     for (i, (k, v)) in pairs.iter().enumerate() {
         let repeated = if last_wins { pairs.get(i + 1).is_some_and(|n| n.0 == *k) } else { i > 0 && pairs[i - 1].0 == *k };
@@ -173,7 +175,7 @@ fn json_object(pairs: &[(&str, &str)], last_wins: bool) -> String {
         // Writing a string into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut out, k);
         out.push(b':');
-        let _ = serde_json::to_writer(&mut out, v);
+        let _ = serde_json::to_writer(&mut out, v.as_ref());
     }
     out.push(b'}');
     String::from_utf8(out).unwrap_or_else(|_| "{}".to_owned())
@@ -214,6 +216,19 @@ mod tests {
         assert_eq!(headers, r#"{"x-a":"say \"hi\"\\","x-b":"1"}"#);
         assert_eq!(cookies, r#"{"y":"2","z":"1"}"#);
         assert_eq!(request_settings(&axum::http::HeaderMap::new()), ("{}".to_owned(), "{}".to_owned()));
+    }
+
+    #[test]
+    fn values_beyond_ascii_are_kept() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-name", axum::http::HeaderValue::from_bytes("Zoë 😀".as_bytes()).unwrap());
+        h.insert("x-latin1", axum::http::HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        h.insert("cookie", axum::http::HeaderValue::from_bytes("who=Zoë".as_bytes()).unwrap());
+        let (headers, cookies) = request_settings(&h);
+        assert_eq!(serde_json::from_str::<Value>(&headers).unwrap(), json!({"x-latin1": "caf\u{fffd}", "x-name": "Zoë 😀"}));
+        assert_eq!(serde_json::from_str::<Value>(&cookies).unwrap(), json!({"who": "Zoë"}));
+        h.insert("cookie", axum::http::HeaderValue::from_bytes(b"who=caf\xe9").unwrap());
+        assert_eq!(request_settings(&h).1, "{}");
     }
 
     #[test]
