@@ -343,4 +343,23 @@ async fn many_large_writes_at_once_stay_within_the_body_budget() {
     // The budget is back: one more goes through.
     let res = l.http.post(l.gw.url("/rest/v1/big")).header("apikey", &l.service).header("content-type", "application/json").body(body).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
+
+    // The budget counts bytes, not chunks: a 120 kB body in 1-byte chunks goes
+    // through (at a KiB or more per chunk it alone outweighed the whole budget).
+    let json = format!(r#"{{"kind": "{}"}}"#, "c".repeat(120_000));
+    let mut wire =
+        format!("POST /rest/v1/big HTTP/1.1\r\nHost: x\r\napikey: {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n", l.service)
+            .into_bytes();
+    for b in json.bytes() {
+        wire.extend_from_slice(b"1\r\n");
+        wire.push(b);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let mut sock = TcpStream::connect(("127.0.0.1", l.port())).await.unwrap();
+    sock.write_all(&wire).await.unwrap();
+    let mut answer = Vec::new();
+    sock.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{}", &answer[..answer.len().min(300)]);
 }

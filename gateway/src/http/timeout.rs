@@ -88,9 +88,11 @@ async fn receive(s: &AppState, req: Request) -> Result<(Request, Vec<tokio::sync
     let mut first: Option<bytes::Bytes> = None;
     let mut out = bytes::BytesMut::new();
     let mut received = 0u64;
+    // KiB of BODY_BUDGET held for it.
+    let mut charged = 0u32;
     // Buffered bodies of all requests together stay within BODY_BUDGET; the share
     // is held until the handler is done with the body.
-    let mut held = Vec::new();
+    let mut held: Vec<tokio::sync::OwnedSemaphorePermit> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(s.config.request_timeout_secs);
     loop {
         // A chunk already received is taken without arming a timer (a small body
@@ -105,16 +107,27 @@ async fn receive(s: &AppState, req: Request) -> Result<(Request, Vec<tokio::sync
         let Some(chunk) = next else { break };
         match chunk {
             Ok(c) if received + c.len() as u64 <= MAX_BUFFERED_BODY => {
-                let kib = (c.len() as u32).div_ceil(1024) * EXPANSION;
-                match BODY_BUDGET.clone().try_acquire_many_owned(kib) {
-                    Ok(p) => held.push(p),
-                    Err(_) => {
-                        let mut res = body_error(path, StatusCode::SERVICE_UNAVAILABLE, "too many request bodies in flight; retry shortly");
-                        res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
-                        return Err(res);
+                received += c.len() as u64;
+                // Charged by the bytes received so far, not per chunk: a body sent in
+                // 1-byte chunks costs what its bytes do (a KiB per chunk let an 87 kB
+                // body fill the budget). One permit, grown as the body grows.
+                let due = u32::try_from((received * u64::from(EXPANSION)).div_ceil(1024)).unwrap_or(u32::MAX);
+                if due > charged {
+                    match BODY_BUDGET.clone().try_acquire_many_owned(due - charged) {
+                        Ok(p) => {
+                            charged = due;
+                            match held.last_mut() {
+                                Some(h) => h.merge(p),
+                                None => held.push(p),
+                            }
+                        }
+                        Err(_) => {
+                            let mut res = body_error(path, StatusCode::SERVICE_UNAVAILABLE, "too many request bodies in flight; retry shortly");
+                            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+                            return Err(res);
+                        }
                     }
                 }
-                received += c.len() as u64;
                 match first.take() {
                     None if out.is_empty() => first = Some(c),
                     None => out.extend_from_slice(&c),
@@ -164,7 +177,8 @@ static BODY_BUDGET: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> 
 /// or form body turned into JSON rows), for as long as the permit lives; None when
 /// the budget has no room (the caller answers 503).
 pub fn hold_expansion(bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    let kib = u32::try_from(bytes.div_ceil(1024)).ok()?;
+    // The rows built are held as many times over as a received body ([`EXPANSION`]).
+    let kib = u32::try_from(bytes.checked_mul(EXPANSION as usize)?.div_ceil(1024)).ok()?;
     BODY_BUDGET.clone().try_acquire_many_owned(kib).ok()
 }
 
