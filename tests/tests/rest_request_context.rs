@@ -274,7 +274,7 @@ async fn setup_statements(su: &tokio_postgres::Client) -> (i64, i64) {
 
 /// A request is set up by the extension's `pgr.request_setup` (one call) when it is
 /// there, and by the `set_config` statement when the installed extension lacks it
-/// (built before it): the same context either way — role, claims, method, path,
+/// (built before it) or it went away while the gateway ran: the same context either way — role, claims, method, path,
 /// headers, cookies, `Prefer: timezone`, a role's statement_timeout and, on GET of a
 /// function, a read-only transaction.
 #[tokio::test]
@@ -297,7 +297,6 @@ async fn requests_are_set_up_by_the_extension_function_or_else_by_set_config() {
     let gw = Gateway::serve(&tc, &[]).await.unwrap();
     let http = Client::new();
     let anon = pgstack_gateway::keys::mint(pgstack_shared::Role::Anon, &pgstack_gateway::config::Secret::new(JWT_SECRET)).unwrap();
-    let service = pgstack_gateway::keys::mint(pgstack_shared::Role::ServiceRole, &pgstack_gateway::config::Secret::new(JWT_SECRET)).unwrap();
     let user = format!("Bearer {}", token(json!({"sub": "u-1", "role": "authenticated", "exp": now() + 600})));
 
     let check = |label: &'static str| {
@@ -332,16 +331,17 @@ async fn requests_are_set_up_by_the_extension_function_or_else_by_set_config() {
     let (call, statement) = setup_statements(&su).await;
     assert!(call >= 3 && statement == 0, "set up by the function: {call} calls, {statement} set_config statements");
 
-    // An extension built before the function: requests fall back to set_config
-    // once the schema cache is reloaded.
+    // The function dropped behind the gateway's back (the DDL notification that would
+    // reload the schema cache switched off): the next request fails over to
+    // set_config by itself, and so do the ones after it.
     su.batch_execute(
-        "ALTER EXTENSION pgstack DROP FUNCTION pgr.request_setup(text, text, text, text, text, text, boolean, text, text);
-         DROP FUNCTION pgr.request_setup(text, text, text, text, text, text, boolean, text, text);",
+        "ALTER EVENT TRIGGER pgstack_ddl_end DISABLE; ALTER EVENT TRIGGER pgstack_sql_drop DISABLE;
+         ALTER EXTENSION pgstack DROP FUNCTION pgr.request_setup(text, text, text, text, text, text, boolean, text, text);
+         DROP FUNCTION pgr.request_setup(text, text, text, text, text, text, boolean, text, text);
+         ALTER EVENT TRIGGER pgstack_ddl_end ENABLE; ALTER EVENT TRIGGER pgstack_sql_drop ENABLE;",
     )
     .await
     .unwrap();
-    let res = http.post(gw.url("/api/catalog/refresh")).bearer_auth(&service).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
     su.batch_execute("SELECT pg_stat_statements_reset()").await.unwrap();
     check("with set_config").await;
     let (call, statement) = setup_statements(&su).await;

@@ -31,6 +31,17 @@ pub const SETUP_CALL: &str = "SELECT pgr.request_setup($1, $2, $3, $4, $5, $9, $
 pub const SETUP_CALL_PRESENT: &str = "SELECT has_schema_privilege(n, 'USAGE') AND has_function_privilege(f, 'EXECUTE') \
                                         FROM to_regnamespace('pgr') n, to_regprocedure('pgr.request_setup(text, text, text, text, text, text, boolean, text, text)') f";
 
+/// True for the error of a [`SETUP_CALL`] whose function is gone or no longer
+/// callable (dropped, EXECUTE revoked, schema `pgr` dropped or closed) since the schema
+/// cache found it: the request is set up again with [`SETUP`].
+pub fn setup_call_gone(f: &super::pipeline::DbFields) -> bool {
+    match f.code.as_str() {
+        "42883" | "42501" => f.message.contains("request_setup") || f.message == "permission denied for schema pgr",
+        "3F000" => f.message == "schema \"pgr\" does not exist",
+        _ => false,
+    }
+}
+
 /// Request facts handed to Postgres as `request.*` settings, and how the
 /// transaction runs.
 pub struct RequestInfo<'a> {
@@ -191,7 +202,7 @@ pub async fn begin<'a>(client: &'a mut deadpool_postgres::Object, who: &RunAs<'_
 
 #[cfg(test)]
 mod tests {
-    use super::{request_settings, timeout_duration};
+    use super::{request_settings, setup_call_gone, timeout_duration};
     use serde_json::{json, Value};
     use std::time::Duration;
 
@@ -229,6 +240,18 @@ mod tests {
         assert_eq!(serde_json::from_str::<Value>(&cookies).unwrap(), json!({"who": "Zoë"}));
         h.insert("cookie", axum::http::HeaderValue::from_bytes(b"who=caf\xe9").unwrap());
         assert_eq!(request_settings(&h).1, "{}");
+    }
+
+    #[test]
+    fn only_a_gone_set_up_function_fails_over() {
+        let f = |code: &str, message: &str| crate::db::pipeline::DbFields { code: code.into(), message: message.into(), ..Default::default() };
+        assert!(setup_call_gone(&f("42883", "function pgr.request_setup(unknown, unknown) does not exist")));
+        assert!(setup_call_gone(&f("42501", "permission denied for function request_setup")));
+        assert!(setup_call_gone(&f("42501", "permission denied for schema pgr")));
+        assert!(setup_call_gone(&f("3F000", "schema \"pgr\" does not exist")));
+        assert!(!setup_call_gone(&f("42501", "permission denied for table items")));
+        assert!(!setup_call_gone(&f("42883", "function public.nope() does not exist")));
+        assert!(!setup_call_gone(&f("22023", "invalid value for parameter \"TimeZone\": \"request_setup\"")));
     }
 
     #[test]

@@ -463,6 +463,11 @@ impl CacheHandle {
             super::caller::SETUP
         }
     }
+    /// Stops using [`super::caller::SETUP_CALL`] until a reload finds it callable again
+    /// (it failed: dropped or revoked since the last reload).
+    pub fn forget_setup_call(&self) {
+        self.0.request_setup.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
     /// The current snapshot.
     pub fn get(&self) -> Arc<SchemaCache> {
         self.0.current.read().map(|g| g.1.clone()).unwrap_or_default()

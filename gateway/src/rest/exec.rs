@@ -135,7 +135,18 @@ pub async fn run(state: &AppState, caller: &Caller, info: &RequestInfo<'_>, sql:
     if info.response_gucs {
         steps.push(Step { sql: RESPONSE_GUCS, params: Vec::new(), text_params: false });
     }
-    let mut results = state.wire.pipeline(&steps, info.read_only).await.map_err(|e| RestError::from_db(e, anon))?;
+    let mut results = match state.wire.pipeline(&steps, info.read_only).await {
+        // The set-up function went away since the schema cache saw it: nothing ran
+        // (the implicit transaction ended at its error); set up with set_config.
+        Err(crate::db::DbError::Postgres(f)) if steps[0].sql == as_caller::SETUP_CALL && as_caller::setup_call_gone(&f) => {
+            tracing::warn!(code = %f.code, error = %f.message, "pgr.request_setup is not callable any more: requests are set up with set_config");
+            state.schema_cache.forget_setup_call();
+            steps[0].sql = as_caller::SETUP;
+            state.wire.pipeline(&steps, info.read_only).await
+        }
+        other => other,
+    }
+    .map_err(|e| RestError::from_db(e, anon))?;
     let short = || RestError::internal(anyhow::anyhow!("the pipeline returned fewer results than steps"));
     let mut out = if rows && sql.json_rows {
         let found = &results.get(main).ok_or_else(short)?.rows;
