@@ -68,11 +68,11 @@ pub async fn bounded(State(s): State<AppState>, req: Request, next: Next) -> Res
 
 /// The request with its body received in full, and the share of [`BODY_BUDGET`] it
 /// holds; or the refusal to answer with.
-async fn receive(s: &AppState, req: Request) -> Result<(Request, Vec<tokio::sync::OwnedSemaphorePermit>), Response> {
+async fn receive(s: &AppState, req: Request) -> Result<(Request, Option<tokio::sync::OwnedSemaphorePermit>), Response> {
     use futures_util::StreamExt;
     // Most requests (GET, HEAD, DELETE) carry no body: nothing to receive, no timers.
     if axum::body::HttpBody::size_hint(req.body()).exact() == Some(0) {
-        return Ok((req, Vec::new()));
+        return Ok((req, None));
     }
     let uri = super::errors::original_uri(&req);
     let path = uri.path();
@@ -92,7 +92,7 @@ async fn receive(s: &AppState, req: Request) -> Result<(Request, Vec<tokio::sync
     let mut charged = 0u32;
     // Buffered bodies of all requests together stay within BODY_BUDGET; the share
     // is held until the handler is done with the body.
-    let mut held: Vec<tokio::sync::OwnedSemaphorePermit> = Vec::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(s.config.request_timeout_secs);
     loop {
         // A chunk already received is taken without arming a timer (a small body
@@ -116,9 +116,9 @@ async fn receive(s: &AppState, req: Request) -> Result<(Request, Vec<tokio::sync
                     match BODY_BUDGET.clone().try_acquire_many_owned(due - charged) {
                         Ok(p) => {
                             charged = due;
-                            match held.last_mut() {
+                            match held.as_mut() {
                                 Some(h) => h.merge(p),
-                                None => held.push(p),
+                                None => held = Some(p),
                             }
                         }
                         Err(_) => {
@@ -128,14 +128,13 @@ async fn receive(s: &AppState, req: Request) -> Result<(Request, Vec<tokio::sync
                         }
                     }
                 }
-                match first.take() {
-                    None if out.is_empty() => first = Some(c),
-                    None => out.extend_from_slice(&c),
-                    Some(f) => {
-                        out.reserve(f.len() + c.len());
+                if first.is_none() && out.is_empty() {
+                    first = Some(c);
+                } else {
+                    if let Some(f) = first.take() {
                         out.extend_from_slice(&f);
-                        out.extend_from_slice(&c);
                     }
+                    out.extend_from_slice(&c);
                 }
             }
             Ok(_) => {
